@@ -1,0 +1,270 @@
+"""Pieces every agent shares: seeded MLPs, input normalisation, the action density family, observation and action
+checks, the checkpoint directory format and the trajectory-table reader.
+
+Action density convention (shared with the simulator's clinician): each action dimension is a mixture of a point mass
+at 0 and a continuous density on (0, max]; log-densities are w.r.t. (δ0 + Lebesgue) per dimension, in physical units.
+
+Our policies use a *hurdle* (zero-inflated) Gaussian per dimension on a log-scaled, physically bounded action:
+
+    P(a = 0)             = p0(s)                                           (a logistic head)
+    y = log(1 + a/c) / log(1 + max/c) ∈ (0, 1]                              (c = recording resolution)
+    y | a > 0            ~ N(μ(s), σ(s)²) truncated to (0, 1]
+    log p(a), a > 0      = log(1 − p0) + log N(y; μ, σ²) − log Z − log((c + a)·log(1 + max/c))
+    Z                    = Φ((1 − μ)/σ) − Φ(−μ/σ)
+
+Why not a censored (Tobit) Gaussian: clinicians either give nothing or an amount far from zero (500 mL, not 5 mL),
+and amounts are multiplicative (log-normal-like); a Tobit ties the mass at 0 to the mean amount through μ/σ and
+cannot fit both, which inflates importance-weight variance. Truncating at the physical maximum (instead of clipping)
+keeps the distribution free of a second atom at max, so it stays exactly within the (δ0 + Lebesgue) convention.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from scipy import special, stats
+from torch import nn
+
+from ogsrl import features
+from ogsrl.errors import DataError
+from ogsrl.io import atomic_path
+
+FloatArray = npt.NDArray[np.floating]
+
+FORMAT_VERSION = 1
+"""Checkpoint format version written to config.json; loaders refuse other versions."""
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.pt"
+
+ACTION_MAX = np.array([features.ACTION_BOUNDS[a][1] for a in features.ACTIONS], dtype=np.float64)
+"""Physical upper bound per action dimension, shape (A,); the lower bound is 0 for both."""
+ACTION_RESOLUTION = np.array([10.0, 0.001])
+"""c per action dimension: the recording resolution (10 mL, 0.001 µg/kg/min); the log scale is linear below it"""
+LOG_SPAN = np.log1p(ACTION_MAX / ACTION_RESOLUTION)
+"""log(1 + max/c) per dimension: maps the scaled action onto (0, 1]"""
+LOG_STD_MIN = -6.0
+"""lowest log σ of the scaled non-zero action"""
+LOG_STD_MAX = 1.0
+"""highest log σ of the scaled non-zero action"""
+MU_MIN, MU_MAX = -0.5, 1.5
+"""range of μ on the scaled axis (keeps the truncation normaliser Z well away from underflow)"""
+
+
+# ---- networks ------------------------------------------------------------------------------------------------
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, generator: torch.Generator) -> nn.Sequential:
+    """ReLU MLP whose weights are drawn from ``generator`` (never from torch's global RNG).
+
+    Init: U(−1/√fan_in, 1/√fan_in) for weights and biases, the classic LeCun-uniform scheme of ``nn.Linear``.
+    """
+    dims = [in_dim, *hidden, out_dim]
+    layers: list[nn.Module] = []
+    for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+        lin = nn.Linear(d_in, d_out)
+        bound = 1.0 / math.sqrt(d_in)
+        with torch.no_grad():
+            nn.init.uniform_(lin.weight, -bound, bound, generator=generator)
+            nn.init.uniform_(lin.bias, -bound, bound, generator=generator)
+        layers.append(lin)
+        if i < len(dims) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def soft_clamp(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """Smoothly map ℝ → (low, high) (tanh), so a parameter stays bounded without killing gradients."""
+    return low + 0.5 * (high - low) * (torch.tanh(x) + 1.0)
+
+
+# ---- the hurdle Gaussian action density ------------------------------------------------------------------------
+
+
+def scale_actions(actions: FloatArray) -> FloatArray:
+    """Physical actions ``(B, A)`` → scaled y = log(1 + a/c) / log(1 + max/c) ∈ [0, 1]."""
+    return np.log1p(actions / ACTION_RESOLUTION) / LOG_SPAN
+
+
+def unscale_actions(y: FloatArray) -> FloatArray:
+    """Inverse of :func:`scale_actions`."""
+    return ACTION_RESOLUTION * np.expm1(y * LOG_SPAN)
+
+
+def _log_z_torch(mu: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """log(Φ(b) − Φ(a)), a = −μ/σ, b = (1−μ)/σ, computed in whichever tail keeps it accurate."""
+    a, b = -mu / std, (1.0 - mu) / std
+    lo, hi = torch.where(a > 0, -b, a), torch.where(a > 0, -a, b)  # mirror when both sit in the right tail
+    log_hi, log_lo = torch.special.log_ndtr(hi), torch.special.log_ndtr(lo)
+    return log_hi + torch.log1p(-torch.exp(log_lo - log_hi))
+
+
+def _log_z(mu: FloatArray, std: FloatArray) -> FloatArray:
+    a, b = -mu / std, (1.0 - mu) / std
+    lo, hi = np.where(a > 0, -b, a), np.where(a > 0, -a, b)
+    log_hi, log_lo = special.log_ndtr(hi), special.log_ndtr(lo)
+    return log_hi + np.log1p(-np.exp(log_lo - log_hi))
+
+
+def hurdle_nll(logit0: torch.Tensor, mu: torch.Tensor, log_std: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood per row of scaled actions, in float64 (the training objective).
+
+    Args:
+        logit0, mu, log_std: logit of P(a=0), latent mean and log σ on the scaled axis, each ``(B, A)``.
+        y: scaled actions in [0, 1], ``(B, A)``; exact zeros hit the atom.
+    Returns:
+        ``(B,)`` = −Σ_a log p(y_a) w.r.t. (δ0 + Lebesgue on the scaled axis); the Jacobian to physical units is a
+        constant of the data and left out.
+    """
+    logit0, mu, log_std, y = logit0.double(), mu.double(), log_std.double(), y.double()
+    std = log_std.exp()
+    zsc = (y - mu) / std
+    log_cont = (
+        torch.nn.functional.logsigmoid(-logit0)
+        - 0.5 * zsc**2 - 0.5 * math.log(2.0 * math.pi) - log_std - _log_z_torch(mu, std)
+    )
+    ll = torch.where(y <= 0.0, torch.nn.functional.logsigmoid(logit0), log_cont)
+    return -ll.sum(dim=-1)
+
+
+def hurdle_log_prob(logit0: FloatArray, mu: FloatArray, log_std: FloatArray, actions: FloatArray) -> FloatArray:
+    """log π(a|s) per row for physical actions ``(B, A)``, w.r.t. (δ0 + Lebesgue) in physical units → ``(B,)``."""
+    std = np.exp(log_std)
+    y = scale_actions(actions)
+    zsc = (y - mu) / std
+    log_jac = -np.log((ACTION_RESOLUTION + actions) * LOG_SPAN)  # dy/da
+    log_cont = (
+        -np.logaddexp(0.0, logit0)  # log(1 − p0)
+        - 0.5 * zsc**2 - 0.5 * math.log(2.0 * math.pi) - log_std - _log_z(mu, std) + log_jac
+    )
+    ll = np.where(actions <= 0.0, -np.logaddexp(0.0, -logit0), log_cont)
+    return ll.sum(axis=-1)
+
+
+def hurdle_sample(logit0: FloatArray, mu: FloatArray, log_std: FloatArray, rng: np.random.Generator) -> FloatArray:
+    """Draw physical actions ``(B, A)``: zero with probability p0, else y from the truncated normal, mapped back."""
+    std = np.exp(log_std)
+    zero = rng.uniform(size=mu.shape) < special.expit(logit0)
+    u = rng.uniform(size=mu.shape)
+    y = stats.truncnorm.ppf(u, -mu / std, (1.0 - mu) / std, loc=mu, scale=std)
+    return np.where(zero, 0.0, np.clip(unscale_actions(y), 0.0, ACTION_MAX))
+
+
+def hurdle_mode(logit0: FloatArray, mu: FloatArray, log_std: FloatArray) -> FloatArray:
+    """Deterministic action ``(B, A)``: 0 where P(a=0) ≥ ½, else the median of the non-zero part."""
+    std = np.exp(log_std)
+    y = stats.truncnorm.ppf(0.5, -mu / std, (1.0 - mu) / std, loc=mu, scale=std)
+    return np.where(logit0 >= 0.0, 0.0, np.clip(unscale_actions(y), 0.0, ACTION_MAX))
+
+
+# ---- input checks and normalisation --------------------------------------------------------------------------
+
+
+def check_obs(obs: Any, feature_names: Sequence[str], who: str) -> np.ndarray:
+    """Validate an observation batch ``(B, S)``: 2-D, S = len(feature_names), finite. Returns float64."""
+    arr = np.asarray(obs, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != len(feature_names):
+        raise ValueError(
+            f"{who}: obs must have shape (B, {len(feature_names)}) with columns {list(feature_names)}, "
+            f"got {arr.shape}"
+        )
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        rows, cols = np.nonzero(bad)
+        raise DataError(
+            f"{who}: non-finite observation values", column=feature_names[int(cols[0])], rows=sorted(set(rows.tolist()))
+        )
+    return arr
+
+
+def check_actions(actions: Any, n_rows: int, who: str) -> np.ndarray:
+    """Validate physical actions ``(B, A)``: finite and inside [0, max] per dimension. Returns float64."""
+    arr = np.asarray(actions, dtype=np.float64)
+    if arr.shape != (n_rows, len(features.ACTIONS)):
+        raise ValueError(f"{who}: actions must have shape ({n_rows}, {len(features.ACTIONS)}), got {arr.shape}")
+    for j, name in enumerate(features.ACTIONS):
+        col = arr[:, j]
+        bad = np.nonzero(~np.isfinite(col) | (col < 0.0) | (col > ACTION_MAX[j]))[0]
+        if bad.size:
+            raise DataError(
+                f"{who}: actions outside [0, {ACTION_MAX[j]:g}] or not finite", column=name, rows=bad.tolist()
+            )
+    return arr
+
+
+def fit_normaliser(x: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Per-column mean and std of ``x (N, S)``; constant columns get std 1 so they map to 0."""
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    return mean, np.where(std > 1e-8, std, 1.0)
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: str | Path, config: Mapping[str, Any], tensors: Mapping[str, Any]) -> None:
+    """Write a checkpoint directory atomically: ``config.json`` (kind, format_version, …) + ``weights.pt``.
+
+    ``tensors`` holds state_dicts and tensors only, so loading works with ``weights_only=True`` (no pickle).
+    """
+    if "kind" not in config:
+        raise ValueError("save_checkpoint: config needs a 'kind' for load_policy dispatch")
+    with atomic_path(path) as tmp:
+        tmp.mkdir(parents=True)
+        doc = {**config, "format_version": FORMAT_VERSION}
+        (tmp / CONFIG_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        torch.save(dict(tensors), tmp / WEIGHTS_FILE)
+
+
+def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
+    """Read and check a checkpoint's config.json (exists, is a mapping, has kind, known format version)."""
+    file = Path(path) / CONFIG_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"not a policy checkpoint (no {CONFIG_FILE}): {path}")
+    doc = json.loads(file.read_text(encoding="utf-8"))
+    if not isinstance(doc, dict) or "kind" not in doc:
+        raise ValueError(f"{file}: config must be a JSON object with a 'kind'")
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{file}: checkpoint format_version {doc.get('format_version')!r}, this code reads {FORMAT_VERSION}"
+        )
+    return doc
+
+
+def read_checkpoint_tensors(path: str | Path) -> dict[str, Any]:
+    """Load ``weights.pt`` with ``weights_only=True`` on CPU."""
+    return torch.load(Path(path) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+
+
+# ---- trajectory tables ---------------------------------------------------------------------------------------
+
+
+def read_split(path: str | Path) -> tuple[Any, dict[str, Any]]:
+    """Read a trajectory parquet (docs/data-contract.md §3) → (DataFrame, metadata).
+
+    metadata: ``state_features`` (tuple), ``cost_columns`` (tuple), from the file's ``ogsrl.*`` key-value metadata.
+    Raises DataError when the file, the metadata or the action/state columns are missing.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"trajectory file not found: {path}", table=path.name)
+    table = pq.read_table(path)
+    raw = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    if "ogsrl.state_features" not in raw:
+        raise DataError("parquet metadata lacks 'ogsrl.state_features'", table=path.name)
+    state = features.state_features(json.loads(raw["ogsrl.state_features"]))
+    costs = tuple(json.loads(raw.get("ogsrl.cost_columns", "[]")))
+    df = table.to_pandas()
+    for col in ("stay_key", "step", "reward", *state, *features.ACTIONS, *costs):
+        if col not in df.columns:
+            raise DataError("required column missing", table=path.name, column=col)
+    df = df.sort_values(["stay_key", "step"], kind="stable").reset_index(drop=True)
+    return df, {"state_features": state, "cost_columns": costs}

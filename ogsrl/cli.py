@@ -1,0 +1,349 @@
+"""`ogsrl` — the console script, and the only entry point DVC stages and Prefect tasks call.
+
+Stage commands load params.yaml once, call ``ogsrl.<area>.stage.<fn>(params, root) -> dict`` (the dispatch table
+:data:`STAGES`), print the returned metrics as JSON and log the run to MLflow (:mod:`ogsrl.registry.tracking`).
+Heavy packages (duckdb, torch, great_expectations, mlflow) are imported only inside the command that needs them,
+so ``ogsrl --help`` stays fast.
+
+Bad input (:class:`~ogsrl.config.ConfigError`, :class:`~ogsrl.errors.DataError`, other ``ValueError``s, a missing
+input file) ends the command with one readable line on stderr and exit status 2; ``--traceback`` shows the stack.
+A failure to reach MLflow is reported as a warning and does not touch the stage's outputs or its exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+log = logging.getLogger("ogsrl.cli")
+
+EXIT_BAD_INPUT = 2
+
+STAGES: dict[str, tuple[str, str]] = {
+    # command                  module                   function   (in pipeline order)
+    "generate": ("ogsrl.cli", "run_generate"),
+    "validate-raw": ("ogsrl.validate.stage", "run_raw"),
+    "extract": ("ogsrl.cohort.stage", "run"),
+    "validate-trajectories": ("ogsrl.validate.stage", "run_trajectories"),
+    "fit-world-model": ("ogsrl.world.stage", "run"),
+    "calibrate-guardian": ("ogsrl.guardian.stage", "run"),
+    "train-policies": ("ogsrl.agents.stage", "run"),
+    "evaluate": ("ogsrl.ope.stage", "run"),
+}
+"""Stage command → (module, function). DVC stage names are the same with ``_`` for ``-``."""
+
+FAILURE_REPORTS = {
+    "validate-raw": "data/reports/validation_raw.json",
+    "validate-trajectories": "data/reports/validation_trajectories.json",
+}
+"""Stages that write their metrics even when they fail (a failed gate): logged with the failed MLflow run."""
+
+STAGE_HELP = {
+    "generate": "demo: simulate MIMIC-IV-layout tables into data/raw; other sources: write data/raw/SOURCE.json",
+    "validate-raw": "validation gate on the raw tables (Great Expectations)",
+    "extract": "DuckDB Sepsis-3 cohort extraction → data/trajectories/{train,val,test}.parquet",
+    "validate-trajectories": "validation gate on the trajectory tables",
+    "fit-world-model": "fit the ensemble world model",
+    "calibrate-guardian": "fit and calibrate the guardian (support estimate + certificate)",
+    "train-policies": "train the configured policies",
+    "evaluate": "off-policy evaluation of the trained policies",
+}
+
+SOURCE_FILE = "SOURCE.json"
+"""Pointer written into data.raw_dir by `ogsrl generate`; downstream DVC stages depend on the raw dir."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DataConfig:
+    """Where the pipeline's input comes from (params section ``data``)."""
+
+    source: Literal["demo", "mimic-iv", "trajectories"] = "demo"
+    """demo (simulated tables), mimic-iv (a MIMIC-IV download read in place) or trajectories (bring your own)."""
+    mimic_path: str = ""
+    """mimic-iv: unpacked MIMIC-IV v2.2/v3.x directory holding hosp/ and icu/."""
+    trajectories_path: str = ""
+    """trajectories: parquet file following docs/data-contract.md §3."""
+    raw_dir: str = "data/raw"
+    """Where the demo tables (or, for the other sources, the SOURCE.json pointer) are written, under the root."""
+
+    def __post_init__(self) -> None:
+        if not self.raw_dir.strip():
+            raise ValueError("raw_dir must be a non-empty path")
+        if self.source == "mimic-iv" and not self.mimic_path.strip():
+            raise ValueError("mimic_path must be set when source is 'mimic-iv'")
+        if self.source == "trajectories" and not self.trajectories_path.strip():
+            raise ValueError("trajectories_path must be set when source is 'trajectories'")
+
+
+def _resolve(root: Path, path: str) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else root / p
+
+
+def _source_pointer(cfg: DataConfig, root: Path) -> dict[str, Any]:
+    """What the non-demo input is, fingerprinted cheaply (file names and sizes; the file hash for a parquet)."""
+    from ogsrl.errors import DataError
+    from ogsrl.io import file_sha256
+
+    if cfg.source == "mimic-iv":
+        base = _resolve(root, cfg.mimic_path)
+        if not base.is_dir():
+            raise DataError(f"data.mimic_path {str(base)!r} is not a directory")
+        files = sorted(
+            p for p in base.rglob("*") if p.is_file() and p.name.endswith((".csv.gz", ".csv", ".parquet"))
+        )
+        if not files:
+            raise DataError(f"data.mimic_path {str(base)!r} holds no .csv.gz/.csv/.parquet tables")
+        listing = {p.relative_to(base).as_posix(): p.stat().st_size for p in files}
+        return {"source": cfg.source, "path": str(base), "files": listing}
+    path = _resolve(root, cfg.trajectories_path)
+    if not path.is_file():
+        raise DataError(f"data.trajectories_path {str(path)!r} is not a file")
+    return {"source": cfg.source, "path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def run_generate(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
+    """The `generate` stage: run the simulator for the demo source, or record a pointer for the others.
+
+    Writes ``<raw_dir>/SOURCE.json`` in every case, so the downstream stages (which depend on the raw dir) rerun
+    when the source or its files change. For mimic-iv and trajectories the raw dir holds only that pointer: the
+    download is read in place and DVC does not hash it (see README, "Real MIMIC-IV").
+    """
+    from ogsrl.config import build
+    from ogsrl.io import atomic_path, write_json
+
+    cfg = build(DataConfig, params.get("data") or {}, "data")
+    raw_dir = _resolve(root, cfg.raw_dir)
+    metrics_path = root / "data" / "reports" / "generate.json"
+    if cfg.source == "demo":
+        from ogsrl.synth import stage as synth_stage
+
+        result = dict(synth_stage.run(params, root))
+        pointer = {"source": "demo", "raw_dir": cfg.raw_dir}
+        write_json(raw_dir / SOURCE_FILE, pointer)
+        result.setdefault("source", "demo")
+    else:
+        pointer = _source_pointer(cfg, root)
+        with atomic_path(raw_dir) as tmp:
+            tmp.mkdir(parents=True)
+            (tmp / SOURCE_FILE).write_text(json.dumps(pointer, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        n_files = len(pointer.get("files", {})) or 1
+        result = {"source": cfg.source, "generated": False, "input_files": n_files}
+    write_json(metrics_path, result)
+    return result
+
+
+def stage_function(name: str) -> Callable[[Mapping[str, Any], Path], dict[str, Any]]:
+    """Import and return the function behind stage command ``name`` (lazily)."""
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}; known: {', '.join(STAGES)}")
+    module_name, fn_name = STAGES[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise ValueError(f"stage {name!r} is not available in this version ({module_name} missing)") from exc
+        raise
+    return getattr(module, fn_name)
+
+
+def _tracking_enabled(flag: bool) -> bool:
+    return flag and os.environ.get("OGSRL_NO_TRACK", "").lower() not in ("1", "true", "yes")
+
+
+def _track(stage: str, params: Mapping[str, Any], root: Path, result: Any, error: BaseException | None) -> None:
+    """Log the run to MLflow; any failure there is a warning, never a stage failure."""
+    from ogsrl.registry import tracking
+
+    try:
+        cfg = tracking.tracking_config(params)
+        uri = tracking.resolve_tracking_uri(cfg, root, os.environ.get("MLFLOW_TRACKING_URI"))
+        tracking.log_stage_run(stage, params, result, root, uri, cfg.experiment, error=error)
+    except Exception as exc:  # noqa: BLE001 - tracking must never break a stage
+        log.warning("MLflow logging failed for stage %s (outputs are unaffected): %s: %s",
+                    stage, type(exc).__name__, exc)
+
+
+def _failure_report(name: str, root: Path, started: float) -> dict[str, Any] | None:
+    """The metrics a failed gate wrote during this run (None if it wrote none)."""
+    rel = FAILURE_REPORTS.get(name)
+    path = root / rel if rel else None
+    if path is None or not path.is_file() or path.stat().st_mtime < started - 1:
+        return None
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def run_stage(
+    name: str, params_path: str | Path | None = None, root: str | Path = ".", track: bool = True
+) -> dict[str, Any]:
+    """Run one pipeline stage: load params, call the stage function, log the run to MLflow.
+
+    Args:
+        name: stage command (a key of :data:`STAGES`; ``_`` is accepted for ``-``).
+        params_path: params.yaml to use; default ``<root>/params.yaml``.
+        root: project root; inputs and outputs are resolved under it.
+        track: log the run to MLflow (also switched off by env ``OGSRL_NO_TRACK=1``).
+
+    Returns:
+        The stage's metrics dict.
+    """
+    from ogsrl.config import load_params
+
+    name = name.replace("_", "-")
+    root = Path(root).resolve()
+    params = load_params(Path(params_path) if params_path else root / "params.yaml")
+    fn = stage_function(name)
+    track = _tracking_enabled(track)
+    started = time.time()
+    try:
+        result = fn(params, root)
+    except Exception as exc:
+        if track:
+            _track(name, params, root, _failure_report(name, root, started), exc)
+        raise
+    if not isinstance(result, Mapping):
+        raise TypeError(f"stage {name!r} returned {type(result).__name__}, expected a dict of metrics")
+    result = dict(result)
+    if track:
+        _track(name, params, root, result, None)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------- commands
+
+
+def _cmd_stage(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    result = run_stage(args.command, args.params, args.root, track=not args.no_track)
+    print(json.dumps(result, indent=2, sort_keys=True, default=str))
+    print(f"ogsrl {args.command}: done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from ogsrl.synth import stage as synth_stage
+
+    kwargs: dict[str, Any] = {}
+    if args.chunk_stays is not None:
+        kwargs["chunk_stays"] = args.chunk_stays
+    out = synth_stage.generate(args.stays, args.seed, Path(args.out), args.format, args.overwrite, **kwargs)
+    if isinstance(out, Mapping):
+        print(json.dumps(dict(out), indent=2, sort_keys=True, default=str))
+    print(f"ogsrl synth: wrote {args.stays} stays to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_truth(args: argparse.Namespace) -> int:
+    from ogsrl.config import load_params
+    from ogsrl.synth import stage as synth_stage
+
+    root = Path(args.root).resolve()
+    params = load_params(Path(args.params) if args.params else root / "params.yaml")
+    result = synth_stage.run_truth(params, root, args.policy, args.episodes, args.seed)
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True, default=str))
+    else:
+        width = max((len(str(k)) for k in result), default=0)
+        for key, value in result.items():
+            print(f"{str(key):<{width}}  {value}")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (global options are accepted before or after the subcommand)."""
+
+    def add_globals(p: argparse.ArgumentParser, suppress: bool) -> None:
+        d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
+        p.add_argument("--params", default=d(None), help="params file (default: <root>/params.yaml)")
+        p.add_argument("--root", default=d("."), help="project root holding data/ (default: .)")
+        p.add_argument("--no-track", action="store_true", default=d(False),
+                       help="do not log the run to MLflow (also: env OGSRL_NO_TRACK=1)")
+        p.add_argument("-v", "--verbose", action="store_true", default=d(False), help="debug logging")
+        p.add_argument("--traceback", action="store_true", default=d(False),
+                       help="show the full traceback on errors")
+
+    parser = argparse.ArgumentParser(
+        prog="ogsrl", description="Offline guarded safe RL pipeline: one subcommand per pipeline stage."
+    )
+    add_globals(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in STAGES:
+        p = sub.add_parser(name, help=STAGE_HELP.get(name, name), description=STAGE_HELP.get(name, name))
+        add_globals(p, suppress=True)
+        p.set_defaults(func=_cmd_stage)
+
+    p = sub.add_parser("synth", help="write a simulated MIMIC-IV-layout dataset to a directory")
+    add_globals(p, suppress=True)
+    p.add_argument("--stays", type=_positive_int, required=True, help="number of ICU stays")
+    p.add_argument("--seed", type=int, required=True, help="random seed (same seed → same bytes)")
+    p.add_argument("--out", required=True, help="output directory (hosp/ and icu/ are created in it)")
+    p.add_argument("--format", choices=["csv.gz", "parquet"], default="csv.gz", help="table format")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    p.add_argument("--chunk-stays", type=_positive_int, default=None, help="stays simulated per chunk")
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("truth", help="true value, mortality and cost rates of a policy, by simulation")
+    add_globals(p, suppress=True)
+    p.add_argument("--policy", required=True,
+                   help="builtin policy name (behaviour, no-treatment, random, heuristic) or a saved policy dir")
+    p.add_argument("--episodes", type=_positive_int, default=1000, help="simulated episodes (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_truth)
+    return parser
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for noisy in ("alembic", "mlflow", "urllib3", "numexpr", "great_expectations", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console-script entry point. Returns the process exit status."""
+    from ogsrl import env
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    env.setdefaults(Path(args.root))
+    _setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:  # ConfigError and DataError are ValueErrors
+        if args.traceback:
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"ogsrl {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,580 @@
+"""Canonical state and action computation in DuckDB SQL, shared by the cohort extraction and the demo simulator.
+
+Raw MIMIC-IV-layout tables are exposed as DuckDB views (``register_frames`` for in-memory pandas frames,
+``register_directory`` for an unpacked download read in place). ``compute_states`` and ``compute_actions`` turn a
+grid of decision times into the canonical features of :mod:`ogsrl.features` with one causal rule:
+
+    s(t)  = mean of the values charted in [t − Δ, t), else the last value charted before t within the feature's
+            hold limit, else the feature's documented ``normal`` value            (Δ = step_h)
+    a(t)  = (IV fluid given in [t, t + Δ), max NE-equivalent dose running in [t, t + Δ))
+
+Sample-and-hold limits follow microsoft/mimic_sepsis ``sample_and_hold.csv``; SOFA is the 4-hour AI-Clinician
+variant (Komorowski 2018; mimic-iv-reference §4.4); NE-equivalent factors are mimic-code's
+``norepinephrine_equivalent_dose`` (Goradia 2021). The rules are written out in docs/cohort.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from ogsrl import features as F
+from ogsrl.errors import DataError
+
+log = logging.getLogger(__name__)
+
+# ---- raw-table schema: the columns we read and their type category -------------------------------------------
+# int: integer ids/codes; float: any number; ts: timestamp (DATE accepted); str: text.
+SCHEMA: dict[str, dict[str, str]] = {
+    "patients": {"subject_id": "int", "gender": "str", "anchor_age": "int", "anchor_year": "int", "dod": "ts"},
+    "admissions": {
+        "subject_id": "int", "hadm_id": "int", "admittime": "ts", "dischtime": "ts", "deathtime": "ts",
+        "hospital_expire_flag": "int",
+    },
+    "icustays": {"subject_id": "int", "hadm_id": "int", "stay_id": "int", "intime": "ts", "outtime": "ts"},
+    "chartevents": {"stay_id": "int", "charttime": "ts", "itemid": "int", "valuenum": "float"},
+    "inputevents": {
+        "stay_id": "int", "starttime": "ts", "endtime": "ts", "itemid": "int", "amount": "float",
+        "amountuom": "str", "rate": "float", "rateuom": "str", "patientweight": "float", "statusdescription": "str",
+    },
+    "outputevents": {"stay_id": "int", "charttime": "ts", "itemid": "int", "value": "float"},
+    "labevents": {"subject_id": "int", "hadm_id": "int", "itemid": "int", "charttime": "ts", "valuenum": "float"},
+    "procedureevents": {"stay_id": "int", "starttime": "ts", "endtime": "ts", "itemid": "int"},
+    "prescriptions": {
+        "subject_id": "int", "hadm_id": "int", "starttime": "ts", "stoptime": "ts", "drug_type": "str",
+        "drug": "str", "route": "str",
+    },
+    "microbiologyevents": {
+        "subject_id": "int", "hadm_id": "int", "micro_specimen_id": "int", "chartdate": "ts", "charttime": "ts",
+        "spec_type_desc": "str", "org_itemid": "int",
+    },
+    "d_items": {"itemid": "int", "label": "str"},
+    "d_labitems": {"itemid": "int", "label": "str"},
+}
+TABLES: tuple[str, ...] = tuple(SCHEMA)
+"""Every table the pipeline reads."""
+STATE_TABLES: tuple[str, ...] = (
+    "patients", "icustays", "chartevents", "inputevents", "outputevents", "labevents", "procedureevents",
+)
+"""The tables compute_states / compute_actions read (the simulator may register only these)."""
+MODULE: dict[str, str] = {
+    "patients": "hosp", "admissions": "hosp", "labevents": "hosp", "prescriptions": "hosp",
+    "microbiologyevents": "hosp", "d_labitems": "hosp", "icustays": "icu", "chartevents": "icu",
+    "inputevents": "icu", "outputevents": "icu", "procedureevents": "icu", "d_items": "icu",
+}
+"""MIMIC-IV module folder of each table."""
+_NULLABLE_INT = {("inputevents", "stay_id"), ("labevents", "hadm_id"), ("microbiologyevents", "hadm_id"),
+                 ("microbiologyevents", "org_itemid"), ("prescriptions", "hadm_id"), ("patients", "anchor_age"),
+                 ("admissions", "hospital_expire_flag")}
+"""Integer columns that may be NULL: pandas stores them as float64, accepted when integral."""
+_SQL_TYPE = {"int": "BIGINT", "float": "DOUBLE", "ts": "TIMESTAMP", "str": "VARCHAR"}
+_INT_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
+_FLOAT_TYPES = {"FLOAT", "DOUBLE"}
+
+
+def _category_ok(cat: str, dtype: str) -> bool:
+    d = dtype.upper()
+    if d == "NULL" or d == '"NULL"':
+        return True
+    if cat == "int":
+        return d in _INT_TYPES
+    if cat == "float":
+        return d in _INT_TYPES or d in _FLOAT_TYPES or d.startswith("DECIMAL")
+    if cat == "ts":
+        return d.startswith("TIMESTAMP") or d == "DATE"
+    return True  # any value can be read as text
+
+
+def connect(memory_limit: str = "4GB", threads: int = 2, temp_directory: str | Path | None = None
+            ) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection that spills to disk beyond ``memory_limit`` (out-of-core)."""
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+    except duckdb.Error as exc:
+        raise ValueError(f"invalid DuckDB memory_limit {memory_limit!r}: {exc}") from exc
+    con.execute(f"SET threads = {int(threads)}")
+    con.execute("SET preserve_insertion_order = false")
+    if temp_directory is not None:
+        con.execute(f"SET temp_directory = '{Path(temp_directory).as_posix()}'")
+    return con
+
+
+def _q(path: Path) -> str:
+    return "'" + path.as_posix().replace("'", "''") + "'"
+
+
+def _check_columns(con: duckdb.DuckDBPyConnection, table: str, source: str, described: Mapping[str, str],
+                   origin: str, csv: bool = False) -> None:
+    """Raise DataError when ``source`` lacks a column of :data:`SCHEMA` or holds it with the wrong dtype."""
+    schema = SCHEMA[table]
+    missing = [c for c in schema if c not in described]
+    if missing:
+        raise DataError(f"missing column(s) {missing} in {origin}; present: {sorted(described)}",
+                        table=table, column=missing[0])
+    for col, cat in schema.items():
+        dtype = described[col].upper()
+        if _category_ok(cat, dtype):
+            continue
+        if cat == "int" and (table, col) in _NULLABLE_INT and dtype in _FLOAT_TYPES:
+            bad = con.execute(
+                f'SELECT "{col}" FROM {source} WHERE "{col}" IS NOT NULL AND "{col}" <> round("{col}") LIMIT 5'
+            ).fetchall()
+            if not bad:
+                continue
+            raise DataError(f"expected integer ids, found non-integral values in {origin}",
+                            table=table, column=col, rows=[b[0] for b in bad])
+        if csv and dtype == "VARCHAR":
+            # the CSV sniffer saw text: either an all-empty sample or real garbage; look for offending values
+            bad = con.execute(
+                f'SELECT "{col}" FROM {source} WHERE "{col}" IS NOT NULL AND '
+                f'TRY_CAST("{col}" AS {_SQL_TYPE[cat]}) IS NULL LIMIT 5'
+            ).fetchall()
+            if not bad:
+                continue
+            raise DataError(f"wrong dtype in {origin}: expected {cat}, found values that are not",
+                            table=table, column=col, rows=[b[0] for b in bad])
+        raise DataError(f"wrong dtype in {origin}: expected {cat}, got {described[col]}", table=table, column=col)
+
+
+def _create_view(con: duckdb.DuckDBPyConnection, table: str, source: str) -> None:
+    cols = ", ".join(f'CAST("{c}" AS {_SQL_TYPE[cat]}) AS "{c}"' for c, cat in SCHEMA[table].items())
+    con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM {source}")
+
+
+def _describe(con: duckdb.DuckDBPyConnection, source: str) -> dict[str, str]:
+    rows = con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
+    return {r[0]: str(r[1]) for r in rows}
+
+
+def register_frames(con: duckdb.DuckDBPyConnection, tables: Mapping[str, pd.DataFrame],
+                    required: Collection[str] = STATE_TABLES) -> None:
+    """Expose pandas frames as typed views named after their MIMIC-IV table.
+
+    Args:
+        con: connection from :func:`connect`.
+        tables: table name → frame with (at least) the columns of :data:`SCHEMA`.
+        required: tables that must be present.
+
+    Raises:
+        DataError: unknown/missing table, missing column or wrong dtype (naming table and column).
+    """
+    unknown = sorted(set(tables) - set(SCHEMA))
+    if unknown:
+        raise DataError(f"unknown table(s) {unknown}; known: {list(TABLES)}")
+    missing = [t for t in required if t not in tables]
+    if missing:
+        raise DataError(f"missing table(s) {missing}", table=missing[0])
+    for name, frame in tables.items():
+        if not isinstance(frame, pd.DataFrame):
+            raise DataError(f"expected a pandas DataFrame, got {type(frame).__name__}", table=name)
+        src = f"_src_{name}"
+        con.register(src, frame)
+        _check_columns(con, name, src, _describe(con, src), "frame")
+        _create_view(con, name, src)
+
+
+def _find_file(root: Path, table: str) -> tuple[str, Path] | None:
+    for folder in (root / MODULE[table], root):
+        for ext, kind in ((".csv.gz", "csv"), (".csv", "csv"), (".parquet", "parquet")):
+            p = folder / f"{table}{ext}"
+            if p.is_file():
+                return kind, p
+        d = folder / table
+        if d.is_dir() and any(d.glob("*.parquet")):
+            return "parquet", d / "*.parquet"
+    return None
+
+
+def register_directory(con: duckdb.DuckDBPyConnection, root: Path,
+                       required: Collection[str] = TABLES) -> dict[str, Path]:
+    """Expose an unpacked MIMIC-IV-layout directory (``root/hosp``, ``root/icu``) as typed views, read in place.
+
+    Each table is ``<module>/<table>.csv.gz`` | ``.csv`` | ``.parquet`` (or a folder of parquet parts).
+
+    Returns:
+        table → file path of every registered table.
+
+    Raises:
+        DataError: missing directory/table/column, wrong dtype, or an unreadable (corrupt) file, naming it.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"raw data directory not found: {root}")
+    hits = {t: _find_file(root, t) for t in TABLES}
+    missing = [t for t in required if hits[t] is None]
+    if missing:
+        where = ", ".join(f"{MODULE[t]}/{t}.csv.gz" for t in missing)
+        raise DataError(f"missing table(s) {missing} under {root}: expected {where} (or .csv / .parquet)",
+                        table=missing[0])
+    found: dict[str, Path] = {}
+    for table, hit in hits.items():
+        if hit is None:
+            continue
+        kind, path = hit
+        if kind == "csv":
+            sniff = f"read_csv({_q(path)}, header = true, sample_size = 20480)"
+        else:
+            sniff = f"read_parquet({_q(path)})"
+        try:
+            described = _describe(con, sniff)
+            _check_columns(con, table, sniff, described, str(path), csv=kind == "csv")
+            if kind == "csv":
+                types = ", ".join(f"'{c}': '{_SQL_TYPE[cat]}'" for c, cat in SCHEMA[table].items())
+                _create_view(con, table, f"read_csv({_q(path)}, header = true, types = {{{types}}})")
+            else:
+                _create_view(con, table, sniff)
+        except DataError:
+            raise
+        except duckdb.Error as exc:
+            raise DataError(f"cannot read {path} (corrupt or not a {kind} file): {exc}", table=table) from exc
+        found[table] = path
+    return found
+
+
+def run_query(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> duckdb.DuckDBPyConnection:
+    """Execute SQL, turning DuckDB read/convert failures (corrupt file, bad value) into :class:`DataError`."""
+    try:
+        return con.execute(sql, params or [])
+    except (duckdb.IOException, duckdb.ConversionException, duckdb.InvalidInputException) as exc:
+        raise DataError(f"reading the raw tables failed: {exc}") from exc
+
+
+# ---- feature parameters --------------------------------------------------------------------------------------
+_GCS_PARTS: dict[str, tuple[float, float]] = {"gcs_eye": (1, 4), "gcs_verbal": (1, 5), "gcs_motor": (1, 6)}
+"""GCS components: plausible range (their upper bound is also the imputed normal); held like gcs (6 h)."""
+_OBSERVED: tuple[str, ...] = (
+    "weight", "fio2", "pao2", "spo2", "rr", "map", "sbp", "hr", "temp_c", "lactate", "bilirubin", "creatinine",
+    "platelets", "gcs_eye", "gcs_verbal", "gcs_motor", "urine",
+)
+"""Features averaged / held from charted values (urine: summed, handled via its cumulative sums)."""
+_CHART_MAP = {**F.CHART_ITEMS}
+_CHART_MAP[220224] = "pao2"
+
+
+def _fparams(step_h: float) -> list[tuple[str, int, float, float, float]]:
+    """(feature, index, low, high, hold in µs) for every observed feature."""
+    rows = []
+    for i, name in enumerate(_OBSERVED):
+        if name in _GCS_PARTS:
+            low, high = _GCS_PARTS[name]
+            hold = F.BY_NAME["gcs"].hold_h
+        elif name == "urine":
+            low, high, hold = -1e9, 1e9, 0.0
+        else:
+            f = F.BY_NAME[name]
+            low, high, hold = f.low, f.high, f.hold_h
+        rows.append((name, i, float(low), float(high), float(hold) * 3600e6))
+    return rows
+
+
+def _us(hours: float) -> int:
+    return int(round(hours * 3600e6))
+
+
+def _ids(values: Collection[int]) -> str:
+    return ", ".join(str(int(v)) for v in sorted(values))
+
+
+def _prepare_grid(con: duckdb.DuckDBPyConnection, grid: pd.DataFrame, step_h: float) -> None:
+    """Register the grid as ``_g`` (rid, stay_id, step, t, t_lo = t − Δ, t_hi = t + Δ) and ``_gstay``."""
+    if not step_h > 0:
+        raise ValueError(f"step_h must be > 0, got {step_h}")
+    for col in ("stay_id", "step", "t"):
+        if col not in grid.columns:
+            raise DataError(f"missing column {col!r}", table="grid", column=col)
+    if grid["t"].isna().any():
+        raise DataError("null decision times", table="grid", column="t",
+                        rows=list(np.flatnonzero(grid["t"].isna().to_numpy())))
+    g = pd.DataFrame({
+        "rid": np.arange(len(grid), dtype=np.int64),
+        "stay_id": grid["stay_id"].to_numpy(dtype=np.int64),
+        "t": pd.to_datetime(grid["t"]).to_numpy(dtype="datetime64[us]"),
+    })
+    con.register("_grid_src", g)
+    d = _us(step_h)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _g AS
+        SELECT rid, stay_id, CAST(t AS TIMESTAMP) AS t,
+               CAST(t AS TIMESTAMP) - to_microseconds({d}) AS t_lo,
+               CAST(t AS TIMESTAMP) + to_microseconds({d}) AS t_hi
+        FROM _grid_src""")
+    con.unregister("_grid_src")
+    run_query(con, """
+        CREATE OR REPLACE TEMP TABLE _gstay AS
+        SELECT g.stay_id, any_value(i.subject_id) AS subject_id, any_value(i.intime) AS intime,
+               min(g.t) AS t_min, max(g.t) AS t_max, count(i.stay_id) AS n_found
+        FROM _g g LEFT JOIN icustays i ON i.stay_id = g.stay_id
+        GROUP BY g.stay_id""")
+    bad = con.execute("SELECT stay_id FROM _gstay WHERE n_found = 0 ORDER BY stay_id LIMIT 6").fetchall()
+    if bad:
+        raise DataError("grid stays not found in icustays", table="icustays", column="stay_id",
+                        rows=[b[0] for b in bad])
+    dup = con.execute("SELECT stay_id FROM icustays WHERE stay_id IN (SELECT stay_id FROM _gstay) "
+                      "GROUP BY stay_id HAVING count(*) > 1 LIMIT 6").fetchall()
+    if dup:
+        raise DataError("duplicate stay_id", table="icustays", column="stay_id", rows=[b[0] for b in dup])
+
+
+def _fluid_sql(win: str) -> str:
+    """Tonicity-adjusted IV fluid per window row of ``win`` (rid, stay_id, lo, hi): boluses at starttime,
+    infusions pro-rated by the overlap of [starttime, endtime) with [lo, hi)."""
+    return f"""
+        SELECT w.rid, sum(f.tev * CASE WHEN f.is_bolus THEN f.amount
+                 ELSE f.amount * (epoch_us(least(f.endtime, w.hi)) - epoch_us(greatest(f.starttime, w.lo)))
+                      / (epoch_us(f.endtime) - epoch_us(f.starttime)) END) AS v
+        FROM {win} w JOIN _fluid f ON f.stay_id = w.stay_id AND f.starttime < w.hi
+             AND ((f.is_bolus AND f.starttime >= w.lo) OR (NOT f.is_bolus AND f.endtime > w.lo))
+        GROUP BY w.rid"""
+
+
+def _nee_sql(win: str) -> str:
+    """Max over [lo, hi) of the summed NE-equivalent rate of all vasopressor rows running at that instant."""
+    return f"""
+        WITH r AS (
+            SELECT w.rid, greatest(v.starttime, w.lo) AS s, least(v.endtime, w.hi) AS e, v.nee
+            FROM {win} w JOIN _vaso v ON v.stay_id = w.stay_id AND v.starttime < w.hi AND v.endtime > w.lo),
+        p AS (SELECT DISTINCT rid, s AS tau FROM r),
+        tot AS (SELECT p.rid, p.tau, sum(r.nee) AS v FROM p JOIN r ON r.rid = p.rid AND r.s <= p.tau AND r.e > p.tau
+                GROUP BY p.rid, p.tau)
+        SELECT rid, max(v) AS v FROM tot GROUP BY rid"""
+
+
+def _prepare_inputs(con: duckdb.DuckDBPyConnection) -> None:
+    """Temp tables ``_fluid`` and ``_vaso`` restricted to the grid's stays (rows 'Rewritten' and negative
+    amounts/rates dropped, exact duplicates collapsed)."""
+    tev = ", ".join(f"({k}, {v!r})" for k, v in F.FLUID_TONICITY.items())
+    run_query(con, f"""
+        CREATE OR REPLACE TEMP TABLE _fluid AS
+        SELECT DISTINCT i.stay_id, i.starttime, i.endtime, m.tev,
+               i.amount * CASE WHEN lower(i.amountuom) = 'l' THEN 1000.0 ELSE 1.0 END AS amount,
+               (i.rate IS NULL OR i.endtime <= i.starttime) AS is_bolus
+        FROM inputevents i JOIN (VALUES {tev}) m(itemid, tev) ON i.itemid = m.itemid
+        WHERE i.stay_id IN (SELECT stay_id FROM _gstay) AND i.amount >= 0 AND i.starttime IS NOT NULL
+          AND lower(coalesce(i.amountuom, 'ml')) IN ('ml', 'l')
+          AND coalesce(i.statusdescription, '') <> 'Rewritten'""")
+    vas = ", ".join(f"({k}, {fac!r}, {int(uom.startswith('units'))})" for k, (_, uom, fac) in F.NEE_FACTORS.items())
+    run_query(con, f"""
+        CREATE OR REPLACE TEMP TABLE _vaso AS
+        SELECT DISTINCT stay_id, starttime, endtime, nee FROM (
+            SELECT i.stay_id, i.starttime, i.endtime, m.factor * CASE
+                WHEN m.units = 1 AND i.rateuom = 'units/hour' THEN i.rate
+                WHEN m.units = 1 AND i.rateuom = 'units/min' THEN i.rate * 60
+                WHEN m.units = 0 AND i.rateuom = 'mcg/kg/min' THEN i.rate
+                WHEN m.units = 0 AND i.rateuom = 'mg/kg/min' THEN i.rate * 1000
+                WHEN m.units = 0 AND i.rateuom = 'mcg/min' THEN i.rate / coalesce(nullif(i.patientweight, 0), 80)
+                END AS nee
+            FROM inputevents i JOIN (VALUES {vas}) m(itemid, factor, units) ON i.itemid = m.itemid
+            WHERE i.stay_id IN (SELECT stay_id FROM _gstay) AND i.rate >= 0 AND i.endtime > i.starttime
+              AND coalesce(i.statusdescription, '') <> 'Rewritten')
+        WHERE nee IS NOT NULL""")
+
+
+def _states_sql(step_h: float) -> str:
+    fp = _fparams(step_h)
+    values = ", ".join(f"('{n}', {i}, {lo!r}, {hi!r}, {h!r})" for n, i, lo, hi, h in fp)
+    chart = ", ".join(f"({k}, '{v}')" for k, v in _CHART_MAP.items())
+    lab = ", ".join(f"({k}, '{v}')" for k, v in F.LAB_ITEMS.items())
+    max_back = _us(max(max(h for *_, h in fp) / 3600e6, step_h))
+    urine = _ids(F.URINE_ITEMS | F.URINE_SUBTRACT_ITEMS)
+    sub = _ids(F.URINE_SUBTRACT_ITEMS)
+    fahr, lb = _ids(F.FAHRENHEIT_ITEMS), _ids(F.POUND_ITEMS)
+    return f"""
+    CREATE OR REPLACE TEMP TABLE _fp AS SELECT * FROM (VALUES {values}) t(feature, fidx, low, high, hold_us);
+    CREATE OR REPLACE TEMP TABLE _obs AS
+    WITH ce AS (
+        SELECT c.stay_id, c.charttime, m.feature, CASE
+                 WHEN c.itemid IN ({fahr}) THEN (c.valuenum - 32) / 1.8
+                 WHEN c.itemid IN ({lb}) THEN c.valuenum * {F.LB_TO_KG}
+                 ELSE c.valuenum END AS v
+        FROM chartevents c JOIN (VALUES {chart}) m(itemid, feature) ON c.itemid = m.itemid
+        JOIN _gstay s ON c.stay_id = s.stay_id
+        WHERE c.valuenum IS NOT NULL AND c.charttime < s.t_max
+          AND c.charttime >= s.t_min - to_microseconds({max_back})),
+    le AS (
+        SELECT s.stay_id, l.charttime, m.feature, l.valuenum AS v
+        FROM labevents l JOIN (VALUES {lab}) m(itemid, feature) ON l.itemid = m.itemid
+        JOIN _gstay s ON l.subject_id = s.subject_id
+        WHERE l.valuenum IS NOT NULL AND l.charttime < s.t_max
+          AND l.charttime >= s.t_min - to_microseconds({max_back})),
+    raw AS (
+        SELECT stay_id, charttime, feature,
+               CASE WHEN feature <> 'fio2' OR v <= 1 THEN v WHEN v > 20 THEN v / 100 END AS v
+        FROM (SELECT * FROM ce UNION ALL SELECT * FROM le)),
+    ok AS (SELECT r.stay_id, r.charttime, p.fidx, r.v FROM raw r JOIN _fp p ON r.feature = p.feature
+           WHERE r.v BETWEEN p.low AND p.high),
+    ur AS (
+        SELECT o.stay_id, o.charttime, (SELECT fidx FROM _fp WHERE feature = 'urine') AS fidx,
+               CASE WHEN o.itemid IN ({sub}) THEN -o.value ELSE o.value END AS v
+        FROM (SELECT DISTINCT stay_id, charttime, itemid, value FROM outputevents WHERE itemid IN ({urine})) o
+        JOIN _gstay s ON o.stay_id = s.stay_id
+        WHERE o.value >= 0 AND o.charttime >= s.intime AND o.charttime < s.t_max),
+    agg AS (SELECT stay_id, fidx, charttime, sum(v) AS s, count(*) AS n
+            FROM (SELECT * FROM ok UNION ALL SELECT * FROM ur) GROUP BY stay_id, fidx, charttime)
+    SELECT stay_id, fidx, charttime, s / n AS last_v,
+           sum(s) OVER w AS cs, sum(n) OVER w AS cn
+    FROM agg WINDOW w AS (PARTITION BY stay_id, fidx ORDER BY charttime ROWS UNBOUNDED PRECEDING);
+    CREATE OR REPLACE TEMP TABLE _gf AS SELECT g.rid, g.stay_id, g.t, g.t_lo, p.fidx, p.hold_us
+        FROM _g g CROSS JOIN _fp p;
+    CREATE OR REPLACE TEMP TABLE _long AS
+    SELECT g.rid, g.fidx,
+           CASE WHEN coalesce(a.cn, 0) - coalesce(b.cn, 0) > 0
+                     THEN (a.cs - coalesce(b.cs, 0)) / (a.cn - coalesce(b.cn, 0))
+                WHEN epoch_us(g.t) - epoch_us(a.charttime) <= g.hold_us THEN a.last_v END AS v,
+           coalesce(a.cs, 0) AS cs1, coalesce(a.cs, 0) - coalesce(b.cs, 0) AS sdiff,
+           coalesce(a.cn, 0) - coalesce(b.cn, 0) AS ndiff
+    FROM _gf g
+    ASOF LEFT JOIN _obs a ON g.stay_id = a.stay_id AND g.fidx = a.fidx AND g.t > a.charttime
+    ASOF LEFT JOIN _obs b ON g.stay_id = b.stay_id AND g.fidx = b.fidx AND g.t_lo > b.charttime;
+    """
+
+
+def compute_states(con: duckdb.DuckDBPyConnection, grid: pd.DataFrame, step_h: float = 4.0, *,
+                   missing: bool = False) -> pd.DataFrame:
+    """Causal state of each grid row from the registered raw views.
+
+    Args:
+        con: connection with the raw views (``register_frames`` / ``register_directory``).
+        grid: rows (stay_id int64, step int64, t timestamp = decision time); any other columns are kept.
+        step_h: Δ, the averaging window [t − Δ, t) and the SOFA / per-step urine interval, hours.
+        missing: also return a bool column ``missing_<name>`` per charted feature (weight, fio2, pao2, spo2, rr,
+            map, sbp, hr, temp_c, lactate, bilirubin, creatinine, platelets, gcs, urine_step): True where nothing
+            was charted within the window or hold limit and the value is imputed (for gcs: no component charted;
+            for urine_step: no urine charted in the step).
+
+    Returns:
+        ``grid`` (same row order) plus one float32 column per name in :data:`ogsrl.features.ALL`.
+    """
+    _prepare_grid(con, grid, step_h)
+    _prepare_inputs(con)
+    for stmt in _states_sql(step_h).split(";"):
+        if stmt.strip():
+            run_query(con, stmt)
+    n = len(grid)
+    fidx = {name: i for i, name in enumerate(_OBSERVED)}
+    cols = ", ".join(f"max(v) FILTER (WHERE fidx = {i}) AS \"{name}\"" for name, i in fidx.items()
+                     if name != "urine")
+    u = fidx["urine"]
+    wide = run_query(con, f"""
+        SELECT rid, {cols},
+               max(cs1) FILTER (WHERE fidx = {u}) AS urine_cum, max(sdiff) FILTER (WHERE fidx = {u}) AS urine_step,
+               max(ndiff) FILTER (WHERE fidx = {u}) AS urine_n
+        FROM _long GROUP BY rid ORDER BY rid""").fetchnumpy()
+    assert len(wide["rid"]) == n, "every grid row has a long-form row per feature"
+
+    def col(name: str) -> np.ndarray:
+        return np.asarray(pd.array(wide[name], dtype="Float64").to_numpy(dtype=np.float64, na_value=np.nan))
+
+    out: dict[str, np.ndarray] = {}
+    for name in _OBSERVED:
+        if name in _GCS_PARTS or name == "urine":
+            continue
+        v = col(name)
+        out[name] = np.where(np.isnan(v), F.BY_NAME[name].normal, v)
+    parts = [np.where(np.isnan(col(p)), _GCS_PARTS[p][1], col(p)) for p in _GCS_PARTS]
+    out["gcs"] = np.clip(parts[0] + parts[1] + parts[2], F.BY_NAME["gcs"].low, F.BY_NAME["gcs"].high)
+    pf = F.BY_NAME["pf_ratio"]
+    out["pf_ratio"] = np.clip(out["pao2"] / out["fio2"], pf.low, pf.high)
+    # sums are not clipped above: a step above the feature's high bound is an exclusion rule of the cohort
+    out["urine_cum"] = np.maximum(np.nan_to_num(col("urine_cum")), 0.0)
+    out["urine_step"] = np.maximum(np.nan_to_num(col("urine_step")), 0.0)
+    urine_n = np.nan_to_num(col("urine_n"))
+
+    extra = run_query(con, f"""
+        WITH win AS (SELECT g.rid, g.stay_id, s.intime AS lo, g.t AS hi FROM _g g JOIN _gstay s USING (stay_id)),
+        prev AS (SELECT rid, stay_id, t_lo AS lo, t AS hi FROM _g),
+        fl AS ({_fluid_sql('win')}),
+        ne AS ({_nee_sql('prev')}),
+        mv AS (SELECT DISTINCT g.rid FROM _g g JOIN procedureevents p ON p.stay_id = g.stay_id
+               AND p.itemid IN ({_ids(F.VENT_ITEMS)}) AND p.starttime < g.t AND p.endtime > g.t_lo),
+        st AS (
+            SELECT i.stay_id, CAST(p.gender = 'F' AS DOUBLE) AS gender,
+                   CAST(p.anchor_age + year(i.intime) - p.anchor_year AS DOUBLE) AS age,
+                   CAST(EXISTS (SELECT 1 FROM icustays j WHERE j.subject_id = i.subject_id AND j.intime < i.intime)
+                        AS DOUBLE) AS readmission,
+                   p.subject_id AS psid
+            FROM icustays i LEFT JOIN patients p ON p.subject_id = i.subject_id
+            WHERE i.stay_id IN (SELECT stay_id FROM _gstay))
+        SELECT g.rid, coalesce(fl.v, 0) AS fluid_cum, coalesce(ne.v, 0) AS nee_prev,
+               CAST(mv.rid IS NOT NULL AS DOUBLE) AS mechvent, st.gender, st.age, st.readmission, st.psid,
+               g.stay_id
+        FROM _g g LEFT JOIN fl ON fl.rid = g.rid LEFT JOIN ne ON ne.rid = g.rid LEFT JOIN mv ON mv.rid = g.rid
+        LEFT JOIN st ON st.stay_id = g.stay_id
+        ORDER BY g.rid""").fetchdf()
+    if extra["psid"].isna().any():
+        bad = sorted(set(extra.loc[extra["psid"].isna(), "stay_id"].tolist()))
+        raise DataError("stays whose subject has no patients row", table="patients", column="subject_id", rows=bad)
+    out["fluid_cum"] = np.maximum(extra["fluid_cum"].to_numpy(np.float64), 0.0)
+    out["mechvent"] = extra["mechvent"].to_numpy(np.float64)
+    out["gender"] = extra["gender"].to_numpy(np.float64, na_value=np.nan)
+    out["gender"] = np.nan_to_num(out["gender"], nan=F.BY_NAME["gender"].normal)
+    age = extra["age"].to_numpy(np.float64, na_value=np.nan)
+    out["age"] = np.clip(np.where(np.isnan(age), F.BY_NAME["age"].normal, age), 0.0, F.BY_NAME["age"].high)
+    out["readmission"] = extra["readmission"].to_numpy(np.float64)
+    nee_prev = extra["nee_prev"].to_numpy(np.float64)
+    out["sofa"] = sofa_4h(out["pf_ratio"], out["platelets"], out["bilirubin"], out["map"], nee_prev, out["gcs"],
+                          out["creatinine"], np.where(urine_n > 0, out["urine_step"], np.nan), step_h)
+
+    res = grid.reset_index(drop=True).copy()
+    for name in F.ALL:
+        res[name] = out[name].astype(np.float32)
+    if missing:
+        for name in _OBSERVED:
+            if name not in _GCS_PARTS and name != "urine":
+                res[f"missing_{name}"] = np.isnan(col(name))
+        res["missing_gcs"] = np.isnan(col("gcs_eye")) & np.isnan(col("gcs_verbal")) & np.isnan(col("gcs_motor"))
+        res["missing_urine_step"] = urine_n == 0
+    return res
+
+
+def sofa_4h(pf: np.ndarray, platelets: np.ndarray, bilirubin: np.ndarray, map_: np.ndarray, nee: np.ndarray,
+            gcs: np.ndarray, creatinine: np.ndarray, urine: np.ndarray, step_h: float = 4.0) -> np.ndarray:
+    """AI-Clinician 4-hour SOFA (mimic-iv-reference §4.4): sum of six organ scores, each 0–4.
+
+    Respiration P/F <400/300/200/100 → 1–4 (no ventilation condition); coagulation platelets <150/100/50/20;
+    liver bilirubin ≥1.2/2/6/12; cardiovascular MAP <70 → 1, <65 → 2, NEE >0 → 3, >0.1 → 4; CNS GCS ≤14/12/9/5
+    → 1–4; renal creatinine ≥1.2/2/3.5/5 or urine in the step <84 → 3, <34 → 4 mL per 4 h (scaled by step_h/4;
+    ``urine`` NaN = not charted, criterion skipped).
+    """
+    def grade(x: np.ndarray, cuts: tuple[float, ...], below: bool) -> np.ndarray:
+        s = np.zeros(x.shape, dtype=np.float64)
+        for c in cuts:  # cuts ordered from the score-1 to the score-4 threshold
+            s += (x < c) if below else (x >= c)
+        return s
+
+    resp = grade(pf, (400, 300, 200, 100), below=True)
+    coag = grade(platelets, (150, 100, 50, 20), below=True)
+    liver = grade(bilirubin, (1.2, 2, 6, 12), below=False)
+    cardio = np.select([nee > 0.1, nee > 0, map_ < 65, map_ < 70], [4.0, 3.0, 2.0, 1.0], 0.0)
+    cns = np.select([gcs <= 5, gcs <= 9, gcs <= 12, gcs <= 14], [4.0, 3.0, 2.0, 1.0], 0.0)
+    k = step_h / 4.0
+    with np.errstate(invalid="ignore"):
+        uo = np.select([urine < 34 * k, urine < 84 * k], [4.0, 3.0], 0.0)
+    renal = np.maximum(grade(creatinine, (1.2, 2, 3.5, 5), below=False), uo)
+    return resp + coag + liver + cardio + cns + renal
+
+
+def compute_actions(con: duckdb.DuckDBPyConnection, grid: pd.DataFrame, step_h: float = 4.0) -> pd.DataFrame:
+    """Logged action of each grid row: IV fluid in [t, t + Δ) and max NE-equivalent dose running in it.
+
+    Returns:
+        ``grid`` (same row order) plus ``fluid_ml`` (tonicity-adjusted mL) and ``nee_max`` (µg/kg/min), float32.
+    """
+    _prepare_grid(con, grid, step_h)
+    _prepare_inputs(con)
+    res = run_query(con, f"""
+        WITH win AS (SELECT rid, stay_id, t AS lo, t_hi AS hi FROM _g),
+        fl AS ({_fluid_sql('win')}), ne AS ({_nee_sql('win')})
+        SELECT g.rid, coalesce(fl.v, 0) AS fluid_ml, coalesce(ne.v, 0) AS nee_max
+        FROM _g g LEFT JOIN fl ON fl.rid = g.rid LEFT JOIN ne ON ne.rid = g.rid ORDER BY g.rid""").fetchnumpy()
+    out = grid.reset_index(drop=True).copy()
+    out["fluid_ml"] = np.asarray(res["fluid_ml"], dtype=np.float32)
+    out["nee_max"] = np.asarray(res["nee_max"], dtype=np.float32)
+    return out

@@ -1,0 +1,115 @@
+"""`ogsrl extract`: raw tables (or a bring-your-own trajectory parquet) → data/trajectories/{train,val,test}.parquet.
+
+Outputs are built completely in memory / DuckDB first and then swapped in atomically (the whole
+``data/trajectories`` folder, then ``data/reports/cohort.json``), so any error leaves the previous outputs intact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ogsrl.cohort import features as cf
+from ogsrl.cohort.extract import CohortConfig, extract, split_stays
+from ogsrl.config import build
+from ogsrl.costs import build_costs
+from ogsrl.data.contract import CONTRACT_VERSION, SPLITS, check_trajectories, contract_columns, cost_columns_of
+from ogsrl.data.contract import read_metadata
+from ogsrl.data.sources import resolve
+from ogsrl.errors import DataError
+from ogsrl.io import atomic_path, write_json
+
+log = logging.getLogger(__name__)
+
+OUT_DIR = Path("data") / "trajectories"
+METRICS = Path("data") / "reports" / "cohort.json"
+
+
+def _table(df: pd.DataFrame, metadata: Mapping[str, str], cost_cols: list[str]) -> pa.Table:
+    fields = []
+    for col, dtype in contract_columns(cost_cols):
+        typ = {"string": pa.string(), "int16": pa.int16(), "float32": pa.float32(), "bool": pa.bool_()}[dtype]
+        fields.append(pa.field(col, typ, nullable=False))
+    schema = pa.schema(fields, metadata={k.encode(): v.encode() for k, v in metadata.items()})
+    arrays = [pa.array(df[f.name].to_numpy().tolist() if f.type == pa.string() else df[f.name].to_numpy(),
+                       type=f.type) for f in fields]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _write(root: Path, tables: Mapping[str, pd.DataFrame], metadata: Mapping[str, str],
+           cost_cols: list[str]) -> None:
+    with atomic_path(root / OUT_DIR) as tmp:
+        tmp.mkdir(parents=True)
+        for split in SPLITS:
+            pq.write_table(_table(tables[split], metadata, cost_cols), tmp / f"{split}.parquet",
+                           compression="zstd")
+
+
+def _from_trajectories(path: Path, cfg: CohortConfig) -> tuple[dict[str, pd.DataFrame], dict[str, Any],
+                                                                dict[str, str], list[str]]:
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
+        raise DataError(f"cannot read trajectory parquet {path}: {exc}") from exc
+    has_split = "split" in df.columns
+    check_trajectories(df, require_split=has_split, table=str(path))
+    if not has_split:
+        assign = split_stays(df["stay_key"].astype(str).to_numpy(), cfg.split, cfg.seed)
+        df["split"] = df["stay_key"].astype(str).map(assign)
+    cost_cols = cost_columns_of(df)
+    out = pd.DataFrame({c: df[c].to_numpy().astype(d) if d not in ("string",) else df[c].astype(str).to_numpy()
+                        for c, d in contract_columns(cost_cols)})
+    out = out.sort_values(["stay_key", "step"], kind="stable").reset_index(drop=True)
+    meta = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in read_metadata(path).items()}
+    meta.setdefault("ogsrl.state_features", json.dumps(list(cfg.state_features)))
+    meta.setdefault("ogsrl.action_columns", json.dumps(["fluid_ml", "nee_max"]))
+    meta["ogsrl.cost_columns"] = json.dumps([*cost_cols, "cost_total"])
+    meta["ogsrl.contract_version"] = CONTRACT_VERSION
+    per = out.groupby("stay_key").agg(n=("step", "size"), h=("died_in_hosp", "first"), d=("died_90d", "first"),
+                                      s=("split", "first"))
+    metrics: dict[str, Any] = {
+        "source": "trajectories", "cohort_stays": int(len(per)), "rows": int(len(out)),
+        "mortality_in_hosp": round(float(per["h"].mean()), 6), "mortality_90d": round(float(per["d"].mean()), 6),
+        "steps_per_stay_mean": round(float(per["n"].mean()), 4), "steps_per_stay_min": int(per["n"].min()),
+        "steps_per_stay_max": int(per["n"].max()),
+    }
+    for s in SPLITS:
+        metrics[f"stays_{s}"] = int((per["s"] == s).sum())
+    tables = {s: out[out["split"] == s].reset_index(drop=True) for s in SPLITS}
+    return tables, metrics, meta, cost_cols
+
+
+def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
+    """The `extract` stage. Returns (and writes to data/reports/cohort.json) the flat cohort metrics."""
+    root = Path(root)
+    cfg = build(CohortConfig, params.get("cohort"), "cohort")
+    costs = build_costs(params)
+    source = resolve(params, root)
+    if source.kind == "trajectories":
+        tables, metrics, meta, cost_cols = _from_trajectories(source.path, cfg)
+    else:
+        tmp = tempfile.mkdtemp(prefix="ogsrl-duckdb-")
+        try:
+            con = cf.connect(cfg.duckdb_memory_limit, cfg.duckdb_threads, temp_directory=tmp)
+            try:
+                cf.register_directory(con, source.path)
+                result = extract(con, cfg, costs)
+            finally:
+                con.close()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        tables, metrics, meta, cost_cols = result.tables, dict(result.metrics), result.metadata, list(costs.columns)
+        metrics["source"] = source.kind
+    _write(root, tables, meta, cost_cols)
+    write_json(root / METRICS, metrics)
+    log.info("extract: %d stays, %d rows", metrics["cohort_stays"], metrics["rows"])
+    return metrics

@@ -1,0 +1,55 @@
+"""Where the extraction reads from (``params.yaml: data.source``).
+
+* ``demo``: the simulator's MIMIC-IV-layout tables under ``<root>/<data.raw_dir>``;
+* ``mimic-iv``: an unpacked MIMIC-IV v2.2 / v3.x download at ``data.mimic_path`` (csv.gz or parquet, read in
+  place);
+* ``trajectories``: a bring-your-own parquet at ``data.trajectories_path`` that follows docs/data-contract.md §3.
+
+Relative paths are taken relative to the project root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ogsrl.config import build
+from ogsrl.errors import DataError
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A resolved input."""
+
+    kind: Literal["demo", "mimic-iv", "trajectories"]
+    """data.source"""
+    path: Path
+    """raw-table directory (demo, mimic-iv) or trajectory parquet (trajectories)"""
+
+
+def resolve(params: Mapping[str, Any], root: Path) -> Source:
+    """Resolve ``params.data`` against the project root; DataError if the input does not exist."""
+    from ogsrl.cli import DataConfig  # the `data:` section's config lives with the CLI that also writes raw/
+
+    cfg = build(DataConfig, params.get("data") or {}, "data")
+
+    def under_root(p: str) -> Path:
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else Path(root) / q
+
+    if cfg.source == "demo":
+        path = under_root(cfg.raw_dir)
+        if not path.is_dir():
+            raise DataError(f"demo tables not found at {path}; run `ogsrl generate` first")
+        return Source("demo", path)
+    if cfg.source == "mimic-iv":
+        path = under_root(cfg.mimic_path)
+        if not path.is_dir():
+            raise DataError(f"data.mimic_path {str(path)!r} is not a directory")
+        return Source("mimic-iv", path)
+    path = under_root(cfg.trajectories_path)
+    if not path.is_file():
+        raise DataError(f"data.trajectories_path {str(path)!r} is not a file")
+    return Source("trajectories", path)

@@ -1,0 +1,180 @@
+"""The guardian interface and its coverage certificate.
+
+A guardian is a set ``G = {x : score(x) ≤ threshold}`` in the (state, action) input space
+``x = (state features…, fluid_ml, nee_max)`` (columns in ``feature_names``, units of ``ogsrl.features``). Larger
+scores mean less data support. Every guardian is fitted on a fit split, calibrated on a calibration split (which
+sets the threshold, see :mod:`ogsrl.guardian.conformal`), assessed on a test split, and saved without pickle as
+``guardian.json`` (config, scaler, certificate) + ``arrays.npz``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, Self, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+import ogsrl
+from ogsrl.guardian.scaling import Scaler
+from ogsrl.io import atomic_path
+
+FloatArray = npt.NDArray[np.floating]
+BoolArray = npt.NDArray[np.bool_]
+
+FORMAT_VERSION = 1
+"""On-disk format version of a saved guardian directory."""
+
+
+@dataclass(frozen=True, slots=True)
+class GuardianCertificate:
+    """What a calibrated guardian guarantees, and how it was obtained (written as certificate.json)."""
+
+    method: str
+    """christoffel | kde"""
+    threshold_rule: str
+    """conformal | pac | train_percentile (see ogsrl.guardian.conformal)"""
+    guarantee: str
+    """the statement the threshold carries, in words"""
+    alpha_c: float
+    """target coverage α_c"""
+    delta: float | None
+    """PAC failure probability δ (None unless threshold_rule = pac)"""
+    threshold: float
+    """accept x when score(x) ≤ threshold"""
+    rank: int
+    """1-based order statistic of the calibration scores used as threshold (0: interpolated percentile)"""
+    n_fit: int
+    """rows used to fit the model (moment matrix / KDE centres)"""
+    n_cal: int
+    """rows whose scores set the threshold"""
+    calibration_coverage: float
+    """fraction of calibration rows accepted"""
+    feature_names: tuple[str, ...]
+    """input columns, in order"""
+    params: dict[str, float | int | str | None]
+    """method parameters (degree k, ridge λ, n_monomials; or bandwidth, rtol)"""
+    test_coverage: float | None = None
+    """fraction of test rows accepted (None until assessed)"""
+    n_test: int | None = None
+    """test rows scored"""
+    volume_proxy: float | None = None
+    """Monte-Carlo fraction of the scaled box [−1, 1]^D accepted (seeded uniform draws)"""
+    volume_samples: int | None = None
+    """uniform draws behind volume_proxy"""
+    created_by: str = f"ogsrl {ogsrl.__version__}"
+    """package and version that produced it"""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (tuples → lists)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["feature_names"] = list(self.feature_names)
+        d["params"] = dict(self.params)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GuardianCertificate:
+        """Inverse of :meth:`to_dict`; unknown or missing keys raise ValueError."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"certificate: unknown key(s) {unknown}")
+        kw = dict(d)
+        kw["feature_names"] = tuple(kw.get("feature_names", ()))
+        try:
+            return cls(**kw)
+        except TypeError as exc:
+            raise ValueError(f"certificate: {exc}") from exc
+
+
+@runtime_checkable
+class Guardian(Protocol):
+    """The support set used to end model rollouts that leave the data (Christoffel and KDE implement it)."""
+
+    feature_names: tuple[str, ...]
+    """input columns, in order (state features, then fluid_ml, nee_max)"""
+
+    def fit(self, x_fit: FloatArray) -> Self:
+        """Fit the model on ``x_fit (N, D)``."""
+        ...
+
+    def calibrate(self, x_cal: FloatArray, *, rng: np.random.Generator | None = None) -> Self:
+        """Set the threshold from the scores of ``x_cal (M, D)`` by the configured rule."""
+        ...
+
+    def assess(self, x_test: FloatArray, *, rng: np.random.Generator, volume_samples: int) -> Self:
+        """Record test coverage on ``x_test (T, D)`` and the volume proxy in the certificate."""
+        ...
+
+    def score(self, x: FloatArray) -> npt.NDArray[np.float64]:
+        """Scores ``(B,)`` for ``x (B, D)``; larger = less supported."""
+        ...
+
+    def contains(self, x: FloatArray, threshold: float | None = None) -> BoolArray:
+        """``score(x) ≤ threshold`` per row ``(B,)`` (default: the calibrated threshold)."""
+        ...
+
+    def certificate(self) -> GuardianCertificate:
+        """The calibrated guardian's certificate."""
+        ...
+
+    def save(self, path: str | Path) -> None:
+        """Write the directory ``path`` (guardian.json, arrays.npz, certificate.json) atomically."""
+        ...
+
+
+def save_dir(path: str | Path, meta: dict[str, Any], arrays: dict[str, np.ndarray], cert: GuardianCertificate) -> None:
+    """Write a guardian directory atomically: guardian.json (meta + certificate), arrays.npz, certificate.json."""
+    with atomic_path(path) as tmp:
+        tmp.mkdir()
+        body = dict(meta, format_version=FORMAT_VERSION, certificate=cert.to_dict())
+        (tmp / "guardian.json").write_text(json.dumps(body, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (tmp / "certificate.json").write_text(
+            json.dumps(cert.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        with (tmp / "arrays.npz").open("wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def load_dir(
+    path: str | Path, kind: str, feature_names: tuple[str, ...] | list[str] | None
+) -> tuple[dict[str, Any], dict[str, np.ndarray], GuardianCertificate]:
+    """Read a guardian directory written by :func:`save_dir` (no pickle), checking kind, version and features."""
+    path = Path(path)
+    meta_path = path / "guardian.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"no guardian at {path} (missing guardian.json)")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{meta_path}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
+    if meta.get("kind") != kind:
+        raise ValueError(f"{meta_path}: holds a {meta.get('kind')!r} guardian, not {kind!r}")
+    cert = GuardianCertificate.from_dict(meta["certificate"])
+    if feature_names is not None and tuple(feature_names) != cert.feature_names:
+        raise ValueError(
+            f"{meta_path}: guardian was fitted on features {list(cert.feature_names)}, "
+            f"caller expects {list(feature_names)}"
+        )
+    with np.load(path / "arrays.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    return meta, arrays, cert
+
+
+def volume_proxy(
+    score_scaled: Any, threshold: float, scaler: Scaler, rng: np.random.Generator, n: int, chunk: int = 50_000
+) -> float:
+    """Fraction of ``n`` uniform draws from the scaled box (:meth:`Scaler.sample_box`) with
+    ``score_scaled(z) ≤ threshold``."""
+    if n <= 0:
+        raise ValueError(f"volume samples must be positive, got {n}")
+    hits = 0
+    left = n
+    while left > 0:
+        m = min(chunk, left)
+        z = scaler.sample_box(rng, m)
+        hits += int(np.count_nonzero(score_scaled(z) <= threshold))
+        left -= m
+    return hits / n

@@ -1,0 +1,272 @@
+"""SOS / empirical Christoffel-function guardian.
+
+The score of a point is the inverse empirical Christoffel function (Lasserre & Pauwels 2019, "The empirical
+Christoffel function with applications in data analysis")
+
+    score(x) = v(z)ᵀ (M + λI)⁻¹ v(z),   M = (1/N) Σ_i v(z_i) v(z_i)ᵀ,   z = scaler(x),
+
+with ``v`` the ``C(D + k, k)`` monomials of degree ≤ k of the scaled input (D = 15, k = 2 → 136). It is a
+sum-of-squares polynomial whose sublevel sets track the support of the fit data; the threshold comes from split
+conformal calibration (:mod:`ogsrl.guardian.conformal`), which is what the OGSRL paper's polynomial-sublevel-set
+guardian asks for. With the Cholesky factor ``M + λI = L Lᵀ`` and ``W = L⁻ᵀ`` the score is ``‖v(z) W‖²``: one
+(B, m) × (m, m) product per batch, in numpy and (differentiably) in torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import numpy.typing as npt
+import scipy.linalg
+import torch
+
+from ogsrl.errors import DataError
+from ogsrl.guardian import conformal
+from ogsrl.guardian.base import BoolArray, FloatArray, GuardianCertificate, load_dir, save_dir, volume_proxy
+from ogsrl.guardian.conformal import CalibrationConfig
+from ogsrl.guardian.scaling import Scaler, ScalingConfig, check_matrix
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 65_536
+"""rows per block when forming monomials (bounds memory: 65k × 136 float64 ≈ 70 MB)"""
+
+
+@dataclass(frozen=True, slots=True)
+class ChristoffelConfig:
+    """Christoffel guardian hyper-parameters."""
+
+    degree: int = 2
+    """k: maximal total degree of the monomial basis v"""
+    ridge: float = 1e-6
+    """λ: ridge added to the moment matrix M (keeps it invertible for binary/collinear inputs)"""
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.degree <= 6):
+            raise ValueError(f"degree must be in 1..6, got {self.degree}")
+        if not (math.isfinite(self.ridge) and self.ridge > 0):
+            raise ValueError(f"ridge must be a positive finite number, got {self.ridge}")
+
+
+@dataclass(frozen=True, slots=True)
+class MonomialBasis:
+    """All monomials of degree ≤ k in D variables, built degree by degree as parent monomial × one variable."""
+
+    dim: int
+    """D: number of variables"""
+    degree: int
+    """k: maximal total degree"""
+    parents: tuple[npt.NDArray[np.intp], ...]
+    """per degree t ≥ 1: (m_t,) index (within degree t−1) of the parent monomial"""
+    variables: tuple[npt.NDArray[np.intp], ...]
+    """per degree t ≥ 1: (m_t,) variable multiplied onto the parent"""
+
+    @classmethod
+    def build(cls, dim: int, degree: int) -> MonomialBasis:
+        """Index tables for ``combinations_with_replacement(range(dim), t)``, t = 1..degree."""
+        prev: dict[tuple[int, ...], int] = {(): 0}
+        parents, variables = [], []
+        for t in range(1, degree + 1):
+            combos = list(itertools.combinations_with_replacement(range(dim), t))
+            parents.append(np.array([prev[c[:-1]] for c in combos], dtype=np.intp))
+            variables.append(np.array([c[-1] for c in combos], dtype=np.intp))
+            prev = {c: i for i, c in enumerate(combos)}
+        return cls(dim, degree, tuple(parents), tuple(variables))
+
+    @property
+    def size(self) -> int:
+        """m = C(D + k, k) basis functions."""
+        return math.comb(self.dim + self.degree, self.degree)
+
+    def numpy(self, z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """``v(z)``: (B, D) → (B, m), columns ordered by degree then lexicographically."""
+        blocks = [np.ones((z.shape[0], 1), dtype=z.dtype)]
+        cur = blocks[0]
+        for par, var in zip(self.parents, self.variables):
+            cur = cur[:, par] * z[:, var]  # (B, m_{t-1}) → (B, m_t)
+            blocks.append(cur)
+        return np.concatenate(blocks, axis=1)
+
+    def torch(self, z: torch.Tensor) -> torch.Tensor:
+        """Differentiable torch version of :meth:`numpy`."""
+        cur = torch.ones((z.shape[0], 1), dtype=z.dtype, device=z.device)
+        blocks = [cur]
+        for par, var in zip(self.parents, self.variables):
+            p = torch.as_tensor(par, device=z.device)
+            v = torch.as_tensor(var, device=z.device)
+            cur = cur[:, p] * z[:, v]  # (B, m_{t-1}) → (B, m_t)
+            blocks.append(cur)
+        return torch.cat(blocks, dim=1)
+
+
+class ChristoffelGuardian:
+    """G = {x : v(z)ᵀ (M + λI)⁻¹ v(z) ≤ threshold}; see the module docstring."""
+
+    kind = "christoffel"
+
+    def __init__(
+        self,
+        feature_names: tuple[str, ...] | list[str],
+        cfg: ChristoffelConfig = ChristoffelConfig(),
+        calibration: CalibrationConfig = CalibrationConfig(),
+        scaling: ScalingConfig = ScalingConfig(),
+    ) -> None:
+        if len(feature_names) == 0 or len(set(feature_names)) != len(feature_names):
+            raise ValueError(f"feature_names must be non-empty and unique, got {list(feature_names)}")
+        self.feature_names = tuple(feature_names)
+        self.cfg = cfg
+        self.calibration = calibration
+        self.scaling = scaling
+        self.basis = MonomialBasis.build(len(self.feature_names), cfg.degree)
+        self.scaler: Scaler | None = None
+        self.whitener: npt.NDArray[np.float64] | None = None  # W = L⁻ᵀ, (m, m)
+        self.n_fit = 0
+        self._cert: GuardianCertificate | None = None
+        self._w_torch: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+
+    # ---- fitting ------------------------------------------------------------------------------------------
+    def fit(self, x_fit: FloatArray) -> Self:
+        """Fit scaler and moment matrix on ``x_fit (N, D)``; needs N ≥ m = C(D + k, k) rows."""
+        x = check_matrix(x_fit, self.feature_names, "guardian fit split")
+        m = self.basis.size
+        if x.shape[0] < m:
+            raise DataError(
+                f"{x.shape[0]} rows but the degree-{self.cfg.degree} basis has {m} monomials; "
+                f"need at least {m} rows (lower guardian.christoffel.degree or add data)",
+                table="guardian fit split",
+            )
+        self.scaler = Scaler.fit(x, self.feature_names, self.scaling)
+        moment = np.zeros((m, m), dtype=np.float64)
+        for start in range(0, x.shape[0], _CHUNK):
+            v = self.basis.numpy(self.scaler.transform(x[start : start + _CHUNK]))  # (b, m)
+            moment += v.T @ v
+        moment /= x.shape[0]
+        moment[np.diag_indices(m)] += self.cfg.ridge
+        try:
+            chol = scipy.linalg.cholesky(moment, lower=True)
+        except np.linalg.LinAlgError as exc:  # pragma: no cover - ridge > 0 makes M positive definite
+            raise DataError(f"moment matrix not positive definite even with ridge {self.cfg.ridge}: {exc}") from exc
+        self.whitener = scipy.linalg.solve_triangular(chol, np.eye(m), lower=True).T  # L⁻ᵀ
+        self.n_fit = int(x.shape[0])
+        self._cert = None
+        self._w_torch.clear()
+        eig_min = float(np.linalg.eigvalsh(moment)[0])
+        log.info("christoffel guardian: fitted %d rows, %d monomials, min eigenvalue %.3g", x.shape[0], m, eig_min)
+        return self
+
+    def calibrate(self, x_cal: FloatArray, *, rng: np.random.Generator | None = None) -> Self:
+        """Threshold from the scores of the calibration split ``x_cal (M, D)`` (rule in ``calibration``)."""
+        scores = self.score(x_cal)
+        c = self.calibration
+        thr, rank = conformal.threshold(scores, c.alpha_c, c.delta, c.rule)
+        self._cert = GuardianCertificate(
+            method=self.kind,
+            threshold_rule=c.rule,
+            guarantee=conformal.GUARANTEES[c.rule],
+            alpha_c=c.alpha_c,
+            delta=c.delta if c.rule == "pac" else None,
+            threshold=thr,
+            rank=rank,
+            n_fit=self.n_fit,
+            n_cal=int(scores.size),
+            calibration_coverage=float(np.mean(scores <= thr)),
+            feature_names=self.feature_names,
+            params={"degree": self.cfg.degree, "ridge": self.cfg.ridge, "n_monomials": self.basis.size},
+        )
+        return self
+
+    def assess(self, x_test: FloatArray, *, rng: np.random.Generator, volume_samples: int) -> Self:
+        """Record test coverage on ``x_test (T, D)`` and the Monte-Carlo volume proxy in the certificate."""
+        cert = self.certificate()
+        inside = self.contains(x_test)
+        vol = volume_proxy(self._score_scaled, cert.threshold, self._require_fit()[0], rng, volume_samples)
+        self._cert = dataclasses.replace(
+            cert,
+            test_coverage=float(inside.mean()),
+            n_test=int(inside.size),
+            volume_proxy=vol,
+            volume_samples=volume_samples,
+        )
+        return self
+
+    # ---- queries ------------------------------------------------------------------------------------------
+    def _require_fit(self) -> tuple[Scaler, npt.NDArray[np.float64]]:
+        if self.scaler is None or self.whitener is None:
+            raise RuntimeError("christoffel guardian is not fitted; call fit() first")
+        return self.scaler, self.whitener
+
+    def _score_scaled(self, z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        _, w = self._require_fit()
+        out = np.empty(z.shape[0], dtype=np.float64)
+        for start in range(0, z.shape[0], _CHUNK):
+            u = self.basis.numpy(z[start : start + _CHUNK]) @ w  # (b, m) @ (m, m) → (b, m)
+            out[start : start + _CHUNK] = np.einsum("ij,ij->i", u, u)
+        return out
+
+    def score(self, x: FloatArray) -> npt.NDArray[np.float64]:
+        """``v(z)ᵀ (M + λI)⁻¹ v(z)`` per row, ``(B,)`` for ``x (B, D)`` in input units."""
+        scaler, _ = self._require_fit()
+        return self._score_scaled(scaler.transform(check_matrix(x, self.feature_names, "guardian query")))
+
+    def score_torch(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable score ``(B,)`` for a tensor ``x (B, D)``; computed in ``x.dtype`` on ``x.device``."""
+        scaler, w = self._require_fit()
+        if x.ndim != 2 or x.shape[1] != len(self.feature_names):
+            raise ValueError(f"expected a (B, {len(self.feature_names)}) tensor, got shape {tuple(x.shape)}")
+        key = (x.dtype, x.device)
+        if key not in self._w_torch:
+            self._w_torch[key] = torch.as_tensor(w, dtype=x.dtype, device=x.device)
+        u = self.basis.torch(scaler.transform_torch(x)) @ self._w_torch[key]  # (B, m)
+        return (u * u).sum(dim=1)
+
+    def contains(self, x: FloatArray, threshold: float | None = None) -> BoolArray:
+        """``score(x) ≤ threshold`` per row (default: the calibrated threshold)."""
+        thr = self.certificate().threshold if threshold is None else float(threshold)
+        return self.score(x) <= thr
+
+    def certificate(self) -> GuardianCertificate:
+        """The certificate of the calibrated guardian (RuntimeError before calibrate())."""
+        if self._cert is None:
+            raise RuntimeError("christoffel guardian is not calibrated; call fit() then calibrate()")
+        return self._cert
+
+    # ---- persistence --------------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write guardian.json + arrays.npz + certificate.json to the directory ``path`` atomically."""
+        scaler, w = self._require_fit()
+        meta: dict[str, Any] = {
+            "kind": self.kind,
+            "config": dataclasses.asdict(self.cfg),
+            "calibration": dataclasses.asdict(self.calibration),
+            "scaling": {"quantile": self.scaling.quantile, "log1p_columns": list(self.scaling.log1p_columns)},
+            "scaler": scaler.to_dict(),
+            "n_fit": self.n_fit,
+        }
+        save_dir(path, meta, {"whitener": w}, self.certificate())
+
+    @classmethod
+    def load(cls, path: str | Path, feature_names: tuple[str, ...] | list[str] | None = None) -> ChristoffelGuardian:
+        """Load a saved guardian; ``feature_names``, when given, must match the fitted columns exactly."""
+        meta, arrays, cert = load_dir(path, cls.kind, feature_names)
+        scaling = meta["scaling"]
+        g = cls(
+            cert.feature_names,
+            ChristoffelConfig(**meta["config"]),
+            CalibrationConfig(**meta["calibration"]),
+            ScalingConfig(scaling["quantile"], tuple(scaling["log1p_columns"])),
+        )
+        g.scaler = Scaler.from_dict(meta["scaler"])
+        w = arrays["whitener"]
+        if w.shape != (g.basis.size, g.basis.size):
+            raise ValueError(f"{path}: whitener shape {w.shape} does not match {g.basis.size} monomials")
+        g.whitener = w
+        g.n_fit = int(meta["n_fit"])
+        g._cert = cert
+        return g

@@ -1,0 +1,186 @@
+"""KDE baseline guardian, as in the OGSRL authors' code (Runz96/SafeRL-OGSRL ``guardian.py``).
+
+Inputs are scaled per column to [−1, 1] with the training min/max (``ScalingConfig(quantile=0, log1p_columns=())``),
+the density is a Gaussian KDE with bandwidth 0.535 over all training points (scikit-learn ``KernelDensity``), and
+the score is ``−log density``. The authors' threshold is the 5th percentile of the training densities, i.e. the
+``train_percentile`` rule with α_c = 0.95 (training densities include each point's own kernel, as theirs do).
+The conformal/PAC rules can be used instead to compare with the Christoffel guardian at equal coverage.
+
+KDE queries cost O(N) kernel evaluations per point, so calibration and assessment score a seeded subsample of at
+most ``max_eval`` rows (recorded as n_cal / n_test in the certificate).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.neighbors import KernelDensity
+
+from ogsrl.guardian import conformal
+from ogsrl.guardian.base import BoolArray, FloatArray, GuardianCertificate, load_dir, save_dir, volume_proxy
+from ogsrl.guardian.conformal import CalibrationConfig
+from ogsrl.guardian.scaling import Scaler, ScalingConfig, check_matrix
+
+AUTHORS_SCALING = ScalingConfig(quantile=0.0, log1p_columns=())
+"""min/max to [−1, 1], no log compression (the authors' normalisation)"""
+
+
+@dataclass(frozen=True, slots=True)
+class KDEConfig:
+    """KDE baseline hyper-parameters."""
+
+    bandwidth: float = 0.535
+    """Gaussian kernel bandwidth σ in scaled units (authors: 0.535)"""
+    rtol: float = 0.0
+    """relative tolerance of sklearn's tree-based density sum (0 = exact, as the authors' brute-force sum)"""
+    algorithm: Literal["kd_tree", "ball_tree"] = "kd_tree"
+    """sklearn KernelDensity tree"""
+    max_eval: int = 3000
+    """at most this many rows are scored when calibrating / assessing (seeded subsample)"""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.bandwidth) and self.bandwidth > 0):
+            raise ValueError(f"bandwidth must be positive, got {self.bandwidth}")
+        if not (0.0 <= self.rtol < 1.0):
+            raise ValueError(f"rtol must lie in [0, 1), got {self.rtol}")
+        if self.max_eval < 1:
+            raise ValueError(f"max_eval must be positive, got {self.max_eval}")
+
+
+class KDEGuardian:
+    """G = {x : −log KDE(z) ≤ threshold}; see the module docstring."""
+
+    kind = "kde"
+
+    def __init__(
+        self,
+        feature_names: tuple[str, ...] | list[str],
+        cfg: KDEConfig = KDEConfig(),
+        calibration: CalibrationConfig = CalibrationConfig(rule="train_percentile"),
+        scaling: ScalingConfig = AUTHORS_SCALING,
+    ) -> None:
+        if len(feature_names) == 0 or len(set(feature_names)) != len(feature_names):
+            raise ValueError(f"feature_names must be non-empty and unique, got {list(feature_names)}")
+        self.feature_names = tuple(feature_names)
+        self.cfg = cfg
+        self.calibration = calibration
+        self.scaling = scaling
+        self.scaler: Scaler | None = None
+        self.centres: npt.NDArray[np.float64] | None = None  # scaled training points (N, D)
+        self._kde: KernelDensity | None = None
+        self._cert: GuardianCertificate | None = None
+
+    def fit(self, x_fit: FloatArray) -> Self:
+        """Scale ``x_fit (N, D)`` and build the KDE over all its rows."""
+        x = check_matrix(x_fit, self.feature_names, "guardian fit split")
+        if x.shape[0] < 2:
+            raise ValueError(f"KDE guardian needs at least 2 fit rows, got {x.shape[0]}")
+        self.scaler = Scaler.fit(x, self.feature_names, self.scaling)
+        self._set_centres(self.scaler.transform(x))
+        self._cert = None
+        return self
+
+    def _set_centres(self, z: npt.NDArray[np.float64]) -> None:
+        self.centres = z
+        self._kde = KernelDensity(
+            kernel="gaussian", bandwidth=self.cfg.bandwidth, rtol=self.cfg.rtol, algorithm=self.cfg.algorithm
+        ).fit(z)
+
+    def _subsample(self, x: npt.NDArray[np.float64], rng: np.random.Generator | None) -> npt.NDArray[np.float64]:
+        if x.shape[0] <= self.cfg.max_eval:
+            return x
+        if rng is None:
+            raise ValueError(f"{x.shape[0]} rows exceed max_eval={self.cfg.max_eval}; pass rng to subsample")
+        return x[np.sort(rng.choice(x.shape[0], self.cfg.max_eval, replace=False))]
+
+    def calibrate(self, x_cal: FloatArray, *, rng: np.random.Generator | None = None) -> Self:
+        """Threshold from the scores of ``x_cal`` (the fit split itself for the authors' train_percentile rule)."""
+        x = self._subsample(check_matrix(x_cal, self.feature_names, "guardian calibration split"), rng)
+        scores = self.score(x)
+        c = self.calibration
+        thr, rank = conformal.threshold(scores, c.alpha_c, c.delta, c.rule)
+        self._cert = GuardianCertificate(
+            method=self.kind,
+            threshold_rule=c.rule,
+            guarantee=conformal.GUARANTEES[c.rule],
+            alpha_c=c.alpha_c,
+            delta=c.delta if c.rule == "pac" else None,
+            threshold=thr,
+            rank=rank,
+            n_fit=int(self._require_fit()[1].shape[0]),
+            n_cal=int(scores.size),
+            calibration_coverage=float(np.mean(scores <= thr)),
+            feature_names=self.feature_names,
+            params={"bandwidth": self.cfg.bandwidth, "rtol": self.cfg.rtol, "max_eval": self.cfg.max_eval},
+        )
+        return self
+
+    def assess(self, x_test: FloatArray, *, rng: np.random.Generator, volume_samples: int) -> Self:
+        """Record test coverage (on ≤ max_eval rows) and the volume proxy (≤ max_eval draws) in the certificate."""
+        cert = self.certificate()
+        x = self._subsample(check_matrix(x_test, self.feature_names, "guardian test split"), rng)
+        inside = self.contains(x)
+        n_vol = min(volume_samples, self.cfg.max_eval)
+        vol = volume_proxy(self._score_scaled, cert.threshold, self._require_fit()[0], rng, n_vol)
+        self._cert = dataclasses.replace(
+            cert, test_coverage=float(inside.mean()), n_test=int(inside.size), volume_proxy=vol, volume_samples=n_vol
+        )
+        return self
+
+    def _require_fit(self) -> tuple[Scaler, npt.NDArray[np.float64], KernelDensity]:
+        if self.scaler is None or self.centres is None or self._kde is None:
+            raise RuntimeError("KDE guardian is not fitted; call fit() first")
+        return self.scaler, self.centres, self._kde
+
+    def _score_scaled(self, z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return -self._require_fit()[2].score_samples(z)
+
+    def score(self, x: FloatArray) -> npt.NDArray[np.float64]:
+        """``−log KDE(z)`` per row, ``(B,)``, for ``x (B, D)`` in input units."""
+        scaler = self._require_fit()[0]
+        return self._score_scaled(scaler.transform(check_matrix(x, self.feature_names, "guardian query")))
+
+    def contains(self, x: FloatArray, threshold: float | None = None) -> BoolArray:
+        """``score(x) ≤ threshold`` per row (default: the calibrated threshold)."""
+        thr = self.certificate().threshold if threshold is None else float(threshold)
+        return self.score(x) <= thr
+
+    def certificate(self) -> GuardianCertificate:
+        """The certificate of the calibrated guardian (RuntimeError before calibrate())."""
+        if self._cert is None:
+            raise RuntimeError("KDE guardian is not calibrated; call fit() then calibrate()")
+        return self._cert
+
+    def save(self, path: str | Path) -> None:
+        """Write guardian.json + arrays.npz (the scaled KDE centres) + certificate.json atomically."""
+        scaler, centres, _ = self._require_fit()
+        meta: dict[str, Any] = {
+            "kind": self.kind,
+            "config": dataclasses.asdict(self.cfg),
+            "calibration": dataclasses.asdict(self.calibration),
+            "scaling": {"quantile": self.scaling.quantile, "log1p_columns": list(self.scaling.log1p_columns)},
+            "scaler": scaler.to_dict(),
+        }
+        save_dir(path, meta, {"centres": centres}, self.certificate())
+
+    @classmethod
+    def load(cls, path: str | Path, feature_names: tuple[str, ...] | list[str] | None = None) -> KDEGuardian:
+        """Load a saved guardian; ``feature_names``, when given, must match the fitted columns exactly."""
+        meta, arrays, cert = load_dir(path, cls.kind, feature_names)
+        scaling = meta["scaling"]
+        g = cls(
+            cert.feature_names,
+            KDEConfig(**meta["config"]),
+            CalibrationConfig(**meta["calibration"]),
+            ScalingConfig(scaling["quantile"], tuple(scaling["log1p_columns"])),
+        )
+        g.scaler = Scaler.from_dict(meta["scaler"])
+        g._set_centres(arrays["centres"])
+        g._cert = cert
+        return g

@@ -1,0 +1,196 @@
+"""DVC stage ``calibrate_guardian``: fit, calibrate and assess the Christoffel guardian and the KDE baseline.
+
+Reads ``data/trajectories/{train,val,test}.parquet`` (docs/data-contract.md §3); the guardian input is
+``x = (state features in the parquet metadata ``ogsrl.state_features``, fluid_ml, nee_max)``. Writes
+
+* ``data/models/guardian/``: ``christoffel/`` and ``kde/`` (each guardian.json + arrays.npz + certificate.json) and
+  ``certificate.json`` (the Christoffel guardian's, the one downstream stages use);
+* ``data/reports/guardian.json``: coverage, false-accept rates on the OOD probes, volume proxy and query speed for
+  ``christoffel``, ``kde`` (authors' train-percentile threshold) and ``kde_eq`` (the same KDE calibrated on the
+  validation split by the Christoffel guardian's rule, i.e. at equal coverage).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ogsrl.config import build, section
+from ogsrl.errors import DataError
+from ogsrl.features import ACTIONS
+from ogsrl.guardian import ood
+from ogsrl.guardian.christoffel import ChristoffelConfig, ChristoffelGuardian
+from ogsrl.guardian.conformal import CalibrationConfig
+from ogsrl.guardian.kde import AUTHORS_SCALING, KDEConfig, KDEGuardian
+from ogsrl.guardian.scaling import ScalingConfig
+from ogsrl.io import atomic_path, write_json
+
+log = logging.getLogger(__name__)
+
+TRAJ_DIR = Path("data/trajectories")
+MODEL_DIR = Path("data/models/guardian")
+REPORT = Path("data/reports/guardian.json")
+
+
+@dataclass(frozen=True, slots=True)
+class GuardianStageConfig:
+    """params.yaml section ``guardian``."""
+
+    seed: int = 42
+    """seeds subsampling, OOD probes and the volume proxy"""
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    """α_c, δ and threshold rule of the Christoffel guardian (and of the equal-coverage KDE)"""
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    """input scaling of the Christoffel guardian (the KDE uses the authors' min/max scaling)"""
+    christoffel: ChristoffelConfig = field(default_factory=ChristoffelConfig)
+    """degree k and ridge λ"""
+    kde: KDEConfig = field(default_factory=KDEConfig)
+    """KDE baseline (bandwidth 0.535, threshold at the (1 − α_c) percentile of training densities)"""
+    volume_samples: int = 100_000
+    """uniform draws for the volume proxy (the KDE uses at most kde.max_eval)"""
+    ood_samples: int = 2000
+    """rows per OOD probe"""
+    extreme_policy_stays: int = 100
+    """simulated stays for the extreme-policy probe (0 = skip it, e.g. without the demo simulator)"""
+    extreme_policy_dose: tuple[float, float] = (4000.0, 1.5)
+    """(fluid mL per step, NE-equivalent µg/kg/min) the extreme policy gives at every step"""
+
+    def __post_init__(self) -> None:
+        if self.volume_samples < 1 or self.ood_samples < 2:
+            raise ValueError("volume_samples must be ≥ 1 and ood_samples ≥ 2")
+        if self.extreme_policy_stays < 0 or min(self.extreme_policy_dose) < 0:
+            raise ValueError("extreme_policy_stays and extreme_policy_dose must be non-negative")
+
+
+def read_split(path: Path) -> tuple[npt.NDArray[np.float64], tuple[str, ...]]:
+    """Guardian input matrix ``(N, S + 2)`` and its column names from one trajectory parquet."""
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        raise FileNotFoundError(f"trajectory split not found: {path}")
+    meta = pq.read_schema(path).metadata or {}
+    raw = meta.get(b"ogsrl.state_features")
+    if raw is None:
+        raise DataError("parquet metadata lacks 'ogsrl.state_features'", table=str(path))
+    names = tuple(json.loads(raw)) + ACTIONS
+    table = pq.read_table(path, columns=list(names))
+    x = np.column_stack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in names])
+    return x, names
+
+
+def _probe_metrics(prefix: str, scores: dict[str, npt.NDArray[np.float64]], thr: float) -> dict[str, float]:
+    return {f"{prefix}/false_accept_{k}": float(np.mean(s <= thr)) for k, s in scores.items()}
+
+
+def _throughput(score: Callable[[npt.NDArray[np.float64]], Any], x: npt.NDArray[np.float64]) -> float:
+    t0 = time.perf_counter()
+    score(x)
+    return x.shape[0] / max(time.perf_counter() - t0, 1e-9)
+
+
+def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
+    """Fit + calibrate + assess both guardians; write models, certificate and metrics. Returns flat metrics."""
+    cfg = build(GuardianStageConfig, section(params, "guardian"), "guardian")
+    root = Path(root)
+    x_fit, names = read_split(root / TRAJ_DIR / "train.parquet")
+    x_cal, names_cal = read_split(root / TRAJ_DIR / "val.parquet")
+    x_test, names_test = read_split(root / TRAJ_DIR / "test.parquet")
+    if not (names == names_cal == names_test):
+        raise DataError(f"state features differ between splits: {names}, {names_cal}, {names_test}")
+    rng = np.random.default_rng(cfg.seed)
+    probes = {
+        "extreme_actions": ood.extreme_actions(x_test, x_fit, names, rng, cfg.ood_samples),
+        "shifted_states": ood.shifted_states(x_test, x_fit, names, rng, cfg.ood_samples),
+    }
+    if cfg.extreme_policy_stays > 0:
+        from ogsrl.synth.stage import world_from_params  # lazy: the simulator is only needed for this probe
+
+        probes["extreme_policy"] = ood.extreme_policy_rows(
+            names, world_from_params(params), cfg.extreme_policy_stays, *cfg.extreme_policy_dose, cfg.seed
+        )
+        act = probes["extreme_policy"][:, -2:]  # (n, 2) fluid_ml, nee_max
+        p999 = np.quantile(x_fit[:, -2:], 0.999, axis=0)
+        extreme_share = float(np.mean((act > p999).any(axis=1)))
+    metrics: dict[str, Any] = {
+        "alpha_c": cfg.calibration.alpha_c,
+        "n_fit": int(x_fit.shape[0]),
+        "n_cal": int(x_cal.shape[0]),
+        "n_test": int(x_test.shape[0]),
+        "n_features": len(names),
+        **{f"ood/n_{k}": int(v.shape[0]) for k, v in probes.items()},
+    }
+    if "extreme_policy" in probes:
+        metrics["ood/extreme_policy_share_action_above_p999"] = extreme_share
+
+    # ---- Christoffel guardian ----------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    chris = ChristoffelGuardian(names, cfg.christoffel, cfg.calibration, cfg.scaling).fit(x_fit)
+    metrics["christoffel/fit_s"] = time.perf_counter() - t0
+    chris.calibrate(x_cal).assess(x_test, rng=rng, volume_samples=cfg.volume_samples)
+    c_cert = chris.certificate()
+    metrics.update(_cert_metrics("christoffel", c_cert))
+    metrics.update(_probe_metrics("christoffel", {k: chris.score(v) for k, v in probes.items()}, c_cert.threshold))
+    metrics["christoffel/query_points_per_s"] = _throughput(chris.score, x_test)
+
+    # ---- KDE baseline, authors' threshold ----------------------------------------------------------------
+    kde_cal = CalibrationConfig(cfg.calibration.alpha_c, cfg.calibration.delta, "train_percentile")
+    t0 = time.perf_counter()
+    kde = KDEGuardian(names, cfg.kde, kde_cal, AUTHORS_SCALING).fit(x_fit)
+    metrics["kde/fit_s"] = time.perf_counter() - t0
+    kde.calibrate(x_fit, rng=rng).assess(x_test, rng=rng, volume_samples=cfg.volume_samples)
+    k_cert = kde.certificate()
+    metrics.update(_cert_metrics("kde", k_cert))
+    kde_probe_scores = {k: kde.score(v[: cfg.kde.max_eval]) for k, v in probes.items()}
+    metrics.update(_probe_metrics("kde", kde_probe_scores, k_cert.threshold))
+    metrics["kde/query_points_per_s"] = _throughput(kde.score, x_test[: min(500, x_test.shape[0])])
+
+    # ---- KDE at equal coverage: same fitted KDE, threshold by the Christoffel rule on the validation split --
+    kde_eq = copy.copy(kde)
+    kde_eq.calibration = cfg.calibration
+    kde_eq.calibrate(x_cal, rng=rng)
+    e_cert = kde_eq.certificate()
+    test_sub = x_test[np.sort(rng.choice(x_test.shape[0], min(cfg.kde.max_eval, x_test.shape[0]), replace=False))]
+    metrics.update(_cert_metrics("kde_eq", e_cert))
+    metrics["kde_eq/test_coverage"] = float(np.mean(kde_eq.contains(test_sub)))
+    metrics["kde_eq/test_coverage_gap"] = metrics["kde_eq/test_coverage"] - cfg.calibration.alpha_c
+    metrics.update(_probe_metrics("kde_eq", kde_probe_scores, e_cert.threshold))
+    metrics["query_speedup_christoffel_over_kde"] = (
+        metrics["christoffel/query_points_per_s"] / metrics["kde/query_points_per_s"]
+    )
+
+    with atomic_path(root / MODEL_DIR) as tmp:
+        tmp.mkdir()
+        chris.save(tmp / "christoffel")
+        kde.save(tmp / "kde")
+        (tmp / "certificate.json").write_text(
+            json.dumps(c_cert.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+    write_json(root / REPORT, metrics)
+    log.info(
+        "guardian: christoffel test coverage %.4f (target %.3f), kde %.4f, kde_eq %.4f",
+        c_cert.test_coverage, cfg.calibration.alpha_c, k_cert.test_coverage, metrics["kde_eq/test_coverage"],
+    )
+    return metrics
+
+
+def _cert_metrics(prefix: str, cert: Any) -> dict[str, float]:
+    out = {
+        f"{prefix}/threshold": cert.threshold,
+        f"{prefix}/calibration_coverage": cert.calibration_coverage,
+        f"{prefix}/n_cal": cert.n_cal,
+    }
+    if cert.test_coverage is not None:
+        out[f"{prefix}/test_coverage"] = cert.test_coverage
+        out[f"{prefix}/test_coverage_gap"] = cert.test_coverage - cert.alpha_c
+    if cert.volume_proxy is not None:
+        out[f"{prefix}/volume_proxy"] = cert.volume_proxy
+    return out

@@ -1,0 +1,198 @@
+"""Stage ``evaluate``: off-policy evaluation of every trained policy on the test split.
+
+Reads ``data/trajectories/{train,val,test}.parquet`` and ``data/models/policies/<method>/``; fits the behaviour
+density on train (saved to ``data/models/behaviour/``); writes ``data/reports/evaluate/metrics.json`` and two plot
+tables, ``estimates.csv`` (one row per policy × estimator × target) and ``weights.csv`` (how much of the total
+importance weight the top-k stays carry). On the demo source it also simulates the true value of the behaviour policy
+and of each trained policy (``ogsrl.synth.stage.run_truth``, the same stochastic policy object) and puts the true
+values beside the estimates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ogsrl import config, features
+from ogsrl.errors import DataError
+from ogsrl.agents import bc, common, load_policy
+from ogsrl.agents.stage import POLICY_DIR, TRAJECTORY_DIR, PoliciesConfig
+from ogsrl.io import atomic_path, write_json
+from ogsrl.ope import behaviour, wis
+
+log = logging.getLogger(__name__)
+
+BEHAVIOUR_DIR = Path("data/models/behaviour")
+REPORT_DIR = Path("data/reports/evaluate")
+RETURN = "return"
+"""target name of the reward return (cost-return targets are named by their cost column)"""
+MORTALITY = "mortality_hosp"
+"""target name of in-hospital mortality (``ogsrl truth`` reports the same key)"""
+
+
+@dataclass(frozen=True, slots=True)
+class OPEConfig:
+    """Off-policy evaluation on the test split."""
+
+    gamma: float = 1.0
+    """discount γ of the reward and cost returns (1: undiscounted, as ``ogsrl truth`` reports the return)"""
+    weight_clip: float | None = None
+    """cap on each stay's importance weight Π_t ρ_t (null: no cap; 1 = on-policy weight)"""
+    n_boot: int = 2000
+    """bootstrap replicates (stays resampled with replacement)"""
+    ci_level: float = 0.95
+    """confidence level of the percentile bootstrap intervals"""
+    seed: int = 42
+    """seed of the bootstrap and of the ground-truth simulation"""
+    truth_episodes: int = 2000
+    """demo only: simulated episodes per policy for the true values"""
+    behaviour: bc.BCConfig = field(default_factory=bc.BCConfig)
+    """the behaviour-density model π̂_b (hurdle Gaussian on all extracted features)"""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
+        if self.weight_clip is not None and self.weight_clip <= 0:
+            raise ValueError(f"weight_clip must be positive or null, got {self.weight_clip}")
+        if self.n_boot < 100:
+            raise ValueError(f"n_boot must be ≥ 100 for a percentile interval, got {self.n_boot}")
+        if not 0.0 < self.ci_level < 1.0:
+            raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
+        if self.truth_episodes <= 0:
+            raise ValueError(f"truth_episodes must be positive, got {self.truth_episodes}")
+
+
+def log_ratios(target: Any, behaviour_model: bc.BCPolicy, df: pd.DataFrame) -> np.ndarray:
+    """Per-row log ρ = log π_e(a|s) − log π̂_b(a|x) on a trajectory table → ``(R,)``."""
+    acts = df[list(features.ACTIONS)].to_numpy("float64")
+    lp_e = target.log_prob(df[list(target.feature_names)].to_numpy("float64"), acts)
+    lp_b = behaviour_model.log_prob(df[list(behaviour_model.feature_names)].to_numpy("float64"), acts)
+    return lp_e - lp_b
+
+
+def estimate_all(
+    episodes: wis.Episodes, cost_columns: tuple[str, ...], cfg: OPEConfig, rng: np.random.Generator,
+    off_policy: bool,
+) -> dict[tuple[str, str], wis.Estimate]:
+    """(estimator, target) → Estimate for every target of the report.
+
+    Targets: ``return`` (discounted by γ) and each cost column's discounted return with WIS and PDWIS;
+    ``rate_<cost>`` (share of steps breaking the rule) and ``mortality_hosp`` (in-hospital death, the outcome placed
+    on a stay's last step, undiscounted) with WIS. ``off_policy`` False: the behaviour policy's own values (all
+    ratios 1, i.e. plain sample means; estimator name ``onpolicy``).
+    """
+    v, mask = episodes.values, episodes.mask
+    log_ratio = v["log_ratio"] if off_policy else np.zeros_like(v["log_ratio"])
+    kw = {"clip": cfg.weight_clip if off_policy else None, "n_boot": cfg.n_boot, "level": cfg.ci_level}
+    discounted = {"wis": wis.wis, "pdwis": wis.pdwis} if off_policy else {"onpolicy": wis.wis}
+    plain = "wis" if off_policy else "onpolicy"
+    out = {}
+    for name, fn in discounted.items():
+        for target in (RETURN, *cost_columns):
+            out[(name, target)] = fn(v[target], log_ratio, mask, cfg.gamma, rng, **kw)
+    for col in cost_columns:
+        out[(plain, f"rate_{col}")] = wis.wis_rate(v[col], log_ratio, mask, rng, **kw)
+    out[(plain, MORTALITY)] = wis.wis(v[MORTALITY], log_ratio, mask, 1.0, rng, **kw)
+    return out
+
+
+def weight_concentration(log_ratio: np.ndarray, mask: np.ndarray, clip: float | None, top: int = 100) -> np.ndarray:
+    """Share of the total trajectory weight held by the k heaviest stays, k = 1 … min(top, N) → ``(k,)``."""
+    log_w = wis.cumulative_log_weights(log_ratio, mask, clip)[:, -1]
+    w = np.sort(np.exp(log_w - log_w.max()))[::-1]
+    return np.cumsum(w)[:top] / w.sum()
+
+
+def _truth(params: Mapping[str, Any], root: Path, policy: str, cfg: OPEConfig) -> dict[str, Any] | None:
+    """True value of ``policy`` (builtin name or saved directory) from the simulator; None when it is unavailable."""
+    try:
+        from ogsrl.synth import stage as synth_stage
+
+        run_truth = synth_stage.run_truth
+    except (ImportError, AttributeError) as exc:
+        log.warning("evaluate: simulator ground truth unavailable (%s); true values left out", exc)
+        return None
+    result = run_truth(params, root, policy, cfg.truth_episodes, cfg.seed)
+    return {
+        k.removeprefix("truth/"): v for k, v in dict(result).items() if isinstance(v, (int, float, bool))
+    }
+
+
+def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
+    """OPE of ``policies.methods`` on the test split; writes metrics and plot tables under ``root``."""
+    cfg = config.build(OPEConfig, config.section(params, "ope"), "ope")
+    methods = config.build(PoliciesConfig, config.section(params, "policies"), "policies").methods
+    root = Path(root)
+    train, _ = common.read_split(root / TRAJECTORY_DIR / "train.parquet")
+    val, _ = common.read_split(root / TRAJECTORY_DIR / "val.parquet")
+    test, meta = common.read_split(root / TRAJECTORY_DIR / "test.parquet")
+    costs = tuple(meta["cost_columns"])
+    rng = np.random.default_rng(cfg.seed)
+
+    behaviour_model, fit_metrics = behaviour.fit_behaviour(cfg.behaviour, train, val)
+    behaviour_model.save(root / BEHAVIOUR_DIR)
+    metrics: dict[str, Any] = {f"behaviour_model/{k}": v for k, v in fit_metrics.items()}
+    metrics["test/stays"] = int(test["stay_key"].nunique())
+    metrics["ope/gamma"] = cfg.gamma
+
+    if "died_in_hosp" not in test.columns:
+        raise DataError("required column missing", table="test.parquet", column="died_in_hosp")
+    last = np.r_[test["stay_key"].to_numpy()[1:] != test["stay_key"].to_numpy()[:-1], True]  # (R,) last row of a stay
+    columns = {
+        RETURN: test["reward"].to_numpy(),
+        MORTALITY: (test["died_in_hosp"].to_numpy(bool) & last).astype(np.float64),
+        **{c: test[c].to_numpy() for c in costs},
+    }
+    results: dict[str, dict[tuple[str, str], wis.Estimate]] = {}
+    concentration = []
+    on_policy = wis.pad_by_stay(test["stay_key"].to_numpy(), {**columns, "log_ratio": np.zeros(len(test))})
+    results["behaviour"] = estimate_all(on_policy, costs, cfg, rng, off_policy=False)
+    for method in methods:
+        policy = load_policy(root / POLICY_DIR / method)
+        lr = log_ratios(policy, behaviour_model, test)
+        episodes = wis.pad_by_stay(test["stay_key"].to_numpy(), {**columns, "log_ratio": lr})
+        results[method] = estimate_all(episodes, costs, cfg, rng, off_policy=True)
+        metrics[f"{method}/weights/mean_log_ratio"] = float(lr.mean())
+        share = weight_concentration(episodes.values["log_ratio"], episodes.mask, cfg.weight_clip)
+        metrics[f"{method}/weights/top1_share"] = float(share[0])
+        concentration.extend({"policy": method, "step": k + 1, "weight_share": s} for k, s in enumerate(share))
+
+    truths: dict[str, dict[str, Any]] = {}
+    if config.section(params, "data").get("source") == "demo":
+        for name in ("behaviour", *methods):
+            policy_ref = "behaviour" if name == "behaviour" else str(root / POLICY_DIR / name)
+            truth = _truth(params, root, policy_ref, cfg)
+            if truth is None:
+                break
+            truths[name] = truth
+            metrics.update({f"truth/{name}/{k}": v for k, v in truth.items()})
+    metrics["truth/available"] = bool(truths)
+
+    rows = []
+    for name, res in results.items():
+        for (estimator, target), est in res.items():
+            key = f"{name}/{estimator}/{target}"
+            metrics.update({f"{key}/value": est.value, f"{key}/ci_low": est.ci_low,
+                            f"{key}/ci_high": est.ci_high, f"{key}/ess": est.ess})
+            true_value = truths.get(name, {}).get(target)
+            if target == RETURN and cfg.gamma != 1.0:
+                true_value = None  # `ogsrl truth` reports the undiscounted return
+            if isinstance(true_value, (int, float)) and not isinstance(true_value, bool):
+                metrics[f"{key}/covers_truth"] = bool(est.ci_low <= true_value <= est.ci_high)
+            rows.append({"policy": name, "estimator": estimator, "target": target, "value": est.value,
+                         "ci_low": est.ci_low, "ci_high": est.ci_high, "ess": est.ess,
+                         "truth": true_value if isinstance(true_value, (int, float)) else np.nan})
+
+    report = root / REPORT_DIR
+    write_json(report / "metrics.json", metrics)
+    with atomic_path(report / "estimates.csv") as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+    with atomic_path(report / "weights.csv") as tmp:
+        pd.DataFrame(concentration, columns=["policy", "step", "weight_share"]).to_csv(tmp, index=False)
+    return metrics

@@ -1,0 +1,256 @@
+"""Promotion gate: decide whether a registered candidate policy may become the `champion`.
+
+The decision is a pure function of the candidate's evidence (validation, guardian certificate, OPE estimates) and
+the current champion's return estimate; :func:`apply_decision` then writes it to the MLflow registry as aliases and
+tags. A candidate is promoted only when every check passes:
+
+* ``validation``  — every required validation report exists and says ``success: true``;
+* ``guardian``    — when a guardian was bundled: certificate test coverage ≥ α_c − slack;
+* ``cost:<name>`` — OPE upper CI of each cost return ≤ its limit in params (a limit without an estimate fails);
+* ``return``      — OPE lower CI of the reward return ≥ the champion's point estimate (passes with no champion).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+TAG_PREFIX = "gate."
+
+
+@dataclass(frozen=True, slots=True)
+class GateConfig:
+    """Thresholds of the promotion gate (params `registry.gate`)."""
+
+    cost_limits: Mapping[str, float] = field(default_factory=lambda: {"cost_total": 1.0})
+    """per cost column: the largest allowed OPE upper CI of its (discounted) return"""
+    guardian_coverage_slack: float = 0.015
+    """guardian passes when certificate test coverage ≥ α_c − slack"""
+    validation_reports: tuple[str, ...] = (
+        "data/reports/validation_raw.json",
+        "data/reports/validation_trajectories.json",
+    )
+    """validation reports (relative to the project root) that must exist and say success: true"""
+
+    def __post_init__(self) -> None:
+        if not self.cost_limits:
+            raise ValueError("cost_limits must name at least one cost (e.g. cost_total)")
+        for name, limit in self.cost_limits.items():
+            if not math.isfinite(limit):
+                raise ValueError(f"cost_limits.{name} must be finite, got {limit}")
+        if not 0.0 <= self.guardian_coverage_slack < 1.0:
+            raise ValueError(f"guardian_coverage_slack must be in [0, 1), got {self.guardian_coverage_slack}")
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """An OPE estimate with its confidence interval."""
+
+    value: float
+    """point estimate"""
+    ci_low: float
+    """lower confidence bound"""
+    ci_high: float
+    """upper confidence bound"""
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Everything the gate looks at for one candidate, gathered at registration."""
+
+    validation: Mapping[str, bool | None]
+    """report path → its success flag (None when the report is missing)"""
+    ope_return: Interval | None
+    """OPE estimate of the candidate's reward return (None when missing)"""
+    ope_costs: Mapping[str, Interval]
+    """cost column → OPE estimate of the candidate's cost return"""
+    guardian_alpha: float | None = None
+    """certificate target coverage α_c (None when no guardian is bundled)"""
+    guardian_coverage: float | None = None
+    """certificate empirical test coverage (None when no guardian is bundled)"""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (stored with the model version)."""
+
+        def iv(x: Interval | None) -> dict[str, float] | None:
+            return None if x is None else {"value": x.value, "ci_low": x.ci_low, "ci_high": x.ci_high}
+
+        return {
+            "validation": dict(self.validation),
+            "ope_return": iv(self.ope_return),
+            "ope_costs": {k: iv(v) for k, v in self.ope_costs.items()},
+            "guardian_alpha": self.guardian_alpha,
+            "guardian_coverage": self.guardian_coverage,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Evidence:
+        """Inverse of :meth:`to_dict`."""
+
+        def iv(x: Mapping[str, Any] | None) -> Interval | None:
+            return None if x is None else Interval(float(x["value"]), float(x["ci_low"]), float(x["ci_high"]))
+
+        costs = {k: iv(v) for k, v in dict(d.get("ope_costs") or {}).items()}
+        return cls(
+            validation=dict(d.get("validation") or {}),
+            ope_return=iv(d.get("ope_return")),
+            ope_costs={k: v for k, v in costs.items() if v is not None},
+            guardian_alpha=d.get("guardian_alpha"),
+            guardian_coverage=d.get("guardian_coverage"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One gate check and why it passed or failed."""
+
+    name: str
+    """check id: validation, guardian, cost:<name>, return"""
+    passed: bool
+    """whether the check passed"""
+    reason: str
+    """human-readable explanation with the numbers compared"""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The gate's verdict on one candidate."""
+
+    promote: bool
+    """True when every check passed"""
+    checks: tuple[Check, ...]
+    """all checks, in evaluation order"""
+
+    @property
+    def failed(self) -> tuple[Check, ...]:
+        """The checks that failed."""
+        return tuple(c for c in self.checks if not c.passed)
+
+    def summary(self) -> str:
+        """One line: the verdict and the failed checks' reasons."""
+        if self.promote:
+            return "PROMOTE: all checks passed"
+        return "REJECT: " + "; ".join(f"{c.name}: {c.reason}" for c in self.failed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "promote": self.promote,
+            "summary": self.summary(),
+            "checks": [{"name": c.name, "passed": c.passed, "reason": c.reason} for c in self.checks],
+        }
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def decide(evidence: Evidence, cfg: GateConfig, champion_return: float | None) -> Decision:
+    """Apply every gate check to a candidate.
+
+    Args:
+        evidence: the candidate's evidence.
+        cfg: gate thresholds.
+        champion_return: the current champion's OPE point estimate of the reward return (None: no champion).
+
+    Returns:
+        The decision; ``promote`` ⇔ all checks pass.
+    """
+    checks: list[Check] = []
+
+    # validation: every required report present and successful
+    missing = [p for p in cfg.validation_reports if evidence.validation.get(p) is None]
+    failed = [p for p in cfg.validation_reports if evidence.validation.get(p) is False]
+    if missing or failed:
+        parts = ([f"missing report(s) {missing}"] if missing else []) + (
+            [f"failed report(s) {failed}"] if failed else []
+        )
+        checks.append(Check("validation", False, "; ".join(parts)))
+    else:
+        checks.append(Check("validation", True, f"{len(cfg.validation_reports)} report(s) passed"))
+
+    # guardian certificate (only when a guardian is bundled)
+    if evidence.guardian_alpha is None and evidence.guardian_coverage is None:
+        checks.append(Check("guardian", True, "no guardian bundled (check skipped)"))
+    elif not (_finite(evidence.guardian_alpha) and _finite(evidence.guardian_coverage)):
+        checks.append(Check("guardian", False, "guardian certificate lacks alpha_c or test coverage"))
+    else:
+        need = float(evidence.guardian_alpha) - cfg.guardian_coverage_slack  # type: ignore[arg-type]
+        cov = float(evidence.guardian_coverage)  # type: ignore[arg-type]
+        ok = cov >= need
+        checks.append(Check(
+            "guardian", ok,
+            f"test coverage {cov:.4f} {'≥' if ok else '<'} alpha_c {evidence.guardian_alpha:.4f} "
+            f"- slack {cfg.guardian_coverage_slack:.4f} = {need:.4f}",
+        ))
+
+    # cost limits: OPE upper CI of every limited cost
+    for name, limit in cfg.cost_limits.items():
+        est = evidence.ope_costs.get(name)
+        if est is None or not _finite(est.ci_high):
+            checks.append(Check(f"cost:{name}", False, f"no finite OPE estimate for {name} (limit {limit:g})"))
+            continue
+        ok = est.ci_high <= limit
+        checks.append(Check(
+            f"cost:{name}", ok, f"upper CI {est.ci_high:.4g} {'≤' if ok else '>'} limit {limit:.4g}",
+        ))
+
+    # return: OPE lower CI ≥ champion's point estimate
+    est = evidence.ope_return
+    if est is None or not _finite(est.ci_low):
+        checks.append(Check("return", False, "no finite OPE estimate of the reward return"))
+    elif champion_return is None:
+        checks.append(Check("return", True, f"no champion yet (candidate lower CI {est.ci_low:.4g})"))
+    else:
+        ok = est.ci_low >= champion_return
+        checks.append(Check(
+            "return", ok,
+            f"lower CI {est.ci_low:.4g} {'≥' if ok else '<'} champion estimate {champion_return:.4g}",
+        ))
+
+    decision = Decision(all(c.passed for c in checks), tuple(checks))
+    return decision
+
+
+def decision_tags(decision: Decision) -> dict[str, str]:
+    """The model-version tags that record a decision (values are strings, as MLflow requires)."""
+    tags = {f"{TAG_PREFIX}decision": "promoted" if decision.promote else "rejected",
+            f"{TAG_PREFIX}summary": decision.summary()[:4900]}
+    for c in decision.checks:
+        key = c.name.replace(":", ".")
+        tags[f"{TAG_PREFIX}check.{key}"] = "pass" if c.passed else "fail"
+        tags[f"{TAG_PREFIX}reason.{key}"] = c.reason[:4900]
+    return tags
+
+
+def apply_decision(client: Any, model_name: str, version: str, decision: Decision) -> None:
+    """Record a decision in the registry: tags on the version; on promotion move `champion` to it.
+
+    The `challenger` alias stays on a rejected candidate and is removed from a promoted one. Nothing about the
+    current champion changes unless the candidate is promoted.
+
+    Args:
+        client: an ``mlflow.MlflowClient``.
+        model_name: registered model name.
+        version: the candidate's version.
+        decision: the gate's verdict.
+    """
+    for key, value in decision_tags(decision).items():
+        client.set_model_version_tag(model_name, version, key, value)
+    for c in decision.checks:
+        log.info("gate %s v%s %s %s: %s", model_name, version, c.name, "PASS" if c.passed else "FAIL", c.reason)
+    if decision.promote:
+        client.set_registered_model_alias(model_name, CHAMPION, version)
+        aliases = client.get_model_version(model_name, version).aliases
+        if CHALLENGER in aliases:
+            client.delete_registered_model_alias(model_name, CHALLENGER)
+        log.info("gate %s v%s promoted to %s", model_name, version, CHAMPION)
+    else:
+        log.info("gate %s v%s stays %s: %s", model_name, version, CHALLENGER, decision.summary())

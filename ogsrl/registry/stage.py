@@ -1,0 +1,313 @@
+"""Registry commands: `ogsrl register`, `ogsrl promote [--dry-run]`, `ogsrl lineage <uri>`, and the `register`
+stage (:func:`run` = register + promote).
+
+``register`` bundles the trained policy (+ guardian when calibrated, + the world model's cost heads when fitted,
++ cost rules) as an MLflow pyfunc, logs it in
+one MLflow run together with the gate evidence (``evidence.json``) and the lineage record (``lineage.json``),
+registers it as a new version of ``registry.model_name`` and gives it the alias ``challenger``.
+``promote`` judges the challenger with :func:`ogsrl.registry.gate.decide` against the current champion and, unless
+``dry_run``, records the decision (tags; alias ``champion`` on success). The evidence is frozen at registration, so
+a later change of the workspace cannot change a verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ogsrl import config
+from ogsrl.io import write_json
+from ogsrl.registry import gate as gate_mod
+from ogsrl.registry import lineage as lineage_mod
+from ogsrl.registry.tracking import resolve_tracking_uri, tracking_config
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POLICY_LOADER = "ogsrl.agents:load_policy"
+DEFAULT_GUARDIAN_LOADER = "ogsrl.registry.model:load_guardian"
+DEFAULT_COST_MODEL_LOADER = "ogsrl.registry.model:load_cost_model"
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryConfig:
+    """Model registry, bundle contents and the promotion gate (params section `registry`)."""
+
+    model_name: str = "ogsrl-policy"
+    """registered model name"""
+    method: str = "soc"
+    """which trained policy (data/models/policies/<method>/) to register"""
+    policies_dir: str = "data/models/policies"
+    """trained policy directories, relative to the project root"""
+    guardian_dir: str = "data/models/guardian"
+    """calibrated guardian directory; bundled when it holds certificate.json"""
+    ope_metrics: str = "data/reports/evaluate/metrics.json"
+    """OPE metrics written by the evaluate stage"""
+    estimator: str = "wis"
+    """which OPE estimator's estimates the gate reads (metrics key <method>/<estimator>/<target>/…)"""
+    return_target: str = "return"
+    """OPE target name of the reward return"""
+    policy_loader: str = DEFAULT_POLICY_LOADER
+    """module:function that loads a policy directory"""
+    guardian_loader: str = DEFAULT_GUARDIAN_LOADER
+    """module:function that loads a guardian directory"""
+    cost_model_dir: str = "data/models/world"
+    """cost model (the world model's cost heads) bundled for predicted costs when the directory exists"""
+    cost_model_loader: str = DEFAULT_COST_MODEL_LOADER
+    """module:function that loads the cost model directory"""
+    report: str = "data/reports/registry.json"
+    """where the register stage writes its result"""
+    hash_raw_files: bool = True
+    """lineage: sha256 every MIMIC-IV raw file (minutes on the full database)"""
+    gate: gate_mod.GateConfig = field(default_factory=gate_mod.GateConfig)
+    """promotion gate thresholds"""
+
+    def __post_init__(self) -> None:
+        for name in ("model_name", "method", "estimator", "return_target"):
+            if not getattr(self, name).strip():
+                raise ValueError(f"{name} must be a non-empty string")
+        for name in ("policy_loader", "guardian_loader", "cost_model_loader"):
+            if ":" not in getattr(self, name):
+                raise ValueError(f"{name} must look like 'package.module:function', got {getattr(self, name)!r}")
+
+
+def registry_config(params: Mapping[str, Any]) -> RegistryConfig:
+    """Build :class:`RegistryConfig` from ``params["registry"]`` (all defaults when the section is absent)."""
+    return config.build(RegistryConfig, params.get("registry") or {}, "registry")
+
+
+def mlflow_client(params: Mapping[str, Any], root: Path, tracking_uri: str | None) -> tuple[Any, str, str]:
+    """(MlflowClient, tracking URI, experiment id); the experiment is created with artefacts under the project."""
+    import mlflow
+
+    tcfg = tracking_config(params)
+    uri = tracking_uri or resolve_tracking_uri(tcfg, root)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    exp = client.get_experiment_by_name(tcfg.experiment)
+    if exp is None:
+        location = (Path(root).resolve() / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
+        exp_id = client.create_experiment(tcfg.experiment, artifact_location=location)
+    else:
+        exp_id = exp.experiment_id
+    return client, uri, exp_id
+
+
+# ---- evidence ---------------------------------------------------------------------------------------------------
+
+
+def _interval(metrics: Mapping[str, Any], key: str) -> gate_mod.Interval | None:
+    try:
+        return gate_mod.Interval(float(metrics[f"{key}/value"]), float(metrics[f"{key}/ci_low"]),
+                                 float(metrics[f"{key}/ci_high"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def gather_evidence(cfg: RegistryConfig, root: Path) -> gate_mod.Evidence:
+    """Read validation reports, the guardian certificate and the OPE metrics of ``cfg.method`` under ``root``."""
+    root = Path(root)
+    validation: dict[str, bool | None] = {}
+    for rel in cfg.gate.validation_reports:
+        p = root / rel
+        validation[rel] = bool(json.loads(p.read_text(encoding="utf-8")).get("success")) if p.is_file() else None
+    metrics_path = root / cfg.ope_metrics
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
+    prefix = f"{cfg.method}/{cfg.estimator}/"
+    targets = {k[len(prefix):].rsplit("/", 1)[0] for k in metrics if k.startswith(prefix)}
+    costs = {t: iv for t in sorted(targets) if t != cfg.return_target
+             and (iv := _interval(metrics, prefix + t)) is not None}
+    cert_path = root / cfg.guardian_dir / "certificate.json"
+    alpha = coverage = None
+    if cert_path.is_file():
+        cert = json.loads(cert_path.read_text(encoding="utf-8"))
+        alpha = cert.get("alpha_c")
+        coverage = cert.get("test_coverage")
+        alpha = float(alpha) if alpha is not None else float("nan")
+        coverage = float(coverage) if coverage is not None else float("nan")
+    return gate_mod.Evidence(validation=validation, ope_return=_interval(metrics, prefix + cfg.return_target),
+                             ope_costs=costs, guardian_alpha=alpha, guardian_coverage=coverage)
+
+
+# ---- commands -----------------------------------------------------------------------------------------------------
+
+
+def register(params: Mapping[str, Any], root: Path, *, tracking_uri: str | None = None) -> dict[str, Any]:
+    """Bundle, log and register the trained policy as a new `challenger` version (`ogsrl register`).
+
+    Returns:
+        ``{"model_name", "version", "run_id", "model_uri", "guardian_bundled"}``.
+    """
+    import mlflow
+
+    from ogsrl.registry import model as model_mod
+
+    root = Path(root).resolve()
+    cfg = registry_config(params)
+    policy_dir = root / cfg.policies_dir / cfg.method
+    guardian_dir = root / cfg.guardian_dir
+    has_guardian = (guardian_dir / "certificate.json").is_file()
+    cost_dir = root / cfg.cost_model_dir
+    has_costs = cost_dir.is_dir()
+    evidence = gather_evidence(cfg, root)
+    cost_rules = list(dict(params.get("costs") or {}).get("rules") or [])
+    inputs = [f"{cfg.policies_dir}/{cfg.method}", cfg.ope_metrics, *cfg.gate.validation_reports]
+    if has_guardian:
+        inputs.append(cfg.guardian_dir)
+    if has_costs:
+        inputs.append(cfg.cost_model_dir)
+    record = lineage_mod.collect(
+        root, params, inputs=inputs, validation_reports=cfg.gate.validation_reports,
+        certificate=f"{cfg.guardian_dir}/certificate.json" if has_guardian else None,
+        ope_metrics=cfg.ope_metrics, hash_raw_files=cfg.hash_raw_files,
+    )
+    client, uri, exp_id = mlflow_client(params, root, tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="ogsrl-bundle-") as tmp:
+        bundle = Path(tmp) / "bundle"
+        model_mod.build_bundle(
+            bundle, policy_dir=policy_dir, guardian_dir=guardian_dir if has_guardian else None,
+            cost_rules=cost_rules, policy_loader=cfg.policy_loader, guardian_loader=cfg.guardian_loader,
+            cost_model_dir=cost_dir if has_costs else None, cost_model_loader=cfg.cost_model_loader,
+            notes={"method": cfg.method, "evidence": evidence.to_dict()},
+        )
+        git = record["git"]
+        run_tags = {"ogsrl.stage": "register", "ogsrl.method": cfg.method,
+                    "git.commit": str(git.get("commit")), "git.dirty": str(git.get("dirty"))}
+        with mlflow.start_run(experiment_id=exp_id, run_name=f"register-{cfg.method}", tags=run_tags) as run:
+            mlflow.log_dict(evidence.to_dict(), "evidence.json")
+            mlflow.log_dict(record, "lineage.json")
+            mlflow.log_params({"registry.method": cfg.method, "registry.model_name": cfg.model_name,
+                               "data.source": str(dict(params.get("data") or {}).get("source"))})
+            info = model_mod.log_bundle(bundle)
+            run_id = run.info.run_id
+    mv = mlflow.register_model(info.model_uri, cfg.model_name, tags={"ogsrl.method": cfg.method,
+                                                                    "ogsrl.run_id": run_id})
+    if mv.run_id != run_id:  # MLflow 3 links the version to the logging run; make the link explicit otherwise
+        client.set_model_version_tag(cfg.model_name, mv.version, "ogsrl.run_id", run_id)
+    ret = evidence.ope_return
+    if ret is not None:
+        for k in ("value", "ci_low", "ci_high"):
+            client.set_model_version_tag(cfg.model_name, mv.version, f"ope.return.{k}", repr(getattr(ret, k)))
+    client.set_registered_model_alias(cfg.model_name, gate_mod.CHALLENGER, mv.version)
+    log.info("registered %s v%s (run %s, guardian %s, cost model %s) as %s", cfg.model_name, mv.version, run_id,
+             "bundled" if has_guardian else "absent", "bundled" if has_costs else "absent", gate_mod.CHALLENGER)
+    return {"model_name": cfg.model_name, "version": str(mv.version), "run_id": run_id,
+            "model_uri": f"models:/{cfg.model_name}/{mv.version}", "guardian_bundled": has_guardian,
+            "cost_model_bundled": has_costs, "tracking_uri": uri}
+
+
+def _version_run_id(mv: Any) -> str:
+    return str(mv.tags.get("ogsrl.run_id") or mv.run_id)
+
+
+def _evidence_of(mv: Any) -> gate_mod.Evidence:
+    import mlflow
+
+    return gate_mod.Evidence.from_dict(mlflow.artifacts.load_dict(f"runs:/{_version_run_id(mv)}/evidence.json"))
+
+
+def _alias_version(client: Any, name: str, alias: str) -> Any | None:
+    import mlflow
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def promote(
+    params: Mapping[str, Any],
+    root: Path,
+    *,
+    version: str | None = None,
+    dry_run: bool = False,
+    tracking_uri: str | None = None,
+) -> dict[str, Any]:
+    """Apply the promotion gate to a candidate (`ogsrl promote [--dry-run]`).
+
+    Args:
+        params: params mapping (sections `registry`, `mlflow`).
+        root: project root.
+        version: candidate version; default the version holding alias `challenger`.
+        dry_run: decide and report, but change nothing in the registry.
+        tracking_uri: override of the tracking URI.
+
+    Returns:
+        ``{"model_name", "version", "champion_before", "champion_return", "dry_run", **decision.to_dict()}``.
+    """
+    root = Path(root).resolve()
+    cfg = registry_config(params)
+    client, _, _ = mlflow_client(params, root, tracking_uri)
+    if version is None:
+        cand = _alias_version(client, cfg.model_name, gate_mod.CHALLENGER)
+        if cand is None:
+            raise ValueError(f"no version of {cfg.model_name} holds alias {gate_mod.CHALLENGER!r}; run register first")
+    else:
+        cand = client.get_model_version(cfg.model_name, str(version))
+    champ = _alias_version(client, cfg.model_name, gate_mod.CHAMPION)
+    if champ is not None and str(champ.version) == str(cand.version):
+        raise ValueError(f"{cfg.model_name} v{cand.version} already is the {gate_mod.CHAMPION}")
+    champion_return = None
+    if champ is not None:
+        champ_ev = _evidence_of(champ)
+        champion_return = champ_ev.ope_return.value if champ_ev.ope_return is not None else float("inf")
+    decision = gate_mod.decide(_evidence_of(cand), cfg.gate, champion_return)
+    for c in decision.checks:
+        log.info("gate%s %s v%s %s: %s", " (dry run)" if dry_run else "", cfg.model_name, cand.version,
+                 "PASS" if c.passed else "FAIL", f"{c.name}: {c.reason}")
+    if not dry_run:
+        gate_mod.apply_decision(client, cfg.model_name, str(cand.version), decision)
+    return {"model_name": cfg.model_name, "version": str(cand.version),
+            "champion_before": None if champ is None else str(champ.version),
+            "champion_return": champion_return, "dry_run": dry_run, **decision.to_dict()}
+
+
+def lineage(
+    params: Mapping[str, Any],
+    root: Path,
+    uri: str,
+    *,
+    verify: bool = False,
+    tracking_uri: str | None = None,
+) -> dict[str, Any]:
+    """Resolve the lineage of a registered model (`ogsrl lineage <uri> [--json] [--verify]`).
+
+    Returns:
+        ``{"uri", "links", "record", "text"}`` plus, with ``verify``, ``"verified"`` (bool) and ``"differences"``
+        (list of ``{path, kind, detail}``).
+    """
+    root = Path(root).resolve()
+    client, _, _ = mlflow_client(params, root, tracking_uri)
+    out = lineage_mod.resolve(client, uri)
+    out["text"] = lineage_mod.render(out)
+    if verify:
+        diffs = lineage_mod.verify(out["record"], root)
+        out["verified"] = not diffs
+        out["differences"] = [{"path": d.path, "kind": d.kind, "detail": d.detail} for d in diffs]
+        for d in diffs:
+            log.warning("lineage verify: %s %s (%s)", d.kind, d.path, d.detail)
+    return out
+
+
+def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
+    """Register the trained policy and apply the promotion gate; writes ``registry.report``."""
+    root = Path(root).resolve()
+    cfg = registry_config(params)
+    reg = register(params, root)
+    dec = promote(params, root, version=reg["version"])
+    metrics = {
+        "registry/version": int(reg["version"]),
+        "registry/run_id": reg["run_id"],
+        "registry/guardian_bundled": reg["guardian_bundled"],
+        "registry/cost_model_bundled": reg["cost_model_bundled"],
+        "registry/promoted": dec["promote"],
+        "registry/summary": dec["summary"],
+        **{f"gate/{c['name']}": c["passed"] for c in dec["checks"]},
+    }
+    write_json(root / cfg.report, metrics)
+    return metrics

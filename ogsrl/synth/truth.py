@@ -1,0 +1,158 @@
+"""Ground truth by simulation: the true return, mortality and safety-cost rates of a policy (docs/simulator.md §5).
+
+``evaluate_policy`` runs the same loop as data generation (``engine.simulate``) on fresh septic patients drawn from
+the cohort's initial-state distribution; the policy acts at every kept decision time on the states computed by the
+cohort feature code from the rows charted so far. Rewards and costs follow the cohort/costs params exactly as the
+trajectory table defines them (docs/data-contract.md §2).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from ogsrl.costs import CostRule, CostsConfig, apply_cost_rules
+from ogsrl.policy import Policy
+from ogsrl.synth.engine import Observer, WorldConfig, cohort_observer, simulate
+
+Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True, slots=True)
+class RewardConfig:
+    """The reward definition (cohort section of params.yaml)."""
+
+    scheme: Literal["sofa", "terminal"] = "sofa"
+    """sofa: r = −clip(SOFA(s'), lo, hi), −hi on death in the step; terminal: ±R on the last step"""
+    clip: tuple[float, float] = (2.5, 12.5)
+    """(lo, hi) of the SOFA clip"""
+    terminal_reward: float = 15.0
+    """R of the terminal scheme"""
+    terminal_outcome: Literal["died_in_hosp", "died_90d"] = "died_in_hosp"
+    """outcome of the terminal scheme"""
+
+    def __post_init__(self) -> None:
+        if not self.clip[0] <= self.clip[1]:
+            raise ValueError(f"reward clip must satisfy lo <= hi, got {self.clip}")
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """A mean with its normal-approximation 95 % confidence interval."""
+
+    value: float
+    lo: float
+    hi: float
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class TruthResult:
+    """True performance of one policy."""
+
+    episodes: int
+    steps: int
+    mean_return: Estimate
+    mortality_hosp: Estimate
+    mortality_90d: Estimate
+    cost_rates: dict[str, Estimate] = field(default_factory=dict)
+    """per-step rate of each cost column (``cost_<rule>`` and ``cost_total``)"""
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, float | int]:
+        """Flat JSON-ready dict (``truth/<metric>``, ``…_ci_lo``, ``…_ci_hi``)."""
+        out: dict[str, float | int] = {"truth/episodes": self.episodes, "truth/steps": self.steps,
+                                       "truth/seconds": round(self.seconds, 2)}
+        items = {"return": self.mean_return, "mortality_hosp": self.mortality_hosp,
+                 "mortality_90d": self.mortality_90d, **{f"rate_{k}": v for k, v in self.cost_rates.items()}}
+        for name, e in items.items():
+            out[f"truth/{name}"] = e.value
+            out[f"truth/{name}_ci_lo"] = e.lo
+            out[f"truth/{name}_ci_hi"] = e.hi
+        return out
+
+
+def mean_ci(x: np.ndarray) -> Estimate:
+    """Mean ± 1.96 standard errors."""
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    if n == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+    m = float(x.mean())
+    se = float(x.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    return Estimate(m, m - Z95 * se, m + Z95 * se, n)
+
+
+def ratio_ci(num: np.ndarray, den: np.ndarray) -> Estimate:
+    """Ratio Σnum/Σden over episodes with a cluster-robust (delta-method) 95 % CI."""
+    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
+    m = len(num)
+    if m == 0 or den.sum() == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), m)
+    r = num.sum() / den.sum()
+    resid = num - r * den
+    se = np.sqrt((resid**2).sum() / (m * (m - 1))) / den.mean() if m > 1 else float("nan")
+    return Estimate(float(r), float(r - Z95 * se), float(r + Z95 * se), m)
+
+
+def rewards(steps: pd.DataFrame, stays: pd.DataFrame, cfg: RewardConfig) -> np.ndarray:
+    """r_k per step row (docs/data-contract.md §2)."""
+    lo, hi = cfg.clip
+    if cfg.scheme == "sofa":
+        r = -np.clip(steps["next_sofa"].to_numpy(np.float64), lo, hi)
+        return np.where(steps["death_in_step"].to_numpy(bool), -hi, r)
+    outcome = stays[cfg.terminal_outcome].to_numpy(bool)[steps["stay"].to_numpy()]
+    last = steps["done"].to_numpy(bool)
+    return np.where(last, np.where(outcome, -cfg.terminal_reward, cfg.terminal_reward), 0.0)
+
+
+def evaluate_policy(policy: Policy | None, episodes: int, seed: int, *, world: WorldConfig | None = None,
+                    reward: RewardConfig | None = None, rules: Sequence[CostRule] | None = None,
+                    observer: Observer | None = None, chunk: int = 2500) -> TruthResult:
+    """Simulate ``episodes`` fresh septic patients under ``policy`` (None = the clinicians) and score it.
+
+    Deterministic given ``seed`` (and ``chunk``). Episodes without any kept decision step (death or discharge
+    before the first one) count for mortality but not for the return and cost rates.
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    world = world or WorldConfig()
+    reward = reward or RewardConfig()
+    rules = tuple(rules) if rules is not None else CostsConfig().rules
+    observer = observer or cohort_observer()
+    t0 = time.perf_counter()
+    all_steps, all_stays = [], []
+    for c, start in enumerate(range(0, episodes, chunk)):
+        n = min(chunk, episodes - start)
+        rng = np.random.default_rng([seed, c, 7])
+        res = simulate(n, rng, first_index=start, world=world, observer=observer, policy=policy,
+                       cohort_only=True, keep_tables=False)
+        steps, stays = res.steps.copy(), res.stays.copy()
+        steps["reward"] = rewards(steps, stays, reward)
+        steps["stay"] += start
+        stays["stay"] += start
+        all_steps.append(steps)
+        all_stays.append(stays)
+    steps = pd.concat(all_steps, ignore_index=True)
+    stays = pd.concat(all_stays, ignore_index=True)
+    costs = apply_cost_rules(steps, rules, float(world.step_h), prefix="next_")
+    by = steps["stay"].to_numpy()
+    ret = np.bincount(by, weights=steps["reward"].to_numpy(), minlength=len(stays))
+    n_steps = np.bincount(by, minlength=len(stays)).astype(float)
+    has = n_steps > 0
+    rates = {}
+    for col in costs.columns:
+        c_sum = np.bincount(by, weights=costs[col].to_numpy(np.float64), minlength=len(stays))
+        rates[col] = ratio_ci(c_sum[has], n_steps[has])
+    return TruthResult(
+        episodes=episodes, steps=len(steps), mean_return=mean_ci(ret[has]),
+        mortality_hosp=mean_ci(stays["died_in_hosp"].to_numpy(float)),
+        mortality_90d=mean_ci(stays["died_90d"].to_numpy(float)),
+        cost_rates=rates, seconds=time.perf_counter() - t0)

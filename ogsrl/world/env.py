@@ -1,0 +1,218 @@
+"""`WorldModelEnv`: the fitted ensemble as a batched gymnasium vector environment for the policy trainers.
+
+Episodes start from real step-0 states of the training split, advance with the ensemble (mode ``mean``,
+``random_member`` or ``random_elite``), end on a sampled death (``terminated``) or at the horizon (``truncated``).
+A guardian can be plugged in as ``guard(obs, act) -> inside (B,) bool``: a step whose (s, a) leaves the supported
+set earns ``ood_penalty`` and ends the episode (OGSRL: −25, episode frozen).
+
+Autoreset is disabled: a finished sub-environment stays frozen (same observation, zero reward and cost,
+``info["active"]`` False) until the next :meth:`reset`, so all sub-environments share one horizon and rollouts
+stack into ``(T, B, ·)`` arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from ogsrl import features as F
+from ogsrl.errors import DataError
+from ogsrl.world.ensemble import FloatArray, WorldModel
+
+BoolArray = npt.NDArray[np.bool_]
+GuardFn = Callable[[FloatArray, FloatArray], BoolArray]
+"""(obs (B, S), act (B, A)) → (B,) True where (s, a) is inside the supported set."""
+
+
+@dataclass(frozen=True, slots=True)
+class EnvConfig:
+    """Rollouts in the learned model."""
+
+    horizon: int = 20
+    """steps per episode before truncation (paper: 20 four-hour steps)"""
+    mode: Literal["mean", "random_member", "random_elite"] = "random_elite"
+    """how a step uses the ensemble: elite mean, a random member, or a random elite (per row and step)"""
+    ood_penalty: float = -25.0
+    """reward of a step the guardian rejects; the episode then ends (paper: −25)"""
+    cost_mode: Literal["prob", "sample"] = "prob"
+    """info["cost"]: the predicted probability (expected cost) or a Bernoulli draw from it"""
+    uncertainty_penalty: float = 0.0
+    """MOPO λ: reward −= λ·uncertainty (0 = off)"""
+    seed: int = 0
+    """seeds start-state draws and sampling when reset() gets no seed"""
+
+    def __post_init__(self) -> None:
+        if self.horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {self.horizon}")
+        if self.uncertainty_penalty < 0:
+            raise ValueError(f"uncertainty_penalty must be >= 0, got {self.uncertainty_penalty}")
+
+
+def start_states(frame: pd.DataFrame, state_features: tuple[str, ...], table: str = "train") -> FloatArray:
+    """(N, S) states of the step-0 rows of a trajectory table."""
+    missing = [c for c in ("step", *state_features) if c not in frame.columns]
+    if missing:
+        raise DataError(f"missing column(s) {missing}", table=table)
+    first = frame.loc[frame["step"] == 0, list(state_features)].to_numpy(dtype=np.float32)
+    if len(first) == 0:
+        raise DataError("no step-0 rows to start episodes from", table=table, column="step")
+    bad = ~np.isfinite(first)
+    if bad.any():
+        col = int(np.flatnonzero(bad.any(0))[0])
+        raise DataError("NaN or infinite start state", table=table, column=state_features[col],
+                        rows=np.flatnonzero(bad[:, col]).tolist())
+    return first
+
+
+class WorldModelEnv(VectorEnv):
+    """``num_envs`` simulated patients stepped together by a :class:`WorldModel`.
+
+    ``step(actions (B, A))`` returns ``obs (B, S), reward (B,), terminated (B,), truncated (B,), info`` with
+    ``info["cost"] (B, C)``, ``info["uncertainty"] (B,)``, ``info["death"] (B,)``, ``info["ood"] (B,)`` and
+    ``info["active"] (B,)`` (True where the row was still running before this step).
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.DISABLED}
+
+    def __init__(self, model: WorldModel, starts: FloatArray, num_envs: int, cfg: EnvConfig,
+                 guard: GuardFn | None = None) -> None:
+        feats = model.layout.state_features
+        starts = np.asarray(starts, dtype=np.float32)
+        if starts.ndim != 2 or starts.shape[1] != len(feats) or len(starts) == 0:
+            raise ValueError(f"start states must be (N >= 1, {len(feats)}), got {starts.shape}")
+        if not np.isfinite(starts).all():
+            raise DataError("NaN or infinite start state", table="start states")
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.model, self.cfg, self.guard, self.num_envs = model, cfg, guard, num_envs
+        self._starts = starts
+        lo = np.array([F.BY_NAME[f].low for f in feats], dtype=np.float32)
+        hi = np.array([F.BY_NAME[f].high for f in feats], dtype=np.float32)
+        a_lo = np.array([F.ACTION_BOUNDS[a][0] for a in model.layout.action_names], dtype=np.float32)
+        a_hi = np.array([F.ACTION_BOUNDS[a][1] for a in model.layout.action_names], dtype=np.float32)
+        self.single_observation_space = gym.spaces.Box(lo, hi, dtype=np.float32)
+        self.single_action_space = gym.spaces.Box(a_lo, a_hi, dtype=np.float32)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._rng = np.random.default_rng(cfg.seed)
+        self._obs = np.zeros((num_envs, len(feats)), dtype=np.float32)
+        self._active = np.zeros(num_envs, dtype=bool)
+        self._t = 0
+
+    @property
+    def running(self) -> BoolArray:
+        """(B,) sub-environments whose episode has not ended."""
+        return self._active.copy()
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None,
+              ) -> tuple[FloatArray, dict[str, Any]]:
+        """Draw ``num_envs`` start states (with replacement) from the real step-0 states."""
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        idx = self._rng.integers(0, len(self._starts), size=self.num_envs)
+        self._obs = self._starts[idx].copy()
+        self._active = np.ones(self.num_envs, dtype=bool)
+        self._t = 0
+        return self._obs.copy(), {"start_index": idx}
+
+    def step(self, actions: np.ndarray) -> tuple[FloatArray, FloatArray, BoolArray, BoolArray, dict[str, Any]]:
+        """Advance every running sub-environment one step (see class docstring for the outputs)."""
+        b, n_act = self.num_envs, len(self.model.layout.action_names)
+        act = np.asarray(actions, dtype=np.float32)
+        if act.shape != (b, n_act):
+            raise ValueError(f"actions must be ({b}, {n_act}) for {list(self.model.layout.action_names)}, "
+                             f"got {act.shape}")
+        if not np.isfinite(act).all():
+            raise ValueError(f"actions contain NaN/inf at rows {np.flatnonzero(~np.isfinite(act).all(1))[:5]}")
+        if not self._active.any() and self._t == 0:
+            raise RuntimeError("call reset() before step()")
+        act = np.clip(act, self.single_action_space.low, self.single_action_space.high)
+        active = self._active.copy()
+        n_cost = len(self.model.layout.cost_names)
+        rew = np.zeros(b, dtype=np.float32)
+        cost = np.zeros((b, n_cost), dtype=np.float32)
+        unc = np.zeros(b, dtype=np.float32)
+        death = np.zeros(b, dtype=bool)
+        ood = np.zeros(b, dtype=bool)
+        if self.guard is not None:
+            inside = np.asarray(self.guard(self._obs, act))
+            if inside.shape != (b,) or inside.dtype != np.bool_:
+                raise ValueError(f"guard must return a ({b},) bool array, got {inside.dtype} {inside.shape}")
+            ood = active & ~inside
+            rew[ood] = self.cfg.ood_penalty
+        live = active & ~ood
+        if live.any():
+            s = self.model.step(self._obs[live], act[live], self.cfg.mode, self._rng)
+            self._obs[live] = s.next_obs
+            rew[live] = s.rew - self.cfg.uncertainty_penalty * s.uncertainty
+            cost[live] = (s.cost_prob if self.cfg.cost_mode == "prob"
+                          else (self._rng.random(s.cost_prob.shape) < s.cost_prob).astype(np.float32))
+            unc[live] = s.uncertainty
+            death[live] = self._rng.random(int(live.sum())) < s.death_prob
+        self._t += 1
+        terminated = death | ood
+        truncated = active & ~terminated & (self._t >= self.cfg.horizon)
+        self._active = active & ~terminated & ~truncated
+        info = {"cost": cost, "uncertainty": unc, "death": death, "ood": ood, "active": active}
+        return self._obs.copy(), rew, terminated, truncated, info
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """Stacked episode arrays; rows after an episode ended have ``active`` False."""
+
+    obs: FloatArray
+    """(T+1, B, S) states, obs[0] the start states"""
+    act: FloatArray
+    """(T, B, A)"""
+    rew: FloatArray
+    """(T, B)"""
+    cost: FloatArray
+    """(T, B, C)"""
+    death: BoolArray
+    """(T, B)"""
+    ood: BoolArray
+    """(T, B)"""
+    active: BoolArray
+    """(T, B) the row was running before step t"""
+    uncertainty: FloatArray
+    """(T, B)"""
+
+    @property
+    def mortality(self) -> float:
+        """Fraction of episodes that ended in a sampled death (the paper's ME)."""
+        return float(self.death.any(0).mean())
+
+
+def rollout(env: WorldModelEnv, act_fn: Callable[[FloatArray, np.random.Generator], FloatArray],
+            seed: int) -> Rollout:
+    """Run one batch of episodes to the horizon; ``act_fn(obs (B, S), rng) -> act (B, A)``."""
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    keys = ("act", "rew", "cost", "death", "ood", "active", "uncertainty")
+    out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    states = [obs]
+    for _ in range(env.cfg.horizon):
+        act = np.asarray(act_fn(obs, rng), dtype=np.float32)
+        obs, rew, _, _, info = env.step(act)
+        for k, v in (("act", act), ("rew", rew), ("cost", info["cost"]), ("death", info["death"]),
+                     ("ood", info["ood"]), ("active", info["active"]), ("uncertainty", info["uncertainty"])):
+            out[k].append(v)
+        states.append(obs)
+        if not env.running.any():
+            break
+    t = len(out["rew"])
+    pad = env.cfg.horizon - t
+    stacked = {k: np.stack(v) for k, v in out.items()}
+    if pad:
+        stacked = {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), dtype=v.dtype)]) for k, v in stacked.items()}
+        states += [states[-1]] * pad
+    return Rollout(obs=np.stack(states), **stacked)

@@ -1,0 +1,178 @@
+"""Contract tests for the SOC behaviour-cloning policy (ogsrl/agents/bc.py) and the shared agent helpers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import special
+from tests.agents.trajectory_fakes import make_split, true_behaviour
+
+from ogsrl import features
+from ogsrl.agents import POLICY_LOADERS, bc, common, load_policy
+from ogsrl.agents.stage import batch_of
+from ogsrl.errors import DataError
+from ogsrl.policy import StochasticPolicy
+
+NAMES = ("map", "spo2", "age")
+TINY = bc.BCConfig(hidden=(8, 8), batch_size=16, max_epochs=6, patience=3, seed=3)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(1)
+    return make_split(60, 5, rng, "train"), make_split(20, 5, rng, "val")
+
+
+@pytest.fixture(scope="module")
+def fitted(data: tuple[pd.DataFrame, pd.DataFrame]) -> tuple[bc.BCPolicy, dict[str, float], list[dict[str, float]]]:
+    torch.set_num_threads(1)
+    train, val = data
+    return bc.fit(TINY, NAMES, batch_of(train, NAMES), batch_of(val, NAMES))
+
+
+def test_update_returns_finite_floats(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    train, _ = data
+    pol = bc.BCPolicy(TINY, NAMES, *common.fit_normaliser(train[list(NAMES)].to_numpy()))
+    batch = batch_of(train.iloc[:16], NAMES)
+    first = pol.update(batch)
+    for _ in range(30):
+        last = pol.update(batch)
+    assert set(first) == {"loss/nll"} and all(isinstance(v, float) and math.isfinite(v) for v in first.values())
+    assert last["loss/nll"] < first["loss/nll"]  # 30 steps on one batch must fit it better
+
+
+def test_fit_metrics_and_history(fitted: tuple[bc.BCPolicy, dict[str, float], list[dict[str, float]]]) -> None:
+    pol, metrics, history = fitted
+    assert isinstance(pol, StochasticPolicy)
+    assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
+    assert 1 <= metrics["train/best_epoch"] <= metrics["train/epochs"] == len(history) <= TINY.max_epochs
+    assert metrics["loss/val_nll"] == pytest.approx(min(h["loss/val_nll"] for h in history))
+
+
+def test_same_seed_same_metrics(data: tuple[pd.DataFrame, pd.DataFrame], fitted: tuple) -> None:
+    train, val = data
+    pol2, metrics2, _ = bc.fit(TINY, NAMES, batch_of(train, NAMES), batch_of(val, NAMES))
+    pol, metrics, _ = fitted
+    assert metrics2 == metrics
+    obs = val[list(NAMES)].to_numpy()
+    np.testing.assert_array_equal(pol2.act(obs), pol.act(obs))
+    other, metrics3, _ = bc.fit(bc.BCConfig(**{**_cfg_dict(TINY), "seed": 4}), NAMES,
+                                batch_of(train, NAMES), batch_of(val, NAMES))
+    assert metrics3["loss/train_nll"] != metrics["loss/train_nll"]
+
+
+def _cfg_dict(cfg: bc.BCConfig) -> dict:
+    return {f: getattr(cfg, f) for f in cfg.__slots__}
+
+
+def test_act_shapes_and_bounds(fitted: tuple, data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    pol = fitted[0]
+    obs = data[1][list(NAMES)].to_numpy()
+    for rng in (None, np.random.default_rng(0)):
+        a = pol.act(obs, rng)
+        assert a.shape == (len(obs), 2)
+        assert (a >= 0).all() and (a <= common.ACTION_MAX).all()
+    np.testing.assert_array_equal(pol.act(obs, np.random.default_rng(5)), pol.act(obs, np.random.default_rng(5)))
+    assert not np.array_equal(pol.act(obs, np.random.default_rng(5)), pol.act(obs, np.random.default_rng(6)))
+    assert pol.log_prob(obs, pol.act(obs, np.random.default_rng(0))).shape == (len(obs),)
+
+
+def test_checkpoint_round_trip_is_exact(fitted: tuple, data: tuple, tmp_path) -> None:
+    pol = fitted[0]
+    pol.save(tmp_path / "soc")
+    doc = json.loads((tmp_path / "soc" / "config.json").read_text())
+    assert doc["kind"] == "bc" and doc["format_version"] == common.FORMAT_VERSION
+    assert doc["feature_names"] == list(NAMES)
+    back = load_policy(tmp_path / "soc")
+    obs = data[1][list(NAMES)].to_numpy()
+    np.testing.assert_array_equal(back.act(obs), pol.act(obs))
+    np.testing.assert_array_equal(back.act(obs, np.random.default_rng(9)), pol.act(obs, np.random.default_rng(9)))
+    acts = data[1][list(features.ACTIONS)].to_numpy()
+    np.testing.assert_array_equal(back.log_prob(obs, acts), pol.log_prob(obs, acts))
+    torch.load(tmp_path / "soc" / "weights.pt", weights_only=True)  # no pickled objects
+
+
+def test_load_policy_errors(fitted: tuple, tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_policy(tmp_path / "nothing")
+    fitted[0].save(tmp_path / "p")
+    cfg_file = tmp_path / "p" / "config.json"
+    doc = json.loads(cfg_file.read_text())
+    cfg_file.write_text(json.dumps({**doc, "kind": "cql9"}))
+    with pytest.raises(ValueError, match="unknown policy kind 'cql9'"):
+        load_policy(tmp_path / "p")
+    cfg_file.write_text(json.dumps({**doc, "format_version": 99}))
+    with pytest.raises(ValueError, match="format_version 99"):
+        load_policy(tmp_path / "p")
+    assert set(POLICY_LOADERS) == {"bc"}
+
+
+def test_bad_inputs_raise_clear_errors(fitted: tuple) -> None:
+    pol = fitted[0]
+    obs = np.tile([[80.0, 97.0, 60.0]], (4, 1))
+    with pytest.raises(ValueError, match=r"shape \(B, 3\)"):
+        pol.act(obs[:, :2])
+    bad = obs.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(DataError, match=r"column 'spo2'.*offending rows: 2"):
+        pol.act(bad)
+    acts = np.array([[100.0, 0.1]] * 4)
+    acts[1, 0] = -1.0
+    with pytest.raises(DataError, match=r"column 'fluid_ml'.*offending rows: 1"):
+        pol.log_prob(obs, acts)
+    acts[1, 0] = 20000.0
+    with pytest.raises(DataError, match="outside"):
+        pol.log_prob(obs, acts)
+    with pytest.raises(ValueError, match="hidden"):
+        bc.BCConfig(hidden=())
+
+
+def test_density_integrates_to_one_with_the_atoms() -> None:
+    logit0, mu, log_std = np.array([[0.3, -0.4]]), np.array([[0.55, 0.05]]), np.log(np.array([[0.08, 0.05]]))
+    p0 = special.expit(logit0)[0]
+    grid = np.geomspace(1e-6, common.ACTION_MAX[0], 200001)
+    acts = np.stack([grid, np.zeros_like(grid)], axis=1)
+    ones = np.ones((len(grid), 1))
+    dens = np.exp(common.hurdle_log_prob(logit0 * ones, mu * ones, log_std * ones, acts))
+    # ∫ p(a0, a1 = 0) da0 = P(a1 = 0)·P(a0 > 0)
+    assert np.trapezoid(dens, grid) == pytest.approx(p0[1] * (1 - p0[0]), rel=1e-4)
+    grid = np.geomspace(1e-9, common.ACTION_MAX[1], 200001)  # μ near 0: mass close to the lower end
+    acts = np.stack([np.zeros_like(grid), grid], axis=1)
+    dens = np.exp(common.hurdle_log_prob(logit0 * ones, mu * ones, log_std * ones, acts))
+    assert np.trapezoid(dens, grid) == pytest.approx(p0[0] * (1 - p0[1]), rel=1e-3)
+    assert np.exp(common.hurdle_log_prob(logit0, mu, log_std, np.zeros((1, 2))))[0] == pytest.approx(p0.prod())
+
+
+def test_log_prob_matches_sampling(fitted: tuple) -> None:
+    pol = fitted[0]
+    obs = np.tile([[70.0, 93.0, 60.0]], (40000, 1))
+    a = pol.act(obs, np.random.default_rng(0))
+    logit0, mu, log_std = pol.distribution(obs[:1])  # each (1, 2)
+    atom = special.expit(logit0)[0]
+    tol = 4 * np.sqrt(atom * (1 - atom) / len(a)) + 1e-3
+    np.testing.assert_array_less(np.abs((a == 0).mean(axis=0) - atom), tol)  # sampler's mass at 0
+    assert np.exp(pol.log_prob(obs[:1], np.zeros((1, 2))))[0] == pytest.approx(atom.prod(), rel=1e-6)
+    # mean fluid draw = ∫ a p(a, a1=0) da / P(a1 = 0), from the density's own continuous part
+    grid = np.geomspace(1e-6, common.ACTION_MAX[0], 20001)
+    dens = np.exp(pol.log_prob(np.tile(obs[:1], (len(grid), 1)), np.stack([grid, np.zeros_like(grid)], 1)))
+    mean0 = np.trapezoid(grid * dens, grid) / atom[1]
+    assert a[:, 0].mean() == pytest.approx(mean0, rel=0.03)
+
+
+def test_fit_recovers_known_behaviour() -> None:
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(2)
+    train, val = make_split(300, 5, rng, "train"), make_split(60, 5, rng, "val")
+    names = ("map", "spo2")
+    cfg = bc.BCConfig(hidden=(16, 16), batch_size=64, max_epochs=40, patience=5, lr=3e-3, seed=0)
+    pol, _, _ = bc.fit(cfg, names, batch_of(train, names), batch_of(val, names))
+    logit0, mu, log_std = pol.distribution(val[list(names)].to_numpy())
+    true_logit0, true_mu, true_log_std = true_behaviour(val)
+    assert np.abs(special.expit(logit0) - special.expit(true_logit0)).mean() < 0.05
+    assert np.abs(mu - true_mu).mean() < 0.02
+    np.testing.assert_allclose(np.exp(log_std).mean(axis=0), np.exp(true_log_std[0]), rtol=0.2)

@@ -1,0 +1,163 @@
+"""Cohort extraction on the hand-written MIMIC-IV directory of conftest.py; expected values worked out on paper."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ogsrl.cohort import features as cf
+from ogsrl.cohort.extract import CohortConfig, assign_action_bins, extract, fit_action_bins, split_stays
+from ogsrl.config import ConfigError, build
+from ogsrl.costs import CostsConfig
+from ogsrl.data.contract import check_trajectories
+from ogsrl.errors import DataError
+from ogsrl.io import salted_hash
+
+CFG = CohortConfig(window_start_h=-4, n_steps=3)
+
+
+def run(root: Path, cfg: CohortConfig = CFG):
+    con = cf.connect("1GB", 1)
+    try:
+        cf.register_directory(con, root)
+        return extract(con, cfg, CostsConfig())
+    finally:
+        con.close()
+
+
+def rows_of(ex, stay_id: int) -> pd.DataFrame:
+    df = pd.concat(ex.tables.values(), ignore_index=True)
+    key = salted_hash([stay_id], CFG.salt)[0]
+    return df[df["stay_key"] == key].sort_values("step").reset_index(drop=True)
+
+
+def test_cohort_counts_and_exclusions(tiny_mimic: Path) -> None:
+    m = run(tiny_mimic).metrics
+    assert m["icu_stays"] == 8
+    assert (m["excluded_not_first_stay"], m["excluded_under_min_age"]) == (1, 1)          # 102, 201
+    assert (m["excluded_no_suspected_infection"], m["excluded_no_sepsis3"]) == (1, 1)     # 401, 501
+    assert (m["excluded_extreme_fluid"], m["excluded_icu_death_in_window"]) == (1, 1)     # 801, 701
+    assert m["excluded_no_steps"] == m["excluded_extreme_urine"] == m["excluded_withdrawal"] == 0
+    assert m["cohort_stays"] == 2 and m["rows"] == 5                                        # 101: 3 steps, 601: 2
+    assert m["mortality_in_hosp"] == 0.5 and m["mortality_90d"] == 0.5
+    assert (m["steps_per_stay_min"], m["steps_per_stay_max"], m["full_horizon_stays"]) == (2, 3, 1)
+    # raw-row cleaning: one negative urine row and one exact duplicate
+    assert m["cleaned_negative_outputevents"] == 1 and m["cleaned_duplicate_outputevents"] == 1
+    # imputed shares over the 5 cohort rows: weight charted for 101 only (3/5 seen); SpO2 seen at 101's t=12 only
+    assert m["missing_weight"] == pytest.approx(0.4) and m["missing_spo2"] == pytest.approx(0.8)
+    assert m["missing_creatinine"] == pytest.approx(0.6)  # 601's two rows see creatinine 3.6
+    assert m["cost_spo2_low_rate"] == pytest.approx(0.2) and m["cost_urine_low_rate"] == pytest.approx(0.8)
+
+
+def test_stay_101_states_actions_reward_costs(tiny_mimic: Path) -> None:
+    r = rows_of(run(tiny_mimic), 101)
+    # onset 08:00 (culture first); t = 04, 08, 12 → hours −4, 0, 4; next states at 08, 12, 16
+    np.testing.assert_array_equal(r["step"], [0, 1, 2])
+    np.testing.assert_allclose(r["hours_since_onset"], [-4, 0, 4])
+    np.testing.assert_allclose(r["next_platelets"], [40, 40, 120])
+    np.testing.assert_allclose(r["next_temp_c"], [39.0, 39.0, 37.0], atol=1e-5)   # 102.2 °F, held 6 h
+    np.testing.assert_allclose(r["fio2"], [0.21, 0.4, 0.4], atol=1e-6)             # 40 % → 0.4
+    np.testing.assert_allclose(r["next_pf_ratio"], [500, 500, 500], atol=1e-3)
+    np.testing.assert_allclose(r["next_urine_step"], [300, 100, 0])                 # dup and −100 dropped
+    np.testing.assert_allclose(r["next_urine_cum"], [300, 400, 400])
+    np.testing.assert_allclose(r["next_fluid_cum"], [0, 1000, 1400])
+    np.testing.assert_allclose(r["fluid_ml"], [0, 1000, 400])
+    np.testing.assert_allclose(r["nee_max"], [0, 0.2, 0.2], atol=1e-7)
+    # SOFA(08) coag 3; SOFA(12) coag 3 + cardio 4 (NEE 0.2); SOFA(16) coag 1 (120) + cardio 4
+    np.testing.assert_allclose(r["sofa"], [0, 3, 7])
+    np.testing.assert_allclose(r["next_sofa"], [3, 7, 5])
+    np.testing.assert_allclose(r["reward"], [-3, -7, -5])
+    # SpO2(12) = 90 < 92; urine rate 300/100/4 = 0.75, 100/100/4 = 0.25, 0
+    np.testing.assert_array_equal(r["cost_spo2_low"], [0, 1, 0])
+    np.testing.assert_array_equal(r["cost_urine_low"], [0, 1, 1])
+    np.testing.assert_array_equal(r["cost_total"], [0, 2, 1])
+    np.testing.assert_array_equal(r["done"], [False, False, True])
+    assert not r["died_in_hosp"].any() and not r["died_90d"].any() and not r["death_in_step"].any()
+    np.testing.assert_allclose(r[["age", "gender", "weight", "mechvent", "readmission"]].iloc[0], [50, 1, 100, 0, 0])
+
+
+def test_stay_601_antibiotic_first_onset_and_mortality(tiny_mimic: Path) -> None:
+    r = rows_of(run(tiny_mimic), 601)
+    # suspicion = antibiotic time 02:00; t = −2 h is before intime → dropped; kept t = 02, 06
+    np.testing.assert_allclose(r["hours_since_onset"], [0, 4])
+    np.testing.assert_array_equal(r["step"], [0, 1])
+    np.testing.assert_allclose(r["sofa"], [3, 3])          # creatinine 3.6 → renal 3
+    np.testing.assert_allclose(r["reward"], [-3, -3])
+    np.testing.assert_allclose(r["age"], [82, 82])
+    assert r["died_in_hosp"].all() and r["died_90d"].all() and not r["death_in_step"].any()
+
+
+def test_no_exclusions_keeps_the_icu_death_with_a_death_step(tiny_mimic: Path) -> None:
+    ex = run(tiny_mimic, CohortConfig(window_start_h=-4, n_steps=3, exclusions=()))
+    assert ex.metrics["cohort_stays"] == 4
+    r = rows_of(ex, 701)
+    np.testing.assert_array_equal(r["death_in_step"], [False, True])   # dies 09:00 in [06, 10)
+    np.testing.assert_allclose(r["reward"], [-3, -12.5])               # death in the step → −hi
+    np.testing.assert_allclose(rows_of(ex, 801)["fluid_ml"], [11000, 0])
+
+
+def test_terminal_reward_and_bins(tiny_mimic: Path) -> None:
+    ex = run(tiny_mimic, CohortConfig(window_start_h=-4, n_steps=3, reward="terminal", terminal_reward=100))
+    np.testing.assert_allclose(rows_of(ex, 101)["reward"], [0, 0, 100])
+    np.testing.assert_allclose(rows_of(ex, 601)["reward"], [0, -100])
+    df = pd.concat(ex.tables.values(), ignore_index=True)
+    train = df[df["split"] == "train"]
+    edges = fit_action_bins(train["fluid_ml"].to_numpy(), train["nee_max"].to_numpy())
+    np.testing.assert_array_equal(df["action_bin"], assign_action_bins(df["fluid_ml"].to_numpy(),
+                                                                       df["nee_max"].to_numpy(), edges))
+    assert (df.loc[(df["fluid_ml"] == 0) & (df["nee_max"] == 0), "action_bin"] == 0).all()
+    check_trajectories(df)
+    # privacy: no raw ids or timestamps
+    assert not any(c in df.columns for c in ("stay_id", "subject_id", "hadm_id", "t", "intime"))
+    assert not any(pd.api.types.is_datetime64_any_dtype(df[c]) for c in df.columns)
+
+
+def test_action_bins_by_hand() -> None:
+    fluid = np.array([0, 100, 200, 300, 400, 500.0])
+    nee = np.array([0, 0, 0.1, 0.2, 0.3, 0.4])
+    edges = fit_action_bins(fluid, nee)   # fluid non-zero 100..500: 200, 300, 400; nee 0.1..0.4: .175,.25,.325
+    np.testing.assert_allclose(edges["fluid_ml"], [200, 300, 400])
+    np.testing.assert_allclose(edges["nee_max"], [0.175, 0.25, 0.325])
+    np.testing.assert_array_equal(assign_action_bins(fluid, nee, edges), [0, 5, 11, 17, 23, 24])
+
+
+def test_split_is_seeded_by_stay_and_covers_all() -> None:
+    keys = np.array([f"k{i}" for i in range(100)])
+    a, b = split_stays(keys, (0.6, 0.2, 0.2), 1), split_stays(keys[::-1], (0.6, 0.2, 0.2), 1)
+    assert a == b
+    counts = pd.Series(a).value_counts()
+    assert (counts["train"], counts["val"], counts["test"]) == (60, 20, 20)
+    assert split_stays(keys, (0.6, 0.2, 0.2), 2) != a
+
+
+def test_empty_cohort_names_the_exclusions(tiny_mimic: Path) -> None:
+    with pytest.raises(DataError, match=r"empty cohort.*'excluded_under_min_age': 7"):
+        run(tiny_mimic, CohortConfig(window_start_h=-4, n_steps=3, min_age=95))
+
+
+def test_outtime_before_intime_is_an_error(tmp_path: Path, mimic_tables, write_mimic) -> None:
+    tabs = mimic_tables
+    tabs["icustays"].loc[tabs["icustays"]["stay_id"] == 501, "outtime"] = pd.Timestamp("2179-12-31")
+    root = write_mimic(tmp_path / "m", tabs)
+    with pytest.raises(DataError, match=r"'icustays', column 'outtime'.*offending rows: 501"):
+        run(root)
+
+
+def test_parquet_source_gives_the_same_tables(tmp_path: Path, tiny_mimic: Path, mimic_tables, write_mimic) -> None:
+    root = write_mimic(tmp_path / "pq", mimic_tables, fmt="parquet")
+    a, b = run(tiny_mimic), run(root)
+    for s in ("train", "val", "test"):
+        pd.testing.assert_frame_equal(a.tables[s], b.tables[s])
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("n_steps", 0, "n_steps"), ("split", [0.5, 0.2, 0.2], "split"), ("split", [0.6, 0.4], "split"),
+    ("reward_clip", [3, 1], "reward_clip"), ("reward", "lactate", "reward"),
+    ("state_features", ["spo2", "nope"], "nope"), ("exclusions", ["tall"], "tall"), ("step_h", "4h", "number"),
+])
+def test_invalid_cohort_params(key: str, value: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build(CohortConfig, {key: value}, "cohort")

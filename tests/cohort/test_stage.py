@@ -1,0 +1,104 @@
+"""`ogsrl extract` stage: outputs, metrics, determinism, sources and bad inputs leaving previous outputs intact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from ogsrl.cohort import stage
+from ogsrl.config import ConfigError
+from ogsrl.data.contract import check_trajectories, read_metadata
+from ogsrl.errors import DataError
+from ogsrl.io import file_sha256
+
+SPLITS = ("train", "val", "test")
+
+
+@pytest.fixture
+def params(make_params, tiny_mimic: Path) -> dict:
+    return make_params(**{"data.source": "mimic-iv", "data.mimic_path": str(tiny_mimic),
+                          "cohort.window_start_h": -4, "cohort.n_steps": 3, "cohort.duckdb_memory_limit": "1GB",
+                          "cohort.duckdb_threads": 1})
+
+
+def hashes(root: Path) -> dict[str, str]:
+    files = [root / "data" / "trajectories" / f"{s}.parquet" for s in SPLITS] + [root / stage.METRICS]
+    return {f.name: file_sha256(f) for f in files}
+
+
+def test_outputs_metrics_and_determinism(tmp_path: Path, params: dict) -> None:
+    root = tmp_path / "p"
+    m = stage.run(params, root)
+    assert m["cohort_stays"] == 2 and m["rows"] == 5 and m["source"] == "mimic-iv"
+    saved = json.loads((root / stage.METRICS).read_text())
+    assert saved == json.loads(json.dumps(m))
+    df = pd.concat([pd.read_parquet(root / "data" / "trajectories" / f"{s}.parquet") for s in SPLITS])
+    check_trajectories(df)
+    assert len(df) == 5 and set(df["split"]) <= set(SPLITS)
+    meta = read_metadata(root / "data" / "trajectories" / "train.parquet")
+    assert meta["ogsrl.state_features"][:3] == ["gender", "readmission", "age"]
+    assert meta["ogsrl.cost_columns"] == ["cost_spo2_low", "cost_urine_low", "cost_total"]
+    assert meta["ogsrl.contract_version"] == 1  # stored as the text "1"
+    schema = pq.read_schema(root / "data" / "trajectories" / "train.parquet")
+    assert str(schema.field("step").type) == "int16" and str(schema.field("spo2").type) == "float"
+    first = {k: v for k, v in hashes(root).items() if k != "cohort.json"}  # the json holds a wall time
+    stage.run(params, root)
+    assert {k: v for k, v in hashes(root).items() if k != "cohort.json"} == first
+
+
+@pytest.mark.parametrize("breakage", ["corrupt", "empty", "bad_param"])
+def test_errors_leave_previous_outputs_intact(tmp_path: Path, params: dict, tiny_mimic: Path,
+                                              breakage: str) -> None:
+    root = tmp_path / "p"
+    stage.run(params, root)
+    before = hashes(root)
+    if breakage == "corrupt":
+        (tiny_mimic / "icu" / "chartevents.csv.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+        with pytest.raises(DataError, match="chartevents.csv.gz"):
+            stage.run(params, root)
+    elif breakage == "empty":
+        params["cohort"]["min_age"] = 95
+        with pytest.raises(DataError, match="empty cohort.*excluded_under_min_age"):
+            stage.run(params, root)
+    else:
+        params["cohort"]["n_steps"] = "twenty"
+        with pytest.raises(ConfigError, match="cohort.n_steps"):
+            stage.run(params, root)
+    assert hashes(root) == before
+
+
+def test_missing_table_names_it(tmp_path: Path, params: dict, tiny_mimic: Path) -> None:
+    (tiny_mimic / "hosp" / "prescriptions.csv.gz").unlink()
+    with pytest.raises(DataError, match="prescriptions"):
+        stage.run(params, tmp_path / "p")
+
+
+def test_demo_source_reads_raw_dir(tmp_path: Path, params: dict, tiny_mimic: Path) -> None:
+    params["data"] = {**params["data"], "source": "demo", "raw_dir": str(tiny_mimic)}
+    assert stage.run(params, tmp_path / "p")["cohort_stays"] == 2
+
+
+def test_trajectories_source(tmp_path: Path, params: dict) -> None:
+    first = tmp_path / "first"
+    stage.run(params, first)
+    df = pd.concat([pd.read_parquet(first / "data" / "trajectories" / f"{s}.parquet") for s in SPLITS])
+    user = tmp_path / "mine.parquet"
+    df.drop(columns="split").to_parquet(user, index=False)
+    params["data"] = {**params["data"], "source": "trajectories", "trajectories_path": str(user)}
+    m = stage.run(params, tmp_path / "p")
+    assert (m["source"], m["cohort_stays"], m["rows"]) == ("trajectories", 2, 5)
+    out = pd.concat([pd.read_parquet(tmp_path / "p" / "data" / "trajectories" / f"{s}.parquet") for s in SPLITS])
+    check_trajectories(out)
+    before = hashes(tmp_path / "p")
+    broken = df.drop(columns=["split", "next_spo2"])
+    broken.to_parquet(user, index=False)
+    with pytest.raises(DataError, match="next_spo2"):
+        stage.run(params, tmp_path / "p")
+    pd.concat([df, df.iloc[[0]]]).drop(columns="split").to_parquet(user, index=False)
+    with pytest.raises(DataError, match=r"duplicate \(stay_key, step\)"):
+        stage.run(params, tmp_path / "p")
+    assert hashes(tmp_path / "p") == before

@@ -1,0 +1,99 @@
+"""Shared test set-up: offline/quiet tool defaults and tiny temporary projects.
+
+Only environment defaults and project fixtures live here; area-specific fixtures go in tests/<area>/conftest.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+if str(REPO_ROOT) not in sys.path:  # flows/ and tasks/ are importable from the project root
+    sys.path.insert(0, str(REPO_ROOT))
+
+from ogsrl import env  # noqa: E402
+
+env.setdefaults(REPO_ROOT)
+
+TINY_STAYS = 40
+"""synth.stays in the tiny test projects."""
+
+
+def _tiny_params(**overrides: Any) -> dict[str, Any]:
+    """The repository's params.yaml with a tiny demo (``synth.stays`` = 40) and dotted-key overrides applied."""
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params.setdefault("synth", {})["stays"] = TINY_STAYS
+    for dotted, value in overrides.items():
+        node = params
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return params
+
+
+def _write_params(root: Path, params: dict[str, Any]) -> Path:
+    """Write ``params`` as ``<root>/params.yaml`` and return the path."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def make_params() -> Callable[..., dict[str, Any]]:
+    """``make_params(**{"dotted.key": value})`` → the repo's params with a tiny demo and the overrides applied."""
+    return _tiny_params
+
+
+@pytest.fixture
+def write_params() -> Callable[[Path, dict[str, Any]], Path]:
+    """``write_params(root, params)`` writes ``<root>/params.yaml`` and returns its path."""
+    return _write_params
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    """The ogsrl checkout under test."""
+    return REPO_ROOT
+
+
+@pytest.fixture
+def tmp_project(tmp_path: Path) -> Path:
+    """A temporary project root holding a tiny params.yaml (no data yet)."""
+    root = tmp_path / "project"
+    _write_params(root, _tiny_params())
+    return root
+
+
+@pytest.fixture
+def tmp_dvc_project(tmp_path: Path) -> Path:
+    """A temporary git + DVC repository with this checkout's dvc.yaml, code and a tiny params.yaml."""
+    import subprocess
+
+    root = tmp_path / "dvcproject"
+    root.mkdir()
+    shutil.copytree(REPO_ROOT / "ogsrl", root / "ogsrl", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy2(REPO_ROOT / "dvc.yaml", root / "dvc.yaml")
+    _write_params(root, _tiny_params())
+    (root / ".gitignore").write_text((REPO_ROOT / ".gitignore").read_text(encoding="utf-8"), encoding="utf-8")
+
+    def run(*cmd: str) -> None:
+        subprocess.run(cmd, cwd=root, check=True, capture_output=True, text=True)
+
+    run("git", "init", "-q")
+    run("git", "config", "user.email", "tests@ogsrl.invalid")
+    run("git", "config", "user.name", "ogsrl tests")
+    run(str(Path(sys.executable).with_name("dvc")), "init", "-q")
+    run(str(Path(sys.executable).with_name("dvc")), "config", "core.analytics", "false")
+    run("git", "add", "-A")
+    run("git", "commit", "-q", "-m", "tiny project")
+    return root

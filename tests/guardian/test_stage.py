@@ -1,0 +1,82 @@
+"""The calibrate_guardian stage on small synthetic trajectory parquets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from guardian_fakes import NAMES, write_trajectories
+
+import ogsrl.guardian
+from ogsrl.config import ConfigError, build, load_params, section
+from ogsrl.errors import DataError
+from ogsrl.guardian import stage
+
+PARAMS = {
+    "guardian": {
+        "seed": 3,
+        "volume_samples": 5000,
+        "ood_samples": 300,
+        "extreme_policy_stays": 0,
+        "calibration": {"alpha_c": 0.9, "delta": 0.1, "rule": "pac"},
+        "kde": {"max_eval": 400},
+    }
+}
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("proj")
+    write_trajectories(root, {"train": 3000, "val": 1500, "test": 1500})
+    return root, stage.run(PARAMS, root)
+
+
+def test_outputs_and_metrics(ran) -> None:
+    root, m = ran
+    assert json.loads((root / "data/reports/guardian.json").read_text()) == pytest.approx(m)
+    cert = json.loads((root / "data/models/guardian/certificate.json").read_text())
+    assert cert["method"] == "christoffel" and cert["n_fit"] == 3000 and cert["n_cal"] == 1500
+    assert cert["feature_names"] == list(NAMES) and cert["alpha_c"] == 0.9 and cert["delta"] == 0.1
+    assert (m["n_fit"], m["n_cal"], m["n_test"], m["n_features"]) == (3000, 1500, 1500, 15)
+    assert abs(m["christoffel/test_coverage"] - 0.9) <= 0.03
+    assert abs(m["kde_eq/test_coverage"] - 0.9) <= 0.05
+    assert m["kde/n_cal"] == 400 and m["kde_eq/n_cal"] == 400
+    for name in ("christoffel", "kde", "kde_eq"):
+        for probe in ("extreme_actions", "shifted_states"):
+            assert 0.0 <= m[f"{name}/false_accept_{probe}"] <= 1.0
+    assert m["christoffel/false_accept_extreme_actions"] < 0.1
+    assert m["query_speedup_christoffel_over_kde"] > 1.0
+    assert all(isinstance(v, (int, float)) for v in m.values())
+
+
+def test_saved_guardians_reload_with_the_stage_certificate(ran) -> None:
+    root, m = ran
+    g = ogsrl.guardian.load(root / "data/models/guardian/christoffel", NAMES)
+    assert g.certificate().threshold == m["christoffel/threshold"]
+    k = ogsrl.guardian.load(root / "data/models/guardian/kde", NAMES)
+    assert k.certificate().threshold_rule == "train_percentile"
+    assert k.certificate().threshold == m["kde/threshold"]
+
+
+def test_params_yaml_section_builds() -> None:
+    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+    cfg = build(stage.GuardianStageConfig, section(params, "guardian"), "guardian")
+    assert cfg.calibration.alpha_c == 0.95 and cfg.kde.bandwidth == 0.535 and cfg.christoffel.degree == 2
+    with pytest.raises(ConfigError, match="alpha_c"):
+        build(stage.GuardianStageConfig, {"calibration": {"alpha_c": 1.2}}, "guardian")
+    with pytest.raises(ConfigError, match="unknown key"):
+        build(stage.GuardianStageConfig, {"degree": 2}, "guardian")
+
+
+def test_missing_inputs_and_metadata(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError):
+        stage.run(PARAMS, tmp_path)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "t.parquet").parent.mkdir(exist_ok=True)
+    pq.write_table(pa.table({"a": np.arange(3.0)}), tmp_path / "t.parquet")
+    with pytest.raises(DataError, match="ogsrl.state_features"):
+        stage.read_split(tmp_path / "t.parquet")

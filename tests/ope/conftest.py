@@ -1,0 +1,3 @@
+"""Fixtures for the OPE tests (the generator lives in trajectory_fakes.py, shared with tests/agents)."""
+
+from tests.agents.trajectory_fakes import one_thread, traj_root  # noqa: F401

@@ -1,0 +1,42 @@
+"""The behaviour-density estimate conditions on every extracted feature, not only the state subset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ogsrl import features
+from ogsrl.agents import bc, common
+from ogsrl.agents.stage import batch_of
+from ogsrl.ope import behaviour
+from tests.agents.trajectory_fakes import STATE, make_split, true_behaviour
+
+CFG = bc.BCConfig(hidden=(16, 16), batch_size=64, max_epochs=30, patience=5, lr=3e-3, seed=0)
+
+
+def test_behaviour_features_in_canonical_order() -> None:
+    assert behaviour.behaviour_features(["spo2", "stay_key", "age", "map", "next_map"]) == ("age", "spo2", "map")
+    with pytest.raises(ValueError, match="none of the canonical"):
+        behaviour.behaviour_features(["stay_key", "reward"])
+
+
+def test_fit_behaviour_uses_all_features_and_beats_a_state_only_density() -> None:
+    rng = np.random.default_rng(5)
+    train, val, test = (make_split(n, 5, rng, s) for s, n in (("train", 300), ("val", 60), ("test", 100)))
+    model, metrics = behaviour.fit_behaviour(CFG, train, val)
+    assert model.feature_names == features.ALL and metrics["features"] == len(features.ALL)
+    # fluids follow MAP, which is not a state column: the state-only clone cannot explain them
+    state_only, _, _ = bc.fit(CFG, STATE, batch_of(train, STATE), batch_of(val, STATE))
+    acts = test[list(features.ACTIONS)].to_numpy()
+    ll_b = model.log_prob(test[list(model.feature_names)].to_numpy(), acts).mean()
+    ll_s = state_only.log_prob(test[list(STATE)].to_numpy(), acts).mean()
+    ll_true = common.hurdle_log_prob(*true_behaviour(test), acts).mean()
+    assert ll_b > ll_s + 0.3
+    assert ll_b > ll_true - 0.3  # close to the true clinicians' log-likelihood
+
+
+def test_fit_behaviour_needs_the_same_columns_in_val() -> None:
+    rng = np.random.default_rng(6)
+    train, val = make_split(10, 2, rng, "train"), make_split(5, 2, rng, "val")
+    with pytest.raises(ValueError, match="val lacks feature columns \\['lactate'\\]"):
+        behaviour.fit_behaviour(CFG, train, val.drop(columns="lactate"))

@@ -1,0 +1,115 @@
+"""The evaluate stage end to end on a tiny contract-shaped project (train_policies first)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ogsrl.agents import load_policy
+from ogsrl.agents import stage as train_stage
+from ogsrl.ope import stage, wis
+
+TINY = {"hidden": [8, 8], "batch_size": 64, "max_epochs": 3}
+
+
+def _params(source: str = "trajectories", **ope) -> dict:
+    return {
+        "data": {"source": source},
+        "policies": {"methods": ["soc"], "soc": TINY},
+        "ope": {"n_boot": 200, "truth_episodes": 7, "behaviour": TINY, **ope},
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(traj_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("ope") / "p"
+    shutil.copytree(traj_root, root)
+    train_stage.run(_params(), root)
+    return root
+
+
+def test_evaluate_writes_estimates_for_every_target(trained: Path) -> None:
+    metrics = stage.run(_params(), trained)
+    assert json.loads((trained / "data/reports/evaluate/metrics.json").read_text()) == pytest.approx(metrics)
+    costs = ["cost_spo2_low", "cost_urine_low", "cost_total"]
+    keys = [f"{k}/{t}" for k in ("behaviour/onpolicy", "soc/wis", "soc/pdwis") for t in ("return", *costs)]
+    keys += [f"{k}/{t}" for k in ("behaviour/onpolicy", "soc/wis") for t in ("mortality_hosp", *(f"rate_{c}" for c in costs))]
+    for key in keys:
+        lo, v, hi = (metrics[f"{key}/{k}"] for k in ("ci_low", "value", "ci_high"))
+        assert lo <= hi and np.isfinite(v)
+        assert 1.0 <= metrics[f"{key}/ess"] <= 40.0
+    assert metrics["behaviour/onpolicy/mortality_hosp/value"] == 0.0  # nobody dies in the fake data
+    assert metrics["truth/available"] is False and metrics["test/stays"] == 40
+
+    # the behaviour's own value is the plain mean of the discounted test returns
+    test = pd.read_parquet(trained / "data/trajectories/test.parquet").sort_values(["stay_key", "step"])
+    ep = wis.pad_by_stay(test["stay_key"].to_numpy(), {"r": test["reward"].to_numpy()})
+    g = wis.discounted_returns(ep.values["r"], ep.mask, 1.0)
+    assert metrics["behaviour/onpolicy/return/value"] == pytest.approx(g.mean())
+    assert metrics["behaviour/onpolicy/return/ess"] == pytest.approx(40.0)
+    rate = metrics["behaviour/onpolicy/rate_cost_spo2_low/value"]
+    assert rate == pytest.approx(test["cost_spo2_low"].mean())  # equal lengths: pooled rate = row mean
+
+    est = pd.read_csv(trained / "data/reports/evaluate/estimates.csv")
+    assert len(est) == len(keys) and set(est["policy"]) == {"behaviour", "soc"}
+    weights = pd.read_csv(trained / "data/reports/evaluate/weights.csv")
+    assert weights["weight_share"].is_monotonic_increasing and weights["weight_share"].iloc[-1] == pytest.approx(1)
+    assert load_policy(trained / "data/models/behaviour").feature_names[0] == "gender"
+
+    again = stage.run(_params(), trained)  # same seeds → same numbers
+    assert again == metrics
+
+
+def test_weight_clip_changes_weights_not_the_behaviour(trained: Path) -> None:
+    free = stage.run(_params(), trained)
+    clipped = stage.run(_params(weight_clip=1.0), trained)
+    assert clipped["behaviour/onpolicy/return/value"] == free["behaviour/onpolicy/return/value"]
+    assert clipped["soc/wis/return/ess"] >= free["soc/wis/return/ess"]
+
+
+def test_demo_source_puts_true_values_beside_the_estimates(trained: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def run_truth(params: dict, root: Path, policy: str, episodes: int, seed: int) -> dict:
+        calls.append((policy, episodes, seed))
+        if policy != "behaviour":  # the saved policy directory is loadable as the same stochastic policy
+            load_policy(policy)
+        return {"truth/policy": policy, "truth/return": -15.0, "truth/mortality_hosp": 0.2,
+                "truth/rate_cost_total": 0.3, "truth/episodes": episodes}
+
+    fake = types.ModuleType("ogsrl.synth.stage")
+    fake.run_truth = run_truth  # type: ignore[attr-defined]
+    import ogsrl.synth
+
+    monkeypatch.setitem(sys.modules, "ogsrl.synth.stage", fake)
+    monkeypatch.setattr(ogsrl.synth, "stage", fake, raising=False)
+    metrics = stage.run(_params(source="demo"), trained)
+    assert [c[0] for c in calls] == ["behaviour", str(trained / "data/models/policies/soc")]
+    assert all(c[1:] == (7, 42) for c in calls)
+    assert metrics["truth/available"] is True
+    assert metrics["truth/soc/mortality_hosp"] == 0.2 and metrics["truth/behaviour/return"] == -15.0
+    assert "truth/soc/policy" not in metrics  # no paths in the metrics
+    cover = metrics["soc/wis/return/ci_low"] <= -15.0 <= metrics["soc/wis/return/ci_high"]
+    assert metrics["soc/wis/return/covers_truth"] is cover
+    assert metrics["behaviour/onpolicy/mortality_hosp/covers_truth"] is False  # 0 deaths in the fake test split
+    assert "soc/wis/rate_cost_total/covers_truth" in metrics and "soc/wis/cost_total/covers_truth" not in metrics
+    est = pd.read_csv(trained / "data/reports/evaluate/estimates.csv")
+    assert est.loc[(est.policy == "soc") & (est.target == "return"), "truth"].eq(-15.0).all()
+    discounted = stage.run({**_params(source="demo"), "ope": {**_params()["ope"], "gamma": 0.9}}, trained)
+    assert "soc/wis/return/covers_truth" not in discounted  # truth's return is undiscounted
+
+
+def test_bad_ope_params_are_config_errors(trained: Path) -> None:
+    from ogsrl.config import ConfigError
+
+    with pytest.raises(ConfigError, match="gamma"):
+        stage.run(_params(gamma=1.5), trained)
+    with pytest.raises(ConfigError, match="weight_clip"):
+        stage.run(_params(weight_clip=-1.0), trained)

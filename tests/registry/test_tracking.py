@@ -1,0 +1,157 @@
+"""ogsrl.registry.tracking: what a stage run puts into MLflow (and what it must never put there)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ogsrl.config import ConfigError
+from ogsrl.registry import tracking
+
+PARAMS: dict[str, Any] = {
+    "data": {"source": "demo", "raw_dir": "data/raw"},
+    "synth": {"stays": 40, "seed": 7},
+    "cohort": {"split": [0.6, 0.2, 0.2], "stay_id_column": "stay_id"},
+    "mlflow": {"tracking_uri": "", "experiment": "ogsrl-test"},
+}
+
+DVC_LOCK = """schema: '2.0'
+stages:
+  generate:
+    cmd: ogsrl generate
+    deps:
+    - path: ogsrl/synth
+      hash: md5
+      md5: 0123456789abcdef0123456789abcdef.dir
+      size: 100
+      nfiles: 3
+    outs:
+    - path: data/raw
+      hash: md5
+      md5: fedcba9876543210fedcba9876543210.dir
+      size: 2000
+      nfiles: 12
+"""
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One tmp git project, two stage runs (ok + failed) logged to its own sqlite db."""
+    from mlflow.tracking import MlflowClient
+
+    root = tmp_path_factory.mktemp("tracked")
+    _git(root, "init", "-q")
+    _git(root, "config", "user.email", "t@ogsrl.invalid")
+    _git(root, "config", "user.name", "t")
+    (root / "tracked.txt").write_text("v1\n")
+    (root / "dvc.lock").write_text(DVC_LOCK)
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "init")
+    (root / "tracked.txt").write_text("v2\n")  # dirty work tree
+
+    uri = tracking.resolve_tracking_uri(tracking.tracking_config(PARAMS), root)
+    result = {
+        "cohort_size": 31,
+        "mortality": 0.25,
+        "passed": True,
+        "source": "demo",
+        "missing": {"spo2": 0.1, "gcs": 0.4},
+        "n_stay_id": 31,
+        "note": None,
+    }
+    ok_id = tracking.log_stage_run("extract", PARAMS, result, root, uri, "ogsrl-test")
+    err = ValueError("table 'icustays': bad rows [offending rows: stay_id=30000123]")
+    fail_id = tracking.log_stage_run("validate-raw", PARAMS, None, root, uri, "ogsrl-test", error=err)
+    client = MlflowClient(tracking_uri=uri)
+    return {"root": root, "uri": uri, "ok": client.get_run(ok_id), "fail": client.get_run(fail_id), "client": client}
+
+
+def test_default_uri_is_sqlite_under_the_project(logged: dict[str, Any]) -> None:
+    root = logged["root"]
+    assert logged["uri"] == f"sqlite:///{root.resolve().as_posix()}/mlflow.db"
+    assert (root / "mlflow.db").is_file()
+    exp = logged["client"].get_experiment_by_name("ogsrl-test")
+    assert exp.artifact_location == (root.resolve() / "mlartifacts").as_uri()
+
+
+def test_run_has_flattened_params_metrics_and_git_tags(logged: dict[str, Any]) -> None:
+    run = logged["ok"]
+    root = logged["root"]
+    assert run.info.run_name == "extract"
+    assert run.info.status == "FINISHED"
+    assert run.data.params["synth.stays"] == "40"
+    assert run.data.params["cohort.split"] == "[0.6, 0.2, 0.2]"
+    assert run.data.params["mlflow.experiment"] == "ogsrl-test"
+    assert run.data.metrics == {
+        "cohort_size": 31.0,
+        "mortality": 0.25,
+        "passed": 1.0,
+        "missing/spo2": 0.1,
+        "missing/gcs": 0.4,
+    }
+    tags = run.data.tags
+    assert tags["git.commit"] == _git(root, "rev-parse", "HEAD")
+    assert tags["git.dirty"] == "true"
+    assert tags["ogsrl.stage"] == "extract" and tags["ogsrl.status"] == "ok"
+    assert tags["result.source"] == "demo"
+    assert tags["dvc.generate.outs.data/raw"] == "fedcba9876543210fedcba9876543210.dir"
+    assert tags["dvc.generate.deps.ogsrl/synth"] == "0123456789abcdef0123456789abcdef.dir"
+    assert len(tags["dvc.lock.sha256"]) == 64
+
+
+def test_no_raw_identifiers_reach_mlflow(logged: dict[str, Any]) -> None:
+    for run in (logged["ok"], logged["fail"]):
+        everything = [*run.data.params, *run.data.metrics, *run.data.tags, *run.data.params.values(),
+                      *run.data.tags.values()]
+        assert not [x for x in everything if "stay_id" in x or "30000123" in x]
+
+
+def test_failed_run_records_only_the_error_class(logged: dict[str, Any]) -> None:
+    run = logged["fail"]
+    assert run.info.status == "FAILED"
+    assert run.data.tags["ogsrl.error"] == "ValueError"
+    assert run.data.tags["ogsrl.status"] == "failed"
+    assert run.data.metrics == {}
+
+
+def test_uri_precedence_params_then_env_then_default(tmp_path: Path) -> None:
+    cfg = tracking.tracking_config({"mlflow": {"tracking_uri": "http://mlflow:5000"}})
+    assert tracking.resolve_tracking_uri(cfg, tmp_path, "sqlite:///env.db") == "http://mlflow:5000"
+    cfg = tracking.tracking_config({})
+    assert cfg.experiment == "ogsrl"
+    assert tracking.resolve_tracking_uri(cfg, tmp_path, "sqlite:///env.db") == "sqlite:///env.db"
+    assert tracking.resolve_tracking_uri(cfg, tmp_path, None).endswith(f"{tmp_path.as_posix()}/mlflow.db")
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ({"tracking_uri": 3}, "mlflow.tracking_uri must be a string, got 3"),
+        ({"experiment": " "}, "experiment must be a non-empty string"),
+        ("sqlite:///x.db", "mlflow must be a mapping, got str"),
+    ],
+)
+def test_bad_tracking_params_raise_config_error(section: Any, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        tracking.tracking_config({"mlflow": section})
+
+
+def test_split_result_and_identifier_keys() -> None:
+    metrics, tags = tracking.split_result(
+        {"a": 1, "ok": False, "nested": {"b": 2.5}, "stay_id": 5, "hadm_id_count": 2, "list": [1, 2], "none": None}
+    )
+    assert metrics == {"a": 1.0, "ok": 0.0, "nested/b": 2.5}
+    assert tags == {"result.list": "[1, 2]"}
+    assert tracking.is_identifier_key("cohort.subject_id") and not tracking.is_identifier_key("stay_key")
+
+
+def test_outside_git_and_without_dvc_lock(tmp_path: Path) -> None:
+    assert tracking.git_info(tmp_path / "nowhere") == {"git.commit": "unknown", "git.dirty": "unknown"}
+    assert tracking.dvc_lock_tags(tmp_path) == {}

@@ -1,0 +1,76 @@
+"""Ground truth: deterministic, rewards per the cohort params, and states distributed like the extracted data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ogsrl.synth import engine as E
+from ogsrl.synth import policies, stage, truth
+
+
+def test_truth_is_deterministic_and_reports_cis() -> None:
+    a = truth.evaluate_policy(policies.get_policy("heuristic"), 40, seed=3, chunk=20)
+    b = truth.evaluate_policy(policies.get_policy("heuristic"), 40, seed=3, chunk=20)
+    assert a.to_dict() == {**b.to_dict(), "truth/seconds": a.to_dict()["truth/seconds"]}
+    d = a.to_dict()
+    assert d["truth/episodes"] == 40 and d["truth/steps"] > 40 * 5
+    assert d["truth/return_ci_lo"] <= d["truth/return"] <= d["truth/return_ci_hi"] < 0
+    assert 0 <= d["truth/mortality_hosp"] <= d["truth/mortality_90d"] <= 1
+    assert {"truth/rate_cost_spo2_low", "truth/rate_cost_urine_low", "truth/rate_cost_total"} <= set(d)
+
+
+def test_rewards_follow_the_cohort_schemes() -> None:
+    steps = pd.DataFrame({"stay": [0, 0, 1], "next_sofa": [1.0, 20.0, 7.0], "death_in_step": [False, False, True],
+                          "done": [False, True, True]})
+    stays = pd.DataFrame({"died_in_hosp": [False, True], "died_90d": [True, True]})
+    r = truth.rewards(steps, stays, truth.RewardConfig())
+    assert r.tolist() == [-2.5, -12.5, -12.5]
+    r = truth.rewards(steps, stays, truth.RewardConfig(scheme="terminal", terminal_reward=15.0))
+    assert r.tolist() == [0.0, 15.0, -15.0]
+    r = truth.rewards(steps, stays, truth.RewardConfig(scheme="terminal", terminal_outcome="died_90d"))
+    assert r.tolist() == [0.0, -15.0, -15.0]
+
+
+def test_truth_states_match_extracted_data_under_behaviour() -> None:
+    """The behaviour policy's states in `truth` and in generated data (same loop, independent seeds) agree."""
+    obs = E.cohort_observer()
+    gen = E.simulate(150, np.random.default_rng(21), first_index=0, world=E.WorldConfig(), observer=obs)
+    sep = gen.stays.loc[gen.stays["kind"] == E.KIND_SEPSIS, "stay"]
+    g = gen.steps[gen.steps["stay"].isin(sep)]
+    tr = E.simulate(150, np.random.default_rng(22), first_index=0, world=E.WorldConfig(), observer=obs,
+                    cohort_only=True, keep_tables=False).steps
+    for f in ("map", "sofa", "spo2", "lactate", "urine_step", "fluid_cum", "gcs", "fio2", "fluid_ml"):
+        ga, ta = g.groupby("stay")[f].mean(), tr.groupby("stay")[f].mean()
+        z = (ga.mean() - ta.mean()) / np.sqrt(ga.var() / len(ga) + ta.var() / len(ta))
+        assert abs(z) < 4.0, (f, ga.mean(), ta.mean())
+
+
+def test_policies_and_lookup() -> None:
+    h = policies.HeuristicPolicy()
+    names = h.feature_names
+    base = dict(map=58.0, lactate=4.5, spo2=97.0, pf_ratio=350.0, urine_step=40.0, urine_cum=200.0,
+                fluid_cum=500.0, weight=80.0, sofa=7.0)
+    wet = {**base, "spo2": 90.0}
+    fine = {**base, "map": 85.0, "lactate": 1.0, "urine_step": 400.0}
+    obs = np.array([[d[n] for n in names] for d in (base, wet, fine)])
+    a = h.act(obs)
+    assert a[0, 0] == 1000.0 and a[0, 1] > 0.1   # hypotensive, dry: fluids and early norepinephrine
+    assert a[1, 0] == 0.0 and a[1, 1] > 0.1      # hypoxic: no fluids, vasopressor instead
+    assert a[2].tolist() == [0.0, 0.0]           # stable: nothing
+    assert policies.get_policy("behaviour") is None
+    assert (policies.get_policy("no-treatment").act(obs) == 0).all()
+    r = policies.get_policy("random").act(obs, np.random.default_rng(0))
+    assert r.shape == (3, 2) and (r >= 0).all()
+    with pytest.raises(ValueError, match="unknown policy"):
+        policies.get_policy("no-such-policy")
+
+
+def test_run_truth_reads_cohort_and_costs_params() -> None:
+    params = {"synth": {"chunk_stays": 10}, "cohort": {"reward": "terminal", "terminal_reward": 1.0},
+              "costs": {"rules": [{"name": "spo2_low", "feature": "spo2", "op": "<", "threshold": 92.0,
+                                   "units": "%"}]}}
+    d = stage.run_truth(params, __import__("pathlib").Path("."), "no-treatment", 10, 0)
+    assert d["truth/policy"] == "no-treatment" and "truth/rate_cost_urine_low" not in d
+    assert -1.0 <= d["truth/return"] <= 1.0

@@ -1,0 +1,261 @@
+"""The `ogsrl` console script: dispatch, readable errors (exit 2), source pointers, MLflow failure isolation."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ogsrl import cli
+
+CALLS: list[str] = []
+
+
+def fake_stage(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
+    """A stand-in stage: writes an output and returns metrics (incl. a bool and a string)."""
+    CALLS.append("fake")
+    out = root / "data" / "reports" / "fake.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"rows": 3}), encoding="utf-8")
+    return {"rows": 3, "passed": True, "source": params["data"]["source"]}
+
+
+def failing_stage(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
+    from ogsrl.errors import DataError
+
+    raise DataError("intime after outtime", table="icustays", column="outtime", rows=[7, 9])
+
+
+@pytest.fixture
+def fake_stages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(cli.STAGES, "fake", (__name__, "fake_stage"))
+    monkeypatch.setitem(cli.STAGES, "failing", (__name__, "failing_stage"))
+    CALLS.clear()
+
+
+def test_help_lists_every_stage_and_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for name in [*cli.STAGES, "synth", "truth"]:
+        assert name in out
+
+
+def test_unknown_subcommand_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["frobnicate"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+def test_bad_cli_argument_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["synth", "--stays", "-5", "--seed", "1", "--out", "x"])
+    assert exc.value.code == 2
+    assert "expected a positive integer, got -5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"data.source": "bogus"}, "data.source must be one of ['demo', 'mimic-iv', 'trajectories'], got 'bogus'"),
+        ({"data.sorce": "demo"}, "unknown key(s) data.sorce"),
+        ({"data.raw_dir": 5}, "data.raw_dir must be a string, got 5"),
+        ({"data.source": "mimic-iv"}, "mimic_path must be set when source is 'mimic-iv'"),
+    ],
+    ids=["bad-choice", "unknown-key", "wrong-type", "missing-path"],
+)
+def test_invalid_params_value_names_the_key_and_exits_2(
+    make_params: Any,
+    write_params: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    overrides: dict[str, Any],
+    expected: str,
+) -> None:
+    write_params(tmp_path, make_params(**overrides))
+    rc = cli.main(["generate", "--root", str(tmp_path), "--no-track"])
+    err = capsys.readouterr().err
+    assert rc == cli.EXIT_BAD_INPUT
+    assert expected in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "data").exists()  # nothing written
+
+
+def test_duplicate_key_and_missing_params_file_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "params.yaml").write_text("data:\n  source: demo\n  source: mimic-iv\n", encoding="utf-8")
+    assert cli.main(["extract", "--root", str(tmp_path), "--no-track"]) == 2
+    assert "duplicate key 'source' at line 3" in capsys.readouterr().err
+    assert cli.main(["extract", "--root", str(tmp_path), "--params", str(tmp_path / "nope.yaml")]) == 2
+    assert "params file not found" in capsys.readouterr().err
+
+
+def test_console_script_error_is_one_line_without_traceback(
+    make_params: Any, write_params: Any, tmp_path: Path
+) -> None:
+    write_params(tmp_path, make_params(**{"data.source": "bogus"}))
+    exe = Path(sys.executable).with_name("ogsrl")
+    done = subprocess.run(
+        [str(exe), "generate", "--no-track"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "ogsrl generate: error: params: data.source must be one of ['demo', 'mimic-iv', 'trajectories'], "
+        "got 'bogus'"
+    ]
+
+
+def test_stage_data_error_exits_2_and_names_table_and_rows(
+    tmp_project: Path, fake_stages: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = cli.main(["failing", "--root", str(tmp_project), "--no-track"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "table 'icustays', column 'outtime': intime after outtime [offending rows: 7, 9]" in err
+
+
+def test_stage_dispatch_prints_metrics(
+    tmp_project: Path, fake_stages: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # global options accepted before and after the subcommand
+    assert cli.main(["--root", str(tmp_project), "fake", "--no-track"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"passed": True, "rows": 3, "source": "demo"}
+    assert CALLS == ["fake"]
+
+
+def test_missing_stage_module_is_a_readable_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(cli.STAGES, "ghost", ("ogsrl.no_such_area.stage", "run"))
+    with pytest.raises(ValueError, match=r"stage 'ghost' is not available .*ogsrl.no_such_area.stage missing"):
+        cli.stage_function("ghost")
+    with pytest.raises(ValueError, match="unknown stage 'nope'"):
+        cli.stage_function("nope")
+
+
+def test_failing_mlflow_keeps_outputs_and_exit_zero(
+    make_params: Any,
+    write_params: Any,
+    tmp_project: Path, fake_stages: None, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OGSRL_NO_TRACK", raising=False)
+    params = make_params(**{"mlflow.tracking_uri": "nosuchscheme://nowhere"})
+    write_params(tmp_project, params)
+    result = cli.run_stage("fake", root=tmp_project)
+    assert result["rows"] == 3
+    assert json.loads((tmp_project / "data" / "reports" / "fake.json").read_text()) == {"rows": 3}
+    assert any("MLflow logging failed for stage fake" in r.getMessage() for r in caplog.records)
+
+
+def _write_mimic_layout(base: Path) -> None:
+    (base / "hosp").mkdir(parents=True)
+    (base / "icu").mkdir()
+    (base / "hosp" / "patients.csv.gz").write_bytes(b"x" * 10)
+    (base / "icu" / "icustays.parquet").write_bytes(b"y" * 20)
+    (base / "README.txt").write_text("not a table", encoding="utf-8")
+
+
+def test_mimic_source_writes_only_a_pointer_and_replaces_old_demo_tables(
+    make_params: Any, write_params: Any, tmp_path: Path
+) -> None:
+    mimic = tmp_path / "mimic-iv-3.1"
+    _write_mimic_layout(mimic)
+    root = tmp_path / "project"
+    stale = root / "data" / "raw" / "hosp" / "patients.csv.gz"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old demo table")
+    write_params(root, make_params(**{"data.source": "mimic-iv", "data.mimic_path": str(mimic)}))
+
+    result = cli.run_stage("generate", root=root, track=False)
+
+    assert result == {"source": "mimic-iv", "generated": False, "input_files": 2}
+    assert sorted(p.name for p in (root / "data" / "raw").iterdir()) == [cli.SOURCE_FILE]
+    pointer = json.loads((root / "data" / "raw" / cli.SOURCE_FILE).read_text())
+    assert pointer == {
+        "source": "mimic-iv",
+        "path": str(mimic),
+        "files": {"hosp/patients.csv.gz": 10, "icu/icustays.parquet": 20},
+    }
+    assert json.loads((root / "data" / "reports" / "generate.json").read_text()) == result
+
+
+def test_missing_mimic_dir_exits_2_and_keeps_previous_raw_dir(
+    make_params: Any, write_params: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "project"
+    keep = root / "data" / "raw" / "hosp" / "patients.csv.gz"
+    keep.parent.mkdir(parents=True)
+    keep.write_bytes(b"previous")
+    write_params(root, make_params(**{"data.source": "mimic-iv", "data.mimic_path": str(tmp_path / "absent")}))
+    assert cli.main(["generate", "--root", str(root), "--no-track"]) == 2
+    assert f"data.mimic_path '{tmp_path / 'absent'}' is not a directory" in capsys.readouterr().err
+    assert keep.read_bytes() == b"previous"
+
+
+def test_trajectories_source_pointer_carries_the_file_hash(
+    make_params: Any, write_params: Any, tmp_path: Path
+) -> None:
+    from ogsrl.io import file_sha256
+
+    parquet = tmp_path / "mine.parquet"
+    parquet.write_bytes(b"PAR1 not really")
+    root = tmp_path / "project"
+    write_params(root, make_params(**{"data.source": "trajectories", "data.trajectories_path": str(parquet)}))
+    cli.run_stage("generate", root=root, track=False)
+    pointer = json.loads((root / "data" / "raw" / cli.SOURCE_FILE).read_text())
+    assert pointer["sha256"] == file_sha256(parquet)
+    assert pointer["bytes"] == parquet.stat().st_size
+
+
+def test_dvc_yaml_stages_are_ogsrl_commands_with_declared_params(repo_root: Path) -> None:
+    spec = yaml.safe_load((repo_root / "dvc.yaml").read_text(encoding="utf-8"))
+    params = yaml.safe_load((repo_root / "params.yaml").read_text(encoding="utf-8"))
+    assert spec["stages"], "dvc.yaml has no stages"
+    for name, stage in spec["stages"].items():
+        command = stage["cmd"].split()
+        assert command[:2] == ["ogsrl", name.replace("_", "-")], name
+        assert command[1] in cli.STAGES, f"{name}: not a CLI stage"
+        deps = [d if isinstance(d, str) else next(iter(d)) for d in stage.get("deps", [])]
+        assert "params.yaml" not in deps, f"{name}: params.yaml must be listed under params:, not deps:"
+        for dep in deps:
+            if dep.startswith("ogsrl"):
+                assert (repo_root / dep).exists(), f"{name}: code dep {dep} does not exist"
+        for key in stage.get("params", []):
+            node: Any = params
+            for part in str(key).split("."):
+                assert isinstance(node, dict) and part in node, f"{name}: param {key} not in params.yaml"
+                node = node[part]
+        for metric in stage.get("metrics", []):
+            path, opts = next(iter(metric.items()))
+            assert path.endswith(".json") and opts == {"cache": False}, f"{name}: {path}"
+
+
+def failing_gate(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
+    """A validation gate that writes its report, then fails (what ogsrl.validate does)."""
+    from ogsrl.errors import DataError
+    from ogsrl.io import write_json
+
+    write_json(root / cli.FAILURE_REPORTS["validate-raw"], {"success": False, "n_failed": 2, "n_expectations": 9})
+    raise DataError("2 expectations failed [offending rows: stay_id=30000001]", table="chartevents")
+
+
+def test_failed_gate_is_logged_with_its_report_but_not_its_message(
+    tmp_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("OGSRL_NO_TRACK", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setitem(cli.STAGES, "validate-raw", (__name__, "failing_gate"))
+    assert cli.main(["validate-raw", "--root", str(tmp_project)]) == 2
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_project.resolve().as_posix()}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("ogsrl").experiment_id])
+    assert run.info.run_name == "validate-raw" and run.info.status == "FAILED"
+    assert run.data.metrics == {"success": 0.0, "n_failed": 2.0, "n_expectations": 9.0}
+    assert run.data.tags["ogsrl.error"] == "DataError"
+    assert not [v for v in run.data.tags.values() if "30000001" in v]

@@ -1,0 +1,188 @@
+"""The pipeline spine: the Prefect flow (ephemeral API) and `dvc repro` on a tiny project."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ogsrl import cli
+
+ATTEMPTS: dict[str, int] = {}
+
+
+def _record(name: str, root: Path) -> dict[str, Any]:
+    ATTEMPTS[name] = ATTEMPTS.get(name, 0) + 1
+    out = root / "data" / "reports" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"order": len(ATTEMPTS)}), encoding="utf-8")
+    return {"attempt": ATTEMPTS[name]}
+
+
+def stage_ok(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
+    return _record("generate", root)
+
+
+def stage_flaky(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
+    """Fails with an I/O error on the first attempt only (a transient failure Prefect should retry)."""
+    if ATTEMPTS.get("validate-raw", 0) == 0:
+        ATTEMPTS["validate-raw"] = 1
+        raise OSError("disk hiccup")
+    return _record("validate-raw", root)
+
+
+def stage_bad_input(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
+    ATTEMPTS["extract"] = ATTEMPTS.get("extract", 0) + 1
+    raise ValueError("table 'icustays', column 'outtime': outtime < intime")
+
+
+def test_task_body_runs_the_stage_in_process(tmp_project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.common import execute
+
+    monkeypatch.setitem(cli.STAGES, "generate", (__name__, "stage_ok"))
+    monkeypatch.setenv("OGSRL_NO_TRACK", "1")
+    ATTEMPTS.clear()
+    assert execute("generate", "params.yaml", str(tmp_project)) == {"attempt": 1}
+    assert json.loads((tmp_project / "data" / "reports" / "generate.json").read_text()) == {"order": 1}
+    with pytest.raises(ValueError, match="always read <root>/params.yaml"):
+        execute("generate", "other.yaml", str(tmp_project), use_dvc=True)
+
+
+def test_flow_tasks_cli_stages_and_dvc_stages_agree(repo_root: Path) -> None:
+    from flows import pipeline as flow_module
+
+    dvc_stages = [s.replace("_", "-") for s in yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]]
+    assert list(flow_module.TASKS) == dvc_stages
+    assert set(dvc_stages) <= set(cli.STAGES)
+    for name in dvc_stages:
+        assert callable(cli.stage_function(name)), name
+
+
+def test_retry_condition_skips_bad_input() -> None:
+    from types import SimpleNamespace
+
+    from ogsrl.errors import DataError
+    from tasks.common import should_retry
+
+    assert should_retry(None, None, SimpleNamespace(data=OSError("disk hiccup")))
+    assert should_retry(None, None, SimpleNamespace(data=RuntimeError("worker killed")))
+    assert not should_retry(None, None, SimpleNamespace(data=DataError("bad", table="icustays")))
+    assert not should_retry(None, None, SimpleNamespace(data=ValueError("params: data.source ...")))
+
+
+@pytest.mark.slow
+def test_prefect_flow_runs_stages_in_order_with_retries(
+    tmp_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows import pipeline as flow_module
+
+    assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    assert "PREFECT_API_URL" not in os.environ  # ephemeral API
+    monkeypatch.setitem(cli.STAGES, "generate", (__name__, "stage_ok"))
+    monkeypatch.setitem(cli.STAGES, "validate-raw", (__name__, "stage_flaky"))
+    monkeypatch.setitem(cli.STAGES, "extract", (__name__, "stage_bad_input"))
+    for name, task in list(flow_module.TASKS.items()):
+        monkeypatch.setitem(flow_module.TASKS, name, task.with_options(retry_delay_seconds=0))
+    ATTEMPTS.clear()
+    monkeypatch.setenv("OGSRL_NO_TRACK", "1")
+
+    try:
+        _check_flow_runs(flow_module, tmp_project)
+    finally:
+        from prefect.logging.handlers import APILogHandler
+        from prefect.server.api.server import SubprocessASGIServer
+
+        APILogHandler().flush()  # send the queued flow/task logs before the server goes away
+        SubprocessASGIServer().stop()  # the ephemeral server; stop it while pytest still captures its logs
+
+
+def _check_flow_runs(flow_module: Any, tmp_project: Path) -> None:
+    results = flow_module.pipeline("params.yaml", str(tmp_project), stages=["generate", "validate_raw"])
+
+    assert results == {"generate": {"attempt": 1}, "validate-raw": {"attempt": 2}}
+    assert ATTEMPTS == {"generate": 1, "validate-raw": 2}  # the transient failure was retried once
+
+    # bad input is not retried and fails the flow run; later stages do not run
+    with pytest.raises(ValueError, match="outtime < intime"):
+        flow_module.pipeline("params.yaml", str(tmp_project), stages=["extract", "validate-trajectories"])
+    assert ATTEMPTS["extract"] == 1
+    assert "validate-trajectories" not in ATTEMPTS
+
+    with pytest.raises(ValueError, match="unknown stage"):
+        flow_module.pipeline("params.yaml", str(tmp_project), stages=["nope"])
+
+
+def _dvc(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("dvc")), *args],
+        cwd=root, capture_output=True, text=True, env=env, timeout=600,
+    )
+
+
+def _stage_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["OGSRL_NO_TRACK"] = "1"
+    return env
+
+
+def _ran(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
+
+
+@pytest.mark.slow
+def test_dvc_repro_twice_is_a_noop_and_a_param_reruns_only_dependants(tmp_dvc_project: Path) -> None:
+    root = tmp_dvc_project
+    env = _stage_env()
+    first = _dvc(root, "repro", env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    stages = set(yaml.safe_load((root / "dvc.yaml").read_text())["stages"])
+    assert _ran(first.stdout) == stages
+    hashes = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+
+    start = time.perf_counter()
+    second = _dvc(root, "repro", env=env)
+    elapsed = time.perf_counter() - start
+    assert second.returncode == 0 and _ran(second.stdout) == set()
+    assert "Data and pipelines are up to date" in second.stdout
+    assert elapsed <= 5.0
+
+    # cohort.seed is read by extract only (validate_trajectories runs because its input changed)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["cohort"]["seed"] = params["cohort"]["seed"] + 1
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    third = _dvc(root, "repro", env=env)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert _ran(third.stdout) <= {"extract", "validate_trajectories"} and "extract" in _ran(third.stdout)
+    after = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    assert after["generate"] == hashes["generate"] and after["validate_raw"] == hashes["validate_raw"]
+
+    shown = _dvc(root, "metrics", "show", "--json", env=env)
+    assert shown.returncode == 0 and "cohort.json" in shown.stdout
+
+    # the flow's --dvc mode goes through the same lock file: an up-to-date stage is skipped
+    from tasks.common import execute
+
+    assert execute("extract", str(root / "params.yaml"), str(root), use_dvc=True) == {
+        "stage": "extract", "dvc": "up to date"
+    }
+
+
+def test_concurrent_repro_fails_cleanly_while_the_workspace_is_locked(tmp_dvc_project: Path) -> None:
+    from dvc.repo import Repo
+
+    root = tmp_dvc_project
+    with Repo(str(root)) as repo, repo.lock:  # what a running `dvc repro` holds
+        blocked = _dvc(root, "repro", env=_stage_env())
+    assert blocked.returncode != 0
+    assert "Unable to acquire lock" in blocked.stderr + blocked.stdout
+    assert not (root / "data" / "raw").exists()  # nothing ran
+    assert not (root / "dvc.lock").exists()

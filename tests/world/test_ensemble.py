@@ -1,0 +1,197 @@
+"""Tests for ogsrl/world/ensemble.py: shapes, determinism, persistence, early stopping, recovery, bad input."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ogsrl import features as F
+from ogsrl.errors import DataError
+from ogsrl.world.ensemble import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    EnsembleConfig,
+    Layout,
+    Transitions,
+    WorldModel,
+    transitions_from_frame,
+)
+
+from .conftest import COSTS, STATE, TINY
+
+
+def _linear_system(n: int, rng: np.random.Generator, noise: float) -> tuple[Transitions, np.ndarray, np.ndarray]:
+    """s' = s + A (s − m) + B a + noise on (map, lactate, spo2); returns data, noiseless s', noise std."""
+    m = np.array([80.0, 2.0, 95.0])
+    sd = np.array([10.0, 1.0, 2.0])
+    a_mat = np.array([[-0.3, 0.0, 0.1], [0.0, -0.2, 0.0], [0.05, 0.0, -0.4]])
+    b_mat = np.array([[0.004, 20.0], [0.0, -0.5], [0.0, 0.0]])
+    obs = m + sd * rng.standard_normal((n, 3))
+    act = np.column_stack([rng.uniform(0, 1000, n), rng.uniform(0, 0.5, n)])
+    clean = obs + (obs - m) @ a_mat.T + act @ b_mat.T
+    noise_sd = noise * sd
+    nxt = clean + noise_sd * rng.standard_normal((n, 3))
+    z = np.zeros(n, dtype=np.float32)
+    data = Transitions(obs=obs.astype(np.float32), act=act.astype(np.float32), next_obs=nxt.astype(np.float32),
+                       rew=(-0.1 * obs[:, 0]).astype(np.float32), cost=np.zeros((n, 1), np.float32), death=z)
+    return data, clean, noise_sd
+
+
+def test_layout_classifies_static_binary_and_continuous() -> None:
+    lay = Layout.make(STATE, COSTS, TINY.copy_features)
+    names = lambda idx: [STATE[i] for i in idx]  # noqa: E731
+    assert names(lay.copy_idx) == ["gender", "readmission", "age"]
+    assert names(lay.binary_idx) == ["mechvent"]
+    assert "spo2" in names(lay.gauss_idx) and len(lay.gauss_idx) == len(STATE) - 4
+    assert lay.n_gauss == len(lay.gauss_idx) + 1 and lay.n_logit == 1 + len(COSTS) + 1
+
+
+def test_prediction_and_step_shapes(tiny_model: WorldModel, toy_data: tuple[Transitions, Transitions]) -> None:
+    val = toy_data[1]
+    obs, act = val.obs[:17], val.act[:17]
+    p = tiny_model.predict(obs, act)
+    assert p.next_mean.shape == p.next_var.shape == (3, 17, len(STATE)) and p.next_mean.dtype == np.float32
+    assert p.rew_mean.shape == p.death_prob.shape == (3, 17) and p.cost_prob.shape == (3, 17, len(COSTS))
+    assert ((p.cost_prob >= 0) & (p.cost_prob <= 1)).all() and (p.next_var >= 0).all()
+    lay = tiny_model.layout
+    np.testing.assert_array_equal(p.next_mean[:, :, list(lay.copy_idx)],
+                                  np.broadcast_to(obs[:, list(lay.copy_idx)], (3, 17, 3)))
+    assert (p.next_var[:, :, list(lay.copy_idx)] == 0).all()
+    for mode in ("mean", "random_member", "random_elite"):
+        s = tiny_model.step(obs, act, mode, np.random.default_rng(0))
+        assert s.next_obs.shape == (17, len(STATE)) and s.next_obs.dtype == np.float32
+        assert s.rew.shape == s.death_prob.shape == s.uncertainty.shape == (17,)
+        assert s.cost_prob.shape == (17, len(COSTS))
+        assert np.isin(s.next_obs[:, list(lay.binary_idx)], (0.0, 1.0)).all()
+        np.testing.assert_array_equal(s.next_obs[:, list(lay.copy_idx)], obs[:, list(lay.copy_idx)])
+        assert (s.uncertainty >= 0).all() and np.isfinite(s.next_obs).all()
+    with pytest.raises(ValueError, match="mode"):
+        tiny_model.step(obs, act, "median", np.random.default_rng(0))  # type: ignore[arg-type]
+
+
+def test_clip_state_bounds_and_cumulative(tiny_model: WorldModel) -> None:
+    obs = np.tile(np.array([[F.BY_NAME[f].normal for f in STATE]], np.float32), (2, 1))
+    cum = STATE.index("urine_cum")
+    obs[:, cum] = 500.0
+    nxt = obs.copy()
+    nxt[0, STATE.index("spo2")] = 140.0
+    nxt[1, cum] = 100.0
+    out = tiny_model.clip_state(obs, nxt)
+    assert out[0, STATE.index("spo2")] == 100.0 and out[1, cum] == 500.0
+
+
+def test_same_seed_same_model_different_seed_differs(toy_data: tuple[Transitions, Transitions]) -> None:
+    cfg = replace(TINY, max_epochs=1)
+    lay = Layout.make(STATE, COSTS, cfg.copy_features)
+    runs = []
+    for seed in (3, 3, 4):
+        m = WorldModel(replace(cfg, seed=seed), lay)
+        fit = m.fit(*toy_data)
+        runs.append((fit.history[0]["val_loss"], m.predict(toy_data[1].obs[:50], toy_data[1].act[:50]).next_mean))
+    assert runs[0][0] == runs[1][0]
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    assert not np.array_equal(runs[0][1], runs[2][1])
+
+
+def test_save_load_round_trip_identical(tiny_model: WorldModel, toy_data: tuple[Transitions, Transitions],
+                                       tmp_path: Path) -> None:
+    tiny_model.save(tmp_path)
+    state = torch.load(tmp_path / MODEL_FILE, weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    meta = json.loads((tmp_path / CONFIG_FILE).read_text())
+    assert meta["state_features"] == list(STATE) and meta["cost_names"] == list(COSTS)
+    loaded = WorldModel.load(tmp_path, state_features=STATE, action_names=F.ACTIONS)
+    val = toy_data[1]
+    a, b = tiny_model.predict(val.obs, val.act), loaded.predict(val.obs, val.act)
+    for field in ("next_mean", "next_var", "rew_mean", "cost_prob", "death_prob"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    np.testing.assert_array_equal(tiny_model.elites, loaded.elites)
+    sa = tiny_model.step(val.obs, val.act, "random_elite", np.random.default_rng(5))
+    sb = loaded.step(val.obs, val.act, "random_elite", np.random.default_rng(5))
+    np.testing.assert_array_equal(sa.next_obs, sb.next_obs)
+
+
+def test_load_rejects_wrong_features_or_actions(tiny_model: WorldModel, tmp_path: Path) -> None:
+    tiny_model.save(tmp_path)
+    swapped = (STATE[1], STATE[0], *STATE[2:])
+    with pytest.raises(ValueError, match="order must be identical"):
+        WorldModel.load(tmp_path, state_features=swapped)
+    with pytest.raises(ValueError, match="do not match"):
+        WorldModel.load(tmp_path, state_features=STATE[:-1])
+    with pytest.raises(ValueError, match="dim 1"):
+        WorldModel.load(tmp_path, action_names=("fluid_ml",))
+    with pytest.raises(FileNotFoundError):
+        WorldModel.load(tmp_path / "nowhere")
+
+
+def test_early_stopping_triggers_on_noise() -> None:
+    rng = np.random.default_rng(0)
+    n = 600
+    obs = (80 + 10 * rng.standard_normal((n, 3))).astype(np.float32)
+    data = Transitions(obs=obs, act=rng.uniform(0, 1, (n, 2)).astype(np.float32),
+                       next_obs=(obs + rng.standard_normal((n, 3))).astype(np.float32),
+                       rew=rng.standard_normal(n).astype(np.float32), cost=np.zeros((n, 1), np.float32),
+                       death=np.zeros(n, np.float32))
+    cfg = EnsembleConfig(n_members=2, n_elites=1, hidden=(16,), batch_size=100, max_epochs=200, patience=3,
+                         lr=3e-3, seed=1, copy_features=())
+    m = WorldModel(cfg, Layout.make(("map", "lactate", "spo2"), ("cost_x",), ()))
+    fit = m.fit(Transitions(data.obs[:400], data.act[:400], data.next_obs[:400], data.rew[:400],
+                            data.cost[:400], data.death[:400]),
+                Transitions(data.obs[400:], data.act[400:], data.next_obs[400:], data.rew[400:],
+                            data.cost[400:], data.death[400:]))
+    assert fit.stopped_early and fit.epochs < 200
+    assert len(fit.history) == fit.epochs and fit.elites == [int(np.argmin(fit.member_val_loss))]
+    # the kept weights are the best ones: their val loss equals the recorded best
+    assert min(h["best_val_loss"] for h in fit.history) == pytest.approx(min(fit.member_val_loss))
+
+
+def test_hand_built_linear_system_is_recovered() -> None:
+    rng = np.random.default_rng(1)
+    train, _, _ = _linear_system(3000, rng, noise=0.05)
+    val, _, _ = _linear_system(500, rng, noise=0.05)
+    test, clean, noise_sd = _linear_system(500, rng, noise=0.05)
+    cfg = EnsembleConfig(n_members=3, n_elites=2, hidden=(32, 32), batch_size=128, max_epochs=25, patience=5,
+                         lr=3e-3, seed=0, copy_features=())
+    m = WorldModel(cfg, Layout.make(("map", "lactate", "spo2"), ("cost_x",), ()))
+    m.fit(train, val)
+    p = m.predict(test.obs, test.act)
+    mean = p.next_mean[m.elites].mean(0)
+    err = np.sqrt(((mean - clean) ** 2).mean(0))
+    assert (err < 0.5 * noise_sd).all(), (err, noise_sd)
+    pred_sd = np.sqrt(p.next_var[m.elites].mean(0)).mean(0)
+    np.testing.assert_allclose(pred_sd, noise_sd, rtol=0.35)
+    assert np.sqrt(((p.rew_mean[m.elites].mean(0) - test.rew) ** 2).mean()) < 0.2
+
+
+def test_nan_and_shape_errors(tiny_model: WorldModel, toy_frame: pd.DataFrame) -> None:
+    bad = toy_frame.copy()
+    bad.loc[bad.index[5], "spo2"] = np.nan
+    with pytest.raises(DataError, match=r"column 'spo2'.*offending rows: 5"):
+        transitions_from_frame(bad, STATE, COSTS, "train")
+    with pytest.raises(DataError, match="missing column"):
+        transitions_from_frame(toy_frame.drop(columns=["next_gcs"]), STATE, COSTS)
+    obs = np.tile(np.array([[F.BY_NAME[f].normal for f in STATE]], np.float32), (4, 1))
+    act = np.zeros((4, 2), np.float32)
+    obs_inf = obs.copy()
+    obs_inf[2, 1] = np.inf
+    with pytest.raises(DataError, match=r"readmission.*offending rows: 2"):
+        tiny_model.predict(obs_inf, act)
+    with pytest.raises(ValueError, match=r"act must be \(B=4, 2\)"):
+        tiny_model.predict(obs, np.zeros((4, 3), np.float32))
+    with pytest.raises(ValueError, match="obs must be"):
+        tiny_model.predict(obs[:, :-1], act)
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="n_elites"):
+        EnsembleConfig(n_members=3, n_elites=4)
+    with pytest.raises(ValueError, match="hidden"):
+        EnsembleConfig(hidden=())
+    with pytest.raises(ValueError, match="unknown state feature"):
+        Layout.make(("spo2", "nonsense"), (), ())
