@@ -28,7 +28,7 @@ export GX_ANALYTICS_ENABLED ?= false
 .PHONY: help install run flow test test-all clean-venv
 
 help:
-	@echo "make run       create .venv, install pinned deps, run the pipeline on the demo (dvc repro)"
+	@echo "make run       create .venv, install pinned deps, run the pipeline on the demo (dvc repro), print where results are"
 	@echo "make test      create .venv, install pinned deps, run the fast tests (pytest -m 'not slow')"
 	@echo "make test-all  all tests, including the slow end-to-end ones"
 	@echo "make flow      run the pipeline as a Prefect flow (ephemeral API) through dvc repro"
@@ -44,13 +44,14 @@ install: $(STAMP)
 run: $(STAMP)
 	dvc repro
 	@echo
-	dvc metrics show
-	@echo
-	@echo "Results:"
+	@echo "Results (under $(CURDIR)):"
+	@echo "  raw demo tables   data/raw/{hosp,icu}/"
 	@echo "  trajectories      data/trajectories/{train,val,test}.parquet"
-	@echo "  metrics           data/reports/*.json   (dvc metrics show / dvc metrics diff)"
+	@echo "  models            data/models/{world,guardian,policies,behaviour}/"
+	@echo "  metrics           data/reports/*.json, data/reports/evaluate/   (dvc metrics show; dvc metrics diff)"
 	@echo "  validation docs   data/reports/validation/{raw,trajectories}/index.html"
-	@echo "  MLflow runs       $(CURDIR)/mlflow.db   (mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db)"
+	@echo "  MLflow runs       mlflow.db   (.venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db)"
+	@python -c 'import json; m = json.load(open("data/reports/cohort.json")); print("  cohort            %s stays, %s rows, in-hospital mortality %.3f" % (m["cohort_stays"], m["rows"], m["mortality_in_hosp"]))' 
 
 flow: $(STAMP)
 	python -m flows.pipeline --dvc

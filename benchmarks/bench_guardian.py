@@ -29,15 +29,16 @@ from ogsrl.guardian.kde import KDEConfig, KDEGuardian  # noqa: E402
 from ogsrl.guardian.stage import read_split  # noqa: E402
 
 
-def load_data(n: int, n_cal: int, n_test: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], tuple, str]:
-    traj = ROOT / "data" / "trajectories"
+def load_data(
+    root: Path, n: int, n_cal: int, n_test: int, rng: np.random.Generator
+) -> tuple[dict[str, np.ndarray], tuple, str]:
+    traj = root / "data" / "trajectories"
     if all((traj / f"{s}.parquet").is_file() for s in ("train", "val", "test")):
         (fit, names), (cal, _), (test, _) = (read_split(traj / f"{s}.parquet") for s in ("train", "val", "test"))
+        source = f"trajectories under {root} (train split, {len(fit)} rows, resampled with replacement to {n})"
         fit = fit[rng.choice(len(fit), n, replace=len(fit) < n)]
-        source = f"demo trajectories (train resampled with replacement to {n} rows)"
     else:
-        sys.path.insert(0, str(ROOT / "tests" / "guardian"))
-        from guardian_fakes import NAMES, contract_matrix
+        from tests.guardian.guardian_fakes import NAMES, contract_matrix
 
         names = NAMES
         fit, cal, test = contract_matrix(n, 1), contract_matrix(n_cal, 2), contract_matrix(n_test, 3)
@@ -58,10 +59,11 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=20_000, help="test points (Christoffel)")
     ap.add_argument("--kde-queries", type=int, default=1000, help="points per KDE calibration / test / timing")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--root", type=Path, default=ROOT, help="project root holding data/trajectories")
     args = ap.parse_args()
     torch.set_num_threads(1)
     rng = np.random.default_rng(args.seed)
-    data, names, source = load_data(args.n, args.n_cal, args.n_test, rng)
+    data, names, source = load_data(args.root, args.n, args.n_cal, args.n_test, rng)
     cal_cfg = CalibrationConfig(alpha_c=0.95, rule="conformal")
 
     chris, fit_c = timed(ChristoffelGuardian(names, calibration=cal_cfg).fit, data["fit"])

@@ -30,6 +30,7 @@ from prefect import flow  # noqa: E402
 from tasks.calibrate_guardian import calibrate_guardian  # noqa: E402
 from tasks.evaluate import evaluate  # noqa: E402
 from tasks.extract import extract  # noqa: E402
+from tasks.fit_world_model import fit_world_model  # noqa: E402
 from tasks.generate import generate  # noqa: E402
 from tasks.train_policies import train_policies  # noqa: E402
 from tasks.validate_raw import validate_raw  # noqa: E402
@@ -40,6 +41,7 @@ TASKS = {
     "validate-raw": validate_raw,
     "extract": extract,
     "validate-trajectories": validate_trajectories,
+    "fit-world-model": fit_world_model,
     "calibrate-guardian": calibrate_guardian,
     "train-policies": train_policies,
     "evaluate": evaluate,

@@ -104,7 +104,7 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
         elif origin is tuple and args:
             if len(args) != len(value):
                 raise ConfigError(f"params: {where} must have {len(args)} items, got {len(value)}")
-            items = [_check_type(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(args, value))]
+            items = [_check_type(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
         else:
             inner = args[0] if args else Any
             items = [_check_type(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]

@@ -259,3 +259,29 @@ def test_failed_gate_is_logged_with_its_report_but_not_its_message(
     assert run.data.metrics == {"success": 0.0, "n_failed": 2.0, "n_expectations": 9.0}
     assert run.data.tags["ogsrl.error"] == "DataError"
     assert not [v for v in run.data.tags.values() if "30000001" in v]
+
+
+def test_synth_command_writes_the_layout_and_refuses_a_non_empty_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "demo"
+    argv = ["synth", "--stays", "6", "--seed", "3", "--out", str(out), "--format", "parquet", "--no-track"]
+    assert cli.main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["synth/stays"] == 6
+    assert (out / "hosp" / "patients.parquet").is_file() and (out / "icu" / "icustays.parquet").is_file()
+    before = (out / "hosp" / "patients.parquet").read_bytes()
+    assert cli.main(argv) == 2
+    assert "is not empty; pass --overwrite" in capsys.readouterr().err
+    assert (out / "hosp" / "patients.parquet").read_bytes() == before
+
+
+def test_truth_command_prints_json_and_rejects_unknown_policies(
+    tmp_project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["truth", "--root", str(tmp_project), "--policy", "heuristic", "--episodes", "8", "--seed", "1"]
+    assert cli.main([*argv, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["truth/policy"] == "heuristic" and result["truth/seed"] == 1
+    assert cli.main(["truth", "--root", str(tmp_project), "--policy", "no-such-policy", "--episodes", "2"]) == 2
+    assert "unknown policy" in capsys.readouterr().err

@@ -51,8 +51,12 @@ class BCConfig:
     """stop after this many epochs without a better validation NLL (best weights are kept)"""
     seed: int = 42
     """seed of the weight init and minibatch shuffling"""
+    components: int = 1
+    """K, mixture components (each a hurdle Gaussian over both action dimensions; 1 = a single hurdle)"""
 
     def __post_init__(self) -> None:
+        if self.components < 1:
+            raise ValueError(f"components must be ≥ 1, got {self.components}")
         if not self.hidden or any(h <= 0 for h in self.hidden):
             raise ValueError(f"hidden must be a non-empty list of positive widths, got {self.hidden}")
         if self.lr <= 0 or self.weight_decay < 0:
@@ -72,18 +76,21 @@ class Batch:
 
 
 class HurdleHead(nn.Module):
-    """MLP: normalised state (B, S) → logit P(a=0), μ and log σ of the scaled non-zero action, each (B, A)."""
+    """MLP: normalised state (B, S) → mixture logits (B, K) and, per component and action dimension (B, K, A),
+    logit P(a=0), μ and log σ of the scaled non-zero action."""
 
-    def __init__(self, n_obs: int, hidden: tuple[int, ...], generator: torch.Generator) -> None:
+    def __init__(self, n_obs: int, hidden: tuple[int, ...], components: int, generator: torch.Generator) -> None:
         super().__init__()
         self.n_act = len(features.ACTIONS)
-        self.net = common.mlp(n_obs, hidden, 3 * self.n_act, generator)
+        self.k = components
+        self.net = common.mlp(n_obs, hidden, self.k + 3 * self.k * self.n_act, generator)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out = self.net(x)  # (B, 3A) → logit0, μ, log σ, each (B, A)
-        logit0, raw_mu, raw_log_std = out.split(self.n_act, dim=1)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.net(x)  # (B, K + 3KA)
+        logit_w, rest = out[:, : self.k], out[:, self.k :].reshape(-1, 3, self.k, self.n_act)  # (B, 3KA) → (B, 3, K, A)
+        logit0, raw_mu, raw_log_std = rest.unbind(dim=1)
         mu = common.soft_clamp(raw_mu, common.MU_MIN, common.MU_MAX)
-        return logit0, mu, common.soft_clamp(raw_log_std, common.LOG_STD_MIN, common.LOG_STD_MAX)
+        return logit_w, logit0, mu, common.soft_clamp(raw_log_std, common.LOG_STD_MIN, common.LOG_STD_MAX)
 
 
 class BCPolicy:
@@ -106,7 +113,7 @@ class BCPolicy:
         self.obs_mean = np.asarray(obs_mean, dtype=np.float64)
         self.obs_std = np.asarray(obs_std, dtype=np.float64)
         gen = torch.Generator().manual_seed(cfg.seed)
-        self.net = HurdleHead(len(feature_names), cfg.hidden, gen)
+        self.net = HurdleHead(len(feature_names), cfg.hidden, cfg.components, gen)
         self.optim = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     # ---- inference -------------------------------------------------------------------------------------------
@@ -116,8 +123,9 @@ class BCPolicy:
         return torch.as_tensor((arr - self.obs_mean) / self.obs_std, dtype=torch.float32)
 
     @torch.no_grad()
-    def distribution(self, obs: Any) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """(logit P(a=0), μ, log σ) of the scaled action for ``obs (B, S)``, each ``(B, A)`` float64."""
+    def distribution(self, obs: Any) -> tuple[FloatArray, ...]:
+        """Mixture logits ``(B, K)`` and per component (logit P(a=0), μ, log σ) of the scaled action, each
+        ``(B, K, A)``, for ``obs (B, S)``; float64."""
         was_training = self.net.training
         self.net.eval()
         try:
@@ -127,8 +135,8 @@ class BCPolicy:
         return tuple(t.double().numpy() for t in out)  # type: ignore[return-value]
 
     def act(self, obs: FloatArray, rng: np.random.Generator | None = None) -> FloatArray:
-        """Actions ``(B, A)`` in physical units: a sample drawn with ``rng``; if None, per dimension 0 where
-        P(a=0) ≥ ½, else the median non-zero amount."""
+        """Actions ``(B, A)`` in physical units: a sample drawn with ``rng``; if None, from the heaviest component,
+        per dimension 0 where P(a=0) ≥ ½, else the median non-zero amount."""
         params = self.distribution(obs)
         if rng is None:
             return common.hurdle_mode(*params)

@@ -4,13 +4,15 @@ checks, the checkpoint directory format and the trajectory-table reader.
 Action density convention (shared with the simulator's clinician): each action dimension is a mixture of a point mass
 at 0 and a continuous density on (0, max]; log-densities are w.r.t. (δ0 + Lebesgue) per dimension, in physical units.
 
-Our policies use a *hurdle* (zero-inflated) Gaussian per dimension on a log-scaled, physically bounded action:
+Our policies use a *hurdle* (zero-inflated) Gaussian per dimension on a log-scaled, physically bounded action,
+optionally a mixture of K such components shared by both dimensions (K = 1: one hurdle per dimension):
 
     P(a = 0)             = p0(s)                                           (a logistic head)
     y = log(1 + a/c) / log(1 + max/c) ∈ (0, 1]                              (c = recording resolution)
     y | a > 0            ~ N(μ(s), σ(s)²) truncated to (0, 1]
     log p(a), a > 0      = log(1 − p0) + log N(y; μ, σ²) − log Z − log((c + a)·log(1 + max/c))
     Z                    = Φ((1 − μ)/σ) − Φ(−μ/σ)
+    p(a | s)             = Σ_k w_k(s) Π_j p_k(a_j | s)                      (mixture over components k)
 
 Why not a censored (Tobit) Gaussian: clinicians either give nothing or an amount far from zero (500 mL, not 5 mL),
 and amounts are multiplicative (log-normal-like); a Tobit ties the mass at 0 to the mean amount through μ/σ and
@@ -112,43 +114,69 @@ def _log_z(mu: FloatArray, std: FloatArray) -> FloatArray:
     return log_hi + np.log1p(-np.exp(log_lo - log_hi))
 
 
-def hurdle_nll(logit0: torch.Tensor, mu: torch.Tensor, log_std: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Negative log-likelihood per row of scaled actions, in float64 (the training objective).
+def hurdle_nll(
+    logit_w: torch.Tensor, logit0: torch.Tensor, mu: torch.Tensor, log_std: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
+    """Negative log-likelihood per row of scaled actions under the K-component mixture, in float64.
+
+        p(y|s) = Σ_k w_k(s) Π_j hurdle(y_j; p0_kj, μ_kj, σ_kj)
 
     Args:
-        logit0, mu, log_std: logit of P(a=0), latent mean and log σ on the scaled axis, each ``(B, A)``.
+        logit_w: mixture logits ``(B, K)``.
+        logit0, mu, log_std: per component and dimension, ``(B, K, A)``: logit of P(a=0), μ and log σ.
         y: scaled actions in [0, 1], ``(B, A)``; exact zeros hit the atom.
     Returns:
-        ``(B,)`` = −Σ_a log p(y_a) w.r.t. (δ0 + Lebesgue on the scaled axis); the Jacobian to physical units is a
+        ``(B,)`` = −log p(y) w.r.t. (δ0 + Lebesgue on the scaled axis); the Jacobian to physical units is a
         constant of the data and left out.
     """
-    logit0, mu, log_std, y = logit0.double(), mu.double(), log_std.double(), y.double()
+    logit_w, logit0, mu, log_std = logit_w.double(), logit0.double(), mu.double(), log_std.double()
+    y = y.double()[:, None, :]  # (B, A) → (B, 1, A)
     std = log_std.exp()
     zsc = (y - mu) / std
     log_cont = (
         torch.nn.functional.logsigmoid(-logit0)
         - 0.5 * zsc**2 - 0.5 * math.log(2.0 * math.pi) - log_std - _log_z_torch(mu, std)
     )
-    ll = torch.where(y <= 0.0, torch.nn.functional.logsigmoid(logit0), log_cont)
-    return -ll.sum(dim=-1)
+    per_dim = torch.where(y <= 0.0, torch.nn.functional.logsigmoid(logit0), log_cont)  # (B, K, A)
+    log_w = torch.log_softmax(logit_w, dim=-1)
+    return -torch.logsumexp(log_w + per_dim.sum(dim=-1), dim=-1)
 
 
-def hurdle_log_prob(logit0: FloatArray, mu: FloatArray, log_std: FloatArray, actions: FloatArray) -> FloatArray:
-    """log π(a|s) per row for physical actions ``(B, A)``, w.r.t. (δ0 + Lebesgue) in physical units → ``(B,)``."""
+def hurdle_log_prob(
+    logit_w: FloatArray, logit0: FloatArray, mu: FloatArray, log_std: FloatArray, actions: FloatArray
+) -> FloatArray:
+    """log π(a|s) per row for physical actions ``(B, A)``, w.r.t. (δ0 + Lebesgue) in physical units → ``(B,)``.
+
+    Parameters as :func:`hurdle_nll` (``(B, K)`` and ``(B, K, A)`` arrays).
+    """
     std = np.exp(log_std)
-    y = scale_actions(actions)
+    acts = actions[:, None, :]  # (B, A) → (B, 1, A)
+    y = scale_actions(acts)
     zsc = (y - mu) / std
-    log_jac = -np.log((ACTION_RESOLUTION + actions) * LOG_SPAN)  # dy/da
+    log_jac = -np.log((ACTION_RESOLUTION + acts) * LOG_SPAN)  # dy/da
     log_cont = (
         -np.logaddexp(0.0, logit0)  # log(1 − p0)
         - 0.5 * zsc**2 - 0.5 * math.log(2.0 * math.pi) - log_std - _log_z(mu, std) + log_jac
     )
-    ll = np.where(actions <= 0.0, -np.logaddexp(0.0, -logit0), log_cont)
-    return ll.sum(axis=-1)
+    per_dim = np.where(acts <= 0.0, -np.logaddexp(0.0, -logit0), log_cont)  # (B, K, A)
+    log_w = logit_w - special.logsumexp(logit_w, axis=-1, keepdims=True)
+    return special.logsumexp(log_w + per_dim.sum(axis=-1), axis=-1)
 
 
-def hurdle_sample(logit0: FloatArray, mu: FloatArray, log_std: FloatArray, rng: np.random.Generator) -> FloatArray:
-    """Draw physical actions ``(B, A)``: zero with probability p0, else y from the truncated normal, mapped back."""
+def _pick(logit_w: FloatArray, params: tuple[FloatArray, ...], u: FloatArray) -> tuple[FloatArray, ...]:
+    """Per row, the component whose cumulative weight first exceeds ``u`` (B,): ``(B, K, A)`` → ``(B, A)`` each."""
+    w = special.softmax(logit_w, axis=-1)
+    k = np.minimum((u[:, None] > np.cumsum(w, axis=-1)).sum(axis=-1), w.shape[-1] - 1)  # (B,)
+    rows = np.arange(len(k))
+    return tuple(p[rows, k] for p in params)
+
+
+def hurdle_sample(
+    logit_w: FloatArray, logit0: FloatArray, mu: FloatArray, log_std: FloatArray, rng: np.random.Generator
+) -> FloatArray:
+    """Draw physical actions ``(B, A)``: a component k ~ w(s); per dimension zero with probability p0_k, else y
+    from component k's truncated normal, mapped back to physical units."""
+    logit0, mu, log_std = _pick(logit_w, (logit0, mu, log_std), rng.uniform(size=logit_w.shape[0]))
     std = np.exp(log_std)
     zero = rng.uniform(size=mu.shape) < special.expit(logit0)
     u = rng.uniform(size=mu.shape)
@@ -156,9 +184,11 @@ def hurdle_sample(logit0: FloatArray, mu: FloatArray, log_std: FloatArray, rng: 
     return np.where(zero, 0.0, np.clip(unscale_actions(y), 0.0, ACTION_MAX))
 
 
-def hurdle_mode(logit0: FloatArray, mu: FloatArray, log_std: FloatArray) -> FloatArray:
-    """Deterministic action ``(B, A)``: 0 where P(a=0) ≥ ½, else the median of the non-zero part."""
-    std = np.exp(log_std)
+def hurdle_mode(logit_w: FloatArray, logit0: FloatArray, mu: FloatArray, log_std: FloatArray) -> FloatArray:
+    """Deterministic action ``(B, A)``: in the heaviest component, 0 where P(a=0) ≥ ½, else the median amount."""
+    k = logit_w.argmax(axis=-1)
+    rows = np.arange(len(k))
+    logit0, mu, std = logit0[rows, k], mu[rows, k], np.exp(log_std[rows, k])
     y = stats.truncnorm.ppf(0.5, -mu / std, (1.0 - mu) / std, loc=mu, scale=std)
     return np.where(logit0 >= 0.0, 0.0, np.clip(unscale_actions(y), 0.0, ACTION_MAX))
 

@@ -3,7 +3,7 @@
 Pipeline (all heavy lifting in DuckDB, out-of-core under its memory limit):
 
 1. checks on the raw views (outtime ≤ intime, duplicate stays, stays without patients/admissions rows → DataError);
-2. candidate stays: the first ICU stay of each subject, adult at ICU admission;
+2. candidate stays: the first ICU stay of each hospital admission, adult at ICU admission;
 3. Sepsis-3 onset (:mod:`ogsrl.cohort.sepsis`);
 4. decision grid t_k = onset + window_start_h + k·Δ, kept while intime < t_k < min(outtime, deathtime);
 5. states at t_k and t_k + Δ and logged actions in [t_k, t_k + Δ) (:mod:`ogsrl.cohort.features`);
@@ -103,7 +103,8 @@ class CohortConfig:
             raise ValueError(f"n_steps must be >= 1, got {self.n_steps}")
         if len(self.reward_clip) != 2 or not 0 <= self.reward_clip[0] <= self.reward_clip[1]:
             raise ValueError(f"reward_clip must satisfy 0 <= lo <= hi, got {self.reward_clip}")
-        if len(self.split) != 3 or any(f < 0 for f in self.split) or abs(sum(self.split) - 1.0) > 1e-9 or self.split[0] <= 0:
+        bad_split = len(self.split) != 3 or any(f < 0 for f in self.split) or self.split[0] <= 0
+        if bad_split or abs(sum(self.split) - 1.0) > 1e-9:
             raise ValueError(f"split must be three non-negative fractions summing to 1 (train > 0), got {self.split}")
         if self.duckdb_threads < 1:
             raise ValueError(f"duckdb_threads must be >= 1, got {self.duckdb_threads}")
@@ -132,8 +133,8 @@ def _hours(h: float) -> str:
     return f"to_microseconds({int(round(h * 3600e6))})"
 
 
-def _raw_checks(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    """Errors for impossible stays; counts of the rows the feature code cleans (negative volumes, duplicates)."""
+def _raw_checks(con: duckdb.DuckDBPyConnection) -> None:
+    """Errors for impossible stays (outtime <= intime, duplicate stay ids)."""
     bad = cf.run_query(con, "SELECT stay_id FROM icustays WHERE outtime IS NULL OR intime IS NULL "
                             "OR outtime <= intime ORDER BY stay_id LIMIT 6").fetchall()
     if bad:
@@ -144,6 +145,10 @@ def _raw_checks(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     dup = con.execute("SELECT stay_id FROM icustays GROUP BY stay_id HAVING count(*) > 1 LIMIT 6").fetchall()
     if dup:
         raise DataError("duplicate stay_id rows", table="icustays", column="stay_id", rows=[d[0] for d in dup])
+
+
+def _cleaning_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Rows the feature code drops among the candidate stays' relevant rows (negative volumes, exact duplicates)."""
     counts = cf.run_query(con, f"""
         SELECT (SELECT count(*) FROM inputevents WHERE amount < 0 OR rate < 0),
                (SELECT count(*) FROM outputevents WHERE value < 0
@@ -156,13 +161,16 @@ def _raw_checks(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
 
 
 def _candidates(con: duckdb.DuckDBPyConnection, cfg: CohortConfig) -> dict[str, int]:
-    """Temp table ``_cand`` of first adult ICU stays (with outcome columns); returns the exclusion counts."""
+    """Temp table ``_cand`` of adult first ICU stays of each hospital admission (with outcome columns).
+
+    Returns the exclusion counts. A later admission's first ICU stay is a candidate too (``readmission`` = 1).
+    """
     cf.run_query(con, """
         CREATE OR REPLACE TEMP TABLE _allstays AS
         SELECT i.stay_id, i.subject_id, i.hadm_id, i.intime, i.outtime,
                p.subject_id IS NOT NULL AS has_patient, a.hadm_id IS NOT NULL AS has_admission,
                least(p.anchor_age + year(i.intime) - p.anchor_year, 91) AS age,
-               row_number() OVER (PARTITION BY i.subject_id ORDER BY i.intime, i.stay_id) AS seq,
+               row_number() OVER (PARTITION BY i.hadm_id ORDER BY i.intime, i.stay_id) AS seq,
                a.deathtime, a.dischtime, coalesce(a.hospital_expire_flag, 0) AS expire_flag, p.dod
         FROM icustays i LEFT JOIN patients p ON p.subject_id = i.subject_id
         LEFT JOIN admissions a ON a.hadm_id = i.hadm_id""")
@@ -256,10 +264,11 @@ def split_stays(keys: np.ndarray, fractions: tuple[float, float, float], seed: i
 def extract(con: duckdb.DuckDBPyConnection, cfg: CohortConfig, costs: CostsConfig) -> Extraction:
     """Run the whole extraction on the raw views registered in ``con`` (which it replaces by filtered tables)."""
     t0 = time.perf_counter()
-    metrics: dict[str, Any] = dict(_raw_checks(con))
-    metrics.update(_candidates(con, cfg))
+    _raw_checks(con)
+    metrics: dict[str, Any] = _candidates(con, cfg)
     n_cand = con.execute("SELECT count(*) FROM _cand").fetchone()[0]
     _materialize(con)
+    metrics.update(_cleaning_counts(con))
     onset, n_si = sepsis.onsets(con, cfg.step_h, cfg.culture_before_abx_h, cfg.abx_before_culture_h,
                                 cfg.sofa_before_h, cfg.sofa_after_h, cfg.sofa_threshold)
     metrics["excluded_no_suspected_infection"] = int(n_cand - n_si)
@@ -274,12 +283,12 @@ def extract(con: duckdb.DuckDBPyConnection, cfg: CohortConfig, costs: CostsConfi
     grid["step"] = (grid["k"] - grid.groupby("stay_id")["k"].transform("min")).astype(np.int64)
     grid["hours_since_onset"] = cfg.window_start_h + grid["k"].to_numpy(np.float64) * cfg.step_h
     step = pd.Timedelta(hours=cfg.step_h)
-    # states at t_k and at t_k + Δ in one call (the next state of the last kept step is truncated there)
-    both = pd.concat([grid[["stay_id", "step", "t"]],
-                      grid[["stay_id", "step", "t"]].assign(t=grid["t"] + step)], ignore_index=True)
-    states = cf.compute_states(con, both, cfg.step_h, missing=True)
-    n = len(grid)
-    cur, nxt = states.iloc[:n].reset_index(drop=True), states.iloc[n:].reset_index(drop=True)
+    # states at t_k and at t_k + Δ (= t_{k+1} except after the last kept step): one call on the distinct times
+    times = pd.concat([grid[["stay_id", "t"]], grid[["stay_id", "t"]].assign(t=grid["t"] + step)],
+                      ignore_index=True).drop_duplicates(ignore_index=True)
+    states = cf.compute_states(con, times.assign(step=0), cfg.step_h, missing=True).set_index(["stay_id", "t"])
+    cur = states.loc[pd.MultiIndex.from_frame(grid[["stay_id", "t"]])].reset_index(drop=True)
+    nxt = states.loc[pd.MultiIndex.from_arrays([grid["stay_id"], grid["t"] + step])].reset_index(drop=True)
     acts = cf.compute_actions(con, grid[["stay_id", "step", "t"]], cfg.step_h)
     outcomes = con.execute("""
         SELECT c.stay_id, c.intime, c.outtime, c.deathtime, c.dischtime, c.dod,
@@ -373,8 +382,8 @@ def extract(con: duckdb.DuckDBPyConnection, cfg: CohortConfig, costs: CostsConfi
         "steps_per_stay_min": int(per_stay["n"].min()), "steps_per_stay_max": int(per_stay["n"].max()),
         "full_horizon_stays": int((per_stay["n"] == cfg.n_steps).sum()),
         "sepsis_sofa_at_onset_mean": round(float(onset.loc[onset["stay_id"].isin(kept_ids), "sofa_max"].mean()), 4),
-        "extract_seconds": round(time.perf_counter() - t0, 3),
     })
+    log.info("extraction: %d stays, %d rows in %.1f s", len(per_stay), len(table), time.perf_counter() - t0)
     for s in ("train", "val", "test"):
         metrics[f"stays_{s}"] = int((table.groupby("stay_key")["split"].first() == s).sum())
     for c in cost.columns:

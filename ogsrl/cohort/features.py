@@ -325,24 +325,29 @@ def _prepare_grid(con: duckdb.DuckDBPyConnection, grid: pd.DataFrame, step_h: fl
 
 def _fluid_sql(win: str) -> str:
     """Tonicity-adjusted IV fluid per window row of ``win`` (rid, stay_id, lo, hi): boluses at starttime,
-    infusions pro-rated by the overlap of [starttime, endtime) with [lo, hi)."""
+    infusions pro-rated by the overlap of [starttime, endtime) with [lo, hi); rounded to 6 decimals so the
+    order-free parallel sum is reproducible."""
     return f"""
-        SELECT w.rid, sum(f.tev * CASE WHEN f.is_bolus THEN f.amount
+        SELECT w.rid, round(sum(f.tev * CASE WHEN f.is_bolus THEN f.amount
                  ELSE f.amount * (epoch_us(least(f.endtime, w.hi)) - epoch_us(greatest(f.starttime, w.lo)))
-                      / (epoch_us(f.endtime) - epoch_us(f.starttime)) END) AS v
+                      / (epoch_us(f.endtime) - epoch_us(f.starttime)) END), 6) AS v
         FROM {win} w JOIN _fluid f ON f.stay_id = w.stay_id AND f.starttime < w.hi
              AND ((f.is_bolus AND f.starttime >= w.lo) OR (NOT f.is_bolus AND f.endtime > w.lo))
         GROUP BY w.rid"""
 
 
 def _nee_sql(win: str) -> str:
-    """Max over [lo, hi) of the summed NE-equivalent rate of all vasopressor rows running at that instant."""
+    """Max over [lo, hi) of the summed NE-equivalent rate of all vasopressor rows running at that instant.
+
+    Sums are rounded to 6 decimals: parallel aggregation adds in no fixed order, and an unrounded 0.1 + ε would
+    flip the SOFA cut-point ``NEE > 0.1`` between runs."""
     return f"""
         WITH r AS (
             SELECT w.rid, greatest(v.starttime, w.lo) AS s, least(v.endtime, w.hi) AS e, v.nee
             FROM {win} w JOIN _vaso v ON v.stay_id = w.stay_id AND v.starttime < w.hi AND v.endtime > w.lo),
         p AS (SELECT DISTINCT rid, s AS tau FROM r),
-        tot AS (SELECT p.rid, p.tau, sum(r.nee) AS v FROM p JOIN r ON r.rid = p.rid AND r.s <= p.tau AND r.e > p.tau
+        tot AS (SELECT p.rid, p.tau, round(sum(r.nee), 6) AS v
+                FROM p JOIN r ON r.rid = p.rid AND r.s <= p.tau AND r.e > p.tau
                 GROUP BY p.rid, p.tau)
         SELECT rid, max(v) AS v FROM tot GROUP BY rid"""
 
@@ -377,51 +382,69 @@ def _prepare_inputs(con: duckdb.DuckDBPyConnection) -> None:
         WHERE nee IS NOT NULL""")
 
 
+_KEY = 32
+"""(stay_id, feature) pairs are joined on one integer key stay_id · 32 + feature index."""
+_CONV = {"none": 0, "fahrenheit": 1, "pound": 2, "fio2": 3}
+
+
+def _item_map(step_h: float) -> str:
+    """VALUES rows (itemid, source 0 = chartevents / 1 = labevents, fidx, conversion, low, high)."""
+    fp = {n: (i, lo, hi) for n, i, lo, hi, _ in _fparams(step_h)}
+    rows = []
+    for src, items in ((0, _CHART_MAP), (1, F.LAB_ITEMS)):
+        for itemid, name in items.items():
+            i, lo, hi = fp[name]
+            conv = ("fahrenheit" if itemid in F.FAHRENHEIT_ITEMS else "pound" if itemid in F.POUND_ITEMS
+                    else "fio2" if name == "fio2" else "none")
+            rows.append(f"({itemid}, {src}, {i}, {_CONV[conv]}, {lo!r}, {hi!r})")
+    return ", ".join(rows)
+
+
 def _states_sql(step_h: float) -> str:
     fp = _fparams(step_h)
-    values = ", ".join(f"('{n}', {i}, {lo!r}, {hi!r}, {h!r})" for n, i, lo, hi, h in fp)
-    chart = ", ".join(f"({k}, '{v}')" for k, v in _CHART_MAP.items())
-    lab = ", ".join(f"({k}, '{v}')" for k, v in F.LAB_ITEMS.items())
+    assert len(fp) < _KEY
+    values = ", ".join(f"({i}, {h!r})" for _, i, _, _, h in fp)
     max_back = _us(max(max(h for *_, h in fp) / 3600e6, step_h))
     urine = _ids(F.URINE_ITEMS | F.URINE_SUBTRACT_ITEMS)
     sub = _ids(F.URINE_SUBTRACT_ITEMS)
-    fahr, lb = _ids(F.FAHRENHEIT_ITEMS), _ids(F.POUND_ITEMS)
+    u = _OBSERVED.index("urine")
+    conv = f"""CASE m.conv WHEN {_CONV['fahrenheit']} THEN (x.valuenum - 32) / 1.8
+                           WHEN {_CONV['pound']} THEN x.valuenum * {F.LB_TO_KG}
+                           WHEN {_CONV['fio2']} THEN CASE WHEN x.valuenum <= 1 THEN x.valuenum
+                                                          WHEN x.valuenum > 20 THEN x.valuenum / 100 END
+                           ELSE x.valuenum END"""
     return f"""
-    CREATE OR REPLACE TEMP TABLE _fp AS SELECT * FROM (VALUES {values}) t(feature, fidx, low, high, hold_us);
+    CREATE OR REPLACE TEMP TABLE _fp AS SELECT * FROM (VALUES {values}) t(fidx, hold_us);
+    CREATE OR REPLACE TEMP TABLE _imap AS
+        SELECT * FROM (VALUES {_item_map(step_h)}) t(itemid, src, fidx, conv, low, high);
     CREATE OR REPLACE TEMP TABLE _obs AS
     WITH ce AS (
-        SELECT c.stay_id, c.charttime, m.feature, CASE
-                 WHEN c.itemid IN ({fahr}) THEN (c.valuenum - 32) / 1.8
-                 WHEN c.itemid IN ({lb}) THEN c.valuenum * {F.LB_TO_KG}
-                 ELSE c.valuenum END AS v
-        FROM chartevents c JOIN (VALUES {chart}) m(itemid, feature) ON c.itemid = m.itemid
-        JOIN _gstay s ON c.stay_id = s.stay_id
-        WHERE c.valuenum IS NOT NULL AND c.charttime < s.t_max
-          AND c.charttime >= s.t_min - to_microseconds({max_back})),
+        SELECT x.stay_id * {_KEY} + m.fidx AS key, x.charttime, {conv} AS v, m.low, m.high
+        FROM chartevents x JOIN _imap m ON x.itemid = m.itemid AND m.src = 0
+        JOIN _gstay s ON x.stay_id = s.stay_id
+        WHERE x.valuenum IS NOT NULL AND x.charttime < s.t_max
+          AND x.charttime >= s.t_min - to_microseconds({max_back})),
     le AS (
-        SELECT s.stay_id, l.charttime, m.feature, l.valuenum AS v
-        FROM labevents l JOIN (VALUES {lab}) m(itemid, feature) ON l.itemid = m.itemid
-        JOIN _gstay s ON l.subject_id = s.subject_id
-        WHERE l.valuenum IS NOT NULL AND l.charttime < s.t_max
-          AND l.charttime >= s.t_min - to_microseconds({max_back})),
-    raw AS (
-        SELECT stay_id, charttime, feature,
-               CASE WHEN feature <> 'fio2' OR v <= 1 THEN v WHEN v > 20 THEN v / 100 END AS v
-        FROM (SELECT * FROM ce UNION ALL SELECT * FROM le)),
-    ok AS (SELECT r.stay_id, r.charttime, p.fidx, r.v FROM raw r JOIN _fp p ON r.feature = p.feature
-           WHERE r.v BETWEEN p.low AND p.high),
+        SELECT s.stay_id * {_KEY} + m.fidx AS key, x.charttime, {conv} AS v, m.low, m.high
+        FROM labevents x JOIN _imap m ON x.itemid = m.itemid AND m.src = 1
+        JOIN _gstay s ON x.subject_id = s.subject_id
+        WHERE x.valuenum IS NOT NULL AND x.charttime < s.t_max
+          AND x.charttime >= s.t_min - to_microseconds({max_back})),
     ur AS (
-        SELECT o.stay_id, o.charttime, (SELECT fidx FROM _fp WHERE feature = 'urine') AS fidx,
+        SELECT o.stay_id * {_KEY} + {u} AS key, o.charttime,
                CASE WHEN o.itemid IN ({sub}) THEN -o.value ELSE o.value END AS v
         FROM (SELECT DISTINCT stay_id, charttime, itemid, value FROM outputevents WHERE itemid IN ({urine})) o
         JOIN _gstay s ON o.stay_id = s.stay_id
         WHERE o.value >= 0 AND o.charttime >= s.intime AND o.charttime < s.t_max),
-    agg AS (SELECT stay_id, fidx, charttime, sum(v) AS s, count(*) AS n
-            FROM (SELECT * FROM ok UNION ALL SELECT * FROM ur) GROUP BY stay_id, fidx, charttime)
-    SELECT stay_id, fidx, charttime, s / n AS last_v,
-           sum(s) OVER w AS cs, sum(n) OVER w AS cn
-    FROM agg WINDOW w AS (PARTITION BY stay_id, fidx ORDER BY charttime ROWS UNBOUNDED PRECEDING);
-    CREATE OR REPLACE TEMP TABLE _gf AS SELECT g.rid, g.stay_id, g.t, g.t_lo, p.fidx, p.hold_us
+    agg AS (SELECT key, charttime, sum(v) AS s, count(*) AS n
+            FROM (SELECT key, charttime, v FROM ce WHERE v BETWEEN low AND high
+                  UNION ALL SELECT key, charttime, v FROM le WHERE v BETWEEN low AND high
+                  UNION ALL SELECT key, charttime, v FROM ur)
+            GROUP BY key, charttime)
+    SELECT key, charttime, s / n AS last_v, sum(s) OVER w AS cs, sum(n) OVER w AS cn
+    FROM agg WINDOW w AS (PARTITION BY key ORDER BY charttime ROWS UNBOUNDED PRECEDING);
+    CREATE OR REPLACE TEMP TABLE _gf AS SELECT g.rid, g.stay_id * {_KEY} + p.fidx AS key, p.fidx, g.t, g.t_lo,
+                                               p.hold_us
         FROM _g g CROSS JOIN _fp p;
     CREATE OR REPLACE TEMP TABLE _long AS
     SELECT g.rid, g.fidx,
@@ -431,8 +454,8 @@ def _states_sql(step_h: float) -> str:
            coalesce(a.cs, 0) AS cs1, coalesce(a.cs, 0) - coalesce(b.cs, 0) AS sdiff,
            coalesce(a.cn, 0) - coalesce(b.cn, 0) AS ndiff
     FROM _gf g
-    ASOF LEFT JOIN _obs a ON g.stay_id = a.stay_id AND g.fidx = a.fidx AND g.t > a.charttime
-    ASOF LEFT JOIN _obs b ON g.stay_id = b.stay_id AND g.fidx = b.fidx AND g.t_lo > b.charttime;
+    ASOF LEFT JOIN _obs a ON g.key = a.key AND g.t > a.charttime
+    ASOF LEFT JOIN _obs b ON g.key = b.key AND g.t_lo > b.charttime;
     """
 
 
@@ -470,7 +493,10 @@ def compute_states(con: duckdb.DuckDBPyConnection, grid: pd.DataFrame, step_h: f
     assert len(wide["rid"]) == n, "every grid row has a long-form row per feature"
 
     def col(name: str) -> np.ndarray:
-        return np.asarray(pd.array(wide[name], dtype="Float64").to_numpy(dtype=np.float64, na_value=np.nan))
+        # rounded to 6 decimals: window means are differences of running sums, whose last bits depend on how much
+        # history the query saw; unrounded, a P/F of 300 ± 1e-13 would flip a SOFA cut-point between calls
+        v = pd.array(wide[name], dtype="Float64").to_numpy(dtype=np.float64, na_value=np.nan)
+        return np.round(v, 6)
 
     out: dict[str, np.ndarray] = {}
     for name in _OBSERVED:
@@ -481,7 +507,7 @@ def compute_states(con: duckdb.DuckDBPyConnection, grid: pd.DataFrame, step_h: f
     parts = [np.where(np.isnan(col(p)), _GCS_PARTS[p][1], col(p)) for p in _GCS_PARTS]
     out["gcs"] = np.clip(parts[0] + parts[1] + parts[2], F.BY_NAME["gcs"].low, F.BY_NAME["gcs"].high)
     pf = F.BY_NAME["pf_ratio"]
-    out["pf_ratio"] = np.clip(out["pao2"] / out["fio2"], pf.low, pf.high)
+    out["pf_ratio"] = np.clip(np.round(out["pao2"] / out["fio2"], 6), pf.low, pf.high)
     # sums are not clipped above: a step above the feature's high bound is an exclusion rule of the cohort
     out["urine_cum"] = np.maximum(np.nan_to_num(col("urine_cum")), 0.0)
     out["urine_step"] = np.maximum(np.nan_to_num(col("urine_step")), 0.0)
@@ -539,9 +565,9 @@ def sofa_4h(pf: np.ndarray, platelets: np.ndarray, bilirubin: np.ndarray, map_: 
     """AI-Clinician 4-hour SOFA (mimic-iv-reference §4.4): sum of six organ scores, each 0–4.
 
     Respiration P/F <400/300/200/100 → 1–4 (no ventilation condition); coagulation platelets <150/100/50/20;
-    liver bilirubin ≥1.2/2/6/12; cardiovascular MAP <70 → 1, <65 → 2, NEE >0 → 3, >0.1 → 4; CNS GCS ≤14/12/9/5
-    → 1–4; renal creatinine ≥1.2/2/3.5/5 or urine in the step <84 → 3, <34 → 4 mL per 4 h (scaled by step_h/4;
-    ``urine`` NaN = not charted, criterion skipped).
+    liver bilirubin ≥1.2/2/6/12; cardiovascular MAP <70 → 1, <65 → 2, NEE >0 → 3, >0.1 → 4;
+    CNS GCS ≤14/12/9/5 → 1–4; renal creatinine ≥1.2/2/3.5/5 or urine in the step <84 → 3, <34 → 4 mL per 4 h
+    (scaled by step_h/4; ``urine`` NaN = not charted, criterion skipped).
     """
     def grade(x: np.ndarray, cuts: tuple[float, ...], below: bool) -> np.ndarray:
         s = np.zeros(x.shape, dtype=np.float64)

@@ -22,8 +22,8 @@ from ogsrl.cohort import features as cf
 from ogsrl.cohort.extract import CohortConfig, extract, split_stays
 from ogsrl.config import build
 from ogsrl.costs import build_costs
-from ogsrl.data.contract import CONTRACT_VERSION, SPLITS, check_trajectories, contract_columns, cost_columns_of
-from ogsrl.data.contract import read_metadata
+from ogsrl.data.contract import (CONTRACT_VERSION, SPLITS, check_trajectories, contract_columns, cost_columns_of,
+                                 read_metadata)
 from ogsrl.data.sources import resolve
 from ogsrl.errors import DataError
 from ogsrl.io import atomic_path, write_json

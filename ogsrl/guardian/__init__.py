@@ -8,7 +8,11 @@ reads either from a saved directory.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
 
 from ogsrl.guardian.base import Guardian, GuardianCertificate
 from ogsrl.guardian.christoffel import ChristoffelConfig, ChristoffelGuardian
@@ -34,7 +38,29 @@ def load(path: str | Path, feature_names: tuple[str, ...] | list[str] | None = N
     return KINDS[kind].load(path, feature_names)
 
 
+def as_guard(
+    guardian: Guardian, state_features: Sequence[str], action_names: Sequence[str] = ("fluid_ml", "nee_max")
+) -> Callable[[npt.ArrayLike, npt.ArrayLike], npt.NDArray[np.bool_]]:
+    """``guard(obs (B, S), act (B, A)) -> inside (B,)`` for the world-model env, reordering columns by name.
+
+    ``state_features`` / ``action_names`` name the caller's obs / act columns; every guardian input must be among
+    them (ValueError otherwise), extra caller columns are ignored.
+    """
+    have = [*state_features, *action_names]
+    missing = [n for n in guardian.feature_names if n not in have]
+    if missing:
+        raise ValueError(f"guardian inputs {missing} are not among the caller's columns {have}")
+    order = np.array([have.index(n) for n in guardian.feature_names], dtype=np.intp)
+
+    def guard(obs: npt.ArrayLike, act: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+        x = np.concatenate([np.asarray(obs, dtype=np.float64), np.asarray(act, dtype=np.float64)], axis=1)
+        return guardian.contains(x[:, order])  # (B, S + A) → (B, D) in the guardian's column order
+
+    return guard
+
+
 __all__ = [
+    "as_guard",
     "CalibrationConfig",
     "ChristoffelConfig",
     "ChristoffelGuardian",

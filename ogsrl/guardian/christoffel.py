@@ -129,6 +129,8 @@ class ChristoffelGuardian:
         self.whitener: npt.NDArray[np.float64] | None = None  # W = L⁻ᵀ, (m, m)
         self.n_fit = 0
         self._cert: GuardianCertificate | None = None
+        self.assessed_scores: npt.NDArray[np.float64] | None = None
+        """scores (T,) of the test rows scored by the last assess(), for re-thresholding without re-scoring"""
         self._w_torch: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
 
     # ---- fitting ------------------------------------------------------------------------------------------
@@ -162,7 +164,10 @@ class ChristoffelGuardian:
         return self
 
     def calibrate(self, x_cal: FloatArray, *, rng: np.random.Generator | None = None) -> Self:
-        """Threshold from the scores of the calibration split ``x_cal (M, D)`` (rule in ``calibration``)."""
+        """Threshold from the scores of the calibration split ``x_cal (M, D)`` (rule in ``calibration``).
+
+        Every row is scored; ``rng`` is accepted for the :class:`Guardian` protocol and unused.
+        """
         scores = self.score(x_cal)
         c = self.calibration
         thr, rank = conformal.threshold(scores, c.alpha_c, c.delta, c.rule)
@@ -185,7 +190,8 @@ class ChristoffelGuardian:
     def assess(self, x_test: FloatArray, *, rng: np.random.Generator, volume_samples: int) -> Self:
         """Record test coverage on ``x_test (T, D)`` and the Monte-Carlo volume proxy in the certificate."""
         cert = self.certificate()
-        inside = self.contains(x_test)
+        self.assessed_scores = self.score(x_test)
+        inside = self.assessed_scores <= cert.threshold
         vol = volume_proxy(self._score_scaled, cert.threshold, self._require_fit()[0], rng, volume_samples)
         self._cert = dataclasses.replace(
             cert,

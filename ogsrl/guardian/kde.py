@@ -75,6 +75,8 @@ class KDEGuardian:
         self.centres: npt.NDArray[np.float64] | None = None  # scaled training points (N, D)
         self._kde: KernelDensity | None = None
         self._cert: GuardianCertificate | None = None
+        self.assessed_scores: npt.NDArray[np.float64] | None = None
+        """scores (T,) of the test rows scored by the last assess(), for re-thresholding without re-scoring"""
 
     def fit(self, x_fit: FloatArray) -> Self:
         """Scale ``x_fit (N, D)`` and build the KDE over all its rows."""
@@ -125,7 +127,8 @@ class KDEGuardian:
         """Record test coverage (on ≤ max_eval rows) and the volume proxy (≤ max_eval draws) in the certificate."""
         cert = self.certificate()
         x = self._subsample(check_matrix(x_test, self.feature_names, "guardian test split"), rng)
-        inside = self.contains(x)
+        self.assessed_scores = self.score(x)
+        inside = self.assessed_scores <= cert.threshold
         n_vol = min(volume_samples, self.cfg.max_eval)
         vol = volume_proxy(self._score_scaled, cert.threshold, self._require_fit()[0], rng, n_vol)
         self._cert = dataclasses.replace(

@@ -42,8 +42,9 @@ class OPEConfig:
 
     gamma: float = 1.0
     """discount γ of the reward and cost returns (1: undiscounted, as ``ogsrl truth`` reports the return)"""
-    weight_clip: float | None = None
-    """cap on each stay's importance weight Π_t ρ_t (null: no cap; 1 = on-policy weight)"""
+    weight_clip: float | None = 20.0
+    """cap on each stay's importance weight Π_t ρ_t for the extra ``*_clip`` estimators (null: none; the mean weight
+    under a correct π̂_b is 1)"""
     n_boot: int = 2000
     """bootstrap replicates (stays resampled with replacement)"""
     ci_level: float = 0.95
@@ -82,23 +83,29 @@ def estimate_all(
 ) -> dict[tuple[str, str], wis.Estimate]:
     """(estimator, target) → Estimate for every target of the report.
 
-    Targets: ``return`` (discounted by γ) and each cost column's discounted return with WIS and PDWIS;
-    ``rate_<cost>`` (share of steps breaking the rule) and ``mortality_hosp`` (in-hospital death, the outcome placed
-    on a stay's last step, undiscounted) with WIS. ``off_policy`` False: the behaviour policy's own values (all
-    ratios 1, i.e. plain sample means; estimator name ``onpolicy``).
+    Targets: ``return`` (discounted by γ) and each cost column's discounted return, with WIS and PDWIS;
+    ``rate_<cost>`` (share of steps breaking the rule) and ``mortality_hosp`` (in-hospital death placed on a stay's
+    last step, undiscounted) with WIS. Estimators ``wis``/``pdwis`` use the raw weights; with ``ope.weight_clip``
+    set, ``wis_clip``/``pdwis_clip`` repeat them with capped weights. ``off_policy`` False: the behaviour policy's
+    own values (all ratios 1, i.e. plain sample means; estimator ``onpolicy``).
     """
     v, mask = episodes.values, episodes.mask
-    log_ratio = v["log_ratio"] if off_policy else np.zeros_like(v["log_ratio"])
-    kw = {"clip": cfg.weight_clip if off_policy else None, "n_boot": cfg.n_boot, "level": cfg.ci_level}
-    discounted = {"wis": wis.wis, "pdwis": wis.pdwis} if off_policy else {"onpolicy": wis.wis}
-    plain = "wis" if off_policy else "onpolicy"
+    if off_policy:
+        variants = [("", None)] + ([("_clip", cfg.weight_clip)] if cfg.weight_clip is not None else [])
+        log_ratio = v["log_ratio"]
+    else:
+        variants, log_ratio = [("onpolicy", None)], np.zeros_like(v["log_ratio"])
     out = {}
-    for name, fn in discounted.items():
-        for target in (RETURN, *cost_columns):
-            out[(name, target)] = fn(v[target], log_ratio, mask, cfg.gamma, rng, **kw)
-    for col in cost_columns:
-        out[(plain, f"rate_{col}")] = wis.wis_rate(v[col], log_ratio, mask, rng, **kw)
-    out[(plain, MORTALITY)] = wis.wis(v[MORTALITY], log_ratio, mask, 1.0, rng, **kw)
+    for suffix, clip in variants:
+        kw = {"clip": clip, "n_boot": cfg.n_boot, "level": cfg.ci_level}
+        fns = {"wis": wis.wis, "pdwis": wis.pdwis} if off_policy else {"": wis.wis}
+        plain = f"wis{suffix}" if off_policy else suffix
+        for name, fn in fns.items():
+            for target in (RETURN, *cost_columns):
+                out[(f"{name}{suffix}", target)] = fn(v[target], log_ratio, mask, cfg.gamma, rng, **kw)
+        for col in cost_columns:
+            out[(plain, f"rate_{col}")] = wis.wis_rate(v[col], log_ratio, mask, rng, **kw)
+        out[(plain, MORTALITY)] = wis.wis(v[MORTALITY], log_ratio, mask, 1.0, rng, **kw)
     return out
 
 

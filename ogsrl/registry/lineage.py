@@ -4,7 +4,8 @@ workspace still holds exactly those bytes.
 At registration :func:`collect` records, as the run artifact ``lineage.json``:
 
 * git commit and dirty flag of the project checkout;
-* ``dvc.lock`` parsed (every stage's deps/outs with DVC's md5) and the params the pipeline ran with;
+* ``dvc.lock`` parsed (every stage's deps/outs with DVC's md5) and the params the pipeline ran with (secrets such
+  as ``cohort.salt`` only as a sha256 fingerprint);
 * a **sha256 manifest** of every dvc.lock dep/out and every registered input (policy, guardian, OPE metrics,
   validation reports): per file its sha256, per directory a sha256 per contained file;
 * the validation reports, the guardian certificate and the OPE metrics (contents);
@@ -14,8 +15,8 @@ At registration :func:`collect` records, as the run artifact ``lineage.json``:
 :func:`verify` recomputes in a workspace (this one, or a checkout of the recorded commit after ``dvc pull``)
 (1) DVC's own md5 of each dvc.lock path — a file's md5 is the md5 of its bytes; a directory's is the md5 of its
 ``.dir`` listing, i.e. ``json.dumps(sorted([{"md5": m, "relpath": p}, ...]), sort_keys=True)`` + ``".dir"`` (the
-scheme of ``dvc_data.hashfile.tree.Tree``), skipping what ``.dvcignore`` excludes — and (2) the sha256 manifest, which names the exact files that were
-added, removed or changed inside a directory.
+scheme of ``dvc_data.hashfile.tree.Tree``), skipping what ``.dvcignore`` excludes — and (2) the sha256 manifest,
+which names the exact files that were added, removed or changed inside a directory.
 """
 
 from __future__ import annotations
@@ -194,6 +195,26 @@ def data_source(params: Mapping[str, Any], root: Path, hash_raw_files: bool = Tr
     return {"kind": str(kind)}
 
 
+SECRET_KEYS = frozenset({"salt"})
+"""params keys whose values are secrets (the pseudonymisation salt): recorded only as a sha256 fingerprint."""
+
+
+def redact(params: Any) -> Any:
+    """Copy of ``params`` with every secret value replaced by ``"sha256:<first 16 hex>"`` of it.
+
+    The salt must never leave the project: with it, salted stay keys could be linked back to stay ids by brute
+    force. The fingerprint still tells whether two runs used the same salt.
+    """
+    if isinstance(params, Mapping):
+        return {
+            k: (f"sha256:{hashlib.sha256(str(v).encode()).hexdigest()[:16]}" if k in SECRET_KEYS else redact(v))
+            for k, v in params.items()
+        }
+    if isinstance(params, (list, tuple)):
+        return [redact(v) for v in params]
+    return params
+
+
 def _read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
@@ -232,7 +253,7 @@ def collect(
         "git": git_info(root),
         "dvc_lock": lock,
         "manifest": manifest,
-        "params": json.loads(json.dumps(params, default=str)),
+        "params": json.loads(json.dumps(redact(params), default=str)),
         "validation": {r: _read_json(root / r) for r in validation_reports},
         "certificate": _read_json(root / certificate) if certificate else None,
         "ope": _read_json(root / ope_metrics),

@@ -141,7 +141,8 @@ def register(params: Mapping[str, Any], root: Path, *, tracking_uri: str | None 
     """Bundle, log and register the trained policy as a new `challenger` version (`ogsrl register`).
 
     Returns:
-        ``{"model_name", "version", "run_id", "model_uri", "guardian_bundled"}``.
+        ``{"model_name", "version", "run_id", "model_uri", "guardian_bundled", "cost_model_bundled",
+        "tracking_uri"}``.
     """
     import mlflow
 
@@ -150,6 +151,8 @@ def register(params: Mapping[str, Any], root: Path, *, tracking_uri: str | None 
     root = Path(root).resolve()
     cfg = registry_config(params)
     policy_dir = root / cfg.policies_dir / cfg.method
+    if not policy_dir.is_dir():
+        raise FileNotFoundError(f"no trained policy {cfg.method!r} at {policy_dir} (run the pipeline first)")
     guardian_dir = root / cfg.guardian_dir
     has_guardian = (guardian_dir / "certificate.json").is_file()
     cost_dir = root / cfg.cost_model_dir
@@ -248,7 +251,12 @@ def promote(
         if cand is None:
             raise ValueError(f"no version of {cfg.model_name} holds alias {gate_mod.CHALLENGER!r}; run register first")
     else:
-        cand = client.get_model_version(cfg.model_name, str(version))
+        import mlflow
+
+        try:
+            cand = client.get_model_version(cfg.model_name, str(version))
+        except mlflow.exceptions.MlflowException as exc:
+            raise ValueError(f"{cfg.model_name} v{version}: {exc.message}") from exc
     champ = _alias_version(client, cfg.model_name, gate_mod.CHAMPION)
     if champ is not None and str(champ.version) == str(cand.version):
         raise ValueError(f"{cfg.model_name} v{cand.version} already is the {gate_mod.CHAMPION}")
@@ -281,9 +289,14 @@ def lineage(
         ``{"uri", "links", "record", "text"}`` plus, with ``verify``, ``"verified"`` (bool) and ``"differences"``
         (list of ``{path, kind, detail}``).
     """
+    import mlflow
+
     root = Path(root).resolve()
     client, _, _ = mlflow_client(params, root, tracking_uri)
-    out = lineage_mod.resolve(client, uri)
+    try:
+        out = lineage_mod.resolve(client, uri)
+    except mlflow.exceptions.MlflowException as exc:
+        raise ValueError(f"cannot resolve {uri}: {exc.message}") from exc
     out["text"] = lineage_mod.render(out)
     if verify:
         diffs = lineage_mod.verify(out["record"], root)
@@ -308,6 +321,10 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
         "registry/promoted": dec["promote"],
         "registry/summary": dec["summary"],
         **{f"gate/{c['name']}": c["passed"] for c in dec["checks"]},
+        "next/lineage": f"ogsrl lineage models:/{cfg.model_name}@{gate_mod.CHAMPION} --verify",
+        "next/mlflow_ui": f"mlflow ui --backend-store-uri {reg['tracking_uri']}"
+        if reg["tracking_uri"].startswith("sqlite:") else f"open {reg['tracking_uri']}",
+        "next/report": str(root / cfg.report),
     }
     write_json(root / cfg.report, metrics)
     return metrics

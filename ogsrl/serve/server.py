@@ -241,6 +241,29 @@ def serve_config(params: Mapping[str, Any]) -> ServeConfig:
     return config.build(ServeConfig, params.get("serve") or {}, "serve")
 
 
+def build_server(
+    params: Mapping[str, Any],
+    root: Path,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    model_uri: str | None = None,
+    tracking_uri: str | None = None,
+) -> tuple[ThreadingHTTPServer, ServeConfig]:
+    """Load the model named by params `serve` (arguments override it) and bind, but do not start, the server."""
+    import dataclasses
+
+    cfg = serve_config(params)
+    overrides = {k: v for k, v in {"host": host, "port": port, "model_uri": model_uri}.items() if v is not None}
+    cfg = dataclasses.replace(cfg, **overrides)  # re-runs __post_init__ validation
+    if cfg.model_uri.startswith("models:/"):
+        from ogsrl.registry.stage import mlflow_client
+
+        mlflow_client(params, Path(root), tracking_uri)  # points MLflow's registry at the project store
+    recommender, info = load_recommender(cfg.model_uri, Path(root))
+    return make_server(recommender, cfg, info), cfg
+
+
 def serve(
     params: Mapping[str, Any],
     root: Path,
@@ -251,17 +274,7 @@ def serve(
     tracking_uri: str | None = None,
 ) -> None:
     """Serve until interrupted (`ogsrl serve [--host H] [--port P] [--model-uri URI]`)."""
-    import dataclasses
-
-    cfg = serve_config(params)
-    overrides = {k: v for k, v in {"host": host, "port": port, "model_uri": model_uri}.items() if v is not None}
-    cfg = dataclasses.replace(cfg, **overrides)  # re-runs __post_init__ validation
-    if cfg.model_uri.startswith("models:/"):
-        from ogsrl.registry.stage import _client
-
-        mlflow_client(params, Path(root), tracking_uri)  # points MLflow's registry at the project store
-    recommender, info = load_recommender(cfg.model_uri, Path(root))
-    server = make_server(recommender, cfg, info)
+    server, cfg = build_server(params, root, host=host, port=port, model_uri=model_uri, tracking_uri=tracking_uri)
     host_, port_ = server.server_address[:2]
     log.info("serving %s on http://%s:%s (POST /recommend)", cfg.model_uri, host_, port_)
     try:

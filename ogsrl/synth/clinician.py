@@ -185,7 +185,8 @@ class BehaviourPolicy:
     feature_names: tuple[str, ...] = FEATURES
 
     def act(self, obs: FloatArray, rng: np.random.Generator | None = None) -> FloatArray:
-        """Sample (rng given) or return the regular-mode median action of the average attending (rng None)."""
+        """Sample (rng given; attending drawn uniformly per row) or, with rng None, the regular-mode median action
+        of attending 0 (each dimension 0 where its probability of a non-zero action is below ½)."""
         obs = np.asarray(obs, dtype=np.float64)
         if rng is None:
             p = mixture_params(obs, np.zeros(len(obs), dtype=np.int64))

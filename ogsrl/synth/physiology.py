@@ -26,6 +26,9 @@ LEAK_H = 0.07             # fraction of (volume + 1500 mL) leaking per hour at f
 LUNG_SHARE = 0.35         # share of the leak that becomes extravascular lung water
 LUNG_CLEAR_H = 0.012      # lung-water clearance per hour
 LUNG_SCALE = 1200.0       # mL of lung water that divides P/F by e
+PAO2_TARGET = 68.0        # mmHg: PaO2 the bedside team titrates FiO2 to
+FIO2_ROUND_H = 0.30       # probability per hour that FiO2 is re-titrated
+INTUBATE_PF = 130.0       # native P/F below which intubation is considered (probability 0.3/h)
 URINE_BASE = 1.2         # mL/kg/h urine output of a well-perfused, euvolaemic kidney
 URINE_UNREPLACED = 0.35   # share of urine output not replaced by enteral/drug intake and interstitial refill
 
@@ -155,7 +158,7 @@ def observables(p: Patients) -> dict[str, Arr]:
 
 
 def urine_rate(p: Patients, o: dict[str, Arr]) -> Arr:
-    """Urine output mL/h: weight × 1 mL/kg/h × kidney function × renal perfusion × volume status."""
+    """Urine output mL/h: weight × URINE_BASE × kidney function × renal perfusion × volume status."""
     perf = 1.0 / (1.0 + np.exp(-(o["map"] - 58.0) / 5.0))
     vol = 1.0 + 0.35 * np.tanh(p.volume / 1000.0)
     return p.weight * URINE_BASE * np.clip(1.0 - p.kidney, 0.03, 1.0) * perf * vol
@@ -199,14 +202,18 @@ def step_hour(p: Patients, fluid_ml: Arr, nee: Arr, on_abx: Arr, rng: np.random.
     # ventilation: intubate when oxygenation or consciousness fails; extubate when recovered
     pf_native = o["pf_ratio"] / np.where(p.vent > 0, 1.4, 1.0)
     u = rng.random(len(p.age))
-    intubate = (p.vent == 0) & (((pf_native < 150) & (u < 0.35)) | ((o["gcs"] < 8) & (u < 0.5)))
+    intubate = (p.vent == 0) & (((pf_native < INTUBATE_PF) & (u < 0.3)) | ((o["gcs"] < 8) & (u < 0.5)))
     extubate = (p.vent > 0) & (pf_native > 250) & (o["gcs"] + 3 >= 11) & (u < 0.12)
     vent = np.where(intubate, 1.0, np.where(extubate, 0.0, p.vent))
-    # FiO2 titrated by the bedside team to PaO2 ≈ 75 mmHg (room air when enough; ≤ 0.6 without a ventilator)
+    # FiO2 titrated by the bedside team to PaO2 ≈ PAO2_TARGET (room air when enough; ≤ 0.5 without a ventilator)
     pf_next = pf_native * np.where(vent > 0, 1.4, 1.0)
-    need = np.ceil(75.0 / np.maximum(pf_next, 1.0) * 20.0) / 20.0
+    need = np.ceil(PAO2_TARGET / np.maximum(pf_next, 1.0) * 20.0) / 20.0
     fio2 = np.clip(need, 0.21, np.where(vent > 0, 1.0, 0.5))
     fio2 = np.where(fio2 < 0.25, 0.21, fio2)
+    # FiO2 is re-titrated at bedside rounds (probability FIO2_ROUND_H per hour), at once when SpO2 < 88 or the
+    # airway changes; in between it stays, so worsening lungs show up as desaturation
+    retitrate = (rng.random(len(p.age)) < FIO2_ROUND_H) | (o["spo2"] < 88) | (vent != p.vent)
+    fio2 = np.where(retitrate, fio2, p.fio2)
     for name, new in (("infection", infection), ("volume", volume), ("lung_water", lung), ("kidney", kidney),
                       ("creat", creat), ("lactate", lactate), ("bili", bili), ("plt", plt), ("map_noise", noise),
                       ("vent", vent), ("fio2", fio2)):

@@ -14,7 +14,7 @@ class ValidationConfig:
     that the extraction drops; GE `mostly`)"""
     nonneg_mostly: float = 0.999
     """share of amounts, volumes, rates and durations that must be >= 0"""
-    full_max_rows: int = 1_000_000
+    full_max_rows: int = 200_000
     """event tables up to this many rows are validated in full by GE; larger ones get exact DuckDB counts plus a
     GE run on a seeded sample"""
     sample_rows: int = 100_000

@@ -50,6 +50,8 @@ class Rule:
     """share of checked (non-null) rows that must pass, as GE's `mostly`"""
     label_column: str = ""
     """summary frames: the frame column holding the real column name; failures are reported under those names"""
+    unit: str = "rows"
+    """what one element of the frame is, for the summary text (rows, columns, stays, tables, ...)"""
 
     def __post_init__(self) -> None:
         if self.kind not in ("between", "not_null", "in_set", "unique", "compound_unique", "contains_set"):
@@ -157,6 +159,8 @@ class Outcome:
     """observed value for aggregate expectations"""
     error: str = ""
     """exception text if GE could not evaluate the expectation"""
+    unit: str = "rows"
+    """what the counts count (rows, columns, stays, required values, ...)"""
     extra: dict[str, Any] = field(default_factory=dict)
     """anything else worth keeping in the JSON summary"""
 
@@ -169,8 +173,8 @@ class Outcome:
         if self.unexpected_count is not None:
             n = "?" if self.element_count is None else str(self.element_count)
             pct = f", {self.unexpected_percent:.3g}%" if self.unexpected_percent is not None else ""
-            text += f" — {self.unexpected_count} of {n} rows unexpected{pct}"
-        elif self.observed:
+            text += f" — {self.unexpected_count} of {n} {self.unit} unexpected{pct}"
+        if self.observed:
             text += f" — observed {self.observed}"
         if self.examples:
             text += f"; e.g. {', '.join(self.examples)}"
@@ -210,11 +214,7 @@ def run_suite(
     nothing is written to the context's stores between suites.
     """
     gx = _quiet()
-    try:
-        batch_def = ctx.data_sources.get("ogsrl").get_asset("frames").get_batch_definition("whole")
-    except (KeyError, LookupError, ValueError) + _gx_lookup_errors():
-        asset = ctx.data_sources.add_pandas("ogsrl").add_dataframe_asset("frames")
-        batch_def = asset.add_batch_definition_whole_dataframe("whole")
+    batch_def = _batch_definition(ctx)
     suite = gx.ExpectationSuite(name=name, expectations=[r.expectation(i) for i, r in enumerate(rules)])
     fmt: dict[str, Any] = {"result_format": "COMPLETE", "partial_unexpected_count": 5}
     idx = [c for c in index_columns if c in frame.columns]
@@ -226,10 +226,12 @@ def run_suite(
     return result
 
 
-def _gx_lookup_errors() -> tuple[type[Exception], ...]:
-    from great_expectations.exceptions import DataContextError
-
-    return (DataContextError,)
+def _batch_definition(ctx: Any) -> Any:
+    """The context's single whole-dataframe batch definition, created on first use."""
+    if "ogsrl" not in ctx.data_sources.all():
+        asset = ctx.data_sources.add_pandas("ogsrl").add_dataframe_asset("frames")
+        return asset.add_batch_definition_whole_dataframe("whole")
+    return ctx.data_sources.get("ogsrl").get_asset("frames").get_batch_definition("whole")
 
 
 def _short(v: Any) -> str:
@@ -281,12 +283,13 @@ def outcomes(
                 suite=suite,
                 table=rule.table,
                 column=column,
+                unit="required values" if rule.kind == "contains_set" else rule.unit,
                 expectation=res.expectation_config.type,
                 what=rule.what,
                 success=bool(res.success),
                 gating=gating,
-                element_count=r.get("element_count"),
-                unexpected_count=r.get("unexpected_count"),
+                element_count=len(rule.values) if rule.kind == "contains_set" else r.get("element_count"),
+                unexpected_count=r.get("missing_count") if rule.kind == "contains_set" else r.get("unexpected_count"),
                 unexpected_percent=None if pct is None else float(pct),
                 examples=tuple(examples),
                 observed=observed,

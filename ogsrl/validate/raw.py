@@ -8,7 +8,8 @@ error half-way through a 433 M-row file). Three levels, all evaluated by Great E
 3. ``<table>``: value rules — keys not null/unique, itemids defined in d_items/d_labitems, d_items covering the
    itemids ``ogsrl.features`` reads, raw-unit ranges per known itemid with a ``mostly`` tolerance (the documented
    charting errors, °F temperatures and FiO2-as-fraction are cleaned by the extraction, not failed here),
-   non-negative amounts/volumes/durations, intime < outtime.
+   non-negative amounts/volumes/durations, intime < outtime, and each event table holding the core MIMIC-IV
+   itemids (a foreign itemid set fails instead of extracting nothing).
    Dimension tables and event tables up to ``full_max_rows`` rows are validated in full by GE. Larger event tables
    get exact violation counts from one DuckDB aggregate per table (the gate; GE checks the resulting summary frame)
    and, for the Data Docs, a GE run on a seeded reservoir sample that does not gate.
@@ -65,7 +66,8 @@ DIMENSION_TABLES = frozenset({"patients", "admissions", "icustays", "d_items", "
 """always validated in full (uniqueness and set containment need every row)"""
 
 DERIVED: dict[str, dict[str, str]] = {
-    "icustays": {"los_h": "date_diff('second', TRY_CAST(intime AS TIMESTAMP), TRY_CAST(outtime AS TIMESTAMP)) / 3600.0"},
+    "icustays": {"los_h": "date_diff('second', TRY_CAST(intime AS TIMESTAMP), "
+                          "TRY_CAST(outtime AS TIMESTAMP)) / 3600.0"},
     "inputevents": {"duration_h": "date_diff('second', TRY_CAST(starttime AS TIMESTAMP), "
                                   "TRY_CAST(endtime AS TIMESTAMP)) / 3600.0"},
     "procedureevents": {"duration_h": "date_diff('second', TRY_CAST(starttime AS TIMESTAMP), "
@@ -78,6 +80,15 @@ KNOWN_ICU_ITEMS: tuple[int, ...] = tuple(sorted(
     | set(F.NEE_FACTORS)
 ))
 KNOWN_LAB_ITEMS: tuple[int, ...] = tuple(sorted(F.LAB_ITEMS))
+
+CORE_ITEMS: dict[str, tuple[int, ...]] = {
+    "chartevents": (220045, 220210, 220277),  # heart rate, respiratory rate, SpO2: charted in every ICU stay
+    "labevents": (50912, 51265),  # creatinine, platelets
+    "inputevents": (225158,),  # NaCl 0.9 %
+    "outputevents": (226559,),  # Foley urine
+}
+"""itemids (from ogsrl.features) every MIMIC-IV-layout download must contain: catches an unknown itemid set, e.g.
+MIMIC-III CareVue/MetaVision ids, for which the extraction would silently find nothing"""
 
 _GCS_RANGES = {"gcs_eye": (1.0, 4.0), "gcs_verbal": (1.0, 5.0), "gcs_motor": (1.0, 6.0)}
 
@@ -118,7 +129,7 @@ def value_rules(table: str, cfg: ValidationConfig, d_items: Sequence[int] | None
     """The value rules of one table. ``d_items``/``d_labitems`` are the defined itemids (None: table unusable)."""
     R = Rule
     nn = [R(table, c, "not_null", f"{c} is not null")
-          for c in TABLES[table][1] if c in ID_COLUMNS | {"itemid"} and not (table, c) in _NULLABLE]
+          for c in TABLES[table][1] if c in ID_COLUMNS | {"itemid"} and (table, c) not in _NULLABLE]
     rules: list[Rule] = list(nn)
     if table == "patients":
         rules += [R(table, "subject_id", "unique", "one row per subject_id"),
@@ -132,27 +143,35 @@ def value_rules(table: str, cfg: ValidationConfig, d_items: Sequence[int] | None
                   R(table, "los_h", "between", "intime < outtime (stay length in hours > 0)", min_value=0,
                     strict_min=True)]
     elif table in ("d_items", "d_labitems"):
-        known = KNOWN_ICU_ITEMS if table == "d_items" else KNOWN_LAB_ITEMS
-        rules += [R(table, "itemid", "unique", "one row per itemid"),
-                  R(table, "itemid", "contains_set", "defines every itemid ogsrl.features reads", values=known)]
+        rules.append(R(table, "itemid", "unique", "one row per itemid"))
+    if table in CORE_ITEMS:
+        core = CORE_ITEMS[table]
+        listed = ", ".join(map(str, core))
+        rules.append(R(table, "itemid", "contains_set",
+                       f"MIMIC-IV itemids present (at least {listed}; a MIMIC-III or foreign itemid set has none)",
+                       values=core))
     if table in ("chartevents", "inputevents", "outputevents", "procedureevents") and d_items is not None:
         rules.append(R(table, "itemid", "in_set", "itemid defined in d_items", values=tuple(d_items)))
     if table == "labevents" and d_labitems is not None:
         rules.append(R(table, "itemid", "in_set", "itemid defined in d_labitems", values=tuple(d_labitems)))
     for items, lo, hi, name in raw_ranges().get(table, []):
-        rules.append(R(table, "valuenum", "between", f"{name} (itemid {', '.join(map(str, items))}) in {lo:g}–{hi:g}",
+        rules.append(R(table, "valuenum", "between", f"{name} (itemid {', '.join(map(str, items))}) in {lo:g}–{hi:g}"
+                       f" for >= {cfg.range_mostly:.1%} of rows",
                        min_value=lo, max_value=hi, where_itemids=items, mostly=cfg.range_mostly))
     nonneg = {"inputevents": ("amount", "rate", "duration_h"), "outputevents": ("value",),
               "procedureevents": ("duration_h",)}.get(table, ())
     for c in nonneg:
-        rules.append(R(table, c, "between", f"{c} >= 0", min_value=0, mostly=cfg.nonneg_mostly))
+        rules.append(R(table, c, "between", f"{c} >= 0 for >= {cfg.nonneg_mostly:.1%} of rows", min_value=0,
+                       mostly=cfg.nonneg_mostly))
     if table == "inputevents":
         hi = F.ACTION_BOUNDS["fluid_ml"][1]
-        rules.append(R(table, "amount", "between", f"IV fluid amount per row in 0–{hi:g} mL", min_value=0,
+        rules.append(R(table, "amount", "between", f"IV fluid amount per row in 0–{hi:g} mL for >= "
+                       f"{cfg.range_mostly:.1%} of rows", min_value=0,
                        max_value=hi, where_itemids=tuple(sorted(F.FLUID_TONICITY)), mostly=cfg.range_mostly))
     if table == "outputevents":
         hi = F.BY_NAME["urine_step"].high
-        rules.append(R(table, "value", "between", f"urine volume per row in 0–{hi:g} mL", min_value=0, max_value=hi,
+        rules.append(R(table, "value", "between", f"urine volume per row in 0–{hi:g} mL for >= "
+                       f"{cfg.range_mostly:.1%} of rows", min_value=0, max_value=hi,
                        where_itemids=tuple(sorted(F.URINE_ITEMS | F.URINE_SUBTRACT_ITEMS)),
                        mostly=cfg.range_mostly))
     return rules
@@ -225,6 +244,7 @@ class _Checker:
 
         self.raw_dir, self.cfg, self.salt = raw_dir, cfg, salt
         self.con = duckdb.connect(config={"memory_limit": cfg.duckdb_memory_limit, "threads": cfg.duckdb_threads})
+        self.con.execute("SET enable_progress_bar = false")
         self.ctx = new_context()
         self.outcomes: list[Outcome] = []
         self.runs: list[tuple[str, Any]] = []
@@ -253,7 +273,7 @@ class _Checker:
             table_rows.append({"table": table, "status": status, "detail": detail})
         self._suite("tables", pd.DataFrame(table_rows),
                     [Rule("tables", "status", "in_set", "every required table exists and is readable",
-                          values=("ok",))],
+                          values=("ok",), unit="tables")],
                     ["table", "detail"], gating=True)
         complete = [t for t, (actual, counts) in scans.items() if self._schema(t, actual, counts)]
         d_items = self._ids("d_items") if "d_items" in complete else None
@@ -297,9 +317,10 @@ class _Checker:
             rows.append({"column": c, "expected": fam, "source_type": actual.get(c, "absent"),
                          "present": c in actual, "n_uncastable": n_bad, "uncastable_examples": examples})
         self._suite(f"{table}_schema", pd.DataFrame(rows), [
-            Rule(table, "present", "in_set", "required column present", values=(True,), label_column="column"),
+            Rule(table, "present", "in_set", "required column present", values=(True,), label_column="column",
+                 unit="columns"),
             Rule(table, "n_uncastable", "between", "every value castable to the column type (dtype)", max_value=0,
-                 label_column="column"),
+                 label_column="column", unit="columns"),
         ], ["column", "expected", "source_type", "uncastable_examples"], gating=True)
         return all(c in actual for c in cols)
 
@@ -333,23 +354,38 @@ class _Checker:
         """Exact violation counts over the whole table in one DuckDB pass; GE checks the summary frame."""
         import pandas as pd
 
-        triples = [r.sql_counts() for r in rules]
-        agg = ", ".join(f"count_if({a}), count_if({b}), count_if({c})" for a, b, c in triples)
-        flat = self.con.execute(f"SELECT {agg} FROM ({body}) f").fetchone()
+        rowwise = [r for r in rules if r.kind in _TYPE]
+        if len(rowwise) + sum(r.kind == "contains_set" for r in rules) != len(rules):
+            raise ValueError(f"{table}: uniqueness rules need the full-table GE path")
+        triples = {id(r): r.sql_counts() for r in rowwise}
+        agg = ", ".join(f"count_if({a}), count_if({b}), count_if({c})" for a, b, c in triples.values())
+        flat = iter(self.con.execute(f"SELECT {agg} FROM ({body}) f").fetchone() if agg else ())
         rows = []
-        for i, rule in enumerate(rules):
-            n_rows, denom, bad = (int(x) for x in flat[3 * i: 3 * i + 3])
-            share = 1.0 if denom == 0 else (denom - bad) / denom
+        for rule in rules:
             examples: tuple[str, ...] = ()
-            if bad and rule.column not in ID_COLUMNS:
-                vals = self.con.execute(f"SELECT {_q(rule.column)} FROM ({body}) f WHERE {triples[i][2]} "
-                                        f"LIMIT {self.cfg.max_examples}").fetchall()
-                examples = tuple(f"{v[0]:.6g}" if isinstance(v[0], float) else str(v[0]) for v in vals)
+            observed = ""
+            if rule.kind == "contains_set":
+                want = ", ".join(str(int(v)) for v in rule.values)
+                got = {int(r[0]) for r in self.con.execute(
+                    f"SELECT DISTINCT {_q(rule.column)} FROM ({body}) f WHERE {_q(rule.column)} IN ({want})"
+                ).fetchall()}
+                missing = sorted(set(rule.values) - got)
+                n_rows = denom = len(rule.values)
+                bad = len(missing)
+                observed = f"{bad} missing: {[str(m) for m in missing[:self.cfg.max_examples]]}" if bad else ""
+            else:
+                n_rows, denom, bad = int(next(flat)), int(next(flat)), int(next(flat))
+                if bad and rule.column not in ID_COLUMNS:
+                    vals = self.con.execute(f"SELECT {_q(rule.column)} FROM ({body}) f WHERE {triples[id(rule)][2]} "
+                                            f"LIMIT {self.cfg.max_examples}").fetchall()
+                    examples = tuple(f"{v[0]:.6g}" if isinstance(v[0], float) else str(v[0]) for v in vals)
+            share = 1.0 if denom == 0 else (denom - bad) / denom
             ok = share >= rule.mostly
             self.outcomes.append(Outcome(
                 suite=f"{table}_exact", table=table, column=rule.column,
-                expectation=_TYPE[rule.kind], what=rule.what,
-                success=ok, gating=True, element_count=n_rows, unexpected_count=bad,
+                expectation=_TYPE.get(rule.kind, "expect_column_distinct_values_to_contain_set"), what=rule.what,
+                success=ok, gating=True, element_count=n_rows, unexpected_count=bad, observed=observed,
+                unit="required values" if rule.kind == "contains_set" else "rows",
                 unexpected_percent=0.0 if denom == 0 else 100.0 * bad / denom, examples=examples,
                 extra={"exact": True, "mostly": rule.mostly}))
             rows.append({"column": rule.column, "rule": rule.what, "checked": denom, "unexpected": bad,

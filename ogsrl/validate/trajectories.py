@@ -109,9 +109,11 @@ def column_summary(df: Any, cost_columns: Sequence[str], max_examples: int) -> A
 def summary_rules(split: str) -> list[Rule]:
     """Rules on a split's column summary frame."""
     return [
-        Rule(split, "n_null", "in_set", "no nulls after imputation", values=(0,), label_column="column"),
+        Rule(split, "n_null", "in_set", "no nulls after imputation", values=(0,), label_column="column",
+             unit="columns"),
         Rule(split, "n_out_of_range", "in_set", "values within the contract range (features.py low/high, "
-             "ACTION_BOUNDS, costs in {0, 1})", values=(0,), label_column="column"),
+             "ACTION_BOUNDS, costs in {0, 1})", values=(0,), label_column="column",
+             unit="columns"),
     ]
 
 
@@ -126,12 +128,12 @@ def file_rules(split: str) -> list[Rule]:
 def stay_rules(n_steps: int) -> list[Rule]:
     """Rules on the per-stay frame built across all split files."""
     return [
-        Rule("stays", "min_step", "in_set", "steps start at 0", values=(0,)),
-        Rule("stays", "step_gaps", "in_set", "steps are consecutive", values=(0,)),
+        Rule("stays", "min_step", "in_set", "steps start at 0", values=(0,), unit="stays"),
+        Rule("stays", "step_gaps", "in_set", "steps are consecutive", values=(0,), unit="stays"),
         Rule("stays", "n_rows", "between", f"steps per stay within the horizon 1–{n_steps}", min_value=1,
-             max_value=n_steps),
-        Rule("stays", "n_splits", "in_set", "stay in exactly one split (disjoint splits)", values=(1,)),
-        Rule("stays", "done_last", "in_set", "exactly one done row, on the last step", values=(True,)),
+             max_value=n_steps, unit="stays"),
+        Rule("stays", "n_splits", "in_set", "stay in exactly one split (disjoint splits)", values=(1,), unit="stays"),
+        Rule("stays", "done_last", "in_set", "exactly one done row, on the last step", values=(True,), unit="stays"),
     ]
 
 
@@ -195,14 +197,17 @@ def validate_trajectories(
                     {"column": c, "expected": fam, "actual": actual.get(c, "absent"), "present": c in actual,
                      "type_ok": actual.get(c) == fam} for c, fam in required.items()])
                 suite(f"{split}_schema", sch, [
-                    Rule(split, "present", "in_set", "contract column present", values=(True,)),
-                    Rule(split, "type_ok", "in_set", "contract dtype family", values=(True,)),
+                    Rule(split, "present", "in_set", "contract column present", values=(True,), label_column="column",
+                         unit="columns"),
+                    Rule(split, "type_ok", "in_set", "contract dtype family", values=(True,), label_column="column",
+                         unit="columns"),
                 ], ["column", "expected", "actual"])
                 if not sch["present"].all():
                     frames.pop(split)
         status.append({"file": split, "status": state, "detail": detail})
     suite("files", pd.DataFrame(status),
-          [Rule("files", "status", "in_set", "train/val/test parquet exist and are readable", values=("ok",))],
+          [Rule("files", "status", "in_set", "train/val/test parquet exist and are readable", values=("ok",),
+                unit="files")],
           ["file", "detail"])
     rows = {}
     for split, df in frames.items():

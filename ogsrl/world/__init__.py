@@ -1,0 +1,10 @@
+"""World model: a probabilistic ensemble of (state, action) → next state, reward, costs, death, and the batched
+gymnasium environment the policy trainers roll out in. See docs/world-model.md."""
+
+from ogsrl.world.ensemble import EnsembleConfig, Layout, Prediction, StepSample, Transitions, WorldModel
+from ogsrl.world.env import EnvConfig, Rollout, WorldModelEnv, rollout, start_states
+
+__all__ = [
+    "EnsembleConfig", "EnvConfig", "Layout", "Prediction", "Rollout", "StepSample", "Transitions", "WorldModel",
+    "WorldModelEnv", "rollout", "start_states",
+]

@@ -18,7 +18,7 @@ import numpy as np
 from sklearn.linear_model import Ridge
 from sklearn.neighbors import KNeighborsRegressor
 
-from ogsrl.world.ensemble import FloatArray, Transitions
+from ogsrl.world.data import FloatArray, Transitions
 
 MIN_STD = 1e-6
 

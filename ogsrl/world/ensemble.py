@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
-import pandas as pd
 import torch
 from torch import nn
 from torch.nn import functional as tf
@@ -32,10 +30,16 @@ from ogsrl import features as F
 from ogsrl.config import to_dict
 from ogsrl.errors import DataError
 from ogsrl.io import atomic_path
+from ogsrl.world.data import (  # noqa: F401 - re-exported
+    FloatArray,
+    Layout,
+    Transitions,
+    finite_or_raise,
+    transitions_from_frame,
+)
 
 log = logging.getLogger(__name__)
 
-FloatArray = npt.NDArray[np.float32]
 FORMAT_VERSION = 1
 MODEL_FILE = "world_model.pt"
 CONFIG_FILE = "world_model.json"
@@ -85,114 +89,6 @@ class EnsembleConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.weight_decay < 0 or self.min_improvement < 0 or self.logvar_bound_weight < 0:
             raise ValueError("weight_decay, min_improvement and logvar_bound_weight must be >= 0")
-
-
-@dataclass(frozen=True, slots=True)
-class Transitions:
-    """Logged one-step transitions, physical units, rows aligned."""
-
-    obs: FloatArray
-    """(N, S) state s"""
-    act: FloatArray
-    """(N, A) action a"""
-    next_obs: FloatArray
-    """(N, S) next state s'"""
-    rew: FloatArray
-    """(N,) reward r"""
-    cost: FloatArray
-    """(N, C) per-rule costs in {0, 1}"""
-    death: FloatArray
-    """(N,) 1 when the patient died during the step"""
-
-    def __post_init__(self) -> None:
-        n = self.obs.shape[0]
-        if self.obs.ndim != 2 or self.next_obs.shape != self.obs.shape:
-            raise ValueError(f"obs {self.obs.shape} and next_obs {self.next_obs.shape} must both be (N, S)")
-        if self.act.ndim != 2 or self.act.shape[0] != n:
-            raise ValueError(f"act must be (N={n}, A), got {self.act.shape}")
-        if self.rew.shape != (n,) or self.death.shape != (n,) or self.cost.ndim != 2 or self.cost.shape[0] != n:
-            raise ValueError(f"rew/death must be ({n},), cost ({n}, C); got {self.rew.shape}, "
-                             f"{self.death.shape}, {self.cost.shape}")
-
-    def __len__(self) -> int:
-        return int(self.obs.shape[0])
-
-
-def _finite_or_raise(arr: np.ndarray, names: list[str], table: str) -> None:
-    """DataError naming the first column with a NaN/inf and its row positions."""
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        col = int(np.flatnonzero(bad.any(axis=0))[0])
-        raise DataError("NaN or infinite values", table=table, column=names[col],
-                        rows=np.flatnonzero(bad[:, col]).tolist())
-
-
-def transitions_from_frame(
-    frame: pd.DataFrame,
-    state_features: tuple[str, ...],
-    cost_columns: tuple[str, ...],
-    table: str = "trajectories",
-) -> Transitions:
-    """Select the model's arrays from a trajectory table (docs/data-contract.md §3); NaN/inf → DataError."""
-    need = [*state_features, *F.ACTIONS, "reward", *cost_columns, *(f"next_{f}" for f in state_features),
-            "death_in_step"]
-    missing = [c for c in need if c not in frame.columns]
-    if missing:
-        raise DataError(f"missing column(s) {missing}", table=table)
-    parts = {
-        "obs": list(state_features), "act": list(F.ACTIONS), "next_obs": [f"next_{f}" for f in state_features],
-        "rew": ["reward"], "cost": list(cost_columns), "death": ["death_in_step"],
-    }
-    arrays = {}
-    for key, cols in parts.items():
-        arr = frame[cols].to_numpy(dtype=np.float32).reshape(len(frame), len(cols))
-        _finite_or_raise(arr, cols, table)
-        arrays[key] = arr
-    return Transitions(obs=arrays["obs"], act=arrays["act"], next_obs=arrays["next_obs"], rew=arrays["rew"][:, 0],
-                       cost=arrays["cost"], death=arrays["death"][:, 0])
-
-
-@dataclass(frozen=True, slots=True)
-class Layout:
-    """Which state columns are copied, Bernoulli or Gaussian, and the output-vector layout."""
-
-    state_features: tuple[str, ...]
-    """S state columns, in order"""
-    action_names: tuple[str, ...]
-    """A action columns, in order"""
-    cost_names: tuple[str, ...]
-    """C cost columns, in order"""
-    copy_idx: tuple[int, ...]
-    """state indices copied s → s'"""
-    binary_idx: tuple[int, ...]
-    """state indices predicted as Bernoulli (logit head)"""
-    gauss_idx: tuple[int, ...]
-    """state indices predicted as Gaussian change s' − s"""
-
-    @property
-    def n_gauss(self) -> int:
-        """Gaussian outputs G: continuous state changes + reward."""
-        return len(self.gauss_idx) + 1
-
-    @property
-    def n_logit(self) -> int:
-        """Logit outputs L: binary next features + costs + death."""
-        return len(self.binary_idx) + len(self.cost_names) + 1
-
-    @staticmethod
-    def make(state_features: tuple[str, ...], cost_names: tuple[str, ...], copy_features: tuple[str, ...]) -> Layout:
-        """Classify state features by ``ogsrl.features`` kind and the configured copy list."""
-        feats = F.state_features(tuple(state_features))
-        copy, binary, gauss = [], [], []
-        for i, name in enumerate(feats):
-            kind = F.BY_NAME[name].kind
-            if kind == "static" or name in copy_features:
-                copy.append(i)
-            elif kind == "binary":
-                binary.append(i)
-            else:
-                gauss.append(i)
-        return Layout(feats, tuple(F.ACTIONS), tuple(cost_names), tuple(copy), tuple(binary), tuple(gauss))
 
 
 class EnsembleLinear(nn.Module):
@@ -337,7 +233,7 @@ class WorldModel:
             raise ValueError(f"act must be (B={obs.shape[0]}, {a}) with columns {list(self.layout.action_names)}, "
                              f"got shape {act.shape}")
         x = np.concatenate([obs, act], axis=1)
-        _finite_or_raise(x, [*self.layout.state_features, *self.layout.action_names], "world-model input")
+        finite_or_raise(x, [*self.layout.state_features, *self.layout.action_names], "world-model input")
         return (torch.from_numpy(x) - self.net.in_mean) / self.net.in_std
 
     # ---- fitting ------------------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ from ogsrl.data.contract import cost_columns_of, read_metadata
 from ogsrl.errors import DataError
 from ogsrl.io import atomic_path, write_json, write_text
 from ogsrl.world.baselines import DeltaRegressor, linear_model, nearest_neighbour
-from ogsrl.world.ensemble import EnsembleConfig, Layout, Transitions, WorldModel, transitions_from_frame
+from ogsrl.world.data import Layout, Transitions, transitions_from_frame
+from ogsrl.world.ensemble import EnsembleConfig, WorldModel
 from ogsrl.world.env import EnvConfig
 
 log = logging.getLogger(__name__)

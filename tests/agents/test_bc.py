@@ -132,28 +132,54 @@ def test_bad_inputs_raise_clear_errors(fitted: tuple) -> None:
         bc.BCConfig(hidden=())
 
 
+MIX = (  # two components: mostly "regular", some "aggressive"; shapes (1, K) and (1, K, A)
+    np.array([[1.2, -0.3]]),
+    np.array([[[0.3, -0.4], [-2.0, -1.0]]]),
+    np.array([[[0.55, 0.05], [0.8, 0.6]]]),
+    np.log(np.array([[[0.08, 0.05], [0.05, 0.1]]])),
+)
+
+
 def test_density_integrates_to_one_with_the_atoms() -> None:
-    logit0, mu, log_std = np.array([[0.3, -0.4]]), np.array([[0.55, 0.05]]), np.log(np.array([[0.08, 0.05]]))
-    p0 = special.expit(logit0)[0]
-    grid = np.geomspace(1e-6, common.ACTION_MAX[0], 200001)
-    acts = np.stack([grid, np.zeros_like(grid)], axis=1)
-    ones = np.ones((len(grid), 1))
-    dens = np.exp(common.hurdle_log_prob(logit0 * ones, mu * ones, log_std * ones, acts))
-    # ∫ p(a0, a1 = 0) da0 = P(a1 = 0)·P(a0 > 0)
-    assert np.trapezoid(dens, grid) == pytest.approx(p0[1] * (1 - p0[0]), rel=1e-4)
-    grid = np.geomspace(1e-9, common.ACTION_MAX[1], 200001)  # μ near 0: mass close to the lower end
-    acts = np.stack([np.zeros_like(grid), grid], axis=1)
-    dens = np.exp(common.hurdle_log_prob(logit0 * ones, mu * ones, log_std * ones, acts))
-    assert np.trapezoid(dens, grid) == pytest.approx(p0[0] * (1 - p0[1]), rel=1e-3)
-    assert np.exp(common.hurdle_log_prob(logit0, mu, log_std, np.zeros((1, 2))))[0] == pytest.approx(p0.prod())
+    w = special.softmax(MIX[0], axis=-1)[0]  # (K,)
+    p0 = special.expit(MIX[1])[0]  # (K, A)
+    for dim, lo in ((0, 1e-6), (1, 1e-9)):
+        grid = np.geomspace(lo, common.ACTION_MAX[dim], 200001)
+        acts = np.zeros((len(grid), 2))
+        acts[:, dim] = grid
+        params = [np.repeat(p, len(grid), axis=0) for p in MIX]
+        dens = np.exp(common.hurdle_log_prob(*params, acts))
+        # ∫ p(a_dim, a_other = 0) da_dim = Σ_k w_k P_k(a_other = 0) P_k(a_dim > 0)
+        expected = (w * p0[:, 1 - dim] * (1 - p0[:, dim])).sum()
+        assert np.trapezoid(dens, grid) == pytest.approx(expected, rel=1e-3)
+    both_zero = np.exp(common.hurdle_log_prob(*MIX, np.zeros((1, 2))))[0]
+    assert both_zero == pytest.approx((w * p0.prod(axis=1)).sum())
+
+
+def test_mixture_sampling_matches_the_density() -> None:
+    n = 40000
+    params = [np.repeat(p, n, axis=0) for p in MIX]
+    a = common.hurdle_sample(*params, np.random.default_rng(0))
+    assert a.shape == (n, 2) and (a >= 0).all() and (a <= common.ACTION_MAX).all()
+    w, p0 = special.softmax(MIX[0], axis=-1)[0], special.expit(MIX[1])[0]
+    zero = (w[:, None] * p0).sum(axis=0)  # P(a_j = 0) per dimension
+    np.testing.assert_array_less(np.abs((a == 0).mean(axis=0) - zero), 4 * np.sqrt(zero * (1 - zero) / n))
+    both = np.exp(common.hurdle_log_prob(*MIX, np.zeros((1, 2))))[0]
+    assert np.mean((a == 0).all(axis=1)) == pytest.approx(both, abs=4 * np.sqrt(both / n))
+    # the fluid mean among draws with no vasopressor = ∫ a p(a, 0) da / P(a1 = 0)
+    grid = np.geomspace(1e-6, common.ACTION_MAX[0], 20001)
+    dens = np.exp(common.hurdle_log_prob(*[np.repeat(p, len(grid), axis=0) for p in MIX],
+                                         np.stack([grid, np.zeros_like(grid)], axis=1)))
+    no_pressor = a[:, 1] == 0
+    assert a[no_pressor, 0].mean() == pytest.approx(np.trapezoid(grid * dens, grid) / zero[1], rel=0.03)
 
 
 def test_log_prob_matches_sampling(fitted: tuple) -> None:
     pol = fitted[0]
     obs = np.tile([[70.0, 93.0, 60.0]], (40000, 1))
     a = pol.act(obs, np.random.default_rng(0))
-    logit0, mu, log_std = pol.distribution(obs[:1])  # each (1, 2)
-    atom = special.expit(logit0)[0]
+    _, logit0, _, _ = pol.distribution(obs[:1])  # (1, K=1, 2)
+    atom = special.expit(logit0)[0, 0]
     tol = 4 * np.sqrt(atom * (1 - atom) / len(a)) + 1e-3
     np.testing.assert_array_less(np.abs((a == 0).mean(axis=0) - atom), tol)  # sampler's mass at 0
     assert np.exp(pol.log_prob(obs[:1], np.zeros((1, 2))))[0] == pytest.approx(atom.prod(), rel=1e-6)
@@ -164,6 +190,21 @@ def test_log_prob_matches_sampling(fitted: tuple) -> None:
     assert a[:, 0].mean() == pytest.approx(mean0, rel=0.03)
 
 
+def test_mixture_policy_round_trip_and_fit(data: tuple[pd.DataFrame, pd.DataFrame], tmp_path) -> None:
+    train, val = data
+    cfg = bc.BCConfig(**{**_cfg_dict(TINY), "components": 3})
+    pol, metrics, _ = bc.fit(cfg, NAMES, batch_of(train, NAMES), batch_of(val, NAMES))
+    assert all(math.isfinite(v) for v in metrics.values())
+    logit_w, logit0, _, _ = pol.distribution(val[list(NAMES)].to_numpy())
+    assert logit_w.shape == (len(val), 3) and logit0.shape == (len(val), 3, 2)
+    pol.save(tmp_path / "mix")
+    back = load_policy(tmp_path / "mix")
+    obs = val[list(NAMES)].to_numpy()
+    np.testing.assert_array_equal(back.act(obs, np.random.default_rng(1)), pol.act(obs, np.random.default_rng(1)))
+    with pytest.raises(ValueError, match="components"):
+        bc.BCConfig(components=0)
+
+
 def test_fit_recovers_known_behaviour() -> None:
     torch.set_num_threads(1)
     rng = np.random.default_rng(2)
@@ -171,8 +212,8 @@ def test_fit_recovers_known_behaviour() -> None:
     names = ("map", "spo2")
     cfg = bc.BCConfig(hidden=(16, 16), batch_size=64, max_epochs=40, patience=5, lr=3e-3, seed=0)
     pol, _, _ = bc.fit(cfg, names, batch_of(train, names), batch_of(val, names))
-    logit0, mu, log_std = pol.distribution(val[list(names)].to_numpy())
-    true_logit0, true_mu, true_log_std = true_behaviour(val)
+    _, logit0, mu, log_std = (p[:, 0] if p.ndim == 3 else p for p in pol.distribution(val[list(names)].to_numpy()))
+    _, true_logit0, true_mu, true_log_std = (p[:, 0] if p.ndim == 3 else p for p in true_behaviour(val))
     assert np.abs(special.expit(logit0) - special.expit(true_logit0)).mean() < 0.05
     assert np.abs(mu - true_mu).mean() < 0.02
     np.testing.assert_allclose(np.exp(log_std).mean(axis=0), np.exp(true_log_std[0]), rtol=0.2)

@@ -20,14 +20,14 @@ STATE = ("age", "mechvent", "gcs", "fio2", "spo2", "urine_step")
 COSTS = ("cost_spo2_low", "cost_urine_low")
 
 
-def true_behaviour(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(logit P(a=0), μ, log σ) of the scaled action, each (B, 2): fluids follow MAP (not a state column), NE follows
-    SpO2."""
+def true_behaviour(df: pd.DataFrame) -> tuple[np.ndarray, ...]:
+    """One-component hurdle parameters: mixture logits (B, 1) and (logit P(a=0), μ, log σ) of the scaled action, each
+    (B, 1, 2). Fluids follow MAP (not a state column), NE follows SpO2."""
     m, s = df["map"].to_numpy(np.float64), df["spo2"].to_numpy(np.float64)
     logit0 = np.stack([-0.5 + 0.15 * (m - 80.0), 0.5 + 0.3 * (s - 97.0)], axis=1)
     mu = np.stack([0.55 + 0.006 * (80.0 - m), 0.5 + 0.01 * (97.0 - s)], axis=1)
     log_std = np.log(np.tile([0.08, 0.06], (len(df), 1)))
-    return logit0, mu, log_std
+    return np.zeros((len(df), 1)), logit0[:, None, :], mu[:, None, :], log_std[:, None, :]
 
 
 def make_split(n_stays: int, n_steps: int, rng: np.random.Generator, split: str) -> pd.DataFrame:

@@ -7,10 +7,12 @@ All times are hours after D = 2180-01-01 00:00. Stays:
   FiO2 40 % at 07:00; PaO2 200 at 07:00 and 14:00; platelets 120 at 13:00; SpO2 90 at 11:00; urine 300 at 06:00
   (row duplicated; plus a −100 row) and 100 at 10:00; NaCl 0.9 % 1000 mL bolus 09:00; LR 400 mL 12:00–16:00;
   norepinephrine 0.2 µg/kg/min 10:00–14:00.
-* 102 (subject 1's second ICU stay, day 10) → not the first stay.
+* 102 (subject 1's second ICU stay of the same admission, 80–96 h) → not the admission's first stay.
 * 201 (subject 2, 16 y) → under 18.
 * 401 (subject 4): cefazolin, no culture → no suspected infection.
 * 501 (subject 5): culture 10:00 + meropenem 11:00 but nothing abnormal → SOFA 0, no Sepsis-3.
+* 600 (subject 6's ICU stay 100 days earlier, another admission) → no suspected infection; makes 601 a
+  readmission.
 * 601 (subject 6, M, 82 y): ceftriaxone 02:00, culture 06:00 → suspicion 02:00 (antibiotic first);
   creatinine 3.6 at 01:00 → renal 3; dies D+3 00:00 (in hospital).
 * 701 (subject 7): as 601 but dies at 09:00 in the ICU → death in the step [06, 10), icu_death_in_window.
@@ -42,20 +44,21 @@ def tiny_mimic_tables() -> dict[str, pd.DataFrame]:
         "anchor_year_group": "2014 - 2016", "dod": [dod.get(s, pd.NaT) for s in subj]})
     patients["dod"] = patients["dod"].dt.date
     # stay_id: subject, hadm, intime h, outtime h, deathtime h
-    stays = {101: (1, 11, 0, 72, None), 102: (1, 12, 240, 288, None), 201: (2, 21, 0, 48, None),
-             401: (4, 41, 0, 48, None), 501: (5, 51, 0, 48, None), 601: (6, 61, 0, 72, 72),
-             701: (7, 71, 0, 9, 9), 801: (8, 81, 0, 72, None)}
+    stays = {101: (1, 11, 0, 72, None), 102: (1, 11, 80, 96, None), 201: (2, 21, 0, 48, None),
+             401: (4, 41, 0, 48, None), 501: (5, 51, 0, 48, None), 600: (6, 60, -2400, -2376, None),
+             601: (6, 61, 0, 72, 72), 701: (7, 71, 0, 9, 9), 801: (8, 81, 0, 72, None)}
     icustays = pd.DataFrame({
         "subject_id": [v[0] for v in stays.values()], "hadm_id": [v[1] for v in stays.values()],
         "stay_id": list(stays), "first_careunit": "MICU", "last_careunit": "MICU",
         "intime": [h(v[2]) for v in stays.values()], "outtime": [h(v[3]) for v in stays.values()]})
     icustays["los"] = (icustays["outtime"] - icustays["intime"]).dt.total_seconds() / 86400
-    admissions = pd.DataFrame({
-        "subject_id": [v[0] for v in stays.values()], "hadm_id": [v[1] for v in stays.values()],
-        "admittime": [h(v[2] - 4) for v in stays.values()], "dischtime": [h(v[3] + 24) for v in stays.values()],
-        "deathtime": [h(v[4]) if v[4] is not None else pd.NaT for v in stays.values()],
-        "admission_type": "URGENT",
-        "hospital_expire_flag": [int(v[4] is not None) for v in stays.values()]})
+    adm = icustays.groupby(["subject_id", "hadm_id"], as_index=False).agg(admittime=("intime", "min"),
+                                                                           dischtime=("outtime", "max"))
+    death = {v[1]: h(v[4]) for v in stays.values() if v[4] is not None}
+    admissions = adm.assign(admittime=adm["admittime"] - pd.Timedelta(hours=4),
+                            dischtime=adm["dischtime"] + pd.Timedelta(hours=24),
+                            deathtime=adm["hadm_id"].map(death), admission_type="URGENT",
+                            hospital_expire_flag=adm["hadm_id"].isin(list(death)).astype(int))
     ce = [(101, 1, 226512, 100.0), (101, 7, 223761, 102.2), (101, 7, 223835, 40.0), (101, 11, 220277, 90.0)]
     chartevents = pd.DataFrame({
         "subject_id": 1, "hadm_id": 11, "stay_id": [c[0] for c in ce], "caregiver_id": 1,

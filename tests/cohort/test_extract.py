@@ -36,9 +36,9 @@ def rows_of(ex, stay_id: int) -> pd.DataFrame:
 
 def test_cohort_counts_and_exclusions(tiny_mimic: Path) -> None:
     m = run(tiny_mimic).metrics
-    assert m["icu_stays"] == 8
+    assert m["icu_stays"] == 9
     assert (m["excluded_not_first_stay"], m["excluded_under_min_age"]) == (1, 1)          # 102, 201
-    assert (m["excluded_no_suspected_infection"], m["excluded_no_sepsis3"]) == (1, 1)     # 401, 501
+    assert (m["excluded_no_suspected_infection"], m["excluded_no_sepsis3"]) == (2, 1)     # 401 + 600, 501
     assert (m["excluded_extreme_fluid"], m["excluded_icu_death_in_window"]) == (1, 1)     # 801, 701
     assert m["excluded_no_steps"] == m["excluded_extreme_urine"] == m["excluded_withdrawal"] == 0
     assert m["cohort_stays"] == 2 and m["rows"] == 5                                        # 101: 3 steps, 601: 2
@@ -87,6 +87,7 @@ def test_stay_601_antibiotic_first_onset_and_mortality(tiny_mimic: Path) -> None
     np.testing.assert_allclose(r["sofa"], [3, 3])          # creatinine 3.6 → renal 3
     np.testing.assert_allclose(r["reward"], [-3, -3])
     np.testing.assert_allclose(r["age"], [82, 82])
+    np.testing.assert_allclose(r["readmission"], [1, 1])   # stay 600, 100 days earlier
     assert r["died_in_hosp"].all() and r["died_90d"].all() and not r["death_in_step"].any()
 
 
@@ -134,7 +135,7 @@ def test_split_is_seeded_by_stay_and_covers_all() -> None:
 
 
 def test_empty_cohort_names_the_exclusions(tiny_mimic: Path) -> None:
-    with pytest.raises(DataError, match=r"empty cohort.*'excluded_under_min_age': 7"):
+    with pytest.raises(DataError, match=r"empty cohort.*'excluded_under_min_age': 8"):
         run(tiny_mimic, CohortConfig(window_start_h=-4, n_steps=3, min_age=95))
 
 
@@ -161,3 +162,12 @@ def test_parquet_source_gives_the_same_tables(tmp_path: Path, tiny_mimic: Path, 
 def test_invalid_cohort_params(key: str, value: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build(CohortConfig, {key: value}, "cohort")
+
+
+def test_conflicting_duplicate_stay_ids_are_an_error(tmp_path: Path, mimic_tables, write_mimic) -> None:
+    icu = mimic_tables["icustays"]
+    extra = icu[icu["stay_id"] == 601].assign(hadm_id=62, intime=pd.Timestamp("2179-12-01"),
+                                              outtime=pd.Timestamp("2179-12-02"))
+    mimic_tables["icustays"] = pd.concat([icu, extra], ignore_index=True)
+    with pytest.raises(DataError, match=r"'icustays', column 'stay_id': duplicate stay_id.*offending rows: 601"):
+        run(write_mimic(tmp_path / "m", mimic_tables))

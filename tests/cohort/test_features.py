@@ -212,7 +212,8 @@ def test_directory_gives_the_same_states(tmp_path: Path, con, fmt: str) -> None:
 def test_directory_errors(tmp_path: Path, con) -> None:
     tabs = tiny_tables()
     _write_dir(tmp_path, tabs, "csv.gz")
-    with pytest.raises(DataError, match=r"missing table\(s\) \[.prescriptions., .microbiologyevents., .d_items., .d_labitems.\]"):
+    missing = r"missing table\(s\) \[.prescriptions., .microbiologyevents., .d_items., .d_labitems.\]"
+    with pytest.raises(DataError, match=missing):
         cf.register_directory(con, tmp_path)
     # garbage in a numeric CSV column → wrong dtype naming table, column and the bad value
     bad = tabs["outputevents"].astype({"value": object})
@@ -240,3 +241,14 @@ def test_connect_rejects_bad_settings() -> None:
         cf.connect("lots")
     with pytest.raises(ValueError, match="threads"):
         cf.connect("1GB", 0)
+
+
+def test_missing_flags_mark_imputed_values(con) -> None:
+    cf.register_frames(con, tiny_tables())
+    s = cf.compute_states(con, grid(), missing=True)
+    # rows: stay 1 @12, stay 3 @04, stay 1 @08
+    np.testing.assert_array_equal(s["missing_hr"], [True, True, False])       # 6 h old at 12:00 > 2 h hold
+    np.testing.assert_array_equal(s["missing_temp_c"], [False, True, False])  # held 5 h ≤ 6 h
+    np.testing.assert_array_equal(s["missing_gcs"], [False, True, False])
+    np.testing.assert_array_equal(s["missing_urine_step"], [False, True, False])
+    assert "missing_sofa" not in s.columns

@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -147,3 +149,90 @@ def test_triggered_runs_promote_then_fail_without_touching_the_champion(tmp_path
     assert [str(v.version) for v in versions] == ["1"]  # the failed run registered nothing
     assert str(client.get_model_version_by_alias("ogsrl-policy", "champion").version) == "1"
     assert _prefect_processes(tmp_path / ".prefect") == []  # no Prefect server left running
+
+
+TRIGGER = """\
+import asyncio, json, time
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+
+async def deployment():
+    async with get_client() as client:
+        for _ in range(240):
+            try:
+                return await client.read_deployment_by_name("ogsrl-retrain/test-retrain")
+            except Exception:
+                time.sleep(0.5)
+    raise SystemExit("deployment never appeared")
+
+dep = asyncio.run(deployment())
+run = run_deployment("ogsrl-retrain/test-retrain", timeout=300)
+print("RESULT " + json.dumps({"state": run.state.type.value, "cron": dep.schedules[0].schedule.cron}))
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stop(proc: subprocess.Popen, grace_s: float) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_cron_deployment_served_on_a_local_prefect_server_runs_once(tmp_path: Path) -> None:
+    """`python -m flows.retrain --serve` against `prefect server start` on 127.0.0.1; one run is triggered
+    through the API (as the scheduler would), then runner and server are stopped and nothing is left running."""
+    root = _project(tmp_path)
+    environ = _env(tmp_path)
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=root, env=environ, check=True)
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    with (tmp_path / "server.log").open("w") as server_log, (tmp_path / "runner.log").open("w") as runner_log:
+        server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                                   "--port", str(port)], env=environ, stdout=server_log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        runner = None
+        try:
+            for _ in range(360):
+                try:
+                    with urllib.request.urlopen(f"{api}/health", timeout=2) as resp:
+                        if resp.status == 200:
+                            break
+                except OSError:
+                    pass
+                assert server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+                time.sleep(0.5)
+            client_env = {**environ, "PREFECT_API_URL": api}
+            runner = subprocess.Popen([sys.executable, "-m", "flows.retrain", "--serve", "--root", str(root)],
+                                      cwd=REPO, env=client_env, stdout=runner_log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+            done = subprocess.run([sys.executable, "-c", TRIGGER], cwd=REPO, env=client_env, capture_output=True,
+                                  text=True, timeout=400)
+        finally:
+            if runner is not None:
+                _stop(runner, 20)
+            _stop(server, 30)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    assert line, done.stdout[-2000:] + done.stderr[-2000:] + (tmp_path / "runner.log").read_text()[-2000:]
+    result = json.loads(line[len("RESULT "):])
+    assert result == {"state": "COMPLETED", "cron": "*/30 * * * *"}
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{(root / 'mlflow.db').as_posix()}")
+    assert str(client.get_model_version_by_alias("ogsrl-policy", "champion").version) == "1"
+    assert _prefect_processes(tmp_path / ".prefect") == []
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{api}/health", timeout=2)

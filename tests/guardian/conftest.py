@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from guardian_fakes import contract_matrix
+from tests.guardian.guardian_fakes import contract_matrix
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from ogsrl.guardian.conformal import CalibrationConfig
 from ogsrl.guardian.kde import KDEGuardian
 from ogsrl.guardian.scaling import ScalingConfig
 
-from guardian_fakes import NAMES
+from tests.guardian.guardian_fakes import NAMES
 
 torch.set_num_threads(1)
 
@@ -74,6 +74,16 @@ def test_implements_the_guardian_protocol(fitted: ChristoffelGuardian, splits) -
     inside = fitted.contains(big)
     assert inside.shape == (10_000,) and inside.dtype == bool
     np.testing.assert_array_equal(inside[:2000], fitted.contains(splits["test"].astype(np.float32)))
+
+
+def test_as_guard_reorders_columns_by_name(fitted: ChristoffelGuardian, splits) -> None:
+    x = splits["test"][:300]
+    states = list(NAMES[:13])[::-1] + ["weight"]  # caller's own order plus a column the guardian ignores
+    obs = np.column_stack([x[:, NAMES.index(n)] if n in NAMES else np.full(300, 80.0) for n in states])
+    guard = ogsrl.guardian.as_guard(fitted, states)
+    np.testing.assert_array_equal(guard(obs, x[:, 13:]), fitted.contains(x))
+    with pytest.raises(ValueError, match="not among"):
+        ogsrl.guardian.as_guard(fitted, states[1:])
 
 
 def test_certificate_fields(fitted: ChristoffelGuardian) -> None:

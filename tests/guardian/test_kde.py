@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from guardian_fakes import NAMES
+from tests.guardian.guardian_fakes import NAMES
 
 import ogsrl.guardian
 from ogsrl.guardian.christoffel import ChristoffelGuardian

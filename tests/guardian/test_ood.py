@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from guardian_fakes import NAMES
+from tests.guardian.guardian_fakes import NAMES
 
 from ogsrl.errors import DataError
 from ogsrl.guardian import ood

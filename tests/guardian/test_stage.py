@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from guardian_fakes import NAMES, write_trajectories
+from tests.guardian.guardian_fakes import NAMES, write_trajectories
 
 import ogsrl.guardian
 from ogsrl.config import ConfigError, build, load_params, section
@@ -19,7 +19,7 @@ PARAMS = {
         "seed": 3,
         "volume_samples": 5000,
         "ood_samples": 300,
-        "extreme_policy_stays": 0,
+        "extreme_policy_stays": 4,
         "calibration": {"alpha_c": 0.9, "delta": 0.1, "rule": "pac"},
         "kde": {"max_eval": 400},
     }
@@ -44,9 +44,10 @@ def test_outputs_and_metrics(ran) -> None:
     assert abs(m["kde_eq/test_coverage"] - 0.9) <= 0.05
     assert m["kde/n_cal"] == 400 and m["kde_eq/n_cal"] == 400
     for name in ("christoffel", "kde", "kde_eq"):
-        for probe in ("extreme_actions", "shifted_states"):
+        for probe in ("extreme_actions", "shifted_states", "extreme_policy"):
             assert 0.0 <= m[f"{name}/false_accept_{probe}"] <= 1.0
     assert m["christoffel/false_accept_extreme_actions"] < 0.1
+    assert 1 <= m["ood/n_extreme_policy"] <= 80 and m["ood/extreme_policy_share_action_above_p999"] == 1.0
     assert m["query_speedup_christoffel_over_kde"] > 1.0
     assert all(isinstance(v, (int, float)) for v in m.values())
 
@@ -68,6 +69,15 @@ def test_params_yaml_section_builds() -> None:
         build(stage.GuardianStageConfig, {"calibration": {"alpha_c": 1.2}}, "guardian")
     with pytest.raises(ConfigError, match="unknown key"):
         build(stage.GuardianStageConfig, {"degree": 2}, "guardian")
+
+
+def test_probe_can_be_skipped(tmp_path) -> None:
+    write_trajectories(tmp_path, {"train": 400, "val": 200, "test": 200})
+    params = {"guardian": dict(PARAMS["guardian"], extreme_policy_stays=0, volume_samples=100)}
+    params["guardian"]["kde"] = {"max_eval": 100}
+    m = stage.run(params, tmp_path)
+    assert "ood/n_extreme_policy" not in m and "christoffel/false_accept_extreme_policy" not in m
+    assert m["n_fit"] == 400
 
 
 def test_missing_inputs_and_metadata(tmp_path) -> None:

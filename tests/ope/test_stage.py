@@ -39,8 +39,10 @@ def test_evaluate_writes_estimates_for_every_target(trained: Path) -> None:
     metrics = stage.run(_params(), trained)
     assert json.loads((trained / "data/reports/evaluate/metrics.json").read_text()) == pytest.approx(metrics)
     costs = ["cost_spo2_low", "cost_urine_low", "cost_total"]
-    keys = [f"{k}/{t}" for k in ("behaviour/onpolicy", "soc/wis", "soc/pdwis") for t in ("return", *costs)]
-    keys += [f"{k}/{t}" for k in ("behaviour/onpolicy", "soc/wis") for t in ("mortality_hosp", *(f"rate_{c}" for c in costs))]
+    discounted = ("behaviour/onpolicy", "soc/wis", "soc/pdwis", "soc/wis_clip", "soc/pdwis_clip")
+    keys = [f"{k}/{t}" for k in discounted for t in ("return", *costs)]
+    rates = ("mortality_hosp", *(f"rate_{c}" for c in costs))
+    keys += [f"{k}/{t}" for k in ("behaviour/onpolicy", "soc/wis", "soc/wis_clip") for t in rates]
     for key in keys:
         lo, v, hi = (metrics[f"{key}/{k}"] for k in ("ci_low", "value", "ci_high"))
         assert lo <= hi and np.isfinite(v)
@@ -67,11 +69,13 @@ def test_evaluate_writes_estimates_for_every_target(trained: Path) -> None:
     assert again == metrics
 
 
-def test_weight_clip_changes_weights_not_the_behaviour(trained: Path) -> None:
-    free = stage.run(_params(), trained)
+def test_weight_clip_adds_capped_estimators(trained: Path) -> None:
     clipped = stage.run(_params(weight_clip=1.0), trained)
-    assert clipped["behaviour/onpolicy/return/value"] == free["behaviour/onpolicy/return/value"]
-    assert clipped["soc/wis/return/ess"] >= free["soc/wis/return/ess"]
+    assert clipped["soc/wis_clip/return/ess"] >= clipped["soc/wis/return/ess"]
+    free = stage.run(_params(weight_clip=None), trained)
+    assert not any("_clip/" in k for k in free)
+    assert free["soc/wis/return/value"] == clipped["soc/wis/return/value"]
+    assert free["behaviour/onpolicy/return/value"] == clipped["behaviour/onpolicy/return/value"]
 
 
 def test_demo_source_puts_true_values_beside_the_estimates(trained: Path, monkeypatch: pytest.MonkeyPatch) -> None:

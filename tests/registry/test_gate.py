@@ -115,7 +115,10 @@ def test_first_run_creates_champion_then_unsafe_candidate_stays_challenger(proje
     root, params = project
     first = stage.run(params, root)
     assert first["registry/promoted"] is True and first["registry/version"] == 1
-    assert json.loads((root / "data/reports/registry.json").read_text())["registry/promoted"] is True
+    report = json.loads((root / "data/reports/registry.json").read_text())
+    assert report["registry/promoted"] is True and report["registry/cost_model_bundled"] is True
+    assert report["next/lineage"] == "ogsrl lineage models:/ogsrl-policy@champion --verify"
+    assert report["next/mlflow_ui"] == f"mlflow ui --backend-store-uri sqlite:///{(root / 'mlflow.db').as_posix()}"
     client = mlflow.MlflowClient()
     champ = client.get_model_version_by_alias("ogsrl-policy", "champion")
     assert str(champ.version) == "1" and champ.tags["gate.decision"] == "promoted"
@@ -147,3 +150,5 @@ def test_first_run_creates_champion_then_unsafe_candidate_stays_challenger(proje
     assert "challenger" not in client.get_model_version("ogsrl-policy", "3").aliases
     with pytest.raises(ValueError, match="already is the champion"):
         stage.promote(params, root, version="3")
+    with pytest.raises(ValueError, match="ogsrl-policy v9"):
+        stage.promote(params, root, version="9")

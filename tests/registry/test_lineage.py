@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -72,13 +74,24 @@ def test_manifest_names_changed_added_and_missing_files(tmp_path: Path) -> None:
     }
 
 
+def test_salt_never_recorded(tmp_path: Path) -> None:
+    params = {"cohort": {"salt": "s3cret", "step_h": 4}, "costs": {"rules": [{"name": "a"}]}}
+    record = lineage.collect(tmp_path, params, inputs=[], validation_reports=[], certificate=None,
+                             ope_metrics="none.json")
+    assert "s3cret" not in json.dumps(record)
+    assert record["params"]["cohort"] == {"salt": "sha256:" + hashlib.sha256(b"s3cret").hexdigest()[:16],
+                                          "step_h": 4}
+    assert record["params"]["costs"] == params["costs"] and params["cohort"]["salt"] == "s3cret"
+
+
 def test_data_source_kinds(tmp_path: Path) -> None:
     mimic = tmp_path / "physionet.org/files/mimiciv/3.1"
     (mimic / "hosp").mkdir(parents=True)
     (mimic / "hosp/patients.csv.gz").write_bytes(b"gz")
     src = lineage.data_source({"data": {"source": "mimic-iv", "mimic_path": str(mimic)}}, tmp_path)
     assert src["kind"] == "mimic-iv" and src["version"] == "3.1"
-    assert list(src["files_sha256"]) == ["hosp/patients.csv.gz"] and len(src["files_sha256"]["hosp/patients.csv.gz"]) == 64
+    assert list(src["files_sha256"]) == ["hosp/patients.csv.gz"]
+    assert len(src["files_sha256"]["hosp/patients.csv.gz"]) == 64
     traj = tmp_path / "t.parquet"
     traj.write_bytes(b"p")
     src = lineage.data_source({"data": {"source": "trajectories", "trajectories_path": str(traj)}}, tmp_path)
@@ -115,6 +128,9 @@ def test_lineage_resolves_every_link_and_verify_catches_an_altered_file(
                                     "generator_version": links["data_source"]["generator_version"]}
     assert "gate=promoted" in out["text"] and commit in out["text"]
     assert out["verified"] is True and out["differences"] == []
+
+    with pytest.raises(ValueError, match="cannot resolve models:/ogsrl-policy@nope"):
+        stage.lineage(params, root, "models:/ogsrl-policy@nope")
 
     (root / "data/trajectories/test.parquet").write_text("tampered")
     out = stage.lineage(params, root, "models:/ogsrl-policy/1", verify=True)

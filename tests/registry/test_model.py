@@ -219,3 +219,11 @@ def test_world_model_as_cost_model(tmp_path: Path) -> None:
     want = world.predict(obs, act).cost_prob[world.elites].mean(axis=0)
     assert p.shape == (2, 2) and np.all((p >= 0) & (p <= 1))
     np.testing.assert_allclose(p, want)
+
+
+def test_float32_boundary_values_are_plausible(bundle: Path) -> None:
+    rec = model.load_bundle(bundle)
+    edge = np.float32(0.21)  # stored as 0.2099999934; fio2's plausible low is 0.21
+    out = rec.recommend(_states(fio2=[float(edge), 0.2]))
+    assert out["reason"].tolist()[0] == ""
+    assert out["reason"].tolist()[1] == "implausible fio2=0.2 (plausible 0.21–1 fraction)"

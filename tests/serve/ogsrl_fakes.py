@@ -152,7 +152,8 @@ def make_project(root: Path, *, guardian: bool = True, cost_model: bool = True, 
     if cost_model:
         write_json(root / "data/models/world/costs.json", {"kind": "fake-spo2"})
     for name in ("validation_raw", "validation_trajectories"):
-        write_json(root / f"data/reports/{name}.json", {"success": validation_ok, "n_failed": 0 if validation_ok else 2})
+        write_json(root / f"data/reports/{name}.json",
+                   {"success": validation_ok, "n_failed": 0 if validation_ok else 2})
     write_ope(root, ret=ret, cost=cost)
     write_lock(root)
     fresh_tracking_db(root / "mlflow.db")

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import http.client
 import json
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import ogsrl_fakes as fakes
 import pytest
 
-from ogsrl.config import ConfigError, build
-from ogsrl.registry import model, stage
-from ogsrl.serve import server as srv
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # fakes are loaded by name: `ogsrl_fakes:load_policy`
+import ogsrl_fakes as fakes  # noqa: E402
+
+from ogsrl.config import ConfigError, build  # noqa: E402
+from ogsrl.registry import model, stage  # noqa: E402
+from ogsrl.serve import server as srv  # noqa: E402
 
 OK = {"gcs": 15, "spo2": 97, "fluid_cum": 1000}
 
@@ -133,16 +136,21 @@ def test_serves_the_registered_champion(tmp_path: Path, monkeypatch: pytest.Monk
     root = tmp_path / "proj"
     params = fakes.make_project(root)
     stage.run(params, root)
-    stage.mlflow_client(params, root, None)
-    rec, info = srv.load_recommender("models:/ogsrl-policy@champion", root)
-    assert info["run_id"]
-    s, t = _start(rec)
+    params["serve"] = {"port": 0}
+    s, cfg = srv.build_server(params, root)
+    assert cfg.model_uri == "models:/ogsrl-policy@champion" and s.server_address[0] == "127.0.0.1"
+    t = threading.Thread(target=s.serve_forever, daemon=True)
+    t.start()
     try:
         status, body = _post(s.server_address[:2], {"states": [OK, {**OK, "spo2": 140}]})
+        meta = _request(s.server_address[:2], "GET", "/metadata")[1]
     finally:
         s.shutdown()
         s.server_close()
         t.join(timeout=5)
-    assert status == 200
+    assert not t.is_alive()
+    assert status == 200 and body["model"]["uri"] == "models:/ogsrl-policy@champion" and body["model"]["run_id"]
     assert body["predictions"][0]["action"] == {"fluid_ml": 110.0, "nee_max": 1.5}
+    assert body["predictions"][0]["predicted_costs"] == {"cost_spo2_low": pytest.approx(0.06)}
     assert body["predictions"][1]["defer_to_clinician"] is True
+    assert meta["guardian"]["alpha_c"] == 0.95

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,11 +13,12 @@ from ogsrl.synth import policies, stage, truth
 
 
 def test_truth_is_deterministic_and_reports_cis() -> None:
-    a = truth.evaluate_policy(policies.get_policy("heuristic"), 40, seed=3, chunk=20)
-    b = truth.evaluate_policy(policies.get_policy("heuristic"), 40, seed=3, chunk=20)
+    short = E.WorldConfig(n_steps=8)
+    a = truth.evaluate_policy(policies.get_policy("heuristic"), 40, seed=3, chunk=40, world=short)
+    b = truth.evaluate_policy(policies.get_policy("heuristic"), 40, seed=3, chunk=40, world=short)
     assert a.to_dict() == {**b.to_dict(), "truth/seconds": a.to_dict()["truth/seconds"]}
     d = a.to_dict()
-    assert d["truth/episodes"] == 40 and d["truth/steps"] > 40 * 5
+    assert d["truth/episodes"] == 40 and d["truth/steps"] > 40 * 2
     assert d["truth/return_ci_lo"] <= d["truth/return"] <= d["truth/return_ci_hi"] < 0
     assert 0 <= d["truth/mortality_hosp"] <= d["truth/mortality_90d"] <= 1
     assert {"truth/rate_cost_spo2_low", "truth/rate_cost_urine_low", "truth/rate_cost_total"} <= set(d)
@@ -36,10 +39,10 @@ def test_rewards_follow_the_cohort_schemes() -> None:
 def test_truth_states_match_extracted_data_under_behaviour() -> None:
     """The behaviour policy's states in `truth` and in generated data (same loop, independent seeds) agree."""
     obs = E.cohort_observer()
-    gen = E.simulate(150, np.random.default_rng(21), first_index=0, world=E.WorldConfig(), observer=obs)
+    gen = E.simulate(120, np.random.default_rng(21), first_index=0, world=E.WorldConfig(), observer=obs)
     sep = gen.stays.loc[gen.stays["kind"] == E.KIND_SEPSIS, "stay"]
     g = gen.steps[gen.steps["stay"].isin(sep)]
-    tr = E.simulate(150, np.random.default_rng(22), first_index=0, world=E.WorldConfig(), observer=obs,
+    tr = E.simulate(100, np.random.default_rng(22), first_index=0, world=E.WorldConfig(), observer=obs,
                     cohort_only=True, keep_tables=False).steps
     for f in ("map", "sofa", "spo2", "lactate", "urine_step", "fluid_cum", "gcs", "fio2", "fluid_ml"):
         ga, ta = g.groupby("stay")[f].mean(), tr.groupby("stay")[f].mean()
@@ -68,9 +71,24 @@ def test_policies_and_lookup() -> None:
 
 
 def test_run_truth_reads_cohort_and_costs_params() -> None:
-    params = {"synth": {"chunk_stays": 10}, "cohort": {"reward": "terminal", "terminal_reward": 1.0},
+    params = {"synth": {"chunk_stays": 10}, "cohort": {"reward": "terminal", "terminal_reward": 1.0, "n_steps": 6},
               "costs": {"rules": [{"name": "spo2_low", "feature": "spo2", "op": "<", "threshold": 92.0,
                                    "units": "%"}]}}
-    d = stage.run_truth(params, __import__("pathlib").Path("."), "no-treatment", 10, 0)
+    d = stage.run_truth(params, Path("."), "no-treatment", 10, 0)
     assert d["truth/policy"] == "no-treatment" and "truth/rate_cost_urine_low" not in d
     assert -1.0 <= d["truth/return"] <= 1.0
+
+
+def test_saved_policy_directory_is_loaded_and_run(tmp_path: Path) -> None:
+    import torch
+
+    from ogsrl import features as F
+    from ogsrl.agents.bc import BCConfig, BCPolicy
+
+    torch.set_num_threads(1)
+    names = F.PAPER_STATE
+    pol = BCPolicy(BCConfig(), names, np.zeros(len(names)), np.ones(len(names)))
+    pol.save(tmp_path / "bc")
+    params = {"synth": {"chunk_stays": 6}, "cohort": {"n_steps": 4}}
+    d = stage.run_truth(params, tmp_path, "bc", 6, 0)
+    assert d["truth/episodes"] == 6 and d["truth/steps"] > 0 and np.isfinite(d["truth/return"])

@@ -33,7 +33,7 @@ def broken_tables() -> dict[str, pd.DataFrame]:
     ic = t["icustays"]
     ic.loc[1, "outtime"] = ic.loc[1, "intime"] - pd.Timedelta(hours=1)  # outtime < intime
     ic.loc[2, "stay_id"] = ic.loc[0, "stay_id"]  # duplicated stay_id
-    t["outputevents"].loc[2, "itemid"] = 999999  # itemid unknown to d_items
+    t["outputevents"]["itemid"] = 40055  # a foreign (MIMIC-III) itemid set, unknown to d_items
     ce = t["chartevents"]
     ce.loc[ce["itemid"] == 220045, "valuenum"] = 999.0  # every HR is a charting error: beyond `mostly`
     t["d_items"] = t["d_items"][t["d_items"]["itemid"] != 225792]  # d_items lacks the ventilation item
@@ -49,7 +49,6 @@ EXPECTED_FAILURES = {
     ("icustays", "icustays", "stay_id"),
     ("outputevents", "outputevents", "itemid"),
     ("chartevents", "chartevents", "valuenum"),
-    ("d_items", "d_items", "itemid"),
     ("procedureevents", "procedureevents", "itemid"),
 }
 
@@ -123,9 +122,9 @@ def test_missing_and_corrupt_tables_named(broken: RawResult) -> None:
         ("inputevents", "amount", ["inputevents", "amount >= 0", "-500"]),
         ("icustays", "los_h", ["icustays", "intime < outtime", "-1"]),
         ("icustays", "stay_id", ["icustays", "one row per stay_id"]),
-        ("outputevents", "itemid", ["outputevents", "d_items", "999999"]),
+        ("outputevents", "itemid", ["outputevents", "d_items", "40055", "6 of 6"]),
+        ("outputevents", "itemid", ["outputevents", "MIMIC-IV itemids present", "missing: ['226559']"]),
         ("chartevents", "valuenum", ["chartevents", "hr (itemid 220045)", "999"]),
-        ("d_items", "itemid", ["d_items", "225792"]),
         ("procedureevents", "itemid", ["procedureevents", "225792"]),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
@@ -133,7 +132,8 @@ def test_missing_and_corrupt_tables_named(broken: RawResult) -> None:
 def test_failure_message_names_table_column_and_values(
     broken: RawResult, suite: str, column: str, needles: list[str]
 ) -> None:
-    (o,) = by_key(broken, suite, column, ">= 0" if column == "amount" else "")
+    what = {"amount": ">= 0", "itemid": "MIMIC-IV" if "MIMIC-IV itemids present" in needles else "defined"}
+    (o,) = by_key(broken, suite, column, what.get(column, ""))
     text = o.line()
     for needle in needles:
         assert needle in text, (needle, text)
@@ -211,9 +211,27 @@ def test_value_rules_cover_contract() -> None:
     assert ranged == set(F.CHART_ITEMS)
     assert all(r.mostly == cfg.range_mostly for r in rules if r.where_itemids)
     nonneg = value_rules("inputevents", cfg, d_items=[1], d_labitems=None)
-    assert {r.column for r in nonneg if r.what.endswith(">= 0")} == {"amount", "rate", "duration_h"}
+    assert {r.column for r in nonneg if ">= 0 for" in r.what} == {"amount", "rate", "duration_h"}
+    assert all(r.mostly == cfg.nonneg_mostly for r in nonneg if ">= 0 for" in r.what)
 
 
 def test_missing_directory_raises(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="raw data directory"):
         validate_raw(tmp_path / "nope", ValidationConfig(), SALT)
+
+
+def test_rule_and_config_validation() -> None:
+    from ogsrl.validate.gx import Rule
+
+    with pytest.raises(ValueError, match="unknown rule kind"):
+        Rule("t", "c", "between_ish", "x")
+    with pytest.raises(ValueError, match="mostly"):
+        Rule("t", "c", "between", "x", mostly=0.0)
+    with pytest.raises(ValueError, match="no row-wise SQL form"):
+        Rule("t", "c", "unique", "x").sql_counts()
+    rows, denom, bad = Rule("t", "v", "between", "x", min_value=0, strict_min=True, where_itemids=(1, 2)).sql_counts()
+    assert rows == "itemid IN (1, 2)" and '"v" <= 0' in bad and "IS NOT NULL" in denom
+    with pytest.raises(ValueError, match="range_mostly"):
+        ValidationConfig(range_mostly=1.2)
+    with pytest.raises(ValueError, match="sample_rows"):
+        ValidationConfig(sample_rows=0)

@@ -97,14 +97,15 @@ def test_schema_breaks_and_missing_file(tmp_path: Path) -> None:
     res = run(write_trajectories(tmp_path, fr))
     got = failed(res)
     assert set(got) == {
-        ("train_schema", "present", "contract column present"),
-        ("train_schema", "type_ok", "contract dtype family"),  # an absent column has no dtype either
-        ("val_schema", "type_ok", "contract dtype family"),
+        ("train_schema", "reward", "contract column present"),
+        ("train_schema", "reward", "contract dtype family"),  # an absent column has no dtype either
+        ("val_schema", "step", "contract dtype family"),
         ("files", "status", "train/val/test parquet exist and are readable"),
     }
-    assert "reward" in got[("train_schema", "present", "contract column present")].line()
-    assert "step" in got[("val_schema", "type_ok", "contract dtype family")].line()
-    assert "test.parquet not found" in got[("files", "status", "train/val/test parquet exist and are readable")].line()
+    assert "actual='absent'" in got[("train_schema", "reward", "contract column present")].line()
+    assert "actual='float'" in got[("val_schema", "step", "contract dtype family")].line()
+    files = got[("files", "status", "train/val/test parquet exist and are readable")].line()
+    assert "test.parquet not found" in files and "1 of 3 files" in files
     assert res.rows == {"val": 10}  # the file missing a column is not value-checked
 
 

@@ -7,7 +7,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -20,7 +19,6 @@ from ogsrl.world.ensemble import (
     Layout,
     Transitions,
     WorldModel,
-    transitions_from_frame,
 )
 
 from .conftest import COSTS, STATE, TINY
@@ -41,15 +39,6 @@ def _linear_system(n: int, rng: np.random.Generator, noise: float) -> tuple[Tran
     data = Transitions(obs=obs.astype(np.float32), act=act.astype(np.float32), next_obs=nxt.astype(np.float32),
                        rew=(-0.1 * obs[:, 0]).astype(np.float32), cost=np.zeros((n, 1), np.float32), death=z)
     return data, clean, noise_sd
-
-
-def test_layout_classifies_static_binary_and_continuous() -> None:
-    lay = Layout.make(STATE, COSTS, TINY.copy_features)
-    names = lambda idx: [STATE[i] for i in idx]  # noqa: E731
-    assert names(lay.copy_idx) == ["gender", "readmission", "age"]
-    assert names(lay.binary_idx) == ["mechvent"]
-    assert "spo2" in names(lay.gauss_idx) and len(lay.gauss_idx) == len(STATE) - 4
-    assert lay.n_gauss == len(lay.gauss_idx) + 1 and lay.n_logit == 1 + len(COSTS) + 1
 
 
 def test_prediction_and_step_shapes(tiny_model: WorldModel, toy_data: tuple[Transitions, Transitions]) -> None:
@@ -169,13 +158,7 @@ def test_hand_built_linear_system_is_recovered() -> None:
     assert np.sqrt(((p.rew_mean[m.elites].mean(0) - test.rew) ** 2).mean()) < 0.2
 
 
-def test_nan_and_shape_errors(tiny_model: WorldModel, toy_frame: pd.DataFrame) -> None:
-    bad = toy_frame.copy()
-    bad.loc[bad.index[5], "spo2"] = np.nan
-    with pytest.raises(DataError, match=r"column 'spo2'.*offending rows: 5"):
-        transitions_from_frame(bad, STATE, COSTS, "train")
-    with pytest.raises(DataError, match="missing column"):
-        transitions_from_frame(toy_frame.drop(columns=["next_gcs"]), STATE, COSTS)
+def test_nan_and_shape_errors(tiny_model: WorldModel) -> None:
     obs = np.tile(np.array([[F.BY_NAME[f].normal for f in STATE]], np.float32), (4, 1))
     act = np.zeros((4, 2), np.float32)
     obs_inf = obs.copy()
@@ -188,10 +171,17 @@ def test_nan_and_shape_errors(tiny_model: WorldModel, toy_frame: pd.DataFrame) -
         tiny_model.predict(obs[:, :-1], act)
 
 
+def test_binary_targets_must_be_zero_or_one(toy_data: tuple[Transitions, Transitions]) -> None:
+    train, val = toy_data
+    nxt = train.next_obs.copy()
+    nxt[3, STATE.index("mechvent")] = 0.5
+    bad = Transitions(train.obs, train.act, nxt, train.rew, train.cost, train.death)
+    with pytest.raises(DataError, match="mechvent"):
+        WorldModel(TINY, Layout.make(STATE, COSTS, TINY.copy_features)).fit(bad, val)
+
+
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="n_elites"):
         EnsembleConfig(n_members=3, n_elites=4)
     with pytest.raises(ValueError, match="hidden"):
         EnsembleConfig(hidden=())
-    with pytest.raises(ValueError, match="unknown state feature"):
-        Layout.make(("spo2", "nonsense"), (), ())

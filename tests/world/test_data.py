@@ -1,0 +1,47 @@
+"""Tests for ogsrl/world/data.py: arrays from trajectory tables and the head layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ogsrl.errors import DataError
+from ogsrl.world.data import Layout, Transitions, transitions_from_frame
+
+from .conftest import COSTS, STATE, TINY
+
+
+def test_layout_classifies_static_binary_and_continuous() -> None:
+    lay = Layout.make(STATE, COSTS, TINY.copy_features)
+    names = lambda idx: [STATE[i] for i in idx]  # noqa: E731
+    assert names(lay.copy_idx) == ["gender", "readmission", "age"]
+    assert names(lay.binary_idx) == ["mechvent"]
+    assert "spo2" in names(lay.gauss_idx) and len(lay.gauss_idx) == len(STATE) - 4
+    assert lay.n_gauss == len(lay.gauss_idx) + 1 and lay.n_logit == 1 + len(COSTS) + 1
+
+
+def test_transitions_from_frame_selects_columns(toy_frame: pd.DataFrame) -> None:
+    d = transitions_from_frame(toy_frame, STATE, COSTS)
+    assert len(d) == len(toy_frame) and d.obs.shape == (len(toy_frame), len(STATE)) and d.cost.shape[1] == 2
+    np.testing.assert_array_equal(d.next_obs[:, STATE.index("spo2")], toy_frame["next_spo2"].to_numpy(np.float32))
+    np.testing.assert_array_equal(d.death, toy_frame["death_in_step"].to_numpy(np.float32))
+    assert d.obs.dtype == d.act.dtype == d.rew.dtype == np.float32
+
+
+def test_bad_tables_raise(toy_frame: pd.DataFrame) -> None:
+    bad = toy_frame.copy()
+    bad.loc[bad.index[5], "spo2"] = np.nan
+    with pytest.raises(DataError, match=r"table 'train', column 'spo2'.*offending rows: 5"):
+        transitions_from_frame(bad, STATE, COSTS, "train")
+    bad = toy_frame.copy()
+    bad.loc[bad.index[[2, 9]], "nee_max"] = np.inf
+    with pytest.raises(DataError, match=r"column 'nee_max'.*offending rows: 2, 9"):
+        transitions_from_frame(bad, STATE, COSTS)
+    with pytest.raises(DataError, match="missing column"):
+        transitions_from_frame(toy_frame.drop(columns=["next_gcs"]), STATE, COSTS)
+    with pytest.raises(ValueError, match="unknown state feature"):
+        Layout.make(("spo2", "nonsense"), (), ())
+    z = np.zeros((4, 2), np.float32)
+    with pytest.raises(ValueError, match="act must be"):
+        Transitions(z, np.zeros((3, 2), np.float32), z, np.zeros(4, np.float32), z, np.zeros(4, np.float32))

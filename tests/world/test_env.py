@@ -1,0 +1,132 @@
+"""Tests for ogsrl/world/env.py: reset/step contracts, horizon, death, guardian hook, rollouts, bad input."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ogsrl.errors import DataError
+from ogsrl.world.ensemble import WorldModel
+from ogsrl.world.env import EnvConfig, WorldModelEnv, rollout, start_states
+
+from .conftest import COSTS, STATE
+
+
+@pytest.fixture()
+def starts(toy_frame: pd.DataFrame) -> np.ndarray:
+    return start_states(toy_frame, STATE)
+
+
+def _behaviour(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return np.column_stack([rng.uniform(0, 800, len(obs)), rng.uniform(0, 0.2, len(obs))]).astype(np.float32)
+
+
+def _never_die(model: WorldModel) -> WorldModel:
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        m.net.head.bias[:, 0, -1] = -50.0  # death logit
+        m.net.skip.weight[:, :, -1] = 0.0
+    return m
+
+
+def test_start_states_are_step0_rows(toy_frame: pd.DataFrame, starts: np.ndarray) -> None:
+    expected = toy_frame.loc[toy_frame["step"] == 0, list(STATE)].to_numpy(np.float32)
+    np.testing.assert_array_equal(starts, expected)
+    with pytest.raises(DataError, match="no step-0 rows"):
+        start_states(toy_frame[toy_frame["step"] > 0], STATE)
+
+
+def test_reset_and_step_contract(tiny_model: WorldModel, starts: np.ndarray) -> None:
+    env = WorldModelEnv(tiny_model, starts, num_envs=9, cfg=EnvConfig(horizon=5))
+    obs, info = env.reset(seed=1)
+    assert obs.shape == (9, len(STATE)) and obs.dtype == np.float32
+    np.testing.assert_array_equal(obs, starts[info["start_index"]])
+    obs2, _ = env.reset(seed=1)
+    np.testing.assert_array_equal(obs, obs2)
+    assert env.observation_space.shape == (9, len(STATE)) and env.action_space.shape == (9, 2)
+    nxt, rew, term, trunc, info = env.step(np.full((9, 2), [300.0, 0.1], np.float32))
+    assert nxt.shape == obs.shape and rew.shape == term.shape == trunc.shape == (9,)
+    assert rew.dtype == np.float32 and term.dtype == np.bool_
+    assert info["cost"].shape == (9, len(COSTS)) and info["uncertainty"].shape == (9,)
+    assert info["active"].all() and ((info["cost"] >= 0) & (info["cost"] <= 1)).all()
+
+
+def test_truncates_at_horizon_and_freezes(tiny_model: WorldModel, starts: np.ndarray) -> None:
+    env = WorldModelEnv(_never_die(tiny_model), starts, num_envs=6, cfg=EnvConfig(horizon=3))
+    env.reset(seed=0)
+    act = np.full((6, 2), [200.0, 0.0], np.float32)
+    for t in range(3):
+        obs, _, term, trunc, _ = env.step(act)
+        assert not term.any()
+        assert trunc.all() == (t == 2)
+    frozen, rew, term, trunc, info = env.step(act)
+    np.testing.assert_array_equal(frozen, obs)
+    assert not info["active"].any() and (rew == 0).all() and not (term | trunc).any()
+    assert (info["cost"] == 0).all()
+
+
+def test_death_terminates(tiny_model: WorldModel, starts: np.ndarray) -> None:
+    m = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        m.net.head.bias[:, 0, -1] = 50.0
+    env = WorldModelEnv(m, starts, num_envs=4, cfg=EnvConfig(horizon=10))
+    env.reset(seed=0)
+    _, _, term, trunc, info = env.step(np.zeros((4, 2), np.float32))
+    assert term.all() and info["death"].all() and not trunc.any() and not env.running.any()
+
+
+def test_guard_penalises_and_ends(tiny_model: WorldModel, starts: np.ndarray) -> None:
+    def guard(obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+        return act[:, 0] < 1000.0
+
+    env = WorldModelEnv(_never_die(tiny_model), starts, num_envs=4, cfg=EnvConfig(horizon=5, ood_penalty=-25.0),
+                        guard=guard)
+    obs, _ = env.reset(seed=2)
+    act = np.array([[100, 0], [5000, 0], [100, 0], [9000, 0.1]], np.float32)
+    nxt, rew, term, _, info = env.step(act)
+    np.testing.assert_array_equal(info["ood"], [False, True, False, True])
+    np.testing.assert_array_equal(term, [False, True, False, True])
+    assert rew[1] == rew[3] == -25.0 and rew[0] != -25.0
+    np.testing.assert_array_equal(nxt[[1, 3]], obs[[1, 3]])
+    assert (info["cost"][[1, 3]] == 0).all()
+    bad = WorldModelEnv(tiny_model, starts, 4, EnvConfig(), guard=lambda o, a: np.ones(3, bool))
+    bad.reset(seed=0)
+    with pytest.raises(ValueError, match="guard must return"):
+        bad.step(act)
+
+
+def test_rollout_seeded_and_consistent(tiny_model: WorldModel, starts: np.ndarray) -> None:
+    cfg = EnvConfig(horizon=6, mode="random_elite", cost_mode="sample")
+    r1 = rollout(WorldModelEnv(tiny_model, starts, 32, cfg), _behaviour, seed=4)
+    r2 = rollout(WorldModelEnv(tiny_model, starts, 32, cfg), _behaviour, seed=4)
+    r3 = rollout(WorldModelEnv(tiny_model, starts, 32, cfg), _behaviour, seed=5)
+    np.testing.assert_array_equal(r1.obs, r2.obs)
+    np.testing.assert_array_equal(r1.rew, r2.rew)
+    assert not np.array_equal(r1.obs, r3.obs)
+    assert r1.obs.shape == (7, 32, len(STATE)) and r1.cost.shape == (6, 32, len(COSTS))
+    assert np.isin(r1.cost, (0.0, 1.0)).all() and 0.0 <= r1.mortality <= 1.0
+    # once a row stops being active it never becomes active again
+    assert (np.diff(r1.active.astype(int), axis=0) <= 0).all()
+    mean_env = WorldModelEnv(_never_die(tiny_model), starts, 8, EnvConfig(horizon=4, mode="mean"))
+    a = rollout(mean_env, lambda o, rng: np.full((len(o), 2), [250.0, 0.05], np.float32), seed=1)
+    b = rollout(mean_env, lambda o, rng: np.full((len(o), 2), [250.0, 0.05], np.float32), seed=1)
+    np.testing.assert_array_equal(a.obs, b.obs)
+
+
+def test_bad_actions_and_inputs(tiny_model: WorldModel, starts: np.ndarray) -> None:
+    env = WorldModelEnv(tiny_model, starts, 3, EnvConfig())
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(np.zeros((3, 2), np.float32))
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"actions must be \(3, 2\)"):
+        env.step(np.zeros((3, 3), np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        env.step(np.array([[0, 0], [np.nan, 0], [0, 0]], np.float32))
+    with pytest.raises(ValueError, match="start states"):
+        WorldModelEnv(tiny_model, starts[:, :-1], 3, EnvConfig())
+    with pytest.raises(ValueError, match="horizon"):
+        EnvConfig(horizon=0)
