@@ -37,6 +37,8 @@ EXCLUSIONS: tuple[str, ...] = (
     "extreme_fluid", "extreme_urine", "extreme_vasopressor", "withdrawal", "icu_death_in_window",
 )
 """Optional exclusion rules applied after the decision grid (reference §5), in this order."""
+DEFAULT_EXCLUSIONS: tuple[str, ...] = EXCLUSIONS[:4]
+"""icu_death_in_window is off by default: it would drop most deaths inside the decision window."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +85,7 @@ class CohortConfig:
     """…to this many hours after it"""
     sofa_threshold: float = 2.0
     """Sepsis-3 SOFA threshold (baseline assumed 0)"""
-    exclusions: tuple[str, ...] = EXCLUSIONS
+    exclusions: tuple[str, ...] = DEFAULT_EXCLUSIONS
     """exclusion rules to apply (subset of extreme_fluid, extreme_urine, extreme_vasopressor, withdrawal,
     icu_death_in_window)"""
     max_fluid_ml: float = 10000.0

@@ -206,7 +206,8 @@ def simulate(n: int, rng: np.random.Generator, *, first_index: int, world: World
     w = world
     gi = first_index + np.arange(n)
     ids = {"subject_id": 10_000_000 + gi, "hadm_id": 20_000_000 + gi, "stay_id": 30_000_000 + gi,
-           "prior_hadm_id": 28_000_000 + gi, "prior_stay_id": 38_000_000 + gi}
+           "prior_hadm_id": 28_000_000 + gi, "prior_stay_id": 38_000_000 + gi,
+           "second_stay_id": 34_000_000 + gi}
     # ---- case mix, timing and static traits -----------------------------------------------------------------
     u = rng.random(n)
     kind = np.where(u < w.no_infection_rate, KIND_NO_INFECTION,

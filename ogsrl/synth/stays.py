@@ -75,7 +75,7 @@ def stay_tables(ids: dict[str, np.ndarray], st: dict[str, Any], final: bool) -> 
     s2 = np.flatnonzero(st["kind"] == KIND_SECOND_STAY)
     if len(s2):
         icu.append({"subject_id": ids["subject_id"][s2], "hadm_id": ids["hadm_id"][s2],
-                    "stay_id": ids["prior_stay_id"][s2], "first_careunit": np.full(len(s2), "Surgical ICU", object),
+                    "stay_id": ids["second_stay_id"][s2], "first_careunit": np.full(len(s2), "Surgical ICU", object),
                     "last_careunit": np.full(len(s2), "Surgical ICU", object), "intime": intime[s2] - 40 * HOUR,
                     "outtime": intime[s2] - 20 * HOUR, "los": np.full(len(s2), 20.0 / 24.0)})
 

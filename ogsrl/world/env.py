@@ -1,6 +1,6 @@
 """`WorldModelEnv`: the fitted ensemble as a batched gymnasium vector environment for the policy trainers.
 
-Episodes start from real step-0 states of the training split, advance with the ensemble (mode ``mean``,
+Episodes start from the real first states (each stay's first row) of the training split, advance with the ensemble (mode ``mean``,
 ``random_member`` or ``random_elite``), end on a sampled death (``terminated``) or at the horizon (``truncated``).
 A guardian can be plugged in as ``guard(obs, act) -> inside (B,) bool``: a step whose (s, a) leaves the supported
 set earns ``ood_penalty`` and ends the episode (OGSRL: −25, episode frozen).
@@ -56,14 +56,30 @@ class EnvConfig:
             raise ValueError(f"uncertainty_penalty must be >= 0, got {self.uncertainty_penalty}")
 
 
-def start_states(frame: pd.DataFrame, state_features: tuple[str, ...], table: str = "train") -> FloatArray:
-    """(N, S) states of the step-0 rows of a trajectory table."""
-    missing = [c for c in ("step", *state_features) if c not in frame.columns]
+def first_rows(frame: pd.DataFrame, table: str = "trajectories") -> np.ndarray:
+    """Positions (in ``frame``) of each stay's first row (its smallest ``step``), ordered by ``stay_key``.
+
+    A stay's first kept decision step need not be 0: steps index the decision grid, and a step is kept only once the
+    patient is in the ICU (docs/data-contract.md §2).
+    """
+    missing = [c for c in ("stay_key", "step") if c not in frame.columns]
     if missing:
         raise DataError(f"missing column(s) {missing}", table=table)
-    first = frame.loc[frame["step"] == 0, list(state_features)].to_numpy(dtype=np.float32)
-    if len(first) == 0:
-        raise DataError("no step-0 rows to start episodes from", table=table, column="step")
+    if len(frame) == 0:
+        raise DataError("no rows to start episodes from", table=table, column="step")
+    order = np.lexsort((frame["step"].to_numpy(), frame["stay_key"].to_numpy()))
+    keys = frame["stay_key"].to_numpy()[order]
+    is_first = np.ones(len(order), dtype=bool)
+    is_first[1:] = keys[1:] != keys[:-1]
+    return order[is_first]
+
+
+def start_states(frame: pd.DataFrame, state_features: tuple[str, ...], table: str = "train") -> FloatArray:
+    """(N, S) states of each stay's first row in a trajectory table (the real start-state distribution)."""
+    missing = [c for c in state_features if c not in frame.columns]
+    if missing:
+        raise DataError(f"missing column(s) {missing}", table=table)
+    first = frame[list(state_features)].to_numpy(dtype=np.float32)[first_rows(frame, table)]
     bad = ~np.isfinite(first)
     if bad.any():
         col = int(np.flatnonzero(bad.any(0))[0])
@@ -114,7 +130,7 @@ class WorldModelEnv(VectorEnv):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None,
               ) -> tuple[FloatArray, dict[str, Any]]:
-        """Draw ``num_envs`` start states (with replacement) from the real step-0 states."""
+        """Draw ``num_envs`` start states (with replacement) from the real first states."""
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         idx = self._rng.integers(0, len(self._starts), size=self.num_envs)

@@ -30,7 +30,7 @@ from ogsrl.io import atomic_path, write_json, write_text
 from ogsrl.world.baselines import DeltaRegressor, linear_model, nearest_neighbour
 from ogsrl.world.data import Layout, Transitions, transitions_from_frame
 from ogsrl.world.ensemble import EnsembleConfig, WorldModel
-from ogsrl.world.env import EnvConfig
+from ogsrl.world.env import EnvConfig, first_rows
 
 log = logging.getLogger(__name__)
 
@@ -143,17 +143,15 @@ def evaluate(model: WorldModel, baselines: list[DeltaRegressor], test: Transitio
 
 def replay(model: WorldModel, frame: pd.DataFrame, feats: tuple[str, ...], mode: str, seed: int,
            horizon: int) -> dict[str, Any]:
-    """Open-loop replay of logged actions from each test stay's step-0 state.
+    """Open-loop replay of logged actions from each test stay's first state.
 
-    Each stay runs for its logged length (≤ horizon) or until a sampled death. Returns model vs logged
-    mortality and the mean path (per step) of every state feature, model and logged.
+    Each stay runs for its logged number of rows (≤ horizon) or until a sampled death. Returns model vs logged
+    mortality and the mean path (per step since the stay's first row) of every state feature, model and logged.
     """
-    frame = frame.sort_values(["stay_key", "step"], kind="stable")
+    frame = frame.iloc[np.lexsort((frame["step"].to_numpy(), frame["stay_key"].to_numpy()))]
+    first = first_rows(frame.reset_index(drop=True), "test")  # sorted frame: first rows in ascending order
     keys = frame["stay_key"].to_numpy()
-    first = np.flatnonzero(frame["step"].to_numpy() == 0)
     n = len(first)
-    if n == 0:
-        raise DataError("no step-0 rows for the replay", table="test", column="step")
     length = np.diff(np.append(first, len(frame)))
     act = np.zeros((horizon, n, 2), dtype=np.float32)
     logged = np.full((horizon + 1, n, len(feats)), np.nan)

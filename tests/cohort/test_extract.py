@@ -16,7 +16,9 @@ from ogsrl.data.contract import check_trajectories
 from ogsrl.errors import DataError
 from ogsrl.io import salted_hash
 
-CFG = CohortConfig(window_start_h=-4, n_steps=3)
+from ogsrl.cohort.extract import EXCLUSIONS
+
+CFG = CohortConfig(window_start_h=-4, n_steps=3, exclusions=EXCLUSIONS)  # all five rules, so each is exercised
 
 
 def run(root: Path, cfg: CohortConfig = CFG):

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ogsrl.cohort import stage
+from ogsrl.cohort.extract import EXCLUSIONS
 from ogsrl.config import ConfigError
 from ogsrl.data.contract import check_trajectories, read_metadata
 from ogsrl.errors import DataError
@@ -22,7 +23,8 @@ SPLITS = ("train", "val", "test")
 def params(make_params, tiny_mimic: Path) -> dict:
     return make_params(**{"data.source": "mimic-iv", "data.mimic_path": str(tiny_mimic),
                           "cohort.window_start_h": -4, "cohort.n_steps": 3, "cohort.duckdb_memory_limit": "1GB",
-                          "cohort.duckdb_threads": 1})
+                          "cohort.duckdb_threads": 1,
+                          "cohort.exclusions": list(EXCLUSIONS)})  # all five rules, as in test_extract
 
 
 def hashes(root: Path) -> dict[str, str]:

@@ -33,11 +33,15 @@ def _never_die(model: WorldModel) -> WorldModel:
     return m
 
 
-def test_start_states_are_step0_rows(toy_frame: pd.DataFrame, starts: np.ndarray) -> None:
+def test_start_states_are_each_stays_first_row(toy_frame: pd.DataFrame, starts: np.ndarray) -> None:
     expected = toy_frame.loc[toy_frame["step"] == 0, list(STATE)].to_numpy(np.float32)
-    np.testing.assert_array_equal(starts, expected)
-    with pytest.raises(DataError, match="no step-0 rows"):
-        start_states(toy_frame[toy_frame["step"] > 0], STATE)
+    np.testing.assert_array_equal(starts, expected)  # toy stays start at step 0 and are sorted by key
+    late = toy_frame[toy_frame["step"] >= 2].iloc[::-1]  # stays entering the grid later, rows shuffled
+    got = start_states(late, STATE)
+    first = late.sort_values(["stay_key", "step"]).groupby("stay_key").head(1)
+    np.testing.assert_array_equal(got, first[list(STATE)].to_numpy(np.float32))
+    with pytest.raises(DataError, match="no rows"):
+        start_states(toy_frame.iloc[:0], STATE)
 
 
 def test_reset_and_step_contract(tiny_model: WorldModel, starts: np.ndarray) -> None:
