@@ -19,6 +19,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS ?= 1
 export DVC_SITE_CACHE_DIR ?= $(CURDIR)/.dvc/site-cache
 export MLFLOW_DISABLE_TELEMETRY ?= true
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
@@ -43,6 +44,8 @@ install: $(STAMP)
 
 run: $(STAMP)
 	dvc repro
+	ogsrl register
+	ogsrl promote
 	@echo
 	@echo "Results (under $(CURDIR)):"
 	@echo "  raw demo tables   data/raw/{hosp,icu}/"
@@ -50,7 +53,9 @@ run: $(STAMP)
 	@echo "  models            data/models/{world,guardian,policies,behaviour}/"
 	@echo "  metrics           data/reports/*.json, data/reports/evaluate/   (dvc metrics show; dvc metrics diff)"
 	@echo "  validation docs   data/reports/validation/{raw,trajectories}/index.html"
-	@echo "  MLflow runs       mlflow.db   (.venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db)"
+	@echo "  report            data/reports/evaluate/metrics.json   (OPE estimates beside the simulator's true values)"
+	@echo "  MLflow UI         .venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000"
+	@echo "  lineage           .venv/bin/ogsrl lineage models:/ogsrl-policy@champion --verify"
 	@python -c 'import json; m = json.load(open("data/reports/cohort.json")); print("  cohort            %s stays, %s rows, in-hospital mortality %.3f" % (m["cohort_stays"], m["rows"], m["mortality_in_hosp"]))' 
 
 flow: $(STAMP)

@@ -262,6 +262,58 @@ def _cmd_truth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _params_root(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
+    from ogsrl.config import load_params
+
+    root = Path(args.root).resolve()
+    return load_params(Path(args.params) if args.params else root / "params.yaml"), root
+
+
+def _cmd_register(args: argparse.Namespace) -> int:
+    from ogsrl.registry import stage as registry_stage
+
+    params, root = _params_root(args)
+    result = registry_stage.register(params, root)
+    print(json.dumps(result, indent=2, sort_keys=True, default=str))
+    print(f"ogsrl register: {result['model_uri']} is the challenger; next: ogsrl promote", file=sys.stderr)
+    return 0
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from ogsrl.registry import stage as registry_stage
+
+    params, root = _params_root(args)
+    result = registry_stage.promote(params, root, version=args.version, dry_run=args.dry_run)
+    print(json.dumps(result, indent=2, sort_keys=True, default=str))
+    label = " (dry run, nothing changed)" if args.dry_run else ""
+    print(f"ogsrl promote{label}: v{result['version']}: {result['summary']}", file=sys.stderr)
+    return 0
+
+
+def _cmd_lineage(args: argparse.Namespace) -> int:
+    from ogsrl.registry import stage as registry_stage
+
+    params, root = _params_root(args)
+    out = registry_stage.lineage(params, root, args.uri, verify=args.verify)
+    if args.json:
+        print(json.dumps({k: v for k, v in out.items() if k != "text"}, indent=2, sort_keys=True, default=str))
+    else:
+        print(out["text"])
+        if args.verify:
+            print("verify    OK: every recorded hash matches" if out["verified"] else "verify    FAILED:")
+            for d in out["differences"]:
+                print(f"            {d['kind']:<8} {d['path']}  ({d['detail']})")
+    return 0 if not args.verify or out["verified"] else 1
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from ogsrl.serve import server
+
+    params, root = _params_root(args)
+    server.serve(params, root, host=args.host, port=args.port, model_uri=args.model_uri)
+    return 0
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -313,6 +365,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_truth)
+
+    p = sub.add_parser("register", help="register the trained policy bundle in MLflow as the `challenger`")
+    add_globals(p, suppress=True)
+    p.set_defaults(func=_cmd_register)
+
+    p = sub.add_parser("promote", help="promotion gate: make the challenger `champion` if every check passes")
+    add_globals(p, suppress=True)
+    p.add_argument("--dry-run", action="store_true", help="print the decision, change nothing")
+    p.add_argument("--version", default=None, help="candidate version (default: the `challenger` alias)")
+    p.set_defaults(func=_cmd_promote)
+
+    p = sub.add_parser("lineage", help="lineage audit of a registered model (data, code, params, evidence)")
+    add_globals(p, suppress=True)
+    p.add_argument("uri", help="models:/ogsrl-policy@champion or models:/ogsrl-policy/<version>")
+    p.add_argument("--json", action="store_true", help="print the whole lineage as JSON")
+    p.add_argument("--verify", action="store_true",
+                   help="recompute the recorded hashes here; exit 1 and name every file that differs")
+    p.set_defaults(func=_cmd_lineage)
+
+    p = sub.add_parser("serve", help="serve recommendations over HTTP on 127.0.0.1 (params `serve`)")
+    add_globals(p, suppress=True)
+    p.add_argument("--host", default=None, help="bind address (default: params serve.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default: params serve.port)")
+    p.add_argument("--model-uri", default=None, help="models:/… or a bundle directory (default: the champion)")
+    p.set_defaults(func=_cmd_serve)
     return parser
 
 

@@ -25,6 +25,7 @@ def defaults(root: str | Path) -> dict[str, str]:
         "DVC_SITE_CACHE_DIR": str(root / ".dvc" / "site-cache"),
         # MLflow: telemetry off (MLflow accepts only the string "true" here).
         "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         # Prefect: ephemeral API, state under the project, no analytics, generous cold-start limit.
         "PREFECT_HOME": str(root / ".prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

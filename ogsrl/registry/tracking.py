@@ -82,6 +82,13 @@ def is_identifier_key(key: str) -> bool:
     return bool(_ID_KEY.search(key))
 
 
+def redact_secret(key: str, value: Any) -> Any:
+    """Secrets (the pseudonymisation salt) are logged only as a short SHA-256 fingerprint."""
+    if key.rsplit(".", 1)[-1] == "salt" and isinstance(value, str):
+        return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:12]
+    return value
+
+
 def flatten(mapping: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
     """Nested mapping → {dotted key: leaf}. Lists stay leaves."""
     out: dict[str, Any] = {}
@@ -213,7 +220,8 @@ def log_stage_run(
         tags["ogsrl.error"] = type(error).__name__
 
     flat_params = {
-        _clean_key(k): _param_value(v) for k, v in flatten(params).items() if not is_identifier_key(k)
+        _clean_key(k): _param_value(redact_secret(k, v)) for k, v in flatten(params).items()
+        if not is_identifier_key(k)
     }
     run = client.create_run(exp_id, run_name=stage, tags={"mlflow.runName": stage})
     run_id = run.info.run_id

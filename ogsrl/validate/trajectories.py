@@ -61,6 +61,10 @@ def _family(tp: Any) -> str:
     return str(tp)
 
 
+FLOAT32_SLACK = 1e-6
+"""Relative slack on range bounds: float32 columns store 0.21 as 0.20999999."""
+
+
 def value_checks(cost_columns: Sequence[str]) -> dict[str, tuple[str, tuple[float, ...]]]:
     """Per-column value rule: column → ("range", (low, high)) or ("set", allowed values)."""
     checks: dict[str, tuple[str, tuple[float, ...]]] = {}
@@ -94,7 +98,12 @@ def column_summary(df: Any, cost_columns: Sequence[str], max_examples: int) -> A
             kind, vals = checks[col]
             num = pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
             with np.errstate(invalid="ignore"):
-                bad = ~null & ((num < vals[0]) | (num > vals[1])) if kind == "range" else ~null & ~np.isin(num, vals)
+                if kind == "range":  # float32 storage: allow a relative rounding slack at the bounds
+                    lo = vals[0] - FLOAT32_SLACK * max(1.0, abs(vals[0]))
+                    hi = vals[1] + FLOAT32_SLACK * max(1.0, abs(vals[1]))
+                    bad = ~null & ((num < lo) | (num > hi))
+                else:
+                    bad = ~null & ~np.isin(num, vals)
             rule = f"{vals[0]:g}–{vals[1]:g}" if kind == "range" else "in {" + ", ".join(f"{v:g}" for v in vals) + "}"
 
         def quote(mask: Any) -> str:

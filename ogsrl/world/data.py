@@ -12,6 +12,9 @@ from ogsrl import features as F
 from ogsrl.errors import DataError
 
 FloatArray = npt.NDArray[np.float32]
+SUM_SOURCES: dict[str, str] = {"fluid_cum": "fluid_ml", "urine_cum": "urine_step"}
+"""Cumulative features and what is added each step: fluid_cum' = fluid_cum + fluid_ml (the action), urine_cum' =
+urine_cum + urine_step' (docs/data-contract.md §2: cumulative features sum everything up to the decision time)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,10 @@ class Layout:
     """state indices predicted as Bernoulli (logit head)"""
     gauss_idx: tuple[int, ...]
     """state indices predicted as Gaussian change s' − s"""
+    sum_idx: tuple[int, ...] = ()
+    """state indices computed by their defining identity s'_i = s_i + source (cumulative sums)"""
+    sum_src: tuple[int, ...] = ()
+    """source of each sum feature: j < S is next-state feature j, S + a is action a"""
 
     @property
     def n_gauss(self) -> int:
@@ -107,16 +114,42 @@ class Layout:
         return len(self.binary_idx) + len(self.cost_names) + 1
 
     @staticmethod
-    def make(state_features: tuple[str, ...], cost_names: tuple[str, ...], copy_features: tuple[str, ...]) -> Layout:
-        """Classify state features by ``ogsrl.features`` kind and the configured copy list."""
+    def make(state_features: tuple[str, ...], cost_names: tuple[str, ...], copy_features: tuple[str, ...],
+             sum_features: tuple[str, ...] = ()) -> Layout:
+        """Classify state features by ``ogsrl.features`` kind and the configured copy / sum lists.
+
+        A feature in ``sum_features`` (and :data:`SUM_SOURCES`) is a sum when its source is available: an action, or
+        a state feature that is itself predicted as Gaussian; otherwise it stays Gaussian.
+        """
         feats = F.state_features(tuple(state_features))
-        copy, binary, gauss = [], [], []
+        copy, binary, gauss, sums, src = [], [], [], [], []
         for i, name in enumerate(feats):
             kind = F.BY_NAME[name].kind
+            source = SUM_SOURCES.get(name) if name in sum_features else None
             if kind == "static" or name in copy_features:
                 copy.append(i)
             elif kind == "binary":
                 binary.append(i)
+            elif source in F.ACTIONS:
+                sums.append(i)
+                src.append(len(feats) + F.ACTIONS.index(source))
+            elif source in feats and F.BY_NAME[source].kind == "continuous" and source not in copy_features:
+                sums.append(i)
+                src.append(feats.index(source))
             else:
                 gauss.append(i)
-        return Layout(feats, tuple(F.ACTIONS), tuple(cost_names), tuple(copy), tuple(binary), tuple(gauss))
+        return Layout(feats, tuple(F.ACTIONS), tuple(cost_names), tuple(copy), tuple(binary), tuple(gauss),
+                      tuple(sums), tuple(src))
+
+    def sum_residual(self, obs: np.ndarray, act: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        """(N, len(sum_idx)) of s'_i − s_i − source_i; zero where the identity holds."""
+        both = np.concatenate([nxt, act], axis=1)
+        return np.stack([nxt[:, i] - obs[:, i] - both[:, j] for i, j in zip(self.sum_idx, self.sum_src)], axis=1) \
+            if self.sum_idx else np.zeros((len(obs), 0), dtype=np.float32)
+
+    def apply_sums(self, obs: np.ndarray, act: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        """Fill the sum features of ``nxt`` (..., S) in place from ``obs`` and ``act``/``nxt``; returns ``nxt``."""
+        s = len(self.state_features)
+        for i, j in zip(self.sum_idx, self.sum_src):
+            nxt[..., i] = obs[..., i] + (act[..., j - s] if j >= s else np.maximum(nxt[..., j], 0.0))
+        return nxt

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MODEL_FILE = "world_model.pt"
+PREDICT_CHUNK = 1024
+"""rows per batched forward pass at prediction time (keeps activations in cache; results do not depend on it)"""
 CONFIG_FILE = "world_model.json"
 Mode = Literal["mean", "random_member", "random_elite"]
 
@@ -54,9 +56,9 @@ class EnsembleConfig:
     """ensemble size E (MOPO: 7)"""
     n_elites: int = 5
     """members kept for rollouts, chosen by validation loss (MOPO: 5)"""
-    hidden: tuple[int, ...] = (200, 200, 200, 200)
-    """hidden widths of each member's MLP (Swish activations)"""
-    lr: float = 1e-3
+    hidden: tuple[int, ...] = (128, 128, 128)
+    """hidden widths of each member's MLP (Swish activations; MOPO uses 4 × 200)"""
+    lr: float = 2e-3
     """Adam learning rate"""
     weight_decay: float = 2.5e-5
     """decoupled weight decay on the linear weights"""
@@ -74,6 +76,8 @@ class EnsembleConfig:
     """weight of the penalty max_logvar − min_logvar that keeps the learned bounds tight"""
     copy_features: tuple[str, ...] = ("gender", "readmission", "age", "weight")
     """state features copied unchanged from s to s' (in addition to kind "static")"""
+    sum_features: tuple[str, ...] = ("fluid_cum", "urine_cum")
+    """cumulative features computed by their identity (s' = s + fluid_ml, or + urine_step'); checked on the data"""
     seed: int = 0
     """seeds initialisation, bootstrap and minibatch order"""
 
@@ -253,6 +257,15 @@ class WorldModel:
         cfg, net = self.cfg, self.net
         if len(train) < 2 or len(val) < 1:
             raise ValueError(f"need >= 2 training and >= 1 validation rows, got {len(train)} and {len(val)}")
+        for name, d in (("train", train), ("val", val)):
+            res = np.abs(self.layout.sum_residual(d.obs, d.act, d.next_obs))
+            bad = res > 0.5 + 1e-4 * np.abs(d.next_obs[:, list(self.layout.sum_idx)])
+            if bad.any():
+                col = int(np.flatnonzero(bad.any(0))[0])
+                raise DataError("next value is not the current value plus its increment; remove it from "
+                                "world.model.sum_features", table=name,
+                                column=f"next_{self.layout.state_features[self.layout.sum_idx[col]]}",
+                                rows=np.flatnonzero(bad[:, col]).tolist())
         x_tr = np.concatenate([train.obs, train.act], axis=1)
         yg_tr, yb_tr = self._targets(train)
         with torch.no_grad():
@@ -333,6 +346,18 @@ class WorldModel:
         """(n_elites,) indices of the elite members."""
         return self.net.elites.numpy().copy()
 
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """All members on normalised inputs x (B, S+A) → mean, logvar (E, B, G), logits (E, B, L).
+
+        Rows go through in chunks of PREDICT_CHUNK so each layer's (E, chunk, H) activations stay cache-sized;
+        members are never looped over.
+        """
+        e = self.cfg.n_members
+        parts = [self.net(x[i:i + PREDICT_CHUNK].expand(e, -1, -1)) for i in range(0, len(x), PREDICT_CHUNK)]
+        if len(parts) == 1:
+            return parts[0]
+        return tuple(torch.cat([p[k] for p in parts], dim=1) for k in range(3))  # type: ignore[return-value]
+
     def predict(self, obs: np.ndarray, act: np.ndarray) -> Prediction:
         """Every member's predictive distribution for states ``obs (B, S)`` and actions ``act (B, A)``."""
         x = self._inputs(obs, act)
@@ -341,7 +366,7 @@ class WorldModel:
         net.eval()
         try:
             with torch.inference_mode():
-                mean, logvar, logits = net(x.expand(self.cfg.n_members, -1, -1))
+                mean, logvar, logits = self.forward(x)
                 prob = torch.sigmoid(logits)
                 mu = mean * net.out_std + net.out_mean  # (E, B, G) physical units
                 var = torch.exp(logvar) * net.out_std ** 2
@@ -357,6 +382,10 @@ class WorldModel:
         next_var[:, :, gi] = var[:, :, :-1]
         next_mean[:, :, bi] = prob[:, :, :nb]
         next_var[:, :, bi] = prob[:, :, :nb] * (1 - prob[:, :, :nb])
+        lay.apply_sums(obs, np.asarray(act, dtype=np.float32), next_mean)
+        for i, j in zip(lay.sum_idx, lay.sum_src):
+            if j < len(lay.state_features):
+                next_var[:, :, i] = next_var[:, :, j]
         return Prediction(next_mean=next_mean, next_var=next_var, rew_mean=mu[:, :, -1], rew_var=var[:, :, -1],
                           cost_prob=prob[:, :, nb:nb + nc], death_prob=prob[:, :, -1], delta_norm=mean.numpy())
 
@@ -392,7 +421,9 @@ class WorldModel:
             cost, death = p.cost_prob[k, rows], p.death_prob[k, rows]
         else:
             raise ValueError(f"mode must be mean, random_member or random_elite, got {mode!r}")
-        return StepSample(next_obs=self.clip_state(obs, nxt), rew=rew.astype(np.float32),
+        nxt = self.clip_state(obs, nxt)
+        nxt = self.clip_state(obs, self.layout.apply_sums(obs, np.asarray(act, dtype=np.float32), nxt))
+        return StepSample(next_obs=nxt, rew=rew.astype(np.float32),
                           cost_prob=cost.astype(np.float32), death_prob=death.astype(np.float32), uncertainty=unc)
 
     # ---- persistence --------------------------------------------------------------------------------------
@@ -402,7 +433,8 @@ class WorldModel:
         return {"format_version": FORMAT_VERSION, "config": to_dict(self.cfg),
                 "state_features": list(lay.state_features), "action_names": list(lay.action_names),
                 "cost_names": list(lay.cost_names), "copy_idx": list(lay.copy_idx),
-                "binary_idx": list(lay.binary_idx), "gauss_idx": list(lay.gauss_idx)}
+                "binary_idx": list(lay.binary_idx), "gauss_idx": list(lay.gauss_idx),
+                "sum_idx": list(lay.sum_idx), "sum_src": list(lay.sum_src)}
 
     def save(self, directory: str | Path) -> None:
         """Write ``world_model.pt`` (state_dict of tensors) and ``world_model.json`` (config, names) atomically."""
@@ -433,10 +465,12 @@ class WorldModel:
         c = dict(meta["config"])
         c["hidden"] = tuple(c["hidden"])
         c["copy_features"] = tuple(c["copy_features"])
+        c["sum_features"] = tuple(c["sum_features"])
         cfg = EnsembleConfig(**c)
         layout = Layout(saved_s, saved_a, tuple(meta["cost_names"]), tuple(meta["copy_idx"]),
-                        tuple(meta["binary_idx"]), tuple(meta["gauss_idx"]))
-        if Layout.make(saved_s, layout.cost_names, cfg.copy_features) != layout:
+                        tuple(meta["binary_idx"]), tuple(meta["gauss_idx"]), tuple(meta["sum_idx"]),
+                        tuple(meta["sum_src"]))
+        if Layout.make(saved_s, layout.cost_names, cfg.copy_features, cfg.sum_features) != layout:
             raise ValueError(f"{directory / CONFIG_FILE}: feature layout is inconsistent with ogsrl.features")
         model = cls(cfg, layout)
         state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)

@@ -93,7 +93,7 @@ def _columns(meta: Mapping[str, object], frame: pd.DataFrame, params: Mapping[st
     costs = meta.get("ogsrl.cost_columns")
     if not isinstance(costs, list):
         costs = cost_columns_of(frame)
-    return tuple(feats), tuple(str(c) for c in costs)
+    return tuple(feats), tuple(str(c) for c in costs if c != "cost_total")  # the total is their sum, not a rule
 
 
 def _gauss_scores(y: np.ndarray, mean: np.ndarray, std: np.ndarray, scale: np.ndarray
@@ -202,7 +202,7 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     train = transitions_from_frame(train_df, feats, costs, "train")
     val = transitions_from_frame(val_df, feats, costs, "val")
     test = transitions_from_frame(test_df, feats, costs, "test")
-    model = WorldModel(cfg.model, Layout.make(feats, costs, cfg.model.copy_features))
+    model = WorldModel(cfg.model, Layout.make(feats, costs, cfg.model.copy_features, cfg.model.sum_features))
     t0 = time.perf_counter()
     fit = model.fit(train, val)
     fit_s = time.perf_counter() - t0
@@ -214,7 +214,7 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     scores = evaluate(model, baselines, test, cfg.eval, scale)
     rep = replay(model, test_df, feats, cfg.eval.replay_mode, cfg.eval.seed, cfg.env.horizon)
 
-    names = list(model.layout.gauss_idx) + list(model.layout.binary_idx)
+    names = list(model.layout.gauss_idx) + list(model.layout.binary_idx) + list(model.layout.sum_idx)
     pred_feats = [feats[i] for i in sorted(names)]
     gauss_feats = [feats[i] for i in gi]
     central = [f for f in cfg.eval.central_features if f in pred_feats]

@@ -208,8 +208,10 @@ def test_world_model_as_cost_model(tmp_path: Path) -> None:
     from ogsrl.world.ensemble import EnsembleConfig, Layout, WorldModel
 
     torch.set_num_threads(1)
-    cfg = EnsembleConfig(n_members=3, n_elites=2, hidden=(8,), copy_features=())
-    world = WorldModel(cfg, Layout.make(fakes.STATE, ("cost_spo2_low", "cost_total"), ()))
+    cfg = EnsembleConfig(n_members=3, n_elites=2, hidden=(8,), copy_features=(), sum_features=())
+    # built the way the fit-world-model stage builds it (ogsrl/world/stage.py)
+    world = WorldModel(cfg, Layout.make(fakes.STATE, ("cost_spo2_low", "cost_total"), cfg.copy_features,
+                                        cfg.sum_features))
     world.save(tmp_path / "world")
     cm = model.load_cost_model(tmp_path / "world")
     assert cm.feature_names == fakes.STATE and cm.cost_names == ("cost_spo2_low", "cost_total")

@@ -14,7 +14,7 @@ from ogsrl.registry import tracking
 PARAMS: dict[str, Any] = {
     "data": {"source": "demo", "raw_dir": "data/raw"},
     "synth": {"stays": 40, "seed": 7},
-    "cohort": {"split": [0.6, 0.2, 0.2], "stay_id_column": "stay_id"},
+    "cohort": {"split": [0.6, 0.2, 0.2], "stay_id_column": "stay_id", "salt": "very-secret-salt"},
     "mlflow": {"tracking_uri": "", "experiment": "ogsrl-test"},
 }
 
@@ -155,3 +155,9 @@ def test_split_result_and_identifier_keys() -> None:
 def test_outside_git_and_without_dvc_lock(tmp_path: Path) -> None:
     assert tracking.git_info(tmp_path / "nowhere") == {"git.commit": "unknown", "git.dirty": "unknown"}
     assert tracking.dvc_lock_tags(tmp_path) == {}
+
+
+def test_salt_is_logged_only_as_a_fingerprint(logged: dict[str, Any]) -> None:
+    params = logged["ok"].data.params
+    assert params["cohort.salt"].startswith("sha256:")
+    assert all("very-secret-salt" not in v for v in params.values())

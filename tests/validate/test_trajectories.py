@@ -114,3 +114,17 @@ def test_contract_columns_follow_features() -> None:
     assert all(cols[f] == "float" and cols[f"next_{f}"] == "float" for f in F.ALL)
     assert cols["step"] == "integer" and cols["stay_key"] == "string" and cols["done"] == "bool"
     assert list(cols)[-1] == "split" and "cost_urine_low" in cols
+
+
+
+def test_float32_rounding_at_a_bound_passes_but_a_real_breach_fails() -> None:
+    import numpy as np
+
+    from ogsrl.validate.trajectories import column_summary
+
+    df = make_trajectories()["train"]
+    df["fio2"] = df["fio2"].astype(np.float32)
+    df.loc[0, "fio2"] = np.float32(0.21)   # stored as 0.2099999...
+    df.loc[1, "fio2"] = np.float32(0.2)    # a real breach of the 0.21 lower bound
+    summary = column_summary(df, COSTS, 5).set_index("column")
+    assert summary.loc["fio2", "n_out_of_range"] == 1

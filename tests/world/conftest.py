@@ -42,7 +42,7 @@ def toy_data(toy_frame: pd.DataFrame) -> tuple[Transitions, Transitions]:
 def tiny_model(toy_data: tuple[Transitions, Transitions]) -> WorldModel:
     """A 3-member ensemble fitted for 3 epochs (do not mutate in tests)."""
     torch.set_num_threads(1)
-    model = WorldModel(TINY, Layout.make(STATE, COSTS, TINY.copy_features))
+    model = WorldModel(TINY, Layout.make(STATE, COSTS, TINY.copy_features, TINY.sum_features))
     model.fit(*toy_data)
     return model
 

@@ -13,12 +13,26 @@ from .conftest import COSTS, STATE, TINY
 
 
 def test_layout_classifies_static_binary_and_continuous() -> None:
-    lay = Layout.make(STATE, COSTS, TINY.copy_features)
+    lay = Layout.make(STATE, COSTS, TINY.copy_features, TINY.sum_features)
     names = lambda idx: [STATE[i] for i in idx]  # noqa: E731
     assert names(lay.copy_idx) == ["gender", "readmission", "age"]
     assert names(lay.binary_idx) == ["mechvent"]
-    assert "spo2" in names(lay.gauss_idx) and len(lay.gauss_idx) == len(STATE) - 4
+    assert names(lay.sum_idx) == ["urine_cum", "fluid_cum"]
+    assert lay.sum_src == (STATE.index("urine_step"), len(STATE))  # next urine_step; action 0 (fluid_ml)
+    assert "spo2" in names(lay.gauss_idx) and len(lay.gauss_idx) == len(STATE) - 6
     assert lay.n_gauss == len(lay.gauss_idx) + 1 and lay.n_logit == 1 + len(COSTS) + 1
+    # without its source feature, urine_cum stays a Gaussian output
+    no_step = tuple(f for f in STATE if f != "urine_step")
+    assert "urine_cum" not in [no_step[i] for i in Layout.make(no_step, COSTS, (), ("urine_cum",)).sum_idx]
+
+
+def test_sum_identity_holds_on_toy_data(toy_frame: pd.DataFrame) -> None:
+    d = transitions_from_frame(toy_frame, STATE, COSTS)
+    lay = Layout.make(STATE, COSTS, TINY.copy_features, TINY.sum_features)
+    assert np.abs(lay.sum_residual(d.obs, d.act, d.next_obs)).max() < 0.05
+    rebuilt = d.next_obs.copy()
+    rebuilt[:, list(lay.sum_idx)] = 0.0
+    np.testing.assert_allclose(lay.apply_sums(d.obs, d.act, rebuilt), d.next_obs, atol=0.05)
 
 
 def test_transitions_from_frame_selects_columns(toy_frame: pd.DataFrame) -> None:

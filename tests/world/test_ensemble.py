@@ -77,7 +77,7 @@ def test_clip_state_bounds_and_cumulative(tiny_model: WorldModel) -> None:
 
 def test_same_seed_same_model_different_seed_differs(toy_data: tuple[Transitions, Transitions]) -> None:
     cfg = replace(TINY, max_epochs=1)
-    lay = Layout.make(STATE, COSTS, cfg.copy_features)
+    lay = Layout.make(STATE, COSTS, cfg.copy_features, cfg.sum_features)
     runs = []
     for seed in (3, 3, 4):
         m = WorldModel(replace(cfg, seed=seed), lay)
@@ -177,7 +177,22 @@ def test_binary_targets_must_be_zero_or_one(toy_data: tuple[Transitions, Transit
     nxt[3, STATE.index("mechvent")] = 0.5
     bad = Transitions(train.obs, train.act, nxt, train.rew, train.cost, train.death)
     with pytest.raises(DataError, match="mechvent"):
-        WorldModel(TINY, Layout.make(STATE, COSTS, TINY.copy_features)).fit(bad, val)
+        WorldModel(TINY, Layout.make(STATE, COSTS, TINY.copy_features, TINY.sum_features)).fit(bad, val)
+
+
+def test_sum_features_follow_identity_and_violations_raise(tiny_model: WorldModel,
+                                                          toy_data: tuple[Transitions, Transitions]) -> None:
+    train, val = toy_data
+    cum, step = STATE.index("urine_cum"), STATE.index("urine_step")
+    fluid = STATE.index("fluid_cum")
+    s = tiny_model.step(val.obs, val.act, "random_elite", np.random.default_rng(1))
+    np.testing.assert_allclose(s.next_obs[:, cum], val.obs[:, cum] + s.next_obs[:, step], rtol=1e-6)
+    np.testing.assert_allclose(s.next_obs[:, fluid], val.obs[:, fluid] + val.act[:, 0], rtol=1e-6)
+    nxt = train.next_obs.copy()
+    nxt[7, fluid] += 100.0
+    bad = Transitions(train.obs, train.act, nxt, train.rew, train.cost, train.death)
+    with pytest.raises(DataError, match=r"column 'next_fluid_cum'.*sum_features.*offending rows: 7"):
+        WorldModel(TINY, Layout.make(STATE, COSTS, TINY.copy_features, TINY.sum_features)).fit(bad, val)
 
 
 def test_config_validation() -> None:
@@ -185,3 +200,15 @@ def test_config_validation() -> None:
         EnsembleConfig(n_members=3, n_elites=4)
     with pytest.raises(ValueError, match="hidden"):
         EnsembleConfig(hidden=())
+
+
+def test_chunked_prediction_matches_single_pass(tiny_model: WorldModel, toy_data: tuple[Transitions, Transitions],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import ogsrl.world.ensemble as ens
+
+    val = toy_data[1]
+    whole = tiny_model.predict(val.obs[:50], val.act[:50])
+    monkeypatch.setattr(ens, "PREDICT_CHUNK", 7)
+    chunked = tiny_model.predict(val.obs[:50], val.act[:50])
+    np.testing.assert_allclose(chunked.next_mean, whole.next_mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(chunked.death_prob, whole.death_prob, rtol=1e-5, atol=1e-7)
