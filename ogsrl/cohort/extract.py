@@ -37,8 +37,9 @@ EXCLUSIONS: tuple[str, ...] = (
     "extreme_fluid", "extreme_urine", "extreme_vasopressor", "withdrawal", "icu_death_in_window",
 )
 """Optional exclusion rules applied after the decision grid (reference §5), in this order."""
-DEFAULT_EXCLUSIONS: tuple[str, ...] = EXCLUSIONS[:4]
-"""icu_death_in_window is off by default: it would drop most deaths inside the decision window."""
+DEFAULT_EXCLUSIONS: tuple[str, ...] = EXCLUSIONS[:3]
+"""withdrawal and icu_death_in_window are off by default: both drop genuine deaths (the demo has no withdrawal of
+care), biasing the cohort's mortality; enable them for AI-Clinician-style cohorts on real MIMIC-IV."""
 
 
 @dataclass(frozen=True, slots=True)
