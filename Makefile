@@ -1,4 +1,4 @@
-# ogsrl — `make run` runs the whole pipeline on the demo data; `make test` runs the fast test suite.
+# ogsrl — `make run` runs the whole pipeline on the demo data; `make test` runs the whole test suite.
 # Both create .venv (Python 3.11) and install the pinned dependencies first; the install is skipped while the
 # stamp file is newer than requirements.lock and pyproject.toml.
 
@@ -26,12 +26,12 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 export DO_NOT_TRACK ?= true
 export GX_ANALYTICS_ENABLED ?= false
 
-.PHONY: help install run flow test test-all clean-venv
+.PHONY: help install run flow test test-fast clean-venv
 
 help:
 	@echo "make run       create .venv, install pinned deps, run the pipeline on the demo (dvc repro), print where results are"
-	@echo "make test      create .venv, install pinned deps, run the fast tests (pytest -m 'not slow')"
-	@echo "make test-all  all tests, including the slow end-to-end ones"
+	@echo "make test      create .venv, install pinned deps, run every test (end-to-end ones included; ~5 min on 2 cores)"
+	@echo "make test-fast the same without the end-to-end tests marked slow (~1 min)"
 	@echo "make flow      run the pipeline as a Prefect flow (ephemeral API) through dvc repro"
 
 $(STAMP): requirements.lock pyproject.toml
@@ -62,10 +62,10 @@ flow: $(STAMP)
 	python -m flows.pipeline --dvc
 
 test: $(STAMP)
-	python -m pytest -m "not slow" $(PYTEST_ARGS)
-
-test-all: $(STAMP)
 	python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
