@@ -13,7 +13,6 @@ A failure to reach MLflow is reported as a warning and does not touch the stage'
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import json
 import logging
@@ -22,7 +21,9 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
+
+from ogsrl.data.sources import DataConfig
 
 log = logging.getLogger("ogsrl.cli")
 
@@ -60,28 +61,6 @@ STAGE_HELP = {
 
 SOURCE_FILE = "SOURCE.json"
 """Pointer written into data.raw_dir by `ogsrl generate`; downstream DVC stages depend on the raw dir."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class DataConfig:
-    """Where the pipeline's input comes from (params section ``data``)."""
-
-    source: Literal["demo", "mimic-iv", "trajectories"] = "demo"
-    """demo (simulated tables), mimic-iv (a MIMIC-IV download read in place) or trajectories (bring your own)."""
-    mimic_path: str = ""
-    """mimic-iv: unpacked MIMIC-IV v2.2/v3.x directory holding hosp/ and icu/."""
-    trajectories_path: str = ""
-    """trajectories: parquet file following docs/data-contract.md §3."""
-    raw_dir: str = "data/raw"
-    """Where the demo tables (or, for the other sources, the SOURCE.json pointer) are written, under the root."""
-
-    def __post_init__(self) -> None:
-        if not self.raw_dir.strip():
-            raise ValueError("raw_dir must be a non-empty path")
-        if self.source == "mimic-iv" and not self.mimic_path.strip():
-            raise ValueError("mimic_path must be set when source is 'mimic-iv'")
-        if self.source == "trajectories" and not self.trajectories_path.strip():
-            raise ValueError("trajectories_path must be set when source is 'trajectories'")
 
 
 def _resolve(root: Path, path: str) -> Path:

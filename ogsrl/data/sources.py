@@ -29,10 +29,30 @@ class Source:
     """raw-table directory (demo, mimic-iv) or trajectory parquet (trajectories)"""
 
 
+@dataclass(frozen=True, slots=True)
+class DataConfig:
+    """Where the pipeline's input comes from (params section ``data``)."""
+
+    source: Literal["demo", "mimic-iv", "trajectories"] = "demo"
+    """demo (simulated tables), mimic-iv (a MIMIC-IV download read in place) or trajectories (bring your own)."""
+    mimic_path: str = ""
+    """mimic-iv: unpacked MIMIC-IV v2.2/v3.x directory holding hosp/ and icu/."""
+    trajectories_path: str = ""
+    """trajectories: parquet file following docs/data-contract.md §3."""
+    raw_dir: str = "data/raw"
+    """Where the demo tables (or, for the other sources, the SOURCE.json pointer) are written, under the root."""
+
+    def __post_init__(self) -> None:
+        if not self.raw_dir.strip():
+            raise ValueError("raw_dir must be a non-empty path")
+        if self.source == "mimic-iv" and not self.mimic_path.strip():
+            raise ValueError("mimic_path must be set when source is 'mimic-iv'")
+        if self.source == "trajectories" and not self.trajectories_path.strip():
+            raise ValueError("trajectories_path must be set when source is 'trajectories'")
+
+
 def resolve(params: Mapping[str, Any], root: Path) -> Source:
     """Resolve ``params.data`` against the project root; DataError if the input does not exist."""
-    from ogsrl.cli import DataConfig  # the `data:` section's config lives with the CLI that also writes raw/
-
     cfg = build(DataConfig, params.get("data") or {}, "data")
 
     def under_root(p: str) -> Path:
