@@ -19,7 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 import ogsrl
-from ogsrl.guardian.scaling import Scaler
+from ogsrl.guardian.conformal import CalibrationConfig
+from ogsrl.guardian.scaling import Scaler, ScalingConfig
 from ogsrl.io import atomic_path
 
 FloatArray = npt.NDArray[np.floating]
@@ -124,6 +125,29 @@ class Guardian(Protocol):
     def save(self, path: str | Path) -> None:
         """Write the directory ``path`` (guardian.json, arrays.npz, certificate.json) atomically."""
         ...
+
+
+def settings_meta(kind: str, cfg: Any, calibration: CalibrationConfig, scaling: ScalingConfig,
+                  scaler: Scaler) -> dict[str, Any]:
+    """The settings every guardian records in guardian.json (its own config dataclass, calibration, scaling)."""
+    return {
+        "kind": kind,
+        "config": dataclasses.asdict(cfg),
+        "calibration": dataclasses.asdict(calibration),
+        "scaling": {"quantile": scaling.quantile, "log1p_columns": list(scaling.log1p_columns)},
+        "scaler": scaler.to_dict(),
+    }
+
+
+def settings_from_meta(meta: dict[str, Any], config_cls: type) -> tuple[Any, CalibrationConfig, ScalingConfig, Scaler]:
+    """Inverse of :func:`settings_meta`: (config, calibration, scaling, fitted scaler)."""
+    scaling = meta["scaling"]
+    return (
+        config_cls(**meta["config"]),
+        CalibrationConfig(**meta["calibration"]),
+        ScalingConfig(scaling["quantile"], tuple(scaling["log1p_columns"])),
+        Scaler.from_dict(meta["scaler"]),
+    )
 
 
 def save_dir(path: str | Path, meta: dict[str, Any], arrays: dict[str, np.ndarray], cert: GuardianCertificate) -> None:

@@ -20,7 +20,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
 import numpy as np
 import numpy.typing as npt
@@ -29,7 +29,16 @@ import torch
 
 from ogsrl.errors import DataError
 from ogsrl.guardian import conformal
-from ogsrl.guardian.base import BoolArray, FloatArray, GuardianCertificate, load_dir, save_dir, volume_proxy
+from ogsrl.guardian.base import (
+    BoolArray,
+    FloatArray,
+    GuardianCertificate,
+    load_dir,
+    save_dir,
+    settings_from_meta,
+    settings_meta,
+    volume_proxy,
+)
 from ogsrl.guardian.conformal import CalibrationConfig
 from ogsrl.guardian.scaling import Scaler, ScalingConfig, check_matrix
 
@@ -247,28 +256,17 @@ class ChristoffelGuardian:
     def save(self, path: str | Path) -> None:
         """Write guardian.json + arrays.npz + certificate.json to the directory ``path`` atomically."""
         scaler, w = self._require_fit()
-        meta: dict[str, Any] = {
-            "kind": self.kind,
-            "config": dataclasses.asdict(self.cfg),
-            "calibration": dataclasses.asdict(self.calibration),
-            "scaling": {"quantile": self.scaling.quantile, "log1p_columns": list(self.scaling.log1p_columns)},
-            "scaler": scaler.to_dict(),
-            "n_fit": self.n_fit,
-        }
+        meta = settings_meta(self.kind, self.cfg, self.calibration, self.scaling, scaler)
+        meta["n_fit"] = self.n_fit
         save_dir(path, meta, {"whitener": w}, self.certificate())
 
     @classmethod
     def load(cls, path: str | Path, feature_names: tuple[str, ...] | list[str] | None = None) -> ChristoffelGuardian:
         """Load a saved guardian; ``feature_names``, when given, must match the fitted columns exactly."""
         meta, arrays, cert = load_dir(path, cls.kind, feature_names)
-        scaling = meta["scaling"]
-        g = cls(
-            cert.feature_names,
-            ChristoffelConfig(**meta["config"]),
-            CalibrationConfig(**meta["calibration"]),
-            ScalingConfig(scaling["quantile"], tuple(scaling["log1p_columns"])),
-        )
-        g.scaler = Scaler.from_dict(meta["scaler"])
+        cfg, calibration, scaling, scaler = settings_from_meta(meta, ChristoffelConfig)
+        g = cls(cert.feature_names, cfg, calibration, scaling)
+        g.scaler = scaler
         w = arrays["whitener"]
         if w.shape != (g.basis.size, g.basis.size):
             raise ValueError(f"{path}: whitener shape {w.shape} does not match {g.basis.size} monomials")

@@ -16,14 +16,23 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Literal, Self
 
 import numpy as np
 import numpy.typing as npt
 from sklearn.neighbors import KernelDensity
 
 from ogsrl.guardian import conformal
-from ogsrl.guardian.base import BoolArray, FloatArray, GuardianCertificate, load_dir, save_dir, volume_proxy
+from ogsrl.guardian.base import (
+    BoolArray,
+    FloatArray,
+    GuardianCertificate,
+    load_dir,
+    save_dir,
+    settings_from_meta,
+    settings_meta,
+    volume_proxy,
+)
 from ogsrl.guardian.conformal import CalibrationConfig
 from ogsrl.guardian.scaling import Scaler, ScalingConfig, check_matrix
 
@@ -163,27 +172,16 @@ class KDEGuardian:
     def save(self, path: str | Path) -> None:
         """Write guardian.json + arrays.npz (the scaled KDE centres) + certificate.json atomically."""
         scaler, centres, _ = self._require_fit()
-        meta: dict[str, Any] = {
-            "kind": self.kind,
-            "config": dataclasses.asdict(self.cfg),
-            "calibration": dataclasses.asdict(self.calibration),
-            "scaling": {"quantile": self.scaling.quantile, "log1p_columns": list(self.scaling.log1p_columns)},
-            "scaler": scaler.to_dict(),
-        }
+        meta = settings_meta(self.kind, self.cfg, self.calibration, self.scaling, scaler)
         save_dir(path, meta, {"centres": centres}, self.certificate())
 
     @classmethod
     def load(cls, path: str | Path, feature_names: tuple[str, ...] | list[str] | None = None) -> KDEGuardian:
         """Load a saved guardian; ``feature_names``, when given, must match the fitted columns exactly."""
         meta, arrays, cert = load_dir(path, cls.kind, feature_names)
-        scaling = meta["scaling"]
-        g = cls(
-            cert.feature_names,
-            KDEConfig(**meta["config"]),
-            CalibrationConfig(**meta["calibration"]),
-            ScalingConfig(scaling["quantile"], tuple(scaling["log1p_columns"])),
-        )
-        g.scaler = Scaler.from_dict(meta["scaler"])
+        cfg, calibration, scaling, scaler = settings_from_meta(meta, KDEConfig)
+        g = cls(cert.feature_names, cfg, calibration, scaling)
+        g.scaler = scaler
         g._set_centres(arrays["centres"])
         g._cert = cert
         return g
