@@ -81,7 +81,6 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"params: {where} must be one of {list(args)}, got {value!r}")
         return value
     if origin in (typing.Union, types.UnionType):
-        errors = []
         for arm in args:
             if arm is type(None):
                 if value is None:
@@ -89,8 +88,8 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
                 continue
             try:
                 return _check_type(value, arm, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
+            except ConfigError:
+                continue
         raise ConfigError(f"params: {where} has the wrong type ({value!r}); expected {tp}")
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if not isinstance(value, Mapping):
