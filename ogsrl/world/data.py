@@ -33,9 +33,13 @@ class Transitions:
     """(N, C) per-rule costs in {0, 1}"""
     death: FloatArray
     """(N,) 1 when the patient died during the step"""
+    discharge: FloatArray | None = None
+    """(N,) 1 when the stay ended alive during the step, before the window's end (None: no exits observed)"""
 
     def __post_init__(self) -> None:
         n = self.obs.shape[0]
+        if self.discharge is not None and self.discharge.shape != (n,):
+            raise ValueError(f"discharge must be ({n},), got {self.discharge.shape}")
         if self.obs.ndim != 2 or self.next_obs.shape != self.obs.shape:
             raise ValueError(f"obs {self.obs.shape} and next_obs {self.next_obs.shape} must both be (N, S)")
         if self.act.ndim != 2 or self.act.shape[0] != n:
@@ -46,6 +50,11 @@ class Transitions:
 
     def __len__(self) -> int:
         return int(self.obs.shape[0])
+
+    @property
+    def exits(self) -> FloatArray:
+        """(N,) discharge labels, zeros when none were given."""
+        return self.discharge if self.discharge is not None else np.zeros(len(self), dtype=np.float32)
 
 
 def finite_or_raise(arr: np.ndarray, names: list[str], table: str) -> None:
@@ -62,10 +71,16 @@ def transitions_from_frame(
     state_features: tuple[str, ...],
     cost_columns: tuple[str, ...],
     table: str = "trajectories",
+    final_hour: float | None = None,
 ) -> Transitions:
-    """Select the model's arrays from a trajectory table (docs/data-contract.md §3); NaN/inf → DataError."""
+    """Select the model's arrays from a trajectory table (docs/data-contract.md §3); NaN/inf → DataError.
+
+    A stay's last row (``done``) without a death is a discharge unless it is at the window's last decision time
+    ``final_hour`` (hours since onset; default: the largest ``hours_since_onset`` in ``frame``), where the window
+    cut the stay rather than ended it.
+    """
     need = [*state_features, *F.ACTIONS, "reward", *cost_columns, *(f"next_{f}" for f in state_features),
-            "death_in_step"]
+            "death_in_step", "done", "hours_since_onset"]
     missing = [c for c in need if c not in frame.columns]
     if missing:
         raise DataError(f"missing column(s) {missing}", table=table)
@@ -78,8 +93,15 @@ def transitions_from_frame(
         arr = frame[cols].to_numpy(dtype=np.float32).reshape(len(frame), len(cols))
         finite_or_raise(arr, cols, table)
         arrays[key] = arr
+    hours = frame["hours_since_onset"].to_numpy(dtype=np.float64)
+    last = float(final_hour) if final_hour is not None else (float(hours.max()) if len(hours) else 0.0)
+    if (hours > last + 1e-3).any():
+        raise DataError(f"decision time after the window's last one ({last:g} h)", table=table,
+                        column="hours_since_onset", rows=np.flatnonzero(hours > last + 1e-3).tolist())
+    discharge = (frame["done"].to_numpy(dtype=bool) & ~frame["death_in_step"].to_numpy(dtype=bool)
+                 & (hours < last - 1e-3))
     return Transitions(obs=arrays["obs"], act=arrays["act"], next_obs=arrays["next_obs"], rew=arrays["rew"][:, 0],
-                       cost=arrays["cost"], death=arrays["death"][:, 0])
+                       cost=arrays["cost"], death=arrays["death"][:, 0], discharge=discharge.astype(np.float32))
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +132,8 @@ class Layout:
 
     @property
     def n_logit(self) -> int:
-        """Logit outputs L: binary next features + costs + death."""
-        return len(self.binary_idx) + len(self.cost_names) + 1
+        """Logit outputs L: binary next features + costs + death + discharge."""
+        return len(self.binary_idx) + len(self.cost_names) + 2
 
     @staticmethod
     def make(state_features: tuple[str, ...], cost_names: tuple[str, ...], copy_features: tuple[str, ...],

@@ -1,5 +1,5 @@
 """Probabilistic ensemble world model: E Gaussian MLPs over (state, action) → next-state change, reward, safety
-costs and death.
+costs, death and discharge.
 
 References: PETS (Chua et al. 2018) and MOPO (Yu et al. 2020, arXiv 2005.13239); checked against OfflineRL-Kit
 (yihaosun1124/OfflineRL-Kit, ``modules/dynamics_module.py`` and ``dynamics/ensemble_dynamics.py``): members are
@@ -8,7 +8,8 @@ a bootstrap resample, early stopping and elite selection use a hold-out loss.
 
 Heads per member (all in one output layer):
   * Gaussian, on standardised targets: the change ``s' − s`` of every continuous state feature and the reward;
-  * Bernoulli logits: the next value of every binary feature (e.g. ``mechvent``), every cost column, and death.
+  * Bernoulli logits: the next value of every binary feature (e.g. ``mechvent``), every cost column, death, and
+    discharge (the stay ends alive during the step: logged stays leave the window by death, discharge or its end).
 Static features (``kind == "static"`` or listed in ``copy_features``) are copied from ``s`` to ``s'``.
 """
 
@@ -40,7 +41,7 @@ from ogsrl.world.data import (  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MODEL_FILE = "world_model.pt"
 PREDICT_CHUNK = 1024
 """rows per batched forward pass at prediction time (keeps activations in cache; results do not depend on it)"""
@@ -164,6 +165,8 @@ class Prediction:
     """(E, B, C) P(cost = 1)"""
     death_prob: FloatArray
     """(E, B) P(death in step)"""
+    discharge_prob: FloatArray
+    """(E, B) P(alive exit in step)"""
     delta_norm: FloatArray
     """(E, B, G) standardised Gaussian means, for disagreement"""
 
@@ -179,6 +182,8 @@ class StepSample:
     cost_prob: FloatArray
     """(B, C)"""
     death_prob: FloatArray
+    """(B,)"""
+    discharge_prob: FloatArray
     """(B,)"""
     uncertainty: FloatArray
     """(B,) ensemble disagreement: max over members of ‖μ_e − μ̄‖₂ on standardised outputs"""
@@ -219,7 +224,7 @@ class WorldModel:
         """Gaussian targets (N, G) in physical units and Bernoulli targets (N, L)."""
         lay = self.layout
         g = np.concatenate([(d.next_obs - d.obs)[:, list(lay.gauss_idx)], d.rew[:, None]], axis=1)
-        b = np.concatenate([d.next_obs[:, list(lay.binary_idx)], d.cost, d.death[:, None]], axis=1)
+        b = np.concatenate([d.next_obs[:, list(lay.binary_idx)], d.cost, d.death[:, None], d.exits[:, None]], axis=1)
         if lay.binary_idx and not np.isin(b[:, :len(lay.binary_idx)], (0.0, 1.0)).all():
             raise DataError("binary state features must be 0/1 in next_ columns",
                             column=str([lay.state_features[i] for i in lay.binary_idx]))
@@ -387,7 +392,8 @@ class WorldModel:
             if j < len(lay.state_features):
                 next_var[:, :, i] = next_var[:, :, j]
         return Prediction(next_mean=next_mean, next_var=next_var, rew_mean=mu[:, :, -1], rew_var=var[:, :, -1],
-                          cost_prob=prob[:, :, nb:nb + nc], death_prob=prob[:, :, -1], delta_norm=mean.numpy())
+                          cost_prob=prob[:, :, nb:nb + nc], death_prob=prob[:, :, -2], discharge_prob=prob[:, :, -1],
+                          delta_norm=mean.numpy())
 
     def clip_state(self, obs: np.ndarray, nxt: np.ndarray) -> FloatArray:
         """Clip s' to the plausible range of each feature; cumulative features never decrease."""
@@ -411,6 +417,7 @@ class WorldModel:
             nxt[:, bi] = (nxt[:, bi] >= 0.5).astype(np.float32)
             rew = p.rew_mean[members].mean(0)
             cost, death = p.cost_prob[members].mean(0), p.death_prob[members].mean(0)
+            exit_ = p.discharge_prob[members].mean(0)
         elif mode in ("random_member", "random_elite"):
             b = obs.shape[0]
             k = members[rng.integers(0, len(members), size=b)]
@@ -418,13 +425,14 @@ class WorldModel:
             nxt = p.next_mean[k, rows] + np.sqrt(p.next_var[k, rows]) * rng.standard_normal(obs.shape)
             nxt[:, bi] = (rng.random((b, len(bi))) < p.next_mean[k, rows][:, bi]).astype(np.float32)
             rew = p.rew_mean[k, rows] + np.sqrt(p.rew_var[k, rows]) * rng.standard_normal(b)
-            cost, death = p.cost_prob[k, rows], p.death_prob[k, rows]
+            cost, death, exit_ = p.cost_prob[k, rows], p.death_prob[k, rows], p.discharge_prob[k, rows]
         else:
             raise ValueError(f"mode must be mean, random_member or random_elite, got {mode!r}")
         nxt = self.clip_state(obs, nxt)
         nxt = self.clip_state(obs, self.layout.apply_sums(obs, np.asarray(act, dtype=np.float32), nxt))
         return StepSample(next_obs=nxt, rew=rew.astype(np.float32),
-                          cost_prob=cost.astype(np.float32), death_prob=death.astype(np.float32), uncertainty=unc)
+                          cost_prob=cost.astype(np.float32), death_prob=death.astype(np.float32),
+                          discharge_prob=exit_.astype(np.float32), uncertainty=unc)
 
     # ---- persistence --------------------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """`WorldModelEnv`: the fitted ensemble as a batched gymnasium vector environment for the policy trainers.
 
 Episodes start from the real first states (each stay's first row) of the training split, advance with the ensemble (mode ``mean``,
-``random_member`` or ``random_elite``), end on a sampled death (``terminated``) or at the horizon (``truncated``).
+``random_member`` or ``random_elite``), end on a sampled death or discharge (``terminated``; logged stays end the
+same way) or at the horizon (``truncated``).
 A guardian can be plugged in as ``guard(obs, act) -> inside (B,) bool``: a step whose (s, a) leaves the supported
 set earns ``ood_penalty`` and ends the episode (OGSRL: −25, episode frozen).
 
@@ -46,6 +47,8 @@ class EnvConfig:
     """info["cost"]: the predicted probability (expected cost) or a Bernoulli draw from it"""
     uncertainty_penalty: float = 0.0
     """MOPO λ: reward −= λ·uncertainty (0 = off)"""
+    discharge: bool = True
+    """end an episode on a sampled discharge (alive exit), as logged stays end; False: only death or the horizon"""
     seed: int = 0
     """seeds start-state draws and sampling when reset() gets no seed"""
 
@@ -92,8 +95,8 @@ class WorldModelEnv(VectorEnv):
     """``num_envs`` simulated patients stepped together by a :class:`WorldModel`.
 
     ``step(actions (B, A))`` returns ``obs (B, S), reward (B,), terminated (B,), truncated (B,), info`` with
-    ``info["cost"] (B, C)``, ``info["uncertainty"] (B,)``, ``info["death"] (B,)``, ``info["ood"] (B,)`` and
-    ``info["active"] (B,)`` (True where the row was still running before this step).
+    ``info["cost"] (B, C)``, ``info["uncertainty"] (B,)``, ``info["death"] (B,)``, ``info["discharge"] (B,)``,
+    ``info["ood"] (B,)`` and ``info["active"] (B,)`` (True where the row was still running before this step).
     """
 
     metadata = {"autoreset_mode": AutoresetMode.DISABLED}
@@ -157,6 +160,7 @@ class WorldModelEnv(VectorEnv):
         cost = np.zeros((b, n_cost), dtype=np.float32)
         unc = np.zeros(b, dtype=np.float32)
         death = np.zeros(b, dtype=bool)
+        exit_ = np.zeros(b, dtype=bool)
         ood = np.zeros(b, dtype=bool)
         if self.guard is not None:
             inside = np.asarray(self.guard(self._obs, act))
@@ -172,12 +176,15 @@ class WorldModelEnv(VectorEnv):
             cost[live] = (s.cost_prob if self.cfg.cost_mode == "prob"
                           else (self._rng.random(s.cost_prob.shape) < s.cost_prob).astype(np.float32))
             unc[live] = s.uncertainty
-            death[live] = self._rng.random(int(live.sum())) < s.death_prob
+            u = self._rng.random(int(live.sum()))  # one draw: death, else discharge, else stay
+            death[live] = u < s.death_prob
+            if self.cfg.discharge:
+                exit_[live] = (u >= s.death_prob) & (u < s.death_prob + s.discharge_prob)
         self._t += 1
-        terminated = death | ood
+        terminated = death | exit_ | ood
         truncated = active & ~terminated & (self._t >= self.cfg.horizon)
         self._active = active & ~terminated & ~truncated
-        info = {"cost": cost, "uncertainty": unc, "death": death, "ood": ood, "active": active}
+        info = {"cost": cost, "uncertainty": unc, "death": death, "discharge": exit_, "ood": ood, "active": active}
         return self._obs.copy(), rew, terminated, truncated, info
 
 
@@ -195,12 +202,16 @@ class Rollout:
     """(T, B, C)"""
     death: BoolArray
     """(T, B)"""
+    discharge: BoolArray
+    """(T, B) sampled alive exit"""
     ood: BoolArray
     """(T, B)"""
     active: BoolArray
     """(T, B) the row was running before step t"""
     uncertainty: FloatArray
     """(T, B)"""
+    start_index: npt.NDArray[np.int64]
+    """(B,) row of the env's start-state array each episode began from"""
 
     @property
     def mortality(self) -> float:
@@ -212,16 +223,17 @@ def rollout(env: WorldModelEnv, act_fn: Callable[[FloatArray, np.random.Generato
             seed: int) -> Rollout:
     """Run one batch of episodes to the horizon; ``act_fn(obs (B, S), rng) -> act (B, A)``."""
     rng = np.random.default_rng(seed)
-    obs, _ = env.reset(seed=seed)
-    keys = ("act", "rew", "cost", "death", "ood", "active", "uncertainty")
+    obs, first = env.reset(seed=seed)
+    keys = ("act", "rew", "cost", "death", "discharge", "ood", "active", "uncertainty")
     out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     states = [obs]
     for _ in range(env.cfg.horizon):
         act = np.asarray(act_fn(obs, rng), dtype=np.float32)
         obs, rew, _, _, info = env.step(act)
-        for k, v in (("act", act), ("rew", rew), ("cost", info["cost"]), ("death", info["death"]),
-                     ("ood", info["ood"]), ("active", info["active"]), ("uncertainty", info["uncertainty"])):
-            out[k].append(v)
+        out["act"].append(act)
+        out["rew"].append(rew)
+        for k in keys[2:]:
+            out[k].append(info[k])
         states.append(obs)
         if not env.running.any():
             break
@@ -231,4 +243,4 @@ def rollout(env: WorldModelEnv, act_fn: Callable[[FloatArray, np.random.Generato
     if pad:
         stacked = {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), dtype=v.dtype)]) for k, v in stacked.items()}
         states += [states[-1]] * pad
-    return Rollout(obs=np.stack(states), **stacked)
+    return Rollout(obs=np.stack(states), start_index=np.asarray(first["start_index"], dtype=np.int64), **stacked)

@@ -96,6 +96,22 @@ def _columns(meta: Mapping[str, object], frame: pd.DataFrame, params: Mapping[st
     return tuple(feats), tuple(str(c) for c in costs if c != "cost_total")  # the total is their sum, not a rule
 
 
+def _final_hour(meta: Mapping[str, object], params: Mapping[str, Any]) -> float | None:
+    """The window's last decision time in hours since onset, cohort.window_start_h + (n_steps − 1)·step_h (n_steps
+    and step_h from the parquet metadata, else params); None when unknown (then each table's latest decision)."""
+    cohort = section(params, "cohort")
+    start = cohort.get("window_start_h")
+    n_steps = meta.get("ogsrl.n_steps", cohort.get("n_steps"))
+    step_h = meta.get("ogsrl.step_h", cohort.get("step_h"))
+    if start is None or n_steps is None or step_h is None:
+        return None
+    try:
+        return float(start) + (int(n_steps) - 1) * float(step_h)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"window_start_h {start!r}, n_steps {n_steps!r}, step_h {step_h!r} must be numbers",
+                        table="train") from exc
+
+
 def _gauss_scores(y: np.ndarray, mean: np.ndarray, std: np.ndarray, scale: np.ndarray
                   ) -> tuple[np.ndarray, dict[float, np.ndarray]]:
     """Per-feature NLL of y/scale and central-interval coverage per level for Gaussian forecasts (B, K)."""
@@ -199,9 +215,10 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     val_df, _ = _read(root, "val")
     test_df, _ = _read(root, "test")
     feats, costs = _columns(meta, train_df, params)
-    train = transitions_from_frame(train_df, feats, costs, "train")
-    val = transitions_from_frame(val_df, feats, costs, "val")
-    test = transitions_from_frame(test_df, feats, costs, "test")
+    final_hour = _final_hour(meta, params)
+    train = transitions_from_frame(train_df, feats, costs, "train", final_hour)
+    val = transitions_from_frame(val_df, feats, costs, "val", final_hour)
+    test = transitions_from_frame(test_df, feats, costs, "test", final_hour)
     model = WorldModel(cfg.model, Layout.make(feats, costs, cfg.model.copy_features, cfg.model.sum_features))
     t0 = time.perf_counter()
     fit = model.fit(train, val)
@@ -241,6 +258,9 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     el = model.elites
     m["world/reward_rmse"] = float(np.sqrt(((p.rew_mean[el].mean(0) - test.rew) ** 2).mean()))
     m["world/death_brier"] = float(((p.death_prob[el].mean(0) - test.death) ** 2).mean())
+    m["world/discharge_brier"] = float(((p.discharge_prob[el].mean(0) - test.exits) ** 2).mean())
+    m["world/discharge_rate/model"] = float(p.discharge_prob[el].mean(0).mean())
+    m["world/discharge_rate/test"] = float(test.exits.mean())
     for j, c in enumerate(costs):
         m[f"world/cost_brier/{c}"] = float(((p.cost_prob[el].mean(0)[:, j] - test.cost[:, j]) ** 2).mean())
     m["world/replay/mortality_model"] = rep["mortality_model"]

@@ -175,10 +175,11 @@ def write_toy_splits(
     seed: int,
     state_features: tuple[str, ...] = F.PAPER_STATE,
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    n_steps: int = 20,
 ) -> dict[str, Path]:
     """Write ``root/data/trajectories/{train,val,test}.parquet`` of the toy system with contract metadata."""
     rng = np.random.default_rng(seed)
-    frame = toy_trajectories(n_stays, rng)
+    frame = toy_trajectories(n_stays, rng, n_steps=n_steps)
     keys = np.array(sorted(frame["stay_key"].unique()))
     order = rng.permutation(len(keys))
     n_train = int(round(fractions[0] * len(keys)))
@@ -192,6 +193,8 @@ def write_toy_splits(
         b"ogsrl.action_columns": json.dumps(list(F.ACTIONS)).encode(),
         b"ogsrl.cost_columns": json.dumps([f"cost_{r}" for r, _, _ in COST_RULES]).encode(),
         b"ogsrl.contract_version": b"1",
+        b"ogsrl.n_steps": json.dumps(n_steps).encode(),
+        b"ogsrl.step_h": json.dumps(STEP_H).encode(),
     }
     out = {}
     for split in ("train", "val", "test"):

@@ -20,7 +20,7 @@ def test_layout_classifies_static_binary_and_continuous() -> None:
     assert names(lay.sum_idx) == ["urine_cum", "fluid_cum"]
     assert lay.sum_src == (STATE.index("urine_step"), len(STATE))  # next urine_step; action 0 (fluid_ml)
     assert "spo2" in names(lay.gauss_idx) and len(lay.gauss_idx) == len(STATE) - 6
-    assert lay.n_gauss == len(lay.gauss_idx) + 1 and lay.n_logit == 1 + len(COSTS) + 1
+    assert lay.n_gauss == len(lay.gauss_idx) + 1 and lay.n_logit == 1 + len(COSTS) + 2  # mechvent, costs, death, discharge
     # without its source feature, urine_cum stays a Gaussian output
     no_step = tuple(f for f in STATE if f != "urine_step")
     assert "urine_cum" not in [no_step[i] for i in Layout.make(no_step, COSTS, (), ("urine_cum",)).sum_idx]
@@ -41,6 +41,25 @@ def test_transitions_from_frame_selects_columns(toy_frame: pd.DataFrame) -> None
     np.testing.assert_array_equal(d.next_obs[:, STATE.index("spo2")], toy_frame["next_spo2"].to_numpy(np.float32))
     np.testing.assert_array_equal(d.death, toy_frame["death_in_step"].to_numpy(np.float32))
     assert d.obs.dtype == d.act.dtype == d.rew.dtype == np.float32
+
+
+def test_discharge_is_an_alive_exit_before_the_window_end() -> None:
+    # a: discharged after its second decision; b: dies; c: still in the ICU at the window's last decision (12 h),
+    # although it entered the grid later (its step counter restarts at 0)
+    rows = [("a", 0, 0.0, False, False), ("a", 1, 4.0, True, False), ("b", 0, 4.0, False, False),
+            ("b", 1, 8.0, True, True), ("c", 0, 8.0, False, False), ("c", 1, 12.0, True, False)]
+    frame = pd.DataFrame(rows, columns=["stay_key", "step", "hours_since_onset", "done", "death_in_step"])
+    for col in [*STATE, *(f"next_{f}" for f in STATE), "fluid_ml", "nee_max", "reward", *COSTS]:
+        frame[col] = 1.0
+    d = transitions_from_frame(frame, STATE, COSTS, final_hour=12.0)
+    np.testing.assert_array_equal(d.discharge, [0, 1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(d.death, [0, 0, 0, 1, 0, 0])
+    # with a longer window, c's last row is a discharge too; the default window end is the latest decision
+    np.testing.assert_array_equal(transitions_from_frame(frame, STATE, COSTS, final_hour=20.0).discharge,
+                                  [0, 1, 0, 0, 0, 1])
+    np.testing.assert_array_equal(transitions_from_frame(frame, STATE, COSTS).discharge, d.discharge)
+    with pytest.raises(DataError, match=r"column 'hours_since_onset'.*offending rows: 5"):
+        transitions_from_frame(frame, STATE, COSTS, "train", final_hour=8.0)
 
 
 def test_bad_tables_raise(toy_frame: pd.DataFrame) -> None:

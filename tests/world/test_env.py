@@ -26,10 +26,11 @@ def _behaviour(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _never_die(model: WorldModel) -> WorldModel:
+    """A copy whose episodes end only at the horizon: death and discharge logits (the last two) pinned at −50."""
     m = copy.deepcopy(model)
     with torch.no_grad():
-        m.net.head.bias[:, 0, -1] = -50.0  # death logit
-        m.net.skip.weight[:, :, -1] = 0.0
+        m.net.head.bias[:, 0, -2:] = -50.0
+        m.net.skip.weight[:, :, -2:] = 0.0
     return m
 
 
@@ -76,11 +77,40 @@ def test_truncates_at_horizon_and_freezes(tiny_model: WorldModel, starts: np.nda
 def test_death_terminates(tiny_model: WorldModel, starts: np.ndarray) -> None:
     m = copy.deepcopy(tiny_model)
     with torch.no_grad():
-        m.net.head.bias[:, 0, -1] = 50.0
+        m.net.head.bias[:, 0, -2] = 50.0
     env = WorldModelEnv(m, starts, num_envs=4, cfg=EnvConfig(horizon=10))
     env.reset(seed=0)
     _, _, term, trunc, info = env.step(np.zeros((4, 2), np.float32))
     assert term.all() and info["death"].all() and not trunc.any() and not env.running.any()
+    assert not info["discharge"].any()
+
+
+def test_discharge_terminates_unless_disabled(tiny_model: WorldModel, starts: np.ndarray) -> None:
+    m = _never_die(tiny_model)
+    with torch.no_grad():
+        m.net.head.bias[:, 0, -1] = 50.0  # discharge logit
+    env = WorldModelEnv(m, starts, num_envs=4, cfg=EnvConfig(horizon=10))
+    env.reset(seed=0)
+    _, _, term, trunc, info = env.step(np.zeros((4, 2), np.float32))
+    assert term.all() and info["discharge"].all() and not info["death"].any() and not env.running.any()
+    ro = rollout(WorldModelEnv(m, starts, 4, EnvConfig(horizon=10, discharge=False)), _behaviour, seed=0)
+    assert not ro.discharge.any() and ro.active.all()
+
+
+def test_death_and_discharge_rates_follow_the_model(tiny_model: WorldModel, starts: np.ndarray) -> None:
+    m = _never_die(tiny_model)
+    with torch.no_grad():  # constant P(death) = 0.2, P(discharge) = 0.3; exclusive, so half the patients stay
+        m.net.head.weight[:, :, -2:] = 0.0
+        m.net.skip.bias[:, 0, -2:] = 0.0
+        m.net.head.bias[:, 0, -2] = float(np.log(0.2 / 0.8))
+        m.net.head.bias[:, 0, -1] = float(np.log(0.3 / 0.7))
+    env = WorldModelEnv(m, starts, num_envs=8000, cfg=EnvConfig(horizon=5))
+    env.reset(seed=3)
+    _, _, term, trunc, info = env.step(np.zeros((8000, 2), np.float32))
+    assert not (info["death"] & info["discharge"]).any() and not trunc.any()
+    np.testing.assert_array_equal(term, info["death"] | info["discharge"])
+    assert info["death"].mean() == pytest.approx(0.2, abs=0.015)
+    assert info["discharge"].mean() == pytest.approx(0.3, abs=0.015)
 
 
 def test_guard_penalises_and_ends(tiny_model: WorldModel, starts: np.ndarray) -> None:

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ogsrl.config import ConfigError
+from ogsrl.errors import DataError
 from ogsrl.world import stage
 from ogsrl.world.ensemble import WorldModel
 from ogsrl.world.toy import write_toy_splits
@@ -20,7 +21,7 @@ from ogsrl.world.toy import write_toy_splits
 from .conftest import STATE
 
 PARAMS: dict[str, Any] = {
-    "cohort": {"state_features": list(STATE)},
+    "cohort": {"state_features": list(STATE), "window_start_h": -24},
     "world": {
         "model": {"n_members": 3, "n_elites": 2, "hidden": [16, 16], "batch_size": 128, "max_epochs": 3,
                   "seed": 1},
@@ -50,6 +51,11 @@ def test_outputs_and_metrics(project: tuple[Path, dict[str, Any]]) -> None:
     assert m["world/central_features"] == "spo2,urine_step"
     assert isinstance(m["world/beats_baselines_on_central"], bool)
     assert 0.0 <= m["world/replay/mortality_model"] <= 1.0
+    # toy stays leave alive with hazard 0.03 per step: the model's mean exit probability is near the test rate
+    assert 0.01 < m["world/discharge_rate/test"] < 0.06
+    assert m["world/discharge_rate/model"] == pytest.approx(m["world/discharge_rate/test"], abs=0.02)
+    rate = m["world/discharge_rate/test"]
+    assert m["world/discharge_brier"] < 1.05 * rate * (1 - rate)  # constant hazard: about the base-rate Brier
     assert m["world/replay/mortality_gap"] == pytest.approx(
         m["world/replay/mortality_model"] - m["world/replay/mortality_logged"])
 
@@ -97,8 +103,8 @@ def test_replay_mortality_and_paths(tiny_model: WorldModel, toy_frame: pd.DataFr
 
     m = copy.deepcopy(tiny_model)
     with torch.no_grad():
-        m.net.head.bias[:, 0, -1] = -50.0
-        m.net.skip.weight[:, :, -1] = 0.0
+        m.net.head.bias[:, 0, -2] = -50.0  # death logit (discharge is the last)
+        m.net.skip.weight[:, :, -2] = 0.0
     rep = stage.replay(m, toy_frame, STATE, "mean", seed=0, horizon=20)
     logged = toy_frame.groupby("stay_key")["death_in_step"].any().mean()
     assert rep["mortality_model"] == 0.0 and rep["mortality_logged"] == pytest.approx(logged)
@@ -108,5 +114,14 @@ def test_replay_mortality_and_paths(tiny_model: WorldModel, toy_frame: pd.DataFr
     assert rep["path_model"][0, spo2] == pytest.approx(start_mean, rel=1e-5)
     assert rep["path_logged"][0, spo2] == pytest.approx(start_mean, rel=1e-5)
     with torch.no_grad():
-        m.net.head.bias[:, 0, -1] = 50.0
+        m.net.head.bias[:, 0, -2] = 50.0
     assert stage.replay(m, toy_frame, STATE, "mean", seed=0, horizon=20)["mortality_model"] == 1.0
+
+
+def test_window_end_comes_from_metadata_then_params() -> None:
+    params = {"cohort": {"window_start_h": -24, "n_steps": 10, "step_h": 2}}
+    assert stage._final_hour({"ogsrl.n_steps": 20, "ogsrl.step_h": 4.0}, params) == 52.0
+    assert stage._final_hour({}, params) == -24 + 9 * 2
+    assert stage._final_hour({"ogsrl.n_steps": 20}, {"cohort": {}}) is None
+    with pytest.raises(DataError, match="must be numbers"):
+        stage._final_hour({"ogsrl.n_steps": "many", "ogsrl.step_h": 4.0}, params)
