@@ -1,21 +1,23 @@
 """Closed-loop check of the world model against the simulator's ground truth (issue 4, "against ground truth").
 
-The same policy — SOC, the behaviour clone the pipeline trains on the model's state features — drives both
-(a) the learned world model (`WorldModelEnv`, random elite per step) from the test split's start states and
-(b) fresh simulated cohort patients (`ogsrl.synth.engine.simulate`, states from the cohort feature code).
-The simulator's clinicians cannot act inside the model (they read features the model does not predict, such as
-MAP and lactate), so their clone stands in for "the behaviour policy" on both sides.
+The same policy — SOC, the behaviour clone the pipeline trains on the model's state features — drives
+(a) the learned ensemble (`WorldModelEnv`, random elite per step) from the test split's start states,
+(b) a 1-nearest-neighbour world (the OGSRL authors' approach: each step takes the change, death and discharge of the
+    training transition nearest to (s, a) in standardised units) from the same start states, and
+(c) fresh simulated cohort patients (`ogsrl.synth.engine.simulate`, states from the cohort feature code): the truth.
+The simulator's clinicians cannot act inside a model (they read features the model does not predict, such as MAP
+and lactate), so their clone stands in for "the behaviour policy" everywhere.
 
-Both sides leave the window the same three ways: death, discharge (an alive exit; the model predicts it) and the
-window's end (a model episode gets the steps its start state's stay had left in the window). Compared: the fraction
-of patients who die in the window and who are discharged alive, and the mean path of each state feature over the
-patients still in the window, per step since the first decision, where the simulator has at least `--min-at-risk`
-patients.
+Every side leaves the window the same three ways: death, discharge (an alive exit, which the models predict) and
+the window's end (a model episode gets the steps its start state's stay had left in the window). Compared: the
+fraction of patients who die in the window and who are discharged alive, and the mean path of each state feature
+over the patients still in the window, per step since the first decision, where the simulator has at least
+`--min-at-risk` patients. Each seed draws new simulated patients and new model rollouts.
 
-Documented tolerances: mortality and discharge gaps ≤ 5 percentage points; mean-path gap ≤ 0.5 standard deviations
-of the feature (simulator side) at every compared step.
+Documented tolerances, which must hold for every seed: mortality and discharge gaps ≤ 5 percentage points; mean-path
+gap ≤ 0.5 standard deviations of the feature (simulator side) at every compared step.
 
-Usage (after `make run`):  .venv/bin/python benchmarks/bench_world_truth.py [--root .] [--episodes 2000]
+Usage (after `make run`):  .venv/bin/python benchmarks/bench_world_truth.py [--root .] [--episodes 4000]
 Writes benchmarks/results/world_truth.md.
 """
 
@@ -23,22 +25,37 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.neighbors import NearestNeighbors
 
 from ogsrl.agents import load_policy
 from ogsrl.config import build, load_params, section
 from ogsrl.synth import engine as E
 from ogsrl.synth.truth import cohort_observer
+from ogsrl.world.data import Transitions, transitions_from_frame
 from ogsrl.world.ensemble import WorldModel
 from ogsrl.world.env import EnvConfig, WorldModelEnv, first_rows, rollout, start_states
 
 HERE = Path(__file__).resolve().parent
-MORTALITY_TOL = 0.05
+EXIT_TOL = 0.05
 PATH_TOL_SD = 0.5
+ActFn = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Episodes:
+    """Model episodes as (T+1, B, S) states, (T, B) death / discharge and the (T, B) in-window mask."""
+
+    obs: np.ndarray
+    death: np.ndarray
+    discharge: np.ndarray
+    in_window: np.ndarray
 
 
 def simulate_truth(policy, episodes: int, seed: int, world: E.WorldConfig) -> pd.DataFrame:
@@ -56,11 +73,64 @@ def simulate_truth(policy, episodes: int, seed: int, world: E.WorldConfig) -> pd
     return steps
 
 
+def ensemble_episodes(model: WorldModel, starts: np.ndarray, left: np.ndarray, n: int, cfg: EnvConfig,
+                      act: ActFn, seed: int) -> Episodes:
+    ro = rollout(WorldModelEnv(model, starts, n, cfg), act, seed=seed)
+    in_window = ro.active & (np.arange(cfg.horizon)[:, None] < left[ro.start_index][None, :])
+    return Episodes(ro.obs, ro.death, ro.discharge, in_window)
+
+
+def knn_episodes(train: Transitions, starts: np.ndarray, left: np.ndarray, n: int, horizon: int, act: ActFn,
+                 seed: int, clip: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Episodes:
+    """1-NN world: s' = clip(s + (s'_nn − s_nn)) (``clip`` as the ensemble's); death and discharge are the neighbour's."""
+    x = np.concatenate([train.obs, train.act], axis=1).astype(np.float64)
+    mu, sd = x.mean(0), np.where(x.std(0) > 1e-6, x.std(0), 1.0)
+    nn = NearestNeighbors(n_neighbors=1).fit((x - mu) / sd)
+    delta = (train.next_obs - train.obs).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(starts), size=n)
+    obs = starts[idx].astype(np.float64)
+    states, deaths, exits, actives = [obs.copy()], [], [], []
+    active = np.ones(n, dtype=bool)
+    for _ in range(horizon):
+        a = np.asarray(act(obs.astype(np.float32), rng), dtype=np.float64)
+        j = nn.kneighbors((np.concatenate([obs, a], axis=1) - mu) / sd, return_distance=False)[:, 0]
+        nxt = clip(obs, obs + delta[j]).astype(np.float64)
+        death, exit_ = active & (train.death[j] > 0), active & (train.exits[j] > 0)
+        obs = np.where(active[:, None], nxt, obs)
+        states.append(obs.copy())
+        deaths.append(death)
+        exits.append(exit_)
+        actives.append(active.copy())
+        active = active & ~death & ~exit_
+    in_window = np.stack(actives) & (np.arange(horizon)[:, None] < left[idx][None, :])
+    return Episodes(np.stack(states), np.stack(deaths), np.stack(exits), in_window)
+
+
+def compare(ep: Episodes, steps: pd.DataFrame, feats: tuple[str, ...], horizon: int, min_at_risk: int
+            ) -> dict[str, float]:
+    """Exit fractions of both sides and each feature's max mean-path gap in simulator SDs."""
+    last = steps.groupby("stay").tail(1)
+    n_truth = steps["stay"].nunique()
+    out = {"died/truth": float(last["death_in_step"].sum() / n_truth),
+           "discharged/truth": float((~last["death_in_step"] & (last["step"] < horizon - 1)).sum() / n_truth),
+           "died/model": float((ep.death & ep.in_window).any(0).mean()),
+           "discharged/model": float((ep.discharge & ep.in_window).any(0).mean())}
+    compared = int(np.sum(np.bincount(steps["k"], minlength=horizon)[:horizon] >= min_at_risk))
+    out["compared_steps"] = compared
+    for j, f in enumerate(feats):
+        t_mean = steps.groupby("k")[f].mean().reindex(range(horizon)).to_numpy()[:compared]
+        m_mean = np.array([ep.obs[k][ep.in_window[k], j].mean() if ep.in_window[k].any() else np.nan
+                           for k in range(compared)])
+        out[f"gap_sd/{f}"] = float(np.nanmax(np.abs(t_mean - m_mean)) / (float(steps[f].std()) or 1.0))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=HERE.parent, help="project root after `make run`")
-    ap.add_argument("--episodes", type=int, default=2000)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--episodes", type=int, default=4000)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--min-at-risk", type=int, default=100)
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -69,67 +139,73 @@ def main() -> None:
     cohort = section(params, "cohort")
     world_cfg = E.WorldConfig(window_start_h=int(cohort["window_start_h"]), step_h=int(cohort["step_h"]),
                               n_steps=int(cohort["n_steps"]))
+    horizon = world_cfg.n_steps
     policy = load_policy(root / "data" / "models" / "policies" / "soc")
     model = WorldModel.load(root / "data" / "models" / "world")
     feats = model.layout.state_features
-    test = pd.read_parquet(root / "data" / "trajectories" / "test.parquet")
-    horizon = int(cohort["n_steps"])
-
-    t0 = time.perf_counter()
-    env_cfg = build(EnvConfig, {**section(params, "world.env"), "horizon": horizon, "seed": args.seed}, "world.env")
     if tuple(policy.feature_names) != tuple(feats):
         raise ValueError(f"SOC reads {policy.feature_names}, the world model predicts {feats}")
-    env = WorldModelEnv(model, start_states(test, feats, "test"), args.episodes, env_cfg)
-    ro = rollout(env, lambda obs, rng: policy.act(obs, rng), seed=args.seed)
+    traj = root / "data" / "trajectories"
+    test = pd.read_parquet(traj / "test.parquet")
+    final_hour = world_cfg.window_start_h + (horizon - 1) * world_cfg.step_h
+    train = transitions_from_frame(pd.read_parquet(traj / "train.parquet"), feats, model.layout.cost_names,
+                                   "train", final_hour)
+    starts = start_states(test, feats, "test")
     first_h = test["hours_since_onset"].to_numpy()[first_rows(test, "test")]
-    left = horizon - np.rint((first_h - world_cfg.window_start_h) / world_cfg.step_h).astype(int)  # steps in window
-    in_window = ro.active & (np.arange(horizon)[:, None] < left[ro.start_index][None, :])
-    model_s = time.perf_counter() - t0
+    left = horizon - np.rint((first_h - world_cfg.window_start_h) / world_cfg.step_h).astype(int)
+    act: ActFn = lambda obs, rng: policy.act(obs, rng)  # noqa: E731
 
-    t0 = time.perf_counter()
-    steps = simulate_truth(policy, args.episodes, args.seed, world_cfg)
-    truth_s = time.perf_counter() - t0
+    results: dict[str, list[dict[str, float]]] = {"ensemble": [], "knn": []}
+    seconds = {"ensemble": 0.0, "knn": 0.0, "truth": 0.0}
+    for seed in args.seeds:
+        t0 = time.perf_counter()
+        steps = simulate_truth(policy, args.episodes, seed, world_cfg)
+        seconds["truth"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        env_cfg = build(EnvConfig, {**section(params, "world.env"), "horizon": horizon, "seed": seed}, "world.env")
+        ens = ensemble_episodes(model, starts, left, args.episodes, env_cfg, act, seed)
+        seconds["ensemble"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        knn = knn_episodes(train, starts, left, args.episodes, horizon, act, seed, model.clip_state)
+        seconds["knn"] += time.perf_counter() - t0
+        results["ensemble"].append(compare(ens, steps, feats, horizon, args.min_at_risk))
+        results["knn"].append(compare(knn, steps, feats, horizon, args.min_at_risk))
 
-    # --- how patients leave the window -------------------------------------------------------------------------
-    last = steps.groupby("stay").tail(1)
-    n_truth = steps["stay"].nunique()
-    mort_t = float(last["death_in_step"].sum() / n_truth)
-    disc_t = float((~last["death_in_step"] & (last["step"] < horizon - 1)).sum() / n_truth)
-    mort_m = float((ro.death & in_window).any(0).mean())
-    disc_m = float((ro.discharge & in_window).any(0).mean())
-    t_at_risk = np.bincount(steps["k"], minlength=horizon)[:horizon]
-    compared = int(np.sum(t_at_risk >= args.min_at_risk))
-
-    # --- mean paths over the patients still in the window --------------------------------------------------------
-    rows = []
-    for j, f in enumerate(feats):
-        t_mean = steps.groupby("k")[f].mean().reindex(range(horizon)).to_numpy()
-        sd = float(steps[f].std()) or 1.0
-        m_mean = np.array([ro.obs[k][in_window[k], j].mean() if in_window[k].any() else np.nan
-                           for k in range(horizon)])
-        gap = np.abs(t_mean[:compared] - m_mean[:compared])
-        rows.append((f, float(np.nanmax(gap)), float(np.nanmax(gap) / sd), float(t_mean[compared - 1]),
-                     float(m_mean[compared - 1])))
+    def cell(world: str, key: str, tol: float, fmt: str = "{:+.3f}") -> tuple[str, bool]:
+        vals = [r[key] for r in results[world]]
+        ok = all(abs(v) <= tol for v in vals)
+        return f"{fmt.format(min(vals, key=abs))} … {fmt.format(max(vals, key=abs))}", ok
 
     lines = [
         "# World model vs simulator ground truth, closed loop (`benchmarks/bench_world_truth.py`)",
         "",
-        f"Policy: SOC (`data/models/policies/soc`) in both; {args.episodes} model episodes from the test split's start "
-        f"states and {args.episodes} fresh simulated cohort patients; seed {args.seed}. Mean paths compared over the "
-        f"first {compared} decision steps (simulator ≥ {args.min_at_risk} patients in the window). Model rollouts "
-        f"{model_s:.1f} s, "
-        f"simulator {truth_s:.1f} s (2 cores).",
+        f"Policy: SOC (`data/models/policies/soc`) everywhere; per seed ({', '.join(map(str, args.seeds))}) "
+        f"{args.episodes} model episodes from the test split's start states per world and {args.episodes} fresh "
+        f"simulated cohort patients. Mean paths compared over the first {results['ensemble'][0]['compared_steps']} "
+        f"decision steps (simulator ≥ {args.min_at_risk} patients in the window). Time for all seeds (2 cores): "
+        f"ensemble rollouts {seconds['ensemble']:.1f} s, 1-NN rollouts {seconds['knn']:.1f} s, simulator "
+        f"{seconds['truth']:.1f} s. Ranges are over seeds (smallest … largest gap); \"within\" means every seed.",
         "",
-        "| quantity | simulator (truth) | world model | gap | tolerance | within |",
-        "|---|---|---|---|---|---|",
-        *(f"| {name} | {t:.3f} | {m:.3f} | {m - t:+.3f} | ±{MORTALITY_TOL:.2f} | "
-          f"{'yes' if abs(m - t) <= MORTALITY_TOL else 'NO'} |"
-          for name, t, m in (("died in the window", mort_t, mort_m),
-                             ("discharged alive before the window's end", disc_t, disc_m))),
+        "| quantity | simulator (truth), mean | ensemble, mean | ensemble gap | within | 1-NN (authors), mean "
+        "| 1-NN gap | within | tolerance |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for f, gap, gap_sd, tv, mv in rows:
-        lines.append(f"| mean {f}, max gap over steps (last step: {tv:.3g} vs {mv:.3g}) | – | – | {gap:.3g} "
-                     f"({gap_sd:.2f} SD) | ≤ {PATH_TOL_SD} SD | {'yes' if gap_sd <= PATH_TOL_SD else 'NO'} |")
+    for r in results.values():
+        for row in r:
+            for q in ("died", "discharged"):
+                row[f"gap/{q}"] = row[f"{q}/model"] - row[f"{q}/truth"]
+    for q, label in (("died", "died in the window"), ("discharged", "discharged alive before the window's end")):
+        t = np.mean([r[f"{q}/truth"] for r in results["ensemble"]])
+        e_gap, e_ok = cell("ensemble", f"gap/{q}", EXIT_TOL)
+        k_gap, k_ok = cell("knn", f"gap/{q}", EXIT_TOL)
+        lines.append(f"| {label} | {t:.3f} | {np.mean([r[f'{q}/model'] for r in results['ensemble']]):.3f} | "
+                     f"{e_gap} | {'yes' if e_ok else 'NO'} | {np.mean([r[f'{q}/model'] for r in results['knn']]):.3f}"
+                     f" | {k_gap} | {'yes' if k_ok else 'NO'} | ±{EXIT_TOL:.2f} |")
+    for f in feats:
+        e_gap, e_ok = cell("ensemble", f"gap_sd/{f}", PATH_TOL_SD, "{:.2f}")
+        k_gap, k_ok = cell("knn", f"gap_sd/{f}", PATH_TOL_SD, "{:.2f}")
+        lines.append(f"| mean {f}: max gap over steps, in SD | – | – | {e_gap} | {'yes' if e_ok else 'NO'} | – | "
+                     f"{k_gap} | {'yes' if k_ok else 'NO'} | ≤ {PATH_TOL_SD} |")
     text = "\n".join(lines) + "\n"
     print(text)
     out = HERE / "results" / "world_truth.md"
