@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ogsrl.cohort.extract import CohortConfig
 from ogsrl.config import build
 from ogsrl.costs import build_costs
 from ogsrl.io import atomic_path
@@ -36,8 +37,13 @@ class SynthConfig:
     """csv.gz | parquet"""
     chunk_stays: int = 2500
     """stays simulated and written per chunk (bounds memory)"""
+    truth_population: str = "cohort"
+    """whom `ogsrl truth` scores: cohort (simulated tables put through the cohort extraction, the population the
+    trajectories and off-policy estimates cover) or simulator (every simulated septic patient)"""
 
     def __post_init__(self) -> None:
+        if self.truth_population not in ("cohort", "simulator"):
+            raise ValueError(f"truth_population must be cohort or simulator, got {self.truth_population!r}")
         if self.stays < 1:
             raise ValueError(f"stays must be >= 1, got {self.stays}")
         if self.format not in FORMATS:
@@ -150,7 +156,12 @@ def run_truth(params: Mapping[str, Any], root: Path, policy_spec: str, episodes:
         spec = str(p if p.is_absolute() else Path(root) / p)
     policy = get_policy(spec)
     cfg = build(SynthConfig, params.get("synth"), "synth")
-    res = evaluate_policy(policy, episodes, seed, world=world_from_params(params),
-                          reward=reward_from_params(params), rules=build_costs(params).rules,
-                          chunk=cfg.chunk_stays)
+    world = world_from_params(params)
+    if cfg.truth_population == "cohort":
+        cohort = build(CohortConfig, params.get("cohort"), "cohort")
+        res = evaluate_policy(policy, episodes, seed, world=world, chunk=cfg.chunk_stays, cohort=cohort,
+                              costs=build_costs(params))
+    else:
+        res = evaluate_policy(policy, episodes, seed, world=world, reward=reward_from_params(params),
+                              rules=build_costs(params).rules, chunk=cfg.chunk_stays)
     return {"truth/policy": policy_spec, "truth/seed": seed, **res.to_dict()}

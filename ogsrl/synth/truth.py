@@ -4,6 +4,12 @@
 the cohort's initial-state distribution; the policy acts at every kept decision time on the states computed by the
 cohort feature code from the rows charted so far. Rewards and costs follow the cohort/costs params exactly as the
 trajectory table defines them (docs/data-contract.md §2).
+
+Two populations: ``simulator`` scores every simulated septic patient on the simulator's own decision steps;
+``cohort`` (given a :class:`CohortConfig`) puts the simulated raw tables through the cohort extraction first, exactly
+like the demo data, so the truth describes the population the trajectories — and the off-policy estimates — cover.
+They differ: the Sepsis-3 rule needs a culture–antibiotic pair, so patients who die before it is complete never
+enter the cohort.
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from ogsrl.cohort.extract import CohortConfig, extract
+from ogsrl.cohort.features import connect, register_frames
 from ogsrl.costs import CostRule, CostsConfig, apply_cost_rules
+from ogsrl.errors import DataError
 from ogsrl.policy import Policy
-from ogsrl.synth.engine import Observer, WorldConfig, cohort_observer, simulate
+from ogsrl.synth.engine import Observer, SimResult, WorldConfig, cohort_observer, simulate
 
 Z95 = 1.959963984540054
 
@@ -56,6 +65,7 @@ class TruthResult:
     """True performance of one policy."""
 
     episodes: int
+    """simulated patients"""
     steps: int
     mean_return: Estimate
     mortality_hosp: Estimate
@@ -63,11 +73,16 @@ class TruthResult:
     cost_rates: dict[str, Estimate] = field(default_factory=dict)
     """per-step rate of each cost column (``cost_<rule>`` and ``cost_total``)"""
     seconds: float = 0.0
+    population: Literal["simulator", "cohort"] = "simulator"
+    """who is scored: every simulated septic patient, or those the cohort extraction keeps"""
+    stays: int = 0
+    """patients scored: with a kept decision step (simulator) or in the extracted cohort (cohort)"""
 
-    def to_dict(self) -> dict[str, float | int]:
+    def to_dict(self) -> dict[str, float | int | str]:
         """Flat JSON-ready dict (``truth/<metric>``, ``…_ci_lo``, ``…_ci_hi``)."""
-        out: dict[str, float | int] = {"truth/episodes": self.episodes, "truth/steps": self.steps,
-                                       "truth/seconds": round(self.seconds, 2)}
+        out: dict[str, float | int | str] = {"truth/episodes": self.episodes, "truth/stays": self.stays,
+                                             "truth/steps": self.steps, "truth/population": self.population,
+                                             "truth/seconds": round(self.seconds, 2)}
         items = {"return": self.mean_return, "mortality_hosp": self.mortality_hosp,
                  "mortality_90d": self.mortality_90d, **{f"rate_{k}": v for k, v in self.cost_rates.items()}}
         for name, e in items.items():
@@ -111,48 +126,91 @@ def rewards(steps: pd.DataFrame, stays: pd.DataFrame, cfg: RewardConfig) -> np.n
     return np.where(last, np.where(outcome, -cfg.terminal_reward, cfg.terminal_reward), 0.0)
 
 
+def extract_chunk(res: SimResult, cohort: CohortConfig, costs: CostsConfig) -> pd.DataFrame:
+    """The chunk's trajectory rows after the cohort extraction (all splits), as for the demo data; no rows when no
+    simulated patient meets the cohort's criteria."""
+    con = connect(threads=1)
+    try:
+        register_frames(con, {k: v.to_pandas() if hasattr(v, "to_pandas") else v for k, v in res.tables.items()})
+        tables = extract(con, cohort, costs).tables
+    except DataError as exc:
+        if not str(exc).startswith("empty cohort"):
+            raise
+        return pd.DataFrame(columns=["stay_key", "reward", *costs.columns, "cost_total", "died_in_hosp", "died_90d"])
+    finally:
+        con.close()
+    return pd.concat(tables.values(), ignore_index=True)
+
+
 def evaluate_policy(policy: Policy | None, episodes: int, seed: int, *, world: WorldConfig | None = None,
                     reward: RewardConfig | None = None, rules: Sequence[CostRule] | None = None,
-                    observer: Observer | None = None, chunk: int = 2500) -> TruthResult:
+                    observer: Observer | None = None, chunk: int = 2500, cohort: CohortConfig | None = None,
+                    costs: CostsConfig | None = None) -> TruthResult:
     """Simulate ``episodes`` fresh septic patients under ``policy`` (None = the clinicians) and score it.
 
-    Deterministic given ``seed`` (and ``chunk``). Episodes without any kept decision step (death or discharge
-    before the first one) count for mortality but not for the return and cost rates.
+    Deterministic given ``seed`` (and ``chunk``). Without ``cohort`` (population ``simulator``), rewards follow
+    ``reward``, costs ``rules``, and episodes without any kept decision step (death or discharge before the first
+    one) count for mortality but not for the return and cost rates. With ``cohort`` (population ``cohort``), the
+    raw tables go through the cohort extraction (rewards per ``cohort``, costs per ``costs``) and only extracted
+    stays are scored; ``world`` must then be the cohort's decision grid, and ``reward``/``rules`` must be left out.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
+    if cohort is not None and (reward is not None or rules is not None):
+        raise ValueError("with a cohort, rewards and costs come from the cohort and costs configs; "
+                         "leave reward and rules out")
     world = world or WorldConfig()
+    if cohort is not None and (cohort.window_start_h, cohort.step_h, cohort.n_steps) != (
+            world.window_start_h, world.step_h, world.n_steps):
+        raise ValueError(f"world grid ({world.window_start_h}, {world.step_h}, {world.n_steps}) differs from the "
+                         f"cohort's ({cohort.window_start_h}, {cohort.step_h}, {cohort.n_steps})")
     reward = reward or RewardConfig()
-    rules = tuple(rules) if rules is not None else CostsConfig().rules
+    costs = costs or CostsConfig()
+    rules = tuple(rules) if rules is not None else costs.rules
     observer = observer or cohort_observer()
     t0 = time.perf_counter()
+    cost_cols = [*costs.columns, "cost_total"]
     all_steps, all_stays = [], []
+    offset = 0  # stays scored so far: cohort stays are numbered consecutively across chunks
     for c, start in enumerate(range(0, episodes, chunk)):
         n = min(chunk, episodes - start)
         rng = np.random.default_rng([seed, c, 7])
         res = simulate(n, rng, first_index=start, world=world, observer=observer, policy=policy,
-                       cohort_only=True, keep_tables=False)
-        steps, stays = res.steps.copy(), res.stays.copy()
-        steps["reward"] = rewards(steps, stays, reward)
-        steps["stay"] += start
-        stays["stay"] += start
+                       cohort_only=True, keep_tables=cohort is not None)
+        if cohort is not None:
+            rows = extract_chunk(res, cohort, costs)
+            codes, keys = pd.factorize(rows["stay_key"], sort=True)
+            steps = rows[["reward", *cost_cols]].assign(stay=codes + offset)
+            stays = rows.groupby("stay_key")[["died_in_hosp", "died_90d"]].first().reindex(keys)
+            stays = stays.reset_index(drop=True).assign(stay=np.arange(len(keys)) + offset)
+        else:
+            steps, stays = res.steps.copy(), res.stays.copy()
+            steps["reward"] = rewards(steps, stays, reward)
+            steps["stay"] += offset
+            stays["stay"] += offset
+        offset += len(stays)
         all_steps.append(steps)
         all_stays.append(stays)
     steps = pd.concat(all_steps, ignore_index=True)
     stays = pd.concat(all_stays, ignore_index=True)
-    costs = apply_cost_rules(steps, rules, float(world.step_h), prefix="next_")
+    if cohort is not None and stays.empty:
+        raise ValueError(f"none of the {episodes} simulated patients entered the cohort (Sepsis-3 onset and "
+                         "exclusions of the cohort params); simulate more, or score population 'simulator'")
+    cost = (steps[cost_cols] if cohort is not None
+            else apply_cost_rules(steps, rules, float(world.step_h), prefix="next_"))
     by = steps["stay"].to_numpy()
     ret = np.bincount(by, weights=steps["reward"].to_numpy(), minlength=len(stays))
     n_steps = np.bincount(by, minlength=len(stays)).astype(float)
     has = n_steps > 0
     rates = {}
-    for col in costs.columns:
-        c_sum = np.bincount(by, weights=costs[col].to_numpy(np.float64), minlength=len(stays))
+    for col in cost.columns:
+        c_sum = np.bincount(by, weights=cost[col].to_numpy(np.float64), minlength=len(stays))
         rates[col] = ratio_ci(c_sum[has], n_steps[has])
     return TruthResult(
         episodes=episodes, steps=len(steps), mean_return=mean_ci(ret[has]),
         mortality_hosp=mean_ci(stays["died_in_hosp"].to_numpy(float)),
         mortality_90d=mean_ci(stays["died_90d"].to_numpy(float)),
-        cost_rates=rates, seconds=time.perf_counter() - t0)
+        cost_rates=rates, seconds=time.perf_counter() - t0,
+        population="simulator" if cohort is None else "cohort", stays=int(has.sum()))

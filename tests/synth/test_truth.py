@@ -71,12 +71,37 @@ def test_policies_and_lookup() -> None:
 
 
 def test_run_truth_reads_cohort_and_costs_params() -> None:
-    params = {"synth": {"chunk_stays": 10}, "cohort": {"reward": "terminal", "terminal_reward": 1.0, "n_steps": 6},
+    params = {"synth": {"chunk_stays": 10, "truth_population": "simulator"},
+              "cohort": {"reward": "terminal", "terminal_reward": 1.0, "n_steps": 6},
               "costs": {"rules": [{"name": "spo2_low", "feature": "spo2", "op": "<", "threshold": 92.0,
                                    "units": "%"}]}}
     d = stage.run_truth(params, Path("."), "no-treatment", 10, 0)
     assert d["truth/policy"] == "no-treatment" and "truth/rate_cost_urine_low" not in d
     assert -1.0 <= d["truth/return"] <= 1.0
+
+
+def test_cohort_population_drops_the_patients_the_extraction_drops() -> None:
+    """Same seed, same simulated patients: the cohort population is the subset the Sepsis-3 extraction keeps, which
+    loses mostly early deaths (no culture–antibiotic pair before death), so its mortality is lower."""
+    from ogsrl.cohort.extract import CohortConfig
+
+    params = {"synth": {"chunk_stays": 300}, "cohort": {"reward": "terminal", "terminal_reward": 1.0},
+              "costs": {"rules": [{"name": "spo2_low", "feature": "spo2", "op": "<", "threshold": 92.0,
+                                   "units": "%"}]}}
+    cohort = stage.run_truth(params, Path("."), "behaviour", 300, 5)
+    sim = stage.run_truth({**params, "synth": {**params["synth"], "truth_population": "simulator"}},
+                          Path("."), "behaviour", 300, 5)
+    assert cohort["truth/population"] == "cohort" and sim["truth/population"] == "simulator"
+    assert cohort["truth/episodes"] == sim["truth/episodes"] == 300
+    assert 0.8 * sim["truth/stays"] < cohort["truth/stays"] < sim["truth/stays"]
+    assert cohort["truth/mortality_hosp"] < sim["truth/mortality_hosp"]
+    assert -1.0 <= cohort["truth/return"] <= 1.0 and "truth/rate_cost_urine_low" not in cohort  # params flow through
+    with pytest.raises(ValueError, match="leave reward and rules out"):
+        truth.evaluate_policy(None, 5, 0, cohort=CohortConfig(), reward=truth.RewardConfig())
+    with pytest.raises(ValueError, match="differs from the cohort"):
+        truth.evaluate_policy(None, 5, 0, cohort=CohortConfig(n_steps=6))
+    with pytest.raises(ValueError, match="entered the cohort"):
+        truth.evaluate_policy(None, 4, 0, world=E.WorldConfig(n_steps=6), cohort=CohortConfig(n_steps=6))
 
 
 def test_saved_policy_directory_is_loaded_and_run(tmp_path: Path) -> None:
@@ -89,6 +114,6 @@ def test_saved_policy_directory_is_loaded_and_run(tmp_path: Path) -> None:
     names = F.PAPER_STATE
     pol = BCPolicy(BCConfig(), names, np.zeros(len(names)), np.ones(len(names)))
     pol.save(tmp_path / "bc")
-    params = {"synth": {"chunk_stays": 6}, "cohort": {"n_steps": 4}}
+    params = {"synth": {"chunk_stays": 6, "truth_population": "simulator"}, "cohort": {"n_steps": 4}}
     d = stage.run_truth(params, tmp_path, "bc", 6, 0)
     assert d["truth/episodes"] == 6 and d["truth/steps"] > 0 and np.isfinite(d["truth/return"])
