@@ -87,13 +87,13 @@ def _dedupe_stays(root: Path) -> None:
 
 # ---- children ----------------------------------------------------------------------------------------------------
 def child_extract(root: Path, grid_out: Path, memory_limit: str = "4GB") -> dict:
-    from ogsrl.cohort import features as cf
+    from ogsrl.cohort import views
     from ogsrl.cohort.extract import CohortConfig, extract
     from ogsrl.costs import CostsConfig
 
     t0 = time.perf_counter()
-    con = cf.connect(str(memory_limit), 2)
-    cf.register_directory(con, root)
+    con = views.connect(str(memory_limit), 2)
+    views.register_directory(con, root)
     cfg = CohortConfig()
     ex = extract(con, cfg, CostsConfig())
     wall = time.perf_counter() - t0
@@ -110,11 +110,12 @@ def child_extract(root: Path, grid_out: Path, memory_limit: str = "4GB") -> dict
 
 def child_duckdb_bin(root: Path, grid_path: Path, out: Path) -> dict:
     from ogsrl.cohort import features as cf
+    from ogsrl.cohort import views
 
     grid = pd.read_parquet(grid_path).assign(step=0)
     t0 = time.perf_counter()
-    con = cf.connect("4GB", 2)
-    cf.register_directory(con, root, required=cf.STATE_TABLES)
+    con = views.connect("4GB", 2)
+    views.register_directory(con, root, required=views.STATE_TABLES)
     s = cf.compute_states(con, grid)
     wall = time.perf_counter() - t0
     s[["stay_id", "t", *BINNED]].to_parquet(out, index=False)

@@ -37,7 +37,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from ogsrl.agents import load_policy
 from ogsrl.cohort.extract import CohortConfig, extract
-from ogsrl.cohort.features import connect, register_frames
+from ogsrl.cohort.views import connect, register_frames
 from ogsrl.config import build, load_params, section
 from ogsrl.costs import CostsConfig
 from ogsrl.synth import engine as E

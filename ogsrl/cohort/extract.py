@@ -25,6 +25,7 @@ import pandas as pd
 
 from ogsrl import features as F
 from ogsrl.cohort import features as cf
+from ogsrl.cohort import views
 from ogsrl.cohort import sepsis
 from ogsrl.costs import CostsConfig, apply_cost_rules
 from ogsrl.data.contract import CONTRACT_VERSION, contract_columns
@@ -138,7 +139,7 @@ def _hours(h: float) -> str:
 
 def _raw_checks(con: duckdb.DuckDBPyConnection) -> None:
     """Errors for impossible stays (outtime <= intime, duplicate stay ids)."""
-    bad = cf.run_query(con, "SELECT stay_id FROM icustays WHERE outtime IS NULL OR intime IS NULL "
+    bad = views.run_query(con, "SELECT stay_id FROM icustays WHERE outtime IS NULL OR intime IS NULL "
                             "OR outtime <= intime ORDER BY stay_id LIMIT 6").fetchall()
     if bad:
         n = con.execute("SELECT count(*) FROM icustays WHERE outtime IS NULL OR intime IS NULL "
@@ -152,7 +153,7 @@ def _raw_checks(con: duckdb.DuckDBPyConnection) -> None:
 
 def _cleaning_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Rows the feature code drops among the candidate stays' relevant rows (negative volumes, exact duplicates)."""
-    counts = cf.run_query(con, f"""
+    counts = views.run_query(con, f"""
         SELECT (SELECT count(*) FROM inputevents WHERE amount < 0 OR rate < 0),
                (SELECT count(*) FROM outputevents WHERE value < 0
                     AND itemid IN ({', '.join(map(str, sorted(F.URINE_ITEMS | F.URINE_SUBTRACT_ITEMS)))})),
@@ -168,7 +169,7 @@ def _candidates(con: duckdb.DuckDBPyConnection, cfg: CohortConfig) -> dict[str, 
 
     Returns the exclusion counts. A later admission's first ICU stay is a candidate too (``readmission`` = 1).
     """
-    cf.run_query(con, """
+    views.run_query(con, """
         CREATE OR REPLACE TEMP TABLE _allstays AS
         SELECT i.stay_id, i.subject_id, i.hadm_id, i.intime, i.outtime,
                p.subject_id IS NOT NULL AS has_patient, a.hadm_id IS NOT NULL AS has_admission,
@@ -213,7 +214,7 @@ def _materialize(con: duckdb.DuckDBPyConnection) -> None:
     }
     for table, where in filters.items():
         con.execute(f"ALTER VIEW {table} RENAME TO _file_{table}")
-        cf.run_query(con, f"CREATE TABLE {table} AS SELECT * FROM _file_{table} WHERE {where}")
+        views.run_query(con, f"CREATE TABLE {table} AS SELECT * FROM _file_{table} WHERE {where}")
 
 
 def _decision_grid(con: duckdb.DuckDBPyConnection, cfg: CohortConfig) -> pd.DataFrame:

@@ -25,6 +25,7 @@ import pandas as pd
 
 from ogsrl import features as F
 from ogsrl.cohort import features as cf
+from ogsrl.cohort import views
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def onsets(con: duckdb.DuckDBPyConnection, step_h: float = 4.0, culture_before_a
         (frame of stay_id, onset, abx_time, culture_time, sofa_max for the septic stays,
          number of candidate stays with a suspected infection).
     """
-    cf.run_query(con, suspicion_sql(culture_before_abx_h, abx_before_culture_h))
+    views.run_query(con, suspicion_sql(culture_before_abx_h, abx_before_culture_h))
     n_si = con.execute("SELECT count(DISTINCT stay_id) FROM _si").fetchone()[0]
     blocks = sofa_blocks(con, step_h, sofa_before_h, sofa_after_h)
     con.register("_blocks_src", blocks)

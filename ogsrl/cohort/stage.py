@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ogsrl.cohort import features as cf
+from ogsrl.cohort import views
 from ogsrl.cohort.extract import CohortConfig, extract, split_stays
 from ogsrl.config import build
 from ogsrl.costs import build_costs
@@ -99,9 +99,9 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     else:
         tmp = tempfile.mkdtemp(prefix="ogsrl-duckdb-")
         try:
-            con = cf.connect(cfg.duckdb_memory_limit, cfg.duckdb_threads, temp_directory=tmp)
+            con = views.connect(cfg.duckdb_memory_limit, cfg.duckdb_threads, temp_directory=tmp)
             try:
-                cf.register_directory(con, source.path)
+                views.register_directory(con, source.path)
                 result = extract(con, cfg, costs)
             finally:
                 con.close()

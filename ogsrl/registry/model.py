@@ -23,7 +23,6 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import math
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path

@@ -173,11 +173,12 @@ def cohort_observer(threads: int = 1) -> Observer:
 
     def observe(tables: dict[str, pd.DataFrame], grid: pd.DataFrame, step_h: float) -> pd.DataFrame:
         from ogsrl.cohort import features as cf
+        from ogsrl.cohort import views
 
         if "con" not in state:
-            state["con"] = cf.connect(threads=threads)
+            state["con"] = views.connect(threads=threads)
         con = state["con"]
-        cf.register_frames(con, tables)
+        views.register_frames(con, tables)
         return cf.compute_states(con, grid, step_h=step_h)
 
     return observe

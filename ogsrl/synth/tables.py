@@ -12,7 +12,6 @@ from collections.abc import Mapping
 import pandas as pd
 import pyarrow as pa
 
-from ogsrl import features as F
 
 I32, I16, F64, S, TS, DATE = pa.int32(), pa.int16(), pa.float64(), pa.string(), pa.timestamp("s"), pa.date32()
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ogsrl.cohort.extract import CohortConfig, extract
-from ogsrl.cohort.features import connect, register_frames
+from ogsrl.cohort.views import connect, register_frames
 from ogsrl.costs import CostRule, CostsConfig, apply_cost_rules
 from ogsrl.errors import DataError
 from ogsrl.policy import Policy

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ogsrl.cohort import features as cf
+from ogsrl.cohort import views
 from ogsrl.cohort.extract import CohortConfig, assign_action_bins, extract, fit_action_bins, split_stays
 from ogsrl.config import ConfigError, build
 from ogsrl.costs import CostsConfig
@@ -22,9 +22,9 @@ CFG = CohortConfig(window_start_h=-4, n_steps=3, exclusions=EXCLUSIONS)  # all f
 
 
 def run(root: Path, cfg: CohortConfig = CFG):
-    con = cf.connect("1GB", 1)
+    con = views.connect("1GB", 1)
     try:
-        cf.register_directory(con, root)
+        views.register_directory(con, root)
         return extract(con, cfg, CostsConfig())
     finally:
         con.close()

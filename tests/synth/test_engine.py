@@ -11,6 +11,7 @@ import pytest
 
 from ogsrl import features as F
 from ogsrl.cohort import features as cf
+from ogsrl.cohort import views
 from ogsrl.synth import engine as E
 
 
@@ -24,8 +25,8 @@ def _grid(sim: E.SimResult) -> pd.DataFrame:
 
 
 def test_states_and_actions_reextracted_from_tables_match(small_sim: E.SimResult, small_dir: Path) -> None:
-    con = cf.connect(threads=1)
-    cf.register_directory(con, small_dir)
+    con = views.connect(threads=1)
+    views.register_directory(con, small_dir)
     grid = _grid(small_sim)
     st = cf.compute_states(con, grid, 4.0)
     s = small_sim.steps
