@@ -24,7 +24,9 @@ import torch
 from torch.nn import functional as tf
 
 from ogsrl.config import build, load_params
-from ogsrl.world.ensemble import Layout, WorldModel, soft_clamp, transitions_from_frame
+from ogsrl.world.data import Layout, transitions_from_frame
+from ogsrl.world.ensemble import WorldModel
+from ogsrl.world.net import soft_clamp
 from ogsrl.world.env import EnvConfig, WorldModelEnv, rollout, start_states
 from ogsrl.world.stage import WorldConfig
 from ogsrl.world.toy import COST_RULES, toy_trajectories

@@ -1,7 +1,8 @@
-"""World model: a probabilistic ensemble of (state, action) → next state, reward, costs, death, and the batched
-gymnasium environment the policy trainers roll out in. See docs/world-model.md."""
+"""World model: a probabilistic ensemble of (state, action) → next state, reward, costs, death and discharge, and the
+batched gymnasium environment the policy trainers roll out in. See docs/world-model.md."""
 
-from ogsrl.world.ensemble import EnsembleConfig, Layout, Prediction, StepSample, Transitions, WorldModel
+from ogsrl.world.data import Layout, Transitions
+from ogsrl.world.ensemble import EnsembleConfig, Prediction, StepSample, WorldModel
 from ogsrl.world.env import EnvConfig, Rollout, WorldModelEnv, rollout, start_states
 
 __all__ = [

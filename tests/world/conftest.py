@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from ogsrl import features as F
-from ogsrl.world.ensemble import EnsembleConfig, Layout, Transitions, WorldModel, transitions_from_frame
+from ogsrl.world.data import Layout, Transitions, transitions_from_frame
+from ogsrl.world.ensemble import EnsembleConfig, WorldModel
 from ogsrl.world.toy import COST_RULES, toy_trajectories
 
 STATE = F.PAPER_STATE

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ogsrl.world.baselines import linear_model, nearest_neighbour
-from ogsrl.world.ensemble import Transitions
+from ogsrl.world.data import Transitions
 
 
 def _data(n: int, rng: np.random.Generator, noise: float = 0.0) -> Transitions:

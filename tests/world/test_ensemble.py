@@ -12,14 +12,8 @@ import torch
 
 from ogsrl import features as F
 from ogsrl.errors import DataError
-from ogsrl.world.ensemble import (
-    CONFIG_FILE,
-    MODEL_FILE,
-    EnsembleConfig,
-    Layout,
-    Transitions,
-    WorldModel,
-)
+from ogsrl.world.data import Layout, Transitions
+from ogsrl.world.ensemble import CONFIG_FILE, MODEL_FILE, EnsembleConfig, WorldModel
 
 from .conftest import COSTS, STATE, TINY
 
