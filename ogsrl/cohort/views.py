@@ -109,24 +109,25 @@ def _check_columns(con: duckdb.DuckDBPyConnection, table: str, source: str, desc
         if _category_ok(cat, dtype):
             continue
         if cat == "int" and (table, col) in _NULLABLE_INT and dtype in _FLOAT_TYPES:
-            bad = con.execute(
-                f'SELECT "{col}" FROM {source} WHERE "{col}" IS NOT NULL AND "{col}" <> round("{col}") LIMIT 5'
-            ).fetchall()
+            bad = _offending(con, source, col, f'"{col}" <> round("{col}")')
             if not bad:
                 continue
             raise DataError(f"expected integer ids, found non-integral values in {origin}",
-                            table=table, column=col, rows=[b[0] for b in bad])
+                            table=table, column=col, rows=bad)
         if csv and dtype == "VARCHAR":
             # the CSV sniffer saw text: either an all-empty sample or real garbage; look for offending values
-            bad = con.execute(
-                f'SELECT "{col}" FROM {source} WHERE "{col}" IS NOT NULL AND '
-                f'TRY_CAST("{col}" AS {_SQL_TYPE[cat]}) IS NULL LIMIT 5'
-            ).fetchall()
+            bad = _offending(con, source, col, f'TRY_CAST("{col}" AS {_SQL_TYPE[cat]}) IS NULL')
             if not bad:
                 continue
             raise DataError(f"wrong dtype in {origin}: expected {cat}, found values that are not",
-                            table=table, column=col, rows=[b[0] for b in bad])
+                            table=table, column=col, rows=bad)
         raise DataError(f"wrong dtype in {origin}: expected {cat}, got {described[col]}", table=table, column=col)
+
+
+def _offending(con: duckdb.DuckDBPyConnection, source: str, col: str, condition: str) -> list:
+    """Up to 5 non-null values of ``col`` in ``source`` that meet the SQL ``condition``."""
+    rows = con.execute(f'SELECT "{col}" FROM {source} WHERE "{col}" IS NOT NULL AND {condition} LIMIT 5').fetchall()
+    return [r[0] for r in rows]
 
 
 def _create_view(con: duckdb.DuckDBPyConnection, table: str, source: str) -> None:

@@ -27,6 +27,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ogsrl.cohort import views
+
 D = pd.Timestamp("2180-01-01")
 
 
@@ -141,3 +143,11 @@ def mimic_tables() -> dict[str, pd.DataFrame]:
 def write_mimic():
     """``write_mimic(root, tables, fmt="csv.gz")`` writes a MIMIC-IV-layout directory and returns ``root``."""
     return write_mimic_dir
+
+
+@pytest.fixture()
+def con():
+    """An in-memory DuckDB connection (1 GB, 1 thread), closed after the test."""
+    c = views.connect("1GB", 1)
+    yield c
+    c.close()

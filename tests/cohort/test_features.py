@@ -111,13 +111,6 @@ EXPECTED = {  # row order of grid(): stay 1 @12:00, stay 3 @04:00, stay 1 @08:00
 }
 
 
-@pytest.fixture()
-def con():
-    c = views.connect("1GB", 1)
-    yield c
-    c.close()
-
-
 def test_states_match_hand_computed_values(con) -> None:
     views.register_frames(con, tiny_tables())
     g = grid()

@@ -13,13 +13,6 @@ from ogsrl.errors import DataError
 from .test_features import _write_dir, tiny_tables
 
 
-@pytest.fixture()
-def con():
-    c = views.connect("1GB", 1)
-    yield c
-    c.close()
-
-
 def test_register_frames_errors(con) -> None:
     tabs = tiny_tables()
     with pytest.raises(DataError, match="missing table.*procedureevents"):
