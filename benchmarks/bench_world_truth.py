@@ -44,7 +44,7 @@ from ogsrl.synth import engine as E
 from ogsrl.synth.truth import cohort_observer
 from ogsrl.world.data import Transitions, transitions_from_frame
 from ogsrl.world.ensemble import WorldModel
-from ogsrl.world.env import EnvConfig, WorldModelEnv, first_rows, rollout, start_states
+from ogsrl.world.env import EnvConfig, WorldModelEnv, rollout, start_states, steps_left
 
 HERE = Path(__file__).resolve().parent
 EXIT_TOL = 0.05
@@ -89,9 +89,8 @@ def truth_trajectories(policy, episodes: int, seed: int, world: E.WorldConfig, c
 
 def ensemble_episodes(model: WorldModel, starts: np.ndarray, left: np.ndarray, n: int, cfg: EnvConfig,
                       act: ActFn, seed: int) -> Episodes:
-    ro = rollout(WorldModelEnv(model, starts, n, cfg), act, seed=seed)
-    in_window = ro.active & (np.arange(cfg.horizon)[:, None] < left[ro.start_index][None, :])
-    return Episodes(ro.obs, ro.death, ro.discharge, in_window)
+    ro = rollout(WorldModelEnv(model, starts, n, cfg, horizons=left), act, seed=seed)
+    return Episodes(ro.obs, ro.death, ro.discharge, ro.active)
 
 
 def knn_episodes(train: Transitions, starts: np.ndarray, left: np.ndarray, n: int, horizon: int, act: ActFn,
@@ -166,8 +165,7 @@ def main() -> None:
     train = transitions_from_frame(pd.read_parquet(traj / "train.parquet"), feats, model.layout.cost_names,
                                    "train", final_hour)
     starts = start_states(test, feats, "test")
-    first_h = test["hours_since_onset"].to_numpy()[first_rows(test, "test")]
-    left = horizon - np.rint((first_h - world_cfg.window_start_h) / world_cfg.step_h).astype(int)
+    left = steps_left(test, world_cfg.window_start_h, world_cfg.step_h, horizon, "test")
     act: ActFn = lambda obs, rng: policy.act(obs, rng)  # noqa: E731
 
     results: dict[str, list[dict[str, float]]] = {"ensemble": [], "knn": []}

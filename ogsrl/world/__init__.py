@@ -3,9 +3,9 @@ batched gymnasium environment the policy trainers roll out in. See docs/world-mo
 
 from ogsrl.world.data import Layout, Transitions
 from ogsrl.world.ensemble import EnsembleConfig, Prediction, StepSample, WorldModel
-from ogsrl.world.env import EnvConfig, Rollout, WorldModelEnv, rollout, start_states
+from ogsrl.world.env import EnvConfig, Rollout, WorldModelEnv, rollout, start_states, steps_left
 
 __all__ = [
     "EnsembleConfig", "EnvConfig", "Layout", "Prediction", "Rollout", "StepSample", "Transitions", "WorldModel",
-    "WorldModelEnv", "rollout", "start_states",
+    "WorldModelEnv", "rollout", "start_states", "steps_left",
 ]

@@ -77,6 +77,25 @@ def first_rows(frame: pd.DataFrame, table: str = "trajectories") -> np.ndarray:
     return order[is_first]
 
 
+def steps_left(frame: pd.DataFrame, window_start_h: float, step_h: float, n_steps: int,
+               table: str = "train") -> npt.NDArray[np.int64]:
+    """(N,) decision steps each stay had left in the window at its first row, in :func:`start_states` order.
+
+    A stay that enters the grid at decision time ``h`` (hours since onset) has ``n_steps − (h − window_start_h) /
+    step_h`` steps before the window ends; pass these as ``WorldModelEnv(horizons=...)`` so model episodes end where
+    logged stays are cut.
+    """
+    if "hours_since_onset" not in frame.columns:
+        raise DataError("missing column(s) ['hours_since_onset']", table=table)
+    hours = frame["hours_since_onset"].to_numpy(dtype=np.float64)[first_rows(frame, table)]
+    k = (hours - window_start_h) / step_h
+    bad = ~np.isfinite(k) | (np.abs(k - np.rint(k)) > 1e-3) | (k < 0) | (k > n_steps - 1)
+    if bad.any():
+        raise DataError(f"first decision time off the grid {window_start_h:g} + k·{step_h:g} h, k < {n_steps}",
+                        table=table, column="hours_since_onset", rows=np.flatnonzero(bad).tolist())
+    return (n_steps - np.rint(k)).astype(np.int64)
+
+
 def start_states(frame: pd.DataFrame, state_features: tuple[str, ...], table: str = "train") -> FloatArray:
     """(N, S) states of each stay's first row in a trajectory table (the real start-state distribution)."""
     missing = [c for c in state_features if c not in frame.columns]
@@ -97,12 +116,15 @@ class WorldModelEnv(VectorEnv):
     ``step(actions (B, A))`` returns ``obs (B, S), reward (B,), terminated (B,), truncated (B,), info`` with
     ``info["cost"] (B, C)``, ``info["uncertainty"] (B,)``, ``info["death"] (B,)``, ``info["discharge"] (B,)``,
     ``info["ood"] (B,)`` and ``info["active"] (B,)`` (True where the row was still running before this step).
+
+    ``horizons`` (one per start state, each in 1 … ``cfg.horizon``) truncates an episode after the steps its start
+    state's stay had left in the window (:func:`steps_left`); without it every episode may run ``cfg.horizon`` steps.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.DISABLED}
 
     def __init__(self, model: WorldModel, starts: FloatArray, num_envs: int, cfg: EnvConfig,
-                 guard: GuardFn | None = None) -> None:
+                 guard: GuardFn | None = None, horizons: npt.ArrayLike | None = None) -> None:
         feats = model.layout.state_features
         starts = np.asarray(starts, dtype=np.float32)
         if starts.ndim != 2 or starts.shape[1] != len(feats) or len(starts) == 0:
@@ -111,6 +133,15 @@ class WorldModelEnv(VectorEnv):
             raise DataError("NaN or infinite start state", table="start states")
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        limits = np.full(len(starts), cfg.horizon, dtype=np.int64) if horizons is None else np.asarray(horizons)
+        if limits.shape != (len(starts),) or not np.issubdtype(limits.dtype, np.integer):
+            raise ValueError(f"horizons must be ({len(starts)},) integers, one per start state, got "
+                             f"{limits.dtype} {limits.shape}")
+        if ((limits < 1) | (limits > cfg.horizon)).any():
+            raise ValueError(f"horizons must lie in 1 … horizon={cfg.horizon}; rows "
+                             f"{np.flatnonzero((limits < 1) | (limits > cfg.horizon))[:5].tolist()} do not")
+        self._limits = limits.astype(np.int64)
+        self._limit = np.full(num_envs, cfg.horizon, dtype=np.int64)
         self.model, self.cfg, self.guard, self.num_envs = model, cfg, guard, num_envs
         self._starts = starts
         lo = np.array([F.BY_NAME[f].low for f in feats], dtype=np.float32)
@@ -138,6 +169,7 @@ class WorldModelEnv(VectorEnv):
             self._rng = np.random.default_rng(seed)
         idx = self._rng.integers(0, len(self._starts), size=self.num_envs)
         self._obs = self._starts[idx].copy()
+        self._limit = self._limits[idx]
         self._active = np.ones(self.num_envs, dtype=bool)
         self._t = 0
         return self._obs.copy(), {"start_index": idx}
@@ -182,7 +214,7 @@ class WorldModelEnv(VectorEnv):
                 exit_[live] = (u >= s.death_prob) & (u < s.death_prob + s.discharge_prob)
         self._t += 1
         terminated = death | exit_ | ood
-        truncated = active & ~terminated & (self._t >= self.cfg.horizon)
+        truncated = active & ~terminated & (self._t >= self._limit)
         self._active = active & ~terminated & ~truncated
         info = {"cost": cost, "uncertainty": unc, "death": death, "discharge": exit_, "ood": ood, "active": active}
         return self._obs.copy(), rew, terminated, truncated, info

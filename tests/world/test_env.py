@@ -11,7 +11,7 @@ import torch
 
 from ogsrl.errors import DataError
 from ogsrl.world.ensemble import WorldModel
-from ogsrl.world.env import EnvConfig, WorldModelEnv, rollout, start_states
+from ogsrl.world.env import EnvConfig, WorldModelEnv, rollout, start_states, steps_left
 
 from .conftest import COSTS, STATE
 
@@ -164,3 +164,22 @@ def test_bad_actions_and_inputs(tiny_model: WorldModel, starts: np.ndarray) -> N
         WorldModelEnv(tiny_model, starts[:, :-1], 3, EnvConfig())
     with pytest.raises(ValueError, match="horizon"):
         EnvConfig(horizon=0)
+
+
+def test_steps_left_and_per_start_horizons(tiny_model: WorldModel, toy_frame: pd.DataFrame) -> None:
+    late = toy_frame[toy_frame["step"] >= 3]  # every stay now enters the grid at decision time −24 + 3·4 h
+    left = steps_left(late, window_start_h=-24, step_h=4, n_steps=20)
+    assert left.shape == (late["stay_key"].nunique(),) and (left == 17).all()
+    starts = start_states(late, STATE)
+    limits = np.array([1, 2, 3] * (len(starts) // 3) + [3] * (len(starts) % 3))
+    env = WorldModelEnv(_never_die(tiny_model), starts, 300, EnvConfig(horizon=5), horizons=limits)
+    ro = rollout(env, _behaviour, seed=0)
+    # an episode runs exactly as many steps as its start state's limit allows
+    np.testing.assert_array_equal(ro.active.sum(0), limits[ro.start_index])
+    with pytest.raises(ValueError, match="horizons must lie in 1"):
+        WorldModelEnv(tiny_model, starts, 4, EnvConfig(horizon=5), horizons=np.full(len(starts), 6))
+    with pytest.raises(ValueError, match="one per start state"):
+        WorldModelEnv(tiny_model, starts, 4, EnvConfig(horizon=5), horizons=np.ones(3, dtype=int))
+    off = late.assign(hours_since_onset=late["hours_since_onset"] + 1.0)
+    with pytest.raises(DataError, match="column .hours_since_onset.: first decision time off the grid"):
+        steps_left(off, window_start_h=-24, step_h=4, n_steps=20)
