@@ -135,6 +135,14 @@ def stage_function(name: str) -> Callable[[Mapping[str, Any], Path], dict[str, A
     return getattr(module, fn_name)
 
 
+STAGE_PLOTS: dict[str, tuple[str, ...]] = {
+    "fit-world-model": ("data/reports/world_plots",),
+    "train-policies": ("data/reports/train_curves.csv",),
+    "evaluate": ("data/reports/evaluate/estimates.csv", "data/reports/evaluate/weights.csv"),
+}
+"""Plot tables (dvc.yaml ``plots``) each stage writes; they are logged to MLflow beside the metrics."""
+
+
 def _tracking_enabled(flag: bool) -> bool:
     return flag and os.environ.get("OGSRL_NO_TRACK", "").lower() not in ("1", "true", "yes")
 
@@ -146,7 +154,8 @@ def _track(stage: str, params: Mapping[str, Any], root: Path, result: Any, error
     try:
         cfg = tracking.tracking_config(params)
         uri = tracking.resolve_tracking_uri(cfg, root, os.environ.get("MLFLOW_TRACKING_URI"))
-        tracking.log_stage_run(stage, params, result, root, uri, cfg.experiment, error=error)
+        plots = [root / p for p in STAGE_PLOTS.get(stage, ())] if error is None else []
+        tracking.log_stage_run(stage, params, result, root, uri, cfg.experiment, error=error, plots=plots)
     except Exception as exc:  # noqa: BLE001 - tracking must never break a stage
         log.warning("MLflow logging failed for stage %s (outputs are unaffected): %s: %s",
                     stage, type(exc).__name__, exc)

@@ -23,7 +23,7 @@ import math
 import re
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,6 +176,40 @@ def _chunks(items: list[Any]) -> list[list[Any]]:
     return [items[i : i + _BATCH] for i in range(0, len(items), _BATCH)]
 
 
+def _plot_tables(paths: Sequence[Path]) -> list[Path]:
+    """The CSV files among ``paths`` (a folder contributes its ``*.csv``, sorted); missing paths are skipped."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(sorted(p.glob("*.csv")))
+        elif p.is_file() and p.suffix == ".csv":
+            out.append(p)
+    return out
+
+
+def curve_metrics(table: Path) -> list[tuple[str, int, float]]:
+    """(key, step, value) per row and numeric column of a plot table with an integer ``step`` column.
+
+    Keys are ``curve/<file stem>[/<label>...]/<column>``, the labels being the row's text columns (e.g. the policy
+    of a training curve); tables without ``step`` give nothing.
+    """
+    import pandas as pd
+
+    frame = pd.read_csv(table)
+    if "step" not in frame.columns or not pd.api.types.is_integer_dtype(frame["step"]):
+        return []
+    labels = [c for c in frame.columns if c != "step" and not pd.api.types.is_numeric_dtype(frame[c])]
+    values = [c for c in frame.columns if c != "step" and c not in labels]
+    out = []
+    for rec in frame.to_dict("records"):
+        prefix = "/".join(["curve", table.stem, *(str(rec[c]) for c in labels)])
+        for c in values:
+            v = float(rec[c])
+            if math.isfinite(v):
+                out.append((_clean_key(f"{prefix}/{c}"), int(rec["step"]), v))
+    return out
+
+
 def log_stage_run(
     stage: str,
     params: Mapping[str, Any],
@@ -184,6 +218,7 @@ def log_stage_run(
     tracking_uri: str,
     experiment: str = "ogsrl",
     error: BaseException | None = None,
+    plots: Sequence[Path] = (),
 ) -> str:
     """Log one stage run to MLflow and return its run id.
 
@@ -195,6 +230,9 @@ def log_stage_run(
         tracking_uri: where to log (see :func:`resolve_tracking_uri`).
         experiment: experiment name, created on first use.
         error: the exception that stopped the stage, if any (only its class name is logged).
+        plots: the stage's plot tables (CSV files, or folders of them; missing ones are skipped), logged as
+            artifacts under ``plots/``; a table with a ``step`` column also becomes metric histories (see
+            :func:`curve_metrics`), so MLflow draws the same curves as ``dvc plots show``.
 
     Returns:
         The MLflow run id.
@@ -236,6 +274,10 @@ def log_stage_run(
             client.log_batch(run_id, params=chunk)
         for chunk in _chunks(tag_items):
             client.log_batch(run_id, tags=chunk)
+        for table in _plot_tables(plots):
+            client.log_artifact(run_id, str(table), artifact_path="plots")
+            curve = [Metric(k, v, now, step) for k, step, v in curve_metrics(table)]
+            metric_items.extend(curve)
         for chunk in _chunks(metric_items):
             client.log_batch(run_id, metrics=chunk)
     except Exception:
