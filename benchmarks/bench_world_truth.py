@@ -25,6 +25,7 @@ Writes benchmarks/results/world_truth.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -120,6 +121,10 @@ def knn_episodes(train: Transitions, starts: np.ndarray, left: np.ndarray, n: in
     return Episodes(np.stack(states), np.stack(deaths), np.stack(exits), in_window)
 
 
+def env_mode(params: dict) -> str:
+    return str((section(params, "world.env") or {}).get("mode", EnvConfig().mode))
+
+
 def compare(ep: Episodes, truth: pd.DataFrame, feats: tuple[str, ...], horizon: int, final_hour: float,
             min_at_risk: int) -> dict[str, float]:
     """Exit fractions of both sides and each feature's max mean-path gap in simulator SDs."""
@@ -168,27 +173,34 @@ def main() -> None:
     left = steps_left(test, world_cfg.window_start_h, world_cfg.step_h, horizon, "test")
     act: ActFn = lambda obs, rng: policy.act(obs, rng)  # noqa: E731
 
-    results: dict[str, list[dict[str, float]]] = {"ensemble": [], "knn": []}
-    seconds = {"ensemble": 0.0, "knn": 0.0, "truth": 0.0}
+    worlds = {"ensemble": f"ensemble ({env_mode(params)})", "episode": "ensemble (episode_elite)",
+              "knn": "1-NN (authors)"}
+    results: dict[str, list[dict[str, float]]] = {w: [] for w in worlds}
+    seconds = {w: 0.0 for w in (*worlds, "truth")}
     for seed in args.seeds:
         t0 = time.perf_counter()
         truth = truth_trajectories(policy, args.episodes, seed, world_cfg, cohort, costs)
         seconds["truth"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
         env_cfg = build(EnvConfig, {**section(params, "world.env"), "horizon": horizon, "seed": seed}, "world.env")
-        ens = ensemble_episodes(model, starts, left, args.episodes, env_cfg, act, seed)
-        seconds["ensemble"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        knn = knn_episodes(train, starts, left, args.episodes, horizon, act, seed, model.clip_state)
-        seconds["knn"] += time.perf_counter() - t0
-        results["ensemble"].append(compare(ens, truth, feats, horizon, final_hour, args.min_at_risk))
-        results["knn"].append(compare(knn, truth, feats, horizon, final_hour, args.min_at_risk))
+        for world in worlds:
+            t0 = time.perf_counter()
+            if world == "knn":
+                ep = knn_episodes(train, starts, left, args.episodes, horizon, act, seed, model.clip_state)
+            else:
+                cfg = env_cfg if world == "ensemble" else dataclasses.replace(env_cfg, mode="episode_elite")
+                ep = ensemble_episodes(model, starts, left, args.episodes, cfg, act, seed)
+            seconds[world] += time.perf_counter() - t0
+            row = compare(ep, truth, feats, horizon, final_hour, args.min_at_risk)
+            for q in ("died", "discharged"):
+                row[f"gap/{q}"] = row[f"{q}/model"] - row[f"{q}/truth"]
+            results[world].append(row)
 
-    def cell(world: str, key: str, tol: float, fmt: str = "{:+.3f}") -> tuple[str, bool]:
+    def cell(world: str, key: str, tol: float, fmt: str = "{:+.3f}") -> str:
         vals = [r[key] for r in results[world]]
         ok = all(abs(v) <= tol for v in vals)
-        return f"{fmt.format(min(vals, key=abs))} … {fmt.format(max(vals, key=abs))}", ok
+        return f"{fmt.format(min(vals, key=abs))} … {fmt.format(max(vals, key=abs))} | {'yes' if ok else 'NO'}"
 
+    times = ", ".join(f"{label} {seconds[w]:.1f} s" for w, label in worlds.items())
     lines = [
         "# World model vs simulator ground truth, closed loop (`benchmarks/bench_world_truth.py`)",
         "",
@@ -196,29 +208,21 @@ def main() -> None:
         f"{args.episodes} model episodes from the test split's start states per world and {args.episodes} fresh "
         f"simulated cohort patients. Mean paths compared over the first {results['ensemble'][0]['compared_steps']} "
         f"decision steps (simulator ≥ {args.min_at_risk} patients in the window). Time for all seeds (2 cores): "
-        f"ensemble rollouts {seconds['ensemble']:.1f} s, 1-NN rollouts {seconds['knn']:.1f} s, simulator "
-        f"{seconds['truth']:.1f} s. Ranges are over seeds (smallest … largest gap); \"within\" means every seed.",
+        f"{times}, simulator + extraction {seconds['truth']:.1f} s. Ranges are over seeds (smallest … largest "
+        "gap); \"within\" means every seed.",
         "",
-        "| quantity | simulator (truth), mean | ensemble, mean | ensemble gap | within | 1-NN (authors), mean "
-        "| 1-NN gap | within | tolerance |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| quantity | simulator (truth), mean | " + " | ".join(f"{x}, mean | gap | within" for x in worlds.values())
+        + " | tolerance |",
+        "|---|---|" + "---|---|---|" * len(worlds) + "---|",
     ]
-    for r in results.values():
-        for row in r:
-            for q in ("died", "discharged"):
-                row[f"gap/{q}"] = row[f"{q}/model"] - row[f"{q}/truth"]
     for q, label in (("died", "died in the window"), ("discharged", "discharged alive before the window's end")):
         t = np.mean([r[f"{q}/truth"] for r in results["ensemble"]])
-        e_gap, e_ok = cell("ensemble", f"gap/{q}", EXIT_TOL)
-        k_gap, k_ok = cell("knn", f"gap/{q}", EXIT_TOL)
-        lines.append(f"| {label} | {t:.3f} | {np.mean([r[f'{q}/model'] for r in results['ensemble']]):.3f} | "
-                     f"{e_gap} | {'yes' if e_ok else 'NO'} | {np.mean([r[f'{q}/model'] for r in results['knn']]):.3f}"
-                     f" | {k_gap} | {'yes' if k_ok else 'NO'} | ±{EXIT_TOL:.2f} |")
+        cells = " | ".join(f"{np.mean([r[f'{q}/model'] for r in results[w]]):.3f} | {cell(w, f'gap/{q}', EXIT_TOL)}"
+                           for w in worlds)
+        lines.append(f"| {label} | {t:.3f} | {cells} | ±{EXIT_TOL:.2f} |")
     for f in feats:
-        e_gap, e_ok = cell("ensemble", f"gap_sd/{f}", PATH_TOL_SD, "{:.2f}")
-        k_gap, k_ok = cell("knn", f"gap_sd/{f}", PATH_TOL_SD, "{:.2f}")
-        lines.append(f"| mean {f}: max gap over steps, in SD | – | – | {e_gap} | {'yes' if e_ok else 'NO'} | – | "
-                     f"{k_gap} | {'yes' if k_ok else 'NO'} | ≤ {PATH_TOL_SD} |")
+        cells = " | ".join(f"– | {cell(w, f'gap_sd/{f}', PATH_TOL_SD, '{:.2f}')}" for w in worlds)
+        lines.append(f"| mean {f}: max gap over steps, in SD | – | {cells} | ≤ {PATH_TOL_SD} |")
     text = "\n".join(lines) + "\n"
     print(text)
     out = HERE / "results" / "world_truth.md"

@@ -39,7 +39,8 @@ MODEL_FILE = "world_model.pt"
 PREDICT_CHUNK = 1024
 """rows per batched forward pass at prediction time (keeps activations in cache; results do not depend on it)"""
 CONFIG_FILE = "world_model.json"
-Mode = Literal["mean", "random_member", "random_elite"]
+Mode = Literal["mean", "random_member", "random_elite", "episode_elite"]
+MODES: tuple[str, ...] = ("mean", "random_member", "random_elite", "episode_elite")
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,12 +341,19 @@ class WorldModel:
         lo = np.where(self._cum, np.maximum(obs, self._lo), self._lo)
         return np.clip(nxt, lo, self._hi).astype(np.float32)
 
-    def step(self, obs: np.ndarray, act: np.ndarray, mode: Mode, rng: np.random.Generator) -> StepSample:
+    def step(self, obs: np.ndarray, act: np.ndarray, mode: Mode, rng: np.random.Generator,
+             member: np.ndarray | None = None) -> StepSample:
         """Simulate one step for a batch.
 
         ``mean``: average of the elites' means (binary features rounded); ``random_member`` / ``random_elite``:
-        each row draws one member (all / elites) and samples its Gaussian and Bernoulli outputs with ``rng``.
+        each row draws one member (all / elites) and samples its Gaussian and Bernoulli outputs with ``rng``;
+        ``episode_elite``: like ``random_elite`` but row i uses the elite ``member[i]`` the caller drew for its whole
+        episode (PETS "TS∞": a patient keeps one model of the dynamics, so model disagreement persists along a path).
         """
+        if mode == "episode_elite":
+            b = np.asarray(obs).shape[0] if np.ndim(obs) == 2 else -1
+            if member is None or np.shape(member) != (b,) or not np.isin(member, self.elites).all():
+                raise ValueError(f"mode episode_elite needs member: ({b},) elite indices from {self.elites.tolist()}")
         p = self.predict(obs, act)
         members = np.arange(self.cfg.n_members) if mode == "random_member" else self.elites
         dn = p.delta_norm[members]  # (M, B, G)
@@ -358,16 +366,16 @@ class WorldModel:
             rew = p.rew_mean[members].mean(0)
             cost, death = p.cost_prob[members].mean(0), p.death_prob[members].mean(0)
             exit_ = p.discharge_prob[members].mean(0)
-        elif mode in ("random_member", "random_elite"):
+        elif mode in ("random_member", "random_elite", "episode_elite"):
             b = obs.shape[0]
-            k = members[rng.integers(0, len(members), size=b)]
+            k = np.asarray(member) if mode == "episode_elite" else members[rng.integers(0, len(members), size=b)]
             rows = np.arange(b)
             nxt = p.next_mean[k, rows] + np.sqrt(p.next_var[k, rows]) * rng.standard_normal(obs.shape)
             nxt[:, bi] = (rng.random((b, len(bi))) < p.next_mean[k, rows][:, bi]).astype(np.float32)
             rew = p.rew_mean[k, rows] + np.sqrt(p.rew_var[k, rows]) * rng.standard_normal(b)
             cost, death, exit_ = p.cost_prob[k, rows], p.death_prob[k, rows], p.discharge_prob[k, rows]
         else:
-            raise ValueError(f"mode must be mean, random_member or random_elite, got {mode!r}")
+            raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
         nxt = self.clip_state(obs, nxt)
         nxt = self.clip_state(obs, self.layout.apply_sums(obs, np.asarray(act, dtype=np.float32), nxt))
         return StepSample(next_obs=nxt, rew=rew.astype(np.float32),

@@ -39,8 +39,9 @@ class EnvConfig:
 
     horizon: int = 20
     """steps per episode before truncation (paper: 20 four-hour steps)"""
-    mode: Literal["mean", "random_member", "random_elite"] = "random_elite"
-    """how a step uses the ensemble: elite mean, a random member, or a random elite (per row and step)"""
+    mode: Literal["mean", "random_member", "random_elite", "episode_elite"] = "random_elite"
+    """how a step uses the ensemble: elite mean, a random member or a random elite (per row and step), or one elite
+    drawn per episode at reset (episode_elite, PETS TS∞)"""
     ood_penalty: float = -25.0
     """reward of a step the guardian rejects; the episode then ends (paper: −25)"""
     cost_mode: Literal["prob", "sample"] = "prob"
@@ -142,6 +143,7 @@ class WorldModelEnv(VectorEnv):
                              f"{np.flatnonzero((limits < 1) | (limits > cfg.horizon))[:5].tolist()} do not")
         self._limits = limits.astype(np.int64)
         self._limit = np.full(num_envs, cfg.horizon, dtype=np.int64)
+        self._member = np.full(num_envs, model.elites[0], dtype=np.int64)
         self.model, self.cfg, self.guard, self.num_envs = model, cfg, guard, num_envs
         self._starts = starts
         lo = np.array([F.BY_NAME[f].low for f in feats], dtype=np.float32)
@@ -170,6 +172,9 @@ class WorldModelEnv(VectorEnv):
         idx = self._rng.integers(0, len(self._starts), size=self.num_envs)
         self._obs = self._starts[idx].copy()
         self._limit = self._limits[idx]
+        elites = self.model.elites
+        self._member = (elites[self._rng.integers(0, len(elites), size=self.num_envs)]
+                        if self.cfg.mode == "episode_elite" else np.full(self.num_envs, elites[0]))
         self._active = np.ones(self.num_envs, dtype=bool)
         self._t = 0
         return self._obs.copy(), {"start_index": idx}
@@ -202,7 +207,7 @@ class WorldModelEnv(VectorEnv):
             rew[ood] = self.cfg.ood_penalty
         live = active & ~ood
         if live.any():
-            s = self.model.step(self._obs[live], act[live], self.cfg.mode, self._rng)
+            s = self.model.step(self._obs[live], act[live], self.cfg.mode, self._rng, member=self._member[live])
             self._obs[live] = s.next_obs
             rew[live] = s.rew - self.cfg.uncertainty_penalty * s.uncertainty
             cost[live] = (s.cost_prob if self.cfg.cost_mode == "prob"

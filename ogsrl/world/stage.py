@@ -29,7 +29,7 @@ from ogsrl.errors import DataError
 from ogsrl.io import atomic_path, write_json, write_text
 from ogsrl.world.baselines import DeltaRegressor, linear_model, nearest_neighbour
 from ogsrl.world.data import Layout, Transitions, transitions_from_frame
-from ogsrl.world.ensemble import EnsembleConfig, WorldModel
+from ogsrl.world.ensemble import MODES, EnsembleConfig, WorldModel
 from ogsrl.world.env import EnvConfig, first_rows
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class EvalConfig:
     central_features: tuple[str, ...] = ("map", "spo2", "urine_step", "lactate")
     """clinically central features on which the ensemble must beat both baselines (those in the state set)"""
     replay_mode: str = "random_elite"
-    """ensemble use in the open-loop multi-step replay: mean, random_member or random_elite"""
+    """ensemble use in the open-loop multi-step replay: mean, random_member, random_elite or episode_elite"""
     seed: int = 0
     """seeds the Monte-Carlo draws and the replay"""
 
@@ -58,8 +58,8 @@ class EvalConfig:
             raise ValueError(f"interval must be in (0, 1), got {self.interval}")
         if self.n_samples < 10:
             raise ValueError(f"n_samples must be >= 10, got {self.n_samples}")
-        if self.replay_mode not in ("mean", "random_member", "random_elite"):
-            raise ValueError(f"replay_mode must be mean, random_member or random_elite, got {self.replay_mode!r}")
+        if self.replay_mode not in MODES:
+            raise ValueError(f"replay_mode must be one of {list(MODES)}, got {self.replay_mode!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +181,8 @@ def replay(model: WorldModel, frame: pd.DataFrame, feats: tuple[str, ...], mode:
         last = length == t + 1
         logged[t + 1, last] = ns_all[first[last] + t]
     rng = np.random.default_rng(seed)
+    member = (model.elites[rng.integers(0, len(model.elites), size=n)] if mode == "episode_elite"
+              else np.full(n, model.elites[0]))
     obs = s_all[first].astype(np.float32)
     alive = np.ones(n, dtype=bool)
     died = np.zeros(n, dtype=bool)
@@ -190,7 +192,7 @@ def replay(model: WorldModel, frame: pd.DataFrame, feats: tuple[str, ...], mode:
         run = alive & (length > t)
         if not run.any():
             break
-        s = model.step(obs[run], act[t, run], mode, rng)  # type: ignore[arg-type]
+        s = model.step(obs[run], act[t, run], mode, rng, member=member[run])  # type: ignore[arg-type]
         obs[run] = s.next_obs
         d = rng.random(int(run.sum())) < s.death_prob
         died[np.flatnonzero(run)[d]] = True

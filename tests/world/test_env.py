@@ -183,3 +183,25 @@ def test_steps_left_and_per_start_horizons(tiny_model: WorldModel, toy_frame: pd
     off = late.assign(hours_since_onset=late["hours_since_onset"] + 1.0)
     with pytest.raises(DataError, match="column .hours_since_onset.: first decision time off the grid"):
         steps_left(off, window_start_h=-24, step_h=4, n_steps=20)
+
+
+def test_episode_elite_keeps_one_member_per_episode(tiny_model: WorldModel, starts: np.ndarray) -> None:
+    m = _never_die(tiny_model)
+    with torch.no_grad():  # (almost) no aleatoric noise: a step returns its member's mean exactly
+        m.net.max_logvar.fill_(-30.0)
+        m.net.min_logvar.fill_(-40.0)
+    env = WorldModelEnv(m, starts, 64, EnvConfig(horizon=4, mode="episode_elite"))
+    env.reset(seed=5)
+    member = env._member.copy()
+    assert set(member) <= set(m.elites.tolist()) and len(set(member)) > 1
+    gi, rows = list(m.layout.gauss_idx), np.arange(64)
+    act = np.full((64, 2), [300.0, 0.05], np.float32)
+    for _ in range(3):  # the same member on every step of the episode
+        obs = env._obs.copy()
+        nxt, *_ = env.step(act)
+        want = m.clip_state(obs, m.predict(obs, act).next_mean[member, rows])
+        np.testing.assert_allclose(nxt[:, gi], want[:, gi], rtol=1e-4, atol=1e-3)
+    with pytest.raises(ValueError, match="episode_elite needs member"):
+        m.step(obs, act, "episode_elite", np.random.default_rng(0))
+    with pytest.raises(ValueError, match="episode_elite needs member"):
+        m.step(obs, act, "episode_elite", np.random.default_rng(0), member=np.full(64, 99))
