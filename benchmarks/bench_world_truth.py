@@ -37,12 +37,11 @@ import torch
 from sklearn.neighbors import NearestNeighbors
 
 from ogsrl.agents import load_policy
-from ogsrl.cohort.extract import CohortConfig, extract
-from ogsrl.cohort.views import connect, register_frames
+from ogsrl.cohort.extract import CohortConfig
 from ogsrl.config import build, load_params, section
 from ogsrl.costs import CostsConfig
 from ogsrl.synth import engine as E
-from ogsrl.synth.truth import cohort_observer
+from ogsrl.synth.truth import cohort_observer, extract_chunk
 from ogsrl.world.data import Transitions, transitions_from_frame
 from ogsrl.world.ensemble import WorldModel
 from ogsrl.world.env import EnvConfig, WorldModelEnv, rollout, start_states, steps_left
@@ -76,13 +75,7 @@ def truth_trajectories(policy, episodes: int, seed: int, world: E.WorldConfig, c
         n = min(2500, episodes - start)
         res = E.simulate(n, np.random.default_rng([seed, c, 11]), first_index=start, world=world,
                          observer=cohort_observer(), policy=policy, cohort_only=True, keep_tables=True)
-        con = connect()
-        try:
-            register_frames(con, {k: (v.to_pandas() if hasattr(v, "to_pandas") else v) for k, v in res.tables.items()})
-            tables = extract(con, cohort, costs).tables
-        finally:
-            con.close()
-        frame = pd.concat(tables.values(), ignore_index=True)
+        frame = extract_chunk(res, cohort, costs)
         frame["stay_key"] = f"{c}:" + frame["stay_key"].astype(str)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True).sort_values(["stay_key", "step"], kind="stable")

@@ -19,8 +19,9 @@ import numpy as np
 import numpy.typing as npt
 
 import ogsrl
+from ogsrl.guardian import conformal
 from ogsrl.guardian.conformal import CalibrationConfig
-from ogsrl.guardian.scaling import Scaler, ScalingConfig
+from ogsrl.guardian.scaling import Scaler, ScalingConfig, check_matrix
 from ogsrl.io import atomic_path
 
 FloatArray = npt.NDArray[np.floating]
@@ -125,6 +126,81 @@ class Guardian(Protocol):
     def save(self, path: str | Path) -> None:
         """Write the directory ``path`` (guardian.json, arrays.npz, certificate.json) atomically."""
         ...
+
+
+class ThresholdGuardian:
+    """What the score-threshold guardians share: input names, certificate bookkeeping and queries.
+
+    Subclasses set ``kind`` and ``label`` and implement ``fit``, ``_require_fit`` (whose first item is the fitted
+    :class:`Scaler`) and ``_score_scaled`` (scores of already-scaled rows).
+    """
+
+    kind = ""
+    """guardian.json ``kind``"""
+    label = ""
+    """name used in error messages"""
+
+    def __init__(self, feature_names: tuple[str, ...] | list[str], calibration: CalibrationConfig,
+                 scaling: ScalingConfig) -> None:
+        if len(feature_names) == 0 or len(set(feature_names)) != len(feature_names):
+            raise ValueError(f"feature_names must be non-empty and unique, got {list(feature_names)}")
+        self.feature_names = tuple(feature_names)
+        self.calibration = calibration
+        self.scaling = scaling
+        self.scaler: Scaler | None = None
+        self._cert: GuardianCertificate | None = None
+        self.assessed_scores: npt.NDArray[np.float64] | None = None
+        """scores (T,) of the test rows scored by the last assess(), for re-thresholding without re-scoring"""
+
+    def _require_fit(self) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def _score_scaled(self, z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        raise NotImplementedError
+
+    def score(self, x: FloatArray) -> npt.NDArray[np.float64]:
+        """Scores ``(B,)`` for ``x (B, D)`` in input units; larger = less supported."""
+        scaler = self._require_fit()[0]
+        return self._score_scaled(scaler.transform(check_matrix(x, self.feature_names, "guardian query")))
+
+    def contains(self, x: FloatArray, threshold: float | None = None) -> BoolArray:
+        """``score(x) ≤ threshold`` per row (default: the calibrated threshold)."""
+        thr = self.certificate().threshold if threshold is None else float(threshold)
+        return self.score(x) <= thr
+
+    def certificate(self) -> GuardianCertificate:
+        """The certificate of the calibrated guardian (RuntimeError before calibrate())."""
+        if self._cert is None:
+            raise RuntimeError(f"{self.label} guardian is not calibrated; call fit() then calibrate()")
+        return self._cert
+
+    def _calibrate_on(self, scores: npt.NDArray[np.float64], n_fit: int, params: dict[str, Any]) -> None:
+        """Set the threshold from calibration ``scores`` by the configured rule and write the certificate."""
+        c = self.calibration
+        thr, rank = conformal.threshold(scores, c.alpha_c, c.delta, c.rule)
+        self._cert = GuardianCertificate(
+            method=self.kind,
+            threshold_rule=c.rule,
+            guarantee=conformal.GUARANTEES[c.rule],
+            alpha_c=c.alpha_c,
+            delta=c.delta if c.rule == "pac" else None,
+            threshold=thr,
+            rank=rank,
+            n_fit=n_fit,
+            n_cal=int(scores.size),
+            calibration_coverage=float(np.mean(scores <= thr)),
+            feature_names=self.feature_names,
+            params=params,
+        )
+
+    def _assess_on(self, scores: npt.NDArray[np.float64], rng: np.random.Generator, volume_samples: int) -> None:
+        """Record the test coverage of ``scores`` and the volume proxy (``volume_samples`` draws) in the certificate."""
+        cert = self.certificate()
+        self.assessed_scores = scores
+        inside = scores <= cert.threshold
+        vol = volume_proxy(self._score_scaled, cert.threshold, self._require_fit()[0], rng, volume_samples)
+        self._cert = dataclasses.replace(cert, test_coverage=float(inside.mean()), n_test=int(inside.size),
+                                         volume_proxy=vol, volume_samples=volume_samples)
 
 
 def settings_meta(kind: str, cfg: Any, calibration: CalibrationConfig, scaling: ScalingConfig,

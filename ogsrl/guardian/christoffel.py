@@ -14,7 +14,6 @@ guardian asks for. With the Cholesky factor ``M + λI = L Lᵀ`` and ``W = L⁻�
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import math
@@ -28,16 +27,13 @@ import scipy.linalg
 import torch
 
 from ogsrl.errors import DataError
-from ogsrl.guardian import conformal
 from ogsrl.guardian.base import (
-    BoolArray,
     FloatArray,
-    GuardianCertificate,
+    ThresholdGuardian,
     load_dir,
     save_dir,
     settings_from_meta,
     settings_meta,
-    volume_proxy,
 )
 from ogsrl.guardian.conformal import CalibrationConfig
 from ogsrl.guardian.scaling import Scaler, ScalingConfig, check_matrix
@@ -115,10 +111,11 @@ class MonomialBasis:
         return torch.cat(blocks, dim=1)
 
 
-class ChristoffelGuardian:
+class ChristoffelGuardian(ThresholdGuardian):
     """G = {x : v(z)ᵀ (M + λI)⁻¹ v(z) ≤ threshold}; see the module docstring."""
 
     kind = "christoffel"
+    label = "christoffel"
 
     def __init__(
         self,
@@ -127,19 +124,11 @@ class ChristoffelGuardian:
         calibration: CalibrationConfig = CalibrationConfig(),
         scaling: ScalingConfig = ScalingConfig(),
     ) -> None:
-        if len(feature_names) == 0 or len(set(feature_names)) != len(feature_names):
-            raise ValueError(f"feature_names must be non-empty and unique, got {list(feature_names)}")
-        self.feature_names = tuple(feature_names)
+        super().__init__(feature_names, calibration, scaling)
         self.cfg = cfg
-        self.calibration = calibration
-        self.scaling = scaling
         self.basis = MonomialBasis.build(len(self.feature_names), cfg.degree)
-        self.scaler: Scaler | None = None
         self.whitener: npt.NDArray[np.float64] | None = None  # W = L⁻ᵀ, (m, m)
         self.n_fit = 0
-        self._cert: GuardianCertificate | None = None
-        self.assessed_scores: npt.NDArray[np.float64] | None = None
-        """scores (T,) of the test rows scored by the last assess(), for re-thresholding without re-scoring"""
         self._w_torch: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
 
     # ---- fitting ------------------------------------------------------------------------------------------
@@ -177,38 +166,14 @@ class ChristoffelGuardian:
 
         Every row is scored; ``rng`` is accepted for the :class:`Guardian` protocol and unused.
         """
-        scores = self.score(x_cal)
-        c = self.calibration
-        thr, rank = conformal.threshold(scores, c.alpha_c, c.delta, c.rule)
-        self._cert = GuardianCertificate(
-            method=self.kind,
-            threshold_rule=c.rule,
-            guarantee=conformal.GUARANTEES[c.rule],
-            alpha_c=c.alpha_c,
-            delta=c.delta if c.rule == "pac" else None,
-            threshold=thr,
-            rank=rank,
-            n_fit=self.n_fit,
-            n_cal=int(scores.size),
-            calibration_coverage=float(np.mean(scores <= thr)),
-            feature_names=self.feature_names,
-            params={"degree": self.cfg.degree, "ridge": self.cfg.ridge, "n_monomials": self.basis.size},
-        )
+        self._calibrate_on(self.score(x_cal), self.n_fit,
+                           {"degree": self.cfg.degree, "ridge": self.cfg.ridge, "n_monomials": self.basis.size})
         return self
 
     def assess(self, x_test: FloatArray, *, rng: np.random.Generator, volume_samples: int) -> Self:
         """Record test coverage on ``x_test (T, D)`` and the Monte-Carlo volume proxy in the certificate."""
-        cert = self.certificate()
-        self.assessed_scores = self.score(x_test)
-        inside = self.assessed_scores <= cert.threshold
-        vol = volume_proxy(self._score_scaled, cert.threshold, self._require_fit()[0], rng, volume_samples)
-        self._cert = dataclasses.replace(
-            cert,
-            test_coverage=float(inside.mean()),
-            n_test=int(inside.size),
-            volume_proxy=vol,
-            volume_samples=volume_samples,
-        )
+        self.certificate()
+        self._assess_on(self.score(x_test), rng, volume_samples)
         return self
 
     # ---- queries ------------------------------------------------------------------------------------------
@@ -225,11 +190,6 @@ class ChristoffelGuardian:
             out[start : start + _CHUNK] = np.einsum("ij,ij->i", u, u)
         return out
 
-    def score(self, x: FloatArray) -> npt.NDArray[np.float64]:
-        """``v(z)ᵀ (M + λI)⁻¹ v(z)`` per row, ``(B,)`` for ``x (B, D)`` in input units."""
-        scaler, _ = self._require_fit()
-        return self._score_scaled(scaler.transform(check_matrix(x, self.feature_names, "guardian query")))
-
     def score_torch(self, x: torch.Tensor) -> torch.Tensor:
         """Differentiable score ``(B,)`` for a tensor ``x (B, D)``; computed in ``x.dtype`` on ``x.device``."""
         scaler, w = self._require_fit()
@@ -240,17 +200,6 @@ class ChristoffelGuardian:
             self._w_torch[key] = torch.as_tensor(w, dtype=x.dtype, device=x.device)
         u = self.basis.torch(scaler.transform_torch(x)) @ self._w_torch[key]  # (B, m)
         return (u * u).sum(dim=1)
-
-    def contains(self, x: FloatArray, threshold: float | None = None) -> BoolArray:
-        """``score(x) ≤ threshold`` per row (default: the calibrated threshold)."""
-        thr = self.certificate().threshold if threshold is None else float(threshold)
-        return self.score(x) <= thr
-
-    def certificate(self) -> GuardianCertificate:
-        """The certificate of the calibrated guardian (RuntimeError before calibrate())."""
-        if self._cert is None:
-            raise RuntimeError("christoffel guardian is not calibrated; call fit() then calibrate()")
-        return self._cert
 
     # ---- persistence --------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:

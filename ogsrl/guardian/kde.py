@@ -12,7 +12,6 @@ most ``max_eval`` rows (recorded as n_cal / n_test in the certificate).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,16 +21,13 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.neighbors import KernelDensity
 
-from ogsrl.guardian import conformal
 from ogsrl.guardian.base import (
-    BoolArray,
     FloatArray,
-    GuardianCertificate,
+    ThresholdGuardian,
     load_dir,
     save_dir,
     settings_from_meta,
     settings_meta,
-    volume_proxy,
 )
 from ogsrl.guardian.conformal import CalibrationConfig
 from ogsrl.guardian.scaling import Scaler, ScalingConfig, check_matrix
@@ -62,10 +58,11 @@ class KDEConfig:
             raise ValueError(f"max_eval must be positive, got {self.max_eval}")
 
 
-class KDEGuardian:
+class KDEGuardian(ThresholdGuardian):
     """G = {x : −log KDE(z) ≤ threshold}; see the module docstring."""
 
     kind = "kde"
+    label = "KDE"
 
     def __init__(
         self,
@@ -74,18 +71,10 @@ class KDEGuardian:
         calibration: CalibrationConfig = CalibrationConfig(rule="train_percentile"),
         scaling: ScalingConfig = AUTHORS_SCALING,
     ) -> None:
-        if len(feature_names) == 0 or len(set(feature_names)) != len(feature_names):
-            raise ValueError(f"feature_names must be non-empty and unique, got {list(feature_names)}")
-        self.feature_names = tuple(feature_names)
+        super().__init__(feature_names, calibration, scaling)
         self.cfg = cfg
-        self.calibration = calibration
-        self.scaling = scaling
-        self.scaler: Scaler | None = None
         self.centres: npt.NDArray[np.float64] | None = None  # scaled training points (N, D)
         self._kde: KernelDensity | None = None
-        self._cert: GuardianCertificate | None = None
-        self.assessed_scores: npt.NDArray[np.float64] | None = None
-        """scores (T,) of the test rows scored by the last assess(), for re-thresholding without re-scoring"""
 
     def fit(self, x_fit: FloatArray) -> Self:
         """Scale ``x_fit (N, D)`` and build the KDE over all its rows."""
@@ -114,35 +103,15 @@ class KDEGuardian:
         """Threshold from the scores of ``x_cal`` (the fit split itself for the authors' train_percentile rule)."""
         x = self._subsample(check_matrix(x_cal, self.feature_names, "guardian calibration split"), rng)
         scores = self.score(x)
-        c = self.calibration
-        thr, rank = conformal.threshold(scores, c.alpha_c, c.delta, c.rule)
-        self._cert = GuardianCertificate(
-            method=self.kind,
-            threshold_rule=c.rule,
-            guarantee=conformal.GUARANTEES[c.rule],
-            alpha_c=c.alpha_c,
-            delta=c.delta if c.rule == "pac" else None,
-            threshold=thr,
-            rank=rank,
-            n_fit=int(self._require_fit()[1].shape[0]),
-            n_cal=int(scores.size),
-            calibration_coverage=float(np.mean(scores <= thr)),
-            feature_names=self.feature_names,
-            params={"bandwidth": self.cfg.bandwidth, "rtol": self.cfg.rtol, "max_eval": self.cfg.max_eval},
-        )
+        self._calibrate_on(scores, int(self._require_fit()[1].shape[0]),
+                           {"bandwidth": self.cfg.bandwidth, "rtol": self.cfg.rtol, "max_eval": self.cfg.max_eval})
         return self
 
     def assess(self, x_test: FloatArray, *, rng: np.random.Generator, volume_samples: int) -> Self:
         """Record test coverage (on ≤ max_eval rows) and the volume proxy (≤ max_eval draws) in the certificate."""
-        cert = self.certificate()
+        self.certificate()
         x = self._subsample(check_matrix(x_test, self.feature_names, "guardian test split"), rng)
-        self.assessed_scores = self.score(x)
-        inside = self.assessed_scores <= cert.threshold
-        n_vol = min(volume_samples, self.cfg.max_eval)
-        vol = volume_proxy(self._score_scaled, cert.threshold, self._require_fit()[0], rng, n_vol)
-        self._cert = dataclasses.replace(
-            cert, test_coverage=float(inside.mean()), n_test=int(inside.size), volume_proxy=vol, volume_samples=n_vol
-        )
+        self._assess_on(self.score(x), rng, min(volume_samples, self.cfg.max_eval))
         return self
 
     def _require_fit(self) -> tuple[Scaler, npt.NDArray[np.float64], KernelDensity]:
@@ -152,22 +121,6 @@ class KDEGuardian:
 
     def _score_scaled(self, z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         return -self._require_fit()[2].score_samples(z)
-
-    def score(self, x: FloatArray) -> npt.NDArray[np.float64]:
-        """``−log KDE(z)`` per row, ``(B,)``, for ``x (B, D)`` in input units."""
-        scaler = self._require_fit()[0]
-        return self._score_scaled(scaler.transform(check_matrix(x, self.feature_names, "guardian query")))
-
-    def contains(self, x: FloatArray, threshold: float | None = None) -> BoolArray:
-        """``score(x) ≤ threshold`` per row (default: the calibrated threshold)."""
-        thr = self.certificate().threshold if threshold is None else float(threshold)
-        return self.score(x) <= thr
-
-    def certificate(self) -> GuardianCertificate:
-        """The certificate of the calibrated guardian (RuntimeError before calibrate())."""
-        if self._cert is None:
-            raise RuntimeError("KDE guardian is not calibrated; call fit() then calibrate()")
-        return self._cert
 
     def save(self, path: str | Path) -> None:
         """Write guardian.json + arrays.npz (the scaled KDE centres) + certificate.json atomically."""

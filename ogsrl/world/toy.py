@@ -34,6 +34,16 @@ def _sofa_proxy(s: dict[str, np.ndarray]) -> np.ndarray:
     return resp + cardio + cns + liver + renal + coag
 
 
+def _clip_and_derive(s: dict[str, np.ndarray], sev: np.ndarray) -> None:
+    """Clip every feature of ``s`` to its plausible range, then set the derived ones (P/F, HR, SBP, SOFA) in place."""
+    for f in F.FEATURES:
+        s[f.name] = np.clip(s[f.name], f.low, f.high)
+    s["pf_ratio"] = np.clip(s["pao2"] / s["fio2"], 20, 3000)
+    s["hr"] = np.clip(120 - 0.5 * s["map"] + 8 * sev, 20, 250)
+    s["sbp"] = np.clip(1.45 * s["map"] + 5, 40, 300)
+    s["sofa"] = np.clip(_sofa_proxy(s), 0, 24)
+
+
 def toy_trajectories(
     n_stays: int,
     rng: np.random.Generator,
@@ -82,12 +92,7 @@ def toy_trajectories(
         idx = np.flatnonzero(alive)
         if idx.size == 0:
             break
-        for f in F.FEATURES:
-            s[f.name] = np.clip(s[f.name], f.low, f.high)
-        s["pf_ratio"] = np.clip(s["pao2"] / s["fio2"], 20, 3000)
-        s["hr"] = np.clip(120 - 0.5 * s["map"] + 8 * sev, 20, 250)
-        s["sbp"] = np.clip(1.45 * s["map"] + 5, 40, 300)
-        s["sofa"] = np.clip(_sofa_proxy(s), 0, 24)
+        _clip_and_derive(s, sev)
         cur = {name: v[idx].copy() for name, v in s.items()}
         # behaviour policy: more fluid and pressor when MAP is low, with noise
         m = idx.size
@@ -120,12 +125,7 @@ def toy_trajectories(
         nxt["rr"] = np.clip(cur["rr"] + 0.3 * (18 + 2 * sv - cur["rr"]) + rng.normal(0, 1, m), 3, 70)
         nxt["urine_cum"] = cur["urine_cum"] + nxt["urine_step"]
         nxt["fluid_cum"] = cur["fluid_cum"] + fluid
-        for f in F.FEATURES:
-            nxt[f.name] = np.clip(nxt[f.name], f.low, f.high)
-        nxt["pf_ratio"] = np.clip(nxt["pao2"] / nxt["fio2"], 20, 3000)
-        nxt["hr"] = np.clip(120 - 0.5 * nxt["map"] + 8 * sv, 20, 250)
-        nxt["sbp"] = np.clip(1.45 * nxt["map"] + 5, 40, 300)
-        nxt["sofa"] = np.clip(_sofa_proxy(nxt), 0, 24)
+        _clip_and_derive(nxt, sv)
         hazard = 1 / (1 + np.exp(-(nxt["sofa"] - 16) / 1.5)) * 0.5
         death = rng.random(m) < hazard
         discharge = rng.random(m) < discharge_hazard
