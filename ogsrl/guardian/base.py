@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Self, runtime_checkable
@@ -128,7 +129,7 @@ class Guardian(Protocol):
         ...
 
 
-class ThresholdGuardian:
+class ThresholdGuardian(ABC):
     """What the score-threshold guardians share: input names, certificate bookkeeping and queries.
 
     Subclasses set ``kind`` and ``label`` and implement ``fit``, ``_require_fit`` (whose first item is the fitted
@@ -152,11 +153,13 @@ class ThresholdGuardian:
         self.assessed_scores: npt.NDArray[np.float64] | None = None
         """scores (T,) of the test rows scored by the last assess(), for re-thresholding without re-scoring"""
 
+    @abstractmethod
     def _require_fit(self) -> tuple[Any, ...]:
-        raise NotImplementedError
+        """The fitted state, the :class:`Scaler` first (RuntimeError before fit())."""
 
+    @abstractmethod
     def _score_scaled(self, z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        raise NotImplementedError
+        """Scores ``(B,)`` of rows ``z`` already in scaled units."""
 
     def score(self, x: FloatArray) -> npt.NDArray[np.float64]:
         """Scores ``(B,)`` for ``x (B, D)`` in input units; larger = less supported."""
