@@ -17,6 +17,8 @@ Arr = npt.NDArray[np.float64]
 GROWTH_H = 0.035          # infection growth rate before antibiotics, 1/h
 KILL_H = 0.035            # median antibiotic kill rate, 1/h
 SVR_DROP = 0.42           # max fractional fall of vascular resistance at full infection saturation
+VASO_MEDIAN = 0.85        # median per-patient vasoplegic response to the infection (multiplies SVR_DROP)
+VASO_SIGMA = 0.5          # its log-normal spread: a minority develops vasopressor-dependent shock
 CO_GAIN = 0.24            # max fractional cardiac-output change from preload (responders)
 NONRESP_GAIN = 0.25       # preload gain of non-responders relative to responders
 VOL_SCALE = 1000.0        # mL: preload saturation scale
@@ -24,13 +26,14 @@ PRESSOR_EMAX = 45.0       # mmHg: maximal MAP rise from vasopressors
 PRESSOR_EC50 = 0.35       # µg/kg/min NE-equivalent giving half the maximal MAP rise
 LEAK_H = 0.07             # fraction of (volume + 1500 mL) leaking per hour at full capillary leak
 LUNG_SHARE = 0.35         # share of the leak that becomes extravascular lung water
+LUNG_HYDRO_H = 0.01       # share of the volume above euvolaemia filtered into the lungs per hour (hydrostatic oedema)
 LUNG_CLEAR_H = 0.012      # lung-water clearance per hour
 LUNG_SCALE = 1200.0       # mL of lung water that divides P/F by e
 PAO2_TARGET = 68.0        # mmHg: PaO2 the bedside team titrates FiO2 to
 FIO2_ROUND_H = 0.30       # probability per hour that FiO2 is re-titrated
 INTUBATE_PF = 130.0       # native P/F below which intubation is considered (probability 0.3/h)
 URINE_BASE = 1.2         # mL/kg/h urine output of a well-perfused, euvolaemic kidney
-URINE_UNREPLACED = 0.35   # share of urine output not replaced by enteral/drug intake and interstitial refill
+URINE_UNREPLACED = 0.25   # share of urine output not replaced by enteral/drug intake and interstitial refill
 
 
 @dataclass(slots=True)
@@ -42,6 +45,7 @@ class Patients:
     weight: Arr
     frailty: Arr
     responder: Arr
+    vasoplegia: Arr
     map0: Arr
     hr0: Arr
     pf0: Arr
@@ -86,12 +90,14 @@ def sample_patients(n: int, rng: np.random.Generator, severity_scale: float = 1.
     kill = KILL_H * rng.lognormal(0.0, 0.35, n) * np.where(resistant, 0.3, 1.0)
     severity = rng.lognormal(np.log(1.0), 0.65, n) * severity_scale
     creat0 = rng.lognormal(np.log(0.85) + 0.5 * frailty, 0.25, n)
+    vaso = np.clip(rng.lognormal(np.log(VASO_MEDIAN), VASO_SIGMA, n), 0.1, 2.5)
     p = Patients(
         age=age,
         female=(rng.random(n) < 0.43).astype(float),
         weight=weight,
         frailty=frailty,
         responder=(rng.random(n) < 0.55).astype(float),
+        vasoplegia=vaso,
         map0=rng.normal(88.0, 8.0, n),
         hr0=rng.normal(80.0, 10.0, n),
         pf0=np.clip(rng.normal(430.0, 40.0, n), 320.0, 520.0),
@@ -137,7 +143,7 @@ def observables(p: Patients) -> dict[str, Arr]:
     """True (noise-free) observable values implied by the hidden state (docs/simulator.md §2.2)."""
     s = sat(p.infection)
     co = 1.0 + CO_GAIN * np.where(p.responder > 0, 1.0, NONRESP_GAIN) * np.tanh(p.volume / VOL_SCALE)
-    svr = 1.0 - SVR_DROP * s * (1.0 + 0.3 * p.frailty)
+    svr = 1.0 - SVR_DROP * s * p.vasoplegia * (1.0 + 0.3 * p.frailty)
     lift = PRESSOR_EMAX * p.pressor / (p.pressor + PRESSOR_EC50)
     mapv = np.clip(p.map0 * co * svr + lift + p.map_noise, 25.0, 160.0)
     sbp = 1.35 * mapv + 8.0
@@ -189,12 +195,16 @@ def step_hour(p: Patients, fluid_ml: Arr, nee: Arr, on_abx: Arr, rng: np.random.
     leak = LEAK_H * s * np.maximum(p.volume + 1500.0, 0.0)
     urine = urine_rate(p, o)
     volume = p.volume + fluid_ml - leak - URINE_UNREPLACED * urine
-    lung = p.lung_water * (1.0 - LUNG_CLEAR_H * (0.5 + 0.5 * (1.0 - p.kidney))) + LUNG_SHARE * leak
+    lung = (p.lung_water * (1.0 - LUNG_CLEAR_H * (0.5 + 0.5 * (1.0 - p.kidney))) + LUNG_SHARE * leak
+            + LUNG_HYDRO_H * np.maximum(p.volume, 0.0))
     # kidney: injury from hypoperfusion, sepsis and high pressor doses; slow recovery
-    dk = 0.05 * hyp + 0.006 * s + 0.02 * np.maximum(nee - 0.5, 0.0) - 0.012 * p.kidney * (hyp == 0)
+    dry = hypovolaemia(p)
+    dk = (0.05 * hyp + 0.006 * s + 0.02 * np.maximum(nee - 0.5, 0.0) + K_DRY_PRESSOR * pressor_effect(nee) * dry
+          + K_CONGESTION * np.clip(p.volume / 1000.0, 0.0, 3.0) - 0.012 * p.kidney * (hyp == 0))
     kidney = np.clip(p.kidney + dk, 0.0, 1.5)
     creat = p.creat + (p.creat0 * (1.0 + 3.0 * kidney) - p.creat) / 12.0
-    lac_target = 1.0 + 3.0 * hyp + 2.5 * s * s + 2.0 * np.maximum(nee - 0.5, 0.0)
+    lac_target = (1.0 + 3.0 * hyp + 2.5 * s * s + 2.0 * np.maximum(nee - 0.5, 0.0)
+                  + LAC_DRY_PRESSOR * pressor_effect(nee) * dry)
     lactate = p.lactate + (lac_target - p.lactate) / np.where(lac_target > p.lactate, 3.0, 6.0)
     bili = p.bili + (p.bili0 * (1.0 + 4.0 * s * s + 1.5 * hyp) - p.bili) / 24.0
     plt = p.plt + (p.plt0 * (1.0 - 0.7 * s) - p.plt) / 24.0
@@ -235,27 +245,61 @@ def organ_score(p: Patients, o: dict[str, Arr]) -> Arr:
     resp = np.where(p.vent > 0, resp, np.minimum(resp, 2))
     coag = np.select([p.plt < 20, p.plt < 50, p.plt < 100, p.plt < 150], [4, 3, 2, 1], 0)
     liver = np.select([p.bili >= 12, p.bili >= 6, p.bili >= 2, p.bili >= 1.2], [4, 3, 2, 1], 0)
-    cardio = np.select([o["map"] < 55, o["map"] < 60, o["map"] < 65, o["map"] < 70], [4, 3, 2, 1], 0)
+    cardio = np.select([o["map"] < c for c in CARDIO_CUTS], [4, 3, 2, 1], 0)
     g = o["gcs"] + 3.0 * p.vent  # sedation is not brain failure
     cns = np.select([g < 6, g < 10, g < 13, g < 15], [4, 3, 2, 1], 0)
     renal = np.select([p.creat >= 5, p.creat >= 3.5, p.creat >= 2, p.creat >= 1.2], [4, 3, 2, 1], 0)
     return (resp + coag + liver + cardio + cns + renal).astype(float)
 
 
+CARDIO_CUTS = (50.0, 55.0, 60.0, 65.0)  # mmHg: MAP below each gives 4, 3, 2, 1 points (hypoperfusion only)
 HAZ_B0 = -8.6             # log hazard per hour at score 0, age 65, frailty 0
 HAZ_SCORE = 0.30          # per organ-score point
 HAZ_FRAIL = 1.2           # per unit frailty
 HAZ_AGE = 0.15            # per 10 years of age
+# vasopressor harms, per hour at full pressor effect e = d/(d + EC50) (e = 0.22 at 0.1, 0.46 at 0.3 µg/kg/min)
+HARM_TOX = 0.002          # catecholamine toxicity (arrhythmia, myocardial and digital ischaemia) from any dose
+HARM_OVER = 0.01          # over-constriction, per 10 mmHg of MAP above MAP_TARGET_HI (up to 30 mmHg)
+MAP_TARGET_HI = 80.0      # mmHg above which a pressor adds no organ perfusion, only afterload and arrhythmia
+HARM_DRY = 0.01           # vasoconstriction replacing volume, per litre of deficit (splanchnic ischaemia)
+K_DRY_PRESSOR = 0.01      # kidney injury per hour at full effect per litre of deficit (renal vasoconstriction)
+LAC_DRY_PRESSOR = 4.0     # mmol/L lactate target at full effect per litre of deficit (splanchnic ischaemia)
+# fluid harms
+K_CONGESTION = 0.008      # kidney injury per hour per litre above euvolaemia (renal venous congestion)
+HARM_OVERLOAD = 0.001     # death hazard per hour per litre of net fluid balance beyond OVERLOAD_FROM_L
+OVERLOAD_FROM_L = 3.0     # litres of net positive balance (fluid_cum − urine_cum) where that hazard starts
+
+
+def hypovolaemia(p: Patients) -> Arr:
+    """Volume deficit in litres below euvolaemia, clipped to [0, 2] (the scale of the pressor-in-hypovolaemia harms)."""
+    return np.clip(-p.volume / 1000.0, 0.0, 2.0)
+
+
+def pressor_effect(nee: Arr) -> Arr:
+    """Share of the maximal vasopressor effect, d / (d + EC50) in [0, 1): the MAP lift is PRESSOR_EMAX times this."""
+    return nee / (nee + PRESSOR_EC50)
+
+
+def pressor_harm(p: Patients, o: dict[str, Arr], nee: Arr) -> Arr:
+    """Death hazard per hour from vasopressors (docs/simulator.md §2.4). Each term scales with the pressor's effect
+    (the same receptor pharmacology that lifts MAP), so low doses are not free: catecholamine toxicity
+    (arrhythmia, ischaemia), over-constriction when MAP is already above target, vasoconstriction replacing missing
+    volume, and the refractory-dose term."""
+    e = pressor_effect(nee)
+    toxicity = HARM_TOX * e
+    over = HARM_OVER * e * np.clip((o["map"] - MAP_TARGET_HI) / 10.0, 0.0, 3.0)
+    dry = HARM_DRY * e * hypovolaemia(p)
+    return toxicity + over + dry + 0.02 * np.maximum(nee - 0.3, 0.0) ** 1.5
 
 
 def hazard(p: Patients, o: dict[str, Arr], nee: Arr) -> Arr:
     """Death hazard per hour: exp(b0 + b_s·score + b_f·frailty + b_a·(age−65)/10) + treatment harms."""
     score = organ_score(p, o)
     base = np.exp(HAZ_B0 + HAZ_SCORE * score + HAZ_FRAIL * p.frailty + HAZ_AGE * (p.age - 65.0) / 10.0)
-    pressor_harm = 0.02 * np.maximum(nee - 0.3, 0.0) ** 1.5
     hypox_harm = 0.004 * np.clip((90.0 - o["spo2"]) / 10.0, 0.0, 2.0)
-    overload = 0.0004 * np.clip((p.fluid_cum - p.urine_cum) / 1000.0 - 5.0, 0.0, 10.0)
-    return base + pressor_harm + hypox_harm + overload
+    balance = (p.fluid_cum - p.urine_cum) / 1000.0
+    overload = HARM_OVERLOAD * np.clip(balance - OVERLOAD_FROM_L, 0.0, 10.0)
+    return base + pressor_harm(p, o, nee) + hypox_harm + overload
 
 
 def post_window_death_prob(p: Patients, o: dict[str, Arr]) -> Arr:

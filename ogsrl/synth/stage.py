@@ -17,7 +17,7 @@ from ogsrl.config import build
 from ogsrl.costs import build_costs
 from ogsrl.io import atomic_path
 from ogsrl.synth import engine as E
-from ogsrl.synth.policies import get_policy
+from ogsrl.synth.policies import BUILTINS, get_policy
 from ogsrl.synth.truth import RewardConfig, evaluate_policy
 from ogsrl.synth.writer import FORMATS, TableWriter
 from ogsrl.synth import tables as T
@@ -151,7 +151,7 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
 def run_truth(params: Mapping[str, Any], root: Path, policy_spec: str, episodes: int, seed: int) -> dict[str, Any]:
     """`ogsrl truth`: true mean return, mortality and cost rates (95 % CIs) of a policy, as a flat dict."""
     spec = policy_spec
-    if spec not in ("behaviour", "no-treatment", "random", "heuristic", "behaviour-marginal"):
+    if spec not in (*BUILTINS, "behaviour-marginal"):
         p = Path(spec)
         spec = str(p if p.is_absolute() else Path(root) / p)
     policy = get_policy(spec)

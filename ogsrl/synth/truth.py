@@ -72,6 +72,8 @@ class TruthResult:
     mortality_90d: Estimate
     cost_rates: dict[str, Estimate] = field(default_factory=dict)
     """per-step rate of each cost column (``cost_<rule>`` and ``cost_total``)"""
+    cost_returns: dict[str, Estimate] = field(default_factory=dict)
+    """mean undiscounted cost return per stay (violating steps per stay) of each cost column"""
     seconds: float = 0.0
     population: Literal["simulator", "cohort"] = "simulator"
     """who is scored: every simulated septic patient, or those the cohort extraction keeps"""
@@ -84,7 +86,8 @@ class TruthResult:
                                              "truth/steps": self.steps, "truth/population": self.population,
                                              "truth/seconds": round(self.seconds, 2)}
         items = {"return": self.mean_return, "mortality_hosp": self.mortality_hosp,
-                 "mortality_90d": self.mortality_90d, **{f"rate_{k}": v for k, v in self.cost_rates.items()}}
+                 "mortality_90d": self.mortality_90d, **{f"rate_{k}": v for k, v in self.cost_rates.items()},
+                 **{f"cost_return_{k}": v for k, v in self.cost_returns.items()}}
         for name, e in items.items():
             out[f"truth/{name}"] = e.value
             out[f"truth/{name}_ci_lo"] = e.lo
@@ -204,13 +207,14 @@ def evaluate_policy(policy: Policy | None, episodes: int, seed: int, *, world: W
     ret = np.bincount(by, weights=steps["reward"].to_numpy(), minlength=len(stays))
     n_steps = np.bincount(by, minlength=len(stays)).astype(float)
     has = n_steps > 0
-    rates = {}
+    rates, cost_returns = {}, {}
     for col in cost.columns:
         c_sum = np.bincount(by, weights=cost[col].to_numpy(np.float64), minlength=len(stays))
         rates[col] = ratio_ci(c_sum[has], n_steps[has])
+        cost_returns[col] = mean_ci(c_sum[has])
     return TruthResult(
         episodes=episodes, steps=len(steps), mean_return=mean_ci(ret[has]),
         mortality_hosp=mean_ci(stays["died_in_hosp"].to_numpy(float)),
         mortality_90d=mean_ci(stays["died_90d"].to_numpy(float)),
-        cost_rates=rates, seconds=time.perf_counter() - t0,
+        cost_rates=rates, cost_returns=cost_returns, seconds=time.perf_counter() - t0,
         population="simulator" if cohort is None else "cohort", stays=int(has.sum()))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,11 @@ def test_truth_is_deterministic_and_reports_cis() -> None:
     assert d["truth/return_ci_lo"] <= d["truth/return"] <= d["truth/return_ci_hi"] < 0
     assert 0 <= d["truth/mortality_hosp"] <= d["truth/mortality_90d"] <= 1
     assert {"truth/rate_cost_spo2_low", "truth/rate_cost_urine_low", "truth/rate_cost_total"} <= set(d)
+    # cost return per stay = rate × steps per stay; the total is the sum of the rules
+    assert d["truth/cost_return_cost_total"] == pytest.approx(
+        d["truth/cost_return_cost_spo2_low"] + d["truth/cost_return_cost_urine_low"])
+    assert d["truth/cost_return_cost_total"] == pytest.approx(
+        d["truth/rate_cost_total"] * d["truth/steps"] / d["truth/stays"])
 
 
 def test_rewards_follow_the_cohort_schemes() -> None:
@@ -54,18 +61,23 @@ def test_policies_and_lookup() -> None:
     h = policies.HeuristicPolicy()
     names = h.feature_names
     base = dict(map=58.0, lactate=4.5, spo2=97.0, pf_ratio=350.0, urine_step=40.0, urine_cum=200.0,
-                fluid_cum=500.0, weight=80.0, sofa=7.0)
-    wet = {**base, "spo2": 90.0}
+                fluid_cum=500.0, weight=80.0)
+    filled = {**base, "fluid_cum": 2400.0}       # 30 mL/kg given
+    wet = {**filled, "spo2": 90.0}
+    shock = {**base, "map": 50.0}
     fine = {**base, "map": 85.0, "lactate": 1.0, "urine_step": 400.0}
-    obs = np.array([[d[n] for n in names] for d in (base, wet, fine)])
+    obs = np.array([[d[n] for n in names] for d in (base, filled, wet, shock, fine)])
     a = h.act(obs)
-    assert a[0, 0] == 1000.0 and a[0, 1] > 0.1   # hypotensive, dry: fluids and early norepinephrine
-    assert a[1, 0] == 0.0 and a[1, 1] > 0.1      # hypoxic: no fluids, vasopressor instead
-    assert a[2].tolist() == [0.0, 0.0]           # stable: nothing
+    assert a[0, 0] == 1000.0 and a[0, 1] == 0.04  # hypotensive, dry: fluids first, maintenance dose only
+    assert a[1, 0] == 500.0 and a[1, 1] > 0.1     # fluids given: norepinephrine 0.05 + 0.015·(65 − 58)
+    np.testing.assert_allclose(a[1, 1], 0.155)
+    assert a[2, 0] == 0.0 and a[2, 1] > 0.1       # hypoxic: no more fluids, vasopressor instead
+    np.testing.assert_allclose(a[3, 1], 0.275)    # MAP 50: norepinephrine without waiting for fluids
+    assert a[4].tolist() == [0.0, 0.0]            # stable: nothing
     assert policies.get_policy("behaviour") is None
     assert (policies.get_policy("no-treatment").act(obs) == 0).all()
     r = policies.get_policy("random").act(obs, np.random.default_rng(0))
-    assert r.shape == (3, 2) and (r >= 0).all()
+    assert r.shape == (5, 2) and (r >= 0).all()
     with pytest.raises(ValueError, match="unknown policy"):
         policies.get_policy("no-such-policy")
 
@@ -117,3 +129,17 @@ def test_saved_policy_directory_is_loaded_and_run(tmp_path: Path) -> None:
     params = {"synth": {"chunk_stays": 6, "truth_population": "simulator"}, "cohort": {"n_steps": 4}}
     d = stage.run_truth(params, tmp_path, "bc", 6, 0)
     assert d["truth/episodes"] == 6 and d["truth/steps"] > 0 and np.isfinite(d["truth/return"])
+
+
+def test_best_known_rule_is_the_saved_search_winner(tmp_path: Path) -> None:
+    saved = json.loads(policies.BEST_KNOWN_FILE.read_text(encoding="utf-8"))
+    best = policies.get_policy("best-known")
+    assert isinstance(best, policies.RulePolicy)
+    assert dataclasses.asdict(best.params) == {k: float(v) for k, v in saved["params"].items()}
+    assert set(saved["search"]["seeds"]).isdisjoint({1, 11, 42})  # evaluation seeds used in docs and benchmarks
+    bad = tmp_path / "best.json"
+    bad.write_text(json.dumps({"params": {**saved["params"], "typo_dose": 1.0}}), encoding="utf-8")
+    with pytest.raises(ValueError, match="unknown \\['typo_dose'\\]"):
+        policies.best_known_policy(bad)
+    with pytest.raises(ValueError, match="cannot read"):
+        policies.best_known_policy(tmp_path / "missing.json")
