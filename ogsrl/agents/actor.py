@@ -99,7 +99,7 @@ class HurdleActor(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            out = self(torch.as_tensor(np.asarray(obs, dtype=np.float64)))
+            out = self(torch.tensor(np.asarray(obs, dtype=np.float64)))  # a copy: obs may be read-only
         finally:
             self.train(was_training)
         return tuple(t.double().numpy() for t in out)

@@ -145,6 +145,14 @@ def gather_evidence(cfg: RegistryConfig, root: Path) -> gate_mod.Evidence:
                              ope_costs=costs, guardian_alpha=alpha, guardian_coverage=coverage)
 
 
+def _algorithm_of(policy_dir: Path) -> str:
+    """The algorithm named in a checkpoint's config.json provenance ("unknown" for checkpoints without one)."""
+    path = policy_dir / "config.json"
+    doc = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    prov = doc.get("provenance") if isinstance(doc, dict) else None
+    return str(prov.get("algorithm", "unknown")) if isinstance(prov, dict) else "unknown"
+
+
 # ---- commands -----------------------------------------------------------------------------------------------------
 
 
@@ -166,9 +174,7 @@ def register(params: Mapping[str, Any], root: Path, *, tracking_uri: str | None 
         raise FileNotFoundError(f"no trained policy {cfg.run!r} seed {cfg.seed} at {policy_dir} "
                                 "(registry.run / registry.seed must name a run and seed of params policies; "
                                 "run the pipeline first)")
-    from ogsrl.agents.common import read_checkpoint_config
-
-    algorithm = str(read_checkpoint_config(policy_dir).get("provenance", {}).get("algorithm", "unknown"))
+    algorithm = _algorithm_of(policy_dir)
     guardian_dir = root / cfg.guardian_dir
     has_guardian = (guardian_dir / "certificate.json").is_file()
     cost_dir = root / cfg.cost_model_dir
