@@ -80,7 +80,8 @@ def _tensors(batch: Batch, names: tuple[str, ...]) -> tuple[torch.Tensor, torch.
     """(obs (N, S) float64 physical, scaled actions y (N, A) float64)."""
     obs = common.check_obs(batch.obs, names, "bc")
     acts = common.check_actions(batch.act, obs.shape[0], "bc")
-    return torch.tensor(obs), torch.as_tensor(common.scale_actions(acts), dtype=torch.float64)  # copy: obs may be read-only
+    y = torch.as_tensor(common.scale_actions(acts), dtype=torch.float64)
+    return torch.tensor(obs), y  # torch.tensor copies: obs may be a read-only view of a frame
 
 
 @torch.no_grad()

@@ -4,8 +4,8 @@ Reads ``data/trajectories/{train,val,test}.parquet`` and every served policy ``d
 (runs × seeds of params ``policies``; the object ``ogsrl.agents.load_policy`` returns, guardian fallback included);
 fits the behaviour density on train (saved to ``data/models/behaviour/``); writes
 ``data/reports/evaluate/metrics.json`` (``<run>/seed<seed>/<estimator>/<target>/{value,ci_low,ci_high,ess}`` plus
-``<run>/mean/…`` and ``<run>/sd/…`` over seeds) and two plot tables, ``estimates.csv`` (one row per policy × seed ×
-estimator × target) and ``weights.csv`` (how much of the total importance weight the top-k stays carry). On the demo
+``<run>/mean/…`` and ``<run>/sd/…`` over seeds) and two plot tables, ``estimates.csv`` (one row per policy ×
+seed × estimator × target) and ``weights.csv`` (how much of the total importance weight the top-k stays carry). On the demo
 source it also simulates the true value of the behaviour policy and of each served policy
 (``ogsrl.synth.stage.run_truth``, the same policy object) and puts the true values beside the estimates.
 """

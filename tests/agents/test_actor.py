@@ -89,8 +89,11 @@ def test_log_prob_is_deterministic_and_minus_inf_only_when_unreachable(guarded: 
     lp = guarded.log_prob(obs, acts)
     np.testing.assert_array_equal(lp, guarded.log_prob(obs, acts))
     assert np.isfinite(lp).all()
-    never = GuardedPolicy(_policy(0), _policy(1), type("All", (), {"feature_names": FluidGuardian.feature_names,
-                                                                   "contains": lambda self, x: np.ones(len(x), bool)})())
+    class AcceptAll(FluidGuardian):
+        def contains(self, x: np.ndarray) -> np.ndarray:
+            return np.ones(len(x), dtype=bool)
+
+    never = GuardedPolicy(_policy(0), _policy(1), AcceptAll())
     lp_never = never.log_prob(obs, acts)
     np.testing.assert_allclose(lp_never, never.policy.log_prob(obs, acts))  # nothing rejected: π_g = π
 
