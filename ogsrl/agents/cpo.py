@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 EPS = 1e-8
 """numerical zero for quadratic forms uᵀH⁻¹u"""
+TIGHT = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10}
+"""Clarabel tolerances for the small subspace problems (cheap at this size; the step must match the closed form)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +149,7 @@ def closed_form_single(q: float, r: float, s: float, c: float, delta: float) -> 
     return best[1], best[2]
 
 
-def _whiten(gram: FloatArray) -> tuple[FloatArray, FloatArray]:
+def whiten(gram: FloatArray) -> tuple[FloatArray, FloatArray]:
     """Gram matrix M (K, K) → (L (K, r), W (K, r)) with M = L Lᵀ and y = W z, so that yᵀMy = ‖z‖², My = Lz."""
     m = 0.5 * (gram + gram.T)
     w, q = np.linalg.eigh(m)
@@ -157,9 +159,9 @@ def _whiten(gram: FloatArray) -> tuple[FloatArray, FloatArray]:
 
 def _solve(problem: cp.Problem) -> bool:
     """Solve with Clarabel, then SCS; True if a solution came back."""
-    for solver in (cp.CLARABEL, cp.SCS):
+    for solver, options in ((cp.CLARABEL, TIGHT), (cp.SCS, {})):
         try:
-            problem.solve(solver=solver)
+            problem.solve(solver=solver, **options)
         except cp.error.SolverError:
             continue
         if problem.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
@@ -199,7 +201,7 @@ def cpo_step(g: FloatArray, b: FloatArray, c: FloatArray, hinv_g: FloatArray, hi
     b, hinv_b, c_b = b[bind], hinv_b[bind], c[bind]
     basis = np.vstack([hinv_g, hinv_b])  # (1 + K, P)
     grads = np.vstack([g, b])
-    lmat, wmat = _whiten(grads @ basis.T)  # Mⱼₖ = uⱼᵀH⁻¹uₖ
+    lmat, wmat = whiten(grads @ basis.T)  # Mⱼₖ = uⱼᵀH⁻¹uₖ
     radius = math.sqrt(2 * delta)
     feasible_now = bool((c < 0).all()) and not (flat & (c >= 0)).any()
     if (flat & (c >= 0)).any():
