@@ -64,8 +64,11 @@ class CPOConfig:
     """GAE λ for reward and costs"""
     target_kl: float = 0.01
     """δ, trust-region radius in the hurdle metric (mean over visited states)"""
-    cg_iters: int = 15
+    cg_iters: int = 10
     """conjugate-gradient iterations per H⁻¹u solve"""
+    fisher_fraction: float = 0.2
+    """share of the batch's rows (every k-th) the Fisher-vector products average over; the gradients and the line
+    search use every row"""
     cg_damping: float = 0.1
     """λ_damp: CG solves (H + λ_damp·I)x = u"""
     backtrack_coef: float = 0.8
@@ -82,7 +85,7 @@ class CPOConfig:
     def __post_init__(self) -> None:
         op.check_config(self, positive=("iterations", "num_envs", "horizon", "target_kl", "cg_iters", "critic_lr",
                                         "critic_epochs", "critic_batch_size"),
-                        unit=("gamma", "cost_gamma", "lam"), widths=("hidden", "critic_hidden"))
+                        unit=("gamma", "cost_gamma", "lam", "fisher_fraction"), widths=("hidden", "critic_hidden"))
         if not 0 < self.backtrack_coef < 1:
             raise ValueError(f"CPOConfig.backtrack_coef must lie in (0, 1), got {self.backtrack_coef!r}")
         if self.max_backtracks < 0 or self.cg_damping < 0:
@@ -301,7 +304,9 @@ def _update(cfg: CPOConfig, policy: op.HurdlePolicy, batch: op.Batch, limits: Fl
 
     sur_r, sur_c, new = surrogates()
     g = op.flat_grad(sur_r, params, retain_graph=True).double()
-    product = op.fisher_product(op.hurdle_kl(batch.old, new).mean(), params, cfg.cg_damping)
+    rows = torch.arange(0, len(batch.x), max(1, round(1 / cfg.fisher_fraction)))  # strided subsample
+    sub_old = tuple(t[rows] for t in batch.old)
+    product = op.fisher_product(op.hurdle_kl(sub_old, policy.net(batch.x[rows])).mean(), params, cfg.cg_damping)
     hinv_g = op.conjugate_gradient(product, g, cfg.cg_iters)
     c = batch.cost_return - limits
     if cfg.constrained and len(limits):

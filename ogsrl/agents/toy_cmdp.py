@@ -10,7 +10,7 @@ scaled axis):
 
 The episode ends with probability ``hazard`` after each step (terminated) or after ``horizon`` steps (truncated);
 a finished sub-environment stays frozen (same observation, zero reward and cost, ``info["active"]`` False) until
-the next reset. Observation: (u, t / horizon). The unconstrained optimum gives full doses (cost return ≈ expected
+the next reset; ``costs`` picks which columns ``info["cost"]`` reports. Observation: (u, t / horizon). The unconstrained optimum gives full doses (cost return ≈ expected
 episode length per column); any limit below that binds.
 """
 
@@ -37,9 +37,12 @@ class DoseCMDP(VectorEnv):
 
     metadata = {"autoreset_mode": AutoresetMode.DISABLED}
 
-    def __init__(self, num_envs: int, horizon: int = 5, hazard: float = 0.1, seed: int = 0) -> None:
-        if num_envs < 1 or horizon < 1 or not 0 <= hazard < 1:
-            raise ValueError(f"need num_envs ≥ 1, horizon ≥ 1, 0 ≤ hazard < 1; got {num_envs}, {horizon}, {hazard}")
+    def __init__(self, num_envs: int, horizon: int = 5, hazard: float = 0.1, seed: int = 0,
+                 costs: tuple[str, ...] = COSTS) -> None:
+        if num_envs < 1 or horizon < 1 or not 0 <= hazard < 1 or not set(costs) <= set(COSTS):
+            raise ValueError(f"need num_envs ≥ 1, horizon ≥ 1, 0 ≤ hazard < 1, costs from {COSTS}; got {num_envs}, "
+                             f"{horizon}, {hazard}, {costs}")
+        self._cost_cols = [COSTS.index(c) for c in costs]
         self.num_envs, self.horizon, self.hazard = num_envs, horizon, hazard
         self.single_observation_space = gym.spaces.Box(0.0, 1.0, (2,), dtype=np.float32)
         self.single_action_space = gym.spaces.Box(np.zeros(2, np.float32), common.ACTION_MAX.astype(np.float32))
@@ -72,7 +75,8 @@ class DoseCMDP(VectorEnv):
         y = common.scale_actions(act)
         active = self._active.copy()
         rew = np.where(active, (0.5 + self._sev) * y[:, 0] + y[:, 1], 0.0).astype(np.float32)
-        cost = np.where(active[:, None], np.stack([y[:, 0], y[:, 1] ** 2], axis=1), 0.0).astype(np.float32)
+        cost = np.stack([y[:, 0], y[:, 1] ** 2], axis=1)[:, self._cost_cols]  # (B, 2) → (B, C) chosen columns
+        cost = np.where(active[:, None], cost, 0.0).astype(np.float32)
         self._t += 1
         terminated = active & (self._rng.random(self.num_envs) < self.hazard)
         truncated = active & ~terminated & (self._t >= self.horizon)
@@ -83,8 +87,8 @@ class DoseCMDP(VectorEnv):
         return obs.copy(), rew, terminated, truncated, {"cost": cost, "active": active}
 
 
-def make_env(horizon: int = 5, hazard: float = 0.1) -> Callable[[int, int], DoseCMDP]:
-    """An ``EnvFactory`` ``(num_envs, seed) → DoseCMDP``."""
+def make_env(horizon: int = 5, hazard: float = 0.1, costs: tuple[str, ...] = COSTS) -> Callable[[int, int], DoseCMDP]:
+    """An ``EnvFactory`` ``(num_envs, seed) → DoseCMDP`` reporting the cost columns ``costs``."""
     def factory(num_envs: int, seed: int) -> DoseCMDP:
-        return DoseCMDP(num_envs, horizon=horizon, hazard=hazard, seed=seed)
+        return DoseCMDP(num_envs, horizon=horizon, hazard=hazard, seed=seed, costs=costs)
     return factory
