@@ -206,9 +206,9 @@ def cpo_step(g: FloatArray, b: FloatArray, c: FloatArray, hinv_g: FloatArray, hi
     grads = np.vstack([g, b])
     lmat, wmat = whiten(grads @ basis.T)  # Mⱼₖ = uⱼᵀH⁻¹uₖ
     radius = math.sqrt(2 * delta)
-    feasible_now = bool((c < 0).all()) and not (flat & (c >= 0)).any()
-    if (flat & (c >= 0)).any():
+    if (flat & (c >= 0)).any():  # violated with no gradient to mend it: lower the others' worst violation
         return _recovery(lmat, wmat, basis, c_b, radius), CPOCase.RECOVERY
+    feasible_now = bool((c < 0).all())
     if not feasible_now:
         worst = _worst_violation(lmat[1:], c_b, radius)
         if worst > 0:

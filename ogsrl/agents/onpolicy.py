@@ -468,5 +468,7 @@ def seed_stream(seed: int) -> Callable[[], int]:
     return lambda: int(gen.integers(2**31 - 1))
 
 
-__all__ = ["Batch", "EnvFactory", "HurdlePolicy", "KINDS", "Rollout", "ValueCritics", "collect", "conjugate_gradient",
-           "episode_returns", "fisher_product", "gae", "hurdle_kl", "log_prob_scaled", "make_policy", "prepare"]
+__all__ = ["Batch", "EnvFactory", "HurdlePolicy", "KINDS", "Rollout", "ValueCritics", "actor_params", "check_config",
+           "check_fit_inputs", "collect", "conjugate_gradient", "critic_inputs", "episode_returns", "evaluate",
+           "fisher_product", "fit_critics", "flat_grad", "gae", "hurdle_kl", "log_prob_scaled", "make_policy",
+           "prepare", "seed_stream", "set_flat"]
