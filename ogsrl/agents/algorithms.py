@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ogsrl.agents import bc
+from ogsrl.agents import bc, cpo, ppo_lag
 from ogsrl.agents.inputs import FitResult, TrainInputs
 
 
@@ -33,5 +33,8 @@ class Algorithm:
 
 ALGORITHMS: dict[str, Algorithm] = {
     "bc": Algorithm(bc.Config, bc.fit, bc.load, needs_world_model=False),
+    "trpo": Algorithm(cpo.Config, cpo.fit_trpo, cpo.load, needs_world_model=True),
+    "cpo": Algorithm(cpo.Config, cpo.fit, cpo.load, needs_world_model=True),
+    "ppo_lag": Algorithm(ppo_lag.Config, ppo_lag.fit, ppo_lag.load, needs_world_model=True),
 }
 """algorithm name → record"""

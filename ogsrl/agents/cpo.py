@@ -1,5 +1,7 @@
 """Constrained Policy Optimization (CPO; Achiam, Held, Tamar, Abbeel, ICML 2017, arXiv 1705.10528) with any number
-of constraints; TRPO (Schulman et al. 2015) is the same loop with ``constrained=False`` (MB-TRPO / GMB-TRPO).
+of constraints; TRPO (Schulman et al. 2015) is the same loop with ``constrained=False`` (MB-TRPO / GMB-TRPO). Both
+are :data:`ogsrl.agents.algorithms.ALGORITHMS` entries (``cpo``: :func:`fit`, ``trpo``: :func:`fit_trpo`) sharing
+:class:`Config`.
 
 Checked against omnisafe ``on_policy/second_order/cpo.py`` (cases, recovery, line search). Each iteration
 linearises around the current policy θ_k, with H the Fisher matrix of the trust-region metric
@@ -17,20 +19,22 @@ search then checks the exact metric, the reward surrogate and each cost surrogat
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
 
 import cvxpy as cp
 import numpy as np
 import torch
 
 from ogsrl.agents import onpolicy as op
+from ogsrl.agents.actor import HurdleActor, SavedPolicy
 from ogsrl.agents.common import FloatArray
+from ogsrl.agents.inputs import FitResult, TrainInputs
 
 log = logging.getLogger(__name__)
 
@@ -41,27 +45,26 @@ TIGHT = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10}
 
 
 @dataclass(frozen=True, slots=True)
-class CPOConfig:
-    """CPO (or TRPO with ``constrained=False``) inside a vector environment."""
+class Config:
+    """CPO, or TRPO (the same fields; no constraint in the update), inside the world model."""
 
-    constrained: bool = True
-    """enforce J_Ci(π) ≤ dᵢ (CPO); False ignores the costs in the update (TRPO), still reporting them"""
-    iterations: int = 100
+    iterations: int = 40
     """policy updates, each on one fresh batch of episodes"""
     num_envs: int = 1000
     """B, episodes per batch"""
     horizon: int = 20
     """T, steps per episode at most (episodes still running are bootstrapped with the critic)"""
+    warm_start: bool = True
+    """start from the clinicians' behaviour clone of the same seed (the paper's initialisation); False: a fresh
+    actor of ``hidden``/``components``"""
     hidden: tuple[int, ...] = (64, 64)
-    """actor MLP widths (match the BC policy's to warm-start from it)"""
+    """actor MLP widths when not warm-started (a warm start takes the clone's architecture)"""
+    components: int = 1
+    """mixture components K of the actor when not warm-started"""
     critic_hidden: tuple[int, ...] = (64, 64)
     """widths of each value critic"""
-    gamma: float = 0.99
-    """reward discount γ"""
-    cost_gamma: float = 1.0
-    """cost discount; 1 makes the cost surrogate the undiscounted per-stay cost the limit bounds"""
     lam: float = 0.95
-    """GAE λ for reward and costs"""
+    """GAE λ for reward and costs (the discount is params ``policies.discount``)"""
     target_kl: float = 0.01
     """δ, trust-region radius in the hurdle metric (mean over visited states)"""
     cg_iters: int = 10
@@ -81,21 +84,18 @@ class CPOConfig:
     """passes over each batch for the critics"""
     critic_batch_size: int = 4096
     """critic minibatch size (rows)"""
+    log_every: int = 5
+    """iterations between progress log lines"""
 
     def __post_init__(self) -> None:
-        op.check_config(self, positive=("iterations", "num_envs", "horizon", "target_kl", "cg_iters", "critic_lr",
-                                        "critic_epochs", "critic_batch_size"),
-                        unit=("gamma", "cost_gamma", "lam", "fisher_fraction"), widths=("hidden", "critic_hidden"))
+        op.check_config(self, positive=("iterations", "num_envs", "horizon", "components", "target_kl", "cg_iters",
+                                        "critic_lr", "critic_epochs", "critic_batch_size", "log_every"),
+                        unit=("lam", "fisher_fraction"), widths=("hidden", "critic_hidden"))
         if not 0 < self.backtrack_coef < 1:
-            raise ValueError(f"CPOConfig.backtrack_coef must lie in (0, 1), got {self.backtrack_coef!r}")
+            raise ValueError(f"Config.backtrack_coef must lie in (0, 1), got {self.backtrack_coef!r}")
         if self.max_backtracks < 0 or self.cg_damping < 0:
-            raise ValueError(f"CPOConfig.max_backtracks and cg_damping must be ≥ 0, got "
+            raise ValueError(f"Config.max_backtracks and cg_damping must be ≥ 0, got "
                              f"{self.max_backtracks!r}, {self.cg_damping!r}")
-
-    @property
-    def kind(self) -> str:
-        """checkpoint kind: "cpo" or "trpo" """
-        return "cpo" if self.constrained else "trpo"
 
 
 # ---- the pure step ----------------------------------------------------------------------------------------------
@@ -289,15 +289,16 @@ def line_search(evaluate: Callable[[float], tuple[float, FloatArray, float]], sl
 # ---- training -----------------------------------------------------------------------------------------------------
 
 
-def _update(cfg: CPOConfig, policy: op.HurdlePolicy, batch: op.Batch, limits: FloatArray) -> dict[str, float]:
-    """One CPO/TRPO actor update on ``batch``; returns diagnostics."""
-    params = op.actor_params(policy)
+def _update(cfg: Config, actor: HurdleActor, batch: op.Batch, limits: FloatArray,
+            constrained: bool) -> dict[str, float]:
+    """One CPO (or, unconstrained, TRPO) actor update on ``batch``; returns diagnostics."""
+    params = op.actor_params(actor)
     theta = torch.nn.utils.parameters_to_vector(params).detach().double()
     adv_r = (batch.adv_r - batch.adv_r.mean()) / (batch.adv_r.std() + 1e-8)
 
     def surrogates() -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
         """per-episode (Σ ratio·Â_R / B, Σ ratio·A_Ci / B (C,)) and the new distribution parameters"""
-        new = policy.net(batch.x)
+        new = actor(batch.x)
         ratio = torch.exp(op.log_prob_scaled(new, batch.y) - batch.old_logp)
         return ((ratio * adv_r).sum() / batch.n_episodes,
                 (ratio[:, None] * batch.adv_c).sum(0) / batch.n_episodes, new)
@@ -306,10 +307,10 @@ def _update(cfg: CPOConfig, policy: op.HurdlePolicy, batch: op.Batch, limits: Fl
     g = op.flat_grad(sur_r, params, retain_graph=True).double()
     rows = torch.arange(0, len(batch.x), max(1, round(1 / cfg.fisher_fraction)))  # strided subsample
     sub_old = tuple(t[rows] for t in batch.old)
-    product = op.fisher_product(op.hurdle_kl(sub_old, policy.net(batch.x[rows])).mean(), params, cfg.cg_damping)
+    product = op.fisher_product(op.hurdle_kl(sub_old, actor(batch.x[rows])).mean(), params, cfg.cg_damping)
     hinv_g = op.conjugate_gradient(product, g, cfg.cg_iters)
     c = batch.cost_return - limits
-    if cfg.constrained and len(limits):
+    if constrained and len(limits):
         b = torch.stack([op.flat_grad(sur_c[i], params, retain_graph=True).double() for i in range(len(limits))])
         hinv_b = torch.stack([op.conjugate_gradient(product, bi, cfg.cg_iters) for bi in b])
         step, case = cpo_step(g.numpy(), b.numpy(), c, hinv_g.numpy(), hinv_b.numpy(), cfg.target_kl)
@@ -325,37 +326,36 @@ def _update(cfg: CPOConfig, policy: op.HurdlePolicy, batch: op.Batch, limits: Fl
         r, cc, nw = surrogates()
         return float(r) - base_r, cc.double().numpy() - base_c, float(op.hurdle_kl(batch.old, nw).mean())
 
-    slack = -c if cfg.constrained else np.full(len(c), np.inf)
+    slack = -c if constrained else np.full(len(c), np.inf)
     frac, backtracks = line_search(evaluate, slack, cfg.target_kl, case > CPOCase.INFEASIBLE, cfg.backtrack_coef,
                                    cfg.max_backtracks)
     op.set_flat(params, theta + frac * step_t)
     with torch.no_grad():
-        kl = float(op.hurdle_kl(batch.old, policy.net(batch.x)).mean())
+        kl = float(op.hurdle_kl(batch.old, actor(batch.x)).mean())
     return {"case": float(case), "kl": kl, "step_fraction": frac, "backtracks": float(backtracks),
             "step_norm": float(np.linalg.norm(step)) * frac}
 
 
-def fit(config: CPOConfig, make_env: op.EnvFactory, feature_names: tuple[str, ...], cost_names: tuple[str, ...],
-        cost_limits: FloatArray, init_states: FloatArray, seed: int,
-        progress: Callable[[dict[str, float]], None] | None = None,
-        init_actor: Mapping[str, Any] | None = None) -> tuple[op.HurdlePolicy, dict[str, float], list[dict[str, float]]]:
-    """Train a CPO (or TRPO) policy in ``make_env(config.num_envs, seed)``.
+def train(config: Config, make_env: op.EnvFactory, feature_names: tuple[str, ...], cost_names: tuple[str, ...],
+          cost_limits: FloatArray, actor: HurdleActor, seed: int, *, constrained: bool, discount: float = 1.0,
+          label: str = "cpo") -> tuple[HurdleActor, dict[str, float], list[dict[str, float]]]:
+    """Train a copy of ``actor`` by CPO (``constrained``) or TRPO in ``make_env(config.num_envs, seed)``.
 
     Args:
         config: hyper-parameters.
         make_env: (num_envs, seed) → vector env (frozen after termination, ``info["cost"] (B, C)``).
         feature_names: observation columns, in order; cost_names: the C columns of ``info["cost"]``.
-        cost_limits: (C,) dᵢ, the allowed mean cost per episode.
-        init_states: (N, S) states the observation normaliser is fitted on.
-        seed: drives weights, env resets, action sampling and minibatches (same seed → same weights).
-        progress: called with each iteration's history row.
-        init_actor: optional warm start ``{"net", "obs_mean", "obs_std"}`` (e.g. a one-component BC policy's
-            state_dict; its normaliser replaces the fitted one).
+        cost_limits: (C,) dᵢ, the allowed mean discounted cost return per episode.
+        actor: the initial policy (left untouched; e.g. the behaviour clone or :func:`op.fresh_actor`).
+        seed: drives env resets, action sampling, critics and minibatches (same seed → same weights).
+        constrained: CPO; False ignores the costs in the update (TRPO) and still reports them.
+        discount: γ of reward and cost returns.
+        label: prefix of the progress log lines.
     Returns:
-        (policy, final metrics incl. an ``eval/…`` rollout of the final policy, one history row per iteration).
+        (trained actor, final metrics ``train/…``, one history row per iteration with an integer ``step``).
     """
-    limits = op.check_fit_inputs(feature_names, cost_names, cost_limits, init_states)
-    policy = op.make_policy(config.kind, feature_names, config.hidden, init_states, seed, init_actor)
+    limits = op.check_fit_inputs(feature_names, cost_names, cost_limits, actor)
+    actor = copy.deepcopy(actor).train()
     critics = op.ValueCritics(len(feature_names) + 1, config.critic_hidden, 1 + len(cost_names),
                               torch.Generator().manual_seed(seed + 1))
     optim = torch.optim.Adam(critics.parameters(), lr=config.critic_lr)
@@ -364,25 +364,52 @@ def fit(config: CPOConfig, make_env: op.EnvFactory, feature_names: tuple[str, ..
     next_seed = op.seed_stream(seed)
     env = make_env(config.num_envs, seed)
     history: list[dict[str, float]] = []
-    start = time.perf_counter()
+    progress = op.ProgressLog(label, config.iterations, cost_names, limits, config.log_every)
     for it in range(config.iterations):
         t0 = time.perf_counter()
         with torch.no_grad():
-            ro = op.collect(env, policy, rng, config.horizon, next_seed(), len(cost_names))
-        batch, xin, targets = op.prepare(ro, policy, critics, config.horizon, config.gamma, config.cost_gamma,
-                                         config.lam)
-        diag = _update(config, policy, batch, limits)
+            ro = op.collect(env, actor, rng, config.horizon, next_seed(), len(cost_names))
+        batch, xin, targets = op.prepare(ro, actor, critics, config.horizon, discount, config.lam)
+        diag = _update(config, actor, batch, limits, constrained)
         v_loss = op.fit_critics(critics, optim, xin, targets, config.critic_epochs, config.critic_batch_size, gen)
-        row = {"iteration": float(it), "reward_return": batch.reward_return,
+        row = {"step": float(it + 1), "iteration": float(it), "reward_return": batch.reward_return,
                **{f"cost_return/{n}": float(v) for n, v in zip(cost_names, batch.cost_return)},
                **diag, "loss/critic": v_loss, "seconds": time.perf_counter() - t0}
         history.append(row)
-        if progress is not None:
-            progress(row)
-    seconds = time.perf_counter() - start
+        progress(row)
+    seconds = progress.summary(history)
+    last = history[-1]
     metrics = {"train/iterations": float(config.iterations), "train/seconds": seconds,
                "train/iterations_per_s": config.iterations / max(seconds, 1e-9),
-               **op.evaluate(env, policy, rng, config.horizon, next_seed(), cost_names)}
-    log.info("%s: %d iterations in %.1f s, eval reward %.3f", config.kind, config.iterations, seconds,
-             metrics["eval/reward_return"])
-    return policy, metrics, history
+               "train/return": last["reward_return"],
+               **{f"train/cost_return/{n}": last[f"cost_return/{n}"] for n in cost_names},
+               "train/kl": last["kl"]}
+    return actor.eval(), metrics, history
+
+
+# ---- the algorithms (ALGORITHMS entries) --------------------------------------------------------------------------
+
+
+def _fit(config: Config, inputs: TrainInputs, seed: int, constrained: bool) -> FitResult:
+    name = "cpo" if constrained else "trpo"
+    actor = op.initial_actor(inputs, seed, config.warm_start, config.hidden, config.components)
+    actor, metrics, history = train(
+        config, lambda n, s: inputs.make_env(n, s, inputs.guarded), inputs.state_features, inputs.cost_columns,
+        inputs.cost_limits, actor, seed, constrained=constrained, discount=inputs.discount,
+        label=f"{inputs.run or name} seed {seed}")
+    return FitResult(policy=SavedPolicy(actor, inputs.state_features, "sample", sample_seed=seed), metrics=metrics,
+                     history=history)
+
+
+def fit(config: Config, inputs: TrainInputs, seed: int) -> FitResult:
+    """CPO in the run's world-model environment (guarded or not) under ``inputs.cost_limits``."""
+    return _fit(config, inputs, seed, constrained=True)
+
+
+def fit_trpo(config: Config, inputs: TrainInputs, seed: int) -> FitResult:
+    """TRPO (CPO's update without constraints) in the run's world-model environment; costs are only reported."""
+    return _fit(config, inputs, seed, constrained=False)
+
+
+load = SavedPolicy.load
+"""loader of a CPO/TRPO checkpoint (the shared actor format)"""

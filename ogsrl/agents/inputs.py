@@ -56,6 +56,11 @@ class TrainInputs:
     make_env: Callable[[int, int, bool], Any]
     """``make_env(num_envs, seed, guarded) -> WorldModelEnv`` on the run's state columns; loads the world model and
     the guardian on first use and raises ValueError when the run's state set is not the world model's"""
+    behaviour_clone: Callable[[int], Any]
+    """``behaviour_clone(seed) -> SavedPolicy``: the clinicians' behaviour clone on the run's state columns for a
+    seed, the model-based learners' warm start (see :class:`BehaviourClones`)"""
+    run: str = ""
+    """the run's name (log lines only)"""
 
 
 def state_columns(state_set: str, paper: tuple[str, ...], columns: pd.Index) -> tuple[str, ...]:
@@ -136,6 +141,32 @@ class EnvFactory:
         guard = as_guard(guardian, world.layout.state_features, world.layout.action_names) if guarded else None
         cfg = dataclasses.replace(self.env_cfg, seed=int(seed))
         return WorldModelEnv(world, starts, num_envs, cfg, guard=guard, horizons=horizons)
+
+
+class BehaviourClones:
+    """The clinicians' behaviour clone per (state columns, seed): the fallback run's trained policy when the stage
+    has registered it with :meth:`put`, else a ``bc`` fit with ``config`` (params ``policies.algorithms.bc``) on the
+    train split, fitted on first use and kept."""
+
+    def __init__(self, train: pd.DataFrame, val: pd.DataFrame, config: Any) -> None:
+        self.train, self.val, self.config = train, val, config
+        self._fitted: dict[tuple[tuple[str, ...], int], Any] = {}
+
+    def put(self, state_features: tuple[str, ...], seed: int, policy: Any) -> None:
+        """Register a trained behaviour clone (a :class:`ogsrl.agents.actor.SavedPolicy`)."""
+        self._fitted[(tuple(state_features), int(seed))] = policy
+
+    def get(self, state_features: tuple[str, ...], seed: int) -> Any:
+        """The clone on ``state_features`` for ``seed``, fitting it on first use."""
+        key = (tuple(state_features), int(seed))
+        if key not in self._fitted:
+            from ogsrl.agents import bc
+
+            log.info("fitting the behaviour clone (seed %d) the model-based runs start from", seed)
+            names = key[0]
+            self._fitted[key] = bc.fit_actor(self.config, names, bc.batch_of(self.train, names),
+                                             bc.batch_of(self.val, names), seed)[0]
+        return self._fitted[key]
 
 
 def grid(meta: Mapping[str, Any], cohort: Mapping[str, Any]) -> tuple[float, float, int]:

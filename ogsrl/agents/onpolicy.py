@@ -6,22 +6,25 @@ gradient, Fisher-vector products by double backprop), Schulman et al. 2016 (GAE,
 
 Read top to bottom:
 
-1. :class:`HurdlePolicy` — the actor, ``bc.HurdleHead`` with K = 1 (one hurdle per action dimension, so a BC
-   checkpoint warm-starts it) behind a frozen observation normaliser; log-probabilities are the exact hurdle
-   densities of :mod:`ogsrl.agents.common`. A checkpoint holds only actor, normaliser and feature names.
+1. The actor is the framework's :class:`ogsrl.agents.actor.HurdleActor` (any number K of mixture components, its
+   normaliser frozen); the learners start from a copy of the clinicians' behaviour clone or from
+   :func:`fresh_actor`, and return it to be served as a :class:`ogsrl.agents.actor.SavedPolicy`.
+   Log-probabilities are the exact hurdle densities of :mod:`ogsrl.agents.common`.
 2. :class:`ValueCritics` — V_R and one V_Ci per cost column on (normalised state, t / horizon).
 3. :func:`collect` — one batch of episodes; a finished sub-environment stays frozen, rows are masked by
    ``info["active"]``.
 4. :func:`gae`, :func:`episode_returns`, :func:`prepare` (rollout → flat training rows).
 5. The trust-region metric :func:`hurdle_kl`, Fisher-vector products and conjugate gradient.
+6. :class:`ProgressLog` — one log line every few iterations and a closing summary.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,18 +34,16 @@ from gymnasium.vector import VectorEnv
 from torch import nn
 from torch.nn import functional as tf
 
-from ogsrl import features
 from ogsrl.agents import common
-from ogsrl.agents.bc import HurdleHead
+from ogsrl.agents.actor import HurdleActor
 from ogsrl.agents.common import FloatArray
+from ogsrl.agents.inputs import TrainInputs
 
 log = logging.getLogger(__name__)
 
 BoolArray = npt.NDArray[np.bool_]
 EnvFactory = Callable[[int, int], VectorEnv]
 """(num_envs, seed) → a vector env with frozen-after-termination sub-environments and ``info["cost"] (B, C)``."""
-KINDS = ("trpo", "cpo", "ppo_lag")
-"""checkpoint kinds written by the on-policy learners (all loaded by :meth:`HurdlePolicy.load`)"""
 
 
 # ---- config checks --------------------------------------------------------------------------------------------
@@ -64,103 +65,41 @@ def check_config(cfg: Any, positive: Sequence[str] = (), unit: Sequence[str] = (
             raise ValueError(f"{name}.{f} must be a non-empty tuple of positive widths, got {v!r}")
 
 
-# ---- the actor -------------------------------------------------------------------------------------------------
+# ---- the actor ------------------------------------------------------------------------------------------------
 
 
-class HurdlePolicy:
-    """Hurdle-Gaussian policy: per action dimension P(a=0) = sigmoid(logit0(s)), else y = log(1 + a/c)/log(1 +
-    max/c) ~ N(μ(s), σ(s)²) truncated to (0, 1]; implements :class:`ogsrl.policy.StochasticPolicy`.
-
-    The normaliser (``obs_mean``, ``obs_std``) is fitted once and frozen; only ``net`` is trained.
-    """
-
-    def __init__(self, kind: str, feature_names: tuple[str, ...], hidden: tuple[int, ...], obs_mean: FloatArray,
-                 obs_std: FloatArray, generator: torch.Generator) -> None:
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        if len(obs_mean) != len(feature_names) or len(obs_std) != len(feature_names):
-            raise ValueError("obs_mean/obs_std must have one entry per feature name")
-        self.kind, self.hidden, self.feature_names = kind, tuple(hidden), tuple(feature_names)
-        self.obs_mean = np.asarray(obs_mean, dtype=np.float64)
-        self.obs_std = np.asarray(obs_std, dtype=np.float64)
-        self.net = HurdleHead(len(feature_names), self.hidden, 1, generator)
-
-    def inputs(self, obs: Any) -> torch.Tensor:
-        """Checked, normalised observations ``(B, S)`` as float32."""
-        arr = common.check_obs(obs, self.feature_names, f"{self.kind} policy")
-        return torch.as_tensor((arr - self.obs_mean) / self.obs_std, dtype=torch.float32)
-
-    @torch.no_grad()
-    def distribution(self, obs: Any) -> tuple[FloatArray, ...]:
-        """(mixture logits (B, 1), logit P(a=0), μ, log σ each (B, 1, A)) in float64 for ``obs (B, S)``."""
-        return tuple(t.double().numpy() for t in self.net(self.inputs(obs)))
-
-    def act(self, obs: FloatArray, rng: np.random.Generator | None = None) -> FloatArray:
-        """Actions ``(B, A)`` in physical units: sampled with ``rng``; if None, per dimension 0 where P(a=0) ≥ ½,
-        else the median non-zero amount."""
-        params = self.distribution(obs)
-        return common.hurdle_mode(*params) if rng is None else common.hurdle_sample(*params, rng)
-
-    def log_prob(self, obs: FloatArray, actions: FloatArray) -> FloatArray:
-        """``log π(a|s)`` per row ``(B,)`` w.r.t. (δ0 + Lebesgue) per dimension, physical units (finite at a = 0)."""
-        params = self.distribution(obs)
-        acts = common.check_actions(actions, params[0].shape[0], f"{self.kind} policy")
-        return common.hurdle_log_prob(*params, acts)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Actor weights and the normaliser (the same layout as ``BCPolicy.state_dict``, so either warm-starts)."""
-        return {"net": {k: t.detach().clone() for k, t in self.net.state_dict().items()},
-                "obs_mean": torch.as_tensor(self.obs_mean), "obs_std": torch.as_tensor(self.obs_std)}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Load ``{"net", "obs_mean", "obs_std"}``; a shape mismatch raises ValueError."""
-        try:
-            self.net.load_state_dict(state["net"])
-        except RuntimeError as err:
-            raise ValueError(f"actor state does not fit hidden={self.hidden} with one component: "
-                             f"{str(err).splitlines()[0]}") from err
-        self.obs_mean = torch.as_tensor(state["obs_mean"]).double().numpy().copy()
-        self.obs_std = torch.as_tensor(state["obs_std"]).double().numpy().copy()
-        if self.obs_mean.shape != (len(self.feature_names),) or self.obs_std.shape != self.obs_mean.shape:
-            raise ValueError(f"normaliser must have {len(self.feature_names)} entries, got {self.obs_mean.shape}")
-
-    def save(self, path: str | Path) -> None:
-        """Write ``config.json`` + ``weights.pt`` atomically (actor, normaliser and feature names only)."""
-        config = {"kind": self.kind, "hidden": list(self.hidden), "feature_names": list(self.feature_names),
-                  "action_columns": list(features.ACTIONS), "action_max": common.ACTION_MAX.tolist(),
-                  "action_resolution": common.ACTION_RESOLUTION.tolist()}
-        common.save_checkpoint(path, config, self.state_dict())
-
-    @classmethod
-    def load(cls, path: str | Path) -> HurdlePolicy:
-        """Rebuild a policy written by :meth:`save` (any kind in :data:`KINDS`)."""
-        doc = common.read_checkpoint_config(path)
-        if doc["kind"] not in KINDS:
-            raise ValueError(f"{path}: checkpoint kind {doc['kind']!r} is not one of {KINDS}")
-        if (doc.get("action_columns") != list(features.ACTIONS)
-                or not np.array_equal(doc.get("action_max"), common.ACTION_MAX)
-                or not np.array_equal(doc.get("action_resolution"), common.ACTION_RESOLUTION)):
-            raise ValueError(f"{path}: checkpoint action columns/bounds differ from ogsrl.features")
-        names = tuple(doc["feature_names"])
-        pol = cls(doc["kind"], names, tuple(doc["hidden"]), np.zeros(len(names)), np.ones(len(names)),
-                  torch.Generator().manual_seed(0))
-        pol.load_state_dict(common.read_checkpoint_tensors(path))
-        return pol
-
-
-def make_policy(kind: str, feature_names: tuple[str, ...], hidden: tuple[int, ...], init_states: FloatArray,
-                seed: int, init_actor: Mapping[str, Any] | None = None) -> HurdlePolicy:
-    """A fresh actor seeded by ``seed`` with its normaliser fitted on ``init_states (N, S)``; ``init_actor`` (a
-    ``{"net", "obs_mean", "obs_std"}`` state, e.g. ``BCPolicy.state_dict()`` with one component) replaces both, so
-    the run starts exactly at that policy."""
-    states = common.check_obs(init_states, feature_names, f"{kind} init_states")
+def fresh_actor(feature_names: tuple[str, ...], hidden: tuple[int, ...], components: int, init_states: FloatArray,
+                seed: int) -> HurdleActor:
+    """A new :class:`HurdleActor` with weights drawn from ``seed`` and its normaliser fitted on ``init_states (N, S)``
+    (e.g. the environment's start states)."""
+    states = common.check_obs(init_states, feature_names, "on-policy init_states")
     if len(states) == 0:
         raise ValueError("init_states must hold at least one row")
-    mean, std = common.fit_normaliser(states)
-    pol = HurdlePolicy(kind, feature_names, hidden, mean, std, torch.Generator().manual_seed(seed))
-    if init_actor is not None:
-        pol.load_state_dict(init_actor)
-    return pol
+    actor = HurdleActor(len(feature_names), hidden, components, torch.Generator().manual_seed(seed))
+    actor.set_normaliser(*common.fit_normaliser(states))
+    return actor
+
+
+def initial_actor(inputs: TrainInputs, seed: int, warm_start: bool, hidden: tuple[int, ...],
+                  components: int) -> HurdleActor:
+    """The actor a model-based run starts from: a copy of the clinicians' behaviour clone of ``seed``
+    (``inputs.behaviour_clone``; its architecture and normaliser) when ``warm_start``, else :func:`fresh_actor` with
+    its normaliser fitted on the train split's start states."""
+    if warm_start:
+        clone = inputs.behaviour_clone(seed)
+        if tuple(clone.feature_names) != tuple(inputs.state_features):
+            raise ValueError(f"the behaviour clone reads {list(clone.feature_names)}, the run "
+                             f"{list(inputs.state_features)}")
+        return copy.deepcopy(clone.actor).train()
+    from ogsrl.world.env import start_states
+
+    starts = start_states(inputs.train, inputs.state_features)
+    return fresh_actor(inputs.state_features, hidden, components, starts, seed)
+
+
+def normalised(actor: HurdleActor, obs: torch.Tensor) -> torch.Tensor:
+    """Physical states ``(…, S)`` → the actor's normalised inputs, float32 (the critics read the same scale)."""
+    return ((obs.double() - actor.obs_mean) / actor.obs_std).float()
 
 
 def log_prob_scaled(params: tuple[torch.Tensor, ...], y: torch.Tensor) -> torch.Tensor:
@@ -197,10 +136,10 @@ class ValueCritics(nn.Module):
             self.calibrated = True
 
 
-def critic_inputs(policy: HurdlePolicy, obs: FloatArray, horizon: int) -> torch.Tensor:
-    """(T+1, B, S) states → (T+1, B, S+1) critic inputs: normalised state and t / horizon."""
+def critic_inputs(actor: HurdleActor, obs: FloatArray, horizon: int) -> torch.Tensor:
+    """(T+1, B, S) states → (T+1, B, S+1) critic inputs: the actor's normalised state and t / horizon."""
     t1, b, _ = obs.shape
-    x = policy.inputs(obs.reshape(t1 * b, -1)).reshape(t1, b, -1)  # (T+1·B, S) → (T+1, B, S)
+    x = normalised(actor, torch.as_tensor(obs))  # (T+1, B, S)
     time = torch.arange(t1, dtype=torch.float32)[:, None, None].expand(t1, b, 1) / horizon
     return torch.cat([x, time], dim=-1)
 
@@ -245,7 +184,7 @@ class Rollout:
     """(T, B) still running after step t: the target bootstraps from V(s_{t+1}) only there"""
 
 
-def collect(env: VectorEnv, policy: HurdlePolicy, rng: np.random.Generator, horizon: int, seed: int,
+def collect(env: VectorEnv, actor: HurdleActor, rng: np.random.Generator, horizon: int, seed: int,
             n_costs: int) -> Rollout:
     """Run ``env.num_envs`` episodes for at most ``horizon`` steps, sampling actions with ``rng``.
 
@@ -258,7 +197,7 @@ def collect(env: VectorEnv, policy: HurdlePolicy, rng: np.random.Generator, hori
     keep: dict[str, list[np.ndarray]] = {k: [] for k in ("act", "rew", "cost", "active", "alive")}
     states = [np.asarray(obs, dtype=np.float64)]
     for _ in range(horizon):
-        act = policy.act(states[-1], rng)
+        act = actor.sample(states[-1], rng)
         obs, rew, term, trunc, info = env.step(act.astype(np.float32))
         active = np.asarray(info["active"], dtype=bool)
         cost = np.asarray(info["cost"], dtype=np.float64)
@@ -301,10 +240,11 @@ def gae(rew: FloatArray, values: FloatArray, active: BoolArray, alive: BoolArray
     return adv, adv + values[:-1] * act
 
 
-def episode_returns(signal: FloatArray, active: BoolArray) -> FloatArray:
-    """Undiscounted per-episode sums: (T, B, …) with mask (T, B) → (B, …)."""
+def episode_returns(signal: FloatArray, active: BoolArray, gamma: float = 1.0) -> FloatArray:
+    """Per-episode discounted sums Σ_t γ^t x_t: (T, B, …) with mask (T, B) → (B, …) (every episode starts at t = 0)."""
     mask = active.reshape(active.shape + (1,) * (signal.ndim - active.ndim))
-    return (signal * mask).sum(axis=0)
+    disc = (gamma ** np.arange(signal.shape[0], dtype=np.float64)).reshape((-1,) + (1,) * (signal.ndim - 1))
+    return (signal * mask * disc).sum(axis=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,7 +252,7 @@ class Batch:
     """The active rows of a rollout, flattened for the policy update (N = number of active rows)."""
 
     x: torch.Tensor
-    """(N, S) normalised states, float32"""
+    """(N, S) states in physical units, float64 (the actor normalises them)"""
     y: torch.Tensor
     """(N, A) scaled actions in [0, 1], float64 (exact zeros hit the atom)"""
     adv_r: torch.Tensor
@@ -320,43 +260,43 @@ class Batch:
     adv_c: torch.Tensor
     """(N, C) cost advantages (centred), float64"""
     old: tuple[torch.Tensor, ...]
-    """detached behaviour parameters (logit_w (N, 1), logit0, μ, log σ each (N, 1, A))"""
+    """detached behaviour parameters (logit_w (N, K), logit0, μ, log σ each (N, K, A))"""
     old_logp: torch.Tensor
     """(N,) detached log π_old(y|s)"""
     n_episodes: int
     """B: surrogate sums are divided by it to give per-episode quantities"""
     reward_return: float
-    """mean undiscounted reward per episode"""
+    """mean discounted reward return per episode"""
     cost_return: FloatArray
-    """(C,) mean undiscounted cost per episode, the quantity the limits bound"""
+    """(C,) mean discounted cost return per episode, the quantity the limits bound"""
 
 
-def prepare(rollout: Rollout, policy: HurdlePolicy, critics: ValueCritics, horizon: int, gamma: float,
-            cost_gamma: float, lam: float) -> tuple[Batch, torch.Tensor, torch.Tensor]:
+def prepare(rollout: Rollout, actor: HurdleActor, critics: ValueCritics, horizon: int, gamma: float,
+            lam: float) -> tuple[Batch, torch.Tensor, torch.Tensor]:
     """Rollout → (policy :class:`Batch`, critic inputs (N, S+1), critic targets (N, 1 + C)) on active rows.
 
-    Reward advantages are raw (each learner normalises as it needs); cost advantages are centred (a constant
+    ``gamma`` discounts reward and costs alike (the returns the cost limits bound). Reward advantages are raw (each learner normalises as it needs); cost advantages are centred (a constant
     baseline: unbiased, lower variance).
     """
     n_costs = rollout.cost.shape[-1]
     with torch.no_grad():
-        xin = critic_inputs(policy, rollout.obs, horizon)  # (T+1, B, S+1)
+        xin = critic_inputs(actor, rollout.obs, horizon)  # (T+1, B, S+1)
         values = critics(xin).double().numpy()  # (T+1, B, 1 + C)
     signals = np.concatenate([rollout.rew[..., None], rollout.cost], axis=-1)  # (T, B, 1 + C)
-    gammas = np.array([gamma] + [cost_gamma] * n_costs)
-    adv, target = gae(signals, values, rollout.active, rollout.alive, gammas, lam)
+    adv, target = gae(signals, values, rollout.active, rollout.alive, gamma, lam)
     rows = rollout.active.reshape(-1)  # (T, B) → (T·B,)
     adv = adv.reshape(-1, 1 + n_costs)[rows]
     x = xin[:-1].reshape(-1, xin.shape[-1])[rows]
+    obs = torch.as_tensor(rollout.obs[:-1].reshape(-1, rollout.obs.shape[-1])[rows], dtype=torch.float64)
     y = torch.as_tensor(common.scale_actions(rollout.act.reshape(-1, rollout.act.shape[-1])[rows]))
     with torch.no_grad():
-        old = tuple(t.detach() for t in policy.net(x[:, :-1]))
+        old = tuple(t.detach() for t in actor(obs))
         old_logp = log_prob_scaled(old, y)
     adv_c = torch.as_tensor(adv[:, 1:])
-    batch = Batch(x=x[:, :-1], y=y, adv_r=torch.as_tensor(adv[:, 0]), adv_c=adv_c - adv_c.mean(0), old=old,
+    batch = Batch(x=obs, y=y, adv_r=torch.as_tensor(adv[:, 0]), adv_c=adv_c - adv_c.mean(0), old=old,
                   old_logp=old_logp, n_episodes=rollout.obs.shape[1],
-                  reward_return=float(episode_returns(rollout.rew, rollout.active).mean()),
-                  cost_return=episode_returns(rollout.cost, rollout.active).mean(0))
+                  reward_return=float(episode_returns(rollout.rew, rollout.active, gamma).mean()),
+                  cost_return=episode_returns(rollout.cost, rollout.active, gamma).mean(0))
     targets = torch.as_tensor(target.reshape(-1, 1 + n_costs)[rows], dtype=torch.float32)
     return batch, x, targets
 
@@ -365,21 +305,26 @@ def prepare(rollout: Rollout, policy: HurdlePolicy, critics: ValueCritics, horiz
 
 
 def hurdle_kl(old: tuple[torch.Tensor, ...], new: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """Trust-region metric (N,) between two one-component hurdle policies, summed over action dimensions:
+    """Trust-region metric (N,) between two K-component hurdle mixtures (K = 1: one hurdle per action dimension):
 
-        D = Σ_j  KL(Bern(p0_old) ‖ Bern(p0_new)) + (1 − p0_old)·KL(N(μ_old, σ_old²) ‖ N(μ_new, σ_new²))
+        D_k = Σ_j  KL(Bern(p0_old) ‖ Bern(p0_new)) + (1 − p0_old)·KL(N(μ_old, σ_old²) ‖ N(μ_new, σ_new²))
+        D   = KL(w_old ‖ w_new) + Σ_k w_old,k · D_k
 
-    with the *untruncated* Gaussians on the scaled axis. It is ≥ 0, zero at new = old, closed-form and cheap, so its
-    Hessian (the Fisher metric TRPO/CPO use) is PSD. It is the KL of the hurdle policies with the truncation
-    normalisers dropped — the metric we constrain; all likelihood ratios stay exact.
+    with the *untruncated* Gaussians on the scaled axis. D is the KL of the joint (component, action) laws, so it
+    bounds the KL of the mixtures from above; it is ≥ 0, zero at new = old, closed-form and cheap, so its Hessian
+    (the Fisher metric TRPO/CPO use) is PSD. Truncation normalisers are dropped from the metric only; all
+    likelihood ratios stay exact.
     """
-    _, l0o, muo, lso = (t.double() for t in old)
-    _, l0n, mun, lsn = (t.double() for t in new)
+    lwo, l0o, muo, lso = (t.double() for t in old)
+    lwn, l0n, mun, lsn = (t.double() for t in new)
     p0o = torch.sigmoid(l0o)
     kl_bern = (p0o * (tf.logsigmoid(l0o) - tf.logsigmoid(l0n))
                + (1 - p0o) * (tf.logsigmoid(-l0o) - tf.logsigmoid(-l0n)))
     kl_gauss = lsn - lso + (torch.exp(2 * lso) + (muo - mun) ** 2) / (2 * torch.exp(2 * lsn)) - 0.5
-    return (kl_bern + (1 - p0o) * kl_gauss).sum(dim=(-2, -1))  # (N, 1, A) → (N,)
+    per_comp = (kl_bern + (1 - p0o) * kl_gauss).sum(dim=-1)  # (N, K, A) → (N, K)
+    log_wo, log_wn = torch.log_softmax(lwo, dim=-1), torch.log_softmax(lwn, dim=-1)
+    w_o = log_wo.exp()
+    return (w_o * (log_wo - log_wn + per_comp)).sum(dim=-1)  # (N,)
 
 
 def flat_grad(output: torch.Tensor, params: Sequence[torch.Tensor], create_graph: bool = False,
@@ -424,9 +369,9 @@ def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.
     return x
 
 
-def actor_params(policy: HurdlePolicy) -> list[torch.Tensor]:
-    """The actor's trainable tensors, in a fixed order."""
-    return [p for p in policy.net.parameters() if p.requires_grad]
+def actor_params(actor: HurdleActor) -> list[torch.Tensor]:
+    """The actor's trainable tensors, in a fixed order (the normaliser is a buffer, never trained)."""
+    return [p for p in actor.net.parameters() if p.requires_grad]
 
 
 def set_flat(params: Sequence[torch.Tensor], flat: torch.Tensor) -> None:
@@ -435,31 +380,66 @@ def set_flat(params: Sequence[torch.Tensor], flat: torch.Tensor) -> None:
         torch.nn.utils.vector_to_parameters(flat.to(params[0].dtype), list(params))
 
 
-def evaluate(env: VectorEnv, policy: HurdlePolicy, rng: np.random.Generator, horizon: int, seed: int,
-             cost_names: tuple[str, ...]) -> dict[str, float]:
-    """Mean per-episode reward and cost returns of the stochastic policy over one batch: ``eval/…`` metrics."""
+def evaluate(env: VectorEnv, actor: HurdleActor, rng: np.random.Generator, horizon: int, seed: int,
+             cost_names: tuple[str, ...], gamma: float = 1.0) -> dict[str, float]:
+    """Mean per-episode reward and cost returns of the stochastic actor over one batch of ``env`` episodes:
+    ``return``, ``cost_return/<name>`` and ``episode_length``."""
     with torch.no_grad():
-        ro = collect(env, policy, rng, horizon, seed, len(cost_names))
-    costs = episode_returns(ro.cost, ro.active).mean(0)
-    out = {"eval/reward_return": float(episode_returns(ro.rew, ro.active).mean()),
-           "eval/episode_length": float(ro.active.sum(0).mean())}
-    out.update({f"eval/cost_return/{n}": float(c) for n, c in zip(cost_names, costs)})
+        ro = collect(env, actor, rng, horizon, seed, len(cost_names))
+    costs = episode_returns(ro.cost, ro.active, gamma).mean(0)
+    out = {"return": float(episode_returns(ro.rew, ro.active, gamma).mean()),
+           "episode_length": float(ro.active.sum(0).mean())}
+    out.update({f"cost_return/{n}": float(c) for n, c in zip(cost_names, costs)})
     return out
 
 
 def check_fit_inputs(feature_names: tuple[str, ...], cost_names: tuple[str, ...], cost_limits: Any,
-                     init_states: Any) -> FloatArray:
-    """Validate the shared ``fit`` arguments; returns the limits as float64 (C,)."""
+                     actor: HurdleActor) -> FloatArray:
+    """Validate the shared ``train`` arguments; returns the limits as float64 (C,)."""
     limits = np.asarray(cost_limits, dtype=np.float64)
-    if limits.shape != (len(cost_names),) or not np.isfinite(limits).all():
-        raise ValueError(f"cost_limits must be {len(cost_names)} finite numbers (one per cost name), got "
-                         f"{limits.shape}")
+    if limits.shape != (len(cost_names),) or not np.isfinite(limits).all() or (limits < 0).any():
+        raise ValueError(f"cost_limits must be {len(cost_names)} finite numbers ≥ 0 (one per cost name), got "
+                         f"{limits.tolist()}")
     if len(set(cost_names)) != len(cost_names) or len(set(feature_names)) != len(feature_names):
         raise ValueError("feature_names and cost_names must be distinct")
-    states = np.asarray(init_states)
-    if states.ndim != 2 or states.shape[1] != len(feature_names):
-        raise ValueError(f"init_states must be (N, {len(feature_names)}), got {states.shape}")
+    if actor.obs_mean.shape[0] != len(feature_names):
+        raise ValueError(f"the initial actor reads {actor.obs_mean.shape[0]} features, the environment "
+                         f"{len(feature_names)} {list(feature_names)}")
     return limits
+
+
+class ProgressLog:
+    """Logs one line every ``every`` iterations (and the last): return, each cost return against its limit, the
+    trust-region metric, elapsed time and ETA; :meth:`summary` logs the closing line."""
+
+    def __init__(self, label: str, iterations: int, cost_names: tuple[str, ...], limits: FloatArray,
+                 every: int) -> None:
+        self.label, self.iterations, self.every = label, iterations, max(1, every)
+        self.names, self.limits = tuple(cost_names), limits
+        self.start = time.perf_counter()
+
+    def _costs(self, row: dict[str, float]) -> str:
+        """"<name> <cost return>/<limit>" per cost column ("-" when there is none)."""
+        return " ".join(f"{n.removeprefix('cost_')} {row[f'cost_return/{n}']:.2f}/{d:.2f}"
+                        for n, d in zip(self.names, self.limits)) or "-"
+
+    def __call__(self, row: dict[str, float]) -> None:
+        done = int(row["iteration"]) + 1
+        if done % self.every and done != self.iterations:
+            return
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed / done * (self.iterations - done)
+        log.info("%s: it %d/%d  return %.2f  cost %s  kl %.4f  %.0f s, ETA %.0f s", self.label, done,
+                 self.iterations, row["reward_return"], self._costs(row), row["kl"], elapsed, eta)
+
+    def summary(self, history: list[dict[str, float]]) -> float:
+        """Log the closing line; returns the seconds since construction."""
+        seconds = time.perf_counter() - self.start
+        last = history[-1]
+        log.info("%s: %d iterations in %.1f s (%.2f it/s); last batch return %.2f, cost %s", self.label,
+                 len(history), seconds, len(history) / max(seconds, 1e-9), last["reward_return"],
+                 self._costs(last))
+        return seconds
 
 
 def seed_stream(seed: int) -> Callable[[], int]:
@@ -468,7 +448,7 @@ def seed_stream(seed: int) -> Callable[[], int]:
     return lambda: int(gen.integers(2**31 - 1))
 
 
-__all__ = ["Batch", "EnvFactory", "HurdlePolicy", "KINDS", "Rollout", "ValueCritics", "actor_params", "check_config",
+__all__ = ["Batch", "EnvFactory", "ProgressLog", "Rollout", "ValueCritics", "actor_params", "check_config",
            "check_fit_inputs", "collect", "conjugate_gradient", "critic_inputs", "episode_returns", "evaluate",
-           "fisher_product", "fit_critics", "flat_grad", "gae", "hurdle_kl", "log_prob_scaled", "make_policy",
-           "prepare", "seed_stream", "set_flat"]
+           "fisher_product", "fit_critics", "flat_grad", "fresh_actor", "gae", "hurdle_kl", "initial_actor",
+           "log_prob_scaled", "normalised", "prepare", "seed_stream", "set_flat"]

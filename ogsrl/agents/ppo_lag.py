@@ -19,44 +19,43 @@ exceeds ``target_kl``.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
 from ogsrl.agents import onpolicy as op
+from ogsrl.agents.actor import HurdleActor, SavedPolicy
 from ogsrl.agents.common import FloatArray
+from ogsrl.agents.inputs import FitResult, TrainInputs
 
 log = logging.getLogger(__name__)
 
-KIND = "ppo_lag"
-"""checkpoint kind"""
-
 
 @dataclass(frozen=True, slots=True)
-class PPOLagConfig:
-    """PPO-Lagrangian inside a vector environment."""
+class Config:
+    """PPO-Lagrangian inside the world model."""
 
-    iterations: int = 100
+    iterations: int = 40
     """policy updates, each on one fresh batch of episodes"""
     num_envs: int = 1000
     """B, episodes per batch"""
     horizon: int = 20
     """T, steps per episode at most (episodes still running are bootstrapped with the critic)"""
+    warm_start: bool = True
+    """start from the clinicians' behaviour clone of the same seed (the paper's initialisation); False: a fresh
+    actor of ``hidden``/``components``"""
     hidden: tuple[int, ...] = (64, 64)
-    """actor MLP widths (match the BC policy's to warm-start from it)"""
+    """actor MLP widths when not warm-started (a warm start takes the clone's architecture)"""
+    components: int = 1
+    """mixture components K of the actor when not warm-started"""
     critic_hidden: tuple[int, ...] = (64, 64)
     """widths of each value critic"""
-    gamma: float = 0.99
-    """reward discount γ"""
-    cost_gamma: float = 1.0
-    """cost discount; 1 makes the cost advantage that of the undiscounted per-stay cost the limit bounds"""
     lam: float = 0.95
-    """GAE λ for reward and costs"""
+    """GAE λ for reward and costs (the discount is params ``policies.discount``)"""
     actor_lr: float = 3e-4
     """Adam learning rate of the actor"""
     update_epochs: int = 10
@@ -79,14 +78,16 @@ class PPOLagConfig:
     """passes over each batch for the critics"""
     critic_batch_size: int = 4096
     """critic minibatch size (rows)"""
+    log_every: int = 5
+    """iterations between progress log lines"""
 
     def __post_init__(self) -> None:
-        op.check_config(self, positive=("iterations", "num_envs", "horizon", "actor_lr", "update_epochs",
-                                        "minibatch_size", "clip", "target_kl", "max_grad_norm", "critic_lr",
-                                        "critic_epochs", "critic_batch_size"),
-                        unit=("gamma", "cost_gamma", "lam"), widths=("hidden", "critic_hidden"))
+        op.check_config(self, positive=("iterations", "num_envs", "horizon", "components", "actor_lr",
+                                        "update_epochs", "minibatch_size", "clip", "target_kl", "max_grad_norm",
+                                        "critic_lr", "critic_epochs", "critic_batch_size", "log_every"),
+                        unit=("lam",), widths=("hidden", "critic_hidden"))
         if self.multiplier_lr < 0 or self.init_multiplier < 0:
-            raise ValueError(f"PPOLagConfig.multiplier_lr and init_multiplier must be ≥ 0, got "
+            raise ValueError(f"Config.multiplier_lr and init_multiplier must be ≥ 0, got "
                              f"{self.multiplier_lr!r}, {self.init_multiplier!r}")
 
 
@@ -95,7 +96,7 @@ def update_multipliers(multipliers: FloatArray, cost_return: FloatArray, limits:
     return np.maximum(0.0, multipliers + lr * (np.asarray(cost_return) - limits))
 
 
-def _update(cfg: PPOLagConfig, policy: op.HurdlePolicy, optim: torch.optim.Optimizer, batch: op.Batch,
+def _update(cfg: Config, actor: HurdleActor, optim: torch.optim.Optimizer, batch: op.Batch,
             multipliers: FloatArray, gen: torch.Generator) -> dict[str, float]:
     """PPO epochs on the Lagrangian advantage; returns diagnostics."""
     lam = torch.as_tensor(multipliers)
@@ -107,79 +108,89 @@ def _update(cfg: PPOLagConfig, policy: op.HurdlePolicy, optim: torch.optim.Optim
         perm = torch.randperm(n, generator=gen)
         for start in range(0, n, cfg.minibatch_size):
             idx = perm[start:start + cfg.minibatch_size]
-            new = policy.net(batch.x[idx])
+            new = actor(batch.x[idx])
             ratio = torch.exp(op.log_prob_scaled(new, batch.y[idx]) - batch.old_logp[idx])
             loss = -torch.min(ratio * adv[idx], ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv[idx]).mean()
             optim.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.net.parameters(), cfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(actor.net.parameters(), cfg.max_grad_norm)
             optim.step()
             losses.append(float(loss.detach()))
             clipped.append(float(((ratio.detach() - 1).abs() > cfg.clip).double().mean()))
         epochs += 1
         with torch.no_grad():
-            kl = float(op.hurdle_kl(batch.old, policy.net(batch.x)).mean())
+            kl = float(op.hurdle_kl(batch.old, actor(batch.x)).mean())
         if kl > cfg.target_kl:
             break
     return {"kl": kl, "epochs": float(epochs), "loss/actor": float(np.mean(losses)),
             "clip_fraction": float(np.mean(clipped))}
 
 
-def fit(config: PPOLagConfig, make_env: op.EnvFactory, feature_names: tuple[str, ...], cost_names: tuple[str, ...],
-        cost_limits: FloatArray, init_states: FloatArray, seed: int,
-        progress: Callable[[dict[str, float]], None] | None = None,
-        init_actor: Mapping[str, Any] | None = None) -> tuple[op.HurdlePolicy, dict[str, float], list[dict[str, float]]]:
-    """Train a PPO-Lagrangian policy in ``make_env(config.num_envs, seed)``.
+def train(config: Config, make_env: op.EnvFactory, feature_names: tuple[str, ...], cost_names: tuple[str, ...],
+          cost_limits: FloatArray, actor: HurdleActor, seed: int, *, discount: float = 1.0,
+          label: str = "ppo_lag") -> tuple[HurdleActor, dict[str, float], list[dict[str, float]]]:
+    """Train a copy of ``actor`` by PPO-Lagrangian in ``make_env(config.num_envs, seed)``.
 
     Args:
         config: hyper-parameters.
         make_env: (num_envs, seed) → vector env (frozen after termination, ``info["cost"] (B, C)``).
         feature_names: observation columns, in order; cost_names: the C columns of ``info["cost"]``.
-        cost_limits: (C,) dᵢ, the allowed mean cost per episode.
-        init_states: (N, S) states the observation normaliser is fitted on.
-        seed: drives weights, env resets, action sampling and minibatches (same seed → same weights).
-        progress: called with each iteration's history row.
-        init_actor: optional warm start ``{"net", "obs_mean", "obs_std"}`` (e.g. a one-component BC policy's
-            state_dict; its normaliser replaces the fitted one).
+        cost_limits: (C,) dᵢ, the allowed mean discounted cost return per episode.
+        actor: the initial policy (left untouched; e.g. the behaviour clone or :func:`op.fresh_actor`).
+        seed: drives env resets, action sampling, critics and minibatches (same seed → same weights).
+        discount: γ of reward and cost returns.
+        label: prefix of the progress log lines.
     Returns:
-        (policy, final metrics incl. an ``eval/…`` rollout of the final policy and the multipliers, one history
-        row per iteration).
+        (trained actor, final metrics ``train/…`` incl. the multipliers, one history row per iteration).
     """
-    limits = op.check_fit_inputs(feature_names, cost_names, cost_limits, init_states)
-    policy = op.make_policy(KIND, feature_names, config.hidden, init_states, seed, init_actor)
+    limits = op.check_fit_inputs(feature_names, cost_names, cost_limits, actor)
+    actor = copy.deepcopy(actor).train()
     critics = op.ValueCritics(len(feature_names) + 1, config.critic_hidden, 1 + len(cost_names),
                               torch.Generator().manual_seed(seed + 1))
     critic_optim = torch.optim.Adam(critics.parameters(), lr=config.critic_lr)
-    actor_optim = torch.optim.Adam(policy.net.parameters(), lr=config.actor_lr)
+    actor_optim = torch.optim.Adam(actor.net.parameters(), lr=config.actor_lr)
     gen = torch.Generator().manual_seed(seed + 2)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 3]))
     next_seed = op.seed_stream(seed)
     env = make_env(config.num_envs, seed)
     multipliers = np.full(len(cost_names), config.init_multiplier)
     history: list[dict[str, float]] = []
-    start = time.perf_counter()
+    progress = op.ProgressLog(label, config.iterations, cost_names, limits, config.log_every)
     for it in range(config.iterations):
         t0 = time.perf_counter()
         with torch.no_grad():
-            ro = op.collect(env, policy, rng, config.horizon, next_seed(), len(cost_names))
-        batch, xin, targets = op.prepare(ro, policy, critics, config.horizon, config.gamma, config.cost_gamma,
-                                         config.lam)
+            ro = op.collect(env, actor, rng, config.horizon, next_seed(), len(cost_names))
+        batch, xin, targets = op.prepare(ro, actor, critics, config.horizon, discount, config.lam)
         multipliers = update_multipliers(multipliers, batch.cost_return, limits, config.multiplier_lr)
-        diag = _update(config, policy, actor_optim, batch, multipliers, gen)
+        diag = _update(config, actor, actor_optim, batch, multipliers, gen)
         v_loss = op.fit_critics(critics, critic_optim, xin, targets, config.critic_epochs,
                                 config.critic_batch_size, gen)
-        row = {"iteration": float(it), "reward_return": batch.reward_return,
+        row = {"step": float(it + 1), "iteration": float(it), "reward_return": batch.reward_return,
                **{f"cost_return/{n}": float(v) for n, v in zip(cost_names, batch.cost_return)},
                **{f"multiplier/{n}": float(v) for n, v in zip(cost_names, multipliers)},
                **diag, "loss/critic": v_loss, "seconds": time.perf_counter() - t0}
         history.append(row)
-        if progress is not None:
-            progress(row)
-    seconds = time.perf_counter() - start
+        progress(row)
+    seconds = progress.summary(history)
+    last = history[-1]
     metrics = {"train/iterations": float(config.iterations), "train/seconds": seconds,
                "train/iterations_per_s": config.iterations / max(seconds, 1e-9),
+               "train/return": last["reward_return"],
+               **{f"train/cost_return/{n}": last[f"cost_return/{n}"] for n in cost_names},
                **{f"train/multiplier/{n}": float(v) for n, v in zip(cost_names, multipliers)},
-               **op.evaluate(env, policy, rng, config.horizon, next_seed(), cost_names)}
-    log.info("ppo_lag: %d iterations in %.1f s, eval reward %.3f", config.iterations, seconds,
-             metrics["eval/reward_return"])
-    return policy, metrics, history
+               "train/kl": last["kl"]}
+    return actor.eval(), metrics, history
+
+
+def fit(config: Config, inputs: TrainInputs, seed: int) -> FitResult:
+    """PPO-Lagrangian in the run's world-model environment (guarded or not) under ``inputs.cost_limits``."""
+    actor = op.initial_actor(inputs, seed, config.warm_start, config.hidden, config.components)
+    actor, metrics, history = train(config, lambda n, s: inputs.make_env(n, s, inputs.guarded), inputs.state_features,
+                                    inputs.cost_columns, inputs.cost_limits, actor, seed, discount=inputs.discount,
+                                    label=f"{inputs.run or 'ppo_lag'} seed {seed}")
+    return FitResult(policy=SavedPolicy(actor, inputs.state_features, "sample", sample_seed=seed), metrics=metrics,
+                     history=history)
+
+
+load = SavedPolicy.load
+"""loader of a PPO-Lagrangian checkpoint (the shared actor format)"""

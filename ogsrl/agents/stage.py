@@ -10,6 +10,12 @@ Reads ``data/trajectories/{train,val}.parquet`` and, only for runs that train in
 for every run but the fallback run — a guarded checkpoint (actor + fallback actor of the same seed + guardian copy).
 Also writes ``data/reports/train.json`` (metrics ``<run>/seed<seed>/<metric>``, ``<run>/mean/<metric>``,
 ``<run>/sd/<metric>``, cost limits) and ``data/reports/train_curves.csv`` (columns run, seed, step, …).
+
+Model-based runs (``needs_world_model``) start from the clinicians' behaviour clone of the same seed — the fallback
+run's policy when it is a ``bc`` run on the same state columns, else a ``bc`` fit with ``policies.algorithms.bc`` —
+and their metrics include ``model/return``, ``model/cost_return/<c>`` and ``model/episode_length``: the served
+policy's mean returns over ``policies.model_eval_episodes`` world-model episodes (unguarded environment: the served
+policy carries its own guardian fallback), to set beside OPE and the simulator's true values.
 """
 
 from __future__ import annotations
@@ -27,9 +33,10 @@ import pandas as pd
 
 from ogsrl import config, features
 from ogsrl.agents import common
-from ogsrl.agents.actor import ACT_MODES, GuardedPolicy, SavedPolicy
+from ogsrl.agents.actor import ACT_MODES, GuardedPolicy, SavedPolicy, load_policy
 from ogsrl.agents.algorithms import ALGORITHMS
-from ogsrl.agents.inputs import GUARDIAN_DIR, STATE_SETS, EnvFactory, TrainInputs, grid, resolve_cost_limits
+from ogsrl.agents.inputs import GUARDIAN_DIR, STATE_SETS, BehaviourClones, EnvFactory, TrainInputs, grid
+from ogsrl.agents.inputs import resolve_cost_limits
 from ogsrl.agents.inputs import state_columns
 from ogsrl.io import atomic_path, write_json
 
@@ -83,6 +90,8 @@ class PoliciesConfig:
     """the run deferred to (behaviour cloning = the clinicians); trained for every seed before the others"""
     fallback_mc_samples: int = 256
     """draws per state of the Monte-Carlo estimate of P(guardian rejects π's action | s) in the served log_prob"""
+    model_eval_episodes: int = 2000
+    """world-model episodes of the served policy behind each model-based run's ``model/…`` metrics"""
 
     def __post_init__(self) -> None:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
@@ -112,6 +121,8 @@ class PoliciesConfig:
             raise ValueError(f"act_mode must be one of {list(ACT_MODES)}, got {self.act_mode!r}")
         if self.fallback_mc_samples < 1:
             raise ValueError(f"fallback_mc_samples must be ≥ 1, got {self.fallback_mc_samples}")
+        if self.model_eval_episodes < 1:
+            raise ValueError(f"model_eval_episodes must be ≥ 1, got {self.model_eval_episodes}")
         if self.serve_guardian_fallback and set(self.runs) - {self.fallback_run} and self.fallback_run not in self.runs:
             raise ValueError(f"fallback_run: {self.fallback_run!r} is not a run (needed by serve_guardian_fallback); "
                              f"known: {sorted(self.runs)}")
@@ -121,9 +132,12 @@ class PoliciesConfig:
     def algorithm_config(self, run: str) -> Any:
         """The run's algorithm Config: policies.algorithms.<algorithm> with the run's overrides on top."""
         spec = self.runs[run]
-        merged = {**self.algorithms.get(spec.algorithm, {}), **spec.overrides}
-        return config.build(ALGORITHMS[spec.algorithm].config, merged, f"policies.runs.{run}.overrides"
-                            if spec.overrides else f"policies.algorithms.{spec.algorithm}")
+        shared = self.algorithms.get(spec.algorithm, {})
+        cfg = config.build(ALGORITHMS[spec.algorithm].config, shared, f"policies.algorithms.{spec.algorithm}")
+        if not spec.overrides:
+            return cfg
+        return config.build(ALGORITHMS[spec.algorithm].config, {**shared, **spec.overrides},
+                            f"policies.runs.{run}.overrides")
 
     def order(self) -> list[str]:
         """Runs in training order: the fallback run first (others are wrapped with its checkpoints)."""
@@ -161,6 +175,37 @@ def seed_summary(per_seed: Mapping[int, Mapping[str, float]], run: str) -> dict[
     return out
 
 
+def model_estimate(policy: Any, env: Any, seed: int, cost_columns: tuple[str, ...],
+                   discount: float) -> dict[str, float]:
+    """Mean discounted return, cost returns and episode length of ``policy`` (its ``act``, on its own feature
+    columns) over one batch of episodes of a :class:`ogsrl.world.env.WorldModelEnv`: ``model/…`` metrics."""
+    from ogsrl.world.env import rollout
+
+    world = tuple(env.model.layout.state_features)
+    missing = [n for n in policy.feature_names if n not in world]
+    if missing:
+        raise ValueError(f"the served policy reads {missing}, which the world model does not predict")
+    cols = [world.index(n) for n in policy.feature_names]
+    ro = rollout(env, lambda obs, rng: policy.act(obs[:, cols], rng), seed)
+    disc = discount ** np.arange(ro.rew.shape[0], dtype=np.float64)[:, None]  # (T, 1)
+    act = ro.active.astype(np.float64) * disc
+    out = {"model/return": float((ro.rew * act).sum(0).mean()), "model/episode_length": float(ro.active.sum(0).mean())}
+    names = tuple(env.model.layout.cost_names)
+    for c in cost_columns:
+        out[f"model/cost_return/{c}"] = float((ro.cost[..., names.index(c)] * act).sum(0).mean())
+    return out
+
+
+def summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The short form of the stage's metrics the CLI prints: cost limits, and per run the seed means of the
+    model-estimated returns, the validation NLL and the training time (everything else: data/reports/train.json)."""
+    keep = re.compile(r"[^/]+/mean/(model/.*|loss/val_nll|train/seconds|train/iterations_per_s)")
+    out: dict[str, Any] = {k: v for k, v in metrics.items() if k.startswith("cost_limit/") and "/from_params" not in k}
+    out.update({k: v for k, v in metrics.items() if keep.fullmatch(k)})
+    out["metrics_file"] = str(METRICS_FILE)
+    return out
+
+
 def _world_env_config(params: Mapping[str, Any]) -> Any:
     from ogsrl.world.env import EnvConfig
 
@@ -181,6 +226,8 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     limits, metrics = resolve_cost_limits(train, costs, cfg.cost_limits, cfg.discount, cfg.default_limit_fraction)
     window_start_h, step_h, n_steps = grid(meta, dict(params.get("cohort") or {}))
     factory = EnvFactory(root, train, env_cfg, window_start_h, step_h, n_steps)
+    bc_config = config.build(ALGORITHMS["bc"].config, cfg.algorithms.get("bc", {}), "policies.algorithms.bc")
+    clones = BehaviourClones(train, val, bc_config)
     guardian_dir = root / GUARDIAN_DIR
     if any(cfg.wraps(r) for r in cfg.runs) and not (guardian_dir / "guardian.json").is_file():
         raise FileNotFoundError(f"policies.serve_guardian_fallback needs a calibrated guardian at {guardian_dir} "
@@ -194,6 +241,7 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
             train=train, val=val, state_features=state, action_names=features.ACTIONS, cost_columns=costs,
             cost_limits=limits, step_h=step_h, discount=cfg.discount, guarded=spec.guarded,
             make_env=functools.partial(factory.make, state),
+            behaviour_clone=functools.partial(clones.get, state), run=name,
         )
         alg_cfg = cfg.algorithm_config(name)
         per_seed: dict[int, dict[str, float]] = {}
@@ -203,17 +251,21 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
                           "guarded": spec.guarded, "config": config.to_dict(alg_cfg)}
             pol = SavedPolicy(result.policy.actor, result.policy.feature_names, cfg.act_mode, provenance,
                               sample_seed=seed)
+            if name == cfg.fallback_run and spec.algorithm == "bc":
+                clones.put(state, seed, result.policy)
             dest = root / policy_dir(name, seed)
+            served: SavedPolicy | GuardedPolicy = pol
             if cfg.wraps(name):
                 from ogsrl import guardian as guardian_mod
 
                 fallback = SavedPolicy.load(root / policy_dir(cfg.fallback_run, seed))
-                guarded = GuardedPolicy(pol, fallback, guardian_mod.load(guardian_dir), guardian_dir,
-                                        cfg.fallback_mc_samples, mc_seed=seed)
-                guarded.save(dest)
-            else:
-                pol.save(dest)
+                served = GuardedPolicy(pol, fallback, guardian_mod.load(guardian_dir), guardian_dir,
+                                       cfg.fallback_mc_samples, mc_seed=seed)
+            served.save(dest)
             per_seed[seed] = dict(result.metrics)
+            if algo.needs_world_model:
+                env = inputs.make_env(cfg.model_eval_episodes, seed, False)
+                per_seed[seed].update(model_estimate(load_policy(dest), env, seed, costs, cfg.discount))
             curves.extend({"run": name, "seed": seed, **h, "step": int(h["step"])} for h in result.history)
             log.info("train_policies: %s seed %d saved to %s", name, seed, policy_dir(name, seed))
         metrics.update(seed_summary(per_seed, name))
@@ -223,4 +275,5 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     return metrics
 
 
-__all__ = ["PoliciesConfig", "RunConfig", "policies_config", "policy_dir", "run", "seed_summary"]
+__all__ = ["PoliciesConfig", "RunConfig", "model_estimate", "policies_config", "policy_dir", "run", "seed_summary",
+           "summary"]

@@ -30,6 +30,15 @@ def _no_env(num_envs: int, seed: int, guarded: bool) -> None:
     raise AssertionError("a model-free learner must not build the world-model environment")
 
 
+def _no_clone(seed: int) -> None:
+    raise AssertionError("a model-free learner does not start from the behaviour clone")
+
+
+@pytest.mark.parametrize("name", ["trpo", "cpo", "ppo_lag"])
+def test_on_policy_algorithms_need_the_world_model(name: str) -> None:
+    assert ALGORITHMS[name].needs_world_model is True
+
+
 def test_bc_fits_from_train_inputs_without_the_world_model(traj_root: Path, tmp_path: Path) -> None:
     algo = ALGORITHMS["bc"]
     assert algo.needs_world_model is False
@@ -37,7 +46,7 @@ def test_bc_fits_from_train_inputs_without_the_world_model(traj_root: Path, tmp_
     val = pd.read_parquet(traj_root / "data/trajectories/val.parquet").sort_values(["stay_key", "step"])
     inputs = TrainInputs(train=train, val=val, state_features=STATE, action_names=features.ACTIONS,
                          cost_columns=COSTS, cost_limits=np.array([1.0, 1.0]), step_h=4.0, discount=1.0,
-                         guarded=False, make_env=_no_env)
+                         guarded=False, make_env=_no_env, behaviour_clone=_no_clone)
     res = algo.fit(algo.config(hidden=(8,), max_epochs=2), inputs, 5)
     assert isinstance(res, FitResult) and isinstance(res.policy, SavedPolicy)
     assert [h["step"] for h in res.history] == [1.0, 2.0]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ogsrl.agents import cpo, toy_cmdp
+from ogsrl.agents import cpo, onpolicy as op, toy_cmdp
 from ogsrl.agents.cpo import CPOCase, cpo_step
 
 DELTA = 0.5  # with H = I the trust region is the unit disc
@@ -135,43 +135,47 @@ ENV = toy_cmdp.make_env(horizon=5, hazard=0.1)
 
 
 def _fit(constrained: bool, iterations: int, seed: int = 0):  # noqa: ANN202
-    cfg = cpo.CPOConfig(constrained=constrained, iterations=iterations, num_envs=256, horizon=5, hidden=(16, 16),
-                        critic_hidden=(16, 16), target_kl=0.02)
+    """(actor, metrics, history, evaluation of the trained actor in 256 fresh toy episodes)"""
+    cfg = cpo.Config(iterations=iterations, num_envs=256, horizon=5, critic_hidden=(16, 16), target_kl=0.02)
     init = ENV(200, 0).reset(seed=0)[0]
-    return cpo.fit(cfg, ENV, toy_cmdp.FEATURES, toy_cmdp.COSTS, LIMITS, init, seed=seed)
+    actor = op.fresh_actor(toy_cmdp.FEATURES, (16, 16), 1, init, seed)
+    actor, metrics, history = cpo.train(cfg, ENV, toy_cmdp.FEATURES, toy_cmdp.COSTS, LIMITS, actor, seed,
+                                        constrained=constrained)
+    ev = op.evaluate(ENV(256, 99), actor, np.random.default_rng(99), 5, 99, toy_cmdp.COSTS)
+    return actor, metrics, history, ev
 
 
 def test_trpo_improves_and_violates_the_limits(one_thread: None) -> None:
-    pol, metrics, history = _fit(constrained=False, iterations=30)
-    assert pol.kind == "trpo" and len(history) == 30 and {h["case"] for h in history} == {4.0}
-    assert metrics["eval/reward_return"] > history[0]["reward_return"] + 1.5
-    assert metrics["eval/cost_return/fluid_load"] > LIMITS[0] + 0.7
+    _, metrics, history, ev = _fit(constrained=False, iterations=30)
+    assert len(history) == 30 and {h["case"] for h in history} == {4.0} and metrics["train/iterations"] == 30
+    assert ev["return"] > history[0]["reward_return"] + 1.5
+    assert ev["cost_return/fluid_load"] > LIMITS[0] + 0.7
 
 
 def test_cpo_improves_within_the_limits(one_thread: None) -> None:
-    pol, metrics, history = _fit(constrained=True, iterations=40)
-    assert pol.kind == "cpo" and {"iteration", "reward_return", "cost_return/fluid_load", "kl", "case",
-                                  "seconds"} <= set(history[0])
-    assert metrics["eval/reward_return"] > history[0]["reward_return"] + 0.7
+    _, metrics, history, ev = _fit(constrained=True, iterations=40)
+    assert {"step", "iteration", "reward_return", "cost_return/fluid_load", "kl", "case", "seconds"} <= set(history[0])
+    assert metrics["train/iterations_per_s"] > 0
+    assert ev["return"] > history[0]["reward_return"] + 0.7
     late = history[-15:]
     for j, name in enumerate(toy_cmdp.COSTS):
-        assert metrics[f"eval/cost_return/{name}"] <= LIMITS[j] + 0.12
+        assert ev[f"cost_return/{name}"] <= LIMITS[j] + 0.12
         assert np.mean([h[f"cost_return/{name}"] for h in late]) <= LIMITS[j] + 0.05
     assert all(h["kl"] <= 0.02 for h in history)
 
 
 def test_same_seed_same_weights(one_thread: None) -> None:
-    a, _, ha = _fit(True, 3, seed=5)
-    b, _, hb = _fit(True, 3, seed=5)
-    c, _, _ = _fit(True, 3, seed=6)
+    a, _, ha, _ = _fit(True, 3, seed=5)
+    b, _, hb, _ = _fit(True, 3, seed=5)
+    c, _, _, _ = _fit(True, 3, seed=6)
     for (k, ta), tb, tc in zip(a.net.state_dict().items(), b.net.state_dict().values(), c.net.state_dict().values()):
         assert torch.equal(ta, tb), k
     assert not all(torch.equal(ta, tc) for ta, tc in zip(a.net.state_dict().values(), c.net.state_dict().values()))
     assert [h["reward_return"] for h in ha] == [h["reward_return"] for h in hb]
 
 
-@pytest.mark.parametrize("field,value", [("target_kl", 0.0), ("gamma", 1.5), ("num_envs", 0), ("hidden", ()),
-                                         ("backtrack_coef", 1.0), ("cg_damping", -1.0)])
+@pytest.mark.parametrize("field,value", [("target_kl", 0.0), ("lam", 1.5), ("num_envs", 0), ("hidden", ()),
+                                         ("backtrack_coef", 1.0), ("cg_damping", -1.0), ("components", 0)])
 def test_bad_config_names_the_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
-        cpo.CPOConfig(**{field: value})
+        cpo.Config(**{field: value})

@@ -1,22 +1,24 @@
-"""Shared on-policy machinery: GAE on masked rollouts, rollouts in a frozen-after-termination env, the hurdle
-actor (exact log-probs, checkpoints, BC warm start) and the trust-region linear algebra."""
+"""Shared on-policy machinery: GAE on masked rollouts, rollouts in a frozen-after-termination env, exact
+log-probs of the shared actor, the mixture trust-region metric, the trust-region linear algebra and the progress
+log."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import logging
 
 import numpy as np
 import pytest
 import torch
 
-from ogsrl.agents import bc, common, onpolicy as op, toy_cmdp
+from ogsrl.agents import common, onpolicy as op, toy_cmdp
+from ogsrl.agents.actor import HurdleActor
 
 NAMES = toy_cmdp.FEATURES
 
 
-def _policy(seed: int = 0, hidden: tuple[int, ...] = (8, 8)) -> op.HurdlePolicy:
+def _policy(seed: int = 0, hidden: tuple[int, ...] = (8, 8), components: int = 1) -> HurdleActor:
     states = np.random.default_rng(1).random((50, 2))
-    return op.make_policy("cpo", NAMES, hidden, states, seed)
+    return op.fresh_actor(NAMES, hidden, components, states, seed)
 
 
 def test_gae_and_returns_exact_on_a_masked_rollout() -> None:
@@ -65,37 +67,15 @@ def test_log_prob_is_finite_at_zero_dose_and_differentiable() -> None:
     pol = _policy()
     obs = np.random.default_rng(0).random((5, 2))
     acts = np.array([[0.0, 0.0], [0.0, 0.2], [500.0, 0.0], [10000.0, 5.0], [1.0, 0.001]])
-    lp = pol.log_prob(obs, acts)
+    lp = common.hurdle_log_prob(*pol.params(obs), acts)
     assert lp.shape == (5,) and np.isfinite(lp).all()
-    params = pol.net(pol.inputs(obs))
+    params = pol(torch.as_tensor(obs))
     y = torch.as_tensor(common.scale_actions(acts))
     torch_lp = op.log_prob_scaled(params, y)
     torch_lp.sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in pol.net.parameters() if p.grad is not None)
     log_jac = np.where(acts > 0, -np.log((common.ACTION_RESOLUTION + acts) * common.LOG_SPAN), 0.0).sum(1)
     np.testing.assert_allclose(torch_lp.detach().numpy() + log_jac, lp, rtol=1e-5, atol=1e-5)
-
-
-def test_save_load_round_trip_holds_only_the_actor(tmp_path: Path) -> None:
-    pol = _policy(seed=3)
-    obs = np.random.default_rng(0).random((20, 2))
-    pol.save(tmp_path / "p")
-    back = op.HurdlePolicy.load(tmp_path / "p")
-    assert back.kind == "cpo" and back.feature_names == NAMES
-    assert set(common.read_checkpoint_tensors(tmp_path / "p")) == {"net", "obs_mean", "obs_std"}
-    np.testing.assert_array_equal(back.act(obs), pol.act(obs))
-    np.testing.assert_array_equal(back.act(obs, np.random.default_rng(5)), pol.act(obs, np.random.default_rng(5)))
-
-
-def test_warm_start_from_bc_reproduces_the_bc_policy() -> None:
-    rng = np.random.default_rng(0)
-    obs = rng.random((30, 2))
-    bc_pol = bc.BCPolicy(bc.BCConfig(hidden=(8, 8), seed=4), NAMES, rng.random(2), 1 + rng.random(2))
-    pol = op.make_policy("ppo_lag", NAMES, (8, 8), obs, 0, init_actor=bc_pol.state_dict())
-    acts = bc_pol.act(obs, np.random.default_rng(1))
-    np.testing.assert_allclose(pol.log_prob(obs, acts), bc_pol.log_prob(obs, acts))
-    with pytest.raises(ValueError, match="hidden"):
-        op.make_policy("ppo_lag", NAMES, (16,), obs, 0, init_actor=bc_pol.state_dict())
 
 
 def test_metric_is_the_hurdle_kl_when_truncation_is_negligible() -> None:
@@ -115,19 +95,36 @@ def test_metric_is_the_hurdle_kl_when_truncation_is_negligible() -> None:
     assert abs(ratio.mean() - metric) < 4 * ratio.std() / np.sqrt(n)
 
 
+def test_mixture_metric_bounds_the_mixture_kl_from_above() -> None:
+    pol, other = _policy(seed=0, components=3), _policy(seed=1, components=3)
+    obs = torch.as_tensor(np.random.default_rng(2).random((4, 2)))
+    with torch.no_grad():
+        old, new = pol(obs), other(obs)
+        assert torch.allclose(op.hurdle_kl(old, old), torch.zeros(4, dtype=torch.float64))
+        metric = op.hurdle_kl(old, new).numpy()
+    rng = np.random.default_rng(0)
+    n = 50_000
+    for row in range(4):
+        p_old = [np.repeat(t[row:row + 1].double().numpy(), n, axis=0) for t in old]
+        p_new = [np.repeat(t[row:row + 1].double().numpy(), n, axis=0) for t in new]
+        a = common.hurdle_sample(*p_old, rng)
+        kl = common.hurdle_log_prob(*p_old, a) - common.hurdle_log_prob(*p_new, a)
+        assert metric[row] >= kl.mean() - 4 * kl.std() / np.sqrt(n)
+
+
 def test_fisher_product_is_the_metric_hessian_and_cg_solves() -> None:
-    pol = _policy(hidden=(3,))
-    x = pol.inputs(np.random.default_rng(0).random((40, 2)))
+    pol = _policy(hidden=(3,), components=2)
+    x = torch.as_tensor(np.random.default_rng(0).random((40, 2)))
     params = op.actor_params(pol)
-    old = tuple(t.detach() for t in pol.net(x))
+    old = tuple(t.detach() for t in pol(x))
     theta = torch.nn.utils.parameters_to_vector(params).detach()
 
     def metric(flat: torch.Tensor) -> torch.Tensor:
-        out = torch.func.functional_call(pol.net, _unflatten(pol, flat), (x,))
+        out = torch.func.functional_call(pol, _unflatten(pol, flat), (x,))
         return op.hurdle_kl(old, out).mean()
 
     hess = torch.autograd.functional.hessian(metric, theta.double()).double()
-    product = op.fisher_product(op.hurdle_kl(old, pol.net(x)).mean(), params, damping=0.1)
+    product = op.fisher_product(op.hurdle_kl(old, pol(x)).mean(), params, damping=0.1)
     v = torch.randn(len(theta), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     np.testing.assert_allclose(product(v).numpy(), (hess @ v + 0.1 * v).numpy(), rtol=1e-4, atol=1e-6)
     eig = torch.linalg.eigvalsh(hess)
@@ -139,16 +136,34 @@ def test_fisher_product_is_the_metric_hessian_and_cg_solves() -> None:
                                torch.linalg.solve(spd, rhs).numpy(), rtol=1e-6, atol=1e-8)
 
 
-def _unflatten(pol: op.HurdlePolicy, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+def _unflatten(pol: HurdleActor, flat: torch.Tensor) -> dict[str, torch.Tensor]:
     out, i = {}, 0
-    for name, p in pol.net.named_parameters():
+    for name, p in pol.named_parameters():
         out[name] = flat[i:i + p.numel()].reshape(p.shape).to(p.dtype)
         i += p.numel()
     return out
 
 
 def test_fit_inputs_are_checked() -> None:
+    pol = _policy()
     with pytest.raises(ValueError, match="cost_limits"):
-        op.check_fit_inputs(NAMES, ("a", "b"), np.array([1.0]), np.zeros((3, 2)))
-    with pytest.raises(ValueError, match="init_states"):
-        op.check_fit_inputs(NAMES, ("a",), np.array([1.0]), np.zeros((3, 5)))
+        op.check_fit_inputs(NAMES, ("a", "b"), np.array([1.0]), pol)
+    with pytest.raises(ValueError, match="cost_limits"):
+        op.check_fit_inputs(NAMES, ("a",), np.array([-1.0]), pol)
+    with pytest.raises(ValueError, match="initial actor reads 2 features"):
+        op.check_fit_inputs(("a", "b", "c"), ("a",), np.array([1.0]), pol)
+
+
+def test_progress_logs_every_k_iterations_and_a_summary(caplog: pytest.LogCaptureFixture) -> None:
+    progress = op.ProgressLog("gmb_cpo seed 1", 7, ("cost_spo2_low",), np.array([2.0]), every=3)
+    rows = [{"iteration": float(i), "reward_return": -10.0 + i, "cost_return/cost_spo2_low": 2.5, "kl": 0.01}
+            for i in range(7)]
+    with caplog.at_level(logging.INFO, logger="ogsrl.agents.onpolicy"):
+        for row in rows:
+            progress(row)
+        progress.summary(rows)
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split("  ")[0] for line in lines[:3]] == ["gmb_cpo seed 1: it 3/7", "gmb_cpo seed 1: it 6/7",
+                                                           "gmb_cpo seed 1: it 7/7"]
+    assert "cost spo2_low 2.50/2.00" in lines[0] and "ETA" in lines[0]
+    assert lines[3].startswith("gmb_cpo seed 1: 7 iterations in") and len(lines) == 4
