@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ogsrl import features as F
-from ogsrl.agents import cpo, ppo_lag, toy_cmdp
+from ogsrl.agents import cpo, onpolicy, ppo_lag, toy_cmdp
 from ogsrl.world.data import Layout, transitions_from_frame
 from ogsrl.world.ensemble import EnsembleConfig, WorldModel
 from ogsrl.world.env import EnvConfig, WorldModelEnv, start_states
@@ -49,18 +47,20 @@ def main() -> None:
 
     toy = toy_cmdp.make_env(horizon=20, hazard=0.05)
     init = toy(500, 0).reset(seed=0)[0]
-    base = cpo.CPOConfig(iterations=n_it, num_envs=args.envs, horizon=20)
+    actor = onpolicy.fresh_actor(toy_cmdp.FEATURES, (64, 64), 1, init, 0)
+    base = cpo.Config(iterations=n_it, num_envs=args.envs, horizon=20, log_every=n_it)
+    two = np.array([4.0, 6.0])
     runs = {
-        "toy · TRPO": lambda: cpo.fit(replace(base, constrained=False), toy, toy_cmdp.FEATURES, toy_cmdp.COSTS,
-                                      np.array([4.0, 6.0]), init, seed=0),
-        "toy · CPO, 1 constraint (closed form)": lambda: cpo.fit(base, toy_cmdp.make_env(20, 0.05, toy_cmdp.COSTS[:1]),
-                                                                 toy_cmdp.FEATURES, toy_cmdp.COSTS[:1],
-                                                                 np.array([4.0]), init, seed=0),
-        "toy · CPO, 2 constraints (cvxpy)": lambda: cpo.fit(base, toy, toy_cmdp.FEATURES, toy_cmdp.COSTS,
-                                                            np.array([4.0, 6.0]), init, seed=0),
-        "toy · PPO-Lag, 2 constraints": lambda: ppo_lag.fit(
-            ppo_lag.PPOLagConfig(iterations=n_it, num_envs=args.envs, horizon=20), toy, toy_cmdp.FEATURES,
-            toy_cmdp.COSTS, np.array([4.0, 6.0]), init, seed=0),
+        "toy · TRPO": lambda: cpo.train(base, toy, toy_cmdp.FEATURES, toy_cmdp.COSTS, two, actor, 0,
+                                        constrained=False),
+        "toy · CPO, 1 constraint (closed form)": lambda: cpo.train(
+            base, toy_cmdp.make_env(20, 0.05, toy_cmdp.COSTS[:1]), toy_cmdp.FEATURES, toy_cmdp.COSTS[:1],
+            np.array([4.0]), actor, 0, constrained=True),
+        "toy · CPO, 2 constraints (cvxpy)": lambda: cpo.train(base, toy, toy_cmdp.FEATURES, toy_cmdp.COSTS, two,
+                                                              actor, 0, constrained=True),
+        "toy · PPO-Lag, 2 constraints": lambda: ppo_lag.train(
+            ppo_lag.Config(iterations=n_it, num_envs=args.envs, horizon=20, log_every=n_it), toy, toy_cmdp.FEATURES,
+            toy_cmdp.COSTS, two, actor, 0),
     }
     for name, run in runs.items():
         _, _, hist = run()
@@ -80,8 +80,9 @@ def main() -> None:
     def world(num_envs: int, seed: int) -> WorldModelEnv:
         return WorldModelEnv(model, starts, num_envs, EnvConfig(horizon=20, seed=seed))
 
-    _, _, hist = cpo.fit(base, world, state, costs, np.array([2.0, 2.0]), starts, seed=0)
-    rows.append(("world model (5 × 4×200) · CPO, 2 constraints", per_iteration(hist)))
+    world_actor = onpolicy.fresh_actor(state, (64, 64), 3, starts, 0)
+    _, _, hist = cpo.train(base, world, state, costs, np.array([2.0, 2.0]), world_actor, 0, constrained=True)
+    rows.append(("world model (5 × 4×200) · CPO, 2 constraints, K = 3 actor", per_iteration(hist)))
     print(f"{rows[-1][0]}: {1 / rows[-1][1]:.2f} it/s")
 
     lines = [

@@ -48,7 +48,7 @@ TIGHT = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10}
 class Config:
     """CPO, or TRPO (the same fields; no constraint in the update), inside the world model."""
 
-    iterations: int = 40
+    iterations: int = 60
     """policy updates, each on one fresh batch of episodes"""
     num_envs: int = 1000
     """B, episodes per batch"""
@@ -268,19 +268,26 @@ def line_search(evaluate: Callable[[float], tuple[float, FloatArray, float]], sl
                 require_gain: bool, backtrack_coef: float, max_backtracks: int) -> tuple[float, int]:
     """Backtrack along a step: try fractions β^k, k = 0 … max_backtracks, and accept the first with
 
-        metric ≤ δ,   Δcostᵢ ≤ max(slackᵢ, 0) for every i,   and (if ``require_gain``) reward gain ≥ 0,
+        metric ≤ δ,   Δcostᵢ ≤ slackᵢ for every satisfied constraint (slackᵢ ≥ 0),
+        maxᵢ (Δcostᵢ − slackᵢ) over the violated ones ≤ their current worst violation maxᵢ (−slackᵢ),
+        and (if ``require_gain``) reward gain ≥ 0,
 
     where ``evaluate(frac) -> (reward gain, Δcost (C,), metric)`` measures the exact surrogates at θ + frac·x and
-    ``slack`` = −c (recovery and infeasible steps may only lower each cost). Returns (fraction, backtracks);
-    (0.0, max_backtracks + 1) when nothing is accepted (no update).
+    ``slack`` = −c. A satisfied constraint stays satisfied; the worst violation may not grow (the quantity the
+    recovery step minimises), while a less violated constraint may rise towards it. Returns (fraction,
+    backtracks); (0.0, max_backtracks + 1) when nothing is accepted (no update).
     """
+    slack = np.asarray(slack, dtype=np.float64)
+    violated = slack < 0
     for k in range(max_backtracks + 1):
         frac = backtrack_coef**k
         gain, dcost, metric = evaluate(frac)
         dcost = np.asarray(dcost, dtype=np.float64)
         if not (np.isfinite(gain) and np.isfinite(dcost).all() and np.isfinite(metric)):
             continue
-        if metric > delta or (require_gain and gain < 0) or (dcost > np.maximum(slack, 0.0)).any():
+        if metric > delta or (require_gain and gain < 0) or (dcost[~violated] > slack[~violated]).any():
+            continue
+        if violated.any() and (dcost - slack)[violated].max() > (-slack[violated]).max():
             continue
         return frac, k
     return 0.0, max_backtracks + 1
@@ -306,8 +313,7 @@ def _update(cfg: Config, actor: HurdleActor, batch: op.Batch, limits: FloatArray
     sur_r, sur_c, new = surrogates()
     g = op.flat_grad(sur_r, params, retain_graph=True).double()
     rows = torch.arange(0, len(batch.x), max(1, round(1 / cfg.fisher_fraction)))  # strided subsample
-    sub_old = tuple(t[rows] for t in batch.old)
-    product = op.fisher_product(op.hurdle_kl(sub_old, actor(batch.x[rows])).mean(), params, cfg.cg_damping)
+    product = op.fisher_product(actor, batch.x[rows], tuple(t[rows] for t in batch.old), cfg.cg_damping)
     hinv_g = op.conjugate_gradient(product, g, cfg.cg_iters)
     c = batch.cost_return - limits
     if constrained and len(limits):
@@ -336,7 +342,7 @@ def _update(cfg: Config, actor: HurdleActor, batch: op.Batch, limits: FloatArray
             "step_norm": float(np.linalg.norm(step)) * frac}
 
 
-def train(config: Config, make_env: op.EnvFactory, feature_names: tuple[str, ...], cost_names: tuple[str, ...],
+def train(config: Config, make_env: op.MakeEnv, feature_names: tuple[str, ...], cost_names: tuple[str, ...],
           cost_limits: FloatArray, actor: HurdleActor, seed: int, *, constrained: bool, discount: float = 1.0,
           label: str = "cpo") -> tuple[HurdleActor, dict[str, float], list[dict[str, float]]]:
     """Train a copy of ``actor`` by CPO (``constrained``) or TRPO in ``make_env(config.num_envs, seed)``.
@@ -369,12 +375,14 @@ def train(config: Config, make_env: op.EnvFactory, feature_names: tuple[str, ...
         t0 = time.perf_counter()
         with torch.no_grad():
             ro = op.collect(env, actor, rng, config.horizon, next_seed(), len(cost_names))
+        t_rollout = time.perf_counter() - t0
         batch, xin, targets = op.prepare(ro, actor, critics, config.horizon, discount, config.lam)
         diag = _update(config, actor, batch, limits, constrained)
         v_loss = op.fit_critics(critics, optim, xin, targets, config.critic_epochs, config.critic_batch_size, gen)
         row = {"step": float(it + 1), "iteration": float(it), "reward_return": batch.reward_return,
                **{f"cost_return/{n}": float(v) for n, v in zip(cost_names, batch.cost_return)},
-               **diag, "loss/critic": v_loss, "seconds": time.perf_counter() - t0}
+               **diag, "loss/critic": v_loss, "seconds": time.perf_counter() - t0,
+               "seconds_rollout": t_rollout}
         history.append(row)
         progress(row)
     seconds = progress.summary(history)

@@ -42,7 +42,7 @@ from ogsrl.agents.inputs import TrainInputs
 log = logging.getLogger(__name__)
 
 BoolArray = npt.NDArray[np.bool_]
-EnvFactory = Callable[[int, int], VectorEnv]
+MakeEnv = Callable[[int, int], VectorEnv]
 """(num_envs, seed) → a vector env with frozen-after-termination sub-environments and ``info["cost"] (B, C)``."""
 
 
@@ -335,13 +335,16 @@ def flat_grad(output: torch.Tensor, params: Sequence[torch.Tensor], create_graph
     return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params)])
 
 
-def fisher_product(kl: torch.Tensor, params: Sequence[torch.Tensor],
+def fisher_product(actor: HurdleActor, obs: torch.Tensor, old: tuple[torch.Tensor, ...],
                    damping: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """v ↦ (∇²_θ kl + damping·I)·v by double backprop; ``kl`` is the mean metric at θ = θ_old (value 0, with graph).
+    """v ↦ (H + damping·I)·v, H = ∇²_θ mean_s D(π_old, π_θ) at θ = θ_old for states ``obs (N, S)`` whose current
+    distribution parameters are ``old`` (:func:`hurdle_kl`), by double back-propagation; float64 in and out.
 
-    The first gradient is built once; each product differentiates ⟨∇kl, v⟩ again (float64 in and out).
+    The first gradient is built once; each product differentiates ⟨∇D, v⟩ again. (A Gauss–Newton product
+    Jᵀ M J v with M = ∇²_φ D in closed form gives the same H; measured on (64, 64) actors it was no faster.)
     """
-    grad = flat_grad(kl, params, create_graph=True)
+    params = actor_params(actor)
+    grad = flat_grad(hurdle_kl(old, actor(obs)).mean(), params, create_graph=True)
 
     def product(v: torch.Tensor) -> torch.Tensor:
         hv = flat_grad((grad * v.to(grad.dtype)).sum(), params, retain_graph=True)
@@ -448,7 +451,7 @@ def seed_stream(seed: int) -> Callable[[], int]:
     return lambda: int(gen.integers(2**31 - 1))
 
 
-__all__ = ["Batch", "EnvFactory", "ProgressLog", "Rollout", "ValueCritics", "actor_params", "check_config",
+__all__ = ["Batch", "MakeEnv", "ProgressLog", "Rollout", "ValueCritics", "actor_params", "check_config",
            "check_fit_inputs", "collect", "conjugate_gradient", "critic_inputs", "episode_returns", "evaluate",
            "fisher_product", "fit_critics", "flat_grad", "fresh_actor", "gae", "hurdle_kl", "initial_actor",
            "log_prob_scaled", "normalised", "prepare", "seed_stream", "set_flat"]

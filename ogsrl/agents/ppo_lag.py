@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 class Config:
     """PPO-Lagrangian inside the world model."""
 
-    iterations: int = 40
+    iterations: int = 60
     """policy updates, each on one fresh batch of episodes"""
     num_envs: int = 1000
     """B, episodes per batch"""
@@ -126,7 +126,7 @@ def _update(cfg: Config, actor: HurdleActor, optim: torch.optim.Optimizer, batch
             "clip_fraction": float(np.mean(clipped))}
 
 
-def train(config: Config, make_env: op.EnvFactory, feature_names: tuple[str, ...], cost_names: tuple[str, ...],
+def train(config: Config, make_env: op.MakeEnv, feature_names: tuple[str, ...], cost_names: tuple[str, ...],
           cost_limits: FloatArray, actor: HurdleActor, seed: int, *, discount: float = 1.0,
           label: str = "ppo_lag") -> tuple[HurdleActor, dict[str, float], list[dict[str, float]]]:
     """Train a copy of ``actor`` by PPO-Lagrangian in ``make_env(config.num_envs, seed)``.
@@ -160,6 +160,7 @@ def train(config: Config, make_env: op.EnvFactory, feature_names: tuple[str, ...
         t0 = time.perf_counter()
         with torch.no_grad():
             ro = op.collect(env, actor, rng, config.horizon, next_seed(), len(cost_names))
+        t_rollout = time.perf_counter() - t0
         batch, xin, targets = op.prepare(ro, actor, critics, config.horizon, discount, config.lam)
         multipliers = update_multipliers(multipliers, batch.cost_return, limits, config.multiplier_lr)
         diag = _update(config, actor, actor_optim, batch, multipliers, gen)
@@ -168,7 +169,8 @@ def train(config: Config, make_env: op.EnvFactory, feature_names: tuple[str, ...
         row = {"step": float(it + 1), "iteration": float(it), "reward_return": batch.reward_return,
                **{f"cost_return/{n}": float(v) for n, v in zip(cost_names, batch.cost_return)},
                **{f"multiplier/{n}": float(v) for n, v in zip(cost_names, multipliers)},
-               **diag, "loss/critic": v_loss, "seconds": time.perf_counter() - t0}
+               **diag, "loss/critic": v_loss, "seconds": time.perf_counter() - t0,
+               "seconds_rollout": t_rollout}
         history.append(row)
         progress(row)
     seconds = progress.summary(history)

@@ -88,7 +88,7 @@ class DoseCMDP(VectorEnv):
 
 
 def make_env(horizon: int = 5, hazard: float = 0.1, costs: tuple[str, ...] = COSTS) -> Callable[[int, int], DoseCMDP]:
-    """An ``EnvFactory`` ``(num_envs, seed) → DoseCMDP`` reporting the cost columns ``costs``."""
+    """A :data:`ogsrl.agents.onpolicy.MakeEnv` ``(num_envs, seed) → DoseCMDP`` reporting the cost columns ``costs``."""
     def factory(num_envs: int, seed: int) -> DoseCMDP:
         return DoseCMDP(num_envs, horizon=horizon, hazard=hazard, seed=seed, costs=costs)
     return factory

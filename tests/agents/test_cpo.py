@@ -130,6 +130,16 @@ def test_line_search_backtracks_on_kl_and_on_cost() -> None:
     assert cpo.line_search(make(0.0, 0.0, gain=-1.0), np.zeros(2), require_gain=True, **ls) == (0.0, 11)
 
 
+def test_line_search_lets_a_lesser_violation_rise_but_not_the_worst() -> None:
+    ls = dict(delta=1.0, require_gain=False, backtrack_coef=0.5, max_backtracks=3)
+    slack = np.array([-0.1, -2.0, 0.3])  # violated by 0.1 and by 2.0; the third has 0.3 to spare
+    # the recovery step lowers the worst (−1·f) while the lesser violation rises (+1·f ≤ 2.0 − 0.1 is fine)
+    assert cpo.line_search(lambda f: (0.0, np.array([f, -f, 0.0]), 0.0), slack, **ls) == (1.0, 0)
+    # the worst may not grow, and a satisfied constraint may use its slack only
+    assert cpo.line_search(lambda f: (0.0, np.array([0.0, f, 0.0]), 0.0), slack, **ls) == (0.0, 4)
+    assert cpo.line_search(lambda f: (0.0, np.array([0.0, -f, f]), 0.0), slack, **ls) == (0.25, 2)
+
+
 LIMITS = np.array([1.0, 1.5])
 ENV = toy_cmdp.make_env(horizon=5, hazard=0.1)
 

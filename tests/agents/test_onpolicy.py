@@ -124,7 +124,7 @@ def test_fisher_product_is_the_metric_hessian_and_cg_solves() -> None:
         return op.hurdle_kl(old, out).mean()
 
     hess = torch.autograd.functional.hessian(metric, theta.double()).double()
-    product = op.fisher_product(op.hurdle_kl(old, pol(x)).mean(), params, damping=0.1)
+    product = op.fisher_product(pol, x, old, damping=0.1)
     v = torch.randn(len(theta), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     np.testing.assert_allclose(product(v).numpy(), (hess @ v + 0.1 * v).numpy(), rtol=1e-4, atol=1e-6)
     eig = torch.linalg.eigvalsh(hess)
