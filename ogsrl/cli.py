@@ -1,7 +1,7 @@
 """`ogsrl` — the console script, and the only entry point DVC stages and Prefect tasks call.
 
 Stage commands load params.yaml once, call ``ogsrl.<area>.stage.<fn>(params, root) -> dict`` (the dispatch table
-:data:`STAGES`), print the returned metrics as JSON and log the run to MLflow (:mod:`ogsrl.registry.tracking`).
+:data:`STAGES`), print the returned metrics as JSON (or their short form, :data:`STAGE_SUMMARIES`) and log the run to MLflow (:mod:`ogsrl.registry.tracking`).
 Heavy packages (duckdb, torch, great_expectations, mlflow) are imported only inside the command that needs them,
 so ``ogsrl --help`` stays fast.
 
@@ -142,6 +142,12 @@ STAGE_PLOTS: dict[str, tuple[str, ...]] = {
 }
 """Plot tables (dvc.yaml ``plots``) each stage writes; they are logged to MLflow beside the metrics."""
 
+STAGE_SUMMARIES: dict[str, tuple[str, str]] = {
+    "train-policies": ("ogsrl.agents.stage", "summary"),
+}
+"""Stages whose metrics are too many to print: command → (module, function) giving the short form printed instead
+(the full metrics still go to the stage's metrics file and MLflow)."""
+
 
 def _tracking_enabled(flag: bool) -> bool:
     return flag and os.environ.get("OGSRL_NO_TRACK", "").lower() not in ("1", "true", "yes")
@@ -216,6 +222,9 @@ def run_stage(
 def _cmd_stage(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = run_stage(args.command, args.params, args.root, track=not args.no_track)
+    if args.command in STAGE_SUMMARIES:
+        module, fn = STAGE_SUMMARIES[args.command]
+        result = getattr(importlib.import_module(module), fn)(result)
     print(json.dumps(result, indent=2, sort_keys=True, default=str))
     print(f"ogsrl {args.command}: done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0

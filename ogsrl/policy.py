@@ -23,8 +23,9 @@ class Policy(Protocol):
     """state columns the policy reads, in order"""
 
     def act(self, obs: FloatArray, rng: np.random.Generator | None = None) -> FloatArray:
-        """Actions ``(B, 2)`` for states ``obs (B, S)``; a stochastic policy samples with ``rng``, and acts
-        deterministically (its mode/mean) when ``rng`` is None."""
+        """Actions ``(B, 2)`` for states ``obs (B, S)``; a stochastic policy samples with ``rng``. With ``rng`` None a
+        simple policy acts deterministically (its mode/mean); a trained, served policy
+        (:class:`ogsrl.agents.actor.SavedPolicy`) follows its ``act_mode`` and samples from its own seeded generator."""
         ...
 
 

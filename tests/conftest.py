@@ -25,12 +25,18 @@ env.setdefaults(REPO_ROOT)
 
 TINY_STAYS = 40
 """synth.stays in the tiny test projects."""
+TINY_ONPOLICY = {"iterations": 2, "num_envs": 64, "critic_epochs": 1}
+"""the on-policy learners' sizes in the tiny test projects (over params.yaml's policies.algorithms.<name>)"""
 
 
 def _tiny_params(**overrides: Any) -> dict[str, Any]:
     """The repository's params.yaml with a tiny demo (``synth.stays`` = 40) and dotted-key overrides applied."""
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
     params.setdefault("synth", {})["stays"] = TINY_STAYS
+    policies = params.setdefault("policies", {})
+    policies["model_eval_episodes"] = 64
+    for name in ("trpo", "cpo", "ppo_lag"):
+        policies.setdefault("algorithms", {})[name] = {**(policies["algorithms"].get(name) or {}), **TINY_ONPOLICY}
     for dotted, value in overrides.items():
         node = params
         *parents, leaf = dotted.split(".")

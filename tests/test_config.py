@@ -72,3 +72,22 @@ def test_load_params_and_section(tmp_path) -> None:
         section(params, "a.x")
     with pytest.raises(ConfigError, match="not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+def test_paper_profile_differs_from_params_only_in_the_policy_runs() -> None:
+    from pathlib import Path
+
+    from ogsrl.agents.stage import policies_config
+
+    root = Path(__file__).resolve().parents[1]
+    default, paper = load_params(root / "params.yaml"), load_params(root / "params-paper.yaml")
+    changed = ("seeds", "runs", "algorithms")
+    assert {k: v for k, v in paper["policies"].items() if k not in changed} == \
+        {k: v for k, v in default["policies"].items() if k not in changed}
+    assert {k: v for k, v in paper.items() if k != "policies"} == {k: v for k, v in default.items() if k != "policies"}
+    assert {k: v for k, v in paper["policies"]["algorithms"].items() if k in default["policies"]["algorithms"]} == \
+        default["policies"]["algorithms"]
+    cfg = policies_config(paper)
+    assert set(cfg.runs) == {"soc", "mb_trpo", "mb_cpo", "gmb_trpo", "gmb_cpo", "gmb_ppo_lag"}
+    assert cfg.seeds == (40, 42, 44, 54, 64) and paper["registry"]["run"] in cfg.runs
+    assert set(policies_config(default).runs) == {"soc", "gmb_cpo"} and default["registry"]["run"] == "gmb_cpo"

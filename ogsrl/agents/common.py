@@ -40,8 +40,9 @@ from ogsrl.io import atomic_path
 
 FloatArray = npt.NDArray[np.floating]
 
-FORMAT_VERSION = 1
-"""Checkpoint format version written to config.json; loaders refuse other versions."""
+FORMAT_VERSION = 2
+"""Checkpoint format version written to config.json; loaders refuse other versions (1: the policy owned its
+optimiser and there was no seed dimension; retrain with `ogsrl train-policies`)."""
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.pt"
 
@@ -238,17 +239,22 @@ def fit_normaliser(x: FloatArray) -> tuple[FloatArray, FloatArray]:
 # ---- checkpoints ---------------------------------------------------------------------------------------------
 
 
+def write_checkpoint_config(directory: Path, config: Mapping[str, Any]) -> None:
+    """Write ``config.json`` (with ``format_version``) into an existing directory being assembled."""
+    if "kind" not in config:
+        raise ValueError("checkpoint config needs a 'kind' for load_policy dispatch")
+    doc = {**config, "format_version": FORMAT_VERSION}
+    (directory / CONFIG_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def save_checkpoint(path: str | Path, config: Mapping[str, Any], tensors: Mapping[str, Any]) -> None:
     """Write a checkpoint directory atomically: ``config.json`` (kind, format_version, …) + ``weights.pt``.
 
-    ``tensors`` holds state_dicts and tensors only, so loading works with ``weights_only=True`` (no pickle).
+    ``tensors`` holds tensors only, so loading works with ``weights_only=True`` (no pickle).
     """
-    if "kind" not in config:
-        raise ValueError("save_checkpoint: config needs a 'kind' for load_policy dispatch")
     with atomic_path(path) as tmp:
         tmp.mkdir(parents=True)
-        doc = {**config, "format_version": FORMAT_VERSION}
-        (tmp / CONFIG_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        write_checkpoint_config(tmp, config)
         torch.save(dict(tensors), tmp / WEIGHTS_FILE)
 
 
@@ -262,7 +268,8 @@ def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{file}: config must be a JSON object with a 'kind'")
     if doc.get("format_version") != FORMAT_VERSION:
         raise ValueError(
-            f"{file}: checkpoint format_version {doc.get('format_version')!r}, this code reads {FORMAT_VERSION}"
+            f"{file}: checkpoint format_version {doc.get('format_version')!r}, this code reads {FORMAT_VERSION} "
+            "(older checkpoints are not converted; rerun `ogsrl train-policies`)"
         )
     return doc
 
@@ -278,7 +285,8 @@ def read_checkpoint_tensors(path: str | Path) -> dict[str, Any]:
 def read_split(path: str | Path) -> tuple[Any, dict[str, Any]]:
     """Read a trajectory parquet (docs/data-contract.md §3) → (DataFrame, metadata).
 
-    metadata: ``state_features`` (tuple), ``cost_columns`` (tuple), from the file's ``ogsrl.*`` key-value metadata.
+    metadata: ``state_features`` (tuple), ``cost_columns`` (tuple) and, when recorded, ``step_h`` and ``n_steps``,
+    from the file's ``ogsrl.*`` key-value metadata.
     Raises DataError when the file, the metadata or the action/state columns are missing.
     """
     import pyarrow.parquet as pq
@@ -297,4 +305,5 @@ def read_split(path: str | Path) -> tuple[Any, dict[str, Any]]:
         if col not in df.columns:
             raise DataError("required column missing", table=path.name, column=col)
     df = df.sort_values(["stay_key", "step"], kind="stable").reset_index(drop=True)
-    return df, {"state_features": state, "cost_columns": costs}
+    grid = {k: json.loads(raw[f"ogsrl.{k}"]) for k in ("step_h", "n_steps") if f"ogsrl.{k}" in raw}
+    return df, {"state_features": state, "cost_columns": costs, **grid}

@@ -24,6 +24,7 @@ import pandas as pd
 
 from ogsrl import features
 from ogsrl.agents import bc
+from ogsrl.agents.actor import SavedPolicy
 
 
 def behaviour_features(columns: Sequence[str]) -> tuple[str, ...]:
@@ -36,9 +37,10 @@ def behaviour_features(columns: Sequence[str]) -> tuple[str, ...]:
 
 
 def fit_behaviour(
-    cfg: bc.BCConfig, train: pd.DataFrame, val: pd.DataFrame
-) -> tuple[bc.BCPolicy, dict[str, float]]:
-    """Fit π̂_b on all canonical feature columns of ``train`` (early stopping on ``val``).
+    cfg: bc.Config, train: pd.DataFrame, val: pd.DataFrame, seed: int
+) -> tuple[SavedPolicy, dict[str, float]]:
+    """Fit π̂_b on all canonical feature columns of ``train`` (early stopping on ``val``; ``seed`` drives init and
+    shuffling).
 
     Returns:
         (the density model, its fit metrics ``loss/train_nll``, ``loss/val_nll``, …).
@@ -47,12 +49,5 @@ def fit_behaviour(
     missing = [n for n in names if n not in val.columns]
     if missing:
         raise ValueError(f"fit_behaviour: val lacks feature columns {missing}")
-    cols = list(names)
-    acts = list(features.ACTIONS)
-    pol, metrics, _ = bc.fit(
-        cfg,
-        names,
-        bc.Batch(obs=train[cols].to_numpy("float64"), act=train[acts].to_numpy("float64")),
-        bc.Batch(obs=val[cols].to_numpy("float64"), act=val[acts].to_numpy("float64")),
-    )
+    pol, metrics, _ = bc.fit_actor(cfg, names, bc.batch_of(train, names), bc.batch_of(val, names), seed)
     return pol, {**metrics, "features": float(len(names))}

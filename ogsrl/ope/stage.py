@@ -1,11 +1,13 @@
 """Stage ``evaluate``: off-policy evaluation of every trained policy on the test split.
 
-Reads ``data/trajectories/{train,val,test}.parquet`` and ``data/models/policies/<method>/``; fits the behaviour
-density on train (saved to ``data/models/behaviour/``); writes ``data/reports/evaluate/metrics.json`` and two plot
-tables, ``estimates.csv`` (one row per policy × estimator × target) and ``weights.csv`` (how much of the total
-importance weight the top-k stays carry). On the demo source it also simulates the true value of the behaviour policy
-and of each trained policy (``ogsrl.synth.stage.run_truth``, the same stochastic policy object) and puts the true
-values beside the estimates.
+Reads ``data/trajectories/{train,val,test}.parquet`` and every served policy ``data/models/policies/<run>/seed<seed>/``
+(runs × seeds of params ``policies``; the object ``ogsrl.agents.load_policy`` returns, guardian fallback included);
+fits the behaviour density on train (saved to ``data/models/behaviour/``); writes
+``data/reports/evaluate/metrics.json`` (``<run>/seed<seed>/<estimator>/<target>/{value,ci_low,ci_high,ess}`` plus
+``<run>/mean/…`` and ``<run>/sd/…`` over seeds) and two plot tables, ``estimates.csv`` (one row per policy ×
+seed × estimator × target) and ``weights.csv`` (how much of the total importance weight the top-k stays carry). On the demo
+source it also simulates the true value of the behaviour policy and of each served policy
+(``ogsrl.synth.stage.run_truth``, the same policy object) and puts the true values beside the estimates.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import pandas as pd
 from ogsrl import config, features
 from ogsrl.errors import DataError
 from ogsrl.agents import bc, common, load_policy
-from ogsrl.agents.stage import POLICY_DIR, TRAJECTORY_DIR, PoliciesConfig
+from ogsrl.agents.stage import TRAJECTORY_DIR, policies_config, policy_dir, seed_summary
 from ogsrl.io import atomic_path, write_json
 from ogsrl.ope import behaviour, wis
 
@@ -53,8 +55,8 @@ class OPEConfig:
     """seed of the bootstrap and of the ground-truth simulation"""
     truth_episodes: int = 2000
     """demo only: simulated episodes per policy for the true values"""
-    behaviour: bc.BCConfig = field(default_factory=bc.BCConfig)
-    """the behaviour-density model π̂_b (hurdle Gaussian on all extracted features)"""
+    behaviour: bc.Config = field(default_factory=bc.Config)
+    """the behaviour-density model π̂_b (hurdle Gaussian on all extracted features; seeded by ``seed``)"""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.gamma <= 1.0:
@@ -69,7 +71,7 @@ class OPEConfig:
             raise ValueError(f"truth_episodes must be positive, got {self.truth_episodes}")
 
 
-def log_ratios(target: Any, behaviour_model: bc.BCPolicy, df: pd.DataFrame) -> np.ndarray:
+def log_ratios(target: Any, behaviour_model: Any, df: pd.DataFrame) -> np.ndarray:
     """Per-row log ρ = log π_e(a|s) − log π̂_b(a|x) on a trajectory table → ``(R,)``."""
     acts = df[list(features.ACTIONS)].to_numpy("float64")
     lp_e = target.log_prob(df[list(target.feature_names)].to_numpy("float64"), acts)
@@ -132,9 +134,9 @@ def _truth(params: Mapping[str, Any], root: Path, policy: str, cfg: OPEConfig) -
 
 
 def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
-    """OPE of ``policies.methods`` on the test split; writes metrics and plot tables under ``root``."""
+    """OPE of every run × seed of ``policies`` on the test split; writes metrics and plot tables under ``root``."""
     cfg = config.build(OPEConfig, config.section(params, "ope"), "ope")
-    methods = config.build(PoliciesConfig, config.section(params, "policies"), "policies").methods
+    pcfg = policies_config(params)
     root = Path(root)
     train, _ = common.read_split(root / TRAJECTORY_DIR / "train.parquet")
     val, _ = common.read_split(root / TRAJECTORY_DIR / "val.parquet")
@@ -142,7 +144,7 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     costs = tuple(meta["cost_columns"])
     rng = np.random.default_rng(cfg.seed)
 
-    behaviour_model, fit_metrics = behaviour.fit_behaviour(cfg.behaviour, train, val)
+    behaviour_model, fit_metrics = behaviour.fit_behaviour(cfg.behaviour, train, val, cfg.seed)
     behaviour_model.save(root / BEHAVIOUR_DIR)
     metrics: dict[str, Any] = {f"behaviour_model/{k}": v for k, v in fit_metrics.items()}
     metrics["test/stays"] = int(test["stay_key"].nunique())
@@ -156,50 +158,65 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
         MORTALITY: (test["died_in_hosp"].to_numpy(bool) & last).astype(np.float64),
         **{c: test[c].to_numpy() for c in costs},
     }
-    results: dict[str, dict[tuple[str, str], wis.Estimate]] = {}
-    concentration = []
-    on_policy = wis.pad_by_stay(test["stay_key"].to_numpy(), {**columns, "log_ratio": np.zeros(len(test))})
-    results["behaviour"] = estimate_all(on_policy, costs, cfg, rng, off_policy=False)
-    for method in methods:
-        policy = load_policy(root / POLICY_DIR / method)
-        lr = log_ratios(policy, behaviour_model, test)
-        episodes = wis.pad_by_stay(test["stay_key"].to_numpy(), {**columns, "log_ratio": lr})
-        results[method] = estimate_all(episodes, costs, cfg, rng, off_policy=True)
-        metrics[f"{method}/weights/mean_log_ratio"] = float(lr.mean())
-        share = weight_concentration(episodes.values["log_ratio"], episodes.mask, cfg.weight_clip)
-        metrics[f"{method}/weights/top1_share"] = float(share[0])
-        concentration.extend({"policy": method, "step": k + 1, "weight_share": s} for k, s in enumerate(share))
+    demo = config.section(params, "data").get("source") == "demo"
+    truth_ok = demo
+    rows: list[dict[str, Any]] = []
+    concentration: list[dict[str, Any]] = []
 
-    truths: dict[str, dict[str, Any]] = {}
-    if config.section(params, "data").get("source") == "demo":
-        for name in ("behaviour", *methods):
-            policy_ref = "behaviour" if name == "behaviour" else str(root / POLICY_DIR / name)
-            truth = _truth(params, root, policy_ref, cfg)
-            if truth is None:
-                break
-            truths[name] = truth
-            metrics.update({f"truth/{name}/{k}": v for k, v in truth.items()})
-    metrics["truth/available"] = bool(truths)
-
-    rows = []
-    for name, res in results.items():
+    def report(name: str, seed: int | None, res: dict[tuple[str, str], wis.Estimate], truth: dict[str, Any]
+               ) -> dict[str, float]:
+        """Flat ``<estimator>/<target>/…`` metrics of one policy; appends its rows to the estimates table."""
+        out: dict[str, float] = {}
         for (estimator, target), est in res.items():
-            key = f"{name}/{estimator}/{target}"
-            metrics.update({f"{key}/value": est.value, f"{key}/ci_low": est.ci_low,
-                            f"{key}/ci_high": est.ci_high, f"{key}/ess": est.ess})
-            true_value = truths.get(name, {}).get(target)
+            key = f"{estimator}/{target}"
+            out.update({f"{key}/value": est.value, f"{key}/ci_low": est.ci_low, f"{key}/ci_high": est.ci_high,
+                        f"{key}/ess": est.ess})
+            true_value = truth.get(target)
             if target == RETURN and cfg.gamma != 1.0:
                 true_value = None  # `ogsrl truth` reports the undiscounted return
             if isinstance(true_value, (int, float)) and not isinstance(true_value, bool):
-                metrics[f"{key}/covers_truth"] = bool(est.ci_low <= true_value <= est.ci_high)
-            rows.append({"policy": name, "estimator": estimator, "target": target, "value": est.value,
+                out[f"{key}/covers_truth"] = bool(est.ci_low <= true_value <= est.ci_high)
+            rows.append({"policy": name, "seed": seed, "estimator": estimator, "target": target, "value": est.value,
                          "ci_low": est.ci_low, "ci_high": est.ci_high, "ess": est.ess,
                          "truth": true_value if isinstance(true_value, (int, float)) else np.nan})
+        return out
 
-    report = root / REPORT_DIR
-    write_json(report / "metrics.json", metrics)
-    with atomic_path(report / "estimates.csv") as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False)
-    with atomic_path(report / "weights.csv") as tmp:
-        pd.DataFrame(concentration, columns=["policy", "step", "weight_share"]).to_csv(tmp, index=False)
+    def truth_of(name: str, ref: str) -> dict[str, Any]:
+        nonlocal truth_ok
+        if not truth_ok:
+            return {}
+        truth = _truth(params, root, ref, cfg)
+        if truth is None:
+            truth_ok = False
+            return {}
+        metrics.update({f"truth/{name}/{k}": v for k, v in truth.items()})
+        return truth
+
+    on_policy = wis.pad_by_stay(test["stay_key"].to_numpy(), {**columns, "log_ratio": np.zeros(len(test))})
+    res = estimate_all(on_policy, costs, cfg, rng, off_policy=False)
+    metrics.update({f"behaviour/{k}": v for k, v in report("behaviour", None, res, truth_of("behaviour",
+                                                                                             "behaviour")).items()})
+    for name in pcfg.runs:
+        per_seed: dict[int, dict[str, Any]] = {}
+        for seed in pcfg.seeds:
+            path = root / policy_dir(name, seed)
+            policy = load_policy(path)
+            lr = log_ratios(policy, behaviour_model, test)
+            episodes = wis.pad_by_stay(test["stay_key"].to_numpy(), {**columns, "log_ratio": lr})
+            res = estimate_all(episodes, costs, cfg, rng, off_policy=True)
+            share = weight_concentration(episodes.values["log_ratio"], episodes.mask, cfg.weight_clip)
+            concentration.extend({"policy": name, "seed": seed, "step": k + 1, "weight_share": s}
+                                 for k, s in enumerate(share))
+            truth = truth_of(f"{name}/seed{seed}", str(path))
+            per_seed[seed] = {**report(name, seed, res, truth), "weights/mean_log_ratio": float(lr.mean()),
+                              "weights/top1_share": float(share[0])}
+        metrics.update(seed_summary(per_seed, name))
+    metrics["truth/available"] = bool(truth_ok)
+
+    report_dir = root / REPORT_DIR
+    write_json(report_dir / "metrics.json", metrics)
+    with atomic_path(report_dir / "estimates.csv") as tmp:
+        pd.DataFrame(rows).astype({"seed": "Int64"}).to_csv(tmp, index=False)
+    with atomic_path(report_dir / "weights.csv") as tmp:
+        pd.DataFrame(concentration, columns=["policy", "seed", "step", "weight_share"]).to_csv(tmp, index=False)
     return metrics

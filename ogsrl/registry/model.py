@@ -14,8 +14,9 @@ Policies and guardians are loaded by the functions named in ``bundle.json`` (``"
 *model from code* (a two-line script that instantiates :class:`OgsrlPolicyModel`), so MLflow pickles nothing either.
 
 :class:`Recommender` holds the per-row logic that serving shares: plausibility checks against
-``ogsrl.features`` (ranges and units), the policy's deterministic action, the guardian's (state, action) support
-check, and ``defer_to_clinician`` with a reason when a row is implausible, incomplete or out of support.
+``ogsrl.features`` (ranges and units), the served policy's action (as its ``act_mode`` says; a guarded policy has
+already put the fallback's action where the guardian rejected its own — the same object OPE and ``ogsrl truth``
+score), the guardian's (state, action) support check, and ``defer_to_clinician`` with a reason when a row is implausible, incomplete or out of support.
 """
 
 from __future__ import annotations

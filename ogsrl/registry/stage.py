@@ -39,8 +39,10 @@ class RegistryConfig:
 
     model_name: str = "ogsrl-policy"
     """registered model name"""
-    method: str = "soc"
-    """which trained policy (data/models/policies/<method>/) to register"""
+    run: str = "soc"
+    """which run of params policies.runs to register (data/models/policies/<run>/seed<seed>/, as served)"""
+    seed: int = 42
+    """which of its seeds (one of policies.seeds)"""
     policies_dir: str = "data/models/policies"
     """trained policy directories, relative to the project root"""
     guardian_dir: str = "data/models/guardian"
@@ -48,7 +50,7 @@ class RegistryConfig:
     ope_metrics: str = "data/reports/evaluate/metrics.json"
     """OPE metrics written by the evaluate stage"""
     estimator: str = "wis"
-    """which OPE estimator's estimates the gate reads (metrics key <method>/<estimator>/<target>/…)"""
+    """which OPE estimator's estimates the gate reads (metrics key <run>/seed<seed>/<estimator>/<target>/…)"""
     return_target: str = "return"
     """OPE target name of the reward return"""
     policy_loader: str = DEFAULT_POLICY_LOADER
@@ -67,12 +69,20 @@ class RegistryConfig:
     """promotion gate thresholds"""
 
     def __post_init__(self) -> None:
-        for name in ("model_name", "method", "estimator", "return_target"):
+        if self.seed < 0:
+            raise ValueError(f"seed must be ≥ 0, got {self.seed}")
+        for name in ("model_name", "run", "estimator", "return_target"):
             if not getattr(self, name).strip():
                 raise ValueError(f"{name} must be a non-empty string")
         for name in ("policy_loader", "guardian_loader", "cost_model_loader"):
             if ":" not in getattr(self, name):
                 raise ValueError(f"{name} must look like 'package.module:function', got {getattr(self, name)!r}")
+
+
+    @property
+    def policy_path(self) -> str:
+        """The registered policy's directory relative to the project root."""
+        return f"{self.policies_dir}/{self.run}/seed{self.seed}"
 
 
 def registry_config(params: Mapping[str, Any]) -> RegistryConfig:
@@ -110,7 +120,8 @@ def _interval(metrics: Mapping[str, Any], key: str) -> gate_mod.Interval | None:
 
 
 def gather_evidence(cfg: RegistryConfig, root: Path) -> gate_mod.Evidence:
-    """Read validation reports, the guardian certificate and the OPE metrics of ``cfg.method`` under ``root``."""
+    """Read validation reports, the guardian certificate and the OPE metrics of ``cfg.run``'s ``cfg.seed`` under
+    ``root``."""
     root = Path(root)
     validation: dict[str, bool | None] = {}
     for rel in cfg.gate.validation_reports:
@@ -118,7 +129,7 @@ def gather_evidence(cfg: RegistryConfig, root: Path) -> gate_mod.Evidence:
         validation[rel] = bool(json.loads(p.read_text(encoding="utf-8")).get("success")) if p.is_file() else None
     metrics_path = root / cfg.ope_metrics
     metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
-    prefix = f"{cfg.method}/{cfg.estimator}/"
+    prefix = f"{cfg.run}/seed{cfg.seed}/{cfg.estimator}/"
     targets = {k[len(prefix):].rsplit("/", 1)[0] for k in metrics if k.startswith(prefix)}
     costs = {t: iv for t in sorted(targets) if t != cfg.return_target
              and (iv := _interval(metrics, prefix + t)) is not None}
@@ -132,6 +143,14 @@ def gather_evidence(cfg: RegistryConfig, root: Path) -> gate_mod.Evidence:
         coverage = float(coverage) if coverage is not None else float("nan")
     return gate_mod.Evidence(validation=validation, ope_return=_interval(metrics, prefix + cfg.return_target),
                              ope_costs=costs, guardian_alpha=alpha, guardian_coverage=coverage)
+
+
+def _algorithm_of(policy_dir: Path) -> str:
+    """The algorithm named in a checkpoint's config.json provenance ("unknown" for checkpoints without one)."""
+    path = policy_dir / "config.json"
+    doc = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    prov = doc.get("provenance") if isinstance(doc, dict) else None
+    return str(prov.get("algorithm", "unknown")) if isinstance(prov, dict) else "unknown"
 
 
 # ---- commands -----------------------------------------------------------------------------------------------------
@@ -150,16 +169,19 @@ def register(params: Mapping[str, Any], root: Path, *, tracking_uri: str | None 
 
     root = Path(root).resolve()
     cfg = registry_config(params)
-    policy_dir = root / cfg.policies_dir / cfg.method
+    policy_dir = root / cfg.policy_path
     if not policy_dir.is_dir():
-        raise FileNotFoundError(f"no trained policy {cfg.method!r} at {policy_dir} (run the pipeline first)")
+        raise FileNotFoundError(f"no trained policy {cfg.run!r} seed {cfg.seed} at {policy_dir} "
+                                "(registry.run / registry.seed must name a run and seed of params policies; "
+                                "run the pipeline first)")
+    algorithm = _algorithm_of(policy_dir)
     guardian_dir = root / cfg.guardian_dir
     has_guardian = (guardian_dir / "certificate.json").is_file()
     cost_dir = root / cfg.cost_model_dir
     has_costs = cost_dir.is_dir()
     evidence = gather_evidence(cfg, root)
     cost_rules = list(dict(params.get("costs") or {}).get("rules") or [])
-    inputs = [f"{cfg.policies_dir}/{cfg.method}", cfg.ope_metrics, *cfg.gate.validation_reports]
+    inputs = [cfg.policy_path, cfg.ope_metrics, *cfg.gate.validation_reports]
     if has_guardian:
         inputs.append(cfg.guardian_dir)
     if has_costs:
@@ -176,20 +198,22 @@ def register(params: Mapping[str, Any], root: Path, *, tracking_uri: str | None 
             bundle, policy_dir=policy_dir, guardian_dir=guardian_dir if has_guardian else None,
             cost_rules=cost_rules, policy_loader=cfg.policy_loader, guardian_loader=cfg.guardian_loader,
             cost_model_dir=cost_dir if has_costs else None, cost_model_loader=cfg.cost_model_loader,
-            notes={"method": cfg.method, "evidence": evidence.to_dict()},
+            notes={"run": cfg.run, "seed": cfg.seed, "algorithm": algorithm, "evidence": evidence.to_dict()},
         )
         git = record["git"]
-        run_tags = {"ogsrl.stage": "register", "ogsrl.method": cfg.method,
+        version_tags = {"ogsrl.run": cfg.run, "ogsrl.algorithm": algorithm, "ogsrl.seed": str(cfg.seed)}
+        run_tags = {"ogsrl.stage": "register", **version_tags,
                     "git.commit": str(git.get("commit")), "git.dirty": str(git.get("dirty"))}
-        with mlflow.start_run(experiment_id=exp_id, run_name=f"register-{cfg.method}", tags=run_tags) as run:
+        with mlflow.start_run(experiment_id=exp_id, run_name=f"register-{cfg.run}-seed{cfg.seed}",
+                              tags=run_tags) as run:
             mlflow.log_dict(evidence.to_dict(), "evidence.json")
             mlflow.log_dict(record, "lineage.json")
-            mlflow.log_params({"registry.method": cfg.method, "registry.model_name": cfg.model_name,
+            mlflow.log_params({"registry.run": cfg.run, "registry.seed": cfg.seed, "registry.algorithm": algorithm,
+                               "registry.model_name": cfg.model_name,
                                "data.source": str(dict(params.get("data") or {}).get("source"))})
             info = model_mod.log_bundle(bundle)
             run_id = run.info.run_id
-    mv = mlflow.register_model(info.model_uri, cfg.model_name, tags={"ogsrl.method": cfg.method,
-                                                                    "ogsrl.run_id": run_id})
+    mv = mlflow.register_model(info.model_uri, cfg.model_name, tags={**version_tags, "ogsrl.run_id": run_id})
     if mv.run_id != run_id:  # MLflow 3 links the version to the logging run; make the link explicit otherwise
         client.set_model_version_tag(cfg.model_name, mv.version, "ogsrl.run_id", run_id)
     ret = evidence.ope_return

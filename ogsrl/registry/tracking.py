@@ -190,19 +190,21 @@ def _plot_tables(paths: Sequence[Path]) -> list[Path]:
 def curve_metrics(table: Path) -> list[tuple[str, int, float]]:
     """(key, step, value) per row and numeric column of a plot table with an integer ``step`` column.
 
-    Keys are ``curve/<file stem>[/<label>...]/<column>``, the labels being the row's text columns (e.g. the policy
-    of a training curve); tables without ``step`` give nothing.
+    Keys are ``curve/<file stem>[/<label>...]/<column>``, the labels being the row's text columns (e.g. the run of
+    a training curve) and its ``seed`` (written ``seed<n>``); tables without ``step`` give nothing.
     """
     import pandas as pd
 
     frame = pd.read_csv(table)
     if "step" not in frame.columns or not pd.api.types.is_integer_dtype(frame["step"]):
         return []
-    labels = [c for c in frame.columns if c != "step" and not pd.api.types.is_numeric_dtype(frame[c])]
+    labels = [c for c in frame.columns
+              if c != "step" and (c == "seed" or not pd.api.types.is_numeric_dtype(frame[c]))]
     values = [c for c in frame.columns if c != "step" and c not in labels]
     out = []
     for rec in frame.to_dict("records"):
-        prefix = "/".join(["curve", table.stem, *(str(rec[c]) for c in labels)])
+        tags = (f"seed{rec[c]}" if c == "seed" else str(rec[c]) for c in labels)
+        prefix = "/".join(["curve", table.stem, *tags])
         for c in values:
             v = float(rec[c])
             if math.isfinite(v):

@@ -14,12 +14,14 @@ from tests.agents.trajectory_fakes import make_split, true_behaviour
 
 from ogsrl import features
 from ogsrl.agents import POLICY_LOADERS, bc, common, load_policy
-from ogsrl.agents.stage import batch_of
+from ogsrl.agents.bc import batch_of
 from ogsrl.errors import DataError
+from ogsrl.agents.actor import HurdleActor, SavedPolicy
 from ogsrl.policy import StochasticPolicy
 
 NAMES = ("map", "spo2", "age")
-TINY = bc.BCConfig(hidden=(8, 8), batch_size=16, max_epochs=6, patience=3, seed=3)
+TINY = bc.Config(hidden=(8, 8), batch_size=16, max_epochs=6, patience=3)
+SEED = 3
 
 
 @pytest.fixture(scope="module")
@@ -29,24 +31,29 @@ def data() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 @pytest.fixture(scope="module")
-def fitted(data: tuple[pd.DataFrame, pd.DataFrame]) -> tuple[bc.BCPolicy, dict[str, float], list[dict[str, float]]]:
+def fitted(data: tuple[pd.DataFrame, pd.DataFrame]) -> tuple[SavedPolicy, dict[str, float], list[dict[str, float]]]:
     torch.set_num_threads(1)
     train, val = data
-    return bc.fit(TINY, NAMES, batch_of(train, NAMES), batch_of(val, NAMES))
+    return bc.fit_actor(TINY, NAMES, batch_of(train, NAMES), batch_of(val, NAMES), SEED)
 
 
-def test_update_returns_finite_floats(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+def test_actor_log_prob_is_differentiable_and_finite_at_the_zero_atom(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     train, _ = data
-    pol = bc.BCPolicy(TINY, NAMES, *common.fit_normaliser(train[list(NAMES)].to_numpy()))
-    batch = batch_of(train.iloc[:16], NAMES)
-    first = pol.update(batch)
-    for _ in range(30):
-        last = pol.update(batch)
-    assert set(first) == {"loss/nll"} and all(isinstance(v, float) and math.isfinite(v) for v in first.values())
-    assert last["loss/nll"] < first["loss/nll"]  # 30 steps on one batch must fit it better
+    actor = HurdleActor(len(NAMES), (8, 8), 2, torch.Generator().manual_seed(0))
+    actor.set_normaliser(*common.fit_normaliser(train[list(NAMES)].to_numpy()))
+    obs = torch.as_tensor(train[list(NAMES)].to_numpy()[:16])
+    acts = torch.as_tensor(train[list(features.ACTIONS)].to_numpy()[:16], dtype=torch.float64)
+    acts[0] = 0.0  # both dimensions on the atom
+    lp = actor.log_prob(obs, acts)
+    assert lp.shape == (16,) and torch.isfinite(lp).all()
+    lp.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in actor.net.parameters())
+    params = actor.params(obs.numpy())
+    np.testing.assert_allclose(lp.detach().numpy(), common.hurdle_log_prob(*params, acts.numpy()), rtol=1e-4,
+                               atol=1e-4)
 
 
-def test_fit_metrics_and_history(fitted: tuple[bc.BCPolicy, dict[str, float], list[dict[str, float]]]) -> None:
+def test_fit_metrics_and_history(fitted: tuple[SavedPolicy, dict[str, float], list[dict[str, float]]]) -> None:
     pol, metrics, history = fitted
     assert isinstance(pol, StochasticPolicy)
     assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
@@ -56,17 +63,18 @@ def test_fit_metrics_and_history(fitted: tuple[bc.BCPolicy, dict[str, float], li
 
 def test_same_seed_same_metrics(data: tuple[pd.DataFrame, pd.DataFrame], fitted: tuple) -> None:
     train, val = data
-    pol2, metrics2, _ = bc.fit(TINY, NAMES, batch_of(train, NAMES), batch_of(val, NAMES))
+    pol2, metrics2, _ = bc.fit_actor(TINY, NAMES, batch_of(train, NAMES), batch_of(val, NAMES), SEED)
     pol, metrics, _ = fitted
     assert metrics2 == metrics
     obs = val[list(NAMES)].to_numpy()
-    np.testing.assert_array_equal(pol2.act(obs), pol.act(obs))
-    other, metrics3, _ = bc.fit(bc.BCConfig(**{**_cfg_dict(TINY), "seed": 4}), NAMES,
-                                batch_of(train, NAMES), batch_of(val, NAMES))
+    np.testing.assert_array_equal(pol2.act(obs, np.random.default_rng(0)), pol.act(obs, np.random.default_rng(0)))
+    for name, t in pol2.actor.state_dict().items():
+        torch.testing.assert_close(t, pol.actor.state_dict()[name], rtol=0, atol=0)
+    other, metrics3, _ = bc.fit_actor(TINY, NAMES, batch_of(train, NAMES), batch_of(val, NAMES), SEED + 1)
     assert metrics3["loss/train_nll"] != metrics["loss/train_nll"]
 
 
-def _cfg_dict(cfg: bc.BCConfig) -> dict:
+def _cfg_dict(cfg: bc.Config) -> dict:
     return {f: getattr(cfg, f) for f in cfg.__slots__}
 
 
@@ -86,15 +94,16 @@ def test_checkpoint_round_trip_is_exact(fitted: tuple, data: tuple, tmp_path) ->
     pol = fitted[0]
     pol.save(tmp_path / "soc")
     doc = json.loads((tmp_path / "soc" / "config.json").read_text())
-    assert doc["kind"] == "bc" and doc["format_version"] == common.FORMAT_VERSION
+    assert doc["kind"] == "actor" and doc["format_version"] == common.FORMAT_VERSION and doc["act_mode"] == "sample"
     assert doc["feature_names"] == list(NAMES)
     back = load_policy(tmp_path / "soc")
     obs = data[1][list(NAMES)].to_numpy()
-    np.testing.assert_array_equal(back.act(obs), pol.act(obs))
+    np.testing.assert_array_equal(back.actor.mode(obs), pol.actor.mode(obs))
     np.testing.assert_array_equal(back.act(obs, np.random.default_rng(9)), pol.act(obs, np.random.default_rng(9)))
     acts = data[1][list(features.ACTIONS)].to_numpy()
     np.testing.assert_array_equal(back.log_prob(obs, acts), pol.log_prob(obs, acts))
-    torch.load(tmp_path / "soc" / "weights.pt", weights_only=True)  # no pickled objects
+    weights = torch.load(tmp_path / "soc" / "weights.pt", weights_only=True)  # no pickled objects
+    assert set(weights) == {"obs_mean", "obs_std", *(f"net.{k}" for k in pol.actor.net.state_dict())}  # actor only
 
 
 def test_load_policy_errors(fitted: tuple, tmp_path) -> None:
@@ -109,7 +118,10 @@ def test_load_policy_errors(fitted: tuple, tmp_path) -> None:
     cfg_file.write_text(json.dumps({**doc, "format_version": 99}))
     with pytest.raises(ValueError, match="format_version 99"):
         load_policy(tmp_path / "p")
-    assert set(POLICY_LOADERS) == {"bc"}
+    cfg_file.write_text(json.dumps({**doc, "format_version": 1}))
+    with pytest.raises(ValueError, match="rerun `ogsrl train-policies`"):
+        load_policy(tmp_path / "p")
+    assert set(POLICY_LOADERS) == {"actor", "guarded"}
 
 
 def test_bad_inputs_raise_clear_errors(fitted: tuple) -> None:
@@ -129,7 +141,7 @@ def test_bad_inputs_raise_clear_errors(fitted: tuple) -> None:
     with pytest.raises(DataError, match="outside"):
         pol.log_prob(obs, acts)
     with pytest.raises(ValueError, match="hidden"):
-        bc.BCConfig(hidden=())
+        bc.Config(hidden=())
 
 
 MIX = (  # two components: mostly "regular", some "aggressive"; shapes (1, K) and (1, K, A)
@@ -178,7 +190,7 @@ def test_log_prob_matches_sampling(fitted: tuple) -> None:
     pol = fitted[0]
     obs = np.tile([[70.0, 93.0, 60.0]], (40000, 1))
     a = pol.act(obs, np.random.default_rng(0))
-    _, logit0, _, _ = pol.distribution(obs[:1])  # (1, K=1, 2)
+    _, logit0, _, _ = pol.actor.params(obs[:1])  # (1, K=1, 2)
     atom = special.expit(logit0)[0, 0]
     tol = 4 * np.sqrt(atom * (1 - atom) / len(a)) + 1e-3
     np.testing.assert_array_less(np.abs((a == 0).mean(axis=0) - atom), tol)  # sampler's mass at 0
@@ -192,17 +204,17 @@ def test_log_prob_matches_sampling(fitted: tuple) -> None:
 
 def test_mixture_policy_round_trip_and_fit(data: tuple[pd.DataFrame, pd.DataFrame], tmp_path) -> None:
     train, val = data
-    cfg = bc.BCConfig(**{**_cfg_dict(TINY), "components": 3})
-    pol, metrics, _ = bc.fit(cfg, NAMES, batch_of(train, NAMES), batch_of(val, NAMES))
+    cfg = bc.Config(**{**_cfg_dict(TINY), "components": 3})
+    pol, metrics, _ = bc.fit_actor(cfg, NAMES, batch_of(train, NAMES), batch_of(val, NAMES), SEED)
     assert all(math.isfinite(v) for v in metrics.values())
-    logit_w, logit0, _, _ = pol.distribution(val[list(NAMES)].to_numpy())
+    logit_w, logit0, _, _ = pol.actor.params(val[list(NAMES)].to_numpy())
     assert logit_w.shape == (len(val), 3) and logit0.shape == (len(val), 3, 2)
     pol.save(tmp_path / "mix")
     back = load_policy(tmp_path / "mix")
     obs = val[list(NAMES)].to_numpy()
     np.testing.assert_array_equal(back.act(obs, np.random.default_rng(1)), pol.act(obs, np.random.default_rng(1)))
     with pytest.raises(ValueError, match="components"):
-        bc.BCConfig(components=0)
+        bc.Config(components=0)
 
 
 def test_fit_recovers_known_behaviour() -> None:
@@ -210,9 +222,9 @@ def test_fit_recovers_known_behaviour() -> None:
     rng = np.random.default_rng(2)
     train, val = make_split(300, 5, rng, "train"), make_split(60, 5, rng, "val")
     names = ("map", "spo2")
-    cfg = bc.BCConfig(hidden=(16, 16), batch_size=64, max_epochs=40, patience=5, lr=3e-3, seed=0)
-    pol, _, _ = bc.fit(cfg, names, batch_of(train, names), batch_of(val, names))
-    _, logit0, mu, log_std = (p[:, 0] if p.ndim == 3 else p for p in pol.distribution(val[list(names)].to_numpy()))
+    cfg = bc.Config(hidden=(16, 16), batch_size=64, max_epochs=40, patience=5, lr=3e-3)
+    pol, _, _ = bc.fit_actor(cfg, names, batch_of(train, names), batch_of(val, names), 0)
+    _, logit0, mu, log_std = (p[:, 0] if p.ndim == 3 else p for p in pol.actor.params(val[list(names)].to_numpy()))
     _, true_logit0, true_mu, true_log_std = (p[:, 0] if p.ndim == 3 else p for p in true_behaviour(val))
     assert np.abs(special.expit(logit0) - special.expit(true_logit0)).mean() < 0.05
     assert np.abs(mu - true_mu).mean() < 0.02

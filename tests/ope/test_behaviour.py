@@ -7,11 +7,11 @@ import pytest
 
 from ogsrl import features
 from ogsrl.agents import bc, common
-from ogsrl.agents.stage import batch_of
+from ogsrl.agents.bc import batch_of
 from ogsrl.ope import behaviour
 from tests.agents.trajectory_fakes import STATE, make_split, true_behaviour
 
-CFG = bc.BCConfig(hidden=(16, 16), batch_size=64, max_epochs=30, patience=5, lr=3e-3, seed=0)
+CFG = bc.Config(hidden=(16, 16), batch_size=64, max_epochs=30, patience=5, lr=3e-3)
 
 
 def test_behaviour_features_in_canonical_order() -> None:
@@ -23,10 +23,10 @@ def test_behaviour_features_in_canonical_order() -> None:
 def test_fit_behaviour_uses_all_features_and_beats_a_state_only_density() -> None:
     rng = np.random.default_rng(5)
     train, val, test = (make_split(n, 5, rng, s) for s, n in (("train", 300), ("val", 60), ("test", 100)))
-    model, metrics = behaviour.fit_behaviour(CFG, train, val)
+    model, metrics = behaviour.fit_behaviour(CFG, train, val, 0)
     assert model.feature_names == features.ALL and metrics["features"] == len(features.ALL)
     # fluids follow MAP, which is not a state column: the state-only clone cannot explain them
-    state_only, _, _ = bc.fit(CFG, STATE, batch_of(train, STATE), batch_of(val, STATE))
+    state_only, _, _ = bc.fit_actor(CFG, STATE, batch_of(train, STATE), batch_of(val, STATE), 0)
     acts = test[list(features.ACTIONS)].to_numpy()
     ll_b = model.log_prob(test[list(model.feature_names)].to_numpy(), acts).mean()
     ll_s = state_only.log_prob(test[list(STATE)].to_numpy(), acts).mean()
@@ -39,4 +39,4 @@ def test_fit_behaviour_needs_the_same_columns_in_val() -> None:
     rng = np.random.default_rng(6)
     train, val = make_split(10, 2, rng, "train"), make_split(5, 2, rng, "val")
     with pytest.raises(ValueError, match="val lacks feature columns \\['lactate'\\]"):
-        behaviour.fit_behaviour(CFG, train, val.drop(columns="lactate"))
+        behaviour.fit_behaviour(CFG, train, val.drop(columns="lactate"), 0)

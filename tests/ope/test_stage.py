@@ -22,7 +22,7 @@ TINY = {"hidden": [8, 8], "batch_size": 64, "max_epochs": 3}
 def _params(source: str = "trajectories", **ope) -> dict:
     return {
         "data": {"source": source},
-        "policies": {"methods": ["soc"], "soc": TINY},
+        "policies": {"runs": {"soc": {"algorithm": "bc"}}, "algorithms": {"bc": TINY}},
         "ope": {"n_boot": 200, "truth_episodes": 7, "behaviour": TINY, **ope},
     }
 
@@ -39,16 +39,18 @@ def test_evaluate_writes_estimates_for_every_target(trained: Path) -> None:
     metrics = stage.run(_params(), trained)
     assert json.loads((trained / "data/reports/evaluate/metrics.json").read_text()) == pytest.approx(metrics)
     costs = ["cost_spo2_low", "cost_urine_low", "cost_total"]
-    discounted = ("behaviour/onpolicy", "soc/wis", "soc/pdwis", "soc/wis_clip", "soc/pdwis_clip")
+    discounted = ("behaviour/onpolicy", *(f"soc/seed42/{e}" for e in ("wis", "pdwis", "wis_clip", "pdwis_clip")))
     keys = [f"{k}/{t}" for k in discounted for t in ("return", *costs)]
     rates = ("mortality_hosp", *(f"rate_{c}" for c in costs))
-    keys += [f"{k}/{t}" for k in ("behaviour/onpolicy", "soc/wis", "soc/wis_clip") for t in rates]
+    keys += [f"{k}/{t}" for k in ("behaviour/onpolicy", "soc/seed42/wis", "soc/seed42/wis_clip") for t in rates]
     for key in keys:
         lo, v, hi = (metrics[f"{key}/{k}"] for k in ("ci_low", "value", "ci_high"))
         assert lo <= hi and np.isfinite(v)
         assert 1.0 <= metrics[f"{key}/ess"] <= 40.0
     assert metrics["behaviour/onpolicy/mortality_hosp/value"] == 0.0  # nobody dies in the fake data
     assert metrics["truth/available"] is False and metrics["test/stays"] == 40
+    for k in ("wis/return/value", "pdwis/cost_total/ci_high", "weights/top1_share"):  # one seed: mean = it, sd 0
+        assert metrics[f"soc/mean/{k}"] == metrics[f"soc/seed42/{k}"] and metrics[f"soc/sd/{k}"] == 0.0
 
     # the behaviour's own value is the plain mean of the discounted test returns
     test = pd.read_parquet(trained / "data/trajectories/test.parquet").sort_values(["stay_key", "step"])
@@ -71,10 +73,10 @@ def test_evaluate_writes_estimates_for_every_target(trained: Path) -> None:
 
 def test_weight_clip_adds_capped_estimators(trained: Path) -> None:
     clipped = stage.run(_params(weight_clip=1.0), trained)
-    assert clipped["soc/wis_clip/return/ess"] >= clipped["soc/wis/return/ess"]
+    assert clipped["soc/seed42/wis_clip/return/ess"] >= clipped["soc/seed42/wis/return/ess"]
     free = stage.run(_params(weight_clip=None), trained)
     assert not any("_clip/" in k for k in free)
-    assert free["soc/wis/return/value"] == clipped["soc/wis/return/value"]
+    assert free["soc/seed42/wis/return/value"] == clipped["soc/seed42/wis/return/value"]
     assert free["behaviour/onpolicy/return/value"] == clipped["behaviour/onpolicy/return/value"]
 
 
@@ -95,19 +97,20 @@ def test_demo_source_puts_true_values_beside_the_estimates(trained: Path, monkey
     monkeypatch.setitem(sys.modules, "ogsrl.synth.stage", fake)
     monkeypatch.setattr(ogsrl.synth, "stage", fake, raising=False)
     metrics = stage.run(_params(source="demo"), trained)
-    assert [c[0] for c in calls] == ["behaviour", str(trained / "data/models/policies/soc")]
+    assert [c[0] for c in calls] == ["behaviour", str(trained / "data/models/policies/soc/seed42")]
     assert all(c[1:] == (7, 42) for c in calls)
     assert metrics["truth/available"] is True
-    assert metrics["truth/soc/mortality_hosp"] == 0.2 and metrics["truth/behaviour/return"] == -15.0
-    assert "truth/soc/policy" not in metrics  # no paths in the metrics
-    cover = metrics["soc/wis/return/ci_low"] <= -15.0 <= metrics["soc/wis/return/ci_high"]
-    assert metrics["soc/wis/return/covers_truth"] is cover
+    assert metrics["truth/soc/seed42/mortality_hosp"] == 0.2 and metrics["truth/behaviour/return"] == -15.0
+    assert "truth/soc/seed42/policy" not in metrics  # no paths in the metrics
+    cover = metrics["soc/seed42/wis/return/ci_low"] <= -15.0 <= metrics["soc/seed42/wis/return/ci_high"]
+    assert metrics["soc/seed42/wis/return/covers_truth"] is cover
     assert metrics["behaviour/onpolicy/mortality_hosp/covers_truth"] is False  # 0 deaths in the fake test split
-    assert "soc/wis/rate_cost_total/covers_truth" in metrics and "soc/wis/cost_total/covers_truth" not in metrics
+    assert "soc/seed42/wis/rate_cost_total/covers_truth" in metrics
+    assert "soc/seed42/wis/cost_total/covers_truth" not in metrics
     est = pd.read_csv(trained / "data/reports/evaluate/estimates.csv")
     assert est.loc[(est.policy == "soc") & (est.target == "return"), "truth"].eq(-15.0).all()
     discounted = stage.run({**_params(source="demo"), "ope": {**_params()["ope"], "gamma": 0.9}}, trained)
-    assert "soc/wis/return/covers_truth" not in discounted  # truth's return is undiscounted
+    assert "soc/seed42/wis/return/covers_truth" not in discounted  # truth's return is undiscounted
 
 
 def test_bad_ope_params_are_config_errors(trained: Path) -> None:

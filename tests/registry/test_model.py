@@ -25,7 +25,7 @@ def bundle(tmp_path: Path) -> Path:
     root = tmp_path / "proj"
     fakes.make_project(root)
     dest = tmp_path / "bundle"
-    model.build_bundle(dest, policy_dir=root / "data/models/policies/soc", guardian_dir=root / "data/models/guardian",
+    model.build_bundle(dest, policy_dir=root / "data/models/policies/soc/seed42", guardian_dir=root / "data/models/guardian",
                        cost_rules=RULES, notes={"method": "soc"}, **LOADERS)
     return dest
 
@@ -83,7 +83,7 @@ def test_without_guardian(tmp_path: Path) -> None:
     root = tmp_path / "proj"
     fakes.make_project(root, guardian=False)
     dest = tmp_path / "b"
-    manifest = model.build_bundle(dest, policy_dir=root / "data/models/policies/soc", guardian_dir=None,
+    manifest = model.build_bundle(dest, policy_dir=root / "data/models/policies/soc/seed42", guardian_dir=None,
                                   cost_rules=RULES, **LOADERS)
     assert manifest["guardian_loader"] is None and manifest["certificate"] is None
     out = model.load_bundle(dest).recommend(_states())
@@ -107,7 +107,7 @@ def test_bad_bundles(tmp_path: Path, bundle: Path) -> None:
     fakes.make_project(root)
     fakes.save_guardian(root / "g", ("gcs", "lactate"), [3, 0], [15, 30])
     with pytest.raises(ValueError, match=r"\['lactate'\]"):
-        model.build_bundle(tmp_path / "b2", policy_dir=root / "data/models/policies/soc", guardian_dir=root / "g",
+        model.build_bundle(tmp_path / "b2", policy_dir=root / "data/models/policies/soc/seed42", guardian_dir=root / "g",
                            cost_rules=[], **LOADERS)
 
 
@@ -159,14 +159,15 @@ def test_bundle_with_the_real_policy_and_guardian(tmp_path: Path) -> None:
     """The default loaders: an (untrained) BC policy and a Christoffel guardian on (state, action)."""
     import torch
 
-    from ogsrl.agents import bc
+    from ogsrl.agents.actor import HurdleActor, SavedPolicy
     from ogsrl.guardian.christoffel import ChristoffelConfig, ChristoffelGuardian
     from ogsrl.guardian.conformal import CalibrationConfig
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(1)
-    policy = bc.BCPolicy(bc.BCConfig(hidden=(8, 8), seed=3), fakes.STATE, np.array([12.0, 95.0, 2000.0]),
-                         np.array([3.0, 3.0, 1500.0]))
+    actor = HurdleActor(len(fakes.STATE), (8, 8), 1, torch.Generator().manual_seed(3))
+    actor.set_normaliser(np.array([12.0, 95.0, 2000.0]), np.array([3.0, 3.0, 1500.0]))
+    policy = SavedPolicy(actor, fakes.STATE, "sample", sample_seed=3)  # served: a draw from its own generator
     policy.save(tmp_path / "policy")
     names = (*fakes.STATE, "fluid_ml", "nee_max")
 
@@ -182,7 +183,7 @@ def test_bundle_with_the_real_policy_and_guardian(tmp_path: Path) -> None:
     rec = model.load_bundle(tmp_path / "bundle")
     states = _states(gcs=[15.0, 10.0, 12.0], spo2=[97.0, 94.0, 96.0], fluid_cum=[1000.0, 3000.0, 500.0])
     out = rec.recommend(states)
-    acts = policy.act(states[list(fakes.STATE)].to_numpy())
+    acts = policy.act(states[list(fakes.STATE)].to_numpy())  # both generators fresh: the same draws
     np.testing.assert_array_equal(out[["fluid_ml", "nee_max"]].to_numpy(), acts)
     inside = guardian.contains(np.column_stack([states[list(fakes.STATE)].to_numpy(), acts]))
     assert out["in_guardian"].tolist() == inside.tolist()
@@ -193,7 +194,7 @@ def test_cost_model_predictions_in_bundle(tmp_path: Path) -> None:
     root = tmp_path / "proj"
     fakes.make_project(root)
     manifest = model.build_bundle(
-        tmp_path / "b", policy_dir=root / "data/models/policies/soc", guardian_dir=None, cost_rules=RULES,
+        tmp_path / "b", policy_dir=root / "data/models/policies/soc/seed42", guardian_dir=None, cost_rules=RULES,
         cost_model_dir=root / "data/models/world", cost_model_loader="ogsrl_fakes:load_cost_model", **LOADERS)
     assert manifest["cost_names"] == ["cost_spo2_low"] and manifest["cost_model_features"] == ["spo2"]
     out = model.load_bundle(tmp_path / "b").recommend(_states(spo2=[90.0, 140.0]))

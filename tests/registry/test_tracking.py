@@ -171,7 +171,7 @@ def test_plot_tables_become_artifacts_and_metric_histories(tmp_path: Path) -> No
     (plots / "learning_curve.csv").write_text("step,train_loss,val_loss\n1,0.9,1.1\n2,0.5,0.8\n3,0.4,nan\n")
     (plots / "calibration.csv").write_text("nominal,ensemble\n0.5,0.49\n0.9,0.88\n")
     curves = tmp_path / "train_curves.csv"
-    curves.write_text("method,step,loss/train_nll\nsoc,1,0.8\nsoc,2,0.6\nbc2,1,0.7\n")
+    curves.write_text("run,seed,step,loss/train_nll\nsoc,42,1,0.8\nsoc,42,2,0.6\nbc2,42,1,0.7\nsoc,7,1,0.9\n")
     uri = tracking.resolve_tracking_uri(tracking.tracking_config(PARAMS), tmp_path)
     run_id = tracking.log_stage_run("fit-world-model", PARAMS, {"fit_seconds": 1.0}, tmp_path, uri, "ogsrl-test",
                                     plots=[plots, curves, tmp_path / "absent.csv"])
@@ -180,6 +180,6 @@ def test_plot_tables_become_artifacts_and_metric_histories(tmp_path: Path) -> No
     assert names == ["plots/calibration.csv", "plots/learning_curve.csv", "plots/train_curves.csv"]
     val = client.get_metric_history(run_id, "curve/learning_curve/val_loss")
     assert [(m.step, m.value) for m in sorted(val, key=lambda m: m.step)] == [(1, 1.1), (2, 0.8)]  # NaN dropped
-    soc = client.get_metric_history(run_id, "curve/train_curves/soc/loss/train_nll")
+    soc = client.get_metric_history(run_id, "curve/train_curves/soc/seed42/loss/train_nll")
     assert sorted((m.step, m.value) for m in soc) == [(1, 0.8), (2, 0.6)]
     assert not any(k.startswith("curve/calibration") for k in client.get_run(run_id).data.metrics)  # no step column

@@ -92,11 +92,12 @@ def load_guardian(path: Path) -> BoxGuardian:
 
 def write_ope(root: Path, method: str = "soc", ret: tuple[float, float, float] = (-50.0, -55.0, -45.0),
               cost: tuple[float, float, float] = (0.4, 0.3, 0.5)) -> None:
-    """OPE metrics in the evaluate stage's flat layout: <policy>/<estimator>/<target>/{value,ci_low,ci_high}."""
+    """OPE metrics in the evaluate stage's flat layout: <run>/seed<seed>/<estimator>/<target>/{value,ci_low,…}."""
     m: dict[str, Any] = {}
+    k = f"{method}/seed42/wis"
     for target, (v, lo, hi) in {"return": ret, "cost_total": cost, "cost_spo2_low": cost}.items():
-        m.update({f"{method}/wis/{target}/value": v, f"{method}/wis/{target}/ci_low": lo,
-                  f"{method}/wis/{target}/ci_high": hi, f"{method}/wis/{target}/ess": 100.0})
+        m.update({f"{k}/{target}/value": v, f"{k}/{target}/ci_low": lo, f"{k}/{target}/ci_high": hi,
+                  f"{k}/{target}/ess": 100.0})
     write_json(root / "data/reports/evaluate/metrics.json", m)
 
 
@@ -145,7 +146,7 @@ def make_project(root: Path, *, guardian: bool = True, cost_model: bool = True, 
                       "data/trajectories/test.parquet": "test-bytes"}.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
-    save_policy(root / "data/models/policies/soc", weights=[[0.0, 0.0, 0.01], [0.1, 0.0, 0.0]], bias=[100.0, 0.0])
+    save_policy(root / "data/models/policies/soc/seed42", weights=[[0.0, 0.0, 0.01], [0.1, 0.0, 0.0]], bias=[100.0, 0.0])
     if guardian:
         names = (*STATE, "fluid_ml", "nee_max")
         save_guardian(root / "data/models/guardian", names, low=[3, 85, 0, 0, 0], high=[15, 100, 20000, 10000, 5])

@@ -33,7 +33,7 @@ def _start(recommender: Any, **cfg: Any) -> tuple[Any, threading.Thread]:
 def server(tmp_path: Path) -> Iterator[tuple[str, int]]:
     root = tmp_path / "proj"
     fakes.make_project(root)
-    model.build_bundle(tmp_path / "bundle", policy_dir=root / "data/models/policies/soc",
+    model.build_bundle(tmp_path / "bundle", policy_dir=root / "data/models/policies/soc/seed42",
                        guardian_dir=root / "data/models/guardian", cost_rules=[],
                        policy_loader="ogsrl_fakes:load_policy", guardian_loader="ogsrl_fakes:load_guardian",
                        cost_model_dir=root / "data/models/world", cost_model_loader="ogsrl_fakes:load_cost_model")

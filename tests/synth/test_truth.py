@@ -120,11 +120,11 @@ def test_saved_policy_directory_is_loaded_and_run(tmp_path: Path) -> None:
     import torch
 
     from ogsrl import features as F
-    from ogsrl.agents.bc import BCConfig, BCPolicy
+    from ogsrl.agents.actor import HurdleActor, SavedPolicy
 
     torch.set_num_threads(1)
     names = F.PAPER_STATE
-    pol = BCPolicy(BCConfig(), names, np.zeros(len(names)), np.ones(len(names)))
+    pol = SavedPolicy(HurdleActor(len(names), (64, 64), 1, torch.Generator().manual_seed(0)), names)
     pol.save(tmp_path / "bc")
     params = {"synth": {"chunk_stays": 6, "truth_population": "simulator"}, "cohort": {"n_steps": 4}}
     d = stage.run_truth(params, tmp_path, "bc", 6, 0)

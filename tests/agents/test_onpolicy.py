@@ -1,0 +1,169 @@
+"""Shared on-policy machinery: GAE on masked rollouts, rollouts in a frozen-after-termination env, exact
+log-probs of the shared actor, the mixture trust-region metric, the trust-region linear algebra and the progress
+log."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from ogsrl.agents import common, onpolicy as op, toy_cmdp
+from ogsrl.agents.actor import HurdleActor
+
+NAMES = toy_cmdp.FEATURES
+
+
+def _policy(seed: int = 0, hidden: tuple[int, ...] = (8, 8), components: int = 1) -> HurdleActor:
+    states = np.random.default_rng(1).random((50, 2))
+    return op.fresh_actor(NAMES, hidden, components, states, seed)
+
+
+def test_gae_and_returns_exact_on_a_masked_rollout() -> None:
+    g, lam = 0.9, 0.5
+    # row 0 runs 3 steps and is truncated; row 1 terminates after step 1 (frozen at step 2, junk reward there);
+    # row 2 is still running at the cap (its last step bootstraps from V(s_3))
+    active = np.array([[1, 1, 1], [1, 1, 1], [1, 0, 1]], dtype=bool)  # (T, B)
+    alive = np.array([[1, 1, 1], [1, 0, 1], [0, 0, 1]], dtype=bool)
+    rew = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 99.0, 8.0]])
+    v = np.array([[0.5, 1.0, 1.5], [2.0, 2.5, 3.0], [3.5, 4.0, 4.5], [5.0, 6.0, 7.0]])  # (T+1, B)
+    adv, target = op.gae(rew[..., None], v[..., None], active, alive, g, lam)
+    adv, target = adv[..., 0], target[..., 0]
+    a2 = 7.0 - 3.5
+    a1 = 4.0 + g * 3.5 - 2.0 + g * lam * a2
+    a0 = 1.0 + g * 2.0 - 0.5 + g * lam * a1
+    np.testing.assert_allclose(adv[:, 0], [a0, a1, a2])
+    b1 = 5.0 - 2.5
+    np.testing.assert_allclose(adv[:, 1], [2.0 + g * 2.5 - 1.0 + g * lam * b1, b1, 0.0])
+    c2 = 8.0 + g * 7.0 - 4.5
+    c1 = 6.0 + g * 4.5 - 3.0 + g * lam * c2
+    np.testing.assert_allclose(adv[:, 2], [3.0 + g * 3.0 - 1.5 + g * lam * c1, c1, c2])
+    np.testing.assert_allclose(target, (adv + v[:-1]) * active)
+    np.testing.assert_allclose(op.episode_returns(rew, active), [12.0, 7.0, 17.0])
+    lam_one, _ = op.gae(rew[..., None], np.zeros((4, 3, 1)), active, alive, 1.0, 1.0)  # V = 0, γ = λ = 1
+    np.testing.assert_allclose(lam_one[0, :, 0], [12.0, 7.0, 17.0])  # advantage = the return to go
+
+
+def test_collect_masks_finished_rows_and_freezes_them() -> None:
+    env = toy_cmdp.DoseCMDP(64, horizon=6, hazard=0.3, seed=0)
+    ro = op.collect(env, _policy(), np.random.default_rng(0), horizon=6, seed=3, n_costs=2)
+    assert ro.obs.shape[1:] == (64, 2) and ro.act.shape[1:] == (64, 2) and ro.cost.shape[1:] == (64, 2)
+    assert not ro.alive[-1].any() and ro.active[0].all()
+    np.testing.assert_array_equal(ro.active[1:], ro.alive[:-1])  # running after t ⇔ running before t + 1
+    assert (ro.rew[~ro.active] == 0).all() and (ro.cost[~ro.active] == 0).all()
+    for t in range(1, ro.obs.shape[0] - 1):  # a finished row keeps its observation
+        done = ~ro.active[t]
+        np.testing.assert_array_equal(ro.obs[t + 1][done], ro.obs[t][done])
+    y = common.scale_actions(ro.act)
+    expected = ((0.5 + ro.obs[0, :, 0]) * y[..., 0] + y[..., 1]) * ro.active
+    np.testing.assert_allclose(ro.rew, expected, atol=1e-5)
+    full = op.collect(toy_cmdp.DoseCMDP(8, horizon=4, hazard=0.0), _policy(), np.random.default_rng(0), 10, 1, 2)
+    assert full.rew.shape[0] == 4 and full.active.all()  # stops when every episode ended (truncated at 4)
+
+
+def test_log_prob_is_finite_at_zero_dose_and_differentiable() -> None:
+    pol = _policy()
+    obs = np.random.default_rng(0).random((5, 2))
+    acts = np.array([[0.0, 0.0], [0.0, 0.2], [500.0, 0.0], [10000.0, 5.0], [1.0, 0.001]])
+    lp = common.hurdle_log_prob(*pol.params(obs), acts)
+    assert lp.shape == (5,) and np.isfinite(lp).all()
+    params = pol(torch.as_tensor(obs))
+    y = torch.as_tensor(common.scale_actions(acts))
+    torch_lp = op.log_prob_scaled(params, y)
+    torch_lp.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in pol.net.parameters() if p.grad is not None)
+    log_jac = np.where(acts > 0, -np.log((common.ACTION_RESOLUTION + acts) * common.LOG_SPAN), 0.0).sum(1)
+    np.testing.assert_allclose(torch_lp.detach().numpy() + log_jac, lp, rtol=1e-5, atol=1e-5)
+
+
+def test_metric_is_the_hurdle_kl_when_truncation_is_negligible() -> None:
+    def params(l0: float, mu: float, ls: float) -> tuple[torch.Tensor, ...]:
+        return (torch.zeros(1, 1), torch.full((1, 1, 2), l0, dtype=torch.float64),
+                torch.full((1, 1, 2), mu, dtype=torch.float64), torch.full((1, 1, 2), ls, dtype=torch.float64))
+
+    old, new = params(0.3, 0.5, np.log(0.05)), params(-0.2, 0.53, np.log(0.06))
+    assert float(op.hurdle_kl(old, old)) == 0.0
+    metric = float(op.hurdle_kl(old, new))
+    rng = np.random.default_rng(0)
+    n = 200_000
+    np_old = [np.repeat(t.numpy(), n, axis=0) for t in old]
+    np_new = [np.repeat(t.numpy(), n, axis=0) for t in new]
+    a = common.hurdle_sample(*np_old, rng)
+    ratio = common.hurdle_log_prob(*np_old, a) - common.hurdle_log_prob(*np_new, a)
+    assert abs(ratio.mean() - metric) < 4 * ratio.std() / np.sqrt(n)
+
+
+def test_mixture_metric_bounds_the_mixture_kl_from_above() -> None:
+    pol, other = _policy(seed=0, components=3), _policy(seed=1, components=3)
+    obs = torch.as_tensor(np.random.default_rng(2).random((4, 2)))
+    with torch.no_grad():
+        old, new = pol(obs), other(obs)
+        assert torch.allclose(op.hurdle_kl(old, old), torch.zeros(4, dtype=torch.float64))
+        metric = op.hurdle_kl(old, new).numpy()
+    rng = np.random.default_rng(0)
+    n = 50_000
+    for row in range(4):
+        p_old = [np.repeat(t[row:row + 1].double().numpy(), n, axis=0) for t in old]
+        p_new = [np.repeat(t[row:row + 1].double().numpy(), n, axis=0) for t in new]
+        a = common.hurdle_sample(*p_old, rng)
+        kl = common.hurdle_log_prob(*p_old, a) - common.hurdle_log_prob(*p_new, a)
+        assert metric[row] >= kl.mean() - 4 * kl.std() / np.sqrt(n)
+
+
+def test_fisher_product_is_the_metric_hessian_and_cg_solves() -> None:
+    pol = _policy(hidden=(3,), components=2)
+    x = torch.as_tensor(np.random.default_rng(0).random((40, 2)))
+    params = op.actor_params(pol)
+    old = tuple(t.detach() for t in pol(x))
+    theta = torch.nn.utils.parameters_to_vector(params).detach()
+
+    def metric(flat: torch.Tensor) -> torch.Tensor:
+        out = torch.func.functional_call(pol, _unflatten(pol, flat), (x,))
+        return op.hurdle_kl(old, out).mean()
+
+    hess = torch.autograd.functional.hessian(metric, theta.double()).double()
+    product = op.fisher_product(pol, x, old, damping=0.1)
+    v = torch.randn(len(theta), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    np.testing.assert_allclose(product(v).numpy(), (hess @ v + 0.1 * v).numpy(), rtol=1e-4, atol=1e-6)
+    eig = torch.linalg.eigvalsh(hess)
+    assert eig.min() > -1e-7 * eig.max()  # PSD up to round-off
+    a = torch.randn(6, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    spd = a @ a.T + torch.eye(6, dtype=torch.float64)
+    rhs = torch.arange(6, dtype=torch.float64)
+    np.testing.assert_allclose(op.conjugate_gradient(lambda u: spd @ u, rhs, 20).numpy(),
+                               torch.linalg.solve(spd, rhs).numpy(), rtol=1e-6, atol=1e-8)
+
+
+def _unflatten(pol: HurdleActor, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+    out, i = {}, 0
+    for name, p in pol.named_parameters():
+        out[name] = flat[i:i + p.numel()].reshape(p.shape).to(p.dtype)
+        i += p.numel()
+    return out
+
+
+def test_fit_inputs_are_checked() -> None:
+    pol = _policy()
+    with pytest.raises(ValueError, match="cost_limits"):
+        op.check_fit_inputs(NAMES, ("a", "b"), np.array([1.0]), pol)
+    with pytest.raises(ValueError, match="cost_limits"):
+        op.check_fit_inputs(NAMES, ("a",), np.array([-1.0]), pol)
+    with pytest.raises(ValueError, match="initial actor reads 2 features"):
+        op.check_fit_inputs(("a", "b", "c"), ("a",), np.array([1.0]), pol)
+
+
+def test_progress_logs_every_k_iterations_and_a_summary(caplog: pytest.LogCaptureFixture) -> None:
+    progress = op.ProgressLog("gmb_cpo seed 1", 7, ("cost_spo2_low",), np.array([2.0]), every=3)
+    rows = [{"iteration": float(i), "reward_return": -10.0 + i, "cost_return/cost_spo2_low": 2.5, "kl": 0.01}
+            for i in range(7)]
+    with caplog.at_level(logging.INFO, logger="ogsrl.agents.onpolicy"):
+        for row in rows:
+            progress(row)
+        progress.summary(rows)
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split("  ")[0] for line in lines[:3]] == ["gmb_cpo seed 1: it 3/7", "gmb_cpo seed 1: it 6/7",
+                                                           "gmb_cpo seed 1: it 7/7"]
+    assert "cost spo2_low 2.50/2.00" in lines[0] and "ETA" in lines[0]
+    assert lines[3].startswith("gmb_cpo seed 1: 7 iterations in") and len(lines) == 4
