@@ -15,6 +15,8 @@ FloatArray = npt.NDArray[np.float32]
 SUM_SOURCES: dict[str, str] = {"fluid_cum": "fluid_ml", "urine_cum": "urine_step"}
 """Cumulative features and what is added each step: fluid_cum' = fluid_cum + fluid_ml (the action), urine_cum' =
 urine_cum + urine_step' (docs/data-contract.md §2: cumulative features sum everything up to the decision time)."""
+RATIO_SOURCES: dict[str, tuple[str, str]] = {"pf_ratio": ("pao2", "fio2")}
+"""ratio feature → (numerator, denominator) next-state features it is computed from (ogsrl/cohort: P/F = PaO2/FiO2)"""
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from ogsrl import features as F
 from ogsrl.config import to_dict
 from ogsrl.errors import DataError
 from ogsrl.io import atomic_path
-from ogsrl.world.data import FloatArray, Layout, Transitions, finite_or_raise
+from ogsrl.world.data import RATIO_SOURCES, FloatArray, Layout, Transitions, finite_or_raise
 from ogsrl.world.net import EnsembleNet
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,9 @@ class EnsembleConfig:
     """state features copied unchanged from s to s' (in addition to kind "static")"""
     sum_features: tuple[str, ...] = ("fluid_cum", "urine_cum")
     """cumulative features computed by their identity (s' = s + fluid_ml, or + urine_step'); checked on the data"""
+    ratio_features: tuple[str, ...] = ("pf_ratio",)
+    """features computed from two predicted ones by their defining ratio (pf_ratio' = pao2'/fio2', see
+    data.RATIO_SOURCES) when both are in the state; checked on the data"""
     seed: int = 0
     """seeds initialisation, bootstrap and minibatch order"""
 
@@ -88,6 +91,9 @@ class EnsembleConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.weight_decay < 0 or self.min_improvement < 0 or self.logvar_bound_weight < 0:
             raise ValueError("weight_decay, min_improvement and logvar_bound_weight must be >= 0")
+        unknown = sorted(set(self.ratio_features) - set(RATIO_SOURCES))
+        if unknown:
+            raise ValueError(f"ratio_features: {unknown} have no defining ratio; known: {sorted(RATIO_SOURCES)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +218,14 @@ class WorldModel:
                                 "world.model.sum_features", table=name,
                                 column=f"next_{self.layout.state_features[self.layout.sum_idx[col]]}",
                                 rows=np.flatnonzero(bad[:, col]).tolist())
+            for i, (a, b) in self._ratios:
+                derived = d.next_obs[:, a] / np.maximum(d.next_obs[:, b], 1e-6)
+                bad_r = np.abs(d.next_obs[:, i] - derived) > 0.5 + 1e-3 * np.abs(derived)
+                if bad_r.any():
+                    raise DataError(f"next value is not next_{self.layout.state_features[a]} / "
+                                    f"next_{self.layout.state_features[b]}; remove it from world.model.ratio_features",
+                                    table=name, column=f"next_{self.layout.state_features[i]}",
+                                    rows=np.flatnonzero(bad_r).tolist())
         x_tr = np.concatenate([train.obs, train.act], axis=1)
         yg_tr, yb_tr = self._targets(train)
         with torch.no_grad():
@@ -329,12 +343,33 @@ class WorldModel:
         next_mean[:, :, bi] = prob[:, :, :nb]
         next_var[:, :, bi] = prob[:, :, :nb] * (1 - prob[:, :, :nb])
         lay.apply_sums(obs, np.asarray(act, dtype=np.float32), next_mean)
+        self.apply_ratios(next_mean)
         for i, j in zip(lay.sum_idx, lay.sum_src):
             if j < len(lay.state_features):
                 next_var[:, :, i] = next_var[:, :, j]
         return Prediction(next_mean=next_mean, next_var=next_var, rew_mean=mu[:, :, -1], rew_var=var[:, :, -1],
                           cost_prob=prob[:, :, nb:nb + nc], death_prob=prob[:, :, -2], discharge_prob=prob[:, :, -1],
                           delta_norm=mean.numpy())
+
+    @property
+    def _ratios(self) -> list[tuple[int, tuple[int, int]]]:
+        """(feature index, (numerator index, denominator index)) of each configured ratio feature in the state."""
+        feats = self.layout.state_features
+        gauss = set(self.layout.gauss_idx)
+        out = []
+        for name in self.cfg.ratio_features:
+            num, den = RATIO_SOURCES[name]
+            if name in feats and num in feats and den in feats and feats.index(name) in gauss:
+                out.append((feats.index(name), (feats.index(num), feats.index(den))))
+        return out
+
+    def apply_ratios(self, nxt: np.ndarray) -> np.ndarray:
+        """Set each ratio feature of ``nxt`` (..., S) from its (clipped) sources, in place; returns ``nxt``."""
+        for i, (a, b) in self._ratios:
+            num = np.clip(nxt[..., a], self._lo[a], self._hi[a])
+            den = np.clip(nxt[..., b], max(self._lo[b], 1e-6), self._hi[b])
+            nxt[..., i] = num / den
+        return nxt
 
     def clip_state(self, obs: np.ndarray, nxt: np.ndarray) -> FloatArray:
         """Clip s' to the plausible range of each feature; cumulative features never decrease."""
@@ -378,6 +413,7 @@ class WorldModel:
             raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
         nxt = self.clip_state(obs, nxt)
         nxt = self.clip_state(obs, self.layout.apply_sums(obs, np.asarray(act, dtype=np.float32), nxt))
+        nxt = self.clip_state(obs, self.apply_ratios(nxt))
         return StepSample(next_obs=nxt, rew=rew.astype(np.float32),
                           cost_prob=cost.astype(np.float32), death_prob=death.astype(np.float32),
                           discharge_prob=exit_.astype(np.float32), uncertainty=unc)
@@ -422,6 +458,7 @@ class WorldModel:
         c["hidden"] = tuple(c["hidden"])
         c["copy_features"] = tuple(c["copy_features"])
         c["sum_features"] = tuple(c["sum_features"])
+        c["ratio_features"] = tuple(c.get("ratio_features", ()))
         cfg = EnsembleConfig(**c)
         layout = Layout(saved_s, saved_a, tuple(meta["cost_names"]), tuple(meta["copy_idx"]),
                         tuple(meta["binary_idx"]), tuple(meta["gauss_idx"]), tuple(meta["sum_idx"]),

@@ -206,3 +206,22 @@ def test_chunked_prediction_matches_single_pass(tiny_model: WorldModel, toy_data
     chunked = tiny_model.predict(val.obs[:50], val.act[:50])
     np.testing.assert_allclose(chunked.next_mean, whole.next_mean, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(chunked.death_prob, whole.death_prob, rtol=1e-5, atol=1e-7)
+
+
+def test_ratio_feature_is_derived_from_its_sources_and_violations_raise(
+        tiny_model: WorldModel, toy_data: tuple[Transitions, Transitions]) -> None:
+    train, val = toy_data
+    pf, pao2, fio2 = (STATE.index(f) for f in ("pf_ratio", "pao2", "fio2"))
+    for mode in ("random_elite", "mean"):
+        s = tiny_model.step(val.obs, val.act, mode, np.random.default_rng(2))
+        derived = np.clip(s.next_obs[:, pao2] / s.next_obs[:, fio2], F.BY_NAME["pf_ratio"].low,
+                          F.BY_NAME["pf_ratio"].high)
+        np.testing.assert_allclose(s.next_obs[:, pf], derived, rtol=1e-5)
+    nxt = train.next_obs.copy()
+    nxt[4, pf] += 60.0
+    bad = Transitions(train.obs, train.act, nxt, train.rew, train.cost, train.death)
+    with pytest.raises(DataError, match=r"column 'next_pf_ratio'.*ratio_features.*offending rows: 4"):
+        WorldModel(TINY, Layout.make(STATE, COSTS, TINY.copy_features, TINY.sum_features)).fit(bad, val)
+    # a feature without a defining ratio is refused
+    with pytest.raises(ValueError, match="no defining ratio"):
+        EnsembleConfig(ratio_features=("map",))
