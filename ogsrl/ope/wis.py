@@ -5,7 +5,8 @@ References: Precup, Sutton & Singh (2000) for per-decision IS; Thomas (2015, PhD
 
 Trajectories of unequal length are padded to ``T`` steps as an absorbing state: reward 0, ratio 1 (log-ratio 0), so
 a trajectory's cumulative weight stays at its final value after it ends. Notation: ``N`` trajectories, ``T`` steps,
-ρ_{i,t} = π_e(a_{i,t}|s_{i,t}) / π_b(a_{i,t}|s_{i,t}), w_{i,t} = min(Π_{k≤t} ρ_{i,k}, clip).
+ρ_{i,t} = π_e(a_{i,t}|s_{i,t}) / π_b(a_{i,t}|s_{i,t}), w_{i,t} = min(Π_{k≤t} ρ_{i,k}, clip). A log-ratio of −inf
+(π_e gives the logged action density 0, e.g. a guarded policy's rejected action) is a weight of 0.
 """
 
 from __future__ import annotations
@@ -83,10 +84,15 @@ def _check(rewards: FloatArray, log_ratio: FloatArray, mask: npt.NDArray[np.bool
         raise ValueError("need at least one trajectory")
     if not 0.0 < gamma <= 1.0:
         raise ValueError(f"gamma must be in (0, 1], got {gamma}")
-    for name, arr in (("rewards", rewards), ("log_ratio", log_ratio)):
-        bad = np.nonzero(~np.isfinite(arr).all(axis=1))[0]
-        if bad.size:
-            raise ValueError(f"{name} not finite in trajectories {bad[:5].tolist()}")
+    bad = np.nonzero(~np.isfinite(rewards).all(axis=1))[0]
+    if bad.size:
+        raise ValueError(f"rewards not finite in trajectories {bad[:5].tolist()}")
+    # log ρ = −inf is a zero weight (π_e cannot take the logged action); NaN and +inf are errors
+    bad = np.nonzero((np.isnan(log_ratio) | (log_ratio == np.inf)).any(axis=1))[0]
+    if bad.size:
+        raise ValueError(f"log_ratio NaN or +inf in trajectories {bad[:5].tolist()}")
+    if not np.isfinite(log_ratio[mask]).any():
+        raise ValueError("every trajectory has weight 0: the evaluation policy can take none of the logged actions")
 
 
 def cumulative_log_weights(

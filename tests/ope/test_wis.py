@@ -31,6 +31,21 @@ def test_hand_computed_example() -> None:
     assert 2.0 <= est.ci_low <= est.value <= est.ci_high <= 3.0
 
 
+def test_minus_inf_log_ratio_is_a_zero_weight() -> None:
+    # stay 0's second action is impossible under π_e: w0 = 0, so WIS = G1 = 3; PDWIS keeps stay 0's first step
+    log_rho = LOG_RHO.copy()
+    log_rho[0, 1] = -np.inf
+    assert wis.wis(R, log_rho, MASK, 0.5, _rng(), n_boot=200).value == pytest.approx(3.0)
+    assert wis.pdwis(R, log_rho, MASK, 0.5, _rng(), n_boot=200).value == pytest.approx(14 / 6 + 0.5 * 0.0)
+    for bad_value in (np.nan, np.inf):
+        bad = LOG_RHO.copy()
+        bad[1, 0] = bad_value
+        with pytest.raises(ValueError, match=r"log_ratio NaN or \+inf in trajectories \[1\]"):
+            wis.wis(R, bad, MASK, 0.5, _rng())
+    with pytest.raises(ValueError, match="every trajectory has weight 0"):
+        wis.wis(R, np.full_like(LOG_RHO, -np.inf), MASK, 0.5, _rng())
+
+
 def test_on_policy_weights_give_the_sample_mean() -> None:
     rng = _rng(1)
     rewards = rng.normal(size=(30, 6))

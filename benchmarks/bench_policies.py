@@ -1,0 +1,131 @@
+"""Learned policies against simulator truth (issue 11): every trained run × seed beside the clinicians, the
+heuristic and the best-known rule.
+
+For each checkpoint `data/models/policies/<run>/seed<seed>/` under `--root` (the object that is served: guardian
+fallback included) this scores, on simulator truth with the cohort population and the same `--episodes` patients
+for every policy (seed `--seed`, never a search or training seed): in-hospital mortality, the SOFA return, the cost
+return per stay of each cost rule against the run's limits, and — from `data/reports/train.json` — the return the
+policy earns inside the world model and its training time. Per run: mean ± sd over seeds, the share of the
+clinicians → best-known mortality gap closed, and whether the true cost return of every seed is within the limit.
+
+Usage (after `ogsrl train-policies`, e.g. `make run`):
+  .venv/bin/python benchmarks/bench_policies.py [--root .] [--episodes 5000] [--seed 11] [--workers 2]
+Writes benchmarks/results/policies.md and benchmarks/results/policies.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from ogsrl.config import load_params
+from ogsrl.synth.stage import run_truth
+
+HERE = Path(__file__).resolve().parent
+REFERENCES = ("behaviour", "heuristic", "best-known")
+ROWS = ("soc", "mb_trpo", "mb_cpo", "gmb_trpo", "gmb_cpo", "gmb_ppo_lag")
+
+
+def score(root: str, params_file: str, spec: str, episodes: int, seed: int) -> dict[str, float | str]:
+    params = load_params(Path(params_file))
+    return {"spec": spec, **run_truth(params, Path(root), spec, episodes, seed)}
+
+
+def fmt(values: list[float], digits: int) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", type=Path, default=Path("."))
+    ap.add_argument("--params", type=Path, default=None, help="params file (default: <root>/params.yaml)")
+    ap.add_argument("--episodes", type=int, default=5000)
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", type=str, default="policies", help="result page name under benchmarks/results/")
+    args = ap.parse_args()
+    root = args.root.resolve()
+    params_file = (args.params or root / "params.yaml").resolve()
+    train = json.loads((root / "data/reports/train.json").read_text(encoding="utf-8"))
+    costs = sorted(k.split("/")[-1] for k in train if k.startswith("cost_limit/") and not k.endswith("from_params"))
+    limits = {c: float(train[f"cost_limit/{c}"]) for c in costs}
+    checkpoints = sorted((root / "data/models/policies").glob("*/seed*"))
+    specs = list(REFERENCES) + [str(p.relative_to(root)) for p in checkpoints]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(args.workers) as ex:
+        rows = list(ex.map(score, [str(root)] * len(specs), [str(params_file)] * len(specs), specs,
+                           [args.episodes] * len(specs), [args.seed] * len(specs)))
+    seconds = time.perf_counter() - t0
+    by = {r["spec"]: r for r in rows}
+    clin = float(by["behaviour"]["truth/mortality_hosp"])
+    best = float(by["best-known"]["truth/mortality_hosp"])
+    runs: dict[str, list[tuple[str, dict]]] = {}
+    for p in checkpoints:
+        runs.setdefault(p.parent.name, []).append((p.name, by[str(p.relative_to(root))]))
+
+    def gap(m: float) -> float:
+        return (clin - m) / (clin - best)
+
+    header = ("| policy | seeds | true mortality | gap closed | true SOFA return | "
+              + " | ".join(f"true {c} return (limit {limits[c]:.2f})" for c in costs)
+              + " | within limits (all seeds) | model-estimated return | training s |")
+    sep = "|" + "---|" * (8 + len(costs))
+    lines = []
+    for name in REFERENCES:
+        r = by[name]
+        m = float(r["truth/mortality_hosp"])
+        lines.append(f"| {name if name != 'behaviour' else 'clinicians'} | – | {m:.3f} | {gap(m):.2f} | "
+                     f"{float(r['truth/return']):.1f} | "
+                     + " | ".join(f"{float(r[f'truth/cost_return_{c}']):.2f}" for c in costs) + " | – | – | – |")
+    summary = {}
+    for run in sorted(runs, key=lambda n: (ROWS.index(n) if n in ROWS else 99, n)):
+        seeds = runs[run]
+        mort = [float(r["truth/mortality_hosp"]) for _, r in seeds]
+        ret = [float(r["truth/return"]) for _, r in seeds]
+        cret = {c: [float(r[f"truth/cost_return_{c}"]) for _, r in seeds] for c in costs}
+        within = all(v <= limits[c] for c in costs for v in cret[c])
+        model = [float(train[k]) for s, _ in seeds if (k := f"{run}/{s}/model/return") in train]
+        secs = [float(train[k]) for s, _ in seeds if (k := f"{run}/{s}/train/seconds") in train]
+        lines.append(f"| {run} | {len(seeds)} | {fmt(mort, 3)} | {fmt([gap(m) for m in mort], 2)} | {fmt(ret, 1)} | "
+                     + " | ".join(fmt(cret[c], 2) for c in costs)
+                     + f" | {'yes' if within else 'no'} | {fmt(model, 1)} | {fmt(secs, 0)} |")
+        summary[run] = {"seeds": [s for s, _ in seeds], "mortality": mort, "gap_closed": [gap(m) for m in mort],
+                        "return": ret, "cost_return": cret, "within_limits": within, "model_return": model,
+                        "train_seconds": secs}
+    page = f"""# Learned policies against simulator truth (`benchmarks/bench_policies.py`)
+
+Machine: {platform.machine()}, {os.cpu_count()} CPUs, {args.workers} worker processes; {seconds:.0f} s in all.
+Project `{root.name}`, params `{params_file.name}`. {args.episodes} simulated septic patients per policy (seed
+{args.seed}, the same patients for every policy), scored on the stays the cohort extraction keeps. Each learned
+policy is scored as it is served (guardian fallback to SOC included). Gap closed = (clinicians − policy) /
+(clinicians − best-known) in true in-hospital mortality; 1 = as good as the best-known rule. Cost limits are the
+runs' expected safety cost per stay (0.8 × the clinicians' on the train split unless set in params). Baselines
+(clinicians, heuristic, best-known) measured in the same run. Model-estimated return: the served policy's return in
+the unguarded world model (`train.json`).
+
+{header}
+{sep}
+{chr(10).join(lines)}
+"""
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / f"{args.out}.md").write_text(page, encoding="utf-8")
+    (HERE / "results" / f"{args.out}.json").write_text(json.dumps(
+        {"episodes": args.episodes, "seed": args.seed, "clinicians": clin, "best_known": best, "limits": limits,
+         "references": {k: by[k] for k in REFERENCES}, "runs": summary}, indent=2, default=str) + "\n",
+        encoding="utf-8")
+    print(page)
+
+
+if __name__ == "__main__":
+    main()
