@@ -152,7 +152,8 @@ def main() -> None:
     world_cfg = E.WorldConfig(window_start_h=int(cohort.window_start_h), step_h=int(cohort.step_h),
                               n_steps=int(cohort.n_steps))
     horizon = world_cfg.n_steps
-    policy = load_policy(root / "data" / "models" / "policies" / "soc")
+    soc_dir = root / "data" / "models" / "policies" / "soc" / f"seed{section(params, 'policies')['seeds'][0]}"
+    policy = load_policy(soc_dir)
     model = WorldModel.load(root / "data" / "models" / "world")
     feats = model.layout.state_features
     if tuple(policy.feature_names) != tuple(feats):
@@ -197,7 +198,7 @@ def main() -> None:
     lines = [
         "# World model vs simulator ground truth, closed loop (`benchmarks/bench_world_truth.py`)",
         "",
-        f"Policy: SOC (`data/models/policies/soc`) everywhere; per seed ({', '.join(map(str, args.seeds))}) "
+        f"Policy: SOC (`{soc_dir.relative_to(root)}`) everywhere; per seed ({', '.join(map(str, args.seeds))}) "
         f"{args.episodes} model episodes from the test split's start states per world and {args.episodes} fresh "
         f"simulated cohort patients. Mean paths compared over the first {results['ensemble'][0]['compared_steps']} "
         f"decision steps (simulator ≥ {args.min_at_risk} patients in the window). Time for all seeds (2 cores): "
