@@ -79,15 +79,16 @@ def main() -> None:
 
     header = ("| policy | seeds | true mortality | gap closed | true SOFA return | "
               + " | ".join(f"true {c} return (limit {limits[c]:.2f})" for c in costs)
-              + " | within limits (all seeds) | model-estimated return | training s |")
-    sep = "|" + "---|" * (8 + len(costs))
+              + " | within limits (all seeds) | model-estimated return (served) | in-model return of the raw learner "
+              "(last batch) | training s |")
+    sep = "|" + "---|" * (9 + len(costs))
     lines = []
     for name in REFERENCES:
         r = by[name]
         m = float(r["truth/mortality_hosp"])
         lines.append(f"| {name if name != 'behaviour' else 'clinicians'} | – | {m:.3f} | {gap(m):.2f} | "
                      f"{float(r['truth/return']):.1f} | "
-                     + " | ".join(f"{float(r[f'truth/cost_return_{c}']):.2f}" for c in costs) + " | – | – | – |")
+                     + " | ".join(f"{float(r[f'truth/cost_return_{c}']):.2f}" for c in costs) + " | – | – | – | – |")
     summary = {}
     for run in sorted(runs, key=lambda n: (ROWS.index(n) if n in ROWS else 99, n)):
         seeds = runs[run]
@@ -97,12 +98,13 @@ def main() -> None:
         within = all(v <= limits[c] for c in costs for v in cret[c])
         model = [float(train[k]) for s, _ in seeds if (k := f"{run}/{s}/model/return") in train]
         secs = [float(train[k]) for s, _ in seeds if (k := f"{run}/{s}/train/seconds") in train]
+        raw = [float(train[k]) for s, _ in seeds if (k := f"{run}/{s}/train/return") in train]
         lines.append(f"| {run} | {len(seeds)} | {fmt(mort, 3)} | {fmt([gap(m) for m in mort], 2)} | {fmt(ret, 1)} | "
                      + " | ".join(fmt(cret[c], 2) for c in costs)
-                     + f" | {'yes' if within else 'no'} | {fmt(model, 1)} | {fmt(secs, 0)} |")
+                     + f" | {'yes' if within else 'no'} | {fmt(model, 1)} | {fmt(raw, 1)} | {fmt(secs, 0)} |")
         summary[run] = {"seeds": [s for s, _ in seeds], "mortality": mort, "gap_closed": [gap(m) for m in mort],
                         "return": ret, "cost_return": cret, "within_limits": within, "model_return": model,
-                        "train_seconds": secs}
+                        "train_return": raw, "train_seconds": secs}
     page = f"""# Learned policies against simulator truth (`benchmarks/bench_policies.py`)
 
 Machine: {platform.machine()}, {os.cpu_count()} CPUs, {args.workers} worker processes; {seconds:.0f} s in all.
@@ -112,7 +114,8 @@ policy is scored as it is served (guardian fallback to SOC included). Gap closed
 (clinicians − best-known) in true in-hospital mortality; 1 = as good as the best-known rule. Cost limits are the
 runs' expected safety cost per stay (0.8 × the clinicians' on the train split unless set in params). Baselines
 (clinicians, heuristic, best-known) measured in the same run. Model-estimated return: the served policy's return in
-the unguarded world model (`train.json`).
+the unguarded world model (`train.json`); in-model return of the raw learner: its last training batch in the
+(guarded or unguarded) world model, before the guardian fallback — where the model's optimism shows.
 
 {header}
 {sep}
