@@ -11,7 +11,7 @@ Acceptance (issue 10), printed PASS/FAIL and written with the table:
 * the heuristic stays below 0.85 × the clinicians'; the best-known policy is at least as good as the heuristic;
 * the clinicians' mortality lies in 10–30 %; best-known ≤ heuristic < clinicians < no treatment < random.
 
-Usage: .venv/bin/python benchmarks/bench_blanket.py [--episodes 5000] [--seed 11] [--workers 2]   (~15 min)
+Usage: .venv/bin/python benchmarks/bench_blanket.py [--episodes 5000] [--seed 11] [--workers 2]   (~11 min on 2 cores)
 Writes benchmarks/results/blanket.md and benchmarks/results/blanket.json.
 """
 
