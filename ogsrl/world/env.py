@@ -4,7 +4,8 @@ Episodes start from the real first states (each stay's first row) of the trainin
 ``random_member`` or ``random_elite``), end on a sampled death or discharge (``terminated``; logged stays end the
 same way) or at the horizon (``truncated``).
 A guardian can be plugged in as ``guard(obs, act) -> inside (B,) bool``: a step whose (s, a) leaves the supported
-set earns ``ood_penalty`` and ends the episode (OGSRL: −25, episode frozen).
+set earns ``ood_penalty`` and ends the episode (OGSRL: −25, episode frozen), and each cost column is charged
+``ood_cost`` for every step the episode had left (ours: leaving the support must not shorten the cost return).
 
 Autoreset is disabled: a finished sub-environment stays frozen (same observation, zero reward and cost,
 ``info["active"]`` False) until the next :meth:`reset`, so all sub-environments share one horizon and rollouts
@@ -44,6 +45,10 @@ class EnvConfig:
     drawn per episode at reset (episode_elite, PETS TS∞)"""
     ood_penalty: float = -25.0
     """reward of a step the guardian rejects; the episode then ends (paper: −25)"""
+    ood_cost: float = 0.0
+    """cost charged to every cost column, per step the episode had left (this one included), when the guardian ends
+    it. 0 (the paper) lets a constrained learner meet its cost limit by leaving the support early, since the
+    steps it no longer plays carry no cost; 1 counts them as violating every rule"""
     cost_mode: Literal["prob", "sample"] = "prob"
     """info["cost"]: the predicted probability (expected cost) or a Bernoulli draw from it"""
     uncertainty_penalty: float = 0.0
@@ -56,6 +61,8 @@ class EnvConfig:
     def __post_init__(self) -> None:
         if self.horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {self.horizon}")
+        if self.ood_cost < 0:
+            raise ValueError(f"ood_cost must be >= 0, got {self.ood_cost}")
         if self.uncertainty_penalty < 0:
             raise ValueError(f"uncertainty_penalty must be >= 0, got {self.uncertainty_penalty}")
 
@@ -205,6 +212,7 @@ class WorldModelEnv(VectorEnv):
                 raise ValueError(f"guard must return a ({b},) bool array, got {inside.dtype} {inside.shape}")
             ood = active & ~inside
             rew[ood] = self.cfg.ood_penalty
+            cost[ood] = self.cfg.ood_cost * (self._limit[ood] - self._t)[:, None]
         live = active & ~ood
         if live.any():
             s = self.model.step(self._obs[live], act[live], self.cfg.mode, self._rng, member=self._member[live])

@@ -133,6 +133,23 @@ def test_guard_penalises_and_ends(tiny_model: WorldModel, starts: np.ndarray) ->
         bad.step(act)
 
 
+def test_guard_charges_ood_cost_for_the_steps_left(tiny_model: WorldModel, starts: np.ndarray) -> None:
+    horizons = np.full(len(starts), 5, dtype=np.int64)
+    horizons[0] = 3
+    env = WorldModelEnv(_never_die(tiny_model), starts[[0, 1]], num_envs=2,
+                        cfg=EnvConfig(horizon=5, ood_penalty=-25.0, ood_cost=0.5),
+                        guard=lambda obs, act: act[:, 0] < 1000.0, horizons=horizons[[0, 1]])
+    env.reset(seed=0)
+    start = env._limit.copy()  # steps each row may play: 3 or 5
+    env.step(np.array([[100, 0], [100, 0]], np.float32))  # t = 0 → 1, both inside
+    _, _, term, _, info = env.step(np.array([[5000, 0], [5000, 0]], np.float32))  # t = 1: both rejected
+    assert term.all()
+    n_cost = info["cost"].shape[1]
+    np.testing.assert_allclose(info["cost"], np.repeat(0.5 * (start - 1)[:, None], n_cost, axis=1))
+    with pytest.raises(ValueError, match="ood_cost"):
+        EnvConfig(ood_cost=-1.0)
+
+
 def test_rollout_seeded_and_consistent(tiny_model: WorldModel, starts: np.ndarray) -> None:
     cfg = EnvConfig(horizon=6, mode="random_elite", cost_mode="sample")
     r1 = rollout(WorldModelEnv(tiny_model, starts, 32, cfg), _behaviour, seed=4)
