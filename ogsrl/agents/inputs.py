@@ -140,7 +140,16 @@ class EnvFactory:
                 f"{WORLD_DIR} was fitted on {list(world.layout.state_features)}; model-based runs need state: paper")
         guard = as_guard(guardian, world.layout.state_features, world.layout.action_names) if guarded else None
         cfg = dataclasses.replace(self.env_cfg, seed=int(seed))
-        return WorldModelEnv(world, starts, num_envs, cfg, guard=guard, horizons=horizons)
+        return WorldModelEnv(world, starts, num_envs, cfg, guard=guard, horizons=horizons,
+                             ood_cost_rates=self.clinician_cost_rates(world.layout.cost_names))
+
+    def clinician_cost_rates(self, cost_names: tuple[str, ...]) -> np.ndarray:
+        """(C,) the clinicians' mean cost per logged step (train split), what an episode the guardian ends is charged
+        per step left (× ``world.env.ood_cost``): the served policy then defers to the clinicians' clone."""
+        missing = [c for c in cost_names if c not in self.train.columns]
+        if missing:
+            raise DataError(f"the world model predicts cost column(s) {missing} the train split lacks", table="train")
+        return self.train[list(cost_names)].mean().to_numpy(np.float64)
 
 
 class BehaviourClones:
