@@ -5,6 +5,7 @@ registration from in-memory pandas frames (``register_frames``) or an unpacked d
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
@@ -28,7 +29,10 @@ SCHEMA: dict[str, dict[str, str]] = {
         "amountuom": "str", "rate": "float", "rateuom": "str", "patientweight": "float", "statusdescription": "str",
     },
     "outputevents": {"stay_id": "int", "charttime": "ts", "itemid": "int", "value": "float"},
-    "labevents": {"subject_id": "int", "hadm_id": "int", "itemid": "int", "charttime": "ts", "valuenum": "float"},
+    "labevents": {
+        "subject_id": "int", "hadm_id": "int", "specimen_id": "int", "itemid": "int", "charttime": "ts",
+        "value": "str", "valuenum": "float",
+    },
     "procedureevents": {"stay_id": "int", "starttime": "ts", "endtime": "ts", "itemid": "int"},
     "prescriptions": {
         "subject_id": "int", "hadm_id": "int", "starttime": "ts", "stoptime": "ts", "drug_type": "str",
@@ -220,14 +224,29 @@ def register_directory(con: duckdb.DuckDBPyConnection, root: Path,
         except DataError:
             raise
         except duckdb.Error as exc:
-            raise DataError(f"cannot read {path} (corrupt or not a {kind} file): {exc}", table=table) from exc
+            raise DataError(f"cannot read {path} (corrupt or not a {kind} file): {read_error(exc)}",
+                            table=table) from None
         found[table] = path
     return found
 
 
+_FILE = re.compile(r"[^\s'\"=]+\.(?:csv\.gz|csv|parquet)\b")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def read_error(exc: BaseException) -> str:
+    """The reason of a DuckDB read failure in one line: its first line, without the SQL text DuckDB appends
+    (``LINE 1: SELECT …``), the offending CSV line or quoted values (they may hold raw ids or timestamps)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return _QUOTED.sub("'…'", first).strip()
+
+
 def run_query(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> duckdb.DuckDBPyConnection:
-    """Execute SQL, turning DuckDB read/convert failures (corrupt file, bad value) into :class:`DataError`."""
+    """Execute SQL, turning DuckDB read/convert failures (corrupt file, bad value) into a one-line
+    :class:`DataError` naming the file when DuckDB names one (never the SQL text or raw values)."""
     try:
         return con.execute(sql, params or [])
     except (duckdb.IOException, duckdb.ConversionException, duckdb.InvalidInputException) as exc:
-        raise DataError(f"reading the raw tables failed: {exc}") from exc
+        hit = _FILE.search(str(exc))
+        where = f"cannot read {hit.group(0)} (corrupt or truncated)" if hit else "reading the raw tables failed"
+        raise DataError(f"{where}: {read_error(exc)}") from None
