@@ -104,6 +104,10 @@ LAB_ITEMS: dict[int, str] = {
 }
 
 # ---- outputevents (urine, mL; 227488 irrigant in is subtracted) --------------------------------------------
+MIN_URINE_H = 1.0
+"""shortest observed part of a urine window (hours) a urine rate is computed from (urine is charted about hourly):
+below it, e.g. a last step that ends 30 min after it starts, the renal urine criterion and urine-rate costs are
+skipped rather than read as oliguria"""
 URINE_ITEMS = frozenset({226559, 226560, 226561, 226584, 226563, 226564, 226565, 226567, 226557, 226558, 227489})
 URINE_SUBTRACT_ITEMS = frozenset({227488})
 

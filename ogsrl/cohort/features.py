@@ -48,9 +48,7 @@ FIO2_LAB_ITEM = 50816
 FIO2_CHART_ITEM = 223835
 FIO2_PAIR_H = 4.0
 """a gas without an FiO2 on its specimen takes the last chartevents FiO2 charted at most this long before it"""
-MIN_URINE_H = 1.0
-"""shortest observed part of a urine window (hours) from which a urine rate is computed (urine is charted about
-hourly); below it the renal urine criterion and urine-rate costs are skipped"""
+
 _CHART_MAP = {**F.CHART_ITEMS}
 _CHART_MAP[220224] = "pao2"
 
@@ -399,7 +397,7 @@ def compute_states(con: duckdb.DuckDBPyConnection, grid: pd.DataFrame, step_h: f
     nee_prev = extra["nee_prev"].to_numpy(np.float64)
     urine_h = np.round(extra["urine_hours"].to_numpy(np.float64), 6)
     # renal urine criterion on the observed part of the window only (a stay ending inside it is not oliguria)
-    urine_rated = (urine_n > 0) & (urine_h >= min(MIN_URINE_H, step_h))
+    urine_rated = (urine_n > 0) & (urine_h >= min(F.MIN_URINE_H, step_h))
     out["sofa"] = sofa_4h(col("pf_gas"), out["platelets"], out["bilirubin"], out["map"], nee_prev, out["gcs"],
                           out["creatinine"], np.where(urine_rated, out["urine_step"], np.nan),
                           np.where(urine_rated, urine_h, step_h))
