@@ -183,6 +183,21 @@ def _find_file(root: Path, table: str) -> tuple[str, Path] | None:
     return None
 
 
+def locate_tables(root: Path, required: Collection[str] = TABLES) -> dict[str, tuple[str, Path]]:
+    """(kind csv | parquet, path) of each table of :data:`TABLES` found under an unpacked MIMIC-IV-layout
+    directory; DataError naming the directory or every required table that is absent (and where it was expected)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"raw data directory not found: {root}")
+    hits = {t: _find_file(root, t) for t in TABLES}
+    missing = [t for t in required if hits[t] is None]
+    if missing:
+        where = ", ".join(f"{MODULE[t]}/{t}.csv.gz" for t in missing)
+        raise DataError(f"missing table(s) {missing} under {root}: expected {where} (or .csv / .parquet)",
+                        table=missing[0])
+    return {t: hit for t, hit in hits.items() if hit is not None}
+
+
 def register_directory(con: duckdb.DuckDBPyConnection, root: Path,
                        required: Collection[str] = TABLES) -> dict[str, Path]:
     """Expose an unpacked MIMIC-IV-layout directory (``root/hosp``, ``root/icu``) as typed views, read in place.
@@ -195,20 +210,9 @@ def register_directory(con: duckdb.DuckDBPyConnection, root: Path,
     Raises:
         DataError: missing directory/table/column, wrong dtype, or an unreadable (corrupt) file, naming it.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"raw data directory not found: {root}")
-    hits = {t: _find_file(root, t) for t in TABLES}
-    missing = [t for t in required if hits[t] is None]
-    if missing:
-        where = ", ".join(f"{MODULE[t]}/{t}.csv.gz" for t in missing)
-        raise DataError(f"missing table(s) {missing} under {root}: expected {where} (or .csv / .parquet)",
-                        table=missing[0])
+    hits = locate_tables(root, required)
     found: dict[str, Path] = {}
-    for table, hit in hits.items():
-        if hit is None:
-            continue
-        kind, path = hit
+    for table, (kind, path) in hits.items():
         if kind == "csv":
             sniff = f"read_csv({_q(path)}, header = true, sample_size = 20480)"
         else:
