@@ -40,7 +40,7 @@ FEATURES: tuple[Feature, ...] = (
     # respiratory
     Feature("mechvent", "1=invasive ventilation", 0, 1, 0, 0, "binary"),
     Feature("fio2", "fraction", 0.21, 1.0, 12, 0.21),
-    Feature("pao2", "mmHg", 20, 700, 8, 90),
+    Feature("pao2", "mmHg", 20, 700, 8, 90),  # normal on room air; the cohort imputes pf_ratio.normal × FiO2
     Feature("pf_ratio", "mmHg", 20, 3000, 8, 430),
     Feature("spo2", "%", 50, 100, 2, 97),
     Feature("rr", "insp/min", 3, 70, 2, 16),
