@@ -33,6 +33,9 @@ def _tiny_params(**overrides: Any) -> dict[str, Any]:
     """The repository's params.yaml with a tiny demo (``synth.stays`` = 40) and dotted-key overrides applied."""
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
     params.setdefault("synth", {})["stays"] = TINY_STAYS
+    # 40 stays chart ~30 °F temperatures: one simulated charting error (documented rate 0.3 %) is already 3.3 %,
+    # over the 3 % the raw gate tolerates on full-size data; the tiny demo tests the pipeline, not that threshold
+    params.setdefault("validation", {})["range_mostly"] = 0.9
     policies = params.setdefault("policies", {})
     policies["model_eval_episodes"] = 64
     for name in ("trpo", "cpo", "ppo_lag"):
