@@ -116,6 +116,8 @@ class ChristoffelGuardian(ThresholdGuardian):
 
     kind = "christoffel"
     label = "christoffel"
+    stores_rows = False
+    """the saved model is the whitened moment matrix (an average over rows) and the per-column scaler"""
 
     def __init__(
         self,
@@ -161,19 +163,24 @@ class ChristoffelGuardian(ThresholdGuardian):
         log.info("christoffel guardian: fitted %d rows, %d monomials, min eigenvalue %.3g", x.shape[0], m, eig_min)
         return self
 
-    def calibrate(self, x_cal: FloatArray, *, rng: np.random.Generator | None = None) -> Self:
-        """Threshold from the scores of the calibration split ``x_cal (M, D)`` (rule in ``calibration``).
+    def calibrate(self, x_cal: FloatArray, *, groups: npt.ArrayLike | None = None,
+                  rng: np.random.Generator | None = None) -> Self:
+        """Threshold from the scores of the calibration split ``x_cal (M, D)`` (rule and unit in ``calibration``;
+        ``groups (M,)`` the stay of each row, required for unit stay).
 
         Every row is scored; ``rng`` is accepted for the :class:`Guardian` protocol and unused.
         """
         self._calibrate_on(self.score(x_cal), self.n_fit,
-                           {"degree": self.cfg.degree, "ridge": self.cfg.ridge, "n_monomials": self.basis.size})
+                           {"degree": self.cfg.degree, "ridge": self.cfg.ridge, "n_monomials": self.basis.size},
+                           groups)
         return self
 
-    def assess(self, x_test: FloatArray, *, rng: np.random.Generator, volume_samples: int) -> Self:
-        """Record test coverage on ``x_test (T, D)`` and the Monte-Carlo volume proxy in the certificate."""
+    def assess(self, x_test: FloatArray, *, rng: np.random.Generator, volume_samples: int,
+               groups: npt.ArrayLike | None = None) -> Self:
+        """Record test coverage on ``x_test (T, D)`` (per stay too, given ``groups``) and the Monte-Carlo volume
+        proxy in the certificate."""
         self.certificate()
-        self._assess_on(self.score(x_test), rng, volume_samples)
+        self._assess_on(self.score(x_test), rng, volume_samples, groups)
         return self
 
     # ---- queries ------------------------------------------------------------------------------------------
