@@ -134,15 +134,17 @@ def gather_evidence(cfg: RegistryConfig, root: Path) -> gate_mod.Evidence:
     costs = {t: iv for t in sorted(targets) if t != cfg.return_target
              and (iv := _interval(metrics, prefix + t)) is not None}
     cert_path = root / cfg.guardian_dir / "certificate.json"
-    alpha = coverage = None
+    alpha = coverage = unit = None
     if cert_path.is_file():
         cert = json.loads(cert_path.read_text(encoding="utf-8"))
         alpha = cert.get("alpha_c")
-        coverage = cert.get("test_coverage")
+        unit = str(cert.get("unit", "row"))  # certificates without a unit were calibrated by rows
+        coverage = cert.get("test_coverage_stay" if unit == "stay" else "test_coverage")
         alpha = float(alpha) if alpha is not None else float("nan")
         coverage = float(coverage) if coverage is not None else float("nan")
     return gate_mod.Evidence(validation=validation, ope_return=_interval(metrics, prefix + cfg.return_target),
-                             ope_costs=costs, guardian_alpha=alpha, guardian_coverage=coverage)
+                             ope_costs=costs, guardian_alpha=alpha, guardian_coverage=coverage,
+                             guardian_unit=unit)
 
 
 def _algorithm_of(policy_dir: Path) -> str:

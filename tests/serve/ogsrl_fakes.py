@@ -81,8 +81,9 @@ def save_guardian(path: Path, names: tuple[str, ...], low: Any, high: Any, alpha
                   test_coverage: float = 0.951) -> None:
     write_json(Path(path) / "guardian.json", {"kind": "box", "feature_names": list(names),
                                               "low": list(low), "high": list(high)})
-    write_json(Path(path) / "certificate.json", {"method": "box", "alpha_c": alpha_c,
-                                                 "test_coverage": test_coverage, "feature_names": list(names)})
+    write_json(Path(path) / "certificate.json", {"method": "box", "alpha_c": alpha_c, "unit": "stay",
+                                                 "test_coverage": test_coverage, "test_coverage_stay": test_coverage,
+                                                 "feature_names": list(names)})
 
 
 def load_guardian(path: Path) -> BoxGuardian:
