@@ -89,6 +89,8 @@ def tmp_dvc_project(tmp_path: Path) -> Path:
     root.mkdir()
     shutil.copytree(REPO_ROOT / "ogsrl", root / "ogsrl", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copy2(REPO_ROOT / "dvc.yaml", root / "dvc.yaml")
+    (root / "data").mkdir()
+    shutil.copy2(REPO_ROOT / "data" / "salt-fingerprint.json", root / "data" / "salt-fingerprint.json")  # a dvc.yaml dep
     _write_params(root, _tiny_params())
     (root / ".gitignore").write_text((REPO_ROOT / ".gitignore").read_text(encoding="utf-8"), encoding="utf-8")
 
