@@ -132,11 +132,13 @@ def write_fingerprint(params: Mapping[str, Any], root: Path) -> tuple[Path, bool
 
 
 def check_fingerprint(params: Mapping[str, Any], root: Path, salt: str) -> None:
-    """For real data: refuse to run unless :data:`FINGERPRINT_FILE` matches ``salt`` (so that DVC, which hashes
-    that file, reruns this stage whenever the salt changes). No-op for the demo's public salt."""
+    """For real data: refuse to run when :data:`FINGERPRINT_FILE` exists and does not match ``salt`` (DVC hashes that
+    file, so its record would otherwise claim outputs of another salt). No-op for the demo's public salt."""
     if _source(params) not in SECRET_SOURCES:
         return
     path = Path(root) / FINGERPRINT_FILE
+    if not path.exists():
+        return  # no file, no stale DVC record (under DVC a missing dependency stops the run before the stage)
     try:
         recorded = json.loads(path.read_text(encoding="utf-8")).get("fingerprint")
     except (OSError, ValueError, AttributeError):

@@ -23,6 +23,15 @@ from ogsrl import env  # noqa: E402
 
 env.setdefaults(REPO_ROOT)
 
+TEST_SALT = "test-secret-salt-0123456789abcdef"
+"""The secret salt every test runs with (env OGSRL_SALT): real-data (mimic-iv) stages refuse to run without one."""
+
+
+@pytest.fixture(autouse=True)
+def _secret_salt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OGSRL_SALT", TEST_SALT)
+
+
 TINY_STAYS = 40
 """synth.stays in the tiny test projects."""
 TINY_ONPOLICY = {"iterations": 2, "num_envs": 64, "critic_epochs": 1}
