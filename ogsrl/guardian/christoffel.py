@@ -208,6 +208,21 @@ class ChristoffelGuardian(ThresholdGuardian):
         u = self.basis.torch(scaler.transform_torch(x)) @ self._w_torch[key]  # (B, m)
         return (u * u).sum(dim=1)
 
+    def release_problem(self) -> str | None:
+        """Why this saved guardian must not leave the project (None: it may be bundled).
+
+        The saved model is ``W = L⁻ᵀ`` of the moment matrix ``M`` = the fit rows' empirical moments of degree ≤ 2k
+        (``C(D + 2k, 2k)`` distinct numbers), plus per-column quantiles. With few rows those moments could pin the
+        rows down; they are refused unless the rows hold at least twice as many numbers (``n_fit·D``) as there are
+        distinct moments.
+        """
+        d = len(self.feature_names)
+        moments = math.comb(d + 2 * self.cfg.degree, 2 * self.cfg.degree)
+        if self.n_fit * d < 2 * moments:
+            return (f"its moment matrix summarises only {self.n_fit} fit rows ({self.n_fit * d} numbers for {moments} "
+                    f"distinct moments); need at least {math.ceil(2 * moments / d)} rows")
+        return None
+
     # ---- persistence --------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         """Write guardian.json + arrays.npz + certificate.json to the directory ``path`` atomically."""

@@ -142,6 +142,11 @@ class KDEGuardian(ThresholdGuardian):
     def _score_scaled(self, z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         return -self._require_fit()[2].score_samples(z)
 
+    def release_problem(self) -> str | None:
+        """Why this saved guardian must not leave the project: it is its training rows."""
+        return (f"a KDE guardian stores its {self._require_fit()[1].shape[0]} training rows (scaled by an invertible "
+                "map): patient-level data; register the Christoffel guardian (calibrate_guardian's certificate.json)")
+
     def save(self, path: str | Path) -> None:
         """Write guardian.json + arrays.npz (the scaled KDE centres) + certificate.json atomically."""
         scaler, centres, _ = self._require_fit()

@@ -91,6 +91,24 @@ def load_guardian(path: Path) -> BoxGuardian:
     return BoxGuardian(tuple(cfg["feature_names"]), np.array(cfg["low"]), np.array(cfg["high"]))
 
 
+def trajectory_rows(n: int = 20, seed: int = 0) -> dict[str, np.ndarray]:
+    """Columns of a tiny trajectory split: the fake policy's states and the two actions."""
+    rng = np.random.default_rng(seed)
+    return {"stay_key": np.array([f"k{i // 5}" for i in range(n)]), "gcs": rng.integers(3, 16, n).astype(float),
+            "spo2": rng.uniform(85, 100, n), "fluid_cum": rng.uniform(0, 8000, n),
+            "fluid_ml": rng.uniform(0, 2000, n), "nee_max": rng.uniform(0, 1, n)}
+
+
+def write_trajectories(root: Path) -> None:
+    """data/trajectories/{train,test}.parquet with :func:`trajectory_rows` (what the registry's row check reads)."""
+    import pandas as pd
+
+    for i, split in enumerate(("train", "test")):
+        path = Path(root) / f"data/trajectories/{split}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(trajectory_rows(seed=i)).to_parquet(path, index=False)
+
+
 def write_ope(root: Path, method: str = "soc", ret: tuple[float, float, float] = (-50.0, -55.0, -45.0),
               cost: tuple[float, float, float] = (0.4, 0.3, 0.5)) -> None:
     """OPE metrics in the evaluate stage's flat layout: <run>/seed<seed>/<estimator>/<target>/{value,ci_low,…}."""
@@ -142,11 +160,10 @@ def make_project(root: Path, *, guardian: bool = True, cost_model: bool = True, 
     """Write a tiny trained project under ``root``; returns its params mapping."""
     root = Path(root)
     for rel, text in {"data/raw/hosp/patients.csv": "subject_id,gender\n1,F\n",
-                      "data/raw/icu/icustays.csv": "stay_id\n7\n",
-                      "data/trajectories/train.parquet": "train-bytes",
-                      "data/trajectories/test.parquet": "test-bytes"}.items():
+                      "data/raw/icu/icustays.csv": "stay_id\n7\n"}.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
+    write_trajectories(root)
     save_policy(root / "data/models/policies/soc/seed42", weights=[[0.0, 0.0, 0.01], [0.1, 0.0, 0.0]], bias=[100.0, 0.0])
     if guardian:
         names = (*STATE, "fluid_ml", "nee_max")
