@@ -140,6 +140,11 @@ def bootstrap(root: Path, reps: int, n_stays: int, seed: int) -> list[str]:
         k = np.searchsorted(pop_sorted, t, side="right")
         return 0.0 if k == 0 else float(pop_f[k - 1])
 
+    all_sorted = np.sort(s_all)
+
+    def true_cov_rows(t: float) -> float:  # every population row weighing the same (long stays count more)
+        return float(np.searchsorted(all_sorted, t, side="right") / all_sorted.size)
+
     # ICC of log scores (one-way ANOVA estimate) to place the real data among the synthetic scenarios
     ls = np.log(s_all)
     m = np.bincount(idx, minlength=n_pop)
@@ -151,17 +156,23 @@ def bootstrap(root: Path, reps: int, n_stays: int, seed: int) -> list[str]:
 
     rng = np.random.default_rng(seed)
     cov: dict[str, list[float]] = {r: [] for r in ("row pac", "stay pac", "row conformal", "stay conformal")}
+    cov_rows: dict[str, list[float]] = {r: [] for r in cov}
     for _ in range(reps):
         pick = rng.integers(0, n_pop, n_stays)
         rows = np.concatenate([np.arange(starts[j], ends[j]) for j in pick])
         g = np.repeat(np.arange(n_stays), ends[pick] - starts[pick])
         for rule, t in thresholds(s_sorted[rows], g).items():
             cov[rule].append(true_cov(t))
+            cov_rows[rule].append(true_cov_rows(t))
     return ["", f"**Cluster bootstrap of the Christoffel scores under `{root}`**: population = its {n_pop} validation "
             f"+ test stays ({s_all.size:,} rows, ICC of log score {icc:.2f}); {n_stays} stays drawn with replacement "
             f"per replication, {reps} replications; true coverage = the population's stay-weighted coverage.", "",
             "| rule | PAC failure rate P(F(t) < α_c) [95 % CI] | vs δ = 0.05 | mean true coverage | "
-            "5th pct true coverage |", "|---|---|---|---|---|", *summarise(cov, reps)]
+            "5th pct true coverage |", "|---|---|---|---|---|", *summarise(cov, reps), "",
+            "The same replications with every population row weighing the same (the quantity the row rules' "
+            "statement is about; long stays count more):", "",
+            "| rule | PAC failure rate [95 % CI] | vs δ = 0.05 | mean true row coverage | 5th pct |",
+            "|---|---|---|---|---|", *summarise(cov_rows, reps)]
 
 
 def main() -> None:
