@@ -212,6 +212,10 @@ def build_bundle(
         shutil.copytree(guardian_src, dest / "guardian")
     if cost_model_dir is not None:
         shutil.copytree(cost_model_dir, dest / "costs")
+    for meta_path in sorted(dest.rglob("guardian.json")):  # also a guardian a served policy embeds
+        if json.loads(meta_path.read_text(encoding="utf-8")).get("kind") == "kde":
+            raise ValueError(f"{meta_path.relative_to(dest)}: a KDE guardian stores its training rows (patient-level "
+                             "data) and cannot be registered")
     manifest = {
         "format": BUNDLE_FORMAT,
         "policy_loader": policy_loader,

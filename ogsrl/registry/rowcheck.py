@@ -7,7 +7,7 @@ scalers), never row-level data. :func:`scan` reads every array in a bundle direc
 
 * each 2-D array with ``c`` columns (or its transpose) and each 1-D array of length ``c`` as one row,
 * against the trajectory rows of the bundle's guardian inputs (state features + actions) and policy state features,
-  raw and, when the bundled guardian has an invertible ``scaler``, in its scaled units (a KDE stores scaled rows),
+  raw and in the scaled units of every guardian saved in the bundle (a KDE stores scaled rows),
 * with a per-column tolerance of ``tol · (1 + max |column|)`` (float32 storage of float64 values).
 
 Registration fails when any array reaches ``limit`` matching rows (:func:`check`).
@@ -92,8 +92,21 @@ def bundled_arrays(bundle: Path) -> Iterator[tuple[str, npt.NDArray[np.float64]]
                 yield rel, numeric.to_numpy(dtype=np.float64)
 
 
-def reference_rows(trajectories: Path, manifest: Mapping[str, Any], guardian: Any | None) -> list[Reference]:
-    """Trajectory rows (all splits present) over the bundle's guardian inputs and policy state columns."""
+def bundled_scalers(bundle: Path) -> list[Any]:
+    """The scaler of every guardian saved anywhere in the bundle (a served policy embeds its own copy)."""
+    from ogsrl.guardian.scaling import Scaler
+
+    out = []
+    for f in sorted(Path(bundle).rglob("guardian.json")):
+        meta = json.loads(f.read_text(encoding="utf-8"))
+        if isinstance(meta, Mapping) and isinstance(meta.get("scaler"), Mapping):
+            out.append(Scaler.from_dict(dict(meta["scaler"])))
+    return out
+
+
+def reference_rows(trajectories: Path, manifest: Mapping[str, Any], scalers: Sequence[Any] = ()) -> list[Reference]:
+    """Trajectory rows (all splits present) over the bundle's guardian inputs and policy state columns, raw and in
+    the units of each guardian ``scaler`` over the same columns."""
     import pyarrow.parquet as pq
 
     paths = [Path(trajectories) / f"{s}.parquet" for s in SPLITS]
@@ -112,9 +125,11 @@ def reference_rows(trajectories: Path, manifest: Mapping[str, Any], guardian: An
         x = np.concatenate([np.column_stack([pq.read_table(p, columns=list(cols)).column(c).to_numpy(
             zero_copy_only=False).astype(np.float64) for c in cols]) for p in paths])
         refs.append(Reference(f"{label} (raw)", x))
-        scaler = getattr(guardian, "scaler", None)
-        if label == "guardian inputs" and scaler is not None and hasattr(scaler, "transform"):
-            refs.append(Reference(f"{label} (guardian-scaled)", np.asarray(scaler.transform(x), dtype=np.float64)))
+        for i, scaler in enumerate(scalers):
+            if tuple(getattr(scaler, "feature_names", ())) == cols:
+                suffix = "" if i == 0 else f" {i + 1}"
+                refs.append(Reference(f"{label} (guardian-scaled{suffix})",
+                                      np.asarray(scaler.transform(x), dtype=np.float64)))
     return refs
 
 

@@ -245,10 +245,7 @@ def _row_check(bundle: Path, trajectories: Path, limit: int) -> dict[str, Any]:
     from ogsrl.registry import rowcheck
 
     manifest = json.loads((bundle / model_mod.BUNDLE_FILE).read_text(encoding="utf-8"))
-    guardian = None
-    if manifest.get("guardian_loader"):
-        guardian = model_mod.resolve_loader(manifest["guardian_loader"])(bundle / "guardian")
-    refs = rowcheck.reference_rows(trajectories, manifest, guardian)
+    refs = rowcheck.reference_rows(trajectories, manifest, rowcheck.bundled_scalers(bundle))
     if not refs:
         log.warning("row check: no trajectory splits with the bundle's columns under %s; bundle not compared",
                     trajectories)

@@ -57,8 +57,8 @@ def test_only_the_certified_christoffel_guardian_is_bundled_and_it_holds_no_rows
     assert sorted(p.name for p in (bundle / "guardian").iterdir()) == ["arrays.npz", "certificate.json",
                                                                       "guardian.json"]
     assert json.loads((bundle / "guardian/guardian.json").read_text())["kind"] == "christoffel"
-    guardian = model.load_bundle(bundle).guardian
-    refs = rowcheck.reference_rows(tmp_path, json.loads((bundle / "bundle.json").read_text()), guardian)
+    refs = rowcheck.reference_rows(tmp_path, json.loads((bundle / "bundle.json").read_text()),
+                                   rowcheck.bundled_scalers(bundle))
     assert [r.name for r in refs] == ["guardian inputs (raw)", "guardian inputs (guardian-scaled)",
                                       "policy states (raw)"]
     assert refs[0].rows.shape == (600, 5) and refs[2].rows.shape == (600, 3)
@@ -71,6 +71,16 @@ def test_a_kde_or_an_under_determined_christoffel_guardian_is_refused(tmp_path: 
     (guardian_dir / "certificate.json").write_text((guardian_dir / "kde/certificate.json").read_text())
     with pytest.raises(ValueError, match="KDE guardian stores its 600 training rows"):
         _bundle(tmp_path, guardian_dir)
+    # a KDE embedded elsewhere in the bundle (e.g. in a served policy's directory) is refused too
+    (guardian_dir / "certificate.json").write_text((guardian_dir / "christoffel/certificate.json").read_text())
+    root = tmp_path / "proj"
+    policy = root / "data/models/policies/soc/seed42"
+    import shutil
+
+    shutil.copytree(guardian_dir / "kde", policy / "guardian")
+    with pytest.raises(ValueError, match="policy/guardian/guardian.json: a KDE guardian stores its training rows"):
+        _bundle(tmp_path, guardian_dir, "b1")
+    shutil.rmtree(policy / "guardian")
     few = ChristoffelGuardian(NAMES, ChristoffelConfig(degree=2), CalibrationConfig(rule="conformal", unit="row"))
     few.fit(_rows(40, 3)).calibrate(_rows(300, 4)).save(tmp_path / "few")  # 40·5 numbers, 126 moments
     with pytest.raises(ValueError, match="summarises only 40 fit rows .* need at least 51 rows"):
@@ -80,7 +90,8 @@ def test_a_kde_or_an_under_determined_christoffel_guardian_is_refused(tmp_path: 
 def test_scan_finds_raw_and_scaled_rows_in_any_format(tmp_path: Path, guardian_dir: Path) -> None:
     bundle = _bundle(tmp_path, guardian_dir)
     guardian = model.load_bundle(bundle).guardian
-    refs = rowcheck.reference_rows(tmp_path, json.loads((bundle / "bundle.json").read_text()), guardian)
+    refs = rowcheck.reference_rows(tmp_path, json.loads((bundle / "bundle.json").read_text()),
+                                   rowcheck.bundled_scalers(bundle))
     fit = refs[0].rows
     scaled = guardian.scaler.transform(fit[10:17])  # training rows in the bundled guardian's units, as a KDE keeps
     np.savez(bundle / "guardian/leak.npz", centres=scaled)
