@@ -43,6 +43,7 @@ $(STAMP): requirements.lock pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
+	ogsrl salt-fingerprint
 	dvc repro
 	ogsrl register
 	ogsrl promote
@@ -59,6 +60,7 @@ run: $(STAMP)
 	@python -c 'import json; m = json.load(open("data/reports/cohort.json")); print("  cohort            %s stays, %s rows, in-hospital mortality %.3f" % (m["cohort_stays"], m["rows"], m["mortality_in_hosp"]))' 
 
 flow: $(STAMP)
+	ogsrl salt-fingerprint
 	python -m flows.pipeline --dvc
 
 test: $(STAMP)

@@ -64,7 +64,7 @@ def main() -> None:
     torch.set_num_threads(1)
     rng = np.random.default_rng(args.seed)
     data, names, source = load_data(args.root, args.n, args.n_cal, args.n_test, rng)
-    cal_cfg = CalibrationConfig(alpha_c=0.95, rule="conformal")
+    cal_cfg = CalibrationConfig(alpha_c=0.95, rule="conformal", unit="row")  # a speed comparison at equal coverage
 
     chris, fit_c = timed(ChristoffelGuardian(names, calibration=cal_cfg).fit, data["fit"])
     chris.calibrate(data["cal"])

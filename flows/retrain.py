@@ -30,7 +30,7 @@ env.setdefaults(PROJECT_ROOT)
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 
-from ogsrl import config  # noqa: E402
+from ogsrl import config, privacy  # noqa: E402
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +72,8 @@ def _run(cmd: list[str], root: Path, what: str) -> str:
     environment = dict(os.environ)
     environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}"
     done = subprocess.run(cmd, cwd=root, env=environment, capture_output=True, text=True)
-    output = (done.stdout + done.stderr).strip()
+    # returned, logged and raised into Prefect's state: scrubbed of raw ids, dates and the salt
+    output = privacy.scrub((done.stdout + done.stderr).strip(), privacy.secrets_from_env())
     if done.returncode != 0:
         tail = "\n".join(output.splitlines()[-20:])
         raise RuntimeError(f"{what} failed (exit {done.returncode}):\n{tail}")
@@ -133,7 +134,9 @@ def retrain(params: str = "params.yaml", root: str = str(PROJECT_ROOT)) -> dict[
     """
     root_path = Path(root).resolve()
     params_path = Path(params) if Path(params).is_absolute() else root_path / params
-    cfg = schedule_config(config.load_params(params_path))
+    params_map = config.load_params(params_path)
+    cfg = schedule_config(params_map)
+    privacy.write_fingerprint(params_map, root_path)  # a changed secret salt must rerun the id-hashing stages
     dvc_repro(str(root_path), cfg.repro_args)
     registered = register_candidate(str(params_path), str(root_path))
     decision = promotion_gate(str(params_path), str(root_path), registered["version"])

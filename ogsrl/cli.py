@@ -307,6 +307,16 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
     return 0 if not args.verify or out["verified"] else 1
 
 
+def _cmd_salt_fingerprint(args: argparse.Namespace) -> int:
+    from ogsrl import privacy
+
+    params, root = _params_root(args)
+    path, changed = privacy.write_fingerprint(params, root)
+    state = "updated: `dvc repro` reruns the stages that hash ids" if changed else "unchanged"
+    print(f"ogsrl salt-fingerprint: {path.relative_to(root)} {state}", file=sys.stderr)
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from ogsrl.serve import server
 
@@ -385,6 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recompute the recorded hashes here; exit 1 and name every file that differs")
     p.set_defaults(func=_cmd_lineage)
 
+    p = sub.add_parser("salt-fingerprint",
+                       help="record the HMAC fingerprint of the salt in use (data/salt-fingerprint.json) for DVC")
+    add_globals(p, suppress=True)
+    p.set_defaults(func=_cmd_salt_fingerprint)
+
     p = sub.add_parser("serve", help="serve recommendations over HTTP on 127.0.0.1 (params `serve`)")
     add_globals(p, suppress=True)
     p.add_argument("--host", default=None, help="bind address (default: params serve.host, 127.0.0.1)")
@@ -418,7 +433,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:  # ConfigError and DataError are ValueErrors
         if args.traceback:
             raise
+        from ogsrl import privacy
+
         message = " ".join(str(exc).split()) or type(exc).__name__
+        message = privacy.scrub(message, privacy.secrets_from_env())  # no raw ids, dates or the salt on stderr
         print(f"ogsrl {args.command}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -56,7 +56,10 @@ def execute(stage: str, params_path: str, root: str, use_dvc: bool = False) -> d
         cwd=root_path, env=env, capture_output=True, text=True,
     )
     if done.returncode != 0:
-        output = done.stdout + done.stderr
+        from ogsrl import privacy
+
+        # what reaches Prefect's run state is scrubbed: no raw ids, dates or the salt from a traceback or DuckDB
+        output = privacy.scrub(done.stdout + done.stderr, privacy.secrets_from_env())
         bad_input = _CLI_ERROR.search(output)
         if bad_input:
             raise ValueError(bad_input.group(0))

@@ -23,6 +23,15 @@ from ogsrl import env  # noqa: E402
 
 env.setdefaults(REPO_ROOT)
 
+TEST_SALT = "test-secret-salt-0123456789abcdef"
+"""The secret salt every test runs with (env OGSRL_SALT): real-data (mimic-iv) stages refuse to run without one."""
+
+
+@pytest.fixture(autouse=True)
+def _secret_salt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OGSRL_SALT", TEST_SALT)
+
+
 TINY_STAYS = 40
 """synth.stays in the tiny test projects."""
 TINY_ONPOLICY = {"iterations": 2, "num_envs": 64, "critic_epochs": 1}
@@ -92,6 +101,8 @@ def tmp_dvc_project(tmp_path: Path) -> Path:
     root.mkdir()
     shutil.copytree(REPO_ROOT / "ogsrl", root / "ogsrl", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copy2(REPO_ROOT / "dvc.yaml", root / "dvc.yaml")
+    (root / "data").mkdir()
+    shutil.copy2(REPO_ROOT / "data" / "salt-fingerprint.json", root / "data" / "salt-fingerprint.json")  # a dvc.yaml dep
     _write_params(root, _tiny_params())
     (root / ".gitignore").write_text((REPO_ROOT / ".gitignore").read_text(encoding="utf-8"), encoding="utf-8")
 

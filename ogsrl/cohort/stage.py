@@ -4,10 +4,14 @@ Outputs are built completely in memory / DuckDB first and then swapped in atomic
 ``data/trajectories`` folder, then ``data/reports/cohort.json``), so any error leaves the previous outputs intact.
 The stage refuses to run unless ``ogsrl validate-raw`` passed on the same source (its report is a DVC dependency;
 the check also guards a hand-run ``ogsrl extract``).
+
+Stay keys are salted with :func:`ogsrl.privacy.resolve_salt` (the secret salt for real data, never ``cohort.salt``
+from params.yaml), and an extraction error that quotes rows names them by salted key, not raw id.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -27,6 +31,7 @@ from ogsrl.costs import build_costs
 from ogsrl.data.contract import (CONTRACT_VERSION, SPLITS, check_trajectories, contract_columns, cost_columns_of,
                                  read_metadata)
 from ogsrl.data.sources import resolve
+from ogsrl import privacy
 from ogsrl.errors import DataError
 from ogsrl.io import atomic_path, write_json
 
@@ -121,12 +126,17 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     if source.kind == "trajectories":
         tables, metrics, meta, cost_cols = _from_trajectories(source.path, cfg)
     else:
+        salt = privacy.resolve_salt(params, root)
+        privacy.check_fingerprint(params, root, salt)
+        cfg = dataclasses.replace(cfg, salt=salt)
         tmp = tempfile.mkdtemp(prefix="ogsrl-duckdb-")
         try:
             con = views.connect(cfg.duckdb_memory_limit, cfg.duckdb_threads, temp_directory=tmp)
             try:
                 views.register_directory(con, source.path)
                 result = extract(con, cfg, costs)
+            except DataError as exc:  # the cohort SQL quotes offending stays by raw id
+                raise privacy.pseudonymise_rows(exc, salt) from None
             finally:
                 con.close()
         finally:

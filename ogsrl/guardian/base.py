@@ -68,6 +68,20 @@ class GuardianCertificate:
     """Monte-Carlo fraction of the scaled box [−1, 1]^D accepted (seeded uniform draws)"""
     volume_samples: int | None = None
     """uniform draws behind volume_proxy"""
+    unit: str = "row"
+    """calibration unit: stay (the guarantee's n counts stays) | row (rows taken as exchangeable; older files)"""
+    level: float | None = None
+    """unit stay: the pooled per-stay coverage F_n the rule requires on calibration (> alpha_c; conformal.py)"""
+    n_cal_stays: int | None = None
+    """stays behind the calibration rows (the guarantee's n when unit = stay)"""
+    calibration_coverage_stay: float | None = None
+    """mean over calibration stays of the fraction of the stay's rows accepted (F_n at the threshold)"""
+    test_coverage_stay: float | None = None
+    """mean over test stays of the fraction of the stay's rows accepted: the quantity the stay guarantee is about"""
+    n_test_stays: int | None = None
+    """test stays scored"""
+    test_stays_all_inside: float | None = None
+    """share of test stays with every row accepted"""
     created_by: str = f"ogsrl {ogsrl.__version__}"
     """package and version that produced it"""
 
@@ -104,12 +118,15 @@ class Guardian(Protocol):
         """Fit the model on ``x_fit (N, D)``."""
         ...
 
-    def calibrate(self, x_cal: FloatArray, *, rng: np.random.Generator | None = None) -> Self:
-        """Set the threshold from the scores of ``x_cal (M, D)`` by the configured rule."""
+    def calibrate(self, x_cal: FloatArray, *, groups: npt.ArrayLike | None = None,
+                  rng: np.random.Generator | None = None) -> Self:
+        """Set the threshold from the scores of ``x_cal (M, D)`` by the configured rule (``groups (M,)``: the stay of
+        each row, required when the calibration unit is stay)."""
         ...
 
-    def assess(self, x_test: FloatArray, *, rng: np.random.Generator, volume_samples: int) -> Self:
-        """Record test coverage on ``x_test (T, D)`` and the volume proxy in the certificate."""
+    def assess(self, x_test: FloatArray, *, rng: np.random.Generator, volume_samples: int,
+               groups: npt.ArrayLike | None = None) -> Self:
+        """Record test coverage on ``x_test (T, D)`` (row- and, with ``groups``, stay-level) and the volume proxy."""
         ...
 
     def score(self, x: FloatArray) -> npt.NDArray[np.float64]:
@@ -152,6 +169,8 @@ class ThresholdGuardian(ABC):
         self._cert: GuardianCertificate | None = None
         self.assessed_scores: npt.NDArray[np.float64] | None = None
         """scores (T,) of the test rows scored by the last assess(), for re-thresholding without re-scoring"""
+        self.assessed_groups: npt.NDArray[Any] | None = None
+        """stay labels (T,) of those rows (None when assess() got no groups)"""
 
     @abstractmethod
     def _require_fit(self) -> tuple[Any, ...]:
@@ -177,14 +196,30 @@ class ThresholdGuardian(ABC):
             raise RuntimeError(f"{self.label} guardian is not calibrated; call fit() then calibrate()")
         return self._cert
 
-    def _calibrate_on(self, scores: npt.NDArray[np.float64], n_fit: int, params: dict[str, Any]) -> None:
-        """Set the threshold from calibration ``scores`` by the configured rule and write the certificate."""
+    def _calibrate_on(self, scores: npt.NDArray[np.float64], n_fit: int, params: dict[str, Any],
+                      groups: npt.ArrayLike | None = None) -> None:
+        """Set the threshold from calibration ``scores`` by the configured rule and write the certificate.
+
+        With unit ``stay`` the rule counts stays (``groups``, one label per row, required); see conformal.py.
+        """
         c = self.calibration
-        thr, rank = conformal.threshold(scores, c.alpha_c, c.delta, c.rule)
+        level = n_stays = cov_stay = None
+        if c.unit == "stay" and c.rule != "train_percentile":
+            if groups is None:
+                raise ValueError(f"{self.label} guardian: calibration unit 'stay' needs the stay of each calibration "
+                                 "row (groups=); pass them or set guardian.calibration.unit: row")
+            thr, rank, level, n_stays = conformal.stay_threshold(scores, groups, c.alpha_c, c.delta, c.rule)
+            cov_stay = conformal.stay_coverage(scores <= thr, groups)[0]
+            guarantee = conformal.STAY_GUARANTEES[c.rule]
+        else:
+            thr, rank = conformal.threshold(scores, c.alpha_c, c.delta, c.rule)
+            guarantee = conformal.GUARANTEES[c.rule]
+            if groups is not None:
+                cov_stay, n_stays, _ = conformal.stay_coverage(scores <= thr, groups)
         self._cert = GuardianCertificate(
             method=self.kind,
             threshold_rule=c.rule,
-            guarantee=conformal.GUARANTEES[c.rule],
+            guarantee=guarantee,
             alpha_c=c.alpha_c,
             delta=c.delta if c.rule == "pac" else None,
             threshold=thr,
@@ -194,16 +229,27 @@ class ThresholdGuardian(ABC):
             calibration_coverage=float(np.mean(scores <= thr)),
             feature_names=self.feature_names,
             params=params,
+            unit="stay" if level is not None else "row",
+            level=level,
+            n_cal_stays=n_stays,
+            calibration_coverage_stay=cov_stay,
         )
 
-    def _assess_on(self, scores: npt.NDArray[np.float64], rng: np.random.Generator, volume_samples: int) -> None:
-        """Record the test coverage of ``scores`` and the volume proxy (``volume_samples`` draws) in the certificate."""
+    def _assess_on(self, scores: npt.NDArray[np.float64], rng: np.random.Generator, volume_samples: int,
+                   groups: npt.ArrayLike | None = None) -> None:
+        """Record the test coverage of ``scores`` (per row and, with ``groups``, per stay) and the volume proxy
+        (``volume_samples`` draws) in the certificate."""
         cert = self.certificate()
         self.assessed_scores = scores
+        self.assessed_groups = None if groups is None else np.asarray(groups).reshape(-1)
         inside = scores <= cert.threshold
+        stay: dict[str, Any] = {}
+        if groups is not None:
+            cov, n_stays, full = conformal.stay_coverage(inside, groups)
+            stay = {"test_coverage_stay": cov, "n_test_stays": n_stays, "test_stays_all_inside": full}
         vol = volume_proxy(self._score_scaled, cert.threshold, self._require_fit()[0], rng, volume_samples)
         self._cert = dataclasses.replace(cert, test_coverage=float(inside.mean()), n_test=int(inside.size),
-                                         volume_proxy=vol, volume_samples=volume_samples)
+                                         volume_proxy=vol, volume_samples=volume_samples, **stay)
 
 
 def settings_meta(kind: str, cfg: Any, calibration: CalibrationConfig, scaling: ScalingConfig,
@@ -223,7 +269,7 @@ def settings_from_meta(meta: dict[str, Any], config_cls: type) -> tuple[Any, Cal
     scaling = meta["scaling"]
     return (
         config_cls(**meta["config"]),
-        CalibrationConfig(**meta["calibration"]),
+        CalibrationConfig(**{"unit": "row", **meta["calibration"]}),  # files older than `unit` were by row
         ScalingConfig(scaling["quantile"], tuple(scaling["log1p_columns"])),
         Scaler.from_dict(meta["scaler"]),
     )

@@ -116,6 +116,8 @@ class ChristoffelGuardian(ThresholdGuardian):
 
     kind = "christoffel"
     label = "christoffel"
+    stores_rows = False
+    """the saved model is the whitened moment matrix (an average over rows) and the per-column scaler"""
 
     def __init__(
         self,
@@ -161,19 +163,24 @@ class ChristoffelGuardian(ThresholdGuardian):
         log.info("christoffel guardian: fitted %d rows, %d monomials, min eigenvalue %.3g", x.shape[0], m, eig_min)
         return self
 
-    def calibrate(self, x_cal: FloatArray, *, rng: np.random.Generator | None = None) -> Self:
-        """Threshold from the scores of the calibration split ``x_cal (M, D)`` (rule in ``calibration``).
+    def calibrate(self, x_cal: FloatArray, *, groups: npt.ArrayLike | None = None,
+                  rng: np.random.Generator | None = None) -> Self:
+        """Threshold from the scores of the calibration split ``x_cal (M, D)`` (rule and unit in ``calibration``;
+        ``groups (M,)`` the stay of each row, required for unit stay).
 
         Every row is scored; ``rng`` is accepted for the :class:`Guardian` protocol and unused.
         """
         self._calibrate_on(self.score(x_cal), self.n_fit,
-                           {"degree": self.cfg.degree, "ridge": self.cfg.ridge, "n_monomials": self.basis.size})
+                           {"degree": self.cfg.degree, "ridge": self.cfg.ridge, "n_monomials": self.basis.size},
+                           groups)
         return self
 
-    def assess(self, x_test: FloatArray, *, rng: np.random.Generator, volume_samples: int) -> Self:
-        """Record test coverage on ``x_test (T, D)`` and the Monte-Carlo volume proxy in the certificate."""
+    def assess(self, x_test: FloatArray, *, rng: np.random.Generator, volume_samples: int,
+               groups: npt.ArrayLike | None = None) -> Self:
+        """Record test coverage on ``x_test (T, D)`` (per stay too, given ``groups``) and the Monte-Carlo volume
+        proxy in the certificate."""
         self.certificate()
-        self._assess_on(self.score(x_test), rng, volume_samples)
+        self._assess_on(self.score(x_test), rng, volume_samples, groups)
         return self
 
     # ---- queries ------------------------------------------------------------------------------------------
@@ -200,6 +207,21 @@ class ChristoffelGuardian(ThresholdGuardian):
             self._w_torch[key] = torch.as_tensor(w, dtype=x.dtype, device=x.device)
         u = self.basis.torch(scaler.transform_torch(x)) @ self._w_torch[key]  # (B, m)
         return (u * u).sum(dim=1)
+
+    def release_problem(self) -> str | None:
+        """Why this saved guardian must not leave the project (None: it may be bundled).
+
+        The saved model is ``W = L⁻ᵀ`` of the moment matrix ``M`` = the fit rows' empirical moments of degree ≤ 2k
+        (``C(D + 2k, 2k)`` distinct numbers), plus per-column quantiles. With few rows those moments could pin the
+        rows down; they are refused unless the rows hold at least twice as many numbers (``n_fit·D``) as there are
+        distinct moments.
+        """
+        d = len(self.feature_names)
+        moments = math.comb(d + 2 * self.cfg.degree, 2 * self.cfg.degree)
+        if self.n_fit * d < 2 * moments:
+            return (f"its moment matrix summarises only {self.n_fit} fit rows ({self.n_fit * d} numbers for {moments} "
+                    f"distinct moments); need at least {math.ceil(2 * moments / d)} rows")
+        return None
 
     # ---- persistence --------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:

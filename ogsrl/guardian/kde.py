@@ -7,7 +7,11 @@ the score is ``−log density``. The authors' threshold is the 5th percentile of
 The conformal/PAC rules can be used instead to compare with the Christoffel guardian at equal coverage.
 
 KDE queries cost O(N) kernel evaluations per point, so calibration and assessment score a seeded subsample of at
-most ``max_eval`` rows (recorded as n_cal / n_test in the certificate).
+most ``max_eval`` rows (recorded as n_cal / n_test in the certificate); given the stay of each row, whole stays are
+drawn, so per-stay coverage stays exact for the stays scored.
+
+The saved KDE *is* its training rows (``arrays.npz: centres``, scaled by an invertible per-column map), so it is
+row-level patient data: :attr:`KDEGuardian.stores_rows` is True and the model registry refuses to bundle it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -29,7 +33,7 @@ from ogsrl.guardian.base import (
     settings_from_meta,
     settings_meta,
 )
-from ogsrl.guardian.conformal import CalibrationConfig
+from ogsrl.guardian.conformal import CalibrationConfig, group_index
 from ogsrl.guardian.scaling import Scaler, ScalingConfig, check_matrix
 
 AUTHORS_SCALING = ScalingConfig(quantile=0.0, log1p_columns=())
@@ -63,6 +67,8 @@ class KDEGuardian(ThresholdGuardian):
 
     kind = "kde"
     label = "KDE"
+    stores_rows = True
+    """the saved model holds every (scaled, invertible) training row: never bundled into the registry"""
 
     def __init__(
         self,
@@ -92,26 +98,40 @@ class KDEGuardian(ThresholdGuardian):
             kernel="gaussian", bandwidth=self.cfg.bandwidth, rtol=self.cfg.rtol, algorithm=self.cfg.algorithm
         ).fit(z)
 
-    def _subsample(self, x: npt.NDArray[np.float64], rng: np.random.Generator | None) -> npt.NDArray[np.float64]:
+    def _subsample(self, x: npt.NDArray[np.float64], groups: npt.ArrayLike | None,
+                   rng: np.random.Generator | None) -> tuple[npt.NDArray[np.float64], npt.NDArray[Any] | None]:
+        """At most ``max_eval`` rows: seeded rows, or (given ``groups``) all rows of seeded whole stays."""
+        g = None if groups is None else np.asarray(groups).reshape(-1)
         if x.shape[0] <= self.cfg.max_eval:
-            return x
+            return x, g
         if rng is None:
             raise ValueError(f"{x.shape[0]} rows exceed max_eval={self.cfg.max_eval}; pass rng to subsample")
-        return x[np.sort(rng.choice(x.shape[0], self.cfg.max_eval, replace=False))]
+        if g is None:
+            return x[np.sort(rng.choice(x.shape[0], self.cfg.max_eval, replace=False))], None
+        idx, n = group_index(g, x.shape[0])
+        sizes = np.bincount(idx, minlength=n)
+        order = rng.permutation(n)
+        take = order[: max(1, int(np.searchsorted(np.cumsum(sizes[order]), self.cfg.max_eval, side="right")))]
+        keep = np.isin(idx, take)
+        return x[keep], g[keep]
 
-    def calibrate(self, x_cal: FloatArray, *, rng: np.random.Generator | None = None) -> Self:
-        """Threshold from the scores of ``x_cal`` (the fit split itself for the authors' train_percentile rule)."""
-        x = self._subsample(check_matrix(x_cal, self.feature_names, "guardian calibration split"), rng)
+    def calibrate(self, x_cal: FloatArray, *, groups: npt.ArrayLike | None = None,
+                  rng: np.random.Generator | None = None) -> Self:
+        """Threshold from the scores of ``x_cal`` (the fit split itself for the authors' train_percentile rule);
+        ``groups``: the stay of each row (required for unit stay with the conformal/pac rules)."""
+        x, g = self._subsample(check_matrix(x_cal, self.feature_names, "guardian calibration split"), groups, rng)
         scores = self.score(x)
         self._calibrate_on(scores, int(self._require_fit()[1].shape[0]),
-                           {"bandwidth": self.cfg.bandwidth, "rtol": self.cfg.rtol, "max_eval": self.cfg.max_eval})
+                           {"bandwidth": self.cfg.bandwidth, "rtol": self.cfg.rtol, "max_eval": self.cfg.max_eval}, g)
         return self
 
-    def assess(self, x_test: FloatArray, *, rng: np.random.Generator, volume_samples: int) -> Self:
-        """Record test coverage (on ≤ max_eval rows) and the volume proxy (≤ max_eval draws) in the certificate."""
+    def assess(self, x_test: FloatArray, *, rng: np.random.Generator, volume_samples: int,
+               groups: npt.ArrayLike | None = None) -> Self:
+        """Record test coverage (on ≤ max_eval rows; whole stays given ``groups``) and the volume proxy (≤ max_eval
+        draws) in the certificate."""
         self.certificate()
-        x = self._subsample(check_matrix(x_test, self.feature_names, "guardian test split"), rng)
-        self._assess_on(self.score(x), rng, min(volume_samples, self.cfg.max_eval))
+        x, g = self._subsample(check_matrix(x_test, self.feature_names, "guardian test split"), groups, rng)
+        self._assess_on(self.score(x), rng, min(volume_samples, self.cfg.max_eval), g)
         return self
 
     def _require_fit(self) -> tuple[Scaler, npt.NDArray[np.float64], KernelDensity]:
@@ -121,6 +141,11 @@ class KDEGuardian(ThresholdGuardian):
 
     def _score_scaled(self, z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         return -self._require_fit()[2].score_samples(z)
+
+    def release_problem(self) -> str | None:
+        """Why this saved guardian must not leave the project: it is its training rows."""
+        return (f"a KDE guardian stores its {self._require_fit()[1].shape[0]} training rows (scaled by an invertible "
+                "map): patient-level data; register the Christoffel guardian (calibrate_guardian's certificate.json)")
 
     def save(self, path: str | Path) -> None:
         """Write guardian.json + arrays.npz (the scaled KDE centres) + certificate.json atomically."""

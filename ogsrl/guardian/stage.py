@@ -5,7 +5,7 @@ Reads ``data/trajectories/{train,val,test}.parquet`` (docs/data-contract.md §3)
 
 * ``data/models/guardian/``: ``christoffel/`` and ``kde/`` (each guardian.json + arrays.npz + certificate.json) and
   ``certificate.json`` (the Christoffel guardian's, the one downstream stages use);
-* ``data/reports/guardian.json``: coverage, false-accept rates on the OOD probes, volume proxy and query speed for
+* ``data/reports/guardian.json``: coverage (per row and per stay: the certificate counts stays), false-accept rates on the OOD probes, volume proxy and query speed for
   ``christoffel``, ``kde`` (authors' train-percentile threshold) and ``kde_eq`` (the same KDE calibrated on the
   validation split by the Christoffel guardian's rule, i.e. at equal coverage).
 """
@@ -27,7 +27,7 @@ import numpy.typing as npt
 from ogsrl.config import build, section
 from ogsrl.errors import DataError
 from ogsrl.features import ACTIONS
-from ogsrl.guardian import ood
+from ogsrl.guardian import conformal, ood
 from ogsrl.guardian.christoffel import ChristoffelConfig, ChristoffelGuardian
 from ogsrl.guardian.conformal import CalibrationConfig
 from ogsrl.guardian.kde import AUTHORS_SCALING, KDEConfig, KDEGuardian
@@ -87,6 +87,15 @@ def read_split(path: Path) -> tuple[npt.NDArray[np.float64], tuple[str, ...]]:
     return x, names
 
 
+def read_stays(path: Path) -> npt.NDArray[Any]:
+    """The ``stay_key`` of each row of one trajectory parquet (the calibration unit of the certificate)."""
+    import pyarrow.parquet as pq
+
+    if "stay_key" not in pq.read_schema(path).names:
+        raise DataError("no stay_key column: the certificate counts stays", table=str(path), column="stay_key")
+    return pq.read_table(path, columns=["stay_key"]).column("stay_key").to_numpy(zero_copy_only=False)
+
+
 def _probe_metrics(prefix: str, scores: dict[str, npt.NDArray[np.float64]], thr: float) -> dict[str, float]:
     return {f"{prefix}/false_accept_{k}": float(np.mean(s <= thr)) for k, s in scores.items()}
 
@@ -106,6 +115,7 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     x_test, names_test = read_split(root / TRAJ_DIR / "test.parquet")
     if not (names == names_cal == names_test):
         raise DataError(f"state features differ between splits: {names}, {names_cal}, {names_test}")
+    g_fit, g_cal, g_test = (read_stays(root / TRAJ_DIR / f"{s}.parquet") for s in ("train", "val", "test"))
     rng = np.random.default_rng(cfg.seed)
     probes = {
         "extreme_actions": ood.extreme_actions(x_test, x_fit, names, rng, cfg.ood_samples),
@@ -125,6 +135,8 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
         "n_fit": int(x_fit.shape[0]),
         "n_cal": int(x_cal.shape[0]),
         "n_test": int(x_test.shape[0]),
+        "n_cal_stays": int(np.unique(g_cal).size),
+        "n_test_stays": int(np.unique(g_test).size),
         "n_features": len(names),
         **{f"ood/n_{k}": int(v.shape[0]) for k, v in probes.items()},
     }
@@ -135,7 +147,7 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     chris = ChristoffelGuardian(names, cfg.christoffel, cfg.calibration, cfg.scaling).fit(x_fit)
     metrics["christoffel/fit_s"] = time.perf_counter() - t0
-    chris.calibrate(x_cal).assess(x_test, rng=rng, volume_samples=cfg.volume_samples)
+    chris.calibrate(x_cal, groups=g_cal).assess(x_test, rng=rng, volume_samples=cfg.volume_samples, groups=g_test)
     c_cert = chris.certificate()
     metrics.update(_cert_metrics("christoffel", c_cert))
     metrics.update(_probe_metrics("christoffel", {k: chris.score(v) for k, v in probes.items()}, c_cert.threshold))
@@ -146,12 +158,11 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     kde = KDEGuardian(names, cfg.kde, kde_cal, AUTHORS_SCALING).fit(x_fit)
     metrics["kde/fit_s"] = time.perf_counter() - t0
-    test_sub = x_test[np.sort(rng.choice(x_test.shape[0], min(cfg.kde.max_eval, x_test.shape[0]), replace=False))]
     t0 = time.perf_counter()
-    kde.calibrate(x_fit, rng=rng)
-    n_scored = min(cfg.kde.max_eval, x_fit.shape[0])
+    kde.calibrate(x_fit, groups=g_fit, rng=rng)
+    n_scored = kde.certificate().n_cal
     metrics["kde/query_points_per_s"] = n_scored / max(time.perf_counter() - t0, 1e-9)
-    kde.assess(test_sub, rng=rng, volume_samples=cfg.volume_samples)
+    kde.assess(x_test, rng=rng, volume_samples=cfg.volume_samples, groups=g_test)
     k_cert = kde.certificate()
     metrics.update(_cert_metrics("kde", k_cert))
     kde_probe_scores = {k: kde.score(v[: cfg.kde.max_eval]) for k, v in probes.items()}
@@ -160,12 +171,14 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     # ---- KDE at equal coverage: same fitted KDE, threshold by the Christoffel rule on the validation split --
     kde_eq = copy.copy(kde)
     kde_eq.calibration = cfg.calibration
-    kde_eq.calibrate(x_cal, rng=rng)
+    kde_eq.calibrate(x_cal, groups=g_cal, rng=rng)
     e_cert = kde_eq.certificate()
     metrics.update(_cert_metrics("kde_eq", e_cert))
-    assert kde.assessed_scores is not None  # set by kde.assess above, on the same test rows
-    metrics["kde_eq/test_coverage"] = float(np.mean(kde.assessed_scores <= e_cert.threshold))
+    assert kde.assessed_scores is not None and kde.assessed_groups is not None  # set by kde.assess above
+    inside_eq = kde.assessed_scores <= e_cert.threshold  # the same test rows
+    metrics["kde_eq/test_coverage"] = float(np.mean(inside_eq))
     metrics["kde_eq/test_coverage_gap"] = metrics["kde_eq/test_coverage"] - cfg.calibration.alpha_c
+    metrics["kde_eq/test_coverage_stay"] = conformal.stay_coverage(inside_eq, kde.assessed_groups)[0]
     metrics.update(_probe_metrics("kde_eq", kde_probe_scores, e_cert.threshold))
     metrics["query_speedup_christoffel_over_kde"] = (
         metrics["christoffel/query_points_per_s"] / metrics["kde/query_points_per_s"]
@@ -180,8 +193,10 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
         )
     write_json(root / REPORT, metrics)
     log.info(
-        "guardian: christoffel test coverage %.4f (target %.3f), kde %.4f, kde_eq %.4f",
-        c_cert.test_coverage, cfg.calibration.alpha_c, k_cert.test_coverage, metrics["kde_eq/test_coverage"],
+        "guardian: christoffel test coverage %.4f by row, %.4f by stay (target %.3f, %s rule on %d stays), "
+        "kde %.4f, kde_eq %.4f",
+        c_cert.test_coverage, c_cert.test_coverage_stay, cfg.calibration.alpha_c, c_cert.unit, c_cert.n_cal_stays,
+        k_cert.test_coverage, metrics["kde_eq/test_coverage"],
     )
     return metrics
 
@@ -197,4 +212,9 @@ def _cert_metrics(prefix: str, cert: Any) -> dict[str, float]:
         out[f"{prefix}/test_coverage_gap"] = cert.test_coverage - cert.alpha_c
     if cert.volume_proxy is not None:
         out[f"{prefix}/volume_proxy"] = cert.volume_proxy
+    for name in ("level", "n_cal_stays", "calibration_coverage_stay", "test_coverage_stay", "test_stays_all_inside"):
+        if getattr(cert, name) is not None:
+            out[f"{prefix}/{name}"] = getattr(cert, name)
+    if cert.test_coverage_stay is not None:
+        out[f"{prefix}/test_coverage_stay_gap"] = cert.test_coverage_stay - cert.alpha_c
     return out

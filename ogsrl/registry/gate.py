@@ -5,7 +5,9 @@ the current champion's return estimate; :func:`apply_decision` then writes it to
 tags. A candidate is promoted only when every check passes:
 
 * ``validation``  — every required validation report exists and says ``success: true``;
-* ``guardian``    — when a guardian was bundled: certificate test coverage ≥ α_c − slack;
+* ``guardian``    — when a guardian was bundled: its certificate counts stays, and the mean per-stay test coverage
+  ≥ α_c − slack (slack 0 by default: the stay-level threshold targets a pooled coverage above α_c, so a shortfall on
+  test is a real failure, not noise; the reason states the margin);
 * ``cost:<name>`` — OPE upper CI of each cost return ≤ its limit in params (a limit without an estimate fails);
 * ``return``      — OPE lower CI of the reward return ≥ the champion's point estimate (passes with no champion).
 """
@@ -31,8 +33,8 @@ class GateConfig:
 
     cost_limits: Mapping[str, float] = field(default_factory=lambda: {"cost_total": 1.0})
     """per cost column: the largest allowed OPE upper CI of its (discounted) return"""
-    guardian_coverage_slack: float = 0.015
-    """guardian passes when certificate test coverage ≥ α_c − slack"""
+    guardian_coverage_slack: float = 0.0
+    """guardian passes when the certificate's per-stay test coverage ≥ α_c − slack"""
     validation_reports: tuple[str, ...] = (
         "data/reports/validation_raw.json",
         "data/reports/validation_trajectories.json",
@@ -74,7 +76,9 @@ class Evidence:
     guardian_alpha: float | None = None
     """certificate target coverage α_c (None when no guardian is bundled)"""
     guardian_coverage: float | None = None
-    """certificate empirical test coverage (None when no guardian is bundled)"""
+    """certificate empirical test coverage, per stay when the certificate counts stays (None without a guardian)"""
+    guardian_unit: str | None = None
+    """calibration unit of the certificate: stay | row (None: not recorded)"""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (stored with the model version)."""
@@ -88,6 +92,7 @@ class Evidence:
             "ope_costs": {k: iv(v) for k, v in self.ope_costs.items()},
             "guardian_alpha": self.guardian_alpha,
             "guardian_coverage": self.guardian_coverage,
+            "guardian_unit": self.guardian_unit,
         }
 
     @classmethod
@@ -104,6 +109,7 @@ class Evidence:
             ope_costs={k: v for k, v in costs.items() if v is not None},
             guardian_alpha=d.get("guardian_alpha"),
             guardian_coverage=d.get("guardian_coverage"),
+            guardian_unit=d.get("guardian_unit"),
         )
 
 
@@ -181,14 +187,19 @@ def decide(evidence: Evidence, cfg: GateConfig, champion_return: float | None) -
         checks.append(Check("guardian", True, "no guardian bundled (check skipped)"))
     elif not (_finite(evidence.guardian_alpha) and _finite(evidence.guardian_coverage)):
         checks.append(Check("guardian", False, "guardian certificate lacks alpha_c or test coverage"))
+    elif evidence.guardian_unit == "row":
+        checks.append(Check("guardian", False, "certificate calibrated by rows, which are dependent within a stay: "
+                            "its guarantee does not hold (recalibrate with guardian.calibration.unit: stay)"))
     else:
         need = float(evidence.guardian_alpha) - cfg.guardian_coverage_slack  # type: ignore[arg-type]
         cov = float(evidence.guardian_coverage)  # type: ignore[arg-type]
         ok = cov >= need
+        per = " per stay" if evidence.guardian_unit == "stay" else ""
+        slack = f" - slack {cfg.guardian_coverage_slack:.4f} = {need:.4f}" if cfg.guardian_coverage_slack else ""
         checks.append(Check(
             "guardian", ok,
-            f"test coverage {cov:.4f} {'≥' if ok else '<'} alpha_c {evidence.guardian_alpha:.4f} "
-            f"- slack {cfg.guardian_coverage_slack:.4f} = {need:.4f}",
+            f"test coverage{per} {cov:.4f} {'≥' if ok else '<'} alpha_c {evidence.guardian_alpha:.4f}{slack} "
+            f"(margin {cov - need:+.4f})",
         ))
 
     # cost limits: OPE upper CI of every limited cost

@@ -4,8 +4,9 @@ workspace still holds exactly those bytes.
 At registration :func:`collect` records, as the run artifact ``lineage.json``:
 
 * git commit and dirty flag of the project checkout;
-* ``dvc.lock`` parsed (every stage's deps/outs with DVC's md5) and the params the pipeline ran with (secrets such
-  as ``cohort.salt`` only as a sha256 fingerprint);
+* ``dvc.lock`` parsed (every stage's deps/outs with DVC's md5) and the params the pipeline ran with, both with the
+  salt only as an HMAC fingerprint (``ogsrl.privacy``; dvc.lock records params values); the secret salt of real data
+  never reaches either, and its fingerprint is recorded from ``data/salt-fingerprint.json``;
 * a **sha256 manifest** of every dvc.lock dep/out and every registered input (policy, guardian, OPE metrics,
   validation reports): per file its sha256, per directory a sha256 per contained file;
 * the validation reports, the guardian certificate and the OPE metrics (contents);
@@ -35,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from ogsrl import privacy
 from ogsrl.io import file_sha256
 
 log = logging.getLogger(__name__)
@@ -195,24 +197,11 @@ def data_source(params: Mapping[str, Any], root: Path, hash_raw_files: bool = Tr
     return {"kind": str(kind)}
 
 
-SECRET_KEYS = frozenset({"salt"})
-"""params keys whose values are secrets (the pseudonymisation salt): recorded only as a sha256 fingerprint."""
-
-
 def redact(params: Any) -> Any:
-    """Copy of ``params`` with every secret value replaced by ``"sha256:<first 16 hex>"`` of it.
-
-    The salt must never leave the project: with it, salted stay keys could be linked back to stay ids by brute
-    force. The fingerprint still tells whether two runs used the same salt.
-    """
-    if isinstance(params, Mapping):
-        return {
-            k: (f"sha256:{hashlib.sha256(str(v).encode()).hexdigest()[:16]}" if k in SECRET_KEYS else redact(v))
-            for k, v in params.items()
-        }
-    if isinstance(params, (list, tuple)):
-        return [redact(v) for v in params]
-    return params
+    """Copy of ``params`` (or a parsed dvc.lock) with every salt value replaced by its HMAC fingerprint
+    (:func:`ogsrl.privacy.redact`): with the salt, salted stay keys could be linked back to stay ids. The
+    fingerprint still tells whether two runs used the same salt."""
+    return privacy.redact(params)
 
 
 def _read_json(path: Path) -> Any:
@@ -251,13 +240,14 @@ def collect(
     return {
         "format": LINEAGE_FORMAT,
         "git": git_info(root),
-        "dvc_lock": lock,
+        "dvc_lock": redact(lock) if lock is not None else None,
         "manifest": manifest,
         "params": json.loads(json.dumps(redact(params), default=str)),
         "validation": {r: _read_json(root / r) for r in validation_reports},
         "certificate": _read_json(root / certificate) if certificate else None,
         "ope": _read_json(root / ope_metrics),
         "data_source": data_source(params, root, hash_raw_files),
+        "salt_fingerprint": (_read_json(root / privacy.FINGERPRINT_FILE) or {}).get("fingerprint"),
     }
 
 

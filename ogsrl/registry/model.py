@@ -5,7 +5,11 @@ A *bundle* is a directory::
     bundle.json      format version, loaders, state/action columns, plausible ranges and units, cost rules,
                      guardian certificate (copied), provenance notes
     policy/          the policy checkpoint directory as trained (input scalers live inside it)
-    guardian/        the guardian directory (model + certificate.json; its scalers live inside it), optional
+    guardian/        the certified guardian only (model + certificate.json; its scaler inside), optional: from the
+                     calibrate_guardian layout (christoffel/, kde/, certificate.json) just the directory the
+                     top-level certificate names. A guardian whose saved model is row-level patient data (the KDE:
+                     its scaled training rows) is refused, as is a Christoffel guardian fitted on too few rows for
+                     its moment matrix to hide them (``release_problem``)
     costs/           a cost model directory (by default the world model, whose cost heads give P(cost = 1) for
                      the next step given (state, action)), optional
 
@@ -99,6 +103,19 @@ def load_guardian(path: Path) -> Any:
     return loaders[kind](path)
 
 
+def certified_guardian_dir(path: Path) -> Path:
+    """The directory of the guardian the certificate is about: ``path`` itself when it holds guardian.json, else
+    (the calibrate_guardian layout) the sub-directory named by the top-level certificate's ``method``."""
+    path = Path(path)
+    if (path / "guardian.json").is_file():
+        return path
+    method = json.loads((path / "certificate.json").read_text(encoding="utf-8")).get("method")
+    if not isinstance(method, str) or not (path / method / "guardian.json").is_file():
+        raise FileNotFoundError(f"{path}: certificate.json names method {method!r}, but {path}/{method}/guardian.json "
+                                "does not exist")
+    return path / method
+
+
 class WorldCostModel:
     """Predicted costs from the world model: P(cost = 1 in the next step | s, a), averaged over elite members."""
 
@@ -170,7 +187,12 @@ def build_bundle(
         if not cert_path.is_file():
             raise FileNotFoundError(f"guardian certificate not found: {cert_path}")
         certificate = json.loads(cert_path.read_text(encoding="utf-8"))
-        guardian = resolve_loader(guardian_loader)(Path(guardian_dir))
+        guardian_src = certified_guardian_dir(Path(guardian_dir))
+        guardian = resolve_loader(guardian_loader)(guardian_src)
+        problem = getattr(guardian, "release_problem", None)
+        reason = problem() if callable(problem) else None
+        if reason:
+            raise ValueError(f"guardian at {guardian_src} cannot be registered: {reason}")
         guardian_names = tuple(guardian.feature_names)
         allowed = set(names) | set(features.ACTIONS)
         unknown = [n for n in guardian_names if n not in allowed]
@@ -187,9 +209,13 @@ def build_bundle(
     dest.mkdir(parents=True)
     shutil.copytree(policy_dir, dest / "policy")
     if guardian_dir is not None:
-        shutil.copytree(guardian_dir, dest / "guardian")
+        shutil.copytree(guardian_src, dest / "guardian")
     if cost_model_dir is not None:
         shutil.copytree(cost_model_dir, dest / "costs")
+    for meta_path in sorted(dest.rglob("guardian.json")):  # also a guardian a served policy embeds
+        if json.loads(meta_path.read_text(encoding="utf-8")).get("kind") == "kde":
+            raise ValueError(f"{meta_path.relative_to(dest)}: a KDE guardian stores its training rows (patient-level "
+                             "data) and cannot be registered")
     manifest = {
         "format": BUNDLE_FORMAT,
         "policy_loader": policy_loader,

@@ -65,12 +65,18 @@ class RegistryConfig:
     """where the register stage writes its result"""
     hash_raw_files: bool = True
     """lineage: sha256 every MIMIC-IV raw file (minutes on the full database)"""
+    trajectories_dir: str = "data/trajectories"
+    """trajectory splits the bundle is checked against: no bundled array may hold their rows"""
+    row_match_limit: int = 1
+    """registration fails when a bundled array has this many rows equal to trajectory rows"""
     gate: gate_mod.GateConfig = field(default_factory=gate_mod.GateConfig)
     """promotion gate thresholds"""
 
     def __post_init__(self) -> None:
         if self.seed < 0:
             raise ValueError(f"seed must be ≥ 0, got {self.seed}")
+        if self.row_match_limit < 1:
+            raise ValueError(f"row_match_limit must be ≥ 1, got {self.row_match_limit}")
         for name in ("model_name", "run", "estimator", "return_target"):
             if not getattr(self, name).strip():
                 raise ValueError(f"{name} must be a non-empty string")
@@ -134,15 +140,17 @@ def gather_evidence(cfg: RegistryConfig, root: Path) -> gate_mod.Evidence:
     costs = {t: iv for t in sorted(targets) if t != cfg.return_target
              and (iv := _interval(metrics, prefix + t)) is not None}
     cert_path = root / cfg.guardian_dir / "certificate.json"
-    alpha = coverage = None
+    alpha = coverage = unit = None
     if cert_path.is_file():
         cert = json.loads(cert_path.read_text(encoding="utf-8"))
         alpha = cert.get("alpha_c")
-        coverage = cert.get("test_coverage")
+        unit = str(cert.get("unit", "row"))  # certificates without a unit were calibrated by rows
+        coverage = cert.get("test_coverage_stay" if unit == "stay" else "test_coverage")
         alpha = float(alpha) if alpha is not None else float("nan")
         coverage = float(coverage) if coverage is not None else float("nan")
     return gate_mod.Evidence(validation=validation, ope_return=_interval(metrics, prefix + cfg.return_target),
-                             ope_costs=costs, guardian_alpha=alpha, guardian_coverage=coverage)
+                             ope_costs=costs, guardian_alpha=alpha, guardian_coverage=coverage,
+                             guardian_unit=unit)
 
 
 def _algorithm_of(policy_dir: Path) -> str:
@@ -200,6 +208,7 @@ def register(params: Mapping[str, Any], root: Path, *, tracking_uri: str | None 
             cost_model_dir=cost_dir if has_costs else None, cost_model_loader=cfg.cost_model_loader,
             notes={"run": cfg.run, "seed": cfg.seed, "algorithm": algorithm, "evidence": evidence.to_dict()},
         )
+        row_check = _row_check(bundle, root / cfg.trajectories_dir, cfg.row_match_limit)
         git = record["git"]
         version_tags = {"ogsrl.run": cfg.run, "ogsrl.algorithm": algorithm, "ogsrl.seed": str(cfg.seed)}
         run_tags = {"ogsrl.stage": "register", **version_tags,
@@ -207,6 +216,7 @@ def register(params: Mapping[str, Any], root: Path, *, tracking_uri: str | None 
         with mlflow.start_run(experiment_id=exp_id, run_name=f"register-{cfg.run}-seed{cfg.seed}",
                               tags=run_tags) as run:
             mlflow.log_dict(evidence.to_dict(), "evidence.json")
+            mlflow.log_dict(row_check, "privacy_row_check.json")
             mlflow.log_dict(record, "lineage.json")
             mlflow.log_params({"registry.run": cfg.run, "registry.seed": cfg.seed, "registry.algorithm": algorithm,
                                "registry.model_name": cfg.model_name,
@@ -225,7 +235,25 @@ def register(params: Mapping[str, Any], root: Path, *, tracking_uri: str | None 
              "bundled" if has_guardian else "absent", "bundled" if has_costs else "absent", gate_mod.CHALLENGER)
     return {"model_name": cfg.model_name, "version": str(mv.version), "run_id": run_id,
             "model_uri": f"models:/{cfg.model_name}/{mv.version}", "guardian_bundled": has_guardian,
-            "cost_model_bundled": has_costs, "tracking_uri": uri}
+            "cost_model_bundled": has_costs, "tracking_uri": uri,
+            "row_check": {k: row_check[k] for k in ("arrays", "reference_rows", "passed")}}
+
+
+def _row_check(bundle: Path, trajectories: Path, limit: int) -> dict[str, Any]:
+    """Scan the bundle for patient rows (:mod:`ogsrl.registry.rowcheck`); raises before anything is logged."""
+    from ogsrl.registry import model as model_mod
+    from ogsrl.registry import rowcheck
+
+    manifest = json.loads((bundle / model_mod.BUNDLE_FILE).read_text(encoding="utf-8"))
+    refs = rowcheck.reference_rows(trajectories, manifest, rowcheck.bundled_scalers(bundle))
+    if not refs:
+        log.warning("row check: no trajectory splits with the bundle's columns under %s; bundle not compared",
+                    trajectories)
+    result = rowcheck.scan(bundle, refs)
+    rowcheck.check(result, limit)
+    log.info("row check: %d bundled arrays, none with %d+ of %d trajectory rows", result["arrays"], limit,
+             result["reference_rows"])
+    return {**result, "limit": limit, "passed": True}
 
 
 def _version_run_id(mv: Any) -> str:

@@ -83,9 +83,12 @@ def is_identifier_key(key: str) -> bool:
 
 
 def redact_secret(key: str, value: Any) -> Any:
-    """Secrets (the pseudonymisation salt) are logged only as a short SHA-256 fingerprint."""
-    if key.rsplit(".", 1)[-1] == "salt" and isinstance(value, str):
-        return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:12]
+    """Secrets (the pseudonymisation salt) are logged only as an HMAC fingerprint (:func:`ogsrl.privacy.fingerprint`;
+    the secret salt of real data is not in params at all)."""
+    from ogsrl import privacy
+
+    if privacy.is_secret_key(key):
+        return privacy.fingerprint(str(value))
     return value
 
 

@@ -208,12 +208,12 @@ def locate(raw_dir: Path, table: str) -> Path | None:
     return None
 
 
-def _cast_expr(col: str, family: str, salt: str) -> str:
+def _cast_expr(col: str, family: str) -> str:
     c = _q(col)
     if family == "int":
         val = f"TRY_CAST(TRY_CAST({c} AS DOUBLE) AS BIGINT)"
-        if col in ID_COLUMNS:
-            return f"substr(sha256({_lit(salt + ':')} || CAST({val} AS VARCHAR)), 1, 16)"
+        if col in ID_COLUMNS:  # the salt is a bound variable, never SQL text (DuckDB errors quote the SQL)
+            return f"substr(sha256(getvariable('ogsrl_salt') || CAST({val} AS VARCHAR)), 1, 16)"
         return val
     if family == "float":
         return f"TRY_CAST({c} AS DOUBLE)"
@@ -245,6 +245,7 @@ class _Checker:
         self.raw_dir, self.cfg, self.salt = raw_dir, cfg, salt
         self.con = duckdb.connect(config={"memory_limit": cfg.duckdb_memory_limit, "threads": cfg.duckdb_threads})
         self.con.execute("SET enable_progress_bar = false")
+        self.con.execute("SET VARIABLE ogsrl_salt = ?", [salt + ":"])
         self.ctx = new_context()
         self.outcomes: list[Outcome] = []
         self.runs: list[tuple[str, Any]] = []
@@ -325,7 +326,7 @@ class _Checker:
         return all(c in actual for c in cols)
 
     def _ids(self, table: str) -> list[int]:
-        sql = f"SELECT DISTINCT {_cast_expr('itemid', 'int', self.salt)} AS i FROM v_{table} WHERE i IS NOT NULL"
+        sql = f"SELECT DISTINCT {_cast_expr('itemid', 'int')} AS i FROM v_{table} WHERE i IS NOT NULL"
         return sorted(int(r[0]) for r in self.con.execute(sql).fetchall())
 
     def _frame_sql(self, table: str, rules: Sequence[Rule]) -> str:
@@ -333,7 +334,7 @@ class _Checker:
         used = {r.column for r in rules} | {c for r in rules for c in r.columns}
         if any(r.where_itemids for r in rules):
             used.add("itemid")
-        exprs = [f"{_cast_expr(c, cols[c], self.salt)} AS {_q(c)}" for c in cols if c in used]
+        exprs = [f"{_cast_expr(c, cols[c])} AS {_q(c)}" for c in cols if c in used]
         exprs += [f"{e} AS {_q(c)}" for c, e in DERIVED.get(table, {}).items() if c in used]
         return f"SELECT {', '.join(exprs)} FROM v_{table}"
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ogsrl import privacy
 from ogsrl.config import ConfigError, build, section
 from ogsrl.io import write_json
 from ogsrl.validate.config import ValidationConfig
@@ -88,9 +89,8 @@ def run_raw(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
         metrics = {"success": True, "skipped": True, "source": source, "n_expectations": 0, "n_failed": 0,
                    "rows_checked": 0, "reason": "data.source is 'trajectories': no raw tables to validate"}
         return _finish("raw-table", "raw tables (skipped)", [], [], metrics, root, RAW_REPORT, RAW_METRICS)
-    salt = section(params, "cohort").get("salt")
-    if not isinstance(salt, str) or not salt:
-        raise ConfigError("params: cohort.salt must be a non-empty string (ids in reports are salted hashes)")
+    salt = privacy.resolve_salt(params, root)  # ids in reports are salted hashes; real data: the secret salt
+    privacy.check_fingerprint(params, root, salt)
     res = validate_raw(raw_dir, cfg, salt)
     metrics = _metrics(res.outcomes, time.perf_counter() - t0)
     metrics |= {"skipped": False, "source": source, "rows_checked": sum(res.rows.values()),

@@ -19,7 +19,7 @@ def guardian_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rng = np.random.default_rng(7)
     names = (*STATE, *features.ACTIONS)
     fit, cal = (make_split(n, 5, rng, s)[list(names)].to_numpy(np.float64) for n, s in ((200, "f"), (100, "c")))
-    g = ChristoffelGuardian(names, ChristoffelConfig(degree=2), CalibrationConfig(rule="conformal", alpha_c=0.9),
+    g = ChristoffelGuardian(names, ChristoffelConfig(degree=2), CalibrationConfig(rule="conformal", alpha_c=0.9, unit="row"),
                             ScalingConfig()).fit(fit).calibrate(cal)
     path = tmp_path_factory.mktemp("guardian") / "christoffel"
     g.save(path)

@@ -53,7 +53,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model.fit(transitions_from_frame(train, F.PAPER_STATE, COSTS), transitions_from_frame(val, F.PAPER_STATE, COSTS))
     model.save(root / WORLD_DIR)
     names = (*F.PAPER_STATE, *F.ACTIONS)
-    g = ChristoffelGuardian(names, ChristoffelConfig(degree=1), CalibrationConfig(rule="conformal", alpha_c=0.9),
+    g = ChristoffelGuardian(names, ChristoffelConfig(degree=1), CalibrationConfig(rule="conformal", alpha_c=0.9, unit="row"),
                             ScalingConfig()).fit(train[list(names)].to_numpy(np.float64))
     g.calibrate(val[list(names)].to_numpy(np.float64)).save(root / GUARDIAN_DIR)
     return root

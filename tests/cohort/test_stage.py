@@ -156,3 +156,32 @@ def test_corrupt_csv_gz_mid_file_is_one_line_naming_it(tmp_path: Path, params: d
     msg = str(err.value)
     assert "chartevents.csv.gz" in msg and "\n" not in msg
     assert "SELECT" not in msg and "LINE 1" not in msg and "read_csv" not in msg
+
+
+def test_real_data_keys_use_the_secret_salt_and_errors_name_stays_by_key(
+    tmp_path: Path, params: dict, mimic_tables: dict, write_mimic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ogsrl import privacy
+    from ogsrl.io import salted_hash
+
+    secret = "cohort-stage-secret-salt-42"
+    monkeypatch.setenv("OGSRL_SALT", secret)
+    root = tmp_path / "p"
+    run(params, root)
+    keys = set(pd.concat([pd.read_parquet(root / "data/trajectories" / f"{s}.parquet") for s in SPLITS])["stay_key"])
+    assert keys == set(salted_hash([101, 601], secret))  # not the params salt
+    # a stale fingerprint file (recorded for another salt) stops the stage: DVC's record would be wrong
+    privacy.write_fingerprint(params, root)
+    monkeypatch.setenv("OGSRL_SALT", secret[::-1])
+    with pytest.raises(ConfigError, match="salt-fingerprint.json does not match"):
+        run(params, root)
+    monkeypatch.setenv("OGSRL_SALT", secret)
+    # the cohort SQL reports duplicate stays by id: they reach the user as salted keys
+    icu = mimic_tables["icustays"]
+    mimic_tables["icustays"] = pd.concat([icu, icu[icu["stay_id"] == 601]], ignore_index=True)
+    raw = write_mimic(tmp_path / "dup", mimic_tables)
+    params["data"] = {**params["data"], "mimic_path": str(raw)}
+    with pytest.raises(DataError) as info:
+        stage.run(params, root)
+    msg = str(info.value)
+    assert f"[offending rows: key:{salted_hash([601], secret)[0]}]" in msg and "601" not in msg.split("[")[1]

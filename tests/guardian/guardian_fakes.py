@@ -48,6 +48,11 @@ def contract_matrix(n: int, seed: int) -> np.ndarray:
     return contract_rows(n, np.random.default_rng(seed)).to_numpy()
 
 
+def stays(n: int, size: int = 10) -> np.ndarray:
+    """Stay labels of ``n`` consecutive rows, ``size`` rows per stay."""
+    return np.array([f"k{i // size:06d}" for i in range(n)])
+
+
 def write_trajectories(root: Path, sizes: dict[str, int], seed: int = 0) -> None:
     """Write train/val/test parquets with the contract's guardian columns and metadata under ``root``."""
     import pyarrow as pa

@@ -17,15 +17,15 @@ from ogsrl.guardian.conformal import CalibrationConfig
 from ogsrl.guardian.kde import KDEGuardian
 from ogsrl.guardian.scaling import ScalingConfig
 
-from tests.guardian.guardian_fakes import NAMES
+from tests.guardian.guardian_fakes import NAMES, stays
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
 def fitted(splits: dict[str, np.ndarray]) -> ChristoffelGuardian:
-    g = ChristoffelGuardian(NAMES).fit(splits["fit"]).calibrate(splits["cal"])
-    return g.assess(splits["test"], rng=np.random.default_rng(0), volume_samples=20_000)
+    g = ChristoffelGuardian(NAMES).fit(splits["fit"]).calibrate(splits["cal"], groups=stays(2000))
+    return g.assess(splits["test"], rng=np.random.default_rng(0), volume_samples=20_000, groups=stays(2000))
 
 
 @pytest.mark.parametrize(("d", "k"), [(15, 2), (15, 3), (4, 4), (1, 1)])
@@ -97,8 +97,12 @@ def test_certificate_fields(fitted: ChristoffelGuardian) -> None:
     assert (cert.n_fit, cert.n_cal, cert.n_test) == (3000, 2000, 2000)
     assert cert.params == {"degree": 2, "ridge": 1e-6, "n_monomials": 136}
     assert cert.feature_names == NAMES and cert.created_by.startswith("ogsrl ")
-    assert 0.95 <= cert.calibration_coverage <= 0.98  # PAC rank sits just above ⌈(n+1)α⌉
-    assert abs(cert.test_coverage - 0.95) <= 0.025
+    # stay-level PAC on 200 stays of 10 rows: the pooled per-stay coverage must reach a = 0.9828 (conformal.py)
+    assert (cert.unit, cert.n_cal_stays, cert.n_test_stays) == ("stay", 200, 200)
+    assert cert.level == pytest.approx(0.98277, abs=1e-4)
+    assert cert.level <= cert.calibration_coverage_stay <= cert.level + 0.01
+    assert cert.calibration_coverage == pytest.approx(cert.calibration_coverage_stay)  # equal-size stays
+    assert 0.95 <= cert.test_coverage_stay <= 1.0 and 0.0 <= cert.test_stays_all_inside <= cert.test_coverage_stay
     assert 0.0 <= cert.volume_proxy < 0.5 and cert.volume_samples == 20_000
     json.dumps(d)  # serialisable
 
@@ -137,7 +141,7 @@ def test_save_load_round_trip(fitted: ChristoffelGuardian, splits, tmp_path) -> 
 def test_same_inputs_give_identical_certificates(splits) -> None:
     certs = []
     for _ in range(2):
-        g = ChristoffelGuardian(NAMES).fit(splits["fit"]).calibrate(splits["cal"])
+        g = ChristoffelGuardian(NAMES).fit(splits["fit"]).calibrate(splits["cal"], groups=stays(2000))
         certs.append(g.assess(splits["test"], rng=np.random.default_rng(7), volume_samples=5000).certificate())
     assert certs[0] == certs[1]
 
@@ -149,7 +153,7 @@ def test_constant_column_is_regularised_and_other_values_rejected(splits, caplog
     cal = splits["cal"].copy()
     cal[:, j] = 0.0
     with caplog.at_level(logging.WARNING, logger="ogsrl.guardian.scaling"):
-        g = ChristoffelGuardian(NAMES).fit(x).calibrate(cal)
+        g = ChristoffelGuardian(NAMES).fit(x).calibrate(cal, groups=stays(len(cal)))
     assert "constant column" in caplog.text and "readmission" in caplog.text
     assert np.isfinite(g.certificate().threshold)
     q = cal[:200].copy()
@@ -173,8 +177,13 @@ def test_degenerate_and_bad_inputs_raise(splits) -> None:
     g.fit(splits["fit"])
     with pytest.raises(RuntimeError, match="not calibrated"):
         g.contains(splits["test"])
+    with pytest.raises(ValueError, match="n_cal_stays >= 59"):
+        g.calibrate(splits["cal"][:100], groups=stays(100))
+    with pytest.raises(ValueError, match="needs the stay of each calibration row"):
+        g.calibrate(splits["cal"])
     with pytest.raises(ValueError, match="n_cal"):
-        g.calibrate(splits["cal"][:10])
+        ChristoffelGuardian(NAMES, calibration=CalibrationConfig(unit="row")).fit(splits["fit"]).calibrate(
+            splits["cal"][:10])
     with pytest.raises(ValueError, match="alpha_c"):
         ChristoffelGuardian(NAMES, calibration=CalibrationConfig(alpha_c=1.0))
     with pytest.raises(ValueError, match="ridge"):
@@ -190,6 +199,6 @@ def test_degenerate_and_bad_inputs_raise(splits) -> None:
 def test_gaussian_guardian_coverage_on_fresh_samples() -> None:
     rng = np.random.default_rng(11)
     names = ("a", "b", "c", "d")
-    g = ChristoffelGuardian(names, calibration=CalibrationConfig(alpha_c=0.9, rule="conformal"))
+    g = ChristoffelGuardian(names, calibration=CalibrationConfig(alpha_c=0.9, rule="conformal", unit="row"))
     g.fit(rng.normal(size=(5000, 4))).calibrate(rng.normal(size=(10_000, 4)))
     assert abs(g.contains(rng.normal(size=(100_000, 4))).mean() - 0.9) <= 0.01

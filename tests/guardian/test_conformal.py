@@ -83,3 +83,49 @@ def test_bad_scores_delta_and_rule_are_rejected() -> None:
         CalibrationConfig(delta=0.0)
     with pytest.raises(ValueError, match="unknown threshold rule"):
         conformal.threshold(np.arange(100.0), 0.9, 0.05, "median")  # type: ignore[arg-type]
+
+
+# ---- stays as the calibration unit ------------------------------------------------------------------------------
+
+
+def test_pooled_coverage_weighs_each_stay_equally() -> None:
+    # stay a: scores 1, 2 (each row 1/4); stay b: score 3 (1/2); stay c: 4, 5, 6, 7 (each 1/12); ties counted together
+    scores = np.array([2.0, 1.0, 3.0, 4.0, 5.0, 6.0, 7.0, 7.0])
+    groups = np.array(["a", "a", "b", "c", "c", "c", "d", "d"])
+    s, f = conformal.pooled_coverage(scores, groups)
+    np.testing.assert_array_equal(s, np.sort(scores))
+    np.testing.assert_allclose(f, [1 / 8, 2 / 8, 4 / 8, 4 / 8 + 1 / 12, 4 / 8 + 2 / 12, 6 / 8, 1.0, 1.0])
+    cov, n, full = conformal.stay_coverage(scores <= 4.0, groups)
+    assert (cov, n, full) == (pytest.approx((1 + 1 + 1 / 3 + 0) / 4), 4, 0.5)
+
+
+@pytest.mark.parametrize(("n", "alpha", "delta"), [(880, 0.95, 0.05), (150, 0.9, 0.1), (5000, 0.99, 0.01)])
+def test_stay_levels_solve_their_bounds(n: int, alpha: float, delta: float) -> None:
+    a = conformal.stay_pac_level(n, alpha, delta)
+    assert n * conformal.bernoulli_kl(a, alpha) == pytest.approx(math.log(1 / delta), rel=1e-9)
+    assert alpha < a < 1
+    c = conformal.stay_conformal_level(n, alpha)
+    assert conformal.stay_marginal_bound(n, c) == pytest.approx(alpha, abs=1e-8) and alpha < c < a
+    with pytest.raises(ValueError, match="n_cal_stays >= 59"):
+        conformal.stay_pac_level(58, 0.95, 0.05)
+    with pytest.raises(ValueError, match="n_cal_stays >= 19"):
+        conformal.stay_conformal_level(18, 0.95)
+
+
+def test_stay_rule_holds_on_clustered_scores_where_the_row_rule_fails() -> None:
+    # score = stay effect + row noise (ICC 0.8), 100 stays of 1..19 rows; true stay-weighted coverage of t is
+    # Φ(t / σ) for every stay length, so each draw's failure (coverage < α) is exact
+    rng = np.random.default_rng(3)
+    n, alpha, delta, reps, sigma = 100, 0.9, 0.1, 300, math.sqrt(0.8 + 0.2)
+    fail_row = fail_stay = 0
+    for _ in range(reps):
+        m = rng.integers(1, 20, n)
+        groups = np.repeat(np.arange(n), m)
+        s = rng.normal(0, math.sqrt(0.8), n)[groups] + rng.normal(0, math.sqrt(0.2), groups.size)
+        t_row, _ = conformal.threshold(s, alpha, delta, "pac")
+        t_stay, _, level, n_stays = conformal.stay_threshold(s, groups, alpha, delta, "pac")
+        assert n_stays == n and conformal.stay_coverage(s <= t_stay, groups)[0] >= level - 1e-12
+        fail_row += stats.norm.cdf(t_row / sigma) < alpha
+        fail_stay += stats.norm.cdf(t_stay / sigma) < alpha
+    assert fail_stay / reps <= delta  # the guarantee, with n = stays
+    assert fail_row / reps > 2 * delta  # rows ranked as independent: the δ-statement fails

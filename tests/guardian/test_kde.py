@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.guardian.guardian_fakes import NAMES
+from tests.guardian.guardian_fakes import NAMES, stays
 
 import ogsrl.guardian
 from ogsrl.guardian.christoffel import ChristoffelGuardian
@@ -53,11 +53,20 @@ def test_contains_is_monotone_in_threshold(kde: KDEGuardian, splits) -> None:
 
 
 def test_conformal_rule_and_subsampling(splits) -> None:
-    g = KDEGuardian(NAMES, KDEConfig(max_eval=400), CalibrationConfig(rule="conformal")).fit(splits["fit"][:1000])
+    g = KDEGuardian(NAMES, KDEConfig(max_eval=400), CalibrationConfig(rule="conformal", unit="row"))
+    g.fit(splits["fit"][:1000])
     with pytest.raises(ValueError, match="pass rng"):
         g.calibrate(splits["cal"])
     cert = g.calibrate(splits["cal"], rng=np.random.default_rng(1)).certificate()
-    assert cert.n_cal == 400 and cert.rank == 381 and cert.threshold_rule == "conformal"
+    assert cert.n_cal == 400 and cert.rank == 381 and cert.threshold_rule == "conformal" and cert.unit == "row"
+
+
+def test_stay_subsampling_keeps_whole_stays(splits) -> None:
+    g = KDEGuardian(NAMES, KDEConfig(max_eval=405), CalibrationConfig(rule="conformal")).fit(splits["fit"][:1000])
+    groups = stays(2000)  # 200 stays of 10 rows
+    cert = g.calibrate(splits["cal"], groups=groups, rng=np.random.default_rng(1)).certificate()
+    assert (cert.unit, cert.n_cal, cert.n_cal_stays) == ("stay", 400, 40)  # 40 whole stays fit in 405 rows
+    assert cert.level is not None and cert.calibration_coverage_stay >= cert.level - 1e-12
 
 
 def test_save_load_round_trip(kde: KDEGuardian, splits, tmp_path) -> None:

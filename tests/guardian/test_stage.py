@@ -40,8 +40,14 @@ def test_outputs_and_metrics(ran) -> None:
     assert cert["method"] == "christoffel" and cert["n_fit"] == 3000 and cert["n_cal"] == 1500
     assert cert["feature_names"] == list(NAMES) and cert["alpha_c"] == 0.9 and cert["delta"] == 0.1
     assert (m["n_fit"], m["n_cal"], m["n_test"], m["n_features"]) == (3000, 1500, 1500, 15)
-    assert abs(m["christoffel/test_coverage"] - 0.9) <= 0.03
-    assert abs(m["kde_eq/test_coverage"] - 0.9) <= 0.05
+    # the certificate counts the 150 validation stays (10 rows each): PAC level a = 0.9481 for α = 0.9, δ = 0.1
+    assert (cert["unit"], cert["n_cal_stays"], cert["n_test_stays"]) == ("stay", 150, 150)
+    assert cert["level"] == pytest.approx(0.94814, abs=1e-4) and cert["calibration_coverage_stay"] >= cert["level"]
+    assert (m["n_cal_stays"], m["n_test_stays"]) == (150, 150)
+    assert 0.9 <= m["christoffel/test_coverage_stay"] <= cert["level"] + 0.03
+    assert m["christoffel/test_coverage_stay_gap"] == pytest.approx(m["christoffel/test_coverage_stay"] - 0.9)
+    assert abs(m["christoffel/test_coverage"] - m["christoffel/test_coverage_stay"]) < 1e-9  # equal-size stays
+    assert 0.9 <= m["kde_eq/test_coverage_stay"] <= 1.0
     assert m["kde/n_cal"] == 400 and m["kde_eq/n_cal"] == 400
     for name in ("christoffel", "kde", "kde_eq"):
         for probe in ("extreme_actions", "shifted_states", "extreme_policy"):
@@ -72,9 +78,9 @@ def test_params_yaml_section_builds() -> None:
 
 
 def test_probe_can_be_skipped(tmp_path) -> None:
-    write_trajectories(tmp_path, {"train": 400, "val": 200, "test": 200})
+    write_trajectories(tmp_path, {"train": 400, "val": 300, "test": 300})  # 30 stays: PAC needs 22
     params = {"guardian": dict(PARAMS["guardian"], extreme_policy_stays=0, volume_samples=100)}
-    params["guardian"]["kde"] = {"max_eval": 100}
+    params["guardian"]["kde"] = {"max_eval": 300}  # kde_eq: 30 whole stays
     m = stage.run(params, tmp_path)
     assert "ood/n_extreme_policy" not in m and "christoffel/false_accept_extreme_policy" not in m
     assert m["n_fit"] == 400

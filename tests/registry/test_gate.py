@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -152,3 +153,27 @@ def test_first_run_creates_champion_then_unsafe_candidate_stays_challenger(proje
         stage.promote(params, root, version="3")
     with pytest.raises(ValueError, match="ogsrl-policy v9"):
         stage.promote(params, root, version="9")
+
+
+def test_guardian_check_reads_the_stay_level_coverage_without_slack(tmp_path: Path) -> None:
+    cfg = GateConfig(cost_limits={"cost_total": 0.5}, validation_reports=REPORTS)
+    assert cfg.guardian_coverage_slack == 0.0
+    ok = gate.decide(_evidence(guardian_coverage=0.9612, guardian_unit="stay"), cfg, champion_return=None)
+    assert ok.promote and _check(ok, "guardian").reason == (
+        "test coverage per stay 0.9612 ≥ alpha_c 0.9500 (margin +0.0112)")
+    low = gate.decide(_evidence(guardian_coverage=0.9499, guardian_unit="stay"), cfg, champion_return=None)
+    assert [c.name for c in low.failed] == ["guardian"] and "margin -0.0001" in _check(low, "guardian").reason
+    rows = gate.decide(_evidence(guardian_coverage=0.99, guardian_unit="row"), cfg, champion_return=None)
+    assert [c.name for c in rows.failed] == ["guardian"] and "calibrated by rows" in _check(rows, "guardian").reason
+
+    # gather_evidence: a stay certificate gives its per-stay test coverage; one without a unit counts as rows
+    root = tmp_path
+    cert = root / "data/models/guardian/certificate.json"
+    cert.parent.mkdir(parents=True)
+    cert.write_text(json.dumps({"alpha_c": 0.95, "unit": "stay", "test_coverage": 0.97, "test_coverage_stay": 0.96}))
+    ev = stage.gather_evidence(stage.RegistryConfig(), root)
+    assert (ev.guardian_alpha, ev.guardian_coverage, ev.guardian_unit) == (0.95, 0.96, "stay")
+    cert.write_text(json.dumps({"alpha_c": 0.95, "test_coverage": 0.97}))
+    ev = stage.gather_evidence(stage.RegistryConfig(), root)
+    assert (ev.guardian_coverage, ev.guardian_unit) == (0.97, "row")
+    assert Evidence.from_dict(json.loads(json.dumps(ev.to_dict()))) == ev

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))
 import ogsrl_fakes as fakes  # noqa: E402
 
+from ogsrl import privacy  # noqa: E402
 from ogsrl.registry import lineage, stage  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
@@ -76,11 +78,23 @@ def test_manifest_names_changed_added_and_missing_files(tmp_path: Path) -> None:
 
 def test_salt_never_recorded(tmp_path: Path) -> None:
     params = {"cohort": {"salt": "s3cret", "step_h": 4}, "costs": {"rules": [{"name": "a"}]}}
+    # dvc.lock records params values: both the dotted key and a whole section holding the salt
+    lock = {"schema": "2.0", "stages": {
+        "validate_raw": {"cmd": "ogsrl validate-raw", "params": {"params.yaml": {"cohort.salt": "s3cret"}}},
+        "extract": {"cmd": "ogsrl extract", "params": {"params.yaml": {"cohort": {"salt": "s3cret", "seed": 1}}}},
+    }}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/salt-fingerprint.json").write_text(json.dumps({"fingerprint": privacy.fingerprint("s3cret")}))
     record = lineage.collect(tmp_path, params, inputs=[], validation_reports=[], certificate=None,
                              ope_metrics="none.json")
     assert "s3cret" not in json.dumps(record)
-    assert record["params"]["cohort"] == {"salt": "sha256:" + hashlib.sha256(b"s3cret").hexdigest()[:16],
-                                          "step_h": 4}
+    want = "hmac-sha256:" + hmac.new(b"s3cret", b"ogsrl salt fingerprint v1", hashlib.sha256).hexdigest()[:32]
+    assert record["params"]["cohort"] == {"salt": want, "step_h": 4}
+    stages = record["dvc_lock"]["stages"]
+    assert stages["validate_raw"]["params"]["params.yaml"]["cohort.salt"] == want
+    assert stages["extract"]["params"]["params.yaml"]["cohort"] == {"salt": want, "seed": 1}
+    assert record["salt_fingerprint"] == want
     assert record["params"]["costs"] == params["costs"] and params["cohort"]["salt"] == "s3cret"
 
 

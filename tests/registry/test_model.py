@@ -124,7 +124,7 @@ def test_load_guardian_dispatches_on_kind(tmp_path: Path) -> None:
     from ogsrl.guardian.conformal import CalibrationConfig
 
     rng = np.random.default_rng(0)
-    g = ChristoffelGuardian(("a", "b"), ChristoffelConfig(degree=2), CalibrationConfig(rule="conformal"))
+    g = ChristoffelGuardian(("a", "b"), ChristoffelConfig(degree=2), CalibrationConfig(rule="conformal", unit="row"))
     g.fit(rng.normal(size=(400, 2))).calibrate(rng.normal(size=(200, 2)))
     g.save(tmp_path / "g")
     loaded = model.load_guardian(tmp_path / "g")
@@ -175,7 +175,7 @@ def test_bundle_with_the_real_policy_and_guardian(tmp_path: Path) -> None:
         states = np.column_stack([rng.integers(8, 16, n), rng.normal(95, 2, n), rng.uniform(0, 5000, n)])
         return np.column_stack([states, rng.uniform(0, 10000, n), rng.uniform(0, 5, n)])
 
-    guardian = ChristoffelGuardian(names, ChristoffelConfig(degree=2), CalibrationConfig(rule="conformal"))
+    guardian = ChristoffelGuardian(names, ChristoffelConfig(degree=2), CalibrationConfig(rule="conformal", unit="row"))
     guardian.fit(sample(600)).calibrate(sample(300))
     guardian.save(tmp_path / "guardian")
     model.build_bundle(tmp_path / "bundle", policy_dir=tmp_path / "policy", guardian_dir=tmp_path / "guardian",

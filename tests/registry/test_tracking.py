@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from ogsrl import privacy
 from ogsrl.config import ConfigError
 from ogsrl.registry import tracking
 
@@ -159,7 +160,8 @@ def test_outside_git_and_without_dvc_lock(tmp_path: Path) -> None:
 
 def test_salt_is_logged_only_as_a_fingerprint(logged: dict[str, Any]) -> None:
     params = logged["ok"].data.params
-    assert params["cohort.salt"].startswith("sha256:")
+    assert params["cohort.salt"] == privacy.fingerprint("very-secret-salt")
+    assert params["cohort.salt"].startswith("hmac-sha256:")
     assert all("very-secret-salt" not in v for v in params.values())
 
 

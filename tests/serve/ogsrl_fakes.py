@@ -81,13 +81,32 @@ def save_guardian(path: Path, names: tuple[str, ...], low: Any, high: Any, alpha
                   test_coverage: float = 0.951) -> None:
     write_json(Path(path) / "guardian.json", {"kind": "box", "feature_names": list(names),
                                               "low": list(low), "high": list(high)})
-    write_json(Path(path) / "certificate.json", {"method": "box", "alpha_c": alpha_c,
-                                                 "test_coverage": test_coverage, "feature_names": list(names)})
+    write_json(Path(path) / "certificate.json", {"method": "box", "alpha_c": alpha_c, "unit": "stay",
+                                                 "test_coverage": test_coverage, "test_coverage_stay": test_coverage,
+                                                 "feature_names": list(names)})
 
 
 def load_guardian(path: Path) -> BoxGuardian:
     cfg = json.loads((Path(path) / "guardian.json").read_text())
     return BoxGuardian(tuple(cfg["feature_names"]), np.array(cfg["low"]), np.array(cfg["high"]))
+
+
+def trajectory_rows(n: int = 20, seed: int = 0) -> dict[str, np.ndarray]:
+    """Columns of a tiny trajectory split: the fake policy's states and the two actions."""
+    rng = np.random.default_rng(seed)
+    return {"stay_key": np.array([f"k{i // 5}" for i in range(n)]), "gcs": rng.integers(3, 16, n).astype(float),
+            "spo2": rng.uniform(85, 100, n), "fluid_cum": rng.uniform(0, 8000, n),
+            "fluid_ml": rng.uniform(0, 2000, n), "nee_max": rng.uniform(0, 1, n)}
+
+
+def write_trajectories(root: Path) -> None:
+    """data/trajectories/{train,test}.parquet with :func:`trajectory_rows` (what the registry's row check reads)."""
+    import pandas as pd
+
+    for i, split in enumerate(("train", "test")):
+        path = Path(root) / f"data/trajectories/{split}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(trajectory_rows(seed=i)).to_parquet(path, index=False)
 
 
 def write_ope(root: Path, method: str = "soc", ret: tuple[float, float, float] = (-50.0, -55.0, -45.0),
@@ -141,11 +160,10 @@ def make_project(root: Path, *, guardian: bool = True, cost_model: bool = True, 
     """Write a tiny trained project under ``root``; returns its params mapping."""
     root = Path(root)
     for rel, text in {"data/raw/hosp/patients.csv": "subject_id,gender\n1,F\n",
-                      "data/raw/icu/icustays.csv": "stay_id\n7\n",
-                      "data/trajectories/train.parquet": "train-bytes",
-                      "data/trajectories/test.parquet": "test-bytes"}.items():
+                      "data/raw/icu/icustays.csv": "stay_id\n7\n"}.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
+    write_trajectories(root)
     save_policy(root / "data/models/policies/soc/seed42", weights=[[0.0, 0.0, 0.01], [0.1, 0.0, 0.0]], bias=[100.0, 0.0])
     if guardian:
         names = (*STATE, "fluid_ml", "nee_max")

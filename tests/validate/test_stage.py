@@ -51,6 +51,7 @@ def test_raw_failure_raises_after_writing_reports(tmp_path: Path, params: dict) 
     t["icustays"] = t["icustays"].drop(columns=["outtime"])
     raw = write_tables(tmp_path / "elsewhere", t)
     params["data"] = dict(params["data"], source="mimic-iv", mimic_path=str(raw))
+    params["cohort"] = dict(params["cohort"], salt="ogsrl-demo-salt")  # real data: the secret salt is in env
     with pytest.raises(ValidationFailed) as info:
         stage.run_raw(params, tmp_path)
     assert isinstance(info.value, DataError)
