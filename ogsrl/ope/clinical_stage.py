@@ -105,6 +105,10 @@ def model_cost_probs(world: Any, test: pd.DataFrame, actions: np.ndarray, cost_c
     if missing:
         raise DataError(f"the world model has no cost head for {missing} (refit it with the current costs.rules)",
                         table="world_model.json", column=missing[0])
+    gone = [n for n in world.layout.state_features if n not in test.columns]
+    if gone:
+        raise DataError(f"the world model reads feature(s) {gone} that the test split does not have",
+                        table="test.parquet", column=gone[0])
     obs = test[list(world.layout.state_features)].to_numpy(np.float64)
     idx = [names.index(c) for c in cost_columns]
     out = [np.asarray(world.predict(obs, a).cost_prob, dtype=np.float64)[world.elites].mean(axis=0)[:, idx]
@@ -182,7 +186,8 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     returns = clinical.stay_returns(test["reward"].to_numpy(np.float64), stay, cfg.gamma)
     died = test.groupby("stay_key", sort=False)["died_in_hosp"].max().to_numpy(np.float64)
     curve = clinical.mortality_curve(returns, died)
-    rho = stats.spearmanr(returns, died).statistic
+    varies = np.ptp(returns) > 0 and np.ptp(died) > 0
+    rho = stats.spearmanr(returns, died).statistic if varies else float("nan")  # undefined for a constant input
 
     logged = test[list(features.ACTIONS)].to_numpy(np.float64)[None]
     clin = action_metrics(logged, test, cfg, model_cost_probs(world, test, logged, cost_cols), rules)
