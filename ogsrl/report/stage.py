@@ -52,7 +52,7 @@ overflow-x:auto}
 h2{font-size:18px;margin:6px 0 10px;color:#1f3a5f}h3{font-size:15px;margin:14px 0 6px}
 table{border-collapse:collapse;margin:6px 0 10px;font-size:13px}
 th,td{border:1px solid #dde3ea;padding:4px 8px;text-align:right;white-space:nowrap}
-th{background:#eef2f7}td:first-child,th:first-child{text-align:left}
+th{background:#eef2f7;white-space:normal;vertical-align:bottom}td:first-child,th:first-child{text-align:left}
 .ok{color:#1e7b34;font-weight:bold}.bad{color:#b3261e;font-weight:bold}.muted{color:#6b7785}
 .ci{color:#6b7785;font-size:11px}.grid{display:flex;flex-wrap:wrap;gap:14px}.kv td{text-align:left}
 figure{margin:8px 0}figure svg{max-width:100%;height:auto}figcaption{font-size:12px;color:#6b7785}
