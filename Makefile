@@ -54,10 +54,13 @@ run: $(STAMP)
 	@echo "  models            data/models/{world,guardian,policies,behaviour}/"
 	@echo "  metrics           data/reports/*.json, data/reports/evaluate/   (dvc metrics show; dvc metrics diff)"
 	@echo "  validation docs   data/reports/validation/{raw,trajectories}/index.html"
-	@echo "  report            data/reports/evaluate/metrics.json   (OPE estimates beside the simulator's true values)"
+	@echo "  OPE metrics       data/reports/evaluate/metrics.json   (OPE estimates beside the simulator's true values)"
+	@echo "  clinical metrics  data/reports/clinical.json   (ME, MCR, AIR, ACP, threshold shares; docs/metrics.md)"
 	@echo "  MLflow UI         .venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000"
 	@echo "  lineage           .venv/bin/ogsrl lineage models:/ogsrl-policy@champion --verify"
 	@python -c 'import json; m = json.load(open("data/reports/cohort.json")); print("  cohort            %s stays, %s rows, in-hospital mortality %.3f" % (m["cohort_stays"], m["rows"], m["mortality_in_hosp"]))' 
+	@echo
+	@echo "Report (self-contained, opens offline): $(CURDIR)/data/reports/index.html"
 
 flow: $(STAMP)
 	ogsrl salt-fingerprint

@@ -30,10 +30,12 @@ from prefect import flow  # noqa: E402
 from ogsrl import config, privacy  # noqa: E402
 
 from tasks.calibrate_guardian import calibrate_guardian  # noqa: E402
+from tasks.clinical import clinical  # noqa: E402
 from tasks.evaluate import evaluate  # noqa: E402
 from tasks.extract import extract  # noqa: E402
 from tasks.fit_world_model import fit_world_model  # noqa: E402
 from tasks.generate import generate  # noqa: E402
+from tasks.report import report  # noqa: E402
 from tasks.train_policies import train_policies  # noqa: E402
 from tasks.validate_raw import validate_raw  # noqa: E402
 from tasks.validate_trajectories import validate_trajectories  # noqa: E402
@@ -47,6 +49,8 @@ TASKS = {
     "calibrate-guardian": calibrate_guardian,
     "train-policies": train_policies,
     "evaluate": evaluate,
+    "clinical": clinical,
+    "report": report,
 }
 """Stage command → task, in pipeline order (the dvc.yaml stages)."""
 

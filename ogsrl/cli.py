@@ -39,6 +39,8 @@ STAGES: dict[str, tuple[str, str]] = {
     "calibrate-guardian": ("ogsrl.guardian.stage", "run"),
     "train-policies": ("ogsrl.agents.stage", "run"),
     "evaluate": ("ogsrl.ope.stage", "run"),
+    "clinical": ("ogsrl.ope.clinical_stage", "run"),
+    "report": ("ogsrl.report.stage", "run"),
 }
 """Stage command → (module, function). DVC stage names are the same with ``_`` for ``-``."""
 
@@ -57,6 +59,8 @@ STAGE_HELP = {
     "calibrate-guardian": "fit and calibrate the guardian (support estimate + certificate)",
     "train-policies": "train the configured policies",
     "evaluate": "off-policy evaluation of the trained policies",
+    "clinical": "the paper's clinical metrics (ME, MCR, AIR, ACP, threshold shares) of every policy on the test split",
+    "report": "write the self-contained results report data/reports/index.html",
 }
 
 SOURCE_FILE = "SOURCE.json"
@@ -143,8 +147,14 @@ STAGE_PLOTS: dict[str, tuple[str, ...]] = {
     "fit-world-model": ("data/reports/world_plots",),
     "train-policies": ("data/reports/train_curves.csv",),
     "evaluate": ("data/reports/evaluate/estimates.csv", "data/reports/evaluate/weights.csv"),
+    "clinical": ("data/reports/clinical_plots",),
 }
 """Plot tables (dvc.yaml ``plots``) each stage writes; they are logged to MLflow beside the metrics."""
+
+STAGE_FIGURES: dict[str, tuple[str, ...]] = {
+    "report": ("data/reports/figures", "data/reports/index.html"),
+}
+"""Figures (SVG files, or folders of them) and pages each stage writes; logged to MLflow under ``figures/``."""
 
 STAGE_SUMMARIES: dict[str, tuple[str, str]] = {
     "train-policies": ("ogsrl.agents.stage", "summary"),
@@ -165,7 +175,9 @@ def _track(stage: str, params: Mapping[str, Any], root: Path, result: Any, error
         cfg = tracking.tracking_config(params)
         uri = tracking.resolve_tracking_uri(cfg, root, os.environ.get("MLFLOW_TRACKING_URI"))
         plots = [root / p for p in STAGE_PLOTS.get(stage, ())] if error is None else []
-        tracking.log_stage_run(stage, params, result, root, uri, cfg.experiment, error=error, plots=plots)
+        figs = [root / p for p in STAGE_FIGURES.get(stage, ())] if error is None else []
+        tracking.log_stage_run(stage, params, result, root, uri, cfg.experiment, error=error, plots=plots,
+                               figures=figs)
     except Exception as exc:  # noqa: BLE001 - tracking must never break a stage
         log.warning("MLflow logging failed for stage %s (outputs are unaffected): %s: %s",
                     stage, type(exc).__name__, exc)

@@ -190,6 +190,20 @@ def _plot_tables(paths: Sequence[Path]) -> list[Path]:
     return out
 
 
+FIGURE_SUFFIXES = (".svg", ".png", ".html")
+
+
+def _figure_files(paths: Sequence[Path]) -> list[Path]:
+    """The figure files among ``paths`` (a folder contributes its figures, sorted); missing paths are skipped."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(sorted(f for f in p.iterdir() if f.suffix in FIGURE_SUFFIXES))
+        elif p.is_file() and p.suffix in FIGURE_SUFFIXES:
+            out.append(p)
+    return out
+
+
 def curve_metrics(table: Path) -> list[tuple[str, int, float]]:
     """(key, step, value) per row and numeric column of a plot table with an integer ``step`` column.
 
@@ -224,6 +238,7 @@ def log_stage_run(
     experiment: str = "ogsrl",
     error: BaseException | None = None,
     plots: Sequence[Path] = (),
+    figures: Sequence[Path] = (),
 ) -> str:
     """Log one stage run to MLflow and return its run id.
 
@@ -238,6 +253,8 @@ def log_stage_run(
         plots: the stage's plot tables (CSV files, or folders of them; missing ones are skipped), logged as
             artifacts under ``plots/``; a table with a ``step`` column also becomes metric histories (see
             :func:`curve_metrics`), so MLflow draws the same curves as ``dvc plots show``.
+        figures: figure files (``.svg``/``.png``/``.html``, or folders of them; missing ones are skipped), logged
+            as artifacts under ``figures/`` (the report's figures and page).
 
     Returns:
         The MLflow run id.
@@ -283,6 +300,8 @@ def log_stage_run(
             client.log_artifact(run_id, str(table), artifact_path="plots")
             curve = [Metric(k, v, now, step) for k, step, v in curve_metrics(table)]
             metric_items.extend(curve)
+        for fig in _figure_files(figures):
+            client.log_artifact(run_id, str(fig), artifact_path="figures")
         for chunk in _chunks(metric_items):
             client.log_batch(run_id, metrics=chunk)
     except Exception:

@@ -5,6 +5,11 @@ renderer GE's Data Docs site builder uses; in ephemeral mode there is no docs si
 renderer fails, the page is a plain table rendered from the flattened results. ``index.html`` lists every suite with
 its pass/fail counts and links to the pages; ``summary.json`` holds every flattened outcome. The whole folder is
 written atomically, so a report is always complete and the previous one stays until the new one is ready.
+
+GE's pages load Bootstrap, jQuery, Font Awesome and a logo from CDNs; :func:`offline_page` removes every such load
+(and every absolute link) and points the page at ``static/`` in the same folder: Bootstrap 4.3.1's CSS (the version
+GE asks for, MIT, vendored in ``ogsrl/validate/static``), a few icon rules and a small script for the collapses and
+the "Failed Only" filter. The Data Docs so render styled with no network.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import dataclasses
 import html
 import json
 import logging
+import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -70,11 +77,54 @@ _STYLE = (
 )
 
 
+STATIC_DIR = Path(__file__).with_name("static")
+"""vendored assets copied into every Data Docs folder as ``static/``"""
+STATIC_FILES = ("bootstrap-4.3.1.min.css", "BOOTSTRAP-LICENSE", "ogsrl-docs.css", "ogsrl-docs.js")
+_EXTERNAL = r"""(?:https?:)?//"""
+_LOADS = (
+    re.compile(rf"""<link\b[^>]*\bhref=["']?{_EXTERNAL}[^>]*>""", re.I),
+    re.compile(rf"""<script\b[^>]*>.*?</script\s*>""", re.I | re.S),  # CDN scripts and the jQuery inline ones
+    re.compile(rf"""<img\b[^>]*\bsrc=["']?{_EXTERNAL}[^>]*>""", re.I | re.S),
+    re.compile(r"<footer\b.*?</footer\s*>", re.I | re.S),  # GX newsletter
+    re.compile(r"""<link\b[^>]*\brel=["']?(?:shortcut )?icon[^>]*>""", re.I),  # favicon of GE's site layout
+)
+_HOME = re.compile(r"""href=(["'])(?:\.\./)+index\.html\1""")
+_SITE_HREF = re.compile(r"""\shref=(["'])\.\./[^"']*\1""")
+_EXTERNAL_HREF = re.compile(rf"""\shref=(["']){_EXTERNAL}[^"']*\1""", re.I)
+_HEAD_ASSETS = (
+    '<link rel="stylesheet" href="static/bootstrap-4.3.1.min.css">'
+    '<link rel="stylesheet" href="static/ogsrl-docs.css">'
+    '<script src="static/ogsrl-docs.js"></script>'
+)
+
+
+def offline_page(page: str) -> str:
+    """A GE Data Docs page that loads nothing from the network: CDN stylesheets, scripts (inline ones too: they
+    need jQuery), remote images, the favicon and the newsletter footer removed, absolute links made plain text, "Home" pointed
+    at this folder's index.html, links into GE's site layout (suite pages we do not write) made plain text, the vendored ``static/`` assets linked in ``<head>``."""
+    for pattern in _LOADS:
+        page = pattern.sub("", page)
+    page = _EXTERNAL_HREF.sub("", page)
+    page = _HOME.sub('href="index.html"', page)  # GE's site layout is not ours: "Home" is this folder's index,
+    page = _SITE_HREF.sub("", page)  # and its suite pages do not exist
+    head = re.search(r"<head\b[^>]*>", page, re.I)
+    if head is None:
+        return _HEAD_ASSETS + page
+    return page[: head.end()] + _HEAD_ASSETS + page[head.end():]
+
+
+def write_static(out_dir: Path) -> None:
+    """Copy the vendored assets into ``out_dir/static``."""
+    (out_dir / "static").mkdir(parents=True, exist_ok=True)
+    for name in STATIC_FILES:
+        shutil.copyfile(STATIC_DIR / name, out_dir / "static" / name)
+
+
 def _ge_page(result: Any) -> str:
     from great_expectations.render.renderer import ValidationResultsPageRenderer
     from great_expectations.render.view import DefaultJinjaPageView
 
-    return DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result))
+    return offline_page(DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result)))
 
 
 def write_reports(
@@ -95,6 +145,7 @@ def write_reports(
     """
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
+        write_static(tmp)
         rows = []
         for name, result in runs:
             mine = [o for o in outcomes if o.suite == name]

@@ -185,3 +185,19 @@ def test_plot_tables_become_artifacts_and_metric_histories(tmp_path: Path) -> No
     soc = client.get_metric_history(run_id, "curve/train_curves/soc/seed42/loss/train_nll")
     assert sorted((m.step, m.value) for m in soc) == [(1, 0.8), (2, 0.6)]
     assert not any(k.startswith("curve/calibration") for k in client.get_run(run_id).data.metrics)  # no step column
+
+
+def test_figures_become_artifacts(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    figs = tmp_path / "data/reports/figures"
+    figs.mkdir(parents=True)
+    (figs / "ope_vs_truth_return.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'></svg>")
+    (figs / "notes.txt").write_text("not a figure")
+    page = tmp_path / "data/reports/index.html"
+    page.write_text("<!doctype html><title>r</title>")
+    uri = tracking.resolve_tracking_uri(tracking.tracking_config(PARAMS), tmp_path)
+    run_id = tracking.log_stage_run("report", PARAMS, {"report/figures": 1}, tmp_path, uri, "ogsrl-test",
+                                    figures=[figs, page, tmp_path / "absent.svg"])
+    names = sorted(a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(run_id, "figures"))
+    assert names == ["figures/index.html", "figures/ope_vs_truth_return.svg"]

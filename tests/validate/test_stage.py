@@ -31,6 +31,22 @@ def reports(root: Path, kind: str) -> dict:
     return json.loads((folder / "summary.json").read_text())
 
 
+def assert_offline(folder: Path) -> None:
+    """Every Data Docs page loads only files of its own folder, and those files exist."""
+    import re
+
+    pages = sorted(folder.glob("*.html"))
+    assert len(pages) > 2
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        refs = re.findall(r"""\b(?:src|href)=["']?([^"' >]+)""", text)
+        assert not [r for r in refs if re.match(r"(?:[a-z]+:)?//", r)], page.name
+        for ref in refs:
+            if not ref.startswith("#"):
+                assert (folder / ref.split("#")[0]).is_file(), f"{page.name}: {ref}"
+    assert "static/bootstrap-4.3.1.min.css" in pages[-1].read_text(encoding="utf-8")
+
+
 def test_raw_demo_source_passes_and_writes_reports(tmp_path: Path, params: dict) -> None:
     write_tables(tmp_path / "data" / "raw", make_tables())
     m = stage.run_raw(params, tmp_path)
@@ -41,6 +57,7 @@ def test_raw_demo_source_passes_and_writes_reports(tmp_path: Path, params: dict)
     assert summary["summary"]["n_expectations"] == m["n_expectations"] == len(summary["outcomes"])
     page = (tmp_path / "data/reports/validation/raw/chartevents.html").read_text()
     assert "Great Expectations" in page and "valuenum" in page
+    assert_offline(tmp_path / "data/reports/validation/raw")
     text = "".join(p.read_text() for p in (tmp_path / "data/reports").rglob("*.*"))
     assert "30000001" not in text and "2150-01-01" not in text  # no raw ids or real timestamps
 

@@ -1,0 +1,346 @@
+"""Stage ``report``: one self-contained HTML page of the pipeline's results → ``data/reports/index.html``.
+
+Sections: cohort and validation status (links to the validation Data Docs, the only links in the page, relative),
+world-model calibration, the guardian's certificate, the paper-style comparison tables (clinical metrics per method;
+OPE estimates per method × estimator with CIs and, on the demo, the simulator's truth), and the figures (OPE against
+truth, learning curves, world-model calibration, return → mortality). Inline CSS, figures as inline SVG: nothing is
+loaded from anywhere. The same figures are written to ``data/reports/figures/*.svg`` (logged to MLflow).
+Every input is read through :mod:`ogsrl.report.inputs`.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ogsrl import config
+from ogsrl.io import atomic_path, write_text
+from ogsrl.report import figures, inputs
+
+INDEX = Path("data/reports/index.html")
+FIGURES_DIR = Path("data/reports/figures")
+DATA_DOCS = {"raw tables": "validation/raw/index.html", "trajectories": "validation/trajectories/index.html"}
+"""Data Docs pages, relative to data/reports/"""
+
+
+@dataclass(frozen=True, slots=True)
+class ReportConfig:
+    """The ``report:`` section of params.yaml."""
+
+    estimators: tuple[str, ...] = ()
+    """OPE estimators shown, in order (empty: every estimator found in the OPE metrics, sorted)"""
+    targets: tuple[str, ...] = ("return", "cost_total", "mortality_hosp")
+    """OPE targets with a comparison table, in order (those absent from the metrics are skipped)"""
+
+    def __post_init__(self) -> None:
+        if not self.targets:
+            raise ValueError("targets must name at least one OPE target")
+
+
+CSS = """
+body{font-family:"DejaVu Sans",Helvetica,Arial,sans-serif;margin:0;color:#1d2733;background:#f5f7fa;font-size:14px}
+header{background:#1f3a5f;color:#fff;padding:18px 32px}header h1{margin:0;font-size:22px}
+header p{margin:4px 0 0;opacity:.85}main{padding:8px 32px 40px;max-width:1320px}
+section{background:#fff;border:1px solid #dde3ea;border-radius:6px;padding:12px 20px;margin:16px 0;
+overflow-x:auto}
+h2{font-size:18px;margin:6px 0 10px;color:#1f3a5f}h3{font-size:15px;margin:14px 0 6px}
+table{border-collapse:collapse;margin:6px 0 10px;font-size:13px}
+th,td{border:1px solid #dde3ea;padding:4px 8px;text-align:right;white-space:nowrap}
+th{background:#eef2f7;white-space:normal;vertical-align:bottom}td:first-child,th:first-child{text-align:left}
+.ok{color:#1e7b34;font-weight:bold}.bad{color:#b3261e;font-weight:bold}.muted{color:#6b7785}
+.ci{color:#6b7785;font-size:11px}.grid{display:flex;flex-wrap:wrap;gap:14px}.kv td{text-align:left}
+figure{margin:8px 0}figure svg{max-width:100%;height:auto}figcaption{font-size:12px;color:#6b7785}
+.note{font-size:12px;color:#6b7785;max-width:1100px}
+"""
+
+
+def report_config(params: Mapping[str, Any]) -> ReportConfig:
+    return config.build(ReportConfig, params.get("report") or {}, "report")
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        a = abs(v)
+        if a != 0 and (a >= 1e4 or a < 1e-3):
+            return f"{v:.3g}"
+        return f"{v:.{digits}f}" if a < 100 else f"{v:.1f}"
+    return html.escape(str(v))
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]], cls: str = "") -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table class='{cls}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _kv(pairs: Iterable[tuple[str, Any]]) -> str:
+    return _table(["", "value"], [(html.escape(k), _fmt(v)) for k, v in pairs], "kv")
+
+
+def _status(ok: Any) -> str:
+    return "<span class='ok'>passed</span>" if ok is True else "<span class='bad'>failed</span>"
+
+
+def _figure(svg: str | None, caption: str) -> str:
+    if svg is None:
+        return ""
+    return f"<figure>{svg}<figcaption>{html.escape(caption)}</figcaption></figure>"
+
+
+# ---- sections --------------------------------------------------------------------------------------------------
+
+
+def cohort_section(cohort: Mapping[str, Any], val_raw: Mapping[str, Any], val_traj: Mapping[str, Any],
+                   root: Path) -> str:
+    keys = [("source", "source"), ("ICU stays read", "icu_stays"), ("cohort stays", "cohort_stays"),
+            ("rows (4-h steps)", "rows"), ("train / val / test stays", None),
+            ("steps per stay (mean)", "steps_per_stay_mean"), ("in-hospital mortality", "mortality_in_hosp"),
+            ("90-day mortality", "mortality_90d"), ("SOFA at onset (mean)", "sepsis_sofa_at_onset_mean")]
+    pairs = []
+    for label, key in keys:
+        if key is None:
+            pairs.append((label, " / ".join(_fmt(cohort.get(f"stays_{s}")) for s in ("train", "val", "test"))))
+        elif key in cohort:
+            pairs.append((label, cohort[key]))
+    pairs += [(f"steps breaking {k.removeprefix('cost_').removesuffix('_rate').replace('total', 'any rule')}", v)
+              for k, v in sorted(cohort.items()) if k.startswith("cost_") and k.endswith("_rate")]
+    rows = []
+    for (name, rel), doc in zip(DATA_DOCS.items(), (val_raw, val_traj)):
+        link = (f"<a href='{rel}'>Data Docs</a>" if (root / inputs.REPORTS / rel).is_file()
+                else "<span class='muted'>not written</span>")
+        status = "<span class='muted'>skipped</span>" if doc.get("skipped") else _status(doc.get("success"))
+        rows.append((html.escape(name), status, _fmt(doc.get("n_expectations")), _fmt(doc.get("n_failed")),
+                     _fmt(doc.get("rows_checked")), link))
+    return ("<section id='cohort'><h2>Cohort and validation</h2><div class='grid'><div>"
+            + _kv(pairs) + "</div><div><h3>Validation gates (Great Expectations)</h3>"
+            + _table(["gate", "status", "expectations", "failed", "rows checked", "report"], rows)
+            + "</div></div></section>")
+
+
+def world_section(world: Mapping[str, Any], calib: pd.DataFrame | None, learning: pd.DataFrame | None
+                  ) -> tuple[str, str | None]:
+    w = {k.removeprefix("world/"): v for k, v in world.items()}
+    pairs = [(label, w[key]) for label, key in (
+        ("beats 1-NN and linear on the central features", "beats_baselines_on_central"),
+        ("central features", "central_features"),
+        ("90 % interval coverage, ensemble (test)", "coverage90/ensemble"),
+        ("90 % interval coverage, 1-NN", "coverage90/knn"),
+        ("90 % interval coverage, linear", "coverage90/linear"),
+        ("NLL per feature, ensemble", "nll/ensemble"), ("NLL, linear", "nll/linear"),
+        ("death Brier score", "death_brier"), ("discharge Brier score", "discharge_brier"),
+        ("epochs", "epochs"), ("test rows", "n_test")) if key in w]
+    pairs += [(f"cost Brier score, {k.split('/')[-1]}", v) for k, v in sorted(w.items()) if k.startswith("cost_brier/")]
+    svg = figures.world_calibration(calib, learning)
+    body = ("<section id='world'><h2>World model</h2><div class='grid'><div>" + _kv(pairs) + "</div><div>"
+            + _figure(svg, "Left: share of test transitions inside the model's central predictive interval at each "
+                           "nominal level (on the diagonal = calibrated). Right: ensemble loss by epoch.")
+            + "</div></div></section>")
+    return body, svg
+
+
+def guardian_section(g: Mapping[str, Any]) -> str:
+    methods = sorted({k.split("/")[0] for k in g if "/" in k and k.split("/")[0] not in ("ood",)})
+    cols = [("calibration coverage", "calibration_coverage"), ("test coverage", "test_coverage"),
+            ("false accept: extreme actions", "false_accept_extreme_actions"),
+            ("false accept: shifted states", "false_accept_shifted_states"),
+            ("false accept: extreme policy", "false_accept_extreme_policy"), ("n_cal", "n_cal"),
+            ("volume proxy", "volume_proxy"), ("queries / s", "query_points_per_s")]
+    rows = [[html.escape(m)] + [_fmt(g.get(f"{m}/{key}")) for _, key in cols] for m in methods]
+    head = [("target coverage α_c", g.get("alpha_c")), ("features (s, a)", g.get("n_features")),
+            ("fit rows", g.get("n_fit")), ("test rows", g.get("n_test"))]
+    return ("<section id='guardian'><h2>Guardian certificate</h2>" + _kv([(k, v) for k, v in head if v is not None])
+            + _table(["guardian", *[c for c, _ in cols]], rows)
+            + "<p class='note'>Coverage: share of in-distribution (s, a) points the guardian accepts (target ≥ α_c). "
+              "False accept: share of out-of-distribution probes it accepts (lower is better).</p></section>")
+
+
+CLINICAL_COLUMNS = (
+    ("ME", "me", True), ("MCR", "mcr", False), ("AIR", "air", False), ("ACP", "acp", False),
+)
+
+
+def clinical_table(clin: Mapping[str, Any], runs: Sequence[str], seeds_of: Mapping[str, list[int]]) -> str:
+    """Methods × clinical metrics; several seeds → mean ± sd over seeds (one seed: its value, ME with its CI)."""
+    rules = sorted({k.split("/")[2] for k in clin if k.startswith("clinicians/below/")})
+    header = ["method", "ME (95 % CI)", "MCR", "AIR", "escalate | deteriorating", "hold | stable", "ACP (τ units)",
+              *[f"{r} share (model)" for r in rules], "true mortality"]
+
+    def cell(prefix: str, key: str, ci: bool = False) -> str:
+        v = clin.get(f"{prefix}/{key}")
+        text = _fmt(v)
+        if ci and clin.get(f"{prefix}/{key}/ci_low") is not None:
+            text += (f" <span class='ci'>[{_fmt(clin[f'{prefix}/{key}/ci_low'])}, "
+                     f"{_fmt(clin[f'{prefix}/{key}/ci_high'])}]</span>")
+        return text
+
+    def row(label: str, prefix: str, sd_prefix: str | None) -> list[str]:
+        def c(key: str, ci: bool = False) -> str:
+            text = cell(prefix, key, ci and sd_prefix is None)
+            if sd_prefix is not None and clin.get(f"{sd_prefix}/{key}") is not None:
+                text += f" <span class='ci'>± {_fmt(clin[f'{sd_prefix}/{key}'])}</span>"
+            return text
+        return [html.escape(label), c("me", True), c("mcr"), c("air"), c("air/escalate_when_deteriorating"),
+                c("air/hold_when_stable"), c("acp"), *[c(f"below/{r}/model") for r in rules],
+                c("truth/mortality_hosp")]
+
+    rows = [row("clinicians (logged)", "clinicians", None)]
+    rows[0][2] = "<span class='muted'>1 (self)</span>"
+    for run in runs:
+        seeds = seeds_of.get(run, [])
+        if len(seeds) == 1:
+            rows.append(row(run, f"{run}/seed{seeds[0]}", None))
+        elif seeds:
+            rows.append(row(f"{run} ({len(seeds)} seeds)", f"{run}/mean", f"{run}/sd"))
+    observed = ", ".join(f"{r} {_fmt(clin.get(f'clinicians/below/{r}/observed'))}" for r in rules)
+    return (_table(header, rows)
+            + f"<p class='note'>Clinicians' observed shares of next steps below the thresholds: {observed}; "
+              f"observed in-hospital mortality {_fmt(clin.get('clinicians/mortality_observed'))}. Return → mortality "
+              f"relation on {_fmt(clin.get('me_relation/stays'))} test stays: Spearman "
+              f"{_fmt(clin.get('me_relation/spearman'))}, m̂ from {_fmt(clin.get('me_relation/mortality_at_min_return'))}"
+              f" (lowest return) to {_fmt(clin.get('me_relation/mortality_at_max_return'))} (highest). Several "
+              "seeds: mean ± sd over seeds. Definitions: docs/metrics.md.</p>")
+
+
+def ope_table(est: pd.DataFrame, truth: Mapping[str, Mapping[str, float]], target: str,
+              estimators: Sequence[str]) -> str:
+    rows_t = est[est["target"] == target]
+    if rows_t.empty:
+        return ""
+    policies = sorted(rows_t["policy"].unique(), key=lambda p: (p != inputs.CLINICIANS, p))
+    has_truth = any(inputs.truth_of(truth.get(p, {}), target) is not None for p in policies)
+    header = ["policy", *estimators, *(["truth"] if has_truth else [])]
+    rows = []
+    for p in policies:
+        cells = [html.escape("clinicians (on-policy)" if p == inputs.CLINICIANS else p)]
+        for e in estimators:
+            r = rows_t[(rows_t["policy"] == p) & (rows_t["estimator"] == e)]
+            if p == inputs.CLINICIANS and r.empty:
+                r = rows_t[(rows_t["policy"] == p)].head(1)  # the clinicians' own mean serves every column
+            if r.empty:
+                cells.append("—")
+                continue
+            x = r.iloc[0]
+            text = f"{_fmt(x['value'])} <span class='ci'>[{_fmt(x['ci_low'])}, {_fmt(x['ci_high'])}]</span>"
+            cov = x.get("covers_truth")
+            if isinstance(cov, (bool, float)) and not (isinstance(cov, float) and math.isnan(cov)):
+                text += " <span class='ok'>✔</span>" if bool(cov) else " <span class='bad'>✘</span>"
+            ess = x.get("ess")
+            if isinstance(ess, float) and math.isfinite(ess) and p != inputs.CLINICIANS:
+                text += f" <span class='ci'>ESS {ess:.0f}</span>"
+            cells.append(text)
+        if has_truth:
+            cells.append(_fmt(inputs.truth_of(truth.get(p, {}), target)))
+        rows.append(cells)
+    return f"<h3>{html.escape(target)}</h3>" + _table(header, rows)
+
+
+def _seeds(est: pd.DataFrame, clin: Mapping[str, Any]) -> tuple[list[str], dict[str, list[int]]]:
+    runs: dict[str, set[int]] = {}
+    for key in clin:
+        parts = key.split("/")
+        if len(parts) > 2 and parts[1].startswith("seed") and parts[1][4:].isdigit():
+            runs.setdefault(parts[0], set()).add(int(parts[1][4:]))
+    for run, seed in zip(est.get("run", []), est.get("seed", [])):
+        if run != inputs.CLINICIANS and seed is not None and not (isinstance(seed, float) and math.isnan(seed)):
+            runs.setdefault(run, set()).add(int(seed))
+    return sorted(runs), {r: sorted(s) for r, s in runs.items()}
+
+
+# ---- the stage -------------------------------------------------------------------------------------------------
+
+
+def build(root: Path, cfg: ReportConfig) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """(index.html text, figure name → SVG, summary metrics) from the pipeline outputs under ``root``."""
+    root = Path(root)
+    docs = {n: inputs.read_json(root, n) for n in ("cohort", "validation_raw", "validation_trajectories", "world",
+                                                     "guardian", "ope", "clinical")}
+    truth_doc = inputs.read_json(root, "truth", required=False)
+    est = inputs.ope_estimates(docs["ope"])
+    truth = inputs.truth_values(docs["ope"], truth_doc)
+    clin = docs["clinical"]
+    found = sorted(e for e in est["estimator"].unique() if e != "onpolicy") if len(est) else []
+    estimators = [e for e in cfg.estimators if e in found] if cfg.estimators else found
+    targets = [t for t in cfg.targets if len(est) and (est["target"] == t).any()]
+    runs, seeds_of = _seeds(est, clin)
+
+    figs: dict[str, str] = {}
+    world_html, svg = world_section(docs["world"], inputs.read_csv(root, "world_calibration"),
+                                    inputs.read_csv(root, "world_learning_curve"))
+    if svg:
+        figs["world_calibration"] = svg
+    for t in targets:
+        s = figures.ope_vs_truth(est[est["estimator"].isin(estimators)], truth, t)
+        kind = "ope_vs_truth"
+        if s is None:
+            s, kind = figures.estimates_forest(est[est["estimator"].isin(estimators)], t), "ope_estimates"
+        if s:
+            figs[f"{kind}_{t}"] = s
+    s = figures.learning_curves(inputs.read_csv(root, "train_curves"))
+    if s:
+        figs["learning_curves"] = s
+    points = {"clinicians": (clin.get("clinicians/me/return_estimate", math.nan), clin.get("clinicians/me", math.nan))}
+    for run in runs:
+        for seed in seeds_of[run]:
+            p = f"{run}/seed{seed}"
+            points[p] = (clin.get(f"{p}/me/return_estimate", math.nan), clin.get(f"{p}/me", math.nan))
+    s = figures.mortality_relation(inputs.read_csv(root, "mortality_curve"), points)
+    if s:
+        figs["mortality_relation"] = s
+
+    source = docs["cohort"].get("source", "?")
+    truth_note = ("Truth: the demo simulator's values for the same policies (✔ / ✘: the 95 % CI covers it or not)."
+                  if truth else "No simulator truth (real data): estimates only.")
+    ope_html = "".join(ope_table(est, truth, t, estimators) for t in targets)
+    fig_ope = "".join(_figure(figs.get(f"ope_vs_truth_{t}") or figs.get(f"ope_estimates_{t}"),
+                              f"OPE estimates of {t} with 95 % bootstrap CIs"
+                              + (" against the simulator's true value (dashed: y = x)." if f"ope_vs_truth_{t}" in figs
+                                 else ".")) for t in targets)
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>ogsrl results ({html.escape(str(source))})</title>
+<style>{CSS}</style></head><body>
+<header><h1>ogsrl: offline guarded safe RL for sepsis: results</h1>
+<p>data source: {html.escape(str(source))} · {_fmt(docs['cohort'].get('cohort_stays'))} stays ·
+policies: {html.escape(', '.join(runs) or 'none')} · estimators: {html.escape(', '.join(estimators) or 'none')}</p></header>
+<main>
+{cohort_section(docs['cohort'], docs['validation_raw'], docs['validation_trajectories'], root)}
+{world_html}
+{guardian_section(docs['guardian'])}
+<section id="comparison"><h2>Comparison of methods (test split)</h2>
+<h3>Clinical metrics</h3>{clinical_table(clin, runs, seeds_of)}
+<h3>Off-policy estimates (methods × estimators, 95 % CI)</h3>
+<p class="note">{html.escape(truth_note)} ESS: effective sample size of the importance weights (of the test stays).</p>
+{ope_html}</section>
+<section id="figures"><h2>Figures</h2><div class="grid">{fig_ope}
+{_figure(figs.get('learning_curves'), 'Training curves per run and seed.')}
+{_figure(figs.get('mortality_relation'), 'The return → mortality relation ME reads, with each policy at its estimated return.')}
+</div></section>
+</main></body></html>
+"""
+    summary = {"report/figures": len(figs), "report/policies": len(runs), "report/estimators": len(estimators),
+               "report/targets": len(targets), "report/truth": bool(truth)}
+    return page, figs, summary
+
+
+def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
+    """Write ``data/reports/index.html`` and ``data/reports/figures/*.svg``; return a small summary."""
+    cfg = report_config(params)
+    root = Path(root)
+    page, figs, summary = build(root, cfg)
+    with atomic_path(root / FIGURES_DIR) as tmp:
+        tmp.mkdir(parents=True)
+        for name, s in figs.items():
+            (tmp / f"{name}.svg").write_text(s + "\n", encoding="utf-8")
+    write_text(root / INDEX, page)
+    return {**summary, "report/path": str(INDEX)}

@@ -1,0 +1,139 @@
+"""The report page: structure (always), rendering in headless Chromium (when installed), bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from ogsrl import cli
+from ogsrl.errors import DataError
+from ogsrl.report import stage
+
+
+class Page(HTMLParser):
+    """Tables (header cells + rows of cell text), inline SVG count, every src/href, and tags that load things."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[dict[str, list]] = []
+        self.svgs = 0
+        self.refs: list[str] = []
+        self.loads: list[str] = []
+        self._cell: list[str] | None = None
+        self._row: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        self.refs += [v for k, v in attrs if k in ("src", "href") and v is not None]
+        if tag in ("link", "script", "img", "iframe") and (a.get("src") or a.get("href")):
+            self.loads.append(tag)
+        if tag == "svg":
+            self.svgs += 1
+        elif tag == "table":
+            self.tables.append({"header": [], "rows": []})
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None and self._row is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            t = self.tables[-1]
+            (t["rows"] if t["header"] else t["header"]).extend([self._row] if t["header"] else self._row)
+            self._row = None
+
+
+def parse(path: Path) -> Page:
+    page = Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+def test_report_has_the_comparison_tables_every_figure_and_no_external_reference(reports_root: Path) -> None:
+    out = stage.run({}, reports_root)
+    index = reports_root / "data/reports/index.html"
+    page = parse(index)
+    # the paper-style OPE table of each target: clinicians + 3 policies x every estimator (fqe too) + truth
+    ope = [t for t in page.tables if t["header"][:1] == ["policy"]]
+    assert len(ope) == out["report/targets"] == 3
+    assert ope[0]["header"] == ["policy", "fqe", "pdwis", "wis", "truth"]
+    assert [r[0] for r in ope[0]["rows"]] == ["clinicians (on-policy)", "gmb_cpo/seed42", "gmb_cpo/seed43",
+                                              "soc/seed42"]
+    soc = ope[0]["rows"][3]
+    assert soc[3].startswith("-80.000 [-82.000, -78.000] ✔ ESS 5") and soc[-1] == "-88.000"
+    assert soc[1].startswith("-78.000") and "✘" in soc[1]
+    # the clinical metrics table: clinicians, soc (one seed: its value and CI), gmb_cpo (two seeds: mean ± sd)
+    clin = next(t for t in page.tables if t["header"][:2] == ["method", "ME (95 % CI)"])
+    assert [r[0] for r in clin["rows"]] == ["clinicians (logged)", "gmb_cpo (2 seeds)", "soc"]
+    assert clin["rows"][2][1] == "0.228 [0.200, 0.270]" and clin["rows"][1][2] == "0.500 ± 0.500"
+    assert "spo2_low share (model)" in clin["header"]
+    # every figure is inline and also written as a file
+    figs = sorted(p.stem for p in (reports_root / "data/reports/figures").glob("*.svg"))
+    assert figs == sorted(["world_calibration", "ope_vs_truth_return", "ope_vs_truth_mortality_hosp",
+                           "ope_estimates_cost_total", "learning_curves", "mortality_relation"])
+    assert page.svgs == len(figs) == out["report/figures"]
+    # self-contained: nothing loaded, the only links are the relative Data Docs (and in-SVG #ids)
+    assert page.loads == []
+    external = [r for r in page.refs if not r.startswith("#")]
+    assert external == ["validation/raw/index.html", "validation/trajectories/index.html"]
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", index.read_text(encoding="utf-8"))
+    assert "passed" in index.read_text() and "failed" in index.read_text()  # the two gates' status
+
+
+def test_estimators_and_targets_follow_params(reports_root: Path) -> None:
+    stage.run({"report": {"estimators": ["wis", "dr"], "targets": ["mortality_hosp", "nope"]}}, reports_root)
+    page = parse(reports_root / "data/reports/index.html")
+    ope = [t for t in page.tables if t["header"][:1] == ["policy"]]
+    assert [t["header"] for t in ope] == [["policy", "wis", "truth"]]  # dr is absent, nope has no estimates
+    with pytest.raises(ValueError, match="report.targets|targets"):
+        stage.run({"report": {"targets": []}}, reports_root)
+
+
+def test_missing_input_is_a_one_line_cli_error(reports_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (reports_root / "data/reports/evaluate/metrics.json").unlink()
+    with pytest.raises(DataError, match="report input missing: data/reports/evaluate/metrics.json"):
+        stage.run({}, reports_root)
+    (reports_root / "params.yaml").write_text(json.dumps({}), encoding="utf-8")
+    assert cli.main(["report", "--root", str(reports_root), "--no-track"]) == cli.EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ogsrl report: error: table 'metrics.json': report input missing")
+    assert not (reports_root / "data/reports/index.html").exists()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")
+def test_report_renders_in_headless_chromium(reports_root: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    stage.run({}, reports_root)
+    url = (reports_root / "data/reports/index.html").as_uri()
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    rendered = Page()
+    rendered.feed(dom)
+    assert rendered.svgs == 6 and len(rendered.tables) >= 6
+    shot = tmp_path / "report.png"
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1200,3000", url], capture_output=True,
+                   timeout=120, check=True)
+    img = Image.open(shot).convert("L")
+    assert img.size == (1200, 3000)
+    lo, hi = img.getextrema()
+    assert hi - lo > 100  # something was drawn (a blank or unstyled-error page is one colour)
+    band = list(img.crop((0, 0, 1200, 30)).getdata())
+    assert sum(band) / len(band) < 100  # the dark page header (white text on it): the inline CSS applied
