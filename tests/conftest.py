@@ -39,9 +39,12 @@ TINY_ONPOLICY = {"iterations": 2, "num_envs": 64, "critic_epochs": 1}
 
 
 def _tiny_params(**overrides: Any) -> dict[str, Any]:
-    """The repository's params.yaml with a tiny demo (``synth.stays`` = 40) and dotted-key overrides applied."""
+    """The repository's params.yaml with a tiny demo (``synth.stays`` = 40, a guardian certificate those few stays
+    can support) and dotted-key overrides applied."""
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
     params.setdefault("synth", {})["stays"] = TINY_STAYS
+    # ~7 validation stays: a 0.95 / δ 0.05 stay-level PAC certificate needs 59 (docs/guardian.md); 0.7 / 0.2 needs 5
+    params["guardian"]["calibration"] = {**params["guardian"]["calibration"], "alpha_c": 0.7, "delta": 0.2}
     policies = params.setdefault("policies", {})
     policies["model_eval_episodes"] = 64
     for name in ("trpo", "cpo", "ppo_lag"):
