@@ -74,9 +74,12 @@ def _source_pointer(cfg: DataConfig, root: Path) -> dict[str, Any]:
     from ogsrl.io import file_sha256
 
     if cfg.source == "mimic-iv":
+        from ogsrl.cohort.views import locate_tables
+
         base = _resolve(root, cfg.mimic_path)
         if not base.is_dir():
             raise DataError(f"data.mimic_path {str(base)!r} is not a directory")
+        locate_tables(base)  # every table the extraction reads must be there (DataError naming the missing ones)
         files = sorted(
             p for p in base.rglob("*") if p.is_file() and p.name.endswith((".csv.gz", ".csv", ".parquet"))
         )
@@ -95,7 +98,8 @@ def run_generate(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
 
     Writes ``<raw_dir>/SOURCE.json`` in every case, so the downstream stages (which depend on the raw dir) rerun
     when the source or its files change. For mimic-iv and trajectories the raw dir holds only that pointer: the
-    download is read in place and DVC does not hash it (see README, "Real MIMIC-IV").
+    download is read in place and DVC does not hash it (see README, "Real MIMIC-IV"). A mimic-iv directory that
+    lacks a table the extraction reads is refused, naming the table.
     """
     from ogsrl.config import build
     from ogsrl.io import atomic_path, write_json

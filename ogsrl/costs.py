@@ -2,7 +2,8 @@
 
 Rules come from ``params.yaml: costs.rules`` (defaults: SpO2 < 92 %, urine output < 0.5 mL/kg/h, as in
 arXiv 2505.16242). A rule names a canonical feature of :mod:`ogsrl.features` or the derived ``urine_rate``
-(= urine_step / weight / step_h, mL/kg/h) and states its unit, which must equal the feature's unit so a threshold
+(= urine_step / weight / observed hours of the step, mL/kg/h; the observed hours are step_h except on a last step
+cut short by ICU discharge or death) and states its unit, which must equal the feature's unit so a threshold
 written for a fraction can never be applied to a percentage. Costs are evaluated on the *next* state of a step
 (docs/data-contract.md §2). The same rules apply to logged trajectories (DataFrame) and to world-model
 predictions (arrays).
@@ -95,12 +96,18 @@ def build_costs(params: Mapping[str, Any]) -> CostsConfig:
     return build(CostsConfig, params.get("costs"), "costs")
 
 
-def _values(get: Callable[[str], np.ndarray], feature: str, step_h: float) -> np.ndarray:
+def _values(get: Callable[[str], np.ndarray], feature: str, step_h: float,
+            hours: np.ndarray | None = None) -> np.ndarray:
     if feature == "urine_rate":
         if not step_h > 0:
             raise ValueError(f"step_h must be > 0, got {step_h}")
         weight = np.maximum(get("weight"), F.BY_NAME["weight"].low)  # floor at the plausible minimum (25 kg)
-        return get("urine_step") / weight / step_h
+        if hours is None:
+            return get("urine_step") / weight / step_h
+        # urine over the observed part of the step; too short a part gives no rate (NaN: no rule holds)
+        h = np.asarray(hours, dtype=np.float64)
+        ok = h >= min(F.MIN_URINE_H, step_h)
+        return np.where(ok, get("urine_step") / weight / np.where(ok, h, 1.0), np.nan)
     return get(feature)
 
 
@@ -137,11 +144,15 @@ def cost_matrix(x: np.ndarray, feature_names: Sequence[str], rules: Sequence[Cos
 
 
 def apply_cost_rules(states: pd.DataFrame, rules: Sequence[CostRule], step_h: float = 4.0,
-                     prefix: str = "") -> pd.DataFrame:
+                     prefix: str = "", hours: np.ndarray | None = None) -> pd.DataFrame:
     """One float32 column ``cost_<name>`` per rule plus ``cost_total`` (their sum), same index as ``states``.
 
     ``prefix`` selects the state columns, e.g. ``"next_"`` to evaluate on the next state of a trajectory row.
+    ``hours``: observed hours of each row's step (default ``step_h`` for all): ``urine_rate`` divides the urine by
+    them, and is undefined (no cost) below ``features.MIN_URINE_H``.
     """
+    if hours is not None and np.shape(hours) != (len(states),):
+        raise ValueError(f"hours must have one value per row ({len(states)}), got shape {np.shape(hours)}")
     def get(name: str) -> np.ndarray:
         col = prefix + name
         if col not in states.columns:
@@ -155,7 +166,8 @@ def apply_cost_rules(states: pd.DataFrame, rules: Sequence[CostRule], step_h: fl
     out = pd.DataFrame(index=states.index)
     total = np.zeros(len(states), dtype=np.float32)
     for r in rules:
-        c = OPS[r.op](_values(get, r.feature, step_h), r.threshold).astype(np.float32)
+        with np.errstate(invalid="ignore"):
+            c = OPS[r.op](_values(get, r.feature, step_h, hours), r.threshold).astype(np.float32)
         out[f"cost_{r.name}"] = c
         total += c
     out["cost_total"] = total

@@ -40,7 +40,7 @@ FEATURES: tuple[Feature, ...] = (
     # respiratory
     Feature("mechvent", "1=invasive ventilation", 0, 1, 0, 0, "binary"),
     Feature("fio2", "fraction", 0.21, 1.0, 12, 0.21),
-    Feature("pao2", "mmHg", 20, 700, 8, 90),
+    Feature("pao2", "mmHg", 20, 700, 8, 90),  # normal on room air; the cohort imputes pf_ratio.normal × FiO2
     Feature("pf_ratio", "mmHg", 20, 3000, 8, 430),
     Feature("spo2", "%", 50, 100, 2, 97),
     Feature("rr", "insp/min", 3, 70, 2, 16),
@@ -104,6 +104,10 @@ LAB_ITEMS: dict[int, str] = {
 }
 
 # ---- outputevents (urine, mL; 227488 irrigant in is subtracted) --------------------------------------------
+MIN_URINE_H = 1.0
+"""shortest observed part of a urine window (hours) a urine rate is computed from (urine is charted about hourly):
+below it, e.g. a last step that ends 30 min after it starts, the renal urine criterion and urine-rate costs are
+skipped rather than read as oliguria"""
 URINE_ITEMS = frozenset({226559, 226560, 226561, 226584, 226563, 226564, 226565, 226567, 226557, 226558, 227489})
 URINE_SUBTRACT_ITEMS = frozenset({227488})
 

@@ -152,19 +152,28 @@ def test_failing_mlflow_keeps_outputs_and_exit_zero(
     assert any("MLflow logging failed for stage fake" in r.getMessage() for r in caplog.records)
 
 
-def _write_mimic_layout(base: Path) -> None:
-    (base / "hosp").mkdir(parents=True)
-    (base / "icu").mkdir()
-    (base / "hosp" / "patients.csv.gz").write_bytes(b"x" * 10)
-    (base / "icu" / "icustays.parquet").write_bytes(b"y" * 20)
+MIMIC_TABLES = {"hosp": ("patients", "admissions", "labevents", "prescriptions", "microbiologyevents", "d_labitems"),
+                "icu": ("icustays", "chartevents", "inputevents", "outputevents", "procedureevents", "d_items")}
+
+
+def _write_mimic_layout(base: Path, skip: tuple[str, ...] = ()) -> dict[str, int]:
+    """Every table the extraction reads (placeholder bytes: generate only lists them); returns the listing."""
+    listing = {}
+    for module, names in MIMIC_TABLES.items():
+        (base / module).mkdir(parents=True, exist_ok=True)
+        for i, name in enumerate(n for n in names if n not in skip):
+            ext = "parquet" if name == "icustays" else "csv.gz"
+            (base / module / f"{name}.{ext}").write_bytes(b"x" * (10 + i))
+            listing[f"{module}/{name}.{ext}"] = 10 + i
     (base / "README.txt").write_text("not a table", encoding="utf-8")
+    return listing
 
 
 def test_mimic_source_writes_only_a_pointer_and_replaces_old_demo_tables(
     make_params: Any, write_params: Any, tmp_path: Path
 ) -> None:
     mimic = tmp_path / "mimic-iv-3.1"
-    _write_mimic_layout(mimic)
+    listing = _write_mimic_layout(mimic)
     root = tmp_path / "project"
     stale = root / "data" / "raw" / "hosp" / "patients.csv.gz"
     stale.parent.mkdir(parents=True)
@@ -173,15 +182,27 @@ def test_mimic_source_writes_only_a_pointer_and_replaces_old_demo_tables(
 
     result = cli.run_stage("generate", root=root, track=False)
 
-    assert result == {"source": "mimic-iv", "generated": False, "input_files": 2}
+    assert result == {"source": "mimic-iv", "generated": False, "input_files": 12}
     assert sorted(p.name for p in (root / "data" / "raw").iterdir()) == [cli.SOURCE_FILE]
     pointer = json.loads((root / "data" / "raw" / cli.SOURCE_FILE).read_text())
-    assert pointer == {
-        "source": "mimic-iv",
-        "path": str(mimic),
-        "files": {"hosp/patients.csv.gz": 10, "icu/icustays.parquet": 20},
-    }
+    assert pointer == {"source": "mimic-iv", "path": str(mimic), "files": listing}
     assert json.loads((root / "data" / "reports" / "generate.json").read_text()) == result
+
+
+def test_mimic_source_missing_a_table_exits_2_naming_it(
+    make_params: Any, write_params: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mimic = tmp_path / "mimic-iv-3.1"
+    _write_mimic_layout(mimic, skip=("labevents",))
+    root = tmp_path / "project"
+    keep = root / "data" / "raw" / cli.SOURCE_FILE
+    keep.parent.mkdir(parents=True)
+    keep.write_text("previous", encoding="utf-8")
+    write_params(root, make_params(**{"data.source": "mimic-iv", "data.mimic_path": str(mimic)}))
+    assert cli.main(["generate", "--root", str(root), "--no-track"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "table 'labevents'" in err[0] and "hosp/labevents.csv.gz" in err[0]
+    assert keep.read_text(encoding="utf-8") == "previous"
 
 
 def test_missing_mimic_dir_exits_2_and_keeps_previous_raw_dir(

@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 
 WORLD_DIR = Path("data/models/world")
 GUARDIAN_DIR = Path("data/models/guardian/christoffel")
-STATE_SETS: tuple[str, ...] = ("paper", "all")
-"""paper: the parquet's ``ogsrl.state_features`` (params ``cohort.state_features``); all: every canonical feature
+STATE_SETS: tuple[str, ...] = ("model", "all")
+"""model: the parquet's ``ogsrl.state_features`` (params ``cohort.state_features``); all: every canonical feature
 column of the trajectory table, in ``ogsrl.features.ALL`` order"""
 
 
@@ -63,10 +63,10 @@ class TrainInputs:
     """the run's name (log lines only)"""
 
 
-def state_columns(state_set: str, paper: tuple[str, ...], columns: pd.Index) -> tuple[str, ...]:
+def state_columns(state_set: str, model: tuple[str, ...], columns: pd.Index) -> tuple[str, ...]:
     """The state columns of a state set (see :data:`STATE_SETS`)."""
-    if state_set == "paper":
-        return paper
+    if state_set == "model":
+        return model
     if state_set == "all":
         present = set(columns)
         return tuple(f for f in features.ALL if f in present)
@@ -137,10 +137,19 @@ class EnvFactory:
         if tuple(state_features) != tuple(world.layout.state_features):
             raise ValueError(
                 f"the run reads {len(state_features)} state features {list(state_features)}, but the world model in "
-                f"{WORLD_DIR} was fitted on {list(world.layout.state_features)}; model-based runs need state: paper")
+                f"{WORLD_DIR} was fitted on {list(world.layout.state_features)}; model-based runs need state: model")
         guard = as_guard(guardian, world.layout.state_features, world.layout.action_names) if guarded else None
         cfg = dataclasses.replace(self.env_cfg, seed=int(seed))
-        return WorldModelEnv(world, starts, num_envs, cfg, guard=guard, horizons=horizons)
+        return WorldModelEnv(world, starts, num_envs, cfg, guard=guard, horizons=horizons,
+                             ood_cost_rates=self.clinician_cost_rates(world.layout.cost_names))
+
+    def clinician_cost_rates(self, cost_names: tuple[str, ...]) -> np.ndarray:
+        """(C,) the clinicians' mean cost per logged step (train split), what an episode the guardian ends is charged
+        per step left (× ``world.env.ood_cost``): the served policy then defers to the clinicians' clone."""
+        missing = [c for c in cost_names if c not in self.train.columns]
+        if missing:
+            raise DataError(f"the world model predicts cost column(s) {missing} the train split lacks", table="train")
+        return self.train[list(cost_names)].mean().to_numpy(np.float64)
 
 
 class BehaviourClones:

@@ -57,8 +57,9 @@ class RunConfig:
 
     algorithm: str
     """a key of ALGORITHMS"""
-    state: Literal["paper", "all"] = "paper"
-    """paper: cohort.state_features (the world model's); all: every canonical feature in the trajectory table"""
+    state: Literal["model", "all"] = "model"
+    """model: cohort.state_features (the world model's and the guardian's); all: every canonical feature in the
+    trajectory table"""
     guarded: bool = False
     """train in the world model with the guardian (a rejected (s, a) ends the episode with world.env.ood_penalty)"""
     overrides: dict[str, Any] = field(default_factory=dict)

@@ -8,7 +8,8 @@ Pipeline (all heavy lifting in DuckDB, out-of-core under its memory limit):
 4. decision grid t_k = onset + window_start_h + k·Δ, kept while intime < t_k < min(outtime, deathtime);
 5. states at t_k and t_k + Δ and logged actions in [t_k, t_k + Δ) (:mod:`ogsrl.cohort.features`);
 6. exclusions (reference §5), reward, safety costs (:mod:`ogsrl.costs`), mortality flags, optional 5×5 action
-   bins fitted on the training split, a seeded 60/20/20 split by stay and salted stay keys.
+   bins fitted on the training split, a seeded 60/20/20 split by patient (salted subject keys: all stays of a
+   patient share a split) and salted stay keys.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class CohortConfig:
     terminal_outcome: Literal["died_in_hosp", "died_90d"] = "died_in_hosp"
     """outcome of the terminal scheme"""
     split: tuple[float, ...] = (0.6, 0.2, 0.2)
-    """train / val / test fractions, by stay"""
+    """train / val / test fractions, by patient (subject_id): no patient in two splits"""
     seed: int = 42
     """seed of the split"""
     duckdb_memory_limit: str = "4GB"
@@ -201,7 +202,7 @@ def _materialize(con: duckdb.DuckDBPyConnection) -> None:
     chart = sorted({*F.CHART_ITEMS, 220224})
     filters = {
         "chartevents": f"itemid IN ({', '.join(map(str, chart))}) AND stay_id IN (SELECT stay_id FROM _cand)",
-        "labevents": f"itemid IN ({', '.join(map(str, sorted(F.LAB_ITEMS)))}) "
+        "labevents": f"itemid IN ({', '.join(map(str, sorted({*F.LAB_ITEMS, cf.ART_SPECIMEN_ITEM})))}) "
                      "AND subject_id IN (SELECT subject_id FROM _cand)",
         "outputevents": f"itemid IN ({', '.join(map(str, sorted(F.URINE_ITEMS | F.URINE_SUBTRACT_ITEMS)))}) "
                         "AND stay_id IN (SELECT stay_id FROM _cand)",
@@ -253,7 +254,8 @@ def assign_action_bins(fluid: np.ndarray, nee: np.ndarray, edges: dict[str, list
 
 
 def split_stays(keys: np.ndarray, fractions: tuple[float, float, float], seed: int) -> dict[str, str]:
-    """Seeded split by stay: permute the sorted keys, cut at the cumulative fractions."""
+    """Seeded split of group keys (salted subject keys in the extraction; stay keys for a bring-your-own table
+    without patients): permute the sorted distinct keys, cut at the cumulative fractions."""
     order = np.sort(np.unique(keys))
     perm = np.random.default_rng(seed).permutation(len(order))
     n = len(order)
@@ -290,12 +292,15 @@ def extract(con: duckdb.DuckDBPyConnection, cfg: CohortConfig, costs: CostsConfi
     # states at t_k and at t_k + Δ (= t_{k+1} except after the last kept step): one call on the distinct times
     times = pd.concat([grid[["stay_id", "t"]], grid[["stay_id", "t"]].assign(t=grid["t"] + step)],
                       ignore_index=True).drop_duplicates(ignore_index=True)
+    ends = con.execute("SELECT stay_id, least(outtime, coalesce(deathtime, outtime)) AS t_end FROM _cand "
+                       "WHERE stay_id IN (SELECT stay_id FROM _sepsis)").fetchdf().set_index("stay_id")["t_end"]
+    times["t_end"] = ends.loc[times["stay_id"].to_numpy()].to_numpy()  # urine is observed until ICU exit or death
     states = cf.compute_states(con, times.assign(step=0), cfg.step_h, missing=True).set_index(["stay_id", "t"])
     cur = states.loc[pd.MultiIndex.from_frame(grid[["stay_id", "t"]])].reset_index(drop=True)
     nxt = states.loc[pd.MultiIndex.from_arrays([grid["stay_id"], grid["t"] + step])].reset_index(drop=True)
     acts = cf.compute_actions(con, grid[["stay_id", "step", "t"]], cfg.step_h)
     outcomes = con.execute("""
-        SELECT c.stay_id, c.intime, c.outtime, c.deathtime, c.dischtime, c.dod,
+        SELECT c.stay_id, c.subject_id, c.intime, c.outtime, c.deathtime, c.dischtime, c.dod,
                (c.expire_flag = 1 OR c.deathtime IS NOT NULL) AS died_in_hosp,
                coalesce(CAST(c.deathtime AS DATE), CAST(c.dod AS DATE)) <= CAST(c.intime AS DATE) + 90 AS died_90d
         FROM _cand c WHERE c.stay_id IN (SELECT stay_id FROM _sepsis)""").fetchdf().set_index("stay_id")
@@ -311,8 +316,12 @@ def extract(con: duckdb.DuckDBPyConnection, cfg: CohortConfig, costs: CostsConfi
     df["died_90d"] = o["died_90d"].fillna(False).to_numpy(dtype=bool)
     death = pd.to_datetime(o["deathtime"]).to_numpy()
     t = df["t"].to_numpy()
+    # kept steps have t < deathtime, so a death exactly on the next decision time t + Δ belongs to this step
     with np.errstate(invalid="ignore"):
-        df["death_in_step"] = ~pd.isna(death) & (death >= t) & (death < t + step.to_numpy())
+        df["death_in_step"] = ~pd.isna(death) & (death > t) & (death <= t + step.to_numpy())
+    df["subject_id"] = o["subject_id"].to_numpy()
+    # observed hours of the step [t, t + Δ): shorter when the stay ends (ICU discharge or death) inside it
+    df["step_hours"] = nxt["urine_hours"].to_numpy(np.float64)
     last = df.groupby("stay_id")["step"].transform("max").to_numpy() == df["step"].to_numpy()
     df["done"] = last
 
@@ -361,12 +370,14 @@ def extract(con: duckdb.DuckDBPyConnection, cfg: CohortConfig, costs: CostsConfi
         died = df[cfg.terminal_outcome].to_numpy()
         r = np.where(df["done"].to_numpy(), np.where(died, -cfg.terminal_reward, cfg.terminal_reward), 0.0)
     df["reward"] = r.astype(np.float32)
-    cost = apply_cost_rules(df, costs.rules, cfg.step_h, prefix="next_")
+    cost = apply_cost_rules(df, costs.rules, cfg.step_h, prefix="next_", hours=df["step_hours"].to_numpy())
     df = pd.concat([df, cost], axis=1)
     keys = np.asarray(salted_hash(df["stay_id"].tolist(), cfg.salt))
     df.insert(0, "stay_key", keys)
-    assign = split_stays(keys, cfg.split, cfg.seed)
-    df["split"] = [assign[k] for k in keys]
+    # split by patient: a salted subject key (distinct from stay keys by its prefix), never written out
+    subject_keys = np.asarray(salted_hash([f"subject:{s}" for s in df["subject_id"].tolist()], cfg.salt))
+    assign = split_stays(subject_keys, cfg.split, cfg.seed)
+    df["split"] = [assign[k] for k in subject_keys]
     train = df["split"].to_numpy() == "train"
     edges: dict[str, list[float]] = {}
     if cfg.action_bins:
@@ -390,6 +401,7 @@ def extract(con: duckdb.DuckDBPyConnection, cfg: CohortConfig, costs: CostsConfi
     log.info("extraction: %d stays, %d rows in %.1f s", len(per_stay), len(table), time.perf_counter() - t0)
     for s in ("train", "val", "test"):
         metrics[f"stays_{s}"] = int((table.groupby("stay_key")["split"].first() == s).sum())
+    metrics["cohort_patients"] = int(df["subject_id"].nunique())
     for c in cost.columns:
         metrics[f"{c}_rate"] = round(float(table[c].mean()), 6)
     metadata = {

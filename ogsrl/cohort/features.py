@@ -7,6 +7,10 @@ Raw MIMIC-IV-layout tables are exposed as DuckDB views by :mod:`ogsrl.cohort.vie
             hold limit, else the feature's documented ``normal`` value            (Δ = step_h)
     a(t)  = (IV fluid given in [t, t + Δ), max NE-equivalent dose running in [t, t + Δ))
 
+Only arterial gases give a PaO2 (labevents 50821 whose specimen carries 52033 = 'ART.', or chartevents 220224).
+The respiratory SOFA uses mimic-code's P/F: each arterial gas divided by the FiO2 of its own specimen (50816), else
+by the last chartevents FiO2 (223835) charted at most 4 h before the gas; a gas without either gives no P/F.
+
 Sample-and-hold limits follow microsoft/mimic_sepsis ``sample_and_hold.csv``; SOFA is the 4-hour AI-Clinician
 variant (Komorowski 2018; mimic-iv-reference §4.4); NE-equivalent factors are mimic-code's
 ``norepinephrine_equivalent_dose`` (Goradia 2021). The rules are written out in docs/cohort.md.
@@ -32,9 +36,19 @@ _GCS_PARTS: dict[str, tuple[float, float]] = {"gcs_eye": (1, 4), "gcs_verbal": (
 """GCS components: plausible range (their upper bound is also the imputed normal); held like gcs (6 h)."""
 _OBSERVED: tuple[str, ...] = (
     "weight", "fio2", "pao2", "spo2", "rr", "map", "sbp", "hr", "temp_c", "lactate", "bilirubin", "creatinine",
-    "platelets", "gcs_eye", "gcs_verbal", "gcs_motor", "urine",
+    "platelets", "gcs_eye", "gcs_verbal", "gcs_motor", "urine", "pf_gas",
 )
-"""Features averaged / held from charted values (urine: summed, handled via its cumulative sums)."""
+"""Features averaged / held from charted values (urine: summed, handled via its cumulative sums; pf_gas: the
+P/F of each arterial gas paired with its FiO2, held like PaO2, for the respiratory SOFA)."""
+ART_SPECIMEN_ITEM = 52033
+"""labevents itemid of the blood-gas specimen type; value 'ART.' marks an arterial sample (mimic-code bg)."""
+ART_SPECIMEN = "ART."
+PAO2_LAB_ITEM = 50821
+FIO2_LAB_ITEM = 50816
+FIO2_CHART_ITEM = 223835
+FIO2_PAIR_H = 4.0
+"""a gas without an FiO2 on its specimen takes the last chartevents FiO2 charted at most this long before it"""
+
 _CHART_MAP = {**F.CHART_ITEMS}
 _CHART_MAP[220224] = "pao2"
 
@@ -48,6 +62,8 @@ def _fparams(step_h: float) -> list[tuple[str, int, float, float, float]]:
             hold = F.BY_NAME["gcs"].hold_h
         elif name == "urine":
             low, high, hold = -1e9, 1e9, 0.0
+        elif name == "pf_gas":
+            low, high, hold = F.BY_NAME["pf_ratio"].low, F.BY_NAME["pf_ratio"].high, F.BY_NAME["pao2"].hold_h
         else:
             f = F.BY_NAME[name]
             low, high, hold = f.low, f.high, f.hold_h
@@ -64,7 +80,10 @@ def _ids(values: Collection[int]) -> str:
 
 
 def _prepare_grid(con: duckdb.DuckDBPyConnection, grid: pd.DataFrame, step_h: float) -> None:
-    """Register the grid as ``_g`` (rid, stay_id, step, t, t_lo = t − Δ, t_hi = t + Δ) and ``_gstay``."""
+    """Register the grid as ``_g`` (rid, stay_id, step, t, t_lo = t − Δ, t_hi = t + Δ, t_end) and ``_gstay``.
+
+    ``t_end`` (optional grid column) is when observation of the stay ends (ICU discharge or death); NULL → the
+    stay's ``icustays.outtime``."""
     if not step_h > 0:
         raise ValueError(f"step_h must be > 0, got {step_h}")
     for col in ("stay_id", "step", "t"):
@@ -77,6 +96,8 @@ def _prepare_grid(con: duckdb.DuckDBPyConnection, grid: pd.DataFrame, step_h: fl
         "rid": np.arange(len(grid), dtype=np.int64),
         "stay_id": grid["stay_id"].to_numpy(dtype=np.int64),
         "t": pd.to_datetime(grid["t"]).to_numpy(dtype="datetime64[us]"),
+        "t_end": (pd.to_datetime(grid["t_end"]).to_numpy(dtype="datetime64[us]") if "t_end" in grid.columns
+                  else np.full(len(grid), np.datetime64("NaT"), dtype="datetime64[us]")),
     })
     con.register("_grid_src", g)
     d = _us(step_h)
@@ -84,13 +105,13 @@ def _prepare_grid(con: duckdb.DuckDBPyConnection, grid: pd.DataFrame, step_h: fl
         CREATE OR REPLACE TEMP TABLE _g AS
         SELECT rid, stay_id, CAST(t AS TIMESTAMP) AS t,
                CAST(t AS TIMESTAMP) - to_microseconds({d}) AS t_lo,
-               CAST(t AS TIMESTAMP) + to_microseconds({d}) AS t_hi
+               CAST(t AS TIMESTAMP) + to_microseconds({d}) AS t_hi, CAST(t_end AS TIMESTAMP) AS t_end
         FROM _grid_src""")
     con.unregister("_grid_src")
     run_query(con, """
         CREATE OR REPLACE TEMP TABLE _gstay AS
         SELECT g.stay_id, any_value(i.subject_id) AS subject_id, any_value(i.intime) AS intime,
-               min(g.t) AS t_min, max(g.t) AS t_max, count(i.stay_id) AS n_found
+               any_value(i.outtime) AS outtime, min(g.t) AS t_min, max(g.t) AS t_max, count(i.stay_id) AS n_found
         FROM _g g LEFT JOIN icustays i ON i.stay_id = g.stay_id
         GROUP BY g.stay_id""")
     bad = con.execute("SELECT stay_id FROM _gstay WHERE n_found = 0 ORDER BY stay_id LIMIT 6").fetchall()
@@ -188,6 +209,12 @@ def _states_sql(step_h: float) -> str:
     urine = _ids(F.URINE_ITEMS | F.URINE_SUBTRACT_ITEMS)
     sub = _ids(F.URINE_SUBTRACT_ITEMS)
     u = _OBSERVED.index("urine")
+    pfi = _OBSERVED.index("pf_gas")
+    pf_lo, pf_hi = F.BY_NAME["pf_ratio"].low, F.BY_NAME["pf_ratio"].high
+    po_lo, po_hi = F.BY_NAME["pao2"].low, F.BY_NAME["pao2"].high
+    fi_lo, fi_hi = F.BY_NAME["fio2"].low, F.BY_NAME["fio2"].high
+    since = f"s.t_min - to_microseconds({max_back})"
+    fio2_pct = "CASE WHEN x.valuenum <= 1 THEN x.valuenum WHEN x.valuenum > 20 THEN x.valuenum / 100 END"
     conv = f"""CASE m.conv WHEN {_CONV['fahrenheit']} THEN (x.valuenum - 32) / 1.8
                            WHEN {_CONV['pound']} THEN x.valuenum * {F.LB_TO_KG}
                            WHEN {_CONV['fio2']} THEN CASE WHEN x.valuenum <= 1 THEN x.valuenum
@@ -197,6 +224,37 @@ def _states_sql(step_h: float) -> str:
     CREATE OR REPLACE TEMP TABLE _fp AS SELECT * FROM (VALUES {values}) t(fidx, hold_us);
     CREATE OR REPLACE TEMP TABLE _imap AS
         SELECT * FROM (VALUES {_item_map(step_h)}) t(itemid, src, fidx, conv, low, high);
+    CREATE OR REPLACE TEMP TABLE _art AS
+        SELECT DISTINCT x.specimen_id FROM labevents x
+        WHERE x.itemid = {ART_SPECIMEN_ITEM} AND trim(x.value) = '{ART_SPECIMEN}'
+          AND x.subject_id IN (SELECT subject_id FROM _gstay);
+    CREATE OR REPLACE TEMP TABLE _gas AS
+        SELECT s.stay_id, x.charttime, x.valuenum AS pao2, x.specimen_id
+        FROM labevents x JOIN _gstay s ON x.subject_id = s.subject_id
+        WHERE x.itemid = {PAO2_LAB_ITEM} AND x.specimen_id IN (SELECT specimen_id FROM _art)
+          AND x.valuenum BETWEEN {po_lo!r} AND {po_hi!r} AND x.charttime < s.t_max AND x.charttime >= {since}
+        UNION ALL
+        SELECT s.stay_id, x.charttime, x.valuenum AS pao2, NULL AS specimen_id
+        FROM chartevents x JOIN _gstay s ON x.stay_id = s.stay_id
+        WHERE x.itemid = 220224 AND x.valuenum BETWEEN {po_lo!r} AND {po_hi!r}
+          AND x.charttime < s.t_max AND x.charttime >= {since};
+    CREATE OR REPLACE TEMP TABLE _gas_fio2 AS
+        SELECT x.specimen_id, max({fio2_pct}) AS fio2 FROM labevents x
+        WHERE x.itemid = {FIO2_LAB_ITEM} AND x.specimen_id IN (SELECT specimen_id FROM _gas)
+          AND {fio2_pct} BETWEEN {fi_lo!r} AND {fi_hi!r}
+        GROUP BY x.specimen_id;
+    CREATE OR REPLACE TEMP TABLE _chart_fio2 AS
+        SELECT x.stay_id, x.charttime, avg({fio2_pct}) AS fio2
+        FROM chartevents x JOIN _gstay s ON x.stay_id = s.stay_id
+        WHERE x.itemid = {FIO2_CHART_ITEM} AND {fio2_pct} BETWEEN {fi_lo!r} AND {fi_hi!r}
+          AND x.charttime < s.t_max AND x.charttime >= {since} - to_microseconds({_us(FIO2_PAIR_H)})
+        GROUP BY x.stay_id, x.charttime;
+    CREATE OR REPLACE TEMP TABLE _pf AS
+        SELECT g.stay_id * {_KEY} + {pfi} AS key, g.charttime,
+               round(g.pao2 / coalesce(b.fio2, CASE WHEN epoch_us(g.charttime) - epoch_us(c.charttime)
+                                                       <= {_us(FIO2_PAIR_H)} THEN c.fio2 END), 6) AS v
+        FROM _gas g LEFT JOIN _gas_fio2 b ON b.specimen_id = g.specimen_id
+        ASOF LEFT JOIN _chart_fio2 c ON c.stay_id = g.stay_id AND g.charttime >= c.charttime;
     CREATE OR REPLACE TEMP TABLE _obs AS
     WITH ce AS (
         SELECT x.stay_id * {_KEY} + m.fidx AS key, x.charttime, {conv} AS v, m.low, m.high
@@ -208,7 +266,8 @@ def _states_sql(step_h: float) -> str:
         SELECT s.stay_id * {_KEY} + m.fidx AS key, x.charttime, {conv} AS v, m.low, m.high
         FROM labevents x JOIN _imap m ON x.itemid = m.itemid AND m.src = 1
         JOIN _gstay s ON x.subject_id = s.subject_id
-        WHERE x.valuenum IS NOT NULL AND x.charttime < s.t_max
+        WHERE x.valuenum IS NOT NULL
+          AND (x.itemid <> {PAO2_LAB_ITEM} OR x.specimen_id IN (SELECT specimen_id FROM _art)) AND x.charttime < s.t_max
           AND x.charttime >= s.t_min - to_microseconds({max_back})),
     ur AS (
         SELECT o.stay_id * {_KEY} + {u} AS key, o.charttime,
@@ -219,7 +278,8 @@ def _states_sql(step_h: float) -> str:
     agg AS (SELECT key, charttime, sum(v) AS s, count(*) AS n
             FROM (SELECT key, charttime, v FROM ce WHERE v BETWEEN low AND high
                   UNION ALL SELECT key, charttime, v FROM le WHERE v BETWEEN low AND high
-                  UNION ALL SELECT key, charttime, v FROM ur)
+                  UNION ALL SELECT key, charttime, v FROM ur
+                  UNION ALL SELECT key, charttime, v FROM _pf WHERE v BETWEEN {pf_lo!r} AND {pf_hi!r})
             GROUP BY key, charttime)
     SELECT key, charttime, s / n AS last_v, sum(s) OVER w AS cs, sum(n) OVER w AS cn
     FROM agg WINDOW w AS (PARTITION BY key ORDER BY charttime ROWS UNBOUNDED PRECEDING);
@@ -246,11 +306,14 @@ def compute_states(con: duckdb.DuckDBPyConnection, grid: pd.DataFrame, step_h: f
     Args:
         con: connection with the raw views (``register_frames`` / ``register_directory``).
         grid: rows (stay_id int64, step int64, t timestamp = decision time); any other columns are kept.
+            Optional ``t_end``: when observation of the stay ends (ICU discharge or death; default ``outtime``);
+            urine is only charted before it, so the renal urine criterion scales by the observed hours.
         step_h: Δ, the averaging window [t − Δ, t) and the SOFA / per-step urine interval, hours.
         missing: also return a bool column ``missing_<name>`` per charted feature (weight, fio2, pao2, spo2, rr,
-            map, sbp, hr, temp_c, lactate, bilirubin, creatinine, platelets, gcs, urine_step): True where nothing
-            was charted within the window or hold limit and the value is imputed (for gcs: no component charted;
-            for urine_step: no urine charted in the step).
+            map, sbp, hr, temp_c, lactate, bilirubin, creatinine, platelets, gcs, urine_step, pf_gas): True where
+            nothing was charted within the window or hold limit and the value is imputed (for gcs: no component
+            charted; for urine_step: no urine charted in the step; for pf_gas: no arterial gas paired with an
+            FiO2, so no respiratory SOFA points), and ``urine_hours``: the observed part of [t − Δ, t) in hours.
 
     Returns:
         ``grid`` (same row order) plus one float32 column per name in :data:`ogsrl.features.ALL`.
@@ -280,13 +343,17 @@ def compute_states(con: duckdb.DuckDBPyConnection, grid: pd.DataFrame, step_h: f
 
     out: dict[str, np.ndarray] = {}
     for name in _OBSERVED:
-        if name in _GCS_PARTS or name == "urine":
+        if name in _GCS_PARTS or name in ("urine", "pf_gas"):
             continue
         v = col(name)
         out[name] = np.where(np.isnan(v), F.BY_NAME[name].normal, v)
     parts = [np.where(np.isnan(col(p)), _GCS_PARTS[p][1], col(p)) for p in _GCS_PARTS]
     out["gcs"] = np.clip(parts[0] + parts[1] + parts[2], F.BY_NAME["gcs"].low, F.BY_NAME["gcs"].high)
-    pf = F.BY_NAME["pf_ratio"]
+    pf, po = F.BY_NAME["pf_ratio"], F.BY_NAME["pao2"]
+    # no arterial gas within the hold limit: PaO2 is imputed as a normal lung's at the current FiO2
+    # (P/F = pf.normal), never as a fixed PaO2 that a charted FiO2 would turn into a low P/F
+    out["pao2"] = np.where(np.isnan(col("pao2")), np.clip(np.round(pf.normal * out["fio2"], 6), po.low, po.high),
+                           out["pao2"])
     out["pf_ratio"] = np.clip(np.round(out["pao2"] / out["fio2"], 6), pf.low, pf.high)
     # sums are not clipped above: a step above the feature's high bound is an exclusion rule of the cohort
     out["urine_cum"] = np.maximum(np.nan_to_num(col("urine_cum")), 0.0)
@@ -309,9 +376,12 @@ def compute_states(con: duckdb.DuckDBPyConnection, grid: pd.DataFrame, step_h: f
             FROM icustays i LEFT JOIN patients p ON p.subject_id = i.subject_id
             WHERE i.stay_id IN (SELECT stay_id FROM _gstay))
         SELECT g.rid, coalesce(fl.v, 0) AS fluid_cum, coalesce(ne.v, 0) AS nee_prev,
+               greatest(0, epoch_us(least(g.t, coalesce(g.t_end, s.outtime, g.t)))
+                           - epoch_us(greatest(g.t_lo, coalesce(s.intime, g.t_lo)))) / 3600e6 AS urine_hours,
                CAST(mv.rid IS NOT NULL AS DOUBLE) AS mechvent, st.gender, st.age, st.readmission, st.psid,
                g.stay_id
-        FROM _g g LEFT JOIN fl ON fl.rid = g.rid LEFT JOIN ne ON ne.rid = g.rid LEFT JOIN mv ON mv.rid = g.rid
+        FROM _g g JOIN _gstay s ON s.stay_id = g.stay_id
+        LEFT JOIN fl ON fl.rid = g.rid LEFT JOIN ne ON ne.rid = g.rid LEFT JOIN mv ON mv.rid = g.rid
         LEFT JOIN st ON st.stay_id = g.stay_id
         ORDER BY g.rid""").fetchdf()
     if extra["psid"].isna().any():
@@ -325,8 +395,12 @@ def compute_states(con: duckdb.DuckDBPyConnection, grid: pd.DataFrame, step_h: f
     out["age"] = np.clip(np.where(np.isnan(age), F.BY_NAME["age"].normal, age), 0.0, F.BY_NAME["age"].high)
     out["readmission"] = extra["readmission"].to_numpy(np.float64)
     nee_prev = extra["nee_prev"].to_numpy(np.float64)
-    out["sofa"] = sofa_4h(out["pf_ratio"], out["platelets"], out["bilirubin"], out["map"], nee_prev, out["gcs"],
-                          out["creatinine"], np.where(urine_n > 0, out["urine_step"], np.nan), step_h)
+    urine_h = np.round(extra["urine_hours"].to_numpy(np.float64), 6)
+    # renal urine criterion on the observed part of the window only (a stay ending inside it is not oliguria)
+    urine_rated = (urine_n > 0) & (urine_h >= min(F.MIN_URINE_H, step_h))
+    out["sofa"] = sofa_4h(col("pf_gas"), out["platelets"], out["bilirubin"], out["map"], nee_prev, out["gcs"],
+                          out["creatinine"], np.where(urine_rated, out["urine_step"], np.nan),
+                          np.where(urine_rated, urine_h, step_h))
 
     res = grid.reset_index(drop=True).copy()
     for name in F.ALL:
@@ -337,17 +411,20 @@ def compute_states(con: duckdb.DuckDBPyConnection, grid: pd.DataFrame, step_h: f
                 res[f"missing_{name}"] = np.isnan(col(name))
         res["missing_gcs"] = np.isnan(col("gcs_eye")) & np.isnan(col("gcs_verbal")) & np.isnan(col("gcs_motor"))
         res["missing_urine_step"] = urine_n == 0
+        res["urine_hours"] = urine_h
     return res
 
 
 def sofa_4h(pf: np.ndarray, platelets: np.ndarray, bilirubin: np.ndarray, map_: np.ndarray, nee: np.ndarray,
-            gcs: np.ndarray, creatinine: np.ndarray, urine: np.ndarray, step_h: float = 4.0) -> np.ndarray:
+            gcs: np.ndarray, creatinine: np.ndarray, urine: np.ndarray,
+            step_h: float | np.ndarray = 4.0) -> np.ndarray:
     """AI-Clinician 4-hour SOFA (mimic-iv-reference §4.4): sum of six organ scores, each 0–4.
 
-    Respiration P/F <400/300/200/100 → 1–4 (no ventilation condition); coagulation platelets <150/100/50/20;
-    liver bilirubin ≥1.2/2/6/12; cardiovascular MAP <70 → 1, <65 → 2, NEE >0 → 3, >0.1 → 4;
-    CNS GCS ≤14/12/9/5 → 1–4; renal creatinine ≥1.2/2/3.5/5 or urine in the step <84 → 3, <34 → 4 mL per 4 h
-    (scaled by step_h/4; ``urine`` NaN = not charted, criterion skipped).
+    Respiration P/F <400/300/200/100 → 1–4 (no ventilation condition; ``pf`` NaN = no paired arterial gas,
+    0 points); coagulation platelets <150/100/50/20; liver bilirubin ≥1.2/2/6/12; cardiovascular MAP <70 → 1,
+    <65 → 2, NEE >0 → 3, >0.1 → 4; CNS GCS ≤14/12/9/5 → 1–4; renal creatinine ≥1.2/2/3.5/5 or urine
+    <84 → 3, <34 → 4 mL per 4 h, scaled by step_h/4 (``step_h`` may be an array: the observed hours of each
+    row's urine window; ``urine`` NaN = not charted, criterion skipped).
     """
     def grade(x: np.ndarray, cuts: tuple[float, ...], below: bool) -> np.ndarray:
         s = np.zeros(x.shape, dtype=np.float64)

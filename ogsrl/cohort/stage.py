@@ -2,6 +2,8 @@
 
 Outputs are built completely in memory / DuckDB first and then swapped in atomically (the whole
 ``data/trajectories`` folder, then ``data/reports/cohort.json``), so any error leaves the previous outputs intact.
+The stage refuses to run unless ``ogsrl validate-raw`` passed on the same source (its report is a DVC dependency;
+the check also guards a hand-run ``ogsrl extract``).
 
 Stay keys are salted with :func:`ogsrl.privacy.resolve_salt` (the secret salt for real data, never ``cohort.salt``
 from params.yaml), and an extraction error that quotes rows names them by salted key, not raw id.
@@ -37,6 +39,27 @@ log = logging.getLogger(__name__)
 
 OUT_DIR = Path("data") / "trajectories"
 METRICS = Path("data") / "reports" / "cohort.json"
+RAW_VALIDATION = Path("data") / "reports" / "validation_raw.json"
+"""the report `ogsrl validate-raw` writes (ogsrl.validate.stage.RAW_METRICS)"""
+
+
+def check_raw_validation(root: Path, source: str) -> None:
+    """DataError unless the raw-validation report exists, says success and was written for ``source``."""
+    path = Path(root) / RAW_VALIDATION
+    rerun = "run `ogsrl validate-raw` first"
+    if not path.is_file():
+        raise DataError(f"no raw-validation report at {RAW_VALIDATION}: {rerun}")
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"unreadable raw-validation report {RAW_VALIDATION} ({type(exc).__name__}): {rerun}") from None
+    if not isinstance(report, dict) or report.get("success") is not True:
+        failed = report.get("n_failed", "?") if isinstance(report, dict) else "?"
+        raise DataError(f"the raw tables failed validation ({failed} failed expectation(s) in {RAW_VALIDATION}); "
+                        "fix the raw data and rerun `ogsrl validate-raw` (report: data/reports/validation/raw)")
+    if report.get("source") != source:
+        raise DataError(f"the raw-validation report {RAW_VALIDATION} is for data.source {report.get('source')!r}, "
+                        f"not {source!r}: {rerun}")
 
 
 def _table(df: pd.DataFrame, metadata: Mapping[str, str], cost_cols: list[str]) -> pa.Table:
@@ -99,6 +122,7 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     cfg = build(CohortConfig, params.get("cohort"), "cohort")
     costs = build_costs(params)
     source = resolve(params, root)
+    check_raw_validation(root, source.kind)
     if source.kind == "trajectories":
         tables, metrics, meta, cost_cols = _from_trajectories(source.path, cfg)
     else:

@@ -5,6 +5,7 @@ registration from in-memory pandas frames (``register_frames``) or an unpacked d
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
@@ -28,7 +29,10 @@ SCHEMA: dict[str, dict[str, str]] = {
         "amountuom": "str", "rate": "float", "rateuom": "str", "patientweight": "float", "statusdescription": "str",
     },
     "outputevents": {"stay_id": "int", "charttime": "ts", "itemid": "int", "value": "float"},
-    "labevents": {"subject_id": "int", "hadm_id": "int", "itemid": "int", "charttime": "ts", "valuenum": "float"},
+    "labevents": {
+        "subject_id": "int", "hadm_id": "int", "specimen_id": "int", "itemid": "int", "charttime": "ts",
+        "value": "str", "valuenum": "float",
+    },
     "procedureevents": {"stay_id": "int", "starttime": "ts", "endtime": "ts", "itemid": "int"},
     "prescriptions": {
         "subject_id": "int", "hadm_id": "int", "starttime": "ts", "stoptime": "ts", "drug_type": "str",
@@ -179,6 +183,21 @@ def _find_file(root: Path, table: str) -> tuple[str, Path] | None:
     return None
 
 
+def locate_tables(root: Path, required: Collection[str] = TABLES) -> dict[str, tuple[str, Path]]:
+    """(kind csv | parquet, path) of each table of :data:`TABLES` found under an unpacked MIMIC-IV-layout
+    directory; DataError naming the directory or every required table that is absent (and where it was expected)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"raw data directory not found: {root}")
+    hits = {t: _find_file(root, t) for t in TABLES}
+    missing = [t for t in required if hits[t] is None]
+    if missing:
+        where = ", ".join(f"{MODULE[t]}/{t}.csv.gz" for t in missing)
+        raise DataError(f"missing table(s) {missing} under {root}: expected {where} (or .csv / .parquet)",
+                        table=missing[0])
+    return {t: hit for t, hit in hits.items() if hit is not None}
+
+
 def register_directory(con: duckdb.DuckDBPyConnection, root: Path,
                        required: Collection[str] = TABLES) -> dict[str, Path]:
     """Expose an unpacked MIMIC-IV-layout directory (``root/hosp``, ``root/icu``) as typed views, read in place.
@@ -191,20 +210,9 @@ def register_directory(con: duckdb.DuckDBPyConnection, root: Path,
     Raises:
         DataError: missing directory/table/column, wrong dtype, or an unreadable (corrupt) file, naming it.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"raw data directory not found: {root}")
-    hits = {t: _find_file(root, t) for t in TABLES}
-    missing = [t for t in required if hits[t] is None]
-    if missing:
-        where = ", ".join(f"{MODULE[t]}/{t}.csv.gz" for t in missing)
-        raise DataError(f"missing table(s) {missing} under {root}: expected {where} (or .csv / .parquet)",
-                        table=missing[0])
+    hits = locate_tables(root, required)
     found: dict[str, Path] = {}
-    for table, hit in hits.items():
-        if hit is None:
-            continue
-        kind, path = hit
+    for table, (kind, path) in hits.items():
         if kind == "csv":
             sniff = f"read_csv({_q(path)}, header = true, sample_size = 20480)"
         else:
@@ -220,14 +228,29 @@ def register_directory(con: duckdb.DuckDBPyConnection, root: Path,
         except DataError:
             raise
         except duckdb.Error as exc:
-            raise DataError(f"cannot read {path} (corrupt or not a {kind} file): {exc}", table=table) from exc
+            raise DataError(f"cannot read {path} (corrupt or not a {kind} file): {read_error(exc)}",
+                            table=table) from None
         found[table] = path
     return found
 
 
+_FILE = re.compile(r"[^\s'\"=]+\.(?:csv\.gz|csv|parquet)\b")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def read_error(exc: BaseException) -> str:
+    """The reason of a DuckDB read failure in one line: its first line, without the SQL text DuckDB appends
+    (``LINE 1: SELECT …``), the offending CSV line or quoted values (they may hold raw ids or timestamps)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return _QUOTED.sub("'…'", first).strip()
+
+
 def run_query(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> duckdb.DuckDBPyConnection:
-    """Execute SQL, turning DuckDB read/convert failures (corrupt file, bad value) into :class:`DataError`."""
+    """Execute SQL, turning DuckDB read/convert failures (corrupt file, bad value) into a one-line
+    :class:`DataError` naming the file when DuckDB names one (never the SQL text or raw values)."""
     try:
         return con.execute(sql, params or [])
     except (duckdb.IOException, duckdb.ConversionException, duckdb.InvalidInputException) as exc:
-        raise DataError(f"reading the raw tables failed: {exc}") from exc
+        hit = _FILE.search(str(exc))
+        where = f"cannot read {hit.group(0)} (corrupt or truncated)" if hit else "reading the raw tables failed"
+        raise DataError(f"{where}: {read_error(exc)}") from None

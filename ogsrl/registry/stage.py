@@ -327,6 +327,22 @@ def promote(
             "champion_return": champion_return, "dry_run": dry_run, **decision.to_dict()}
 
 
+def unresolvable(client: Any, uri: str, reason: str) -> str:
+    """One line saying why ``models:/<name>@<alias>`` (or ``/<version>``) does not resolve and what does exist: the
+    model's aliases with their versions, or that nothing is registered under that name."""
+    import mlflow
+
+    name = uri.removeprefix("models:/").split("@")[0].split("/")[0]
+    try:
+        aliases = dict(client.get_registered_model(name).aliases or {})
+    except mlflow.exceptions.MlflowException:
+        return f"cannot resolve {uri}: no registered model {name!r} here (run `ogsrl register`, or `make run`)"
+    if not aliases:
+        return f"cannot resolve {uri}: {reason}; model {name!r} has no aliases"
+    have = ", ".join(f"@{a} (version {v})" for a, v in sorted(aliases.items()))
+    return f"cannot resolve {uri}: {reason}; model {name!r} has {have}, e.g. models:/{name}@{sorted(aliases)[0]}"
+
+
 def lineage(
     params: Mapping[str, Any],
     root: Path,
@@ -348,7 +364,7 @@ def lineage(
     try:
         out = lineage_mod.resolve(client, uri)
     except mlflow.exceptions.MlflowException as exc:
-        raise ValueError(f"cannot resolve {uri}: {exc.message}") from exc
+        raise ValueError(unresolvable(client, uri, exc.message)) from exc
     out["text"] = lineage_mod.render(out)
     if verify:
         diffs = lineage_mod.verify(out["record"], root)

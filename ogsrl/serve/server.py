@@ -224,7 +224,12 @@ def load_recommender(model_uri: str, root: Path) -> tuple[Any, dict[str, Any]]:
     if model_uri.startswith("models:/"):
         import mlflow
 
-        loaded = mlflow.pyfunc.load_model(model_uri)
+        try:
+            loaded = mlflow.pyfunc.load_model(model_uri)
+        except mlflow.exceptions.MlflowException as exc:
+            from ogsrl.registry.stage import unresolvable
+
+            raise ValueError(unresolvable(mlflow.MlflowClient(), model_uri, exc.message)) from exc
         wrapper = loaded.unwrap_python_model()
         if not isinstance(wrapper, model_mod.OgsrlPolicyModel) or wrapper.recommender is None:
             raise ValueError(f"{model_uri} is not an ogsrl policy bundle")

@@ -90,8 +90,9 @@ class EventLog:
             else:
                 out[k] = pa.array(v, type=typ, from_pandas=True)
         full = columns is None
-        if full and name in ("chartevents", "labevents") and "value" not in out:
-            out["value"] = pc.cast(out["valuenum"], pa.string())
+        if full and name in ("chartevents", "labevents"):
+            as_text = pc.cast(out["valuenum"], pa.string())
+            out["value"] = pc.coalesce(out["value"], as_text) if "value" in out else as_text
         if full and name in ("chartevents", "labevents") and "valueuom" not in out:
             items = cols["itemid"]
             uniq, inv = np.unique(items, return_inverse=True)
@@ -180,26 +181,32 @@ def chart_hour(log: EventLog, p: Patients, o: dict[str, Arr], hour: int, ids: di
         flush(np.inf)  # weights are held for 72 h: always handed to the observer
 
     # ---- labs: blood gas (more often when ventilated), chemistry and blood count -----------------------------
-    lab_t, lab_i, lab_v, lab_p, lab_s = [], [], [], [], []
+    lab_t, lab_i, lab_v, lab_p, lab_s, lab_x = [], [], [], [], [], []
 
-    def lab(mask: np.ndarray, items_values: list[tuple[int, Arr]]) -> None:
+    def lab(mask: np.ndarray, items_values: list[tuple[int, Arr]], specimen: str | None = None) -> None:
+        """One specimen per patient in ``mask``: a row per (itemid, value), plus the blood-gas specimen-type row
+        (52033, text ``specimen``) when given; the specimen row draws no random numbers."""
         idx = np.flatnonzero(mask & active)
         if not len(idx):
             return
         t = base[idx] + rng.integers(0, 60, len(idx)).astype("timedelta64[m]").astype("timedelta64[s]")
         spec = lab_seq[1] + np.arange(len(idx))
         lab_seq[1] += len(idx)
-        for item, value in items_values:
+        rows = [(item, np.asarray(value, dtype=np.float64)[idx], None) for item, value in items_values]
+        if specimen is not None:
+            rows.append((52033, np.full(len(idx), np.nan), specimen))
+        for item, value, text in rows:
             lab_t.append(t)
             lab_i.append(np.full(len(idx), item))
-            lab_v.append(np.asarray(value, dtype=np.float64)[idx])
+            lab_v.append(value)
+            lab_x.append(np.full(len(idx), text, dtype=object))
             lab_p.append(idx)
             lab_s.append(spec)
 
     gas = rng.random(n) < np.where(p.vent > 0, 0.25, 0.06)
     lab(gas, [(50821, _round(o["pao2"] * rng.lognormal(0, 0.05, n), 0)),
               (50816, _round(p.fio2 * 100.0, 0)),
-              (50813, _round(np.maximum(p.lactate * rng.lognormal(0, 0.05, n), 0.3), 1))])
+              (50813, _round(np.maximum(p.lactate * rng.lognormal(0, 0.05, n), 0.3), 1))], specimen="ART.")
     lab(first | (rng.random(n) < 1 / 12), [(50885, _round(np.maximum(p.bili * rng.lognormal(0, 0.05, n), 0.1), 1)),
                                            (50912, _round(np.maximum(p.creat * rng.lognormal(0, 0.04, n), 0.1), 1))])
     lab(first | (rng.random(n) < 1 / 12), [(51265, _round(np.maximum(p.plt * rng.lognormal(0, 0.05, n), 5), 0))])
@@ -210,7 +217,8 @@ def chart_hour(log: EventLog, p: Patients, o: dict[str, Arr], hour: int, ids: di
         log.add("labevents", hour, labevent_id=lab_seq[0] + np.arange(k), subject_id=ids["subject_id"][idx],
                 hadm_id=ids["hadm_id"][idx], specimen_id=np.concatenate(lab_s), itemid=np.concatenate(lab_i),
                 charttime=t, storetime=t + rng.integers(1200, 5400, k).astype("timedelta64[s]"),
-                valuenum=np.concatenate(lab_v), priority=np.full(k, "STAT", dtype=object))
+                value=np.concatenate(lab_x), valuenum=np.concatenate(lab_v),
+                priority=np.full(k, "STAT", dtype=object))
         lab_seq[0] += k
 
     # ---- urine output (hourly Foley/void; a missed charting is added to the next one) ------------------------

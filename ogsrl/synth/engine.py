@@ -144,7 +144,7 @@ OBSERVED_COLUMNS: dict[str, tuple[str, ...]] = {
     "patients": ("subject_id", "gender", "anchor_age", "anchor_year", "dod"),
     "icustays": ("subject_id", "hadm_id", "stay_id", "intime", "outtime"),
     "chartevents": ("stay_id", "charttime", "itemid", "valuenum"),
-    "labevents": ("subject_id", "hadm_id", "itemid", "charttime", "valuenum"),
+    "labevents": ("subject_id", "hadm_id", "specimen_id", "itemid", "charttime", "value", "valuenum"),
     "outputevents": ("stay_id", "charttime", "itemid", "value"),
     "inputevents": ("stay_id", "starttime", "endtime", "itemid", "amount", "amountuom", "rate", "rateuom",
                     "patientweight", "statusdescription"),

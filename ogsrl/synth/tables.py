@@ -125,6 +125,7 @@ _D_LABITEMS: tuple[tuple[int, str, str, str], ...] = (
     (50885, "Bilirubin, Total", "Blood", "Chemistry"),
     (50912, "Creatinine", "Blood", "Chemistry"),
     (51265, "Platelet Count", "Blood", "Hematology"),
+    (52033, "Specimen Type", "Blood", "Blood Gas"),
 )
 
 

@@ -134,6 +134,8 @@ class StepSample:
     """(B,)"""
     uncertainty: FloatArray
     """(B,) ensemble disagreement: max over members of ‖μ_e − μ̄‖₂ on standardised outputs"""
+    cost_prob_max: FloatArray
+    """(B, C) the most pessimistic member's cost probability (over the members the mode draws from)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,7 +418,8 @@ class WorldModel:
         nxt = self.clip_state(obs, self.apply_ratios(nxt))
         return StepSample(next_obs=nxt, rew=rew.astype(np.float32),
                           cost_prob=cost.astype(np.float32), death_prob=death.astype(np.float32),
-                          discharge_prob=exit_.astype(np.float32), uncertainty=unc)
+                          discharge_prob=exit_.astype(np.float32), uncertainty=unc,
+                          cost_prob_max=p.cost_prob[members].max(0).astype(np.float32))
 
     # ---- persistence --------------------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:

@@ -4,7 +4,9 @@ Episodes start from the real first states (each stay's first row) of the trainin
 ``random_member`` or ``random_elite``), end on a sampled death or discharge (``terminated``; logged stays end the
 same way) or at the horizon (``truncated``).
 A guardian can be plugged in as ``guard(obs, act) -> inside (B,) bool``: a step whose (s, a) leaves the supported
-set earns ``ood_penalty`` and ends the episode (OGSRL: −25, episode frozen).
+set earns ``ood_penalty`` and ends the episode (OGSRL: −25, episode frozen), and each cost column is charged
+``ood_cost × ood_cost_rates[c]`` for every step the episode had left (ours: leaving the support must not shorten the
+cost return).
 
 Autoreset is disabled: a finished sub-environment stays frozen (same observation, zero reward and cost,
 ``info["active"]`` False) until the next :meth:`reset`, so all sub-environments share one horizon and rollouts
@@ -44,8 +46,14 @@ class EnvConfig:
     drawn per episode at reset (episode_elite, PETS TS∞)"""
     ood_penalty: float = -25.0
     """reward of a step the guardian rejects; the episode then ends (paper: −25)"""
-    cost_mode: Literal["prob", "sample"] = "prob"
-    """info["cost"]: the predicted probability (expected cost) or a Bernoulli draw from it"""
+    ood_cost: float = 0.0
+    """when the guardian ends an episode, each cost column c is charged ``ood_cost × ood_cost_rates[c]`` per step the
+    episode had left (this one included). 0 (the paper) lets a constrained learner meet its cost limit by leaving the
+    support early, since the steps it no longer plays carry no cost; 1 with the clinicians' per-step rates charges
+    what the served policy's fallback to the clinicians would incur"""
+    cost_mode: Literal["prob", "sample", "max"] = "prob"
+    """info["cost"]: the predicted probability (expected cost), a Bernoulli draw from it, or the most pessimistic
+    ensemble member's probability (max: pessimism where the members disagree, as CAP/MOPO are for rewards)"""
     uncertainty_penalty: float = 0.0
     """MOPO λ: reward −= λ·uncertainty (0 = off)"""
     discharge: bool = True
@@ -56,6 +64,8 @@ class EnvConfig:
     def __post_init__(self) -> None:
         if self.horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {self.horizon}")
+        if self.ood_cost < 0:
+            raise ValueError(f"ood_cost must be >= 0, got {self.ood_cost}")
         if self.uncertainty_penalty < 0:
             raise ValueError(f"uncertainty_penalty must be >= 0, got {self.uncertainty_penalty}")
 
@@ -118,14 +128,15 @@ class WorldModelEnv(VectorEnv):
     ``info["cost"] (B, C)``, ``info["uncertainty"] (B,)``, ``info["death"] (B,)``, ``info["discharge"] (B,)``,
     ``info["ood"] (B,)`` and ``info["active"] (B,)`` (True where the row was still running before this step).
 
-    ``horizons`` (one per start state, each in 1 … ``cfg.horizon``) truncates an episode after the steps its start
+    ``ood_cost_rates`` (one per cost column, default 1) scale ``cfg.ood_cost``; ``horizons`` (one per start state, each in 1 … ``cfg.horizon``) truncates an episode after the steps its start
     state's stay had left in the window (:func:`steps_left`); without it every episode may run ``cfg.horizon`` steps.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.DISABLED}
 
     def __init__(self, model: WorldModel, starts: FloatArray, num_envs: int, cfg: EnvConfig,
-                 guard: GuardFn | None = None, horizons: npt.ArrayLike | None = None) -> None:
+                 guard: GuardFn | None = None, horizons: npt.ArrayLike | None = None,
+                 ood_cost_rates: npt.ArrayLike | None = None) -> None:
         feats = model.layout.state_features
         starts = np.asarray(starts, dtype=np.float32)
         if starts.ndim != 2 or starts.shape[1] != len(feats) or len(starts) == 0:
@@ -141,6 +152,12 @@ class WorldModelEnv(VectorEnv):
         if ((limits < 1) | (limits > cfg.horizon)).any():
             raise ValueError(f"horizons must lie in 1 … horizon={cfg.horizon}; rows "
                              f"{np.flatnonzero((limits < 1) | (limits > cfg.horizon))[:5].tolist()} do not")
+        n_cost = len(model.layout.cost_names)
+        rates = np.ones(n_cost) if ood_cost_rates is None else np.asarray(ood_cost_rates, dtype=np.float64)
+        if rates.shape != (n_cost,) or not (np.isfinite(rates) & (rates >= 0)).all():
+            raise ValueError(f"ood_cost_rates must be ({n_cost},) finite values >= 0, one per cost "
+                             f"{list(model.layout.cost_names)}, got {rates.tolist()}")
+        self._ood_cost = (cfg.ood_cost * rates).astype(np.float32)
         self._limits = limits.astype(np.int64)
         self._limit = np.full(num_envs, cfg.horizon, dtype=np.int64)
         self._member = np.full(num_envs, model.elites[0], dtype=np.int64)
@@ -205,13 +222,16 @@ class WorldModelEnv(VectorEnv):
                 raise ValueError(f"guard must return a ({b},) bool array, got {inside.dtype} {inside.shape}")
             ood = active & ~inside
             rew[ood] = self.cfg.ood_penalty
+            cost[ood] = self._ood_cost * (self._limit[ood] - self._t)[:, None]
         live = active & ~ood
         if live.any():
             s = self.model.step(self._obs[live], act[live], self.cfg.mode, self._rng, member=self._member[live])
             self._obs[live] = s.next_obs
             rew[live] = s.rew - self.cfg.uncertainty_penalty * s.uncertainty
-            cost[live] = (s.cost_prob if self.cfg.cost_mode == "prob"
-                          else (self._rng.random(s.cost_prob.shape) < s.cost_prob).astype(np.float32))
+            if self.cfg.cost_mode == "sample":
+                cost[live] = (self._rng.random(s.cost_prob.shape) < s.cost_prob).astype(np.float32)
+            else:
+                cost[live] = s.cost_prob_max if self.cfg.cost_mode == "max" else s.cost_prob
             unc[live] = s.uncertainty
             u = self._rng.random(int(live.sum()))  # one draw: death, else discharge, else stay
             death[live] = u < s.death_prob

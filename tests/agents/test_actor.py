@@ -153,5 +153,5 @@ def test_make_env_loads_once_and_raises_on_a_state_set_mismatch(traj_root: Path,
     _, _, _, _, info = env.step(np.zeros((4, 2), dtype=np.float32))
     assert info["cost"].shape == (4, len(COSTS))
     assert factory.make(STATE, 2, 7, False).guard is None
-    with pytest.raises(ValueError, match="model-based runs need state: paper"):
+    with pytest.raises(ValueError, match="model-based runs need state: model"):
         factory.make(features.ALL, 2, 7, False)

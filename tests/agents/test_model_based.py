@@ -123,7 +123,7 @@ def test_a_model_based_run_on_other_features_is_a_one_line_error(project: Path, 
     shutil.copytree(project, root, ignore=shutil.ignore_patterns("policies"))
     params = {**PARAMS, "policies": {**PARAMS["policies"], "runs": {
         "soc": {"algorithm": "bc"}, "cpo_all": {"algorithm": "cpo", "state": "all"}}}}
-    with pytest.raises(ValueError, match="model-based runs need state: paper") as err:
+    with pytest.raises(ValueError, match="model-based runs need state: model") as err:
         stage.run(params, root)
     assert "\n" not in str(err.value)
 

@@ -35,7 +35,7 @@ def test_every_seed_gets_a_checkpoint_metrics_and_curves(trained: tuple[Path, di
         assert {f"soc/seed{seed}/loss/train_nll", f"soc/seed{seed}/loss/val_nll"} <= set(metrics)
         pol = load_policy(root / f"data/models/policies/soc/seed{seed}")
         assert isinstance(pol, SavedPolicy) and pol.feature_names == STATE
-        assert pol.provenance == {"run": "soc", "algorithm": "bc", "seed": seed, "state": "paper", "guarded": False,
+        assert pol.provenance == {"run": "soc", "algorithm": "bc", "seed": seed, "state": "model", "guarded": False,
                                   "config": {**pol.provenance["config"]}}
     vals = [metrics[f"soc/seed{s}/loss/val_nll"] for s in (1, 2)]
     assert metrics["soc/mean/loss/val_nll"] == pytest.approx(np.mean(vals))

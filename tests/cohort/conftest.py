@@ -4,7 +4,7 @@ All times are hours after D = 2180-01-01 00:00. Stays:
 
 * 101 (subject 1, F, 50 y): culture 08:00, vancomycin 10:00 → suspicion 08:00 (culture first); platelets 40 at
   05:00 → SOFA block [4, 8) = 3 → Sepsis-3, onset 08:00. Charted: weight 100 kg; temperature 102.2 °F at 07:00;
-  FiO2 40 % at 07:00; PaO2 200 at 07:00 and 14:00; platelets 120 at 13:00; SpO2 90 at 11:00; urine 300 at 06:00
+  FiO2 40 % at 07:00; arterial PaO2 200 at 07:00 and 14:00 (specimen type 'ART.'); platelets 120 at 13:00; SpO2 90 at 11:00; urine 300 at 06:00
   (row duplicated; plus a −100 row) and 100 at 10:00; NaCl 0.9 % 1000 mL bolus 09:00; LR 400 mL 12:00–16:00;
   norepinephrine 0.2 µg/kg/min 10:00–14:00.
 * 102 (subject 1's second ICU stay of the same admission, 80–96 h) → not the admission's first stay.
@@ -72,6 +72,9 @@ def tiny_mimic_tables() -> dict[str, pd.DataFrame]:
         "labevent_id": range(len(lab)), "subject_id": [x[0] for x in lab], "hadm_id": [x[1] for x in lab],
         "specimen_id": range(len(lab)), "itemid": [x[3] for x in lab], "charttime": [h(x[2]) for x in lab],
         "value": [str(x[4]) for x in lab], "valuenum": [x[4] for x in lab]})
+    gases = labevents[labevents["itemid"] == 50821]   # both of 101's gases are arterial
+    labevents = pd.concat([labevents, gases.assign(labevent_id=gases["labevent_id"] + 100, itemid=52033,
+                                                   value="ART.", valuenum=np.nan)], ignore_index=True)
     out = [(101, 6, 226559, 300.0), (101, 6, 226559, 300.0), (101, 6.5, 226559, -100.0), (101, 10, 226559, 100.0)]
     outputevents = pd.DataFrame({
         "subject_id": 1, "hadm_id": 11, "stay_id": [o[0] for o in out], "caregiver_id": 1,

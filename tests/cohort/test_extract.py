@@ -18,6 +18,8 @@ from ogsrl.io import salted_hash
 
 from ogsrl.cohort.extract import EXCLUSIONS
 
+from .conftest import h
+
 CFG = CohortConfig(window_start_h=-4, n_steps=3, exclusions=EXCLUSIONS)  # all five rules, so each is exercised
 
 
@@ -173,3 +175,91 @@ def test_conflicting_duplicate_stay_ids_are_an_error(tmp_path: Path, mimic_table
     mimic_tables["icustays"] = pd.concat([icu, extra], ignore_index=True)
     with pytest.raises(DataError, match=r"'icustays', column 'stay_id': duplicate stay_id.*offending rows: 601"):
         run(write_mimic(tmp_path / "m", mimic_tables))
+
+
+def add_septic_stay(tabs: dict[str, pd.DataFrame], subject: int, hadm: int, stay: int, *, intime: float = 0.0,
+                    outtime: float = 72.0, deathtime: float | None = None, weight: float | None = None,
+                    urine: tuple[tuple[float, float], ...] = ()) -> None:
+    """Append a stay like 601 (times in hours after D): ceftriaxone at intime + 2 h, a culture at intime + 6 h
+    → suspicion (antibiotic first) at intime + 2 h; creatinine 3.6 at intime + 1 h → renal 3 → Sepsis-3 with onset
+    intime + 2 h. With CFG's grid (−4 h, 3 steps): decision times intime − 2 (before intime: dropped), intime + 2,
+    intime + 6, kept while before ICU discharge and death. ``urine``: (hour, mL) Foley rows."""
+    def add(name: str, rows: list[dict]) -> None:
+        tabs[name] = pd.concat([tabs[name], pd.DataFrame(rows)], ignore_index=True)
+
+    if subject not in set(tabs["patients"]["subject_id"]):
+        add("patients", [{"subject_id": subject, "gender": "M", "anchor_age": 60, "anchor_year": 2180,
+                          "anchor_year_group": "2014 - 2016", "dod": h(deathtime).date() if deathtime else None}])
+    add("admissions", [{"subject_id": subject, "hadm_id": hadm, "admittime": h(intime - 4),
+                        "dischtime": h(outtime + 24), "deathtime": h(deathtime) if deathtime is not None else pd.NaT,
+                        "admission_type": "URGENT", "hospital_expire_flag": int(deathtime is not None)}])
+    add("icustays", [{"subject_id": subject, "hadm_id": hadm, "stay_id": stay, "first_careunit": "MICU",
+                      "last_careunit": "MICU", "intime": h(intime), "outtime": h(outtime),
+                      "los": (outtime - intime) / 24}])
+    add("labevents", [{"labevent_id": 1000 + stay, "subject_id": subject, "hadm_id": hadm, "specimen_id": 1000 + stay,
+                       "itemid": 50912, "charttime": h(intime + 1), "value": "3.6", "valuenum": 3.6}])
+    add("prescriptions", [{"subject_id": subject, "hadm_id": hadm, "pharmacy_id": 1000 + stay,
+                           "starttime": h(intime + 2), "stoptime": h(intime + 26), "drug_type": "MAIN",
+                           "drug": "CefTRIAXone", "route": "IV"}])
+    add("microbiologyevents", [{"microevent_id": 1000 + stay, "subject_id": subject, "hadm_id": hadm,
+                                "micro_specimen_id": 1000 + stay, "chartdate": h(intime + 6).normalize(),
+                                "charttime": h(intime + 6), "spec_itemid": 70012, "spec_type_desc": "BLOOD CULTURE",
+                                "test_seq": 1, "org_itemid": np.nan}])
+    if weight is not None:
+        add("chartevents", [{"subject_id": subject, "hadm_id": hadm, "stay_id": stay, "caregiver_id": 1,
+                             "charttime": h(intime + 1), "storetime": h(intime + 1), "itemid": 226512,
+                             "value": str(weight), "valuenum": weight, "valueuom": "kg", "warning": 0}])
+    if urine:
+        add("outputevents", [{"subject_id": subject, "hadm_id": hadm, "stay_id": stay, "caregiver_id": 1,
+                              "charttime": h(intime + t), "storetime": h(intime + t), "itemid": 226559, "value": v,
+                              "valueuom": "mL"} for t, v in urine])
+
+
+NO_EXCL = CohortConfig(window_start_h=-4, n_steps=3, exclusions=())
+
+
+def test_death_exactly_on_a_decision_time_is_recorded_on_the_last_step(tmp_path: Path, mimic_tables,
+                                                                        write_mimic) -> None:
+    # stay 901 dies in the ICU at 06:00, exactly the decision time after 02:00: 06:00 is not kept (t < deathtime),
+    # so the death belongs to the step [02:00, 06:00] and must be recorded there
+    add_septic_stay(mimic_tables, 90, 9010, 901, outtime=6.0, deathtime=6.0)
+    ex = run(write_mimic(tmp_path / "m", mimic_tables), NO_EXCL)
+    r = rows_of(ex, 901)
+    np.testing.assert_array_equal(r["step"], [0])
+    assert r["done"].tolist() == [True] and r["death_in_step"].tolist() == [True]
+    np.testing.assert_allclose(r["reward"], [-12.5])
+    # a death one second after the step is not in it
+    mimic_tables["admissions"].loc[mimic_tables["admissions"]["hadm_id"] == 9010, "deathtime"] = h(6 + 1 / 3600)
+    r = rows_of(run(write_mimic(tmp_path / "m2", mimic_tables), NO_EXCL), 901)
+    assert r["death_in_step"].tolist() == [False]
+
+
+def test_urine_rate_of_a_step_cut_by_icu_discharge_uses_the_observed_hours(tmp_path: Path, mimic_tables,
+                                                                           write_mimic) -> None:
+    # 902 (80 kg) leaves the ICU alive at 08:00: step [06, 10) is observed for 2 h, 100 mL in it → 0.625 mL/kg/h
+    # (not 100 / 80 / 4 = 0.31 < 0.5); 903 leaves at 06:30: 30 min observed, too short for a rate → no cost
+    add_septic_stay(mimic_tables, 92, 9020, 902, outtime=8.0, weight=80.0, urine=((4, 200.0), (7, 100.0)))
+    add_septic_stay(mimic_tables, 93, 9030, 903, outtime=6.5, weight=80.0, urine=((4, 200.0),))
+    ex = run(write_mimic(tmp_path / "m", mimic_tables), NO_EXCL)
+    r = rows_of(ex, 902)
+    np.testing.assert_allclose(r["next_urine_step"], [200, 100])
+    np.testing.assert_array_equal(r["cost_urine_low"], [0, 0])      # 200 / 80 / 4 = 0.625; 100 / 80 / 2 = 0.625
+    np.testing.assert_allclose(r["next_sofa"], [3, 3])               # creatinine only: 100 mL in 2 h ≥ 84 × 2 / 4
+    r = rows_of(ex, 903)
+    np.testing.assert_allclose(r["next_urine_step"], [200, 0])
+    np.testing.assert_array_equal(r["cost_urine_low"], [0, 0])
+
+
+def test_split_is_by_patient(tmp_path: Path, mimic_tables, write_mimic) -> None:
+    # patient 95 has two admissions, each with a septic first ICU stay (951, and 952 500 h later)
+    add_septic_stay(mimic_tables, 95, 9510, 951)
+    add_septic_stay(mimic_tables, 95, 9520, 952, intime=500.0, outtime=572.0)
+    root = write_mimic(tmp_path / "m", mimic_tables)
+    keys = salted_hash([951, 952], CFG.salt)
+    for seed in range(4):
+        ex = run(root, CohortConfig(window_start_h=-4, n_steps=3, exclusions=(), seed=seed))
+        df = pd.concat(ex.tables.values(), ignore_index=True)
+        split = df.groupby("stay_key")["split"].first()
+        assert split[keys[0]] == split[keys[1]], seed
+        assert ex.metrics["cohort_patients"] == ex.metrics["cohort_stays"] - 1
+        assert "subject_id" not in df.columns

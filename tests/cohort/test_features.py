@@ -49,16 +49,17 @@ def tiny_tables() -> dict[str, pd.DataFrame]:
         "stay_id": [s for s, *_ in ce], "charttime": [_ts(h) for _, h, *_ in ce],
         "itemid": [i for *_, i, _ in ce], "value": [str(v) for *_, v in ce], "valuenum": [v for *_, v in ce]})
     chartevents.loc[len(chartevents)] = [20, 300, 3, T("2180-01-31 23:00"), 220045, "120", 120.0]
-    lab = [  # (subject, time, itemid, valuenum)
-        (10, "07:30", 50821, 100.0),                                      # pao2 100 → P/F 200
-        (10, "02:00", 51265, 90.0), (10, "02:00", 50885, 2.5), (10, "02:00", 50912, 1.5),
-        (10, "08:00", 50912, 2.2),                                        # charted AT t=08: only seen from t=12
+    lab = [  # (subject, time, itemid, valuenum, specimen)
+        (10, "07:30", 50821, 100.0, 1),       # arterial pao2 100 (specimen 1 is 'ART.'); FiO2 0.5 at 06:00 → P/F 200
+        (10, "02:00", 51265, 90.0, 2), (10, "02:00", 50885, 2.5, 2), (10, "02:00", 50912, 1.5, 2),
+        (10, "08:00", 50912, 2.2, 3),                                     # charted AT t=08: only seen from t=12
     ]
     labevents = pd.DataFrame({
         "labevent_id": range(len(lab)), "subject_id": [s for s, *_ in lab], "hadm_id": [100.0] * len(lab),
-        "itemid": [i for *_, i, _ in lab], "charttime": [_ts(h) for _, h, *_ in lab],
-        "valuenum": [v for *_, v in lab]})
-    labevents.loc[len(labevents)] = [9, 10, np.nan, 50912, T("2179-06-02"), 6.0]   # old stay: outside hold
+        "specimen_id": [x[4] for x in lab], "itemid": [x[2] for x in lab], "charttime": [_ts(x[1]) for x in lab],
+        "value": [str(x[3]) for x in lab], "valuenum": [x[3] for x in lab]})
+    labevents.loc[len(labevents)] = [9, 10, np.nan, 4, 50912, T("2179-06-02"), "6.0", 6.0]  # old stay: outside hold
+    labevents.loc[len(labevents)] = [10, 10, 100.0, 1, 52033, _ts("07:30"), "ART.", np.nan]  # specimen type
     out = [
         (1, T("2179-12-31 23:00"), 226559, 500.0),   # before intime → not counted
         (1, _ts("03:00"), 226559, 100.0), (1, _ts("05:00"), 226559, 30.0), (1, _ts("05:00"), 226559, 30.0),  # dup
@@ -98,8 +99,9 @@ def grid() -> pd.DataFrame:
 
 
 EXPECTED = {  # row order of grid(): stay 1 @12:00, stay 3 @04:00, stay 1 @08:00
-    "hr": [80, 80, 105], "temp_c": [38.0, 37, 38.0], "fio2": [0.5, 0.21, 0.5], "pao2": [100, 90, 100],
-    "pf_ratio": [200, 90 / 0.21, 200], "spo2": [92, 97, 97], "gcs": [12, 15, 12], "weight": [100, 80, 100],
+    # stay 3: no arterial gas → PaO2 imputed as a normal lung's at its FiO2 (430 × 0.21), P/F 430
+    "hr": [80, 80, 105], "temp_c": [38.0, 37, 38.0], "fio2": [0.5, 0.21, 0.5], "pao2": [100, 430 * 0.21, 100],
+    "pf_ratio": [200, 430, 200], "spo2": [92, 97, 97], "gcs": [12, 15, 12], "weight": [100, 80, 100],
     "map": [80, 80, 60], "platelets": [90, 250, 90], "bilirubin": [2.5, 0.6, 2.5], "creatinine": [2.2, 0.9, 1.5],
     "urine_step": [200, 0, 40], "urine_cum": [340, 0, 140], "fluid_cum": [1100, 0, 750],
     "mechvent": [1, 0, 1], "gender": [1, 0, 1], "age": [60, 72, 60], "readmission": [1, 0, 1],
@@ -201,3 +203,76 @@ def test_unknown_grid_stay_names_the_rows(con) -> None:
     views.register_frames(con, tabs)
     with pytest.raises(DataError, match="not found in icustays.*offending rows: 77"):
         cf.compute_states(con, pd.DataFrame({"stay_id": [77], "step": [0], "t": [_ts("08:00")]}))
+
+
+def _gas_tables(specimen: str | None, fio2_hours_before: float | None) -> dict[str, pd.DataFrame]:
+    """Stay 3 (nothing else abnormal) with one pO2 of 60 at 03:00 on specimen 9 of type ``specimen`` (None: no
+    specimen-type row) and a charted FiO2 of 60 % ``fio2_hours_before`` hours before the gas (None: none)."""
+    tabs = tiny_tables()
+    lab = tabs["labevents"]
+    rows = [[20, 20, 300.0, 9, 50821, T("2180-02-01 03:00"), "60", 60.0]]
+    if specimen is not None:
+        rows.append([21, 20, 300.0, 9, 52033, T("2180-02-01 03:00"), specimen, np.nan])
+    tabs["labevents"] = pd.concat([lab, pd.DataFrame(rows, columns=lab.columns)], ignore_index=True)
+    if fio2_hours_before is not None:
+        ce = tabs["chartevents"]
+        at = T("2180-02-01 03:00") - pd.Timedelta(hours=fio2_hours_before)
+        tabs["chartevents"].loc[len(ce)] = [20, 300, 3, at, 223835, "60", 60.0]
+    return tabs
+
+
+def _stay3(con, tabs: dict[str, pd.DataFrame]) -> pd.Series:
+    views.register_frames(con, tabs)
+    g = pd.DataFrame({"stay_id": [3], "step": [0], "t": [T("2180-02-01 04:00")]})
+    return cf.compute_states(con, g, missing=True).iloc[0]
+
+
+@pytest.mark.parametrize(("specimen", "fio2_before", "pao2", "pf", "sofa"), [
+    ("ART.", 3.0, 60, 100, 3),    # arterial gas, FiO2 0.6 charted 3 h before → P/F 100 → respiration 3
+    ("ART.", 4.0, 60, 100, 3),    # exactly 4 h before still pairs (mimic-code: BETWEEN gas − 4 h AND gas)
+    ("ART.", 5.0, 60, 100, 0),    # FiO2 5 h before the gas: not paired → no P/F → no respiratory points
+    ("ART.", None, 60, 60 / 0.21, 0),  # no FiO2 at all: the state assumes room air, the SOFA has no P/F
+    ("VEN.", 3.0, 430 * 0.6, 430, 0),  # a venous pO2 is not a PaO2: imputed, P/F normal
+    (None, 3.0, 430 * 0.6, 430, 0),    # no specimen type: not known to be arterial
+])
+def test_only_arterial_gases_paired_with_fio2_give_respiratory_points(con, specimen, fio2_before, pao2, pf,
+                                                                       sofa) -> None:
+    s = _stay3(con, _gas_tables(specimen, fio2_before))
+    assert s["pao2"] == pytest.approx(pao2, abs=1e-3) and s["pf_ratio"] == pytest.approx(pf, abs=1e-2)
+    assert s["sofa"] == sofa
+    assert s["missing_pf_gas"] == (sofa == 0)
+
+
+def test_fio2_on_the_gas_specimen_wins_over_charted_fio2(con) -> None:
+    tabs = _gas_tables("ART.", 1.0)   # charted 60 % one hour before
+    lab = tabs["labevents"]
+    row = [22, 20, 300.0, 9, 50816, T("2180-02-01 03:00"), "30", 30.0]  # FiO2 30 % on the gas itself
+    tabs["labevents"] = pd.concat([lab, pd.DataFrame([row], columns=lab.columns)], ignore_index=True)
+    s = _stay3(con, tabs)
+    assert s["sofa"] == 2     # P/F 60 / 0.3 = 200: < 400 and < 300 hold, < 200 does not (0.6 would give 100 → 3)
+
+
+def test_no_gas_with_charted_fio2_gives_no_respiratory_points(con) -> None:
+    # the reported bug: no blood gas, FiO2 60 % charted → PaO2 used to be imputed 90 → P/F 150 → respiration 3
+    tabs = tiny_tables()
+    tabs["chartevents"].loc[len(tabs["chartevents"])] = [20, 300, 3, T("2180-02-01 02:00"), 223835, "60", 60.0]
+    s = _stay3(con, tabs)
+    assert s["missing_pao2"] and s["fio2"] == pytest.approx(0.6)
+    assert s["pf_ratio"] == pytest.approx(430, abs=1e-2) and s["sofa"] == 0
+
+
+@pytest.mark.parametrize(("out_h", "urine_ml", "hours", "sofa"), [
+    (None, 60.0, 4.0, 3),    # whole window observed: 60 mL < 84 mL per 4 h → renal 3
+    (2.5, 60.0, 2.5, 0),     # stay ends 02:30: 60 mL in 2.5 h ≥ 84 × 2.5/4 = 52.5 → not oliguria
+    (2.5, 20.0, 2.5, 4),     # 20 mL in 2.5 h < 34 × 2.5/4 = 21.25 → renal 4
+    (0.5, 0.0, 0.5, 0),      # 30 min observed (< 1 h): no urine rate, criterion skipped
+])
+def test_urine_window_cut_by_icu_discharge_is_rated_on_observed_hours(con, out_h, urine_ml, hours, sofa) -> None:
+    tabs = tiny_tables()
+    if out_h is not None:   # stay 3 (intime 00:00) leaves the ICU inside the window [00, 04)
+        tabs["icustays"].loc[tabs["icustays"]["stay_id"] == 3, "outtime"] = T("2180-02-01") + pd.Timedelta(
+            hours=out_h)
+    tabs["outputevents"].loc[len(tabs["outputevents"])] = [3, T("2180-02-01 00:20"), 226559, urine_ml]
+    s = _stay3(con, tabs)
+    assert s["urine_step"] == urine_ml and s["urine_hours"] == pytest.approx(hours)
+    assert s["sofa"] == sofa

@@ -27,6 +27,20 @@ def params(make_params, tiny_mimic: Path) -> dict:
                           "cohort.exclusions": list(EXCLUSIONS)})  # all five rules, as in test_extract
 
 
+def passed_raw_validation(root: Path, source: str) -> None:
+    """The report a passing `ogsrl validate-raw` leaves (the stage refuses to run without it)."""
+    path = root / stage.RAW_VALIDATION
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"success": True, "source": source, "n_failed": 0}))
+
+
+def run(params: dict, root: Path) -> dict:
+    """stage.run after a passing raw validation of the configured source."""
+    if not (root / stage.RAW_VALIDATION).is_file():
+        passed_raw_validation(root, params["data"]["source"])
+    return stage.run(params, root)
+
+
 def hashes(root: Path) -> dict[str, str]:
     files = [root / "data" / "trajectories" / f"{s}.parquet" for s in SPLITS] + [root / stage.METRICS]
     return {f.name: file_sha256(f) for f in files}
@@ -34,7 +48,7 @@ def hashes(root: Path) -> dict[str, str]:
 
 def test_outputs_metrics_and_determinism(tmp_path: Path, params: dict) -> None:
     root = tmp_path / "p"
-    m = stage.run(params, root)
+    m = run(params, root)
     assert m["cohort_stays"] == 2 and m["rows"] == 5 and m["source"] == "mimic-iv"
     saved = json.loads((root / stage.METRICS).read_text())
     assert saved == json.loads(json.dumps(m))
@@ -48,7 +62,7 @@ def test_outputs_metrics_and_determinism(tmp_path: Path, params: dict) -> None:
     schema = pq.read_schema(root / "data" / "trajectories" / "train.parquet")
     assert str(schema.field("step").type) == "int16" and str(schema.field("spo2").type) == "float"
     first = hashes(root)
-    stage.run(params, root)
+    run(params, root)
     assert hashes(root) == first  # same seed → byte-identical trajectories and metrics
 
 
@@ -56,42 +70,42 @@ def test_outputs_metrics_and_determinism(tmp_path: Path, params: dict) -> None:
 def test_errors_leave_previous_outputs_intact(tmp_path: Path, params: dict, tiny_mimic: Path,
                                               breakage: str) -> None:
     root = tmp_path / "p"
-    stage.run(params, root)
+    run(params, root)
     before = hashes(root)
     if breakage == "corrupt":
         (tiny_mimic / "icu" / "chartevents.csv.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
         with pytest.raises(DataError, match="chartevents.csv.gz"):
-            stage.run(params, root)
+            run(params, root)
     elif breakage == "empty":
         params["cohort"]["min_age"] = 95
         with pytest.raises(DataError, match="empty cohort.*excluded_under_min_age"):
-            stage.run(params, root)
+            run(params, root)
     else:
         params["cohort"]["n_steps"] = "twenty"
         with pytest.raises(ConfigError, match="cohort.n_steps"):
-            stage.run(params, root)
+            run(params, root)
     assert hashes(root) == before
 
 
 def test_missing_table_names_it(tmp_path: Path, params: dict, tiny_mimic: Path) -> None:
     (tiny_mimic / "hosp" / "prescriptions.csv.gz").unlink()
     with pytest.raises(DataError, match="prescriptions"):
-        stage.run(params, tmp_path / "p")
+        run(params, tmp_path / "p")
 
 
 def test_demo_source_reads_raw_dir(tmp_path: Path, params: dict, tiny_mimic: Path) -> None:
     params["data"] = {**params["data"], "source": "demo", "raw_dir": str(tiny_mimic)}
-    assert stage.run(params, tmp_path / "p")["cohort_stays"] == 2
+    assert run(params, tmp_path / "p")["cohort_stays"] == 2
 
 
 def test_trajectories_source(tmp_path: Path, params: dict) -> None:
     first = tmp_path / "first"
-    stage.run(params, first)
+    run(params, first)
     df = pd.concat([pd.read_parquet(first / "data" / "trajectories" / f"{s}.parquet") for s in SPLITS])
     user = tmp_path / "mine.parquet"
     df.drop(columns="split").to_parquet(user, index=False)
     params["data"] = {**params["data"], "source": "trajectories", "trajectories_path": str(user)}
-    m = stage.run(params, tmp_path / "p")
+    m = run(params, tmp_path / "p")
     assert (m["source"], m["cohort_stays"], m["rows"]) == ("trajectories", 2, 5)
     out = pd.concat([pd.read_parquet(tmp_path / "p" / "data" / "trajectories" / f"{s}.parquet") for s in SPLITS])
     check_trajectories(out)
@@ -99,11 +113,49 @@ def test_trajectories_source(tmp_path: Path, params: dict) -> None:
     broken = df.drop(columns=["split", "next_spo2"])
     broken.to_parquet(user, index=False)
     with pytest.raises(DataError, match="next_spo2"):
-        stage.run(params, tmp_path / "p")
+        run(params, tmp_path / "p")
     pd.concat([df, df.iloc[[0]]]).drop(columns="split").to_parquet(user, index=False)
     with pytest.raises(DataError, match=r"duplicate \(stay_key, step\)"):
-        stage.run(params, tmp_path / "p")
+        run(params, tmp_path / "p")
     assert hashes(tmp_path / "p") == before
+
+
+@pytest.mark.parametrize("report", ["missing", "failed", "other_source", "garbage"])
+def test_refuses_without_a_passing_raw_validation(tmp_path: Path, params: dict, report: str) -> None:
+    root = tmp_path / "p"
+    run(params, root)
+    before = hashes(root)
+    path = root / stage.RAW_VALIDATION
+    if report == "missing":
+        path.unlink()
+        match = "no raw-validation report.*validate-raw"
+    elif report == "failed":
+        path.write_text(json.dumps({"success": False, "source": "mimic-iv", "n_failed": 3}))
+        match = r"raw tables failed validation \(3 failed"
+    elif report == "other_source":
+        path.write_text(json.dumps({"success": True, "source": "demo", "n_failed": 0}))
+        match = "is for data.source 'demo', not 'mimic-iv'"
+    else:
+        path.write_text("{not json")
+        match = "unreadable raw-validation report"
+    with pytest.raises(DataError, match=match):
+        stage.run(params, root)
+    assert hashes(root) == before
+
+
+def test_corrupt_csv_gz_mid_file_is_one_line_naming_it(tmp_path: Path, params: dict, tiny_mimic: Path,
+                                                      mimic_tables, write_mimic) -> None:
+    # a gzip stream cut after the header and the sampled rows passes registration; reading it all then fails
+    ce = mimic_tables["chartevents"]
+    big = pd.concat([ce] * 8000, ignore_index=True)  # 32 000 rows: beyond the 20 480 sniffed
+    write_mimic(tiny_mimic, {"chartevents": big})
+    path = tiny_mimic / "icu" / "chartevents.csv.gz"
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.8)])
+    with pytest.raises(DataError) as err:
+        run(params, tmp_path / "p")
+    msg = str(err.value)
+    assert "chartevents.csv.gz" in msg and "\n" not in msg
+    assert "SELECT" not in msg and "LINE 1" not in msg and "read_csv" not in msg
 
 
 def test_real_data_keys_use_the_secret_salt_and_errors_name_stays_by_key(
@@ -115,14 +167,14 @@ def test_real_data_keys_use_the_secret_salt_and_errors_name_stays_by_key(
     secret = "cohort-stage-secret-salt-42"
     monkeypatch.setenv("OGSRL_SALT", secret)
     root = tmp_path / "p"
-    stage.run(params, root)
+    run(params, root)
     keys = set(pd.concat([pd.read_parquet(root / "data/trajectories" / f"{s}.parquet") for s in SPLITS])["stay_key"])
     assert keys == set(salted_hash([101, 601], secret))  # not the params salt
     # a stale fingerprint file (recorded for another salt) stops the stage: DVC's record would be wrong
     privacy.write_fingerprint(params, root)
     monkeypatch.setenv("OGSRL_SALT", secret[::-1])
     with pytest.raises(ConfigError, match="salt-fingerprint.json does not match"):
-        stage.run(params, root)
+        run(params, root)
     monkeypatch.setenv("OGSRL_SALT", secret)
     # the cohort SQL reports duplicate stays by id: they reach the user as salted keys
     icu = mimic_tables["icustays"]

@@ -59,3 +59,22 @@ def test_connect_rejects_bad_settings() -> None:
         views.connect("lots")
     with pytest.raises(ValueError, match="threads"):
         views.connect("1GB", 0)
+
+
+def test_read_failure_after_registration_is_one_line_naming_the_file(tmp_path: Path, con) -> None:
+    # a malformed row far beyond the sniffed sample: registration passes, the first full read fails
+    tabs = tiny_tables()
+    _write_dir(tmp_path, tabs, "csv.gz")
+    ce = tabs["chartevents"]
+    lines = ce.to_csv(index=False, date_format="%Y-%m-%d %H:%M:%S").splitlines()
+    body = lines[1:] * 3000
+    body[-5] += ",2180-01-01 07:07:07,99999"     # one extra field, with a timestamp and an id-like value
+    path = tmp_path / "icu" / "chartevents.csv.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write("\n".join([lines[0], *body]) + "\n")
+    views.register_directory(con, tmp_path, required=views.STATE_TABLES)
+    with pytest.raises(DataError) as err:
+        views.run_query(con, "SELECT count(*) FROM chartevents").fetchall()
+    msg = str(err.value)
+    assert msg.startswith(f"cannot read {path}") and "\n" not in msg
+    assert "99999" not in msg and "07:07:07" not in msg and "SELECT" not in msg and "LINE 1" not in msg

@@ -143,8 +143,11 @@ def test_lineage_resolves_every_link_and_verify_catches_an_altered_file(
     assert "gate=promoted" in out["text"] and commit in out["text"]
     assert out["verified"] is True and out["differences"] == []
 
-    with pytest.raises(ValueError, match="cannot resolve models:/ogsrl-policy@nope"):
+    with pytest.raises(ValueError, match=r"cannot resolve models:/ogsrl-policy@nope: .* model 'ogsrl-policy' has "
+                                         r"@champion \(version 1\)"):
         stage.lineage(params, root, "models:/ogsrl-policy@nope")
+    with pytest.raises(ValueError, match="no registered model 'other-model' here"):
+        stage.lineage(params, root, "models:/other-model@champion")
 
     (root / "data/trajectories/test.parquet").write_text("tampered")
     out = stage.lineage(params, root, "models:/ogsrl-policy/1", verify=True)

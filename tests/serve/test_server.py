@@ -154,3 +154,5 @@ def test_serves_the_registered_champion(tmp_path: Path, monkeypatch: pytest.Monk
     assert body["predictions"][0]["predicted_costs"] == {"cost_spo2_low": pytest.approx(0.06)}
     assert body["predictions"][1]["defer_to_clinician"] is True
     assert meta["guardian"]["alpha_c"] == 0.95
+    with pytest.raises(ValueError, match=r"cannot resolve models:/ogsrl-policy@nope: .*has @champion \(version 1\)"):
+        srv.build_server({**params, "serve": {"port": 0, "model_uri": "models:/ogsrl-policy@nope"}}, root)

@@ -76,8 +76,16 @@ def test_written_tables_have_the_schema_and_dictionary_rows(small_sim: E.SimResu
         assert written <= items, (name, written - items)
         assert written, name
     labs = set(small_sim.tables["labevents"].column("itemid").to_pylist())
-    assert labs == set(F.LAB_ITEMS)
+    assert labs == set(F.LAB_ITEMS) | {52033}
     assert labs <= set(T.d_labitems().column("itemid").to_pylist())
+    # every blood gas carries its specimen type on the same specimen_id: 'ART.' (arterial), no value number
+    lab = small_sim.tables["labevents"].to_pandas()
+    spec = lab[lab["itemid"] == 52033]
+    assert (spec["value"] == "ART.").all() and spec["valuenum"].isna().all()
+    gas = set(lab.loc[lab["itemid"] == 50821, "specimen_id"])
+    assert gas and gas == set(spec["specimen_id"]) and not spec["specimen_id"].duplicated().any()
+    numeric = lab[lab["itemid"] != 52033]
+    assert numeric["value"].notna().all() and numeric["valuenum"].notna().all()
     chart = set(small_sim.tables["chartevents"].column("itemid").to_pylist())
     assert chart <= set(F.CHART_ITEMS)
     assert {220045, 220277, 223761, 223762, 223835, 226512} <= chart

@@ -133,6 +133,27 @@ def test_guard_penalises_and_ends(tiny_model: WorldModel, starts: np.ndarray) ->
         bad.step(act)
 
 
+def test_guard_charges_ood_cost_for_the_steps_left(tiny_model: WorldModel, starts: np.ndarray) -> None:
+    horizons = np.full(len(starts), 5, dtype=np.int64)
+    horizons[0] = 3
+    env = WorldModelEnv(_never_die(tiny_model), starts[[0, 1]], num_envs=2,
+                        cfg=EnvConfig(horizon=5, ood_penalty=-25.0, ood_cost=0.5),
+                        guard=lambda obs, act: act[:, 0] < 1000.0, horizons=horizons[[0, 1]],
+                        ood_cost_rates=np.linspace(1.0, 2.0, len(tiny_model.layout.cost_names)))
+    env.reset(seed=0)
+    start = env._limit.copy()  # steps each row may play: 3 or 5
+    env.step(np.array([[100, 0], [100, 0]], np.float32))  # t = 0 → 1, both inside
+    _, _, term, _, info = env.step(np.array([[5000, 0], [5000, 0]], np.float32))  # t = 1: both rejected
+    assert term.all()
+    n_cost = info["cost"].shape[1]
+    rates = np.linspace(1.0, 2.0, n_cost)
+    np.testing.assert_allclose(info["cost"], 0.5 * (start - 1)[:, None] * rates[None, :], rtol=1e-6)
+    with pytest.raises(ValueError, match="ood_cost"):
+        EnvConfig(ood_cost=-1.0)
+    with pytest.raises(ValueError, match="ood_cost_rates"):
+        WorldModelEnv(tiny_model, starts, 2, EnvConfig(), ood_cost_rates=[-1.0] * n_cost)
+
+
 def test_rollout_seeded_and_consistent(tiny_model: WorldModel, starts: np.ndarray) -> None:
     cfg = EnvConfig(horizon=6, mode="random_elite", cost_mode="sample")
     r1 = rollout(WorldModelEnv(tiny_model, starts, 32, cfg), _behaviour, seed=4)
@@ -205,3 +226,16 @@ def test_episode_elite_keeps_one_member_per_episode(tiny_model: WorldModel, star
         m.step(obs, act, "episode_elite", np.random.default_rng(0))
     with pytest.raises(ValueError, match="episode_elite needs member"):
         m.step(obs, act, "episode_elite", np.random.default_rng(0), member=np.full(64, 99))
+
+
+def test_cost_mode_max_is_the_most_pessimistic_elite(tiny_model: WorldModel, starts: np.ndarray) -> None:
+    act = np.tile(np.array([[300.0, 0.05]], np.float32), (8, 1))
+    steps = {}
+    for mode in ("prob", "max"):
+        env = WorldModelEnv(tiny_model, starts, 8, EnvConfig(horizon=3, mode="mean", cost_mode=mode))
+        obs, _ = env.reset(seed=3)
+        steps[mode] = env.step(act)[4]["cost"]
+    probs = tiny_model.predict(obs, act).cost_prob[tiny_model.elites]  # (E, B, C)
+    np.testing.assert_allclose(steps["prob"], probs.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(steps["max"], probs.max(0), rtol=1e-5)
+    assert (steps["max"] >= steps["prob"] - 1e-7).all() and (steps["max"] > steps["prob"] + 1e-4).any()
