@@ -39,9 +39,14 @@ TINY_ONPOLICY = {"iterations": 2, "num_envs": 64, "critic_epochs": 1}
 
 
 def _tiny_params(**overrides: Any) -> dict[str, Any]:
-    """The repository's params.yaml with a tiny demo (``synth.stays`` = 40) and dotted-key overrides applied."""
+    """The repository's params.yaml with a tiny demo (``synth.stays`` = 40, a guardian certificate those few stays
+    can support) and dotted-key overrides applied."""
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
     params.setdefault("synth", {})["stays"] = TINY_STAYS
+    # ~7 validation stays: a 0.95 / δ 0.05 stay-level PAC certificate needs 59 (docs/guardian.md); 0.7 / 0.2 needs 5
+    params["guardian"]["calibration"] = {**params["guardian"]["calibration"], "alpha_c": 0.7, "delta": 0.2}
+    # ~290 fit rows: fewer than the 351 monomials of degree 2 in the 25 guardian inputs
+    params["guardian"]["christoffel"] = {**params["guardian"]["christoffel"], "degree": 1}
     # 40 stays chart ~30 °F temperatures: one simulated charting error (documented rate 0.3 %) is already 3.3 %,
     # over the 3 % the raw gate tolerates on full-size data; the tiny demo tests the pipeline, not that threshold
     params.setdefault("validation", {})["range_mostly"] = 0.9

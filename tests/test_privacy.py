@@ -200,11 +200,12 @@ def test_real_data_run_leaves_no_ids_timestamps_or_salt(tmp_path: Path, make_par
         "guardian.calibration.rule": "conformal", "guardian.kde.max_eval": 200, "guardian.volume_samples": 1000,
         "guardian.ood_samples": 100, "guardian.extreme_policy_stays": 5,
         "world.model.n_members": 2, "world.model.n_elites": 2, "world.model.hidden": [16], "world.model.max_epochs": 2,
-        "world.eval.n_samples": 10, "policies.runs": {"soc": {"algorithm": "bc", "state": "paper"}},
+        "world.eval.n_samples": 10,
         "policies.algorithms.bc.max_epochs": 2, "policies.model_eval_episodes": 16, "ope.n_boot": 100,
         "ope.behaviour.max_epochs": 2, "registry.run": "soc",
         "mlflow.tracking_uri": "", "mlflow.experiment": "privacy",
     })
+    params["policies"]["runs"] = {"soc": params["policies"]["runs"]["soc"]}  # the clinicians' clone only
     write_params(root, params)
     secret = "e2e-" + os.urandom(16).hex()
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OGSRL_SALT=secret, PREFECT_HOME=str(tmp_path / ".prefect"),
