@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Literal
 
 import cvxpy as cp
 import numpy as np
@@ -86,6 +87,9 @@ class Config:
     """critic minibatch size (rows)"""
     log_every: int = 5
     """iterations between progress log lines"""
+    keep: Literal["best_feasible", "last"] = "best_feasible"
+    """iterate returned under cost limits: the best feasible one measured on its batch (``op.FeasibleIterate``; the
+    final iterate gets one extra batch), or the last (TRPO always returns the last)"""
 
     def __post_init__(self) -> None:
         op.check_config(self, positive=("iterations", "num_envs", "horizon", "components", "target_kl", "cg_iters",
@@ -371,12 +375,14 @@ def train(config: Config, make_env: op.MakeEnv, feature_names: tuple[str, ...], 
     env = make_env(config.num_envs, seed)
     history: list[dict[str, float]] = []
     progress = op.ProgressLog(label, config.iterations, cost_names, limits, config.log_every)
+    keeper = op.FeasibleIterate(limits)
     for it in range(config.iterations):
         t0 = time.perf_counter()
         with torch.no_grad():
             ro = op.collect(env, actor, rng, config.horizon, next_seed(), len(cost_names))
         t_rollout = time.perf_counter() - t0
         batch, xin, targets = op.prepare(ro, actor, critics, config.horizon, discount, config.lam)
+        keeper.offer(actor, it, batch.reward_return, batch.cost_return)
         diag = _update(config, actor, batch, limits, constrained)
         v_loss = op.fit_critics(critics, optim, xin, targets, config.critic_epochs, config.critic_batch_size, gen)
         row = {"step": float(it + 1), "iteration": float(it), "reward_return": batch.reward_return,
@@ -385,13 +391,22 @@ def train(config: Config, make_env: op.MakeEnv, feature_names: tuple[str, ...], 
                "seconds_rollout": t_rollout}
         history.append(row)
         progress(row)
+    selected: dict[str, float] = {}
+    if constrained and config.keep == "best_feasible":
+        final = op.evaluate(env, actor, rng, config.horizon, next_seed(), cost_names, discount)
+        keeper.offer(actor, config.iterations, final["return"],
+                     np.array([final[f"cost_return/{n}"] for n in cost_names]))
+        selected = keeper.restore(actor)
+        log.info("%s: keeping iterate %d (%s, batch return %.2f)", label, int(selected["train/selected_iteration"]),
+                 "feasible" if selected["train/selected_feasible"] else "least violating",
+                 selected["train/selected_return"])
     seconds = progress.summary(history)
     last = history[-1]
     metrics = {"train/iterations": float(config.iterations), "train/seconds": seconds,
                "train/iterations_per_s": config.iterations / max(seconds, 1e-9),
                "train/return": last["reward_return"],
                **{f"train/cost_return/{n}": last[f"cost_return/{n}"] for n in cost_names},
-               "train/kl": last["kl"]}
+               "train/kl": last["kl"], **selected}
     return actor.eval(), metrics, history
 
 

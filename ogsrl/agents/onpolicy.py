@@ -445,13 +445,46 @@ class ProgressLog:
         return seconds
 
 
+class FeasibleIterate:
+    """Keeps the policy iterate a constrained learner returns: the highest batch reward return among the iterates whose
+    every batch cost return is within its limit, else the one with the smallest total relative violation
+    Σᵢ max(0, Jᵢ − dᵢ) / max(dᵢ, ε). An on-policy learner's last iterate oscillates around the constraint boundary
+    (the last update may step out of the feasible set), so the last iterate is not what a constrained learner should
+    hand over. Each candidate is measured on the batch it generated (the batch drawn before its update)."""
+
+    def __init__(self, limits: FloatArray) -> None:
+        self.limits = np.asarray(limits, dtype=np.float64)
+        self.best: dict[str, Any] | None = None
+        self._key: tuple[int, float] | None = None
+
+    def offer(self, actor: HurdleActor, iteration: int, reward_return: float, cost_return: FloatArray) -> None:
+        """Consider ``actor`` (its current weights), measured by ``reward_return`` and ``cost_return`` (C,)."""
+        cost = np.asarray(cost_return, dtype=np.float64)
+        violation = float((np.maximum(cost - self.limits, 0.0) / np.maximum(self.limits, 1e-9)).sum())
+        feasible = violation == 0.0
+        key = (1, float(reward_return)) if feasible else (0, -violation)
+        if self._key is None or key > self._key:
+            self._key = key
+            self.best = {"state": copy.deepcopy(actor.state_dict()), "iteration": iteration, "feasible": feasible,
+                         "return": float(reward_return), "cost_return": cost.tolist()}
+
+    def restore(self, actor: HurdleActor) -> dict[str, float]:
+        """Load the kept iterate into ``actor``; returns ``train/selected_*`` metrics."""
+        if self.best is None:
+            raise RuntimeError("no iterate was offered")
+        actor.load_state_dict(self.best["state"])
+        return {"train/selected_iteration": float(self.best["iteration"]),
+                "train/selected_feasible": float(self.best["feasible"]),
+                "train/selected_return": self.best["return"]}
+
+
 def seed_stream(seed: int) -> Callable[[], int]:
     """Deterministic per-iteration seeds for env resets drawn from ``seed``."""
     gen = np.random.default_rng(np.random.SeedSequence([seed, 7919]))
     return lambda: int(gen.integers(2**31 - 1))
 
 
-__all__ = ["Batch", "MakeEnv", "ProgressLog", "Rollout", "ValueCritics", "actor_params", "check_config",
+__all__ = ["Batch", "FeasibleIterate", "MakeEnv", "ProgressLog", "Rollout", "ValueCritics", "actor_params", "check_config",
            "check_fit_inputs", "collect", "conjugate_gradient", "critic_inputs", "episode_returns", "evaluate",
            "fisher_product", "fit_critics", "flat_grad", "fresh_actor", "gae", "hurdle_kl", "initial_actor",
            "log_prob_scaled", "normalised", "prepare", "seed_stream", "set_flat"]

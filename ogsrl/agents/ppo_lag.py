@@ -23,6 +23,7 @@ import copy
 import logging
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -80,6 +81,9 @@ class Config:
     """critic minibatch size (rows)"""
     log_every: int = 5
     """iterations between progress log lines"""
+    keep: Literal["best_feasible", "last"] = "best_feasible"
+    """iterate returned under cost limits: the best feasible one measured on its batch (``op.FeasibleIterate``; the
+    final iterate gets one extra batch), or the last (TRPO always returns the last)"""
 
     def __post_init__(self) -> None:
         op.check_config(self, positive=("iterations", "num_envs", "horizon", "components", "actor_lr",
@@ -156,12 +160,14 @@ def train(config: Config, make_env: op.MakeEnv, feature_names: tuple[str, ...], 
     multipliers = np.full(len(cost_names), config.init_multiplier)
     history: list[dict[str, float]] = []
     progress = op.ProgressLog(label, config.iterations, cost_names, limits, config.log_every)
+    keeper = op.FeasibleIterate(limits)
     for it in range(config.iterations):
         t0 = time.perf_counter()
         with torch.no_grad():
             ro = op.collect(env, actor, rng, config.horizon, next_seed(), len(cost_names))
         t_rollout = time.perf_counter() - t0
         batch, xin, targets = op.prepare(ro, actor, critics, config.horizon, discount, config.lam)
+        keeper.offer(actor, it, batch.reward_return, batch.cost_return)
         multipliers = update_multipliers(multipliers, batch.cost_return, limits, config.multiplier_lr)
         diag = _update(config, actor, actor_optim, batch, multipliers, gen)
         v_loss = op.fit_critics(critics, critic_optim, xin, targets, config.critic_epochs,
@@ -173,6 +179,15 @@ def train(config: Config, make_env: op.MakeEnv, feature_names: tuple[str, ...], 
                "seconds_rollout": t_rollout}
         history.append(row)
         progress(row)
+    selected: dict[str, float] = {}
+    if True and config.keep == "best_feasible":
+        final = op.evaluate(env, actor, rng, config.horizon, next_seed(), cost_names, discount)
+        keeper.offer(actor, config.iterations, final["return"],
+                     np.array([final[f"cost_return/{n}"] for n in cost_names]))
+        selected = keeper.restore(actor)
+        log.info("%s: keeping iterate %d (%s, batch return %.2f)", label, int(selected["train/selected_iteration"]),
+                 "feasible" if selected["train/selected_feasible"] else "least violating",
+                 selected["train/selected_return"])
     seconds = progress.summary(history)
     last = history[-1]
     metrics = {"train/iterations": float(config.iterations), "train/seconds": seconds,
@@ -180,7 +195,7 @@ def train(config: Config, make_env: op.MakeEnv, feature_names: tuple[str, ...], 
                "train/return": last["reward_return"],
                **{f"train/cost_return/{n}": last[f"cost_return/{n}"] for n in cost_names},
                **{f"train/multiplier/{n}": float(v) for n, v in zip(cost_names, multipliers)},
-               "train/kl": last["kl"]}
+               "train/kl": last["kl"], **selected}
     return actor.eval(), metrics, history
 
 

@@ -167,3 +167,25 @@ def test_progress_logs_every_k_iterations_and_a_summary(caplog: pytest.LogCaptur
                                                            "gmb_cpo seed 1: it 7/7"]
     assert "cost spo2_low 2.50/2.00" in lines[0] and "ETA" in lines[0]
     assert lines[3].startswith("gmb_cpo seed 1: 7 iterations in") and len(lines) == 4
+
+
+def test_feasible_iterate_keeps_the_best_feasible_else_the_least_violating() -> None:
+    actor = _policy()
+    keeper = op.FeasibleIterate(np.array([1.0, 4.0]))
+    weights = []
+    for it, (ret, cost) in enumerate([(-50.0, [1.2, 3.0]), (-60.0, [0.9, 4.0]), (-40.0, [0.5, 4.5]),
+                                      (-55.0, [1.0, 3.9])]):
+        with torch.no_grad():
+            next(actor.net.parameters()).add_(1.0)
+        weights.append(next(actor.net.parameters()).detach().clone())
+        keeper.offer(actor, it, ret, np.array(cost))
+    out = keeper.restore(actor)
+    assert out == {"train/selected_iteration": 3.0, "train/selected_feasible": 1.0, "train/selected_return": -55.0}
+    torch.testing.assert_close(next(actor.net.parameters()), weights[3])
+    # nothing feasible: the smallest total relative violation (0.1/1 + 0 < 0 + 1/4)
+    keeper = op.FeasibleIterate(np.array([1.0, 4.0]))
+    keeper.offer(actor, 0, -10.0, np.array([1.0, 5.0]))
+    keeper.offer(actor, 1, -90.0, np.array([1.1, 4.0]))
+    assert keeper.restore(actor)["train/selected_iteration"] == 1.0
+    with pytest.raises(RuntimeError, match="no iterate"):
+        op.FeasibleIterate(np.array([1.0])).restore(actor)

@@ -19,10 +19,10 @@ def test_multipliers_ascend_on_violation_and_stay_non_negative() -> None:
     np.testing.assert_allclose(lam, [0.5, 0.0, 1.0])
 
 
-def _fit(iterations: int, seed: int = 0, multiplier_lr: float = 1.0):  # noqa: ANN202
+def _fit(iterations: int, seed: int = 0, multiplier_lr: float = 1.0, keep: str = "best_feasible"):  # noqa: ANN202
     """(actor, metrics, history, evaluation of the trained actor in 256 fresh toy episodes)"""
     cfg = ppo_lag.Config(iterations=iterations, num_envs=256, horizon=5, critic_hidden=(16, 16), minibatch_size=256,
-                         actor_lr=1e-3, multiplier_lr=multiplier_lr)
+                         actor_lr=1e-3, multiplier_lr=multiplier_lr, keep=keep)
     init = ENV(200, 0).reset(seed=0)[0]
     actor = op.fresh_actor(toy_cmdp.FEATURES, (16, 16), 1, init, seed)
     actor, metrics, history = ppo_lag.train(cfg, ENV, toy_cmdp.FEATURES, toy_cmdp.COSTS, LIMITS, actor, seed)
@@ -40,8 +40,10 @@ def test_ppo_lag_improves_and_keeps_the_limits_on_average(one_thread: None) -> N
     for j, name in enumerate(toy_cmdp.COSTS):
         assert np.mean([h[f"cost_return/{name}"] for h in late]) <= LIMITS[j] + 0.1
     assert max(h["multiplier/fluid_load"] for h in history) > 0  # the fluid limit was hit and priced
-    # without multiplier updates the same run is plain PPO and overspends
-    _, _, _, free = _fit(25, multiplier_lr=0.0)
+    assert metrics["train/selected_feasible"] == 1.0
+    assert ev["cost_return/fluid_load"] <= LIMITS[0] + 0.1  # the kept iterate, on fresh episodes
+    # without multiplier updates (and keeping the last iterate) the same run is plain PPO and overspends
+    _, _, _, free = _fit(25, multiplier_lr=0.0, keep="last")
     assert free["cost_return/fluid_load"] > LIMITS[0] + 0.5
 
 
