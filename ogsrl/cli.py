@@ -38,6 +38,8 @@ STAGES: dict[str, tuple[str, str]] = {
     "fit-world-model": ("ogsrl.world.stage", "run"),
     "calibrate-guardian": ("ogsrl.guardian.stage", "run"),
     "train-policies": ("ogsrl.agents.stage", "run"),
+    "fit-behaviour": ("ogsrl.ope.stage", "run_behaviour"),
+    "simulate-truth": ("ogsrl.ope.stage", "run_truth"),
     "evaluate": ("ogsrl.ope.stage", "run"),
 }
 """Stage command → (module, function). DVC stage names are the same with ``_`` for ``-``."""
@@ -56,7 +58,9 @@ STAGE_HELP = {
     "fit-world-model": "fit the ensemble world model",
     "calibrate-guardian": "fit and calibrate the guardian (support estimate + certificate)",
     "train-policies": "train the configured policies",
-    "evaluate": "off-policy evaluation of the trained policies",
+    "fit-behaviour": "fit the clinicians' action density π̂_b for importance weights → data/models/behaviour",
+    "simulate-truth": "demo: true values of the behaviour policy and every trained policy by simulation (cached)",
+    "evaluate": "off-policy evaluation of the trained policies (WIS, PDWIS, FQE, DR, WDR)",
 }
 
 SOURCE_FILE = "SOURCE.json"

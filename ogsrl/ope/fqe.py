@@ -58,7 +58,7 @@ class Config:
     """rows per minibatch"""
     mc_actions: int = 8
     """draws a' ~ π_e(·|s) per state for E_{π_e}[Q(s, a')]"""
-    refits: int = 4
+    refits: int = 3
     """critics refitted on stay-bootstrap resamples of the fitting split, for the FQE interval (0: none)"""
     action: ActionKind = "continuous"
     """continuous (Q of the 2-D dose) | binned (tabular head over the 5 × 5 action_bin grid)"""

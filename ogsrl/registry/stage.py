@@ -22,6 +22,7 @@ from typing import Any
 
 from ogsrl import config
 from ogsrl.io import write_json
+from ogsrl.ope.estimate import Estimate
 from ogsrl.registry import gate as gate_mod
 from ogsrl.registry import lineage as lineage_mod
 from ogsrl.registry.tracking import resolve_tracking_uri, tracking_config
@@ -111,10 +112,10 @@ def mlflow_client(params: Mapping[str, Any], root: Path, tracking_uri: str | Non
 # ---- evidence ---------------------------------------------------------------------------------------------------
 
 
-def _interval(metrics: Mapping[str, Any], key: str) -> gate_mod.Interval | None:
+def _interval(metrics: Mapping[str, Any], key: str) -> Estimate | None:
     try:
-        return gate_mod.Interval(float(metrics[f"{key}/value"]), float(metrics[f"{key}/ci_low"]),
-                                 float(metrics[f"{key}/ci_high"]))
+        return Estimate(float(metrics[f"{key}/value"]), float(metrics[f"{key}/ci_low"]),
+                        float(metrics[f"{key}/ci_high"]), float(metrics.get(f"{key}/ess", float("nan"))))
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -343,6 +344,7 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
         "registry/guardian_bundled": reg["guardian_bundled"],
         "registry/cost_model_bundled": reg["cost_model_bundled"],
         "registry/promoted": dec["promote"],
+        "registry/outcome": dec["outcome"],
         "registry/summary": dec["summary"],
         **{f"gate/{c['name']}": c["passed"] for c in dec["checks"]},
         "next/lineage": f"ogsrl lineage models:/{cfg.model_name}@{gate_mod.CHAMPION} --verify",
