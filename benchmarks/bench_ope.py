@@ -110,8 +110,17 @@ def rule_clone(rule: Any, q: float, train: pd.DataFrame, val: pd.DataFrame, cfg:
     return pol
 
 
-def build_policies(root: Path, params: dict, train: pd.DataFrame, val: pd.DataFrame) -> dict[str, Any]:
+def build_policies(root: Path, params: dict, train: pd.DataFrame, val: pd.DataFrame, work: Path) -> dict[str, Any]:
     pols: dict[str, Any] = {}
+
+    def cached(name: str, make: Any) -> SavedPolicy:  # rule clones are saved in the work directory
+        d = work / "policies" / name
+        if (d / "config.json").is_file():
+            return SavedPolicy.load(d)
+        pol = make()
+        pol.save(d)
+        return pol
+
     pdir = root / "data/models/policies"
     for run in sorted(p.name for p in pdir.iterdir() if p.is_dir()) if pdir.is_dir() else []:
         for sd in sorted((pdir / run).iterdir()):
@@ -123,9 +132,10 @@ def build_policies(root: Path, params: dict, train: pd.DataFrame, val: pd.DataFr
         for i, sigma in enumerate((0.05, 0.15, 0.3)):
             pols[f"soc_noise{sigma}"] = noisy(soc, sigma, 100 + i)
     cfg = ope_stage.ope_config(params).behaviour
-    pols["heuristic0.5"] = rule_clone(synth_policies.HeuristicPolicy(), 0.5, train, val, cfg, 7)
-    pols["heuristic1.0"] = rule_clone(synth_policies.HeuristicPolicy(), 1.0, train, val, cfg, 8)
-    pols["bestknown0.5"] = rule_clone(synth_policies.best_known_policy(), 0.5, train, val, cfg, 9)
+    heur, best = synth_policies.HeuristicPolicy(), synth_policies.best_known_policy()
+    pols["heuristic0.5"] = cached("heuristic0.5", lambda: rule_clone(heur, 0.5, train, val, cfg, 7))
+    pols["heuristic1.0"] = cached("heuristic1.0", lambda: rule_clone(heur, 1.0, train, val, cfg, 8))
+    pols["bestknown0.5"] = cached("bestknown0.5", lambda: rule_clone(best, 0.5, train, val, cfg, 9))
     pols["mix_clinician_clone_heuristic1.0"] = Mixture(clone, pols["heuristic1.0"])
     pols["mix_clinician_clone_bestknown0.5"] = Mixture(clone, pols["bestknown0.5"])
     return pols
@@ -276,7 +286,7 @@ def main() -> None:
     train, _ = common.read_split(root / "data/trajectories/train.parquet")
     val, meta = common.read_split(root / "data/trajectories/val.parquet")
     targets = ["return", *meta["cost_columns"]]
-    pols = build_policies(root, params, train, val)
+    pols = build_policies(root, params, train, val, args.work)
     out_json = HERE / "results" / f"{args.out}.json"
     result: dict[str, Any] = json.loads(out_json.read_text()) if out_json.is_file() else {}
     needed = list(pols) if args.rank else []
