@@ -6,11 +6,14 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ogsrl.ope.estimate import Estimate, pad_by_stay, policy_seed
+
+ROOT = str(Path(__file__).resolve().parents[2])  # this checkout's ogsrl, not an installed one
 
 
 def test_estimate_round_trip_and_covers() -> None:
@@ -36,5 +39,5 @@ def test_policy_seed_is_stable_and_keyed() -> None:
     code = ("import numpy as np; from ogsrl.ope.estimate import policy_seed; "
             "print(repr(np.random.default_rng(policy_seed(42, 'soc/seed42')).random()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONHASHSEED": "123"}).stdout.strip()
+                         env={**os.environ, "PYTHONHASHSEED": "123", "PYTHONPATH": ROOT}).stdout.strip()
     assert float(out) == a[0]
