@@ -275,7 +275,28 @@ def main() -> None:
     ap.add_argument("--fqe-refits", type=int, default=None, help="override ope.fqe.refits")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_ope"))
     ap.add_argument("--out", default="ope")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the .md page from the saved .json")
     args = ap.parse_args()
+    if args.report_only:  # from the saved .json, or a partial coverage run's per-dataset file
+        saved = HERE / "results" / f"{args.out}.json"
+        result = json.loads(saved.read_text()) if saved.is_file() else {}
+        parts = sorted(args.work.glob(f"coverage_{args.out}*.json"))  # runs split over seed ranges
+        if parts:
+            cov = {k: v for part in parts for k, v in json.loads(part.read_text()).items()}
+            names = [n for n in args.coverage_policies.split(",") if n]
+            truths = {n: json.loads((args.work / "truth" / f"{n.replace('/', '__')}_{args.truth_episodes}_"
+                                     f"{args.truth_seed}.json").read_text()) for n in names}
+            targets = ["return", *sorted({k.split("/", 1)[1] for ds in cov.values() for r in ds.values()
+                                          for k in r["estimates"] if k.split("/", 1)[1].startswith("cost_")})]
+            result["truth"] = {**result.get("truth", {}), **truths}
+            result["coverage"] = {"datasets": len(cov), "stays": args.stays, "policies": names,
+                                  "summary": summarise_coverage(cov, truths, targets)}
+            result.setdefault("meta", {"date": dt.date.today().isoformat(), "command": " ".join(sys.argv),
+                                       "seconds": float("nan"), "truth_episodes": args.truth_episodes,
+                                       "truth_seed": args.truth_seed, "fqe": None})
+            saved.write_text(json.dumps(result, indent=1, default=float))
+        write_report(result, args)
+        return
     root = args.root.resolve()
     params = load_params(root / "params.yaml")
     if args.fqe_refits is not None:
@@ -302,9 +323,9 @@ def main() -> None:
     if args.datasets:
         names = [n for n in args.coverage_policies.split(",") if n]
         cov: dict[str, Any] = {}
-        part = args.work / f"coverage_{args.out}.json"
-        if part.is_file():
-            cov = json.loads(part.read_text())
+        parts = sorted(args.work.glob(f"coverage_{args.out}*.json"))  # runs split over seed ranges
+        if parts:
+            cov = {k: v for part in parts for k, v in json.loads(part.read_text()).items()}
         for i in range(args.datasets):
             seed = args.first_seed + i
             if str(seed) in cov:
@@ -321,13 +342,33 @@ def main() -> None:
                       "truth_seed": args.truth_seed, "fqe": params["ope"].get("fqe")}
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(result, indent=1, default=float))
-    md = [f"# OPE against simulator truth ({result['meta']['date']})", "", f"Command: `{result['meta']['command']}`", ""]
+    write_report(result, args)
+
+
+def write_report(result: dict[str, Any], args: argparse.Namespace) -> None:
+    import os
+    import platform
+
+    md = [f"# OPE against simulator truth (`benchmarks/bench_ope.py`, {result['meta']['date']})", "",
+          f"Command: `{result['meta']['command']}`", "",
+          f"Machine: {platform.machine()}, {os.cpu_count()} CPUs shared with other jobs, one torch thread; "
+          f"{result['meta']['seconds']:.0f} s in all. Truth: `ogsrl truth` code, cohort population, "
+          f"{result['meta']['truth_episodes']} patients per policy, seed {result['meta']['truth_seed']} (never an "
+          f"OPE seed). Estimates use "
+          f"the project's params (ope.fqe: {json.dumps(result['meta']['fqe'])}).", ""]
     if "rank" in result:
         md += ["## Ranking and selection (project test split)", "",
                table(result["rank"]["summary"], ["target", "estimator", "policies", "median_rel_error", "spearman",
                                                  "regret", "selected"]), ""]
-        md += ["True values: " + ", ".join(f"{n} {result['truth'][n]['return']:.1f}" for n in result["rank"][
-            "policies"]), ""]
+        pr = result["rank"]["policies"]
+        rows = [{"policy": n, "true return": result["truth"][n]["return"],
+                 "true cost_total": result["truth"][n]["cost_return_cost_total"],
+                 "ESS": pr[n]["estimates"].get("fqe/return", {}).get("ess", float("nan")),
+                 **{e: pr[n]["estimates"].get(f"{e}/return", {}).get("value", float("nan"))
+                    for e in ("wis_clip", "pdwis_clip", "fqe", "dr", "wdr")}} for n in pr]
+        md += ["Per policy (reward return; estimates' point values):", "",
+               table(rows, ["policy", "true return", "true cost_total", "ESS", "wis_clip", "pdwis_clip", "fqe",
+                            "dr", "wdr"]), ""]
     if "coverage" in result:
         c = result["coverage"]
         md += [f"## 95 % CI coverage ({c['datasets']} datasets × {c['stays']} stays; policies {c['policies']})", "",
