@@ -50,8 +50,10 @@ class RegistryConfig:
     """calibrated guardian directory; bundled when it holds certificate.json"""
     ope_metrics: str = "data/reports/evaluate/metrics.json"
     """OPE metrics written by the evaluate stage"""
-    estimator: str = "wis"
-    """which OPE estimator's estimates the gate reads (metrics key <run>/seed<seed>/<estimator>/<target>/…)"""
+    estimator: str = "wdr"
+    """which OPE estimator's estimates the gate reads (metrics key <run>/seed<seed>/<estimator>/<target>/…); WDR:
+    the estimator whose 95 % intervals covered the truth in ≥ 90 % of the benchmark's datasets on the targets the gate
+    reads (docs/policies-and-ope.md)"""
     return_target: str = "return"
     """OPE target name of the reward return"""
     policy_loader: str = DEFAULT_POLICY_LOADER
