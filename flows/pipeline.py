@@ -33,9 +33,11 @@ from tasks.calibrate_guardian import calibrate_guardian  # noqa: E402
 from tasks.clinical import clinical  # noqa: E402
 from tasks.evaluate import evaluate  # noqa: E402
 from tasks.extract import extract  # noqa: E402
+from tasks.fit_behaviour import fit_behaviour  # noqa: E402
 from tasks.fit_world_model import fit_world_model  # noqa: E402
 from tasks.generate import generate  # noqa: E402
 from tasks.report import report  # noqa: E402
+from tasks.simulate_truth import simulate_truth  # noqa: E402
 from tasks.train_policies import train_policies  # noqa: E402
 from tasks.validate_raw import validate_raw  # noqa: E402
 from tasks.validate_trajectories import validate_trajectories  # noqa: E402
@@ -48,6 +50,8 @@ TASKS = {
     "fit-world-model": fit_world_model,
     "calibrate-guardian": calibrate_guardian,
     "train-policies": train_policies,
+    "fit-behaviour": fit_behaviour,
+    "simulate-truth": simulate_truth,
     "evaluate": evaluate,
     "clinical": clinical,
     "report": report,

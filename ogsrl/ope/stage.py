@@ -1,17 +1,26 @@
-"""Stage ``evaluate``: off-policy evaluation of every trained policy on the test split.
+"""Stages ``fit-behaviour``, ``simulate-truth`` and ``evaluate``: off-policy evaluation of every trained policy.
 
-Reads ``data/trajectories/{train,val,test}.parquet`` and every served policy ``data/models/policies/<run>/seed<seed>/``
-(runs × seeds of params ``policies``; the object ``ogsrl.agents.load_policy`` returns, guardian fallback included);
-fits the behaviour density on train (saved to ``data/models/behaviour/``); writes
-``data/reports/evaluate/metrics.json`` (``<run>/seed<seed>/<estimator>/<target>/{value,ci_low,ci_high,ess}`` plus
-``<run>/mean/…`` and ``<run>/sd/…`` over seeds) and two plot tables, ``estimates.csv`` (one row per policy ×
-seed × estimator × target) and ``weights.csv`` (how much of the total importance weight the top-k stays carry). On the demo
-source it also simulates the true value of the behaviour policy and of each served policy
-(``ogsrl.synth.stage.run_truth``, the same policy object) and puts the true values beside the estimates.
+* ``fit-behaviour`` (:func:`run_behaviour`): fits π̂_b on train (early stopping on val), saves it to
+  ``data/models/behaviour/`` and its fit metrics to ``data/reports/behaviour.json``. It depends on the trajectories
+  and ``ope.behaviour``/``ope.seed`` only, so DVC keeps it when policies change.
+* ``simulate-truth`` (:func:`run_truth`): on the demo source, the simulator's true values of the behaviour policy and
+  of every served policy ``data/models/policies/<run>/seed<seed>/`` (:func:`ogsrl.synth.stage.run_truth`, the same
+  policy object), written to ``data/reports/truth.json``. Each policy's result is cached in ``data/truth/`` under a
+  hash of its checkpoint files and the truth settings, so adding a policy simulates only that one. Other sources:
+  ``{"truth/available": false}``.
+* ``evaluate`` (:func:`run`): for every run × seed on the test split: WIS and PDWIS (plus ``*_clip``), FQE (critic
+  fitted on the train split, :mod:`ogsrl.ope.fqe`), and per-decision DR / WDR with that critic
+  (:mod:`ogsrl.ope.dr`), for the reward return and every cost return; writes ``data/reports/evaluate/metrics.json``
+  (``<run>/seed<seed>/<estimator>/<target>/{value,ci_low,ci_high,ess[,covers_truth]}``, ``<run>/{mean,sd}/…``),
+  ``estimates.csv`` and ``weights.csv``. Every random draw of a policy (bootstrap, π_e's Monte-Carlo actions, the
+  critic's init) comes from a seed derived from ``ope.seed`` and the policy key (:func:`estimate.policy_seed`), so
+  adding a policy never changes another policy's numbers.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,25 +31,31 @@ import numpy as np
 import pandas as pd
 
 from ogsrl import config, features
-from ogsrl.errors import DataError
 from ogsrl.agents import bc, common, load_policy
 from ogsrl.agents.stage import TRAJECTORY_DIR, policies_config, policy_dir, seed_summary
+from ogsrl.errors import DataError
 from ogsrl.io import atomic_path, write_json
-from ogsrl.ope import behaviour, wis
+from ogsrl.ope import behaviour, dr, fqe, wis
+from ogsrl.ope.estimate import Estimate, policy_seed
 
 log = logging.getLogger(__name__)
 
 BEHAVIOUR_DIR = Path("data/models/behaviour")
+BEHAVIOUR_REPORT = Path("data/reports/behaviour.json")
+TRUTH_DIR = Path("data/truth")
+TRUTH_REPORT = Path("data/reports/truth.json")
 REPORT_DIR = Path("data/reports/evaluate")
 RETURN = "return"
 """target name of the reward return (cost-return targets are named by their cost column)"""
 MORTALITY = "mortality_hosp"
 """target name of in-hospital mortality (``ogsrl truth`` reports the same key)"""
+BEHAVIOUR = "behaviour"
+"""policy key of the clinicians (the logged behaviour policy)"""
 
 
 @dataclass(frozen=True, slots=True)
 class OPEConfig:
-    """Off-policy evaluation on the test split."""
+    """Off-policy evaluation on the test split (params ``ope``)."""
 
     gamma: float = 1.0
     """discount γ of the reward and cost returns (1: undiscounted, as ``ogsrl truth`` reports the return)"""
@@ -50,13 +65,15 @@ class OPEConfig:
     n_boot: int = 2000
     """bootstrap replicates (stays resampled with replacement)"""
     ci_level: float = 0.95
-    """confidence level of the percentile bootstrap intervals"""
+    """confidence level of the intervals"""
     seed: int = 42
-    """seed of the bootstrap and of the ground-truth simulation"""
+    """base seed: π̂_b's init and shuffling, the truth simulation, and (with the policy key) each policy's draws"""
     truth_episodes: int = 2000
     """demo only: simulated episodes per policy for the true values"""
     behaviour: bc.Config = field(default_factory=bc.Config)
     """the behaviour-density model π̂_b (hurdle Gaussian on all extracted features; seeded by ``seed``)"""
+    fqe: fqe.Config = field(default_factory=fqe.Config)
+    """the FQE critic, also the DR / WDR critic"""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.gamma <= 1.0:
@@ -71,25 +88,147 @@ class OPEConfig:
             raise ValueError(f"truth_episodes must be positive, got {self.truth_episodes}")
 
 
-def log_ratios(target: Any, behaviour_model: Any, df: pd.DataFrame) -> np.ndarray:
+def ope_config(params: Mapping[str, Any]) -> OPEConfig:
+    """Build :class:`OPEConfig` from ``params["ope"]`` (unknown keys are errors)."""
+    return config.build(OPEConfig, config.section(params, "ope"), "ope")
+
+
+# ---------------------------------------------------------------------------------------------------- inputs
+
+
+def _columns_of(policy: Any, df: pd.DataFrame, who: str) -> np.ndarray:
+    missing = [c for c in policy.feature_names if c not in df.columns]
+    if missing:
+        raise DataError(f"{who} reads feature columns the trajectories lack: {missing} (trained on other features?)",
+                        table="test.parquet")
+    return df[list(policy.feature_names)].to_numpy("float64")
+
+
+def log_ratios(target: Any, behaviour_model: Any, df: pd.DataFrame, who: str = "policy") -> np.ndarray:
     """Per-row log ρ = log π_e(a|s) − log π̂_b(a|x) on a trajectory table → ``(R,)``."""
     acts = df[list(features.ACTIONS)].to_numpy("float64")
-    lp_e = target.log_prob(df[list(target.feature_names)].to_numpy("float64"), acts)
-    lp_b = behaviour_model.log_prob(df[list(behaviour_model.feature_names)].to_numpy("float64"), acts)
+    lp_e = target.log_prob(_columns_of(target, df, who), acts)
+    lp_b = behaviour_model.log_prob(_columns_of(behaviour_model, df, "the behaviour model"), acts)
     return lp_e - lp_b
 
 
-def estimate_all(
-    episodes: wis.Episodes, cost_columns: tuple[str, ...], cfg: OPEConfig, rng: np.random.Generator,
-    off_policy: bool,
-) -> dict[tuple[str, str], wis.Estimate]:
-    """(estimator, target) → Estimate for every target of the report.
+def load_behaviour(root: Path) -> Any:
+    """The saved π̂_b; DataError when the ``fit-behaviour`` stage has not run."""
+    path = Path(root) / BEHAVIOUR_DIR
+    if not (path / "config.json").is_file():
+        raise DataError(f"behaviour model missing at {BEHAVIOUR_DIR}; run `ogsrl fit-behaviour` first")
+    return load_policy(path)
+
+
+def action_bin_edges(path: Path) -> dict[str, list[float]]:
+    """The cohort's action-bin edges from the parquet metadata (``ogsrl.action_bin_edges``)."""
+    import pyarrow.parquet as pq
+
+    raw = {k.decode(): v.decode() for k, v in (pq.read_schema(path).metadata or {}).items()}
+    edges = json.loads(raw.get("ogsrl.action_bin_edges", "{}"))
+    if not edges:
+        raise DataError("ope.fqe.action binned needs the action-bin edges (cohort.action_bins: true)",
+                        table=path.name)
+    return edges
+
+
+def _bins(actions: np.ndarray, edges: Mapping[str, list[float]]) -> np.ndarray:
+    from ogsrl.cohort.extract import assign_action_bins
+
+    return assign_action_bins(actions[..., 0].reshape(-1), actions[..., 1].reshape(-1), dict(edges)).reshape(
+        actions.shape[:-1]).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------------- stages
+
+
+def run_behaviour(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
+    """Stage ``fit-behaviour``: fit π̂_b on train/val; save it and its fit metrics."""
+    cfg = ope_config(params)
+    root = Path(root)
+    train, _ = common.read_split(root / TRAJECTORY_DIR / "train.parquet")
+    val, _ = common.read_split(root / TRAJECTORY_DIR / "val.parquet")
+    model, fit_metrics = behaviour.fit_behaviour(cfg.behaviour, train, val, cfg.seed)
+    model.save(root / BEHAVIOUR_DIR)
+    metrics = {f"behaviour_model/{k}": v for k, v in fit_metrics.items()}
+    write_json(root / BEHAVIOUR_REPORT, metrics)
+    return metrics
+
+
+def _policy_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f.relative_to(path).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def run_truth(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
+    """Stage ``simulate-truth``: true values of the behaviour policy and every run × seed (demo source only)."""
+    cfg = ope_config(params)
+    pcfg = policies_config(params)
+    root = Path(root)
+    if config.section(params, "data").get("source") != "demo":
+        out: dict[str, Any] = {"truth/available": False}
+        write_json(root / TRUTH_REPORT, out)
+        return out
+    from ogsrl.synth import stage as synth_stage
+
+    settings = json.dumps({k: params.get(k) for k in ("synth", "cohort", "costs")}, sort_keys=True, default=str)
+    base = hashlib.sha256(f"{settings}|{cfg.truth_episodes}|{cfg.seed}".encode()).hexdigest()
+    keys = [BEHAVIOUR] + [f"{r}/seed{s}" for r in pcfg.runs for s in pcfg.seeds]
+    out = {"truth/available": True, "truth/episodes": cfg.truth_episodes, "truth/seed": cfg.seed}
+    cached = 0
+    for key in keys:
+        spec = BEHAVIOUR if key == BEHAVIOUR else str(root / policy_dir(*_split_key(key)))
+        ident = hashlib.sha256((base + (BEHAVIOUR if key == BEHAVIOUR else _policy_hash(Path(spec)))).encode())
+        cache = root / TRUTH_DIR / f"{key.replace('/', '__')}.json"
+        doc = json.loads(cache.read_text()) if cache.is_file() else {}
+        if doc.get("id") != ident.hexdigest():
+            res = synth_stage.run_truth(params, root, spec, cfg.truth_episodes, cfg.seed)
+            values = {k.removeprefix("truth/"): v for k, v in res.items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            doc = {"id": ident.hexdigest(), "values": values}
+            write_json(cache, doc)
+        else:
+            cached += 1
+        out.update({f"truth/{key}/{k}": v for k, v in doc["values"].items()})
+    out["truth/cached_policies"] = cached
+    write_json(root / TRUTH_REPORT, out)
+    return out
+
+
+def _split_key(key: str) -> tuple[str, int]:
+    run, seed = key.rsplit("/seed", 1)
+    return run, int(seed)
+
+
+def _true_value(truth: Mapping[str, Any], key: str, target: str, costs: tuple[str, ...], gamma: float
+                ) -> float | None:
+    """The simulator's value of an OPE target (None when the truth has none, e.g. a discounted return)."""
+    name = {RETURN: "return", MORTALITY: MORTALITY}.get(target)
+    if target in costs:
+        name = f"cost_return_{target}"
+    elif target.startswith("rate_"):
+        name = target
+    if name is None or (gamma != 1.0 and (target == RETURN or target in costs)):
+        return None  # the truth reports undiscounted returns
+    v = truth.get(f"truth/{key}/{name}")
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+# ---------------------------------------------------------------------------------------------------- evaluate
+
+
+def estimate_is(episodes: wis.Episodes, cost_columns: tuple[str, ...], cfg: OPEConfig, rng: np.random.Generator,
+                off_policy: bool) -> dict[tuple[str, str], Estimate]:
+    """(estimator, target) → Estimate for the importance-sampling estimators.
 
     Targets: ``return`` (discounted by γ) and each cost column's discounted return, with WIS and PDWIS;
     ``rate_<cost>`` (share of steps breaking the rule) and ``mortality_hosp`` (in-hospital death placed on a stay's
-    last step, undiscounted) with WIS. Estimators ``wis``/``pdwis`` use the raw weights; with ``ope.weight_clip``
-    set, ``wis_clip``/``pdwis_clip`` repeat them with capped weights. ``off_policy`` False: the behaviour policy's
-    own values (all ratios 1, i.e. plain sample means; estimator ``onpolicy``).
+    last step, undiscounted) with WIS. With ``ope.weight_clip`` set, ``wis_clip``/``pdwis_clip`` repeat them with
+    capped weights. ``off_policy`` False: the behaviour policy's own values (all ratios 1, i.e. plain sample means;
+    estimator ``onpolicy``).
     """
     v, mask = episodes.values, episodes.mask
     if off_policy:
@@ -111,6 +250,93 @@ def estimate_all(
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class CriticData:
+    """What FQE needs from the trajectories, built once for every policy."""
+
+    names: tuple[str, ...]
+    """critic state columns (every canonical feature present, as π̂_b)"""
+    targets: tuple[str, ...]
+    """critic heads: the reward return, then each cost column"""
+    train: fqe.Transitions
+    """the fitting rows (train split)"""
+    test: fqe.Transitions
+    """the evaluation rows (test split)"""
+    edges: Mapping[str, list[float]] | None
+    """action-bin edges (binned critic only)"""
+
+
+def critic_data(cfg: OPEConfig, train: pd.DataFrame, test: pd.DataFrame, costs: tuple[str, ...],
+                edges: Mapping[str, list[float]] | None) -> CriticData:
+    """Transitions of the train and test splits for the critic."""
+    names = behaviour.behaviour_features(train.columns)
+    targets = ("reward", *costs)
+
+    def tr(df: pd.DataFrame) -> fqe.Transitions:
+        acts = df[list(features.ACTIONS)].to_numpy("float64")
+        a = _bins(acts, edges) if cfg.fqe.action == "binned" and edges is not None else acts
+        return fqe.transitions(df["stay_key"].to_numpy(), df[list(names)].to_numpy("float64"), a,
+                               df[list(targets)].to_numpy("float64"))
+
+    return CriticData(names, (RETURN, *costs), tr(train), tr(test), edges)
+
+
+def _draws(policy: Any, df: pd.DataFrame, m: int, rng: np.random.Generator, cfg: fqe.Config,
+           edges: Mapping[str, list[float]] | None, who: str) -> Any:
+    """π_e's Monte-Carlo actions at every row of ``df``: (M, R, A), or (R, 25) bin shares for the binned critic."""
+    x = _columns_of(policy, df, who)
+    draws = np.stack([np.asarray(policy.act(x, rng), np.float64) for _ in range(m)])
+    return fqe.bin_probs(_bins(draws, edges)) if cfg.action == "binned" and edges is not None else draws
+
+
+def estimate_fqe_dr(cd: CriticData, policy: Any, train: pd.DataFrame, test: pd.DataFrame, episodes: wis.Episodes,
+                    cfg: OPEConfig, seeds: np.random.SeedSequence, who: str
+                    ) -> tuple[dict[tuple[str, str], Estimate], dict[str, float]]:
+    """FQE, DR and WDR of every critic target; returns (estimates, diagnostics)."""
+    s_draw, s_fit, s_boot, s_refit = seeds.spawn(4)
+    fc = cfg.fqe
+    rng_draw = np.random.default_rng(s_draw)
+    d_train = _draws(policy, train, fc.mc_actions, rng_draw, fc, cd.edges, who)
+    d_test = _draws(policy, test, fc.mc_actions, rng_draw, fc, cd.edges, who)
+    fit_seed = int(s_fit.generate_state(1)[0])
+    critic = fqe.fit(fc, cd.train, d_train, cfg.gamma, fit_seed)
+    first = np.nonzero(cd.test.step == 0)[0]
+    v0 = fqe.initial_values(critic, cd.test.obs, cd.test.step, d_test, first)  # (N, K)
+    refits = None
+    if fc.refits >= 2:
+        stays = np.cumsum(cd.train.step == 0) - 1  # (R,) stay number of each train row
+        n_stays = int(stays[-1]) + 1
+        rng_refit = np.random.default_rng(s_refit)
+        vs = []
+        for b in range(fc.refits):
+            counts = rng_refit.multinomial(n_stays, np.full(n_stays, 1.0 / n_stays))
+            c = fqe.fit(fc, cd.train, d_train, cfg.gamma, fit_seed + 1 + b, row_weights=counts[stays])
+            vs.append(fqe.initial_values(c, cd.test.obs, cd.test.step, d_test, first))
+        refits = np.stack(vs)
+    rng_boot = np.random.default_rng(s_boot)
+    value, lo, hi = fqe.interval(v0, refits, rng_boot, cfg.n_boot, cfg.ci_level)
+    overlap = bool(np.isfinite(episodes.values["log_ratio"][episodes.mask]).any())
+    ess_w = wis.ess(wis.cumulative_log_weights(episodes.values["log_ratio"], episodes.mask)[:, -1]) if overlap else 0.0
+    out: dict[tuple[str, str], Estimate] = {}
+    q = critic.q(cd.test.obs, cd.test.step, cd.test.actions)  # (R, K)
+    v = critic.v(cd.test.obs, cd.test.step, d_test)
+    rows = episodes.rows
+    assert rows is not None
+    mask = episodes.mask
+    for k, target in enumerate(cd.targets):
+        out[("fqe", target)] = Estimate(float(value[k]), float(lo[k]), float(hi[k]), ess_w)
+        if not overlap:  # every weight 0: DR and WDR are undefined
+            continue
+        qk = np.where(mask, q[np.maximum(rows, 0), k], 0.0)
+        vk = np.where(mask, v[np.maximum(rows, 0), k], 0.0)
+        r = episodes.values[target]
+        kw = {"n_boot": cfg.n_boot, "level": cfg.ci_level}
+        out[("dr", target)] = dr.dr(r, qk, vk, episodes.values["log_ratio"], mask, cfg.gamma, rng_boot, **kw)
+        out[("wdr", target)] = dr.wdr(r, qk, vk, episodes.values["log_ratio"], mask, cfg.gamma, rng_boot, **kw)
+    diag = {"fqe/refit_sd_return": float(refits.mean(axis=1)[:, 0].std(ddof=1)) if refits is not None else 0.0}
+    return out, diag
+
+
 def weight_concentration(log_ratio: np.ndarray, mask: np.ndarray, clip: float | None, top: int = 100) -> np.ndarray:
     """Share of the total trajectory weight held by the k heaviest stays, k = 1 … min(top, N) → ``(k,)``."""
     log_w = wis.cumulative_log_weights(log_ratio, mask, clip)[:, -1]
@@ -118,37 +344,70 @@ def weight_concentration(log_ratio: np.ndarray, mask: np.ndarray, clip: float | 
     return np.cumsum(w)[:top] / w.sum()
 
 
-def _truth(params: Mapping[str, Any], root: Path, policy: str, cfg: OPEConfig) -> dict[str, Any] | None:
-    """True value of ``policy`` (builtin name or saved directory) from the simulator; None when it is unavailable."""
-    try:
-        from ogsrl.synth import stage as synth_stage
+@dataclass(frozen=True, slots=True)
+class PolicyEvaluation:
+    """Every estimate of one policy."""
 
-        run_truth = synth_stage.run_truth
-    except (ImportError, AttributeError) as exc:
-        log.warning("evaluate: simulator ground truth unavailable (%s); true values left out", exc)
-        return None
-    result = run_truth(params, root, policy, cfg.truth_episodes, cfg.seed)
-    return {
-        k.removeprefix("truth/"): v for k, v in dict(result).items() if isinstance(v, (int, float, bool))
-    }
+    estimates: dict[tuple[str, str], Estimate]
+    """(estimator, target) → estimate"""
+    diagnostics: dict[str, Any]
+    """weights/…, fqe/…, flags/no_overlap"""
+    weight_share: np.ndarray
+    """share of the total weight carried by the k heaviest stays"""
+
+
+def evaluate_policy(policy: Any, key: str, behaviour_model: Any, train: pd.DataFrame, test: pd.DataFrame,
+                    columns: Mapping[str, np.ndarray], cd: CriticData, cfg: OPEConfig) -> PolicyEvaluation:
+    """WIS/PDWIS (+ clipped), FQE, DR and WDR of one policy on the test split.
+
+    All random draws come from ``policy_seed(cfg.seed, key)``. A policy that gives every logged action density 0
+    (no overlap) gets FQE only, flagged ``flags/no_overlap`` (documented fallback).
+    """
+    who = f"policy {key}"
+    lr = log_ratios(policy, behaviour_model, test, who=who)
+    episodes = wis.pad_by_stay(test["stay_key"].to_numpy(), {**columns, "log_ratio": lr})
+    s_is, s_critic = policy_seed(cfg.seed, key).spawn(2)
+    overlap = bool(np.isfinite(lr).any())
+    res: dict[tuple[str, str], Estimate] = {}
+    if overlap:  # else every weight is 0 and the IS estimators are undefined
+        res.update(estimate_is(episodes, tuple(c for c in cd.targets if c != RETURN), cfg,
+                               np.random.default_rng(s_is), True))
+    else:
+        log.warning("evaluate: %s gives every logged action density 0; only FQE is reported", key)
+    fq, diag = estimate_fqe_dr(cd, policy, train, test, episodes, cfg, s_critic, who)
+    res.update(fq)
+    share = weight_concentration(episodes.values["log_ratio"], episodes.mask, cfg.weight_clip) if overlap else \
+        np.zeros(1)
+    diag = {**diag, "flags/no_overlap": not overlap, "weights/top1_share": float(share[0])}
+    if overlap:
+        diag["weights/mean_log_ratio"] = float(lr[np.isfinite(lr)].mean())
+    return PolicyEvaluation(res, diag, share)
+
+
+def read_truth(root: Path, demo: bool) -> dict[str, Any]:
+    """The ``simulate-truth`` stage's values (empty when not on the demo or not yet simulated)."""
+    path = Path(root) / TRUTH_REPORT
+    if not demo:
+        return {}
+    if not path.is_file():
+        log.warning("evaluate: %s missing (run `ogsrl simulate-truth`); true values left out", TRUTH_REPORT)
+        return {}
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    return doc if doc.get("truth/available") else {}
 
 
 def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     """OPE of every run × seed of ``policies`` on the test split; writes metrics and plot tables under ``root``."""
-    cfg = config.build(OPEConfig, config.section(params, "ope"), "ope")
+    cfg = ope_config(params)
     pcfg = policies_config(params)
     root = Path(root)
     train, _ = common.read_split(root / TRAJECTORY_DIR / "train.parquet")
-    val, _ = common.read_split(root / TRAJECTORY_DIR / "val.parquet")
     test, meta = common.read_split(root / TRAJECTORY_DIR / "test.parquet")
     costs = tuple(meta["cost_columns"])
-    rng = np.random.default_rng(cfg.seed)
-
-    behaviour_model, fit_metrics = behaviour.fit_behaviour(cfg.behaviour, train, val, cfg.seed)
-    behaviour_model.save(root / BEHAVIOUR_DIR)
-    metrics: dict[str, Any] = {f"behaviour_model/{k}": v for k, v in fit_metrics.items()}
-    metrics["test/stays"] = int(test["stay_key"].nunique())
-    metrics["ope/gamma"] = cfg.gamma
+    behaviour_model = load_behaviour(root)
+    edges = action_bin_edges(root / TRAJECTORY_DIR / "test.parquet") if cfg.fqe.action == "binned" else None
+    metrics: dict[str, Any] = {"test/stays": int(test["stay_key"].nunique()), "ope/gamma": cfg.gamma,
+                               "ope/fqe_action": cfg.fqe.action}
 
     if "died_in_hosp" not in test.columns:
         raise DataError("required column missing", table="test.parquet", column="died_in_hosp")
@@ -158,60 +417,40 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
         MORTALITY: (test["died_in_hosp"].to_numpy(bool) & last).astype(np.float64),
         **{c: test[c].to_numpy() for c in costs},
     }
-    demo = config.section(params, "data").get("source") == "demo"
-    truth_ok = demo
+    truth = read_truth(root, config.section(params, "data").get("source") == "demo")
+    metrics["truth/available"] = bool(truth)
+    metrics.update({k: v for k, v in truth.items() if k.count("/") >= 2})
     rows: list[dict[str, Any]] = []
     concentration: list[dict[str, Any]] = []
 
-    def report(name: str, seed: int | None, res: dict[tuple[str, str], wis.Estimate], truth: dict[str, Any]
-               ) -> dict[str, float]:
+    def report(name: str, seed: int | None, key: str, res: Mapping[tuple[str, str], Estimate]) -> dict[str, Any]:
         """Flat ``<estimator>/<target>/…`` metrics of one policy; appends its rows to the estimates table."""
-        out: dict[str, float] = {}
+        out: dict[str, Any] = {}
         for (estimator, target), est in res.items():
-            key = f"{estimator}/{target}"
-            out.update({f"{key}/value": est.value, f"{key}/ci_low": est.ci_low, f"{key}/ci_high": est.ci_high,
-                        f"{key}/ess": est.ess})
-            true_value = truth.get(target)
-            if target == RETURN and cfg.gamma != 1.0:
-                true_value = None  # `ogsrl truth` reports the undiscounted return
-            if isinstance(true_value, (int, float)) and not isinstance(true_value, bool):
-                out[f"{key}/covers_truth"] = bool(est.ci_low <= true_value <= est.ci_high)
-            rows.append({"policy": name, "seed": seed, "estimator": estimator, "target": target, "value": est.value,
-                         "ci_low": est.ci_low, "ci_high": est.ci_high, "ess": est.ess,
-                         "truth": true_value if isinstance(true_value, (int, float)) else np.nan})
+            k = f"{estimator}/{target}"
+            out.update({f"{k}/{f}": v for f, v in est.to_dict().items()})
+            true_value = _true_value(truth, key, target, costs, cfg.gamma)
+            if true_value is not None:
+                out[f"{k}/covers_truth"] = est.covers(true_value)
+            rows.append({"policy": name, "seed": seed, "estimator": estimator, "target": target, **est.to_dict(),
+                         "truth": np.nan if true_value is None else true_value})
         return out
 
-    def truth_of(name: str, ref: str) -> dict[str, Any]:
-        nonlocal truth_ok
-        if not truth_ok:
-            return {}
-        truth = _truth(params, root, ref, cfg)
-        if truth is None:
-            truth_ok = False
-            return {}
-        metrics.update({f"truth/{name}/{k}": v for k, v in truth.items()})
-        return truth
-
-    on_policy = wis.pad_by_stay(test["stay_key"].to_numpy(), {**columns, "log_ratio": np.zeros(len(test))})
-    res = estimate_all(on_policy, costs, cfg, rng, off_policy=False)
-    metrics.update({f"behaviour/{k}": v for k, v in report("behaviour", None, res, truth_of("behaviour",
-                                                                                             "behaviour")).items()})
+    stay_keys = test["stay_key"].to_numpy()
+    on_policy = wis.pad_by_stay(stay_keys, {**columns, "log_ratio": np.zeros(len(test))})
+    res = estimate_is(on_policy, costs, cfg, np.random.default_rng(policy_seed(cfg.seed, BEHAVIOUR)), False)
+    metrics.update({f"{BEHAVIOUR}/{k}": v for k, v in report(BEHAVIOUR, None, BEHAVIOUR, res).items()})
+    cd = critic_data(cfg, train, test, costs, edges)
     for name in pcfg.runs:
         per_seed: dict[int, dict[str, Any]] = {}
         for seed in pcfg.seeds:
-            path = root / policy_dir(name, seed)
-            policy = load_policy(path)
-            lr = log_ratios(policy, behaviour_model, test)
-            episodes = wis.pad_by_stay(test["stay_key"].to_numpy(), {**columns, "log_ratio": lr})
-            res = estimate_all(episodes, costs, cfg, rng, off_policy=True)
-            share = weight_concentration(episodes.values["log_ratio"], episodes.mask, cfg.weight_clip)
+            key = f"{name}/seed{seed}"
+            ev = evaluate_policy(load_policy(root / policy_dir(name, seed)), key, behaviour_model, train, test,
+                                 columns, cd, cfg)
             concentration.extend({"policy": name, "seed": seed, "step": k + 1, "weight_share": s}
-                                 for k, s in enumerate(share))
-            truth = truth_of(f"{name}/seed{seed}", str(path))
-            per_seed[seed] = {**report(name, seed, res, truth), "weights/mean_log_ratio": float(lr.mean()),
-                              "weights/top1_share": float(share[0])}
+                                 for k, s in enumerate(ev.weight_share))
+            per_seed[seed] = {**report(name, seed, key, ev.estimates), **ev.diagnostics}
         metrics.update(seed_summary(per_seed, name))
-    metrics["truth/available"] = bool(truth_ok)
 
     report_dir = root / REPORT_DIR
     write_json(report_dir / "metrics.json", metrics)

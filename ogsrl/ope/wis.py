@@ -11,67 +11,14 @@ a trajectory's cumulative weight stays at its final value after it ends. Notatio
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import numpy.typing as npt
 
 from ogsrl.ope.bootstrap import percentile_ci, resample_counts
+from ogsrl.ope.estimate import Episodes, Estimate, FloatArray, pad_by_stay
 
-FloatArray = npt.NDArray[np.floating]
-
-
-@dataclass(frozen=True, slots=True)
-class Estimate:
-    """A point estimate with its bootstrap confidence interval and effective sample size."""
-
-    value: float
-    """the estimate on the full sample"""
-    ci_low: float
-    """lower end of the percentile bootstrap interval"""
-    ci_high: float
-    """upper end of the percentile bootstrap interval"""
-    ess: float
-    """Kish effective sample size of the trajectory weights, (Σw)² / Σw²"""
-
-
-@dataclass(frozen=True, slots=True)
-class Episodes:
-    """Per-step logged quantities padded to a rectangle, one row per stay."""
-
-    mask: npt.NDArray[np.bool_]
-    """(N, T) True on real steps"""
-    values: dict[str, FloatArray]
-    """name → (N, T) per-step values (reward, costs, log-ratios), 0 on padding"""
-
-
-def pad_by_stay(stay_keys: npt.ArrayLike, columns: dict[str, npt.ArrayLike]) -> Episodes:
-    """Rows sorted by (stay, step) → padded ``(N, T)`` arrays; stays in order of first appearance.
-
-    Raises ValueError when a stay's rows are not contiguous (the table must be sorted by stay).
-    """
-    keys = np.asarray(stay_keys)
-    if keys.ndim != 1 or keys.size == 0:
-        raise ValueError("pad_by_stay: stay_keys must be a non-empty 1-D array")
-    starts = np.r_[True, keys[1:] != keys[:-1]]
-    stay_idx = np.cumsum(starts) - 1  # (R,) running stay number
-    n = int(stay_idx[-1]) + 1
-    if len(np.unique(keys)) != n:
-        raise ValueError("pad_by_stay: rows of a stay are not contiguous; sort by (stay_key, step) first")
-    first = np.nonzero(starts)[0]
-    pos = np.arange(keys.size) - first[stay_idx]  # (R,) position within the stay
-    t = int(pos.max()) + 1
-    mask = np.zeros((n, t), dtype=bool)
-    mask[stay_idx, pos] = True
-    out = {}
-    for name, col in columns.items():
-        arr = np.asarray(col, dtype=np.float64)
-        if arr.shape != keys.shape:
-            raise ValueError(f"pad_by_stay: column {name!r} has shape {arr.shape}, expected {keys.shape}")
-        padded = np.zeros((n, t))
-        padded[stay_idx, pos] = arr
-        out[name] = padded
-    return Episodes(mask=mask, values=out)
+__all__ = ["Episodes", "Estimate", "pad_by_stay", "wis", "pdwis", "wis_rate", "ess", "cumulative_log_weights",
+           "discounted_returns"]
 
 
 def _check(rewards: FloatArray, log_ratio: FloatArray, mask: npt.NDArray[np.bool_], gamma: float) -> None:

@@ -10,6 +10,12 @@ tags. A candidate is promoted only when every check passes:
   test is a real failure, not noise; the reason states the margin);
 * ``cost:<name>`` — OPE upper CI of each cost return ≤ its limit in params (a limit without an estimate fails);
 * ``return``      — OPE lower CI of the reward return ≥ the champion's point estimate (passes with no champion).
+
+Each check states its margin (how far the compared number is on the passing side; negative: failed by that much).
+An OPE check whose estimate has an effective sample size below ``min_ess`` decides nothing: the estimate rests on a
+handful of stays and its interval on noise. Then the outcome is **insufficient evidence** (distinct from reject: the
+candidate stays `challenger`, nothing changes, and the summary says so), unless another check already rejects on its
+own merits (a failed validation or guardian certificate).
 """
 
 from __future__ import annotations
@@ -18,13 +24,16 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from ogsrl.ope.estimate import Estimate
 
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 TAG_PREFIX = "gate."
+Outcome = Literal["promote", "reject", "insufficient_evidence"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +49,9 @@ class GateConfig:
         "data/reports/validation_trajectories.json",
     )
     """validation reports (relative to the project root) that must exist and say success: true"""
+    min_ess: float = 20.0
+    """an OPE estimate whose effective sample size (Kish ESS of the importance weights) is below this decides
+    nothing: the outcome is insufficient evidence (0: never)"""
 
     def __post_init__(self) -> None:
         if not self.cost_limits:
@@ -49,18 +61,8 @@ class GateConfig:
                 raise ValueError(f"cost_limits.{name} must be finite, got {limit}")
         if not 0.0 <= self.guardian_coverage_slack < 1.0:
             raise ValueError(f"guardian_coverage_slack must be in [0, 1), got {self.guardian_coverage_slack}")
-
-
-@dataclass(frozen=True, slots=True)
-class Interval:
-    """An OPE estimate with its confidence interval."""
-
-    value: float
-    """point estimate"""
-    ci_low: float
-    """lower confidence bound"""
-    ci_high: float
-    """upper confidence bound"""
+        if not (math.isfinite(self.min_ess) and self.min_ess >= 0):
+            raise ValueError(f"min_ess must be a finite number ≥ 0, got {self.min_ess}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +71,9 @@ class Evidence:
 
     validation: Mapping[str, bool | None]
     """report path → its success flag (None when the report is missing)"""
-    ope_return: Interval | None
+    ope_return: Estimate | None
     """OPE estimate of the candidate's reward return (None when missing)"""
-    ope_costs: Mapping[str, Interval]
+    ope_costs: Mapping[str, Estimate]
     """cost column → OPE estimate of the candidate's cost return"""
     guardian_alpha: float | None = None
     """certificate target coverage α_c (None when no guardian is bundled)"""
@@ -83,8 +85,8 @@ class Evidence:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (stored with the model version)."""
 
-        def iv(x: Interval | None) -> dict[str, float] | None:
-            return None if x is None else {"value": x.value, "ci_low": x.ci_low, "ci_high": x.ci_high}
+        def iv(x: Estimate | None) -> dict[str, float] | None:
+            return None if x is None else x.to_dict()
 
         return {
             "validation": dict(self.validation),
@@ -99,8 +101,8 @@ class Evidence:
     def from_dict(cls, d: Mapping[str, Any]) -> Evidence:
         """Inverse of :meth:`to_dict`."""
 
-        def iv(x: Mapping[str, Any] | None) -> Interval | None:
-            return None if x is None else Interval(float(x["value"]), float(x["ci_low"]), float(x["ci_high"]))
+        def iv(x: Mapping[str, Any] | None) -> Estimate | None:
+            return None if x is None else Estimate.from_dict(x)  # ess NaN in evidence recorded before it existed
 
         costs = {k: iv(v) for k, v in dict(d.get("ope_costs") or {}).items()}
         return cls(
@@ -123,6 +125,10 @@ class Check:
     """whether the check passed"""
     reason: str
     """human-readable explanation with the numbers compared"""
+    margin: float | None = None
+    """how far the compared number lies on the passing side (negative: failed by that much; None: not numeric)"""
+    insufficient: bool = False
+    """the estimate's effective sample size is below min_ess: the check decides nothing"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,26 +142,46 @@ class Decision:
 
     @property
     def failed(self) -> tuple[Check, ...]:
-        """The checks that failed."""
+        """The checks that failed (insufficient ones included)."""
         return tuple(c for c in self.checks if not c.passed)
+
+    @property
+    def outcome(self) -> Outcome:
+        """promote; reject (a check failed on its numbers); insufficient_evidence (no check failed on its numbers,
+        but an OPE estimate's effective sample size is below min_ess)."""
+        if self.promote:
+            return "promote"
+        return "reject" if any(not c.insufficient for c in self.failed) else "insufficient_evidence"
 
     def summary(self) -> str:
         """One line: the verdict and the failed checks' reasons."""
         if self.promote:
-            return "PROMOTE: all checks passed"
-        return "REJECT: " + "; ".join(f"{c.name}: {c.reason}" for c in self.failed)
+            return "PROMOTE: all checks passed (" + "; ".join(f"{c.name}: {c.reason}" for c in self.checks) + ")"
+        head = "REJECT: " if self.outcome == "reject" else "INSUFFICIENT EVIDENCE (no decision): "
+        return head + "; ".join(f"{c.name}: {c.reason}" for c in self.failed)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
             "promote": self.promote,
+            "outcome": self.outcome,
             "summary": self.summary(),
-            "checks": [{"name": c.name, "passed": c.passed, "reason": c.reason} for c in self.checks],
+            "checks": [{"name": c.name, "passed": c.passed, "reason": c.reason, "margin": c.margin,
+                        "insufficient": c.insufficient} for c in self.checks],
         }
 
 
 def _finite(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
+
+
+def _with_ess(check: Check, est: Estimate, min_ess: float) -> Check:
+    """``check`` unchanged when ``est``'s ESS ≥ min_ess, else an undecided (insufficient) check."""
+    if min_ess <= 0 or (math.isfinite(est.ess) and est.ess >= min_ess):
+        return check
+    ess = f"{est.ess:.1f}" if math.isfinite(est.ess) else "unknown"
+    return Check(check.name, False, f"effective sample size {ess} < min_ess {min_ess:g}: undecided "
+                 f"({check.reason})", check.margin, insufficient=True)
 
 
 def decide(evidence: Evidence, cfg: GateConfig, champion_return: float | None) -> Decision:
@@ -199,7 +225,7 @@ def decide(evidence: Evidence, cfg: GateConfig, champion_return: float | None) -
         checks.append(Check(
             "guardian", ok,
             f"test coverage{per} {cov:.4f} {'≥' if ok else '<'} alpha_c {evidence.guardian_alpha:.4f}{slack} "
-            f"(margin {cov - need:+.4f})",
+            f"(margin {cov - need:+.4f})", cov - need,
         ))
 
     # cost limits: OPE upper CI of every limited cost
@@ -209,22 +235,23 @@ def decide(evidence: Evidence, cfg: GateConfig, champion_return: float | None) -
             checks.append(Check(f"cost:{name}", False, f"no finite OPE estimate for {name} (limit {limit:g})"))
             continue
         ok = est.ci_high <= limit
-        checks.append(Check(
-            f"cost:{name}", ok, f"upper CI {est.ci_high:.4g} {'≤' if ok else '>'} limit {limit:.4g}",
-        ))
+        margin = limit - est.ci_high
+        text = f"upper CI {est.ci_high:.4g} {'≤' if ok else '>'} limit {limit:.4g} (margin {margin:+.4g})"
+        checks.append(_with_ess(Check(f"cost:{name}", ok, text, margin), est, cfg.min_ess))
 
     # return: OPE lower CI ≥ champion's point estimate
     est = evidence.ope_return
     if est is None or not _finite(est.ci_low):
         checks.append(Check("return", False, "no finite OPE estimate of the reward return"))
     elif champion_return is None:
-        checks.append(Check("return", True, f"no champion yet (candidate lower CI {est.ci_low:.4g})"))
+        checks.append(_with_ess(Check("return", True, f"no champion yet (candidate lower CI {est.ci_low:.4g})"),
+                                est, cfg.min_ess))
     else:
         ok = est.ci_low >= champion_return
-        checks.append(Check(
-            "return", ok,
-            f"lower CI {est.ci_low:.4g} {'≥' if ok else '<'} champion estimate {champion_return:.4g}",
-        ))
+        margin = est.ci_low - champion_return
+        text = (f"lower CI {est.ci_low:.4g} {'≥' if ok else '<'} champion estimate {champion_return:.4g} "
+                f"(margin {margin:+.4g})")
+        checks.append(_with_ess(Check("return", ok, text, margin), est, cfg.min_ess))
 
     decision = Decision(all(c.passed for c in checks), tuple(checks))
     return decision
@@ -232,11 +259,12 @@ def decide(evidence: Evidence, cfg: GateConfig, champion_return: float | None) -
 
 def decision_tags(decision: Decision) -> dict[str, str]:
     """The model-version tags that record a decision (values are strings, as MLflow requires)."""
-    tags = {f"{TAG_PREFIX}decision": "promoted" if decision.promote else "rejected",
+    label = {"promote": "promoted", "reject": "rejected", "insufficient_evidence": "insufficient_evidence"}
+    tags = {f"{TAG_PREFIX}decision": label[decision.outcome],
             f"{TAG_PREFIX}summary": decision.summary()[:4900]}
     for c in decision.checks:
         key = c.name.replace(":", ".")
-        tags[f"{TAG_PREFIX}check.{key}"] = "pass" if c.passed else "fail"
+        tags[f"{TAG_PREFIX}check.{key}"] = "pass" if c.passed else ("undecided" if c.insufficient else "fail")
         tags[f"{TAG_PREFIX}reason.{key}"] = c.reason[:4900]
     return tags
 
@@ -256,7 +284,8 @@ def apply_decision(client: Any, model_name: str, version: str, decision: Decisio
     for key, value in decision_tags(decision).items():
         client.set_model_version_tag(model_name, version, key, value)
     for c in decision.checks:
-        log.info("gate %s v%s %s %s: %s", model_name, version, c.name, "PASS" if c.passed else "FAIL", c.reason)
+        log.info("gate %s v%s %s %s: %s", model_name, version, c.name,
+                 "PASS" if c.passed else ("UNDECIDED" if c.insufficient else "FAIL"), c.reason)
     if decision.promote:
         client.set_registered_model_alias(model_name, CHAMPION, version)
         aliases = client.get_model_version(model_name, version).aliases

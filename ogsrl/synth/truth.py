@@ -26,6 +26,7 @@ from ogsrl.cohort.extract import CohortConfig, extract
 from ogsrl.cohort.views import connect, register_frames
 from ogsrl.costs import CostRule, CostsConfig, apply_cost_rules
 from ogsrl.errors import DataError
+from ogsrl.ope.estimate import Estimate
 from ogsrl.policy import Policy
 from ogsrl.synth.engine import Observer, SimResult, WorldConfig, cohort_observer, simulate
 
@@ -48,16 +49,6 @@ class RewardConfig:
     def __post_init__(self) -> None:
         if not self.clip[0] <= self.clip[1]:
             raise ValueError(f"reward clip must satisfy lo <= hi, got {self.clip}")
-
-
-@dataclass(frozen=True, slots=True)
-class Estimate:
-    """A mean with its normal-approximation 95 % confidence interval."""
-
-    value: float
-    lo: float
-    hi: float
-    n: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +81,13 @@ class TruthResult:
                  **{f"cost_return_{k}": v for k, v in self.cost_returns.items()}}
         for name, e in items.items():
             out[f"truth/{name}"] = e.value
-            out[f"truth/{name}_ci_lo"] = e.lo
-            out[f"truth/{name}_ci_hi"] = e.hi
+            out[f"truth/{name}_ci_lo"] = e.ci_low
+            out[f"truth/{name}_ci_hi"] = e.ci_high
         return out
 
 
 def mean_ci(x: np.ndarray) -> Estimate:
-    """Mean ± 1.96 standard errors."""
+    """Mean ± 1.96 standard errors (``ess``: the sample size)."""
     x = np.asarray(x, dtype=np.float64)
     n = len(x)
     if n == 0:

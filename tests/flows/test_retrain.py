@@ -30,8 +30,8 @@ if cand.get("fail"):
     sys.exit("simulated stage failure")
 m = {}
 for target, (v, lo, hi) in {"return": cand["ret"], "cost_total": cand["cost"]}.items():
-    m.update({f"soc/seed42/wis/{target}/value": v, f"soc/seed42/wis/{target}/ci_low": lo,
-              f"soc/seed42/wis/{target}/ci_high": hi})
+    m.update({f"soc/seed42/wdr/{target}/value": v, f"soc/seed42/wdr/{target}/ci_low": lo,
+              f"soc/seed42/wdr/{target}/ci_high": hi, f"soc/seed42/wdr/{target}/ess": 100.0})
 Path("data/reports/evaluate").mkdir(parents=True, exist_ok=True)
 Path("data/reports/evaluate/metrics.json").write_text(json.dumps(m))
 Path("data/models/candidate.txt").write_text(json.dumps(cand))

@@ -17,13 +17,15 @@ from ogsrl.agents import stage as train_stage
 from ogsrl.ope import stage, wis
 
 TINY = {"hidden": [8, 8], "batch_size": 64, "max_epochs": 3}
+TINY_FQE = {"hidden": [8], "iterations": 3, "epochs": 1, "batch_size": 64, "mc_actions": 2, "refits": 2}
 
 
-def _params(source: str = "trajectories", **ope) -> dict:
+def _params(source: str = "trajectories", runs: dict | None = None, **ope) -> dict:
     return {
         "data": {"source": source},
-        "policies": {"runs": {"soc": {"algorithm": "bc"}}, "algorithms": {"bc": TINY}},
-        "ope": {"n_boot": 200, "truth_episodes": 7, "behaviour": TINY, **ope},
+        "policies": {"runs": runs or {"soc": {"algorithm": "bc"}}, "algorithms": {"bc": TINY},
+                     "serve_guardian_fallback": False},
+        "ope": {"n_boot": 200, "truth_episodes": 7, "behaviour": TINY, "fqe": TINY_FQE, **ope},
     }
 
 
@@ -32,6 +34,7 @@ def trained(traj_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ope") / "p"
     shutil.copytree(traj_root, root)
     train_stage.run(_params(), root)
+    stage.run_behaviour(_params(), root)
     return root
 
 
@@ -39,7 +42,8 @@ def test_evaluate_writes_estimates_for_every_target(trained: Path) -> None:
     metrics = stage.run(_params(), trained)
     assert json.loads((trained / "data/reports/evaluate/metrics.json").read_text()) == pytest.approx(metrics)
     costs = ["cost_spo2_low", "cost_urine_low", "cost_total"]
-    discounted = ("behaviour/onpolicy", *(f"soc/seed42/{e}" for e in ("wis", "pdwis", "wis_clip", "pdwis_clip")))
+    discounted = ("behaviour/onpolicy", *(f"soc/seed42/{e}" for e in ("wis", "pdwis", "wis_clip", "pdwis_clip",
+                                                                       "fqe", "dr", "wdr")))
     keys = [f"{k}/{t}" for k in discounted for t in ("return", *costs)]
     rates = ("mortality_hosp", *(f"rate_{c}" for c in costs))
     keys += [f"{k}/{t}" for k in ("behaviour/onpolicy", "soc/seed42/wis", "soc/seed42/wis_clip") for t in rates]
@@ -66,6 +70,8 @@ def test_evaluate_writes_estimates_for_every_target(trained: Path) -> None:
     weights = pd.read_csv(trained / "data/reports/evaluate/weights.csv")
     assert weights["weight_share"].is_monotonic_increasing and weights["weight_share"].iloc[-1] == pytest.approx(1)
     assert load_policy(trained / "data/models/behaviour").feature_names[0] == "gender"
+    assert metrics["soc/seed42/flags/no_overlap"] is False and metrics["soc/seed42/fqe/refit_sd_return"] > 0
+    assert metrics["soc/seed42/dr/return/ess"] == metrics["soc/seed42/wis/return/ess"]  # ESS of the same weights
 
     again = stage.run(_params(), trained)  # same seeds → same numbers
     assert again == metrics
@@ -80,15 +86,13 @@ def test_weight_clip_adds_capped_estimators(trained: Path) -> None:
     assert free["behaviour/onpolicy/return/value"] == clipped["behaviour/onpolicy/return/value"]
 
 
-def test_demo_source_puts_true_values_beside_the_estimates(trained: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = []
-
+def _fake_truth(monkeypatch: pytest.MonkeyPatch, calls: list) -> None:
     def run_truth(params: dict, root: Path, policy: str, episodes: int, seed: int) -> dict:
         calls.append((policy, episodes, seed))
         if policy != "behaviour":  # the saved policy directory is loadable as the same stochastic policy
             load_policy(policy)
         return {"truth/policy": policy, "truth/return": -15.0, "truth/mortality_hosp": 0.2,
-                "truth/rate_cost_total": 0.3, "truth/episodes": episodes}
+                "truth/rate_cost_total": 0.3, "truth/cost_return_cost_total": 4.0, "truth/episodes": episodes}
 
     fake = types.ModuleType("ogsrl.synth.stage")
     fake.run_truth = run_truth  # type: ignore[attr-defined]
@@ -96,21 +100,84 @@ def test_demo_source_puts_true_values_beside_the_estimates(trained: Path, monkey
 
     monkeypatch.setitem(sys.modules, "ogsrl.synth.stage", fake)
     monkeypatch.setattr(ogsrl.synth, "stage", fake, raising=False)
-    metrics = stage.run(_params(source="demo"), trained)
+
+
+def test_demo_source_puts_true_values_beside_the_estimates(trained: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list = []
+    _fake_truth(monkeypatch, calls)
+    truth = stage.run_truth(_params(source="demo"), trained)
     assert [c[0] for c in calls] == ["behaviour", str(trained / "data/models/policies/soc/seed42")]
     assert all(c[1:] == (7, 42) for c in calls)
+    assert truth["truth/soc/seed42/cost_return_cost_total"] == 4.0 and truth["truth/cached_policies"] == 0
+    again = stage.run_truth(_params(source="demo"), trained)  # cached: nothing simulated again
+    assert len(calls) == 2 and again["truth/cached_policies"] == 2
+    metrics = stage.run(_params(source="demo"), trained)
     assert metrics["truth/available"] is True
     assert metrics["truth/soc/seed42/mortality_hosp"] == 0.2 and metrics["truth/behaviour/return"] == -15.0
     assert "truth/soc/seed42/policy" not in metrics  # no paths in the metrics
-    cover = metrics["soc/seed42/wis/return/ci_low"] <= -15.0 <= metrics["soc/seed42/wis/return/ci_high"]
-    assert metrics["soc/seed42/wis/return/covers_truth"] is cover
+    for est in ("wis", "pdwis", "fqe", "dr", "wdr"):  # every estimator × target with a true value
+        for target, true in (("return", -15.0), ("cost_total", 4.0)):
+            k = f"soc/seed42/{est}/{target}"
+            assert metrics[f"{k}/covers_truth"] is (metrics[f"{k}/ci_low"] <= true <= metrics[f"{k}/ci_high"])
     assert metrics["behaviour/onpolicy/mortality_hosp/covers_truth"] is False  # 0 deaths in the fake test split
     assert "soc/seed42/wis/rate_cost_total/covers_truth" in metrics
-    assert "soc/seed42/wis/cost_total/covers_truth" not in metrics
+    assert "soc/seed42/fqe/cost_spo2_low/covers_truth" not in metrics  # the fake truth has no value for it
     est = pd.read_csv(trained / "data/reports/evaluate/estimates.csv")
     assert est.loc[(est.policy == "soc") & (est.target == "return"), "truth"].eq(-15.0).all()
     discounted = stage.run({**_params(source="demo"), "ope": {**_params()["ope"], "gamma": 0.9}}, trained)
     assert "soc/seed42/wis/return/covers_truth" not in discounted  # truth's return is undiscounted
+    other = stage.run_truth(_params(), trained)
+    assert other == {"truth/available": False} and len(calls) == 2
+
+
+def test_adding_a_policy_never_changes_another_policys_numbers(trained: Path) -> None:
+    runs = {"soc": {"algorithm": "bc"}, "soc_b": {"algorithm": "bc", "overrides": {"hidden": [4]}}}
+    train_stage.run(_params(runs=runs), trained)
+    both = stage.run(_params(runs=runs), trained)
+    alone = stage.run(_params(), trained)
+    soc = {k: v for k, v in alone.items() if k.startswith("soc/seed42/")}
+    assert soc and all(both[k] == v for k, v in soc.items())
+    assert both["soc_b/seed42/wis/return/value"] != both["soc/seed42/wis/return/value"]
+
+
+def test_bad_input_is_one_line_or_a_flagged_fallback(trained: Path, tmp_path: Path) -> None:
+    from ogsrl.agents import common
+    from ogsrl.errors import DataError
+
+    bare = tmp_path / "bare"
+    shutil.copytree(trained, bare, ignore=shutil.ignore_patterns("behaviour"))
+    with pytest.raises(DataError, match="behaviour model missing at data/models/behaviour; run `ogsrl fit-behav"):
+        stage.run(_params(), bare)
+
+    cfg = stage.ope_config(_params())
+    train, _ = common.read_split(trained / "data/trajectories/train.parquet")
+    test, meta = common.read_split(trained / "data/trajectories/test.parquet")
+    costs = tuple(meta["cost_columns"])
+    soc = load_policy(trained / "data/models/policies/soc/seed42")
+    bmodel = stage.load_behaviour(trained)
+    cols = {"return": test["reward"].to_numpy(), "mortality_hosp": np.zeros(len(test)),
+            **{c: test[c].to_numpy() for c in costs}}
+    cd = stage.critic_data(cfg, train, test, costs, None)
+
+    class NoOverlap:  # acts like SOC but gives every logged action density 0
+        feature_names = soc.feature_names
+
+        def act(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+            return soc.act(obs, rng)
+
+        def log_prob(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+            return np.full(len(obs), -np.inf)
+
+    ev = stage.evaluate_policy(NoOverlap(), "x/seed1", bmodel, train, test, cols, cd, cfg)
+    assert ev.diagnostics["flags/no_overlap"] is True
+    assert {e for e, _ in ev.estimates} == {"fqe"} and ev.estimates[("fqe", "return")].ess == 0.0
+
+    class OtherFeatures(NoOverlap):
+        feature_names = ("lactate_velocity",)
+
+    with pytest.raises(DataError, match=r"policy x/seed1 reads feature columns the trajectories lack: "
+                                        r"\['lactate_velocity'\]"):
+        stage.evaluate_policy(OtherFeatures(), "x/seed1", bmodel, train, test, cols, cd, cfg)
 
 
 def test_bad_ope_params_are_config_errors(trained: Path) -> None:

@@ -14,7 +14,8 @@ import ogsrl_fakes as fakes  # noqa: E402
 
 from ogsrl.config import ConfigError, build  # noqa: E402
 from ogsrl.registry import gate, stage  # noqa: E402
-from ogsrl.registry.gate import Evidence, GateConfig, Interval  # noqa: E402
+from ogsrl.ope.estimate import Estimate  # noqa: E402
+from ogsrl.registry.gate import Evidence, GateConfig  # noqa: E402
 
 REPORTS = ("a.json", "b.json")
 
@@ -22,8 +23,8 @@ REPORTS = ("a.json", "b.json")
 def _evidence(**kw: object) -> Evidence:
     base: dict[str, object] = dict(
         validation={r: True for r in REPORTS},
-        ope_return=Interval(-50.0, -55.0, -45.0),
-        ope_costs={"cost_total": Interval(0.4, 0.3, 0.5)},
+        ope_return=Estimate(-50.0, -55.0, -45.0, 500.0),
+        ope_costs={"cost_total": Estimate(0.4, 0.3, 0.5, 500.0)},
         guardian_alpha=0.95,
         guardian_coverage=0.94,
     )
@@ -52,7 +53,7 @@ def test_all_pass_without_champion() -> None:
         ({"validation": {"a.json": True}}, None, "validation", "missing report(s) ['b.json']"),
         ({"guardian_coverage": 0.9349}, None, "guardian", "0.9349 < alpha_c 0.9500"),
         ({"guardian_coverage": float("nan")}, None, "guardian", "lacks"),
-        ({"ope_costs": {"cost_total": Interval(0.4, 0.3, 0.5001)}}, None, "cost:cost_total", "0.5001 > limit 0.5"),
+        ({"ope_costs": {"cost_total": Estimate(0.4, 0.3, 0.5001, 500.0)}}, None, "cost:cost_total", "0.5001 > limit 0.5"),
         ({"ope_costs": {}}, None, "cost:cost_total", "no finite OPE estimate"),
         ({}, -54.9, "return", "lower CI -55 < champion estimate -54.9"),
         ({"ope_return": None}, None, "return", "no finite OPE estimate"),
@@ -68,8 +69,37 @@ def test_each_check_blocks_promotion(kw: dict, champion: float | None, failing: 
     assert d.summary().startswith("REJECT: " + failing)
 
 
+def test_low_effective_sample_size_is_insufficient_evidence_not_a_reject() -> None:
+    few = Estimate(0.4, 0.3, 0.6, 19.9)  # over the limit 0.5, but on 19.9 effective stays
+    d = gate.decide(_evidence(ope_costs={"cost_total": few}), CFG, champion_return=None)
+    assert not d.promote and d.outcome == "insufficient_evidence"
+    c = _check(d, "cost:cost_total")
+    assert c.insufficient and "effective sample size 19.9 < min_ess 20" in c.reason
+    assert d.summary().startswith("INSUFFICIENT EVIDENCE (no decision): cost:cost_total")
+    assert gate.decision_tags(d)["gate.decision"] == "insufficient_evidence"
+    assert gate.decision_tags(d)["gate.check.cost.cost_total"] == "undecided"
+    # a decided failure elsewhere still rejects; enough stays decide the same estimate normally
+    d = gate.decide(_evidence(ope_costs={"cost_total": few}, guardian_coverage=0.5), CFG, champion_return=None)
+    assert d.outcome == "reject"
+    d = gate.decide(_evidence(ope_costs={"cost_total": Estimate(0.4, 0.3, 0.6, 20.0)}), CFG, champion_return=None)
+    assert d.outcome == "reject" and not _check(d, "cost:cost_total").insufficient
+    # unknown ESS (evidence recorded before ESS was stored) decides nothing either; min_ess 0 switches it off
+    d = gate.decide(_evidence(ope_return=Estimate(-50.0, -55.0, -45.0)), CFG, champion_return=None)
+    assert d.outcome == "insufficient_evidence" and "effective sample size unknown" in _check(d, "return").reason
+    free = GateConfig(cost_limits={"cost_total": 0.5}, validation_reports=REPORTS, min_ess=0.0)
+    assert gate.decide(_evidence(ope_return=Estimate(-50.0, -55.0, -45.0)), free, None).promote
+
+
+def test_every_check_states_its_margin() -> None:
+    d = gate.decide(_evidence(), CFG, champion_return=-56.0)
+    assert _check(d, "cost:cost_total").margin == pytest.approx(0.0)
+    assert _check(d, "return").margin == pytest.approx(1.0) and "(margin +1)" in _check(d, "return").reason
+    assert _check(d, "guardian").margin == pytest.approx(0.94 - 0.935)
+    assert d.to_dict()["checks"][3]["margin"] == pytest.approx(1.0) and d.to_dict()["outcome"] == "promote"
+
+
 def test_boundaries_are_inclusive() -> None:
-    ev = _evidence(guardian_coverage=0.935, ope_costs={"cost_total": Interval(0.4, 0.3, 0.5)})
+    ev = _evidence(guardian_coverage=0.935, ope_costs={"cost_total": Estimate(0.4, 0.3, 0.5, 500.0)})
     d = gate.decide(ev, CFG, champion_return=-55.0)
     assert d.promote, d.summary()
 
@@ -138,7 +168,7 @@ def test_first_run_creates_champion_then_unsafe_candidate_stays_challenger(proje
     v2 = client.get_model_version("ogsrl-policy", "2")
     assert v2.tags["gate.decision"] == "rejected"
     assert v2.tags["gate.check.cost.cost_total"] == "fail"
-    assert v2.tags["gate.reason.cost.cost_total"] == "upper CI 2.5 > limit 1"
+    assert v2.tags["gate.reason.cost.cost_total"] == "upper CI 2.5 > limit 1 (margin -1.5)"
     assert "challenger" in v2.aliases
     assert str(client.get_model_version_by_alias("ogsrl-policy", "champion").version) == "1"
 

@@ -137,7 +137,7 @@ def test_lineage_resolves_every_link_and_verify_catches_an_altered_file(
     assert links["validation"]["reports"] == {"data/reports/validation_raw.json": True,
                                               "data/reports/validation_trajectories.json": True}
     assert links["certificate"]["certificate"]["alpha_c"] == 0.95
-    assert links["ope"]["metrics"]["soc/seed42/wis/return/value"] == -50.0
+    assert links["ope"]["metrics"]["soc/seed42/wdr/return/value"] == -50.0
     assert links["data_source"] == {"resolved": True, "kind": "demo", "seed": 7, "stays": 20,
                                     "generator_version": links["data_source"]["generator_version"]}
     assert "gate=promoted" in out["text"] and commit in out["text"]

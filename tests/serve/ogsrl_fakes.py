@@ -110,10 +110,11 @@ def write_trajectories(root: Path) -> None:
 
 
 def write_ope(root: Path, method: str = "soc", ret: tuple[float, float, float] = (-50.0, -55.0, -45.0),
-              cost: tuple[float, float, float] = (0.4, 0.3, 0.5)) -> None:
-    """OPE metrics in the evaluate stage's flat layout: <run>/seed<seed>/<estimator>/<target>/{value,ci_low,…}."""
+              cost: tuple[float, float, float] = (0.4, 0.3, 0.5), estimator: str = "wdr") -> None:
+    """OPE metrics in the evaluate stage's flat layout: <run>/seed<seed>/<estimator>/<target>/{value,ci_low,…}
+    (``estimator``: the registry's default, the one the gate reads)."""
     m: dict[str, Any] = {}
-    k = f"{method}/seed42/wis"
+    k = f"{method}/seed42/{estimator}"
     for target, (v, lo, hi) in {"return": ret, "cost_total": cost, "cost_spo2_low": cost}.items():
         m.update({f"{k}/{target}/value": v, f"{k}/{target}/ci_low": lo, f"{k}/{target}/ci_high": hi,
                   f"{k}/{target}/ess": 100.0})

@@ -1,0 +1,382 @@
+"""Off-policy estimators against simulator truth (issue 12): accuracy, ranking, model selection and CI coverage.
+
+Policies (all stochastic, so every estimator applies; built from the project under ``--root`` after
+`ogsrl train-policies` and `ogsrl fit-behaviour`):
+
+* every trained run × seed in ``data/models/policies`` (SOC, GMB-CPO, … as served, guardian fallback included);
+* ``clinician_clone``: π̂_b itself (the behaviour clone on all features);
+* ``soc_noise<σ>``: SOC with Gaussian noise of SD σ on every actor weight (perturbed clinicians; seeded);
+* ``heuristic<q>`` / ``bestknown<q>``: a behaviour clone (all features) of clinicians who follow the
+  heuristic / best-known :class:`ogsrl.synth.policies.RulePolicy` at each decision with probability q (dose × a
+  log-normal jitter, SD 0.3), else act as logged;
+* ``mix_<a>_<b>``: the 50/50 mixture of two of the above (density = mean of the densities).
+
+Part 1 (``--rank``): on the project's own test split, every policy × estimator × target (reward return and each cost
+return): relative error |V̂ − V| / |V|, Spearman rank correlation of V̂ with V over the policies, and the regret of
+the policy each estimator selects (highest return; lowest cost) as a share of the true range.
+Part 2 (``--datasets N``): N independently generated demo datasets (synth seeds 1000 + i, ``--stays`` stays each,
+the project's params otherwise): extraction, π̂_b and every estimator refitted per dataset, for the
+``--coverage-policies``; per estimator and target the share of 95 % intervals that cover the truth, with their median
+width. Truth: ``ogsrl truth`` code (cohort population), ``--truth-episodes`` patients, seed ``--truth-seed``, once per
+policy (cached in the work directory).
+
+Usage:
+  .venv/bin/python benchmarks/bench_ope.py --root . [--rank] [--datasets 20] [--stays 2500]
+      [--coverage-policies soc/seed42,gmb_cpo/seed42,heuristic0.5,mix_clinician_clone_heuristic1.0]
+      [--truth-episodes 2000] [--work /tmp/bench_ope] [--fqe-refits 4]
+Writes benchmarks/results/ope.json and benchmarks/results/ope.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+
+from ogsrl import features
+from ogsrl.agents import bc, common, load_policy
+from ogsrl.agents.actor import SavedPolicy
+from ogsrl.config import load_params
+from ogsrl.ope import behaviour
+from ogsrl.ope import stage as ope_stage
+from ogsrl.synth import policies as synth_policies
+
+HERE = Path(__file__).resolve().parent
+JITTER = 0.3
+
+
+class Mixture:
+    """π = ½ π_a + ½ π_b (draw a component per row; density the mean of the two)."""
+
+    def __init__(self, a: Any, b: Any) -> None:
+        self.a, self.b = a, b
+        self.feature_names = tuple(dict.fromkeys((*a.feature_names, *b.feature_names)))
+
+    def _cols(self, x: np.ndarray, p: Any) -> np.ndarray:
+        return x[:, [self.feature_names.index(n) for n in p.feature_names]]
+
+    def act(self, obs: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        rng = rng if rng is not None else np.random.default_rng(0)
+        x = np.asarray(obs, np.float64)
+        out = self.a.act(self._cols(x, self.a), rng)
+        pick = rng.random(len(x)) < 0.5
+        if pick.any():
+            out[pick] = self.b.act(self._cols(x[pick], self.b), rng)
+        return out
+
+    def log_prob(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        x = np.asarray(obs, np.float64)
+        la = self.a.log_prob(self._cols(x, self.a), actions)
+        lb = self.b.log_prob(self._cols(x, self.b), actions)
+        return np.logaddexp(la, lb) - np.log(2.0)
+
+
+def noisy(policy: SavedPolicy, sigma: float, seed: int) -> SavedPolicy:
+    actor = copy.deepcopy(policy.actor)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in actor.net.parameters():
+            p.add_(sigma * torch.randn(p.shape, generator=gen))
+    return SavedPolicy(actor, policy.feature_names, "sample", sample_seed=seed)
+
+
+def rule_clone(rule: Any, q: float, train: pd.DataFrame, val: pd.DataFrame, cfg: bc.Config, seed: int
+               ) -> SavedPolicy:
+    names = behaviour.behaviour_features(train.columns)
+    rng = np.random.default_rng(seed)
+
+    def relabel(df: pd.DataFrame) -> pd.DataFrame:
+        a = rule.act(df[list(rule.feature_names)].to_numpy("float64"))
+        a = a * np.exp(JITTER * rng.standard_normal(a.shape))
+        a = np.minimum(a, common.ACTION_MAX)
+        follow = rng.random(len(df)) < q
+        out = df.copy()
+        for j, col in enumerate(features.ACTIONS):
+            out[col] = np.where(follow, a[:, j], out[col].to_numpy(np.float64)).astype(out[col].dtype)
+        return out
+
+    pol, _, _ = bc.fit_actor(cfg, names, bc.batch_of(relabel(train), names), bc.batch_of(relabel(val), names), seed)
+    return pol
+
+
+def build_policies(root: Path, params: dict, train: pd.DataFrame, val: pd.DataFrame, work: Path) -> dict[str, Any]:
+    pols: dict[str, Any] = {}
+
+    def cached(name: str, make: Any) -> SavedPolicy:  # rule clones are saved in the work directory
+        d = work / "policies" / name
+        if (d / "config.json").is_file():
+            return SavedPolicy.load(d)
+        pol = make()
+        pol.save(d)
+        return pol
+
+    pdir = root / "data/models/policies"
+    for run in sorted(p.name for p in pdir.iterdir() if p.is_dir()) if pdir.is_dir() else []:
+        for sd in sorted((pdir / run).iterdir()):
+            pols[f"{run}/{sd.name}"] = load_policy(sd)
+    clone = load_policy(root / ope_stage.BEHAVIOUR_DIR)
+    pols["clinician_clone"] = clone
+    soc = next((p for k, p in pols.items() if k.startswith("soc/")), None)
+    if soc is not None:
+        for i, sigma in enumerate((0.05, 0.15, 0.3)):
+            pols[f"soc_noise{sigma}"] = noisy(soc, sigma, 100 + i)
+    cfg = ope_stage.ope_config(params).behaviour
+    heur, best = synth_policies.HeuristicPolicy(), synth_policies.best_known_policy()
+    pols["heuristic0.5"] = cached("heuristic0.5", lambda: rule_clone(heur, 0.5, train, val, cfg, 7))
+    pols["heuristic1.0"] = cached("heuristic1.0", lambda: rule_clone(heur, 1.0, train, val, cfg, 8))
+    pols["bestknown0.5"] = cached("bestknown0.5", lambda: rule_clone(best, 0.5, train, val, cfg, 9))
+    pols["mix_clinician_clone_heuristic1.0"] = Mixture(clone, pols["heuristic1.0"])
+    pols["mix_clinician_clone_bestknown0.5"] = Mixture(clone, pols["bestknown0.5"])
+    return pols
+
+
+def truth_of(name: str, policy: Any, params: dict, episodes: int, seed: int, work: Path) -> dict[str, float]:
+    from ogsrl.cohort.extract import CohortConfig
+    from ogsrl.config import build
+    from ogsrl.costs import build_costs
+    from ogsrl.synth.stage import SynthConfig, world_from_params
+    from ogsrl.synth.truth import evaluate_policy
+
+    cache = work / "truth" / f"{name.replace('/', '__')}_{episodes}_{seed}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    scfg = build(SynthConfig, params.get("synth"), "synth")
+    res = evaluate_policy(policy, episodes, seed, world=world_from_params(params), chunk=scfg.chunk_stays,
+                          cohort=build(CohortConfig, params.get("cohort"), "cohort"), costs=build_costs(params))
+    out = {k.removeprefix("truth/"): v for k, v in res.to_dict().items() if isinstance(v, (int, float))}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(out))
+    return out
+
+
+def true_target(truth: dict[str, float], target: str) -> float:
+    return truth["return"] if target == "return" else truth[f"cost_return_{target}"]
+
+
+def evaluate_all(root: Path, params: dict, pols: dict[str, Any], names: list[str]) -> dict[str, dict]:
+    """Every estimator of each named policy on ``root``'s test split (π̂_b from ``root``)."""
+    cfg = ope_stage.ope_config(params)
+    train, _ = common.read_split(root / "data/trajectories/train.parquet")
+    test, meta = common.read_split(root / "data/trajectories/test.parquet")
+    costs = tuple(meta["cost_columns"])
+    bmodel = ope_stage.load_behaviour(root)
+    last = np.r_[test["stay_key"].to_numpy()[1:] != test["stay_key"].to_numpy()[:-1], True]
+    columns = {"return": test["reward"].to_numpy(),
+               "mortality_hosp": (test["died_in_hosp"].to_numpy(bool) & last).astype(float),
+               **{c: test[c].to_numpy() for c in costs}}
+    edges = ope_stage.action_bin_edges(root / "data/trajectories/test.parquet") if cfg.fqe.action == "binned" \
+        else None
+    cd = ope_stage.critic_data(cfg, train, test, costs, edges)
+    out = {}
+    for name in names:
+        t0 = time.perf_counter()
+        ev = ope_stage.evaluate_policy(pols[name], name, bmodel, train, test, columns, cd, cfg)
+        out[name] = {"estimates": {f"{e}/{t}": est.to_dict() for (e, t), est in ev.estimates.items()},
+                     "diagnostics": ev.diagnostics, "seconds": time.perf_counter() - t0}
+        print(f"  {name}: {out[name]['seconds']:.0f} s", file=sys.stderr, flush=True)
+    return out
+
+
+def make_dataset(params: dict, seed: int, stays: int, work: Path) -> Path:
+    from ogsrl.cohort import stage as cohort_stage
+    from ogsrl.synth import stage as synth_stage
+
+    ds = work / f"ds{seed}"
+    if (ds / "data/models/behaviour/config.json").is_file():
+        return ds
+    raw = ds / "raw"
+    synth_stage.generate(stays, seed, raw, "parquet", overwrite=True, world=synth_stage.world_from_params(params))
+    p = {**params, "data": {**params["data"], "source": "demo", "raw_dir": str(raw)}}
+    cohort_stage.run(p, ds)
+    ope_stage.run_behaviour(p, ds)
+    shutil.rmtree(raw)
+    return ds
+
+
+ESTIMATORS = ("wis", "pdwis", "wis_clip", "pdwis_clip", "fqe", "dr", "wdr")
+
+
+def summarise_rank(rank: dict, truths: dict, targets: list[str]) -> list[dict]:
+    rows = []
+    names = list(rank)
+    for target in targets:
+        true = np.array([true_target(truths[n], target) for n in names])
+        rng_ = true.max() - true.min()
+        for e in ESTIMATORS:
+            est = np.array([rank[n]["estimates"].get(f"{e}/{target}", {}).get("value", np.nan) for n in names])
+            ok = np.isfinite(est)
+            if ok.sum() < 3:
+                continue
+            rel = np.abs(est[ok] - true[ok]) / np.abs(true[ok])
+            rho = stats.spearmanr(est[ok], true[ok]).statistic
+            if target == "return":
+                pick = np.nanargmax(np.where(ok, est, -np.inf))
+                regret = (true.max() - true[pick]) / rng_
+            else:
+                pick = np.nanargmin(np.where(ok, est, np.inf))
+                regret = (true[pick] - true.min()) / rng_
+            rows.append({"target": target, "estimator": e, "policies": int(ok.sum()),
+                         "median_rel_error": float(np.median(rel)), "spearman": float(rho),
+                         "regret": float(regret), "selected": names[pick]})
+    return rows
+
+
+def summarise_coverage(cov: dict, truths: dict, targets: list[str]) -> list[dict]:
+    rows = []
+    for target in targets:
+        for e in ESTIMATORS:
+            hits, widths, errs = [], [], []
+            for ds in cov.values():
+                for name, r in ds.items():
+                    est = r["estimates"].get(f"{e}/{target}")
+                    if est is None:
+                        continue
+                    t = true_target(truths[name], target)
+                    hits.append(est["ci_low"] <= t <= est["ci_high"])
+                    widths.append(est["ci_high"] - est["ci_low"])
+                    errs.append(abs(est["value"] - t) / abs(t))
+            if hits:
+                rows.append({"target": target, "estimator": e, "intervals": len(hits),
+                             "coverage": float(np.mean(hits)), "median_width": float(np.median(widths)),
+                             "median_rel_error": float(np.median(errs))})
+    return rows
+
+
+def table(rows: list[dict], cols: list[str]) -> str:
+    def f(v: Any) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+                     + ["| " + " | ".join(f(r[c]) for c in cols) + " |" for r in rows])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", type=Path, default=Path("."))
+    ap.add_argument("--rank", action="store_true", help="part 1 on the project's own test split")
+    ap.add_argument("--datasets", type=int, default=0, help="part 2: independently generated datasets")
+    ap.add_argument("--first-seed", type=int, default=1000)
+    ap.add_argument("--stays", type=int, default=2500)
+    ap.add_argument("--coverage-policies", default="soc/seed42,gmb_cpo/seed42,heuristic0.5,"
+                                                  "mix_clinician_clone_heuristic1.0")
+    ap.add_argument("--truth-episodes", type=int, default=2000)
+    ap.add_argument("--truth-seed", type=int, default=11)
+    ap.add_argument("--fqe-refits", type=int, default=None, help="override ope.fqe.refits")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/bench_ope"))
+    ap.add_argument("--out", default="ope")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the .md page from the saved .json")
+    args = ap.parse_args()
+    if args.report_only:  # from the saved .json, or a partial coverage run's per-dataset file
+        saved = HERE / "results" / f"{args.out}.json"
+        result = json.loads(saved.read_text()) if saved.is_file() else {}
+        parts = sorted(args.work.glob(f"coverage_{args.out}*.json"))  # runs split over seed ranges
+        if parts:
+            cov = {k: v for part in parts for k, v in json.loads(part.read_text()).items()}
+            names = [n for n in args.coverage_policies.split(",") if n]
+            truths = {n: json.loads((args.work / "truth" / f"{n.replace('/', '__')}_{args.truth_episodes}_"
+                                     f"{args.truth_seed}.json").read_text()) for n in names}
+            targets = ["return", *sorted({k.split("/", 1)[1] for ds in cov.values() for r in ds.values()
+                                          for k in r["estimates"] if k.split("/", 1)[1].startswith("cost_")})]
+            result["truth"] = {**result.get("truth", {}), **truths}
+            result["coverage"] = {"datasets": len(cov), "stays": args.stays, "policies": names,
+                                  "summary": summarise_coverage(cov, truths, targets)}
+            result.setdefault("meta", {"date": dt.date.today().isoformat(), "command": " ".join(sys.argv),
+                                       "seconds": float("nan"), "truth_episodes": args.truth_episodes,
+                                       "truth_seed": args.truth_seed, "fqe": None})
+            saved.write_text(json.dumps(result, indent=1, default=float))
+        write_report(result, args)
+        return
+    root = args.root.resolve()
+    params = load_params(root / "params.yaml")
+    if args.fqe_refits is not None:
+        params = {**params, "ope": {**params["ope"], "fqe": {**(params["ope"].get("fqe") or {}),
+                                                             "refits": args.fqe_refits}}}
+    args.work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    train, _ = common.read_split(root / "data/trajectories/train.parquet")
+    val, meta = common.read_split(root / "data/trajectories/val.parquet")
+    targets = ["return", *meta["cost_columns"]]
+    pols = build_policies(root, params, train, val, args.work)
+    out_json = HERE / "results" / f"{args.out}.json"
+    result: dict[str, Any] = json.loads(out_json.read_text()) if out_json.is_file() else {}
+    needed = list(pols) if args.rank else []
+    needed += [n for n in args.coverage_policies.split(",") if n and args.datasets and n not in needed]
+    truths = {}
+    for n in needed:
+        truths[n] = truth_of(n, pols[n], params, args.truth_episodes, args.truth_seed, args.work)
+        print(f"truth {n}: return {truths[n]['return']:.2f}", file=sys.stderr, flush=True)
+    result["truth"] = {**result.get("truth", {}), **truths}
+    if args.rank:
+        rank = evaluate_all(root, params, pols, list(pols))
+        result["rank"] = {"policies": rank, "summary": summarise_rank(rank, truths, targets)}
+    if args.datasets:
+        names = [n for n in args.coverage_policies.split(",") if n]
+        cov: dict[str, Any] = {}
+        parts = sorted(args.work.glob(f"coverage_{args.out}*.json"))  # runs split over seed ranges
+        if parts:
+            cov = {k: v for part in parts for k, v in json.loads(part.read_text()).items()}
+        for i in range(args.datasets):
+            seed = args.first_seed + i
+            if str(seed) in cov:
+                continue
+            t1 = time.perf_counter()
+            ds = make_dataset(params, seed, args.stays, args.work)
+            cov[str(seed)] = evaluate_all(ds, params, pols, names)
+            part.write_text(json.dumps(cov))
+            print(f"dataset {seed}: {time.perf_counter() - t1:.0f} s", file=sys.stderr, flush=True)
+        result["coverage"] = {"datasets": len(cov), "stays": args.stays, "policies": names,
+                              "summary": summarise_coverage(cov, result["truth"], targets)}
+    result["meta"] = {"date": dt.date.today().isoformat(), "command": " ".join(sys.argv),
+                      "seconds": round(time.perf_counter() - t0, 1), "truth_episodes": args.truth_episodes,
+                      "truth_seed": args.truth_seed, "fqe": params["ope"].get("fqe")}
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(result, indent=1, default=float))
+    write_report(result, args)
+
+
+def write_report(result: dict[str, Any], args: argparse.Namespace) -> None:
+    import os
+    import platform
+
+    md = [f"# OPE against simulator truth (`benchmarks/bench_ope.py`, {result['meta']['date']})", "",
+          f"Command: `{result['meta']['command']}`", "",
+          f"Machine: {platform.machine()}, {os.cpu_count()} CPUs shared with other jobs, one torch thread; "
+          f"{result['meta']['seconds']:.0f} s in all. Truth: `ogsrl truth` code, cohort population, "
+          f"{result['meta']['truth_episodes']} patients per policy, seed {result['meta']['truth_seed']} (never an "
+          f"OPE seed). Estimates use "
+          f"the project's params (ope.fqe: {json.dumps(result['meta']['fqe'])}).", ""]
+    if "rank" in result:
+        md += ["## Ranking and selection (project test split)", "",
+               table(result["rank"]["summary"], ["target", "estimator", "policies", "median_rel_error", "spearman",
+                                                 "regret", "selected"]), ""]
+        pr = result["rank"]["policies"]
+        rows = [{"policy": n, "true return": result["truth"][n]["return"],
+                 "true cost_total": result["truth"][n]["cost_return_cost_total"],
+                 "ESS": pr[n]["estimates"].get("fqe/return", {}).get("ess", float("nan")),
+                 **{e: pr[n]["estimates"].get(f"{e}/return", {}).get("value", float("nan"))
+                    for e in ("wis_clip", "pdwis_clip", "fqe", "dr", "wdr")}} for n in pr]
+        md += ["Per policy (reward return; estimates' point values):", "",
+               table(rows, ["policy", "true return", "true cost_total", "ESS", "wis_clip", "pdwis_clip", "fqe",
+                            "dr", "wdr"]), ""]
+    if "coverage" in result:
+        c = result["coverage"]
+        md += [f"## 95 % CI coverage ({c['datasets']} datasets × {c['stays']} stays; policies {c['policies']})", "",
+               table(c["summary"], ["target", "estimator", "intervals", "coverage", "median_width",
+                                    "median_rel_error"]), ""]
+    (HERE / "results" / f"{args.out}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The one interval type and the episode padding shared by OPE, the simulator's truth and the promotion gate.
+
+* :class:`Estimate` — a point estimate, its confidence interval and the effective sample size behind it (Kish ESS of
+  the importance weights for OPE, the number of patients for a plain mean such as the truth).
+* :class:`Episodes` / :func:`pad_by_stay` — a trajectory table (rows sorted by stay and step) as ``(N, T)`` arrays,
+  padded as an absorbing state: every value 0 after a stay's last step, ``mask`` False there.
+* :func:`policy_seed` — a bootstrap seed derived from the base seed and a policy key, so adding or removing a policy
+  never changes another policy's random draws.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.floating]
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """A point estimate with its confidence interval and effective sample size."""
+
+    value: float
+    """the estimate on the full sample"""
+    ci_low: float
+    """lower confidence bound"""
+    ci_high: float
+    """upper confidence bound"""
+    ess: float = math.nan
+    """effective sample size: Kish (Σw)²/Σw² of the weights for OPE, the sample size for a plain mean (NaN: not
+    known)"""
+
+    def covers(self, x: float) -> bool:
+        """Whether ``ci_low ≤ x ≤ ci_high``."""
+        return bool(self.ci_low <= x <= self.ci_high)
+
+    def to_dict(self) -> dict[str, float]:
+        """JSON-ready ``{value, ci_low, ci_high, ess}``."""
+        return {"value": self.value, "ci_low": self.ci_low, "ci_high": self.ci_high, "ess": self.ess}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Estimate:
+        """Inverse of :meth:`to_dict` (``ess`` optional)."""
+        return cls(float(d["value"]), float(d["ci_low"]), float(d["ci_high"]), float(d.get("ess", math.nan)))
+
+
+@dataclass(frozen=True, slots=True)
+class Episodes:
+    """Per-step logged quantities padded to a rectangle, one row per stay."""
+
+    mask: npt.NDArray[np.bool_]
+    """(N, T) True on real steps"""
+    values: dict[str, FloatArray]
+    """name → (N, T) per-step values (reward, costs, log-ratios), 0 on padding"""
+    rows: npt.NDArray[np.int64] | None = None
+    """(N, T) index of the source row of each real step, −1 on padding (None when not recorded)"""
+
+
+def pad_by_stay(stay_keys: npt.ArrayLike, columns: dict[str, npt.ArrayLike]) -> Episodes:
+    """Rows sorted by (stay, step) → padded ``(N, T)`` arrays; stays in order of first appearance.
+
+    Raises ValueError when a stay's rows are not contiguous (the table must be sorted by stay).
+    """
+    keys = np.asarray(stay_keys)
+    if keys.ndim != 1 or keys.size == 0:
+        raise ValueError("pad_by_stay: stay_keys must be a non-empty 1-D array")
+    starts = np.r_[True, keys[1:] != keys[:-1]]
+    stay_idx = np.cumsum(starts) - 1  # (R,) running stay number
+    n = int(stay_idx[-1]) + 1
+    if len(np.unique(keys)) != n:
+        raise ValueError("pad_by_stay: rows of a stay are not contiguous; sort by (stay_key, step) first")
+    first = np.nonzero(starts)[0]
+    pos = np.arange(keys.size) - first[stay_idx]  # (R,) position within the stay
+    t = int(pos.max()) + 1
+    mask = np.zeros((n, t), dtype=bool)
+    mask[stay_idx, pos] = True
+    rows = np.full((n, t), -1, dtype=np.int64)
+    rows[stay_idx, pos] = np.arange(keys.size)
+    out = {}
+    for name, col in columns.items():
+        arr = np.asarray(col, dtype=np.float64)
+        if arr.shape != keys.shape:
+            raise ValueError(f"pad_by_stay: column {name!r} has shape {arr.shape}, expected {keys.shape}")
+        padded = np.zeros((n, t))
+        padded[stay_idx, pos] = arr
+        out[name] = padded
+    return Episodes(mask=mask, values=out, rows=rows)
+
+
+def policy_seed(base_seed: int, key: str) -> np.random.SeedSequence:
+    """SeedSequence of ``(base_seed, sha256(key))``: independent streams per policy key (e.g. ``gmb_cpo/seed42``),
+    stable across processes (no Python ``hash``) and unaffected by which other policies are evaluated."""
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return np.random.SeedSequence([int(base_seed), *np.frombuffer(digest[:16], dtype=np.uint32).tolist()])

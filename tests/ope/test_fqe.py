@@ -1,0 +1,66 @@
+"""FQE on a tiny tabular MDP with exact values (tests/ope/tabular.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ogsrl.ope import fqe
+from tests.ope import tabular as tab
+
+FAST = {"hidden": (32, 32), "iterations": 12, "epochs": 20, "batch_size": 256, "lr": 1e-3, "mc_actions": 16,
+        "refits": 0}
+
+
+def _data(action: str, n: int = 600, seed: int = 0) -> tuple[fqe.Transitions, object, dict]:
+    d = tab.logged(n, seed)
+    obs = d["x"][:, None].astype(float)
+    acts = d["actions"] if action == "continuous" else (5 * d["g"]).astype(np.int64)  # fluid bin 1 or 0
+    tr = fqe.transitions(d["stay"], obs, acts, np.column_stack([d["r"], d["c"]]))
+    rng = np.random.default_rng(1)
+    draws = np.stack([tab.TabularPolicy().act(obs, rng) for _ in range(FAST["mc_actions"])])
+    if action == "binned":
+        draws = fqe.bin_probs((5 * (draws[..., 0] > 0)).astype(np.int64))
+    return tr, draws, d
+
+
+@pytest.mark.parametrize("action", ["continuous", "binned"])
+def test_fqe_converges_to_the_exact_values(action: str) -> None:
+    cfg = fqe.Config(**FAST, action=action)
+    tr, draws, d = _data(action)
+    critic = fqe.fit(cfg, tr, draws, 1.0, seed=3)
+    q_true, v_true = tab.exact_q()
+    first = np.nonzero(tr.step == 0)[0]
+    v0 = fqe.initial_values(critic, tr.obs, tr.step, draws, first)  # (N, 2)
+    exact = v_true[0, d["x"][first]]  # (N, 2) true V(s_0) of the same stays
+    np.testing.assert_allclose(v0.mean(axis=0), exact.mean(axis=0), atol=0.06)
+    # Q at every (t, x, g) too, not only the average
+    for t in range(tab.H):
+        for x in (0, 1):
+            for g in (0, 1):
+                a = np.array([[g * tab.DOSE, 0.0]]) if action == "continuous" else np.array([5 * g])
+                got = critic.q(np.array([[float(x)]]), np.array([t]), a)[0]
+                np.testing.assert_allclose(got, q_true[t, x, g], atol=0.12)  # values span −1.5 … 3
+
+
+def test_fqe_interval_adds_the_refit_spread() -> None:
+    rng = np.random.default_rng(0)
+    v0 = rng.normal(size=(200, 2))
+    value, lo, hi = fqe.interval(v0, None, np.random.default_rng(1), 500, 0.95)
+    np.testing.assert_allclose(value, v0.mean(axis=0))
+    np.testing.assert_allclose((hi - lo) / 2, 1.96 * v0.std(axis=0) / np.sqrt(200), rtol=0.15)
+    refits = v0[None] + np.array([-1.0, 1.0, 0.0])[:, None, None]  # critics that disagree by ±1
+    _, lo2, hi2 = fqe.interval(v0, refits, np.random.default_rng(1), 500, 0.95)
+    assert ((hi2 - lo2) / 2 > 1.96 * 0.99).all()
+
+
+def test_bad_config_and_inputs_fail_with_one_line() -> None:
+    with pytest.raises(ValueError, match="refits"):
+        fqe.Config(refits=1)
+    with pytest.raises(ValueError, match="action"):
+        fqe.Config(action="grid")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="finite"):
+        fqe.transitions(np.array([0, 0]), np.array([[np.nan], [1.0]]), np.zeros((2, 2)), np.zeros((2, 1)))
+    tr = fqe.transitions(np.array([0, 0, 1]), np.zeros((3, 1)), np.zeros((3, 2)), np.ones((3, 1)))
+    assert tr.next_row.tolist() == [1, -1, -1] and tr.step.tolist() == [0, 1, 0]
+    np.testing.assert_allclose(fqe.returns_to_go(tr.targets, tr.next_row, 0.5), [[1.5], [1.0], [1.0]])
