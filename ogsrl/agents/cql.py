@@ -25,8 +25,8 @@ configurations per state, weighted by their probabilities) and reparameterised o
 (:func:`ogsrl.agents.common.truncnorm_rsample`), so its gradient is unbiased although the hurdle has an atom.
 
 Guarded (GCQL / GCCQL, run option ``guarded: true``): as in the authors' code (``models/ddpg_cql_guard.py``) the
-reward of each sampled transition gets P = ``ood_penalty`` (−25) times ρ(s), here the share of π's N
-draws at s that the guardian rejects (the authors use one deterministic action: ρ ∈ {0, 1}). See
+reward of each sampled transition gets P = ``ood_penalty`` (−25) times ρ(s), here the share of ``guard_draws``
+of π's draws at s that the guardian rejects (the authors use one deterministic action: ρ ∈ {0, 1}). See
 docs/policies-and-ope.md for our reading.
 """
 
@@ -90,6 +90,8 @@ class Config:
     ood_penalty: float = -25.0
     """guarded runs: reward added per unit of the rejected share of π's draws at s (the authors' −25; the episode
     goes on, unlike the model-based guardian's termination)"""
+    guard_draws: int = 2
+    """guarded runs: how many of π's N draws at s the guardian checks per update (ρ(s) is their rejected share)"""
     n_action_samples: int = 10
     """N, draws per state from each of q₀, π(·|s) and π(·|s') in the logsumexp"""
     constrained: bool = False
@@ -108,7 +110,8 @@ class Config:
 
     def __post_init__(self) -> None:
         op.check_config(self, positive=("steps", "batch_size", "components", "actor_lr", "critic_lr",
-                                        "temperature_lr", "initial_temperature", "n_action_samples", "log_every"),
+                                        "temperature_lr", "initial_temperature", "n_action_samples", "guard_draws",
+                                        "log_every"),
                         unit=("tau",), widths=("hidden", "critic_hidden"))
         for name in ("alpha", "cost_alpha", "multiplier_lr", "init_multiplier"):
             if not getattr(self, name) >= 0:
@@ -303,8 +306,9 @@ def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tup
             rew = data.rew[idx]
             rejected = torch.zeros(n)
             if guard is not None:
-                acts = common.unscale_actions(y_pi.reshape(-1, a_dim).numpy())
-                inside = guard(np.repeat(obs.numpy(), big_n, axis=0), acts).reshape(n, big_n)
+                m = min(config.guard_draws, big_n)
+                acts = common.unscale_actions(y_pi[:, :m].reshape(-1, a_dim).numpy())  # (B, m, A) → (B·m, A)
+                inside = guard(np.repeat(obs.numpy(), m, axis=0), acts).reshape(n, m)
                 rejected = torch.as_tensor(1.0 - inside.mean(axis=1), dtype=torch.float32)
                 rew = rew + ood_penalty * rejected
             y_r = rew + cont * q_next[:2].min(dim=0).values  # (B,)

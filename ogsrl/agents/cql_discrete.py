@@ -213,7 +213,7 @@ def fit(config: Config, inputs: TrainInputs, seed: int) -> FitResult:
     starts = torch.as_tensor(np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]))
 
     def t32(x: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
+        return torch.tensor(np.asarray(x, dtype=np.float32))
 
     net, lam, metrics, history = train(
         config, t32((obs - mean) / std), t32((nxt - mean) / std), torch.as_tensor(frame["action_bin"].to_numpy(np.int64)),
