@@ -30,7 +30,7 @@ from ogsrl.synth.stage import run_truth
 
 HERE = Path(__file__).resolve().parent
 REFERENCES = ("behaviour", "heuristic", "best-known")
-ROWS = ("soc", "mb_trpo", "mb_cpo", "gmb_trpo", "gmb_cpo", "gmb_ppo_lag")
+ROWS = ("soc", "cql", "ccql", "gcql", "gccql", "mb_trpo", "mb_cpo", "gmb_trpo", "gmb_cpo", "gmb_ppo_lag")
 
 
 def score(root: str, params_file: str, spec: str, episodes: int, seed: int) -> dict[str, float | str]:

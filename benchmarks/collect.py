@@ -7,7 +7,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = ("synth", "blanket", "best_known", "policies", "extract", "world", "world_truth", "guardian", "certificate",
-         "ope_rank", "ope_coverage")
+         "ope_rank", "ope_coverage", "cql")
 
 
 def main() -> None:

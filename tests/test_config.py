@@ -88,6 +88,7 @@ def test_paper_profile_differs_from_params_only_in_the_policy_runs() -> None:
     assert {k: v for k, v in paper["policies"]["algorithms"].items() if k in default["policies"]["algorithms"]} == \
         default["policies"]["algorithms"]
     cfg = policies_config(paper)
-    assert set(cfg.runs) == {"soc", "mb_trpo", "mb_cpo", "gmb_trpo", "gmb_cpo", "gmb_ppo_lag"}
+    assert set(cfg.runs) == {"soc", "mb_trpo", "mb_cpo", "gmb_trpo", "gmb_cpo", "gmb_ppo_lag", "cql", "ccql", "gcql",
+                             "gccql"}
     assert cfg.seeds == (40, 42, 44, 54, 64) and paper["registry"]["run"] in cfg.runs
     assert set(policies_config(default).runs) == {"soc", "gmb_cpo"} and default["registry"]["run"] == "gmb_cpo"

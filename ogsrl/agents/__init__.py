@@ -4,6 +4,9 @@
 * :mod:`ogsrl.agents.inputs` — ``TrainInputs`` (what every ``fit`` receives) and ``FitResult``.
 * :mod:`ogsrl.agents.actor` — the shared served actor (``HurdleActor``, ``SavedPolicy``), the guardian fallback
   (``GuardedPolicy``) and :func:`load_policy`, which reads any saved policy by the ``kind`` in its config.json.
+* :mod:`ogsrl.agents.binned` — ``BinnedPolicy``, the served policy over the 5 × 5 action bins (discrete CQL).
+* Algorithms, one file each: :mod:`~ogsrl.agents.bc`, :mod:`~ogsrl.agents.cpo`, :mod:`~ogsrl.agents.ppo_lag`,
+  :mod:`~ogsrl.agents.cql`, :mod:`~ogsrl.agents.cql_discrete`.
 * :mod:`ogsrl.agents.stage` — the ``train_policies`` stage: params ``policies`` (runs × seeds) → checkpoints.
 """
 

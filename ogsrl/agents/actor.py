@@ -34,6 +34,7 @@ from torch import nn
 
 from ogsrl import features
 from ogsrl.agents import common
+from ogsrl.agents.binned import BINNED_KIND, BinnedPolicy
 from ogsrl.agents.common import FloatArray
 from ogsrl.io import atomic_path
 
@@ -139,6 +140,14 @@ class SavedPolicy:
     def _obs(self, obs: Any) -> np.ndarray:
         return common.check_obs(obs, self.feature_names, "policy")
 
+    def with_serving(self, act_mode: ActMode, provenance: dict[str, Any], sample_seed: int) -> SavedPolicy:
+        """The same actor with the stage's act_mode, provenance and sampling seed."""
+        return SavedPolicy(self.actor, self.feature_names, act_mode, provenance, sample_seed)
+
+    def sample(self, obs: FloatArray, rng: np.random.Generator) -> FloatArray:
+        """Physical actions ``(B, A)`` drawn from π with ``rng`` (whatever act_mode is)."""
+        return self.actor.sample(self._obs(obs), rng)
+
     def act(self, obs: FloatArray, rng: np.random.Generator | None = None) -> FloatArray:
         """Actions ``(B, A)`` in physical units, following ``act_mode`` (see the class docstring)."""
         x = self._obs(obs)
@@ -206,7 +215,7 @@ class GuardedPolicy:
 
     kind = GUARDED_KIND
 
-    def __init__(self, policy: SavedPolicy, fallback: SavedPolicy, guardian: Any, guardian_dir: Path | None = None,
+    def __init__(self, policy: SavedPolicy | BinnedPolicy, fallback: SavedPolicy, guardian: Any, guardian_dir: Path | None = None,
                  mc_samples: int = 256, mc_seed: int = 0) -> None:
         if mc_samples < 1:
             raise ValueError(f"mc_samples must be ≥ 1, got {mc_samples}")
@@ -254,7 +263,7 @@ class GuardedPolicy:
         for start in range(0, len(uniq), rows):
             u = uniq[start : start + rows]
             rep = np.repeat(u, self.mc_samples, axis=0)  # (b, S) → (b·M, S), each state's draws contiguous
-            a = self.policy.actor.sample(self._cols(rep, self.policy.feature_names), rng)
+            a = self.policy.sample(self._cols(rep, self.policy.feature_names), rng)
             out[start : start + rows] = (~self.inside(rep, a)).reshape(len(u), self.mc_samples).mean(axis=1)
         return out[inverse.reshape(-1)]
 
@@ -297,7 +306,7 @@ class GuardedPolicy:
         doc = common.read_checkpoint_config(path)
         if doc["kind"] != GUARDED_KIND:
             raise ValueError(f"{path}: checkpoint kind {doc['kind']!r} is not {GUARDED_KIND!r}")
-        pol = cls(SavedPolicy.load(path / "policy"), SavedPolicy.load(path / "fallback"),
+        pol = cls(load_policy(path / "policy"), SavedPolicy.load(path / "fallback"),
                   guardian_mod.load(path / "guardian"), path / "guardian", int(doc["mc_samples"]), int(doc["mc_seed"]))
         if list(pol.feature_names) != doc["feature_names"]:
             raise ValueError(f"{path}: feature_names differ from config.json")
@@ -307,11 +316,12 @@ class GuardedPolicy:
 POLICY_LOADERS: dict[str, Callable[[str | Path], Any]] = {
     ACTOR_KIND: SavedPolicy.load,
     GUARDED_KIND: GuardedPolicy.load,
+    BINNED_KIND: BinnedPolicy.load,
 }
 """checkpoint kind → loader"""
 
 
-def load_policy(path: str | Path) -> SavedPolicy | GuardedPolicy:
+def load_policy(path: str | Path) -> SavedPolicy | GuardedPolicy | BinnedPolicy:
     """Load any saved policy directory by the ``kind`` in its config.json."""
     kind = common.read_checkpoint_config(path)["kind"]
     if kind not in POLICY_LOADERS:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ogsrl.agents import bc, cpo, ppo_lag
+from ogsrl.agents import bc, cpo, cql, cql_discrete, ppo_lag
 from ogsrl.agents.inputs import FitResult, TrainInputs
 
 
@@ -36,5 +36,7 @@ ALGORITHMS: dict[str, Algorithm] = {
     "trpo": Algorithm(cpo.Config, cpo.fit_trpo, cpo.load, needs_world_model=True),
     "cpo": Algorithm(cpo.Config, cpo.fit, cpo.load, needs_world_model=True),
     "ppo_lag": Algorithm(ppo_lag.Config, ppo_lag.fit, ppo_lag.load, needs_world_model=True),
+    "cql": Algorithm(cql.Config, cql.fit, cql.load, needs_world_model=False),
+    "cql_discrete": Algorithm(cql_discrete.Config, cql_discrete.fit, cql_discrete.load, needs_world_model=False),
 }
 """algorithm name → record"""

@@ -87,6 +87,13 @@ def soft_clamp(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
     return low + 0.5 * (high - low) * (torch.tanh(x) + 1.0)
 
 
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak averaging of target networks: θ̄ ← (1 − τ)·θ̄ + τ·θ, in place."""
+    with torch.no_grad():
+        for t, s in zip(target.parameters(), source.parameters()):
+            t.lerp_(s, tau)
+
+
 # ---- the hurdle Gaussian action density ------------------------------------------------------------------------
 
 
@@ -141,6 +148,44 @@ def hurdle_nll(
     per_dim = torch.where(y <= 0.0, torch.nn.functional.logsigmoid(logit0), log_cont)  # (B, K, A)
     log_w = torch.log_softmax(logit_w, dim=-1)
     return -torch.logsumexp(log_w + per_dim.sum(dim=-1), dim=-1)
+
+
+def truncnorm_rsample(mu: torch.Tensor, std: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Reparameterised draw of y ~ N(μ, σ²) truncated to (0, 1] by the inverse CDF, float64, differentiable in μ, σ:
+
+        y = μ + σ·Φ⁻¹(Φ(lo) + u·(Φ(hi) − Φ(lo))),   lo = −μ/σ, hi = (1 − μ)/σ,   u ~ U(0, 1)
+
+    computed in the left tail (mirrored when both bounds sit in the right one) and kept inside [1e-9, 1], so a
+    draw is never the zero-dose atom. ``mu``, ``std`` and ``u`` broadcast.
+    """
+    mu, std, u = mu.double(), std.double(), u.double()
+    a, b = -mu / std, (1.0 - mu) / std
+    mirror = a > 0
+    lo, hi = torch.where(mirror, -b, a), torch.where(mirror, -a, b)
+    p_lo, p_hi = torch.special.ndtr(lo), torch.special.ndtr(hi)
+    z = torch.special.ndtri((p_lo + u * (p_hi - p_lo)).clamp(1e-300, 1.0 - 1e-16))
+    y = mu + std * torch.where(mirror, -z, z)
+    return y.clamp(1e-9, 1.0)
+
+
+def hurdle_rsample(
+    logit_w: torch.Tensor, logit0: torch.Tensor, mu: torch.Tensor, log_std: torch.Tensor, n: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """``n`` draws per row of scaled actions ``(B, n, A)`` from the K-component hurdle mixture (no gradient through
+    the component or zero choice; the non-zero amounts are :func:`truncnorm_rsample` draws). Parameters as
+    :func:`hurdle_nll`; every draw comes from ``generator``."""
+    bsz, k, a_dim = mu.shape
+    comp = torch.multinomial(torch.softmax(logit_w.double(), dim=-1), n, replacement=True, generator=generator)
+    idx = comp[..., None].expand(bsz, n, a_dim)  # (B, n) → (B, n, A)
+
+    def pick(t: torch.Tensor) -> torch.Tensor:
+        return torch.gather(t, 1, idx)  # (B, K, A) → (B, n, A)
+
+    u0 = torch.rand(bsz, n, a_dim, generator=generator, dtype=torch.float64)
+    u = torch.rand(bsz, n, a_dim, generator=generator, dtype=torch.float64)
+    y = truncnorm_rsample(pick(mu), pick(log_std).double().exp(), u)
+    return torch.where(u0 < torch.sigmoid(pick(logit0).double()), torch.zeros_like(y), y)
 
 
 def hurdle_log_prob(

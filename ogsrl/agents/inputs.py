@@ -61,6 +61,9 @@ class TrainInputs:
     seed, the model-based learners' warm start (see :class:`BehaviourClones`)"""
     run: str = ""
     """the run's name (log lines only)"""
+    make_guard: Callable[[], Any] | None = None
+    """``make_guard() -> guard(obs (B, S), act (B, A)) -> inside (B,)``: the calibrated guardian on the run's state
+    columns (physical units), for model-free guarded runs; loaded on first use"""
 
 
 def state_columns(state_set: str, model: tuple[str, ...], columns: pd.Index) -> tuple[str, ...]:
@@ -150,6 +153,18 @@ class EnvFactory:
         if missing:
             raise DataError(f"the world model predicts cost column(s) {missing} the train split lacks", table="train")
         return self.train[list(cost_names)].mean().to_numpy(np.float64)
+
+
+def load_guard(root: Path, state_features: tuple[str, ...]) -> Callable[[Any, Any], Any]:
+    """The guardian of ``root`` as a guard on the run's state columns and the actions (ValueError naming the
+    missing columns when the run's state lacks a guardian input)."""
+    from ogsrl import guardian as guardian_mod
+
+    path = Path(root) / GUARDIAN_DIR
+    if not (path / "guardian.json").is_file():
+        raise FileNotFoundError(f"a guarded model-free run needs a calibrated guardian at {path} "
+                                "(run `ogsrl calibrate-guardian`)")
+    return guardian_mod.as_guard(guardian_mod.load(path), state_features, features.ACTIONS)
 
 
 class BehaviourClones:

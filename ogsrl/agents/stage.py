@@ -34,9 +34,10 @@ import pandas as pd
 from ogsrl import config, features
 from ogsrl.agents import common
 from ogsrl.agents.actor import ACT_MODES, GuardedPolicy, SavedPolicy, load_policy
+from ogsrl.agents.binned import BinnedPolicy
 from ogsrl.agents.algorithms import ALGORITHMS
 from ogsrl.agents.inputs import GUARDIAN_DIR, STATE_SETS, BehaviourClones, EnvFactory, TrainInputs, grid
-from ogsrl.agents.inputs import resolve_cost_limits
+from ogsrl.agents.inputs import load_guard, resolve_cost_limits
 from ogsrl.agents.inputs import state_columns
 from ogsrl.io import atomic_path, write_json
 
@@ -243,6 +244,7 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
             cost_limits=limits, step_h=step_h, discount=cfg.discount, guarded=spec.guarded,
             make_env=functools.partial(factory.make, state),
             behaviour_clone=functools.partial(clones.get, state), run=name,
+            make_guard=functools.partial(load_guard, root, state),
         )
         alg_cfg = cfg.algorithm_config(name)
         per_seed: dict[int, dict[str, float]] = {}
@@ -250,12 +252,11 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
             result = algo.fit(alg_cfg, inputs, seed)
             provenance = {"run": name, "algorithm": spec.algorithm, "seed": seed, "state": spec.state,
                           "guarded": spec.guarded, "config": config.to_dict(alg_cfg)}
-            pol = SavedPolicy(result.policy.actor, result.policy.feature_names, cfg.act_mode, provenance,
-                              sample_seed=seed)
+            pol = result.policy.with_serving(cfg.act_mode, provenance, seed)
             if name == cfg.fallback_run and spec.algorithm == "bc":
                 clones.put(state, seed, result.policy)
             dest = root / policy_dir(name, seed)
-            served: SavedPolicy | GuardedPolicy = pol
+            served: SavedPolicy | BinnedPolicy | GuardedPolicy = pol
             if cfg.wraps(name):
                 from ogsrl import guardian as guardian_mod
 

@@ -92,3 +92,33 @@ def make_env(horizon: int = 5, hazard: float = 0.1, costs: tuple[str, ...] = COS
     def factory(num_envs: int, seed: int) -> DoseCMDP:
         return DoseCMDP(num_envs, horizon=horizon, hazard=hazard, seed=seed, costs=costs)
     return factory
+
+
+def logged_frame(n_stays: int, seed: int, horizon: int = 5, hazard: float = 0.1, p_zero: float = 0.3) -> Any:
+    """Offline data for the model-free learners: ``n_stays`` episodes of a random behaviour policy (each dose 0 with
+    probability ``p_zero``, else uniform on the scaled axis), as a trajectory table with the columns they read
+    (``stay_key, step, severity, time, next_severity, next_time, fluid_ml, nee_max, action_bin, reward, done`` and
+    the cost columns; ``action_bin`` from the quartiles of the non-zero doses, as the cohort extraction bins them)."""
+    import pandas as pd
+
+    from ogsrl.cohort.extract import assign_action_bins, fit_action_bins
+
+    env = DoseCMDP(n_stays, horizon=horizon, hazard=hazard, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    obs, _ = env.reset(seed=seed)
+    rows: list[dict[str, Any]] = []
+    for t in range(horizon):
+        y = np.where(rng.random((n_stays, 2)) < p_zero, 0.0, rng.random((n_stays, 2)))
+        act = common.unscale_actions(y)
+        nxt, rew, term, trunc, info = env.step(act)
+        for i in np.flatnonzero(info["active"]):
+            rows.append({"stay_key": f"toy{i:05d}", "step": t, "severity": float(obs[i, 0]), "time": float(obs[i, 1]),
+                         "next_severity": float(nxt[i, 0]), "next_time": float(nxt[i, 1]), "fluid_ml": act[i, 0],
+                         "nee_max": act[i, 1], "reward": float(rew[i]), "done": bool(term[i] or trunc[i]),
+                         **{c: float(info["cost"][i, j]) for j, c in enumerate(COSTS)}})
+        obs = nxt
+    frame = pd.DataFrame(rows).sort_values(["stay_key", "step"], kind="stable").reset_index(drop=True)
+    frame["done"] |= frame["step"] == frame.groupby("stay_key")["step"].transform("max")
+    edges = fit_action_bins(frame["fluid_ml"].to_numpy(), frame["nee_max"].to_numpy())
+    frame["action_bin"] = assign_action_bins(frame["fluid_ml"].to_numpy(), frame["nee_max"].to_numpy(), edges)
+    return frame

@@ -121,7 +121,7 @@ def test_load_policy_errors(fitted: tuple, tmp_path) -> None:
     cfg_file.write_text(json.dumps({**doc, "format_version": 1}))
     with pytest.raises(ValueError, match="rerun `ogsrl train-policies`"):
         load_policy(tmp_path / "p")
-    assert set(POLICY_LOADERS) == {"actor", "guarded"}
+    assert set(POLICY_LOADERS) == {"actor", "guarded", "binned"}
 
 
 def test_bad_inputs_raise_clear_errors(fitted: tuple) -> None:

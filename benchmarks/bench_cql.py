@@ -1,0 +1,193 @@
+"""Our CQL against d3rlpy's on the same demo trajectories (issue 14): updates per second and the true value,
+mortality and per-stay cost of both trained policies.
+
+Same problem for both: the train split's paper-state transitions (states z-scored with the train mean/std), the 2-D
+dose on the scaled axis y = log(1 + a/c)/log(1 + max/c) (d3rlpy sees 2y − 1 ∈ [−1, 1]), reward −SOFA, γ =
+``--gamma``; same networks (twin critics and actor of ``--hidden``), batch 256, 10 action samples per
+logsumexp term, conservative weight 5 (fixed), learning rates 1e-4 / 3e-4 / 1e-4 (actor / critics / temperature),
+Polyak 0.005 and the same number of updates. Ours starts from a fresh actor (``warm_start: false``, K = 1), as d3rlpy
+does. d3rlpy (optional, never installed by ``make run``) runs in its own virtual environment (``--d3-python``, e.g.
+``python3.11 -m venv /work/d3venv && /work/d3venv/bin/pip install torch==2.13.0 d3rlpy``); its greedy policy is
+exported as TorchScript and served through a small wrapper (doses below the recording resolution c are no dose:
+tanh never reaches the atom).
+
+Speed: wall-clock and CPU seconds (``time.process_time``) per update after ``--warmup`` updates, one torch thread
+each, measured in the same run; on a shared machine the CPU-time ratio is the steadier one. Truth: ``ogsrl truth``'s
+simulator (cohort population, ``--episodes`` patients, seed ``--seed``) for d3rlpy's greedy policy and our policy as
+the learner returns it (sampling, no guardian fallback), beside the clinicians.
+
+Usage:
+  .venv/bin/python benchmarks/bench_cql.py --root /work/main --d3-python /work/d3venv/bin/python [--steps 1000]
+Writes benchmarks/results/cql.md (collected into benchmarks/RESULTS.md by collect.py) and benchmarks/results/cql.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ogsrl.agents import common, cql, onpolicy as op
+from ogsrl.config import build, load_params
+
+HERE = Path(__file__).resolve().parent
+COSTS = ("cost_spo2_low", "cost_urine_low")
+
+D3_SCRIPT = r"""
+import json, sys, time
+import numpy as np, torch, d3rlpy
+torch.set_num_threads(1)
+a = json.loads(sys.argv[1]); z = np.load(a["data"])
+ds = d3rlpy.dataset.MDPDataset(z["obs"], z["act"], z["rew"], z["done"], action_space=d3rlpy.ActionSpace.CONTINUOUS)
+cfg = d3rlpy.algos.CQLConfig(batch_size=256, gamma=a["gamma"], actor_learning_rate=1e-4, critic_learning_rate=3e-4,
+    temp_learning_rate=1e-4, alpha_learning_rate=0.0, conservative_weight=5.0, n_action_samples=10, tau=0.005,
+    initial_temperature=1.0, actor_encoder_factory=d3rlpy.models.VectorEncoderFactory(a["hidden"]),
+    critic_encoder_factory=d3rlpy.models.VectorEncoderFactory(a["hidden"]))
+algo = cfg.create(device="cpu:0")
+d3rlpy.seed(a["seed"])
+algo.build_with_dataset(ds)
+kw = dict(show_progress=False, save_interval=10**9, logger_adapter=d3rlpy.logging.NoopAdapterFactory())
+algo.fit(ds, n_steps=a["warmup"], n_steps_per_epoch=a["warmup"], **kw)
+w, c = time.perf_counter(), time.process_time()
+algo.fit(ds, n_steps=a["steps"], n_steps_per_epoch=a["steps"], **kw)
+w, c = time.perf_counter() - w, time.process_time() - c
+algo.save_policy(a["policy"])
+print(json.dumps({"wall": w, "cpu": c, "version": d3rlpy.__version__}))
+"""
+
+
+class TorchScriptPolicy:
+    """d3rlpy's exported greedy policy as an ``ogsrl.policy.Policy``: z-scored state → 2y − 1 → doses."""
+
+    def __init__(self, path: str, feature_names: tuple[str, ...], mean: np.ndarray, std: np.ndarray) -> None:
+        self.net = torch.jit.load(path)
+        self.feature_names, self.mean, self.std = feature_names, mean, std
+
+    def act(self, obs: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        x = torch.as_tensor((np.asarray(obs, np.float64) - self.mean) / self.std, dtype=torch.float32)
+        with torch.no_grad():
+            y = np.clip((self.net(x).double().numpy() + 1.0) / 2.0, 0.0, 1.0)
+        dose = common.unscale_actions(y)
+        return np.where(dose < common.ACTION_RESOLUTION, 0.0, np.minimum(dose, common.ACTION_MAX))
+
+
+def truth(params: dict, root: Path, policy: object, episodes: int, seed: int) -> dict:
+    """``ogsrl truth`` (cohort population) for a policy object."""
+    from ogsrl.cohort.extract import CohortConfig
+    from ogsrl.costs import build_costs
+    from ogsrl.synth.stage import SynthConfig, world_from_params
+    from ogsrl.synth.truth import evaluate_policy
+
+    cfg = build(SynthConfig, params.get("synth"), "synth")
+    res = evaluate_policy(policy, episodes, seed, world=world_from_params(params), chunk=cfg.chunk_stays,
+                          cohort=build(CohortConfig, params.get("cohort"), "cohort"), costs=build_costs(params))
+    return res.to_dict()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", type=Path, default=Path("."), help="project holding data/trajectories and params.yaml")
+    ap.add_argument("--d3-python", required=True, help="python of a venv with d3rlpy and torch==2.13.0")
+    ap.add_argument("--steps", type=int, default=1000, help="updates for each library (the same budget)")
+    ap.add_argument("--warmup", type=int, default=20, help="updates before the clock starts")
+    ap.add_argument("--hidden", type=int, nargs="+", default=[256, 256])
+    ap.add_argument("--gamma", type=float, default=1.0)
+    ap.add_argument("--episodes", type=int, default=5000)
+    ap.add_argument("--seed", type=int, default=11, help="truth patients")
+    ap.add_argument("--train-seed", type=int, default=42)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    root = args.root.resolve()
+    params = load_params(root / "params.yaml")
+    frame, meta = common.read_split(root / "data/trajectories/train.parquet")
+    names = meta["state_features"]
+    mean, std = common.fit_normaliser(frame[list(names)].to_numpy(np.float64))
+    data = cql.transitions(frame, names, COSTS, mean, std)
+    out: dict = {"date": dt.date.today().isoformat(), "steps": args.steps, "hidden": args.hidden, "gamma": args.gamma,
+                 "rows": len(frame), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "speed": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        npz = Path(tmp) / "data.npz"
+        np.savez(npz, obs=data.obs_n.numpy(), act=(2.0 * data.y - 1.0).numpy(), rew=data.rew.numpy(),
+                 done=data.done.numpy())
+        policy_file = str(Path(tmp) / "d3.pt")
+        spec = {"data": str(npz), "gamma": args.gamma, "hidden": args.hidden, "seed": args.train_seed,
+                "warmup": args.warmup, "steps": args.steps, "policy": policy_file}
+        print(f"d3rlpy: {args.steps} updates ...", flush=True)
+        proc = subprocess.run([args.d3_python, "-c", D3_SCRIPT, json.dumps(spec)], capture_output=True, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+        if proc.returncode:
+            raise SystemExit(f"d3rlpy run failed: {proc.stderr.strip().splitlines()[-1]}")
+        d3 = json.loads(proc.stdout.strip().splitlines()[-1])
+        out["speed"]["d3rlpy"] = d3
+        print(f"  {args.steps / d3['wall']:.2f} updates/s wall, {args.steps / d3['cpu']:.2f} per CPU second", flush=True)
+        d3_policy = TorchScriptPolicy(policy_file, names, mean, std)
+        ours = {}
+        for precision in ("bfloat16", "float32"):
+            steps = args.steps if precision == "bfloat16" else max(args.steps // 5, 50)  # float32: speed only
+            cfg = cql.Config(steps=steps, batch_size=256, critic_hidden=tuple(args.hidden), hidden=tuple(args.hidden),
+                             warm_start=False, alpha=5.0, precision=precision, log_every=max(steps // 4, 1))
+            actor = op.fresh_actor(names, tuple(args.hidden), 1, frame[list(names)].to_numpy(np.float64),
+                                   args.train_seed)
+            cql.train(cql.Config(steps=args.warmup, precision=precision, critic_hidden=tuple(args.hidden)), data,
+                      actor, COSTS, np.zeros(2), args.train_seed, discount=args.gamma)
+            print(f"ours ({precision}): {steps} updates ...", flush=True)
+            w, c = time.perf_counter(), time.process_time()
+            trained, _, _ = cql.train(cfg, data, actor, COSTS, np.zeros(2), args.train_seed, discount=args.gamma)
+            w, c = time.perf_counter() - w, time.process_time() - c
+            out["speed"][f"ours_{precision}"] = {"wall": w, "cpu": c, "steps": steps}
+            print(f"  {steps / w:.2f} updates/s wall, {steps / c:.2f} per CPU second", flush=True)
+            if precision == "bfloat16":
+                ours = trained
+    from ogsrl.agents.actor import SavedPolicy
+
+    rows = {}
+    for name, pol in (("clinicians", None), ("d3rlpy CQL (greedy)", d3_policy),
+                      ("ours CQL (sampled)", SavedPolicy(ours, names, "sample", sample_seed=args.train_seed))):
+        print(f"truth: {name} ...", flush=True)
+        rows[name] = truth(params, root, pol, args.episodes, args.seed)
+    out["truth"] = rows
+    sp = out["speed"]
+    rate = {k: (v.get("steps", args.steps) / v["wall"], v.get("steps", args.steps) / v["cpu"]) for k, v in sp.items()}
+    ratio = {k: (rate[k][0] / rate["d3rlpy"][0], rate[k][1] / rate["d3rlpy"][1]) for k in rate}
+    out["ratio"] = ratio
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "cql.json").write_text(json.dumps(out, indent=2, default=str) + "\n", encoding="utf-8")
+    lines = [f"\n## CQL vs d3rlpy {d3['version']} (`benchmarks/bench_cql.py`, {out['date']})\n",
+             f"Command: `.venv/bin/python benchmarks/bench_cql.py --root {args.root} --d3-python {args.d3_python} "
+             f"--steps {args.steps}`. {out['machine']} (shared with other jobs), one torch thread each; "
+             f"{len(frame)} train transitions (13-d paper state, 2-d dose), networks {args.hidden}, batch 256, "
+             f"γ = {args.gamma}, {args.steps} updates each (ours float32: {sp['ours_float32']['steps']}, speed "
+             f"only), clock started after {args.warmup} warm-up updates.\n",
+             "| learner | updates/s (wall) | updates per CPU second | ratio to d3rlpy (wall / CPU) |",
+             "|---|---|---|---|"]
+    labels = {"d3rlpy": "d3rlpy CQL", "ours_bfloat16": "ours, critics' hidden matmuls bfloat16",
+              "ours_float32": "ours, float32"}
+    for k in ("d3rlpy", "ours_bfloat16", "ours_float32"):
+        lines.append(f"| {labels[k]} | {rate[k][0]:.2f} | {rate[k][1]:.2f} | {ratio[k][0]:.2f} / {ratio[k][1]:.2f} |")
+    lines += ["", f"Truth ({args.episodes} simulated patients, seed {args.seed}, cohort population; policies after "
+              f"{args.steps} updates):", "",
+              "| policy | true SOFA return | true in-hospital mortality | true cost_spo2_low / cost_urine_low per stay |",
+              "|---|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['truth/return']:.1f} [{r['truth/return_ci_lo']:.1f}, {r['truth/return_ci_hi']:.1f}]"
+                     f" | {r['truth/mortality_hosp']:.3f} [{r['truth/mortality_hosp_ci_lo']:.3f}, "
+                     f"{r['truth/mortality_hosp_ci_hi']:.3f}] | {r['truth/cost_return_cost_spo2_low']:.2f} / "
+                     f"{r['truth/cost_return_cost_urine_low']:.2f} |")
+    text = "\n".join(lines) + "\n"
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "cql.md").write_text(text, encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

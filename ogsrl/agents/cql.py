@@ -1,0 +1,423 @@
+"""Conservative Q-learning (CQL; Kumar, Zhou, Tucker, Levine, NeurIPS 2020, arXiv 2006.04779) for the continuous
+2-D dose, with its constrained (CCQL) and guarded (GCQL, GCCQL) variants as options of one algorithm.
+
+Checked against CORL ``algorithms/offline/cql.py`` and d3rlpy ``algos/qlearning/torch/cql_impl.py`` (SAC-style twin
+critics, CQL(H) with importance-sampled logsumexp over uniform and policy actions). The actor is the framework's
+:class:`ogsrl.agents.actor.HurdleActor` (zero-dose atom + truncated Gaussian on y = log(1 + a/c)/log(1 + max/c)), so
+the served policy has the exact density OPE scores. Densities here are w.r.t. (δ0 + Lebesgue on y) per dimension.
+
+Critics (twin reward critics Q₁, Q₂ and, for CCQL, one cost critic Q_Ci per cost column) are one fused ensemble
+evaluated with batched matmuls. With D the logged transitions, π the actor, γ = ``policies.discount``:
+
+    TD:      y_R = r + P·ρ(s) + γ(1 − done)·min_e Q̄_e(s', a'),  y_Ci = c_i + γ(1 − done)·Q̄_Ci(s', a'),  a' ~ π(·|s')
+    CQL(H):  α·E_s[ log Σ_j exp(Q(s, a_j) − log q(a_j)) − log 3N − E_{a~D}[Q(s, a)] ]   per reward critic
+             a_j: N draws from the reference q₀ (each dose 0 w.p. ½, else y ~ U(0, 1]: log q₀ = A·log ½),
+                  N from π(·|s) and N from π(·|s') (log q = log π, detached)
+    cost:    α_C·E_s[ log Σ_j exp(−Q_C(s, a_j) − log q(a_j)) − log 3N + E_{a~D}[Q_C(s, a)] ]   (pessimism: cost is
+             pushed *up* off the data)
+    actor:   min_θ E_s E_{a~π_θ}[ τ·log π_θ(a|s) − min_e Q_e(s, a) + Σᵢ λᵢ Q_Ci(s, a) ]
+    τ:       min_τ −τ·E[log π + H̄]  (SAC temperature, H̄ = ``target_entropy``)
+    λ (CCQL): λᵢ ← max(0, λᵢ + η_λ·(Ĵ_Ci − dᵢ)),  Ĵ_Ci = E_{s₀, a~π}[Q_Ci(s₀, a)] on start states s₀ (the expected
+             cost per stay the limits dᵢ bound)
+
+The actor expectation is exact over the discrete parts (mixture component k and which doses are zero: K·2^A
+configurations per state, weighted by their probabilities) and reparameterised over the non-zero amounts
+(:func:`ogsrl.agents.common.truncnorm_rsample`), so its gradient is unbiased although the hurdle has an atom.
+
+Guarded (GCQL / GCCQL, run option ``guarded: true``): as in the authors' code (``models/ddpg_cql_guard.py``) the
+reward of each sampled transition gets P = ``ood_penalty`` (−25) times ρ(s), here the share of ``guard_draws``
+of π's draws at s that the guardian rejects (the authors use one deterministic action: ρ ∈ {0, 1}). See
+docs/policies-and-ope.md for our reading.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ogsrl import features
+from ogsrl.agents import common, onpolicy as op
+from ogsrl.agents.actor import HurdleActor, SavedPolicy
+from ogsrl.agents.common import FloatArray
+from ogsrl.agents.inputs import FitResult, TrainInputs
+
+log = logging.getLogger(__name__)
+
+Guard = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""guard(obs (B, S) physical, act (B, A) physical) → inside (B,) bool"""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """CQL on the logged transitions; ``constrained`` makes it CCQL (the run's ``guarded`` makes it GCQL/GCCQL)."""
+
+    steps: int = 5000
+    """gradient updates (each: one minibatch for critics, actor, temperature and multipliers)"""
+    batch_size: int = 256
+    """B, transitions per update"""
+    critic_hidden: tuple[int, ...] = (256, 256)
+    """widths of every critic (reward twins and cost critics)"""
+    warm_start: bool = True
+    """start the actor from the clinicians' behaviour clone of the same seed; False: a fresh actor"""
+    hidden: tuple[int, ...] = (256, 256)
+    """actor MLP widths when not warm-started"""
+    components: int = 1
+    """mixture components K of a fresh actor"""
+    actor_lr: float = 1e-4
+    """Adam learning rate of the actor"""
+    critic_lr: float = 3e-4
+    """Adam learning rate of the critics"""
+    temperature_lr: float = 1e-4
+    """Adam learning rate of log τ"""
+    initial_temperature: float = 1.0
+    """τ at the start (entropy weight)"""
+    target_entropy: float = -2.0
+    """H̄, the entropy (nats, on the scaled axis with the zero atom) τ is tuned towards"""
+    tau: float = 0.005
+    """Polyak rate of the target critics"""
+    alpha: float = 5.0
+    """conservative weight α of the CQL(H) term (d3rlpy's conservative_weight)"""
+    ood_penalty: float = -25.0
+    """guarded runs: reward added per unit of the rejected share of π's draws at s (the authors' −25; the episode
+    goes on, unlike the model-based guardian's termination)"""
+    guard_draws: int = 2
+    """guarded runs: how many of π's N draws at s the guardian checks per update (ρ(s) is their rejected share)"""
+    n_action_samples: int = 10
+    """N, draws per state from each of q₀, π(·|s) and π(·|s') in the logsumexp"""
+    constrained: bool = False
+    """CCQL: cost critics and one Lagrange multiplier per cost column bound the expected cost per stay"""
+    cost_alpha: float = 1.0
+    """α_C, weight of the cost critics' pessimistic term (0: plain TD on the costs)"""
+    multiplier_lr: float = 0.01
+    """η_λ, projected-ascent step of the multipliers per unit of violation"""
+    init_multiplier: float = 0.0
+    """λᵢ at the start"""
+    precision: Literal["float32", "bfloat16"] = "float32"
+    """matmul precision of the critics' hidden layers (bfloat16 uses AMX/AVX-512 where present; heads, targets and
+    losses stay float32)"""
+    log_every: int = 1000
+    """updates between progress log lines (and learning-curve rows)"""
+
+    def __post_init__(self) -> None:
+        op.check_config(self, positive=("steps", "batch_size", "components", "actor_lr", "critic_lr",
+                                        "temperature_lr", "initial_temperature", "n_action_samples", "guard_draws",
+                                        "log_every"),
+                        unit=("tau",), widths=("hidden", "critic_hidden"))
+        for name in ("alpha", "cost_alpha", "multiplier_lr", "init_multiplier"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"Config.{name} must be ≥ 0, got {getattr(self, name)!r}")
+        if self.precision not in ("float32", "bfloat16"):
+            raise ValueError(f"Config.precision must be float32 or bfloat16, got {self.precision!r}")
+
+
+# ---- data --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Transitions:
+    """Logged transitions as tensors (N rows)."""
+
+    obs: torch.Tensor
+    """(N, S) states, physical units, float64 (the actor normalises them)"""
+    obs_n: torch.Tensor
+    """(N, S) states normalised for the critics, float32"""
+    next_obs: torch.Tensor
+    """(N, S) next states, physical, float64"""
+    next_obs_n: torch.Tensor
+    """(N, S) next states normalised, float32"""
+    y: torch.Tensor
+    """(N, A) scaled logged actions in [0, 1], float32"""
+    rew: torch.Tensor
+    """(N,) rewards, float32"""
+    cost: torch.Tensor
+    """(N, C) costs, float32"""
+    done: torch.Tensor
+    """(N,) 1 at a stay's last step (nothing is owed after it), float32"""
+    starts: torch.Tensor
+    """(M,) row indices of the stays' first steps"""
+
+
+def transitions(frame: pd.DataFrame, names: tuple[str, ...], cost_names: tuple[str, ...],
+                mean: FloatArray, std: FloatArray) -> Transitions:
+    """Trajectory table (sorted by stay, step; ``next_<feature>`` columns) → :class:`Transitions`."""
+    nxt = [f"next_{n}" for n in names]
+    missing = [c for c in (*nxt, "done", "reward", *cost_names) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"cql: the trajectory table lacks column(s) {missing}")
+    obs = common.check_obs(frame[list(names)].to_numpy(np.float64), names, "cql")
+    next_obs = common.check_obs(frame[nxt].to_numpy(np.float64), names, "cql next state")
+    acts = common.check_actions(frame[list(features.ACTIONS)].to_numpy(np.float64), len(obs), "cql")
+    keys = frame["stay_key"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+
+    def norm(x: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor((x - mean) / std, dtype=torch.float32)
+
+    return Transitions(obs=torch.tensor(obs), obs_n=norm(obs), next_obs=torch.tensor(next_obs),
+                       next_obs_n=norm(next_obs), y=torch.as_tensor(common.scale_actions(acts), dtype=torch.float32),
+                       rew=torch.tensor(frame["reward"].to_numpy(np.float32)),
+                       cost=torch.tensor(frame[list(cost_names)].to_numpy(np.float32).reshape(len(obs), -1)),
+                       done=torch.tensor(frame["done"].to_numpy(np.float32)), starts=torch.as_tensor(starts))
+
+
+# ---- critics ------------------------------------------------------------------------------------------------------
+
+
+class CriticEnsemble(nn.Module):
+    """E independent MLP critics (normalised s, y) (N, S + A) → Q (E, N), each initialised like :func:`common.mlp`.
+
+    Weights ``(E, d_out, d_in)`` and biases ``(E, d_out)`` (float32 masters). Members run one after another as 2-D
+    matmuls (``F.linear``), which the CPU's bfloat16 kernels run faster than batched ones, forward and backward.
+    """
+
+    def __init__(self, n_in: int, hidden: tuple[int, ...], members: int, generator: torch.Generator,
+                 precision: str = "float32") -> None:
+        super().__init__()
+        dims = [n_in, *hidden, 1]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for d_in, d_out in zip(dims[:-1], dims[1:]):
+            bound = 1.0 / math.sqrt(d_in)
+            self.weights.append(nn.Parameter((torch.rand(members, d_out, d_in, generator=generator) * 2 - 1) * bound))
+            self.biases.append(nn.Parameter((torch.rand(members, d_out, generator=generator) * 2 - 1) * bound))
+        self.members = members
+        self.dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+
+    def forward(self, x: torch.Tensor, frozen: bool = False) -> torch.Tensor:
+        """``x (N, S + A)`` → Q ``(E, N)``, float32 (hidden layers in ``precision``, the head in float32). With
+        ``frozen`` the weights are detached (gradients reach ``x`` only: the actor's step computes no critic
+        gradients)."""
+        last = len(self.weights) - 1
+        x_low = x.to(self.dtype)
+        out = []
+        for e in range(self.members):
+            h = x_low
+            for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+                w, b = (w[e].detach(), b[e].detach()) if frozen else (w[e], b[e])
+                if i < last:
+                    h = torch.relu(nn.functional.linear(h, w.to(self.dtype), b.to(self.dtype)))
+                else:
+                    h = nn.functional.linear(h.float(), w, b)
+            out.append(h.squeeze(-1))
+        return torch.stack(out)
+
+
+# ---- the actor's expectation and draws ---------------------------------------------------------------------------
+
+
+def enumerate_actions(params: tuple[torch.Tensor, ...], generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """The actor loss's exact-over-discrete-parts expectation: per state, every (component k, zero pattern z)
+    configuration with one reparameterised amount per component and dimension.
+
+    Returns (y ``(B, K·2^A, A)`` scaled actions, log P(k, z) ``(B, K·2^A)``, differentiable).
+    """
+    logit_w, logit0, mu, log_std = params
+    bsz, k, a_dim = mu.shape
+    u = torch.rand(bsz, k, a_dim, generator=generator, dtype=torch.float64)
+    amount = common.truncnorm_rsample(mu, log_std.double().exp(), u)  # (B, K, A)
+    patterns = torch.tensor([[(p >> j) & 1 for j in range(a_dim)] for p in range(2**a_dim)],
+                            dtype=torch.float64)  # (Z, A): 1 = non-zero dose
+    y = amount[:, :, None, :] * patterns[None, None]  # (B, K, 1, A) × (1, 1, Z, A) → (B, K, Z, A)
+    l0 = logit0.double()[:, :, None, :]  # (B, K, 1, A)
+    log_pz = torch.where(patterns > 0, nn.functional.logsigmoid(-l0), nn.functional.logsigmoid(l0)).sum(-1)
+    log_p = torch.log_softmax(logit_w.double(), dim=-1)[:, :, None] + log_pz  # (B, K, Z)
+    return y.reshape(bsz, -1, a_dim), log_p.reshape(bsz, -1)
+
+
+def log_prob_rows(params: tuple[torch.Tensor, ...], y: torch.Tensor) -> torch.Tensor:
+    """log π(y|s) ``(B, n)`` of ``n`` scaled actions per state ``y (B, n, A)`` (params of B states)."""
+    bsz, n, a_dim = y.shape
+    rep = tuple(t.repeat_interleave(n, dim=0) for t in params)  # (B, …) → (B·n, …)
+    return -common.hurdle_nll(*rep, y.reshape(-1, a_dim)).reshape(bsz, n)
+
+
+def reference_draws(bsz: int, n: int, a_dim: int, generator: torch.Generator) -> torch.Tensor:
+    """``(B, n, A)`` draws from q₀: each dose 0 with probability ½, else y ~ U(0, 1] (density ½ per dimension)."""
+    zero = torch.rand(bsz, n, a_dim, generator=generator) < 0.5
+    return torch.where(zero, 0.0, torch.rand(bsz, n, a_dim, generator=generator).clamp_min(1e-9))
+
+
+# ---- training ------------------------------------------------------------------------------------------------------
+
+
+def _inputs(obs_n: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(B, S) states and (B, n, A) actions → critic inputs (B·n, S + A)."""
+    bsz, n, _ = y.shape
+    return torch.cat([obs_n[:, None, :].expand(bsz, n, obs_n.shape[-1]), y.float()], dim=-1).reshape(bsz * n, -1)
+
+
+def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tuple[str, ...],
+          cost_limits: FloatArray, seed: int, *, discount: float = 1.0, guard: Guard | None = None,
+          ood_penalty: float = 0.0, label: str = "cql") -> tuple[HurdleActor, dict[str, float], list[dict[str, float]]]:
+    """Train a copy of ``actor`` by CQL (CCQL when ``config.constrained``) on ``data``.
+
+    Args:
+        config: hyper-parameters.
+        data: logged transitions (:func:`transitions`).
+        actor: the initial policy (left untouched).
+        cost_names: the C cost columns of ``data.cost``; cost_limits: (C,) expected cost per stay allowed.
+        seed: drives critic init, minibatches and every draw (same seed → same weights).
+        discount: γ of the reward and cost returns.
+        guard: GCQL/GCCQL: the guardian on (physical s, physical a); None: not guarded.
+        ood_penalty: P, added to the reward times the rejected share of π's draws at s (guarded only).
+        label: prefix of the progress log lines.
+    Returns:
+        (trained actor, final metrics ``train/…``, one history row per ``log_every`` updates).
+    """
+    limits = np.asarray(cost_limits, dtype=np.float64)
+    if limits.shape != (len(cost_names),) or (limits < 0).any():
+        raise ValueError(f"cql: cost_limits must be {len(cost_names)} numbers ≥ 0, got {limits.tolist()}")
+    gen = torch.Generator().manual_seed(seed + 2)
+    actor = copy.deepcopy(actor).train()
+    n_obs, a_dim = data.obs.shape[1], data.y.shape[1]
+    n_cost = len(cost_names) if config.constrained else 0
+    critic = CriticEnsemble(n_obs + a_dim, config.critic_hidden, 2 + n_cost, torch.Generator().manual_seed(seed + 1),
+                            config.precision)
+    target = copy.deepcopy(critic).requires_grad_(False)
+    actor_opt = torch.optim.Adam(actor.net.parameters(), lr=config.actor_lr)
+    critic_opt = torch.optim.Adam(critic.parameters(), lr=config.critic_lr)
+    log_temp = torch.tensor(math.log(config.initial_temperature), requires_grad=True)
+    temp_opt = torch.optim.Adam([log_temp], lr=config.temperature_lr)
+    lam = np.full(n_cost, config.init_multiplier)
+    lam_t = torch.zeros(n_cost)
+    n, big_n = config.batch_size, config.n_action_samples
+    log_q0 = a_dim * math.log(0.5)
+    history: list[dict[str, float]] = []
+    sums: dict[str, float] = {}
+    t0 = time.perf_counter()
+    for step in range(1, config.steps + 1):
+        idx = torch.randint(len(data.rew), (n,), generator=gen)
+        obs, obs_n, y_data = data.obs[idx], data.obs_n[idx], data.y[idx]
+        with torch.no_grad():
+            p_s = actor(obs)
+            p_next = actor(data.next_obs[idx])
+            y_pi = common.hurdle_rsample(*p_s, big_n, gen)  # (B, N, A)
+            y_next = common.hurdle_rsample(*p_next, big_n + 1, gen)  # the last draw is a' of the TD target
+            lp_pi, lp_next = log_prob_rows(p_s, y_pi), log_prob_rows(p_next, y_next[:, :big_n])
+            y_rand = reference_draws(n, big_n, a_dim, gen)
+            nxt = _inputs(data.next_obs_n[idx], y_next[:, big_n:])  # (B, S + A)
+            q_next = target(nxt)  # (E, B)
+            cont = discount * (1.0 - data.done[idx])
+            rew = data.rew[idx]
+            rejected = torch.zeros(n)
+            if guard is not None:
+                m = min(config.guard_draws, big_n)
+                acts = common.unscale_actions(y_pi[:, :m].reshape(-1, a_dim).numpy())  # (B, m, A) → (B·m, A)
+                inside = guard(np.repeat(obs.numpy(), m, axis=0), acts).reshape(n, m)
+                rejected = torch.as_tensor(1.0 - inside.mean(axis=1), dtype=torch.float32)
+                rew = rew + ood_penalty * rejected
+            y_r = rew + cont * q_next[:2].min(dim=0).values  # (B,)
+            y_c = data.cost[idx].T[:n_cost] + cont * q_next[2:]  # (C, B)
+            log_q = torch.cat([torch.full((n, big_n), log_q0), lp_pi.float(), lp_next.float()], dim=1)  # (B, 3N)
+        # critics: TD + conservative terms, one fused forward over data and sampled actions
+        y_all = torch.cat([y_data[:, None, :], y_rand, y_pi.float(), y_next[:, :big_n].float()], dim=1)  # (B, 1+3N, A)
+        q = critic(_inputs(obs_n, y_all)).reshape(critic.members, n, 1 + 3 * big_n)  # (E, B, 1 + 3N)
+        q_data, q_samp = q[..., 0], q[..., 1:]
+        td_r = ((q_data[:2] - y_r) ** 2).mean()
+        lse_r = torch.logsumexp(q_samp[:2] - log_q, dim=-1) - math.log(3 * big_n)  # (2, B)
+        gap_r = (lse_r - q_data[:2]).mean()
+        loss = td_r + config.alpha * gap_r
+        if n_cost:
+            td_c = ((q_data[2:] - y_c) ** 2).mean()
+            lse_c = torch.logsumexp(-q_samp[2:] - log_q, dim=-1) - math.log(3 * big_n)  # (C, B)
+            loss = loss + td_c + config.cost_alpha * (lse_c + q_data[2:]).mean()
+        critic_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        critic_opt.step()
+        # actor: exact over components and zero patterns, reparameterised amounts
+        p_s = actor(obs)
+        y_enum, log_p = enumerate_actions(p_s, gen)  # (B, M, A), (B, M)
+        lp_enum = log_prob_rows(p_s, y_enum)  # (B, M)
+        q_enum = critic(_inputs(obs_n, y_enum), frozen=True).reshape(critic.members, n, -1)  # (E, B, M)
+        value = q_enum[:2].min(dim=0).values - (lam_t[:, None, None] * q_enum[2:]).sum(0)  # (B, M)
+        temp = log_temp.exp().detach()
+        prob = log_p.exp()
+        actor_loss = (prob * (temp * lp_enum - value.double())).sum(-1).mean()
+        actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        actor_opt.step()
+        entropy = float(-(prob.detach() * lp_enum.detach()).sum(-1).mean())
+        temp_loss = -log_temp.exp() * (config.target_entropy - entropy)
+        temp_opt.zero_grad(set_to_none=True)
+        temp_loss.backward()
+        temp_opt.step()
+        common.soft_update(target, critic, config.tau)
+        j_c = np.zeros(n_cost)
+        if n_cost:
+            with torch.no_grad():
+                s0 = data.starts[torch.randint(len(data.starts), (n,), generator=gen)]
+                y0 = common.hurdle_rsample(*actor(data.obs[s0]), 1, gen)
+                j_c = critic(_inputs(data.obs_n[s0], y0))[2:].mean(dim=1).double().numpy()  # (C,)
+            lam = np.maximum(0.0, lam + config.multiplier_lr * (j_c - limits))
+            lam_t = torch.as_tensor(lam, dtype=torch.float32)
+        row = {"loss/td": float(td_r.detach()), "loss/conservative_gap": float(gap_r.detach()),
+               "loss/actor": float(actor_loss.detach()),
+               "train/q_data": float(q_data[:2].detach().mean()), "train/temperature": float(temp),
+               "train/entropy": entropy, "train/rejected": float(rejected.mean()),
+               **{f"train/cost_value/{c}": float(j_c[i]) for i, c in enumerate(cost_names[:n_cost])},
+               **{f"train/multiplier/{c}": float(lam[i]) for i, c in enumerate(cost_names[:n_cost])}}
+        for k, v in row.items():
+            sums[k] = sums.get(k, 0.0) + v
+        if step % config.log_every == 0 or step == config.steps:
+            count = step - (int(history[-1]["step"]) if history else 0)
+            history.append({"step": float(step), **{k: v / count for k, v in sums.items()}})
+            sums = {}
+            elapsed = time.perf_counter() - t0
+            last = history[-1]
+            costs = " ".join(f"{c.removeprefix('cost_')} {last[f'train/cost_value/{c}']:.2f}/{d:.2f} "
+                             f"λ {last[f'train/multiplier/{c}']:.2f}" for c, d in zip(cost_names[:n_cost], limits))
+            log.info("%s: step %d/%d  Q(data) %.2f  gap %.2f  τ %.3f  rejected %.3f %s %.0f s, ETA %.0f s", label,
+                     step, config.steps, last["train/q_data"], last["loss/conservative_gap"],
+                     last["train/temperature"], last["train/rejected"], costs, elapsed,
+                     elapsed / step * (config.steps - step))
+    seconds = time.perf_counter() - t0
+    log.info("%s: %d updates in %.1f s (%.1f updates/s)", label, config.steps, seconds, config.steps / seconds)
+    last = history[-1]
+    metrics = {"train/updates": float(config.steps), "train/seconds": seconds,
+               "train/updates_per_s": config.steps / max(seconds, 1e-9),
+               **{k: v for k, v in last.items() if k != "step"}}
+    return actor.eval(), metrics, history
+
+
+def initial_actor(config: Config, inputs: TrainInputs, seed: int) -> HurdleActor:
+    """The clinicians' behaviour clone of ``seed`` (``warm_start``), else a fresh actor normalised on the train
+    split's states."""
+    if config.warm_start:
+        clone = inputs.behaviour_clone(seed)
+        if tuple(clone.feature_names) != tuple(inputs.state_features):
+            raise ValueError(f"the behaviour clone reads {list(clone.feature_names)}, the run "
+                             f"{list(inputs.state_features)}")
+        return copy.deepcopy(clone.actor)
+    states = inputs.train[list(inputs.state_features)].to_numpy(np.float64)
+    return op.fresh_actor(inputs.state_features, config.hidden, config.components, states, seed)
+
+
+def fit(config: Config, inputs: TrainInputs, seed: int) -> FitResult:
+    """CQL / CCQL on the run's train split; with the run's ``guarded`` option, GCQL / GCCQL."""
+    names = inputs.state_features
+    mean, std = common.fit_normaliser(inputs.train[list(names)].to_numpy(np.float64))
+    data = transitions(inputs.train, names, inputs.cost_columns, mean, std)
+    if inputs.guarded and inputs.make_guard is None:
+        raise ValueError(f"run {inputs.run!r}: guarded model-free training needs inputs.make_guard (the guardian)")
+    guard = inputs.make_guard() if inputs.guarded and inputs.make_guard is not None else None
+    actor = initial_actor(config, inputs, seed)
+    actor, metrics, history = train(config, data, actor, inputs.cost_columns, inputs.cost_limits, seed,
+                                    discount=inputs.discount, guard=guard, ood_penalty=config.ood_penalty,
+                                    label=f"{inputs.run or 'cql'} seed {seed}")
+    return FitResult(policy=SavedPolicy(actor, names, "sample", sample_seed=seed), metrics=metrics, history=history)
+
+
+load = SavedPolicy.load
+"""loader of a CQL checkpoint (the shared actor format)"""
+
+__all__ = ["Config", "CriticEnsemble", "Transitions", "enumerate_actions", "fit", "load", "train", "transitions"]

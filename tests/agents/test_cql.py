@@ -1,0 +1,95 @@
+"""Continuous CQL / CCQL / GCQL on the toy CMDP's logged data: improvement over the random behaviour, the cost
+constraint, the guardian penalty, the hurdle sampler, determinism and config errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ogsrl.agents import common, cql, onpolicy as op, toy_cmdp
+from ogsrl.config import ConfigError, build
+
+NAMES, COSTS = toy_cmdp.FEATURES, toy_cmdp.COSTS
+LIMITS = np.array([0.8, 0.5])
+
+
+@pytest.fixture(scope="module")
+def logged() -> tuple:
+    frame = toy_cmdp.logged_frame(300, 0)
+    mean, std = common.fit_normaliser(frame[list(NAMES)].to_numpy(np.float64))
+    return frame, cql.transitions(frame, NAMES, COSTS, mean, std)
+
+
+def _fit(logged: tuple, seed: int = 0, steps: int = 400, **kw):  # noqa: ANN202
+    frame, data = logged
+    torch.set_num_threads(1)
+    fields = {"batch_size": 64, "critic_hidden": (32, 32), "hidden": (32, 32), "warm_start": False, "actor_lr": 1e-3,
+              "critic_lr": 1e-3, "temperature_lr": 1e-3, "multiplier_lr": 0.05, "alpha": 1.0, "tau": 0.05,
+              "n_action_samples": 4, "log_every": 100}
+    cfg = cql.Config(steps=steps, **{**fields, **{k: v for k, v in kw.items() if k != "guard"}})
+    actor = op.fresh_actor(NAMES, (32, 32), 1, frame[list(NAMES)].to_numpy(np.float64), seed)
+    actor, metrics, history = cql.train(cfg, data, actor, COSTS, LIMITS, seed, guard=kw.get("guard"),
+                                        ood_penalty=cfg.ood_penalty)
+    ev = op.evaluate(toy_cmdp.DoseCMDP(2000, seed=9), actor, np.random.default_rng(9), 5, 9, COSTS)
+    return actor, metrics, history, ev
+
+
+def test_cql_and_ccql_improve_on_the_random_behaviour(logged: tuple) -> None:
+    frame, _ = logged
+    behaviour = frame.groupby("stay_key")["reward"].sum().mean()
+    behaviour_cost = frame.groupby("stay_key")[list(COSTS)].sum().mean().to_numpy()
+    assert (behaviour_cost > LIMITS).all()  # the random behaviour violates both limits
+    _, metrics, history, ev = _fit(logged)
+    assert ev["return"] > behaviour + 0.3
+    assert len(history) == 4 and metrics["train/updates"] == 400 and np.isfinite(metrics["loss/td"])
+    _, cmetrics, _, cev = _fit(logged, steps=500, constrained=True)
+    assert cmetrics["train/multiplier/fluid_load"] > 0 and cmetrics["train/multiplier/pressor_load"] > 0
+    total, ctotal = (sum(e[f"cost_return/{c}"] for c in COSTS) for e in (ev, cev))
+    assert ctotal < min(total, behaviour_cost.sum()) - 0.2  # the multipliers pull the costs down
+
+
+def test_the_guardian_penalty_lowers_the_values_where_the_policy_leaves_the_set(logged: tuple) -> None:
+    def guard(obs: np.ndarray, act: np.ndarray) -> np.ndarray:  # high fluid doses are "out of support"
+        return common.scale_actions(act)[:, 0] < 0.5
+
+    _, free, _, _ = _fit(logged, steps=200)
+    _, guarded, _, _ = _fit(logged, steps=200, guard=guard, ood_penalty=-5.0)
+    assert free["train/rejected"] == 0.0 and 0.05 < guarded["train/rejected"] < 1.0
+    # the penalty P·ρ(s) enters every TD target: Q on the data drops by about P·ρ per remaining step
+    assert guarded["train/q_data"] < free["train/q_data"] - 5.0 * guarded["train/rejected"]
+
+
+def test_hurdle_draws_follow_the_density() -> None:
+    actor = op.fresh_actor(NAMES, (8,), 2, np.random.default_rng(0).random((50, 2)), 3)
+    obs = torch.as_tensor(np.random.default_rng(1).random((3, 2)))
+    with torch.no_grad():
+        params = actor(obs)
+        y = common.hurdle_rsample(*params, 40_000, torch.Generator().manual_seed(0))  # (3, n, 2)
+    ref = common.hurdle_sample(*(np.repeat(t.double().numpy(), 40_000, axis=0) for t in params),
+                               np.random.default_rng(0)).reshape(3, 40_000, 2)
+    ref_y = common.scale_actions(ref.reshape(-1, 2)).reshape(ref.shape)
+    np.testing.assert_allclose((y.numpy() == 0).mean(1), (ref_y == 0).mean(1), atol=0.015)
+    np.testing.assert_allclose(y.numpy().mean(1), ref_y.mean(1), atol=0.01)
+    # the actor loss's enumeration: configuration probabilities sum to one per state
+    y_enum, log_p = cql.enumerate_actions(actor(obs), torch.Generator().manual_seed(1))
+    assert y_enum.shape == (3, 8, 2)
+    np.testing.assert_allclose(log_p.exp().sum(1).detach().numpy(), 1.0, rtol=1e-9)
+
+
+def test_same_seed_same_weights(logged: tuple) -> None:
+    a, ma, _, _ = _fit(logged, seed=4, steps=20)
+    b, mb, _, _ = _fit(logged, seed=4, steps=20)
+    for (k, ta), tb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(ta, tb), k
+    assert ma["loss/td"] == mb["loss/td"]
+
+
+@pytest.mark.parametrize(("key", "value", "match"), [
+    ("alpha", -1.0, "alpha must be ≥ 0"), ("tau", 0.0, "tau must lie in"), ("n_action_samples", 0, "n_action_samples"),
+    ("precision", "float16", "precision"), ("nonsense", 1, r"unknown key\(s\) policies.algorithms.cql.nonsense"),
+])
+def test_bad_params_are_one_line_errors(key: str, value: object, match: str) -> None:
+    with pytest.raises(ConfigError, match=match) as err:
+        build(cql.Config, {key: value}, "policies.algorithms.cql")
+    assert "\n" not in str(err.value)
