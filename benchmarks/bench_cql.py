@@ -162,7 +162,7 @@ def main() -> None:
     out["ratio"] = ratio
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "cql.json").write_text(json.dumps(out, indent=2, default=str) + "\n", encoding="utf-8")
-    lines = [f"\n## CQL vs d3rlpy {d3['version']} (`benchmarks/bench_cql.py`, {out['date']})\n",
+    lines = [f"# CQL vs d3rlpy {d3['version']} (`benchmarks/bench_cql.py`, {out['date']})\n",
              f"Command: `.venv/bin/python benchmarks/bench_cql.py --root {args.root} --d3-python {args.d3_python} "
              f"--steps {args.steps}`. {out['machine']} (shared with other jobs), one torch thread each; "
              f"{len(frame)} train transitions (13-d paper state, 2-d dose), networks {args.hidden}, batch 256, "
