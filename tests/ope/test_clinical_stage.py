@@ -50,6 +50,7 @@ def project(traj_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(traj_root, root)
     params = _params({"soc": {"algorithm": "bc"}, "soc2": {"algorithm": "bc"}})
     train_stage.run(params, root)
+    ope_stage.run_behaviour(params, root)
     ope_stage.run(params, root)
     return root
 
@@ -95,8 +96,8 @@ def test_draws_are_seeded_and_keyed_per_policy(project: Path) -> None:
 
 
 def test_bad_input_is_one_line(project: Path, tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"no 'fqe' return estimate .*estimators there: \['onpolicy', 'pdwis'"):
-        clinical_stage.run(_params(me_estimator="fqe"), project)
+    with pytest.raises(DataError, match=r"no 'magic' return estimate .*estimators there: \[.*'pdwis'"):
+        clinical_stage.run(_params(me_estimator="magic"), project)
     with pytest.raises(ValueError, match="clinical.tolerance"):
         clinical_stage.run(_params(tolerance={"fluid_ml": 0.0}), project)
 

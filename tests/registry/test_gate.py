@@ -87,7 +87,7 @@ def test_low_effective_sample_size_is_insufficient_evidence_not_a_reject() -> No
     d = gate.decide(_evidence(ope_return=Estimate(-50.0, -55.0, -45.0)), CFG, champion_return=None)
     assert d.outcome == "insufficient_evidence" and "effective sample size unknown" in _check(d, "return").reason
     free = GateConfig(cost_limits={"cost_total": 0.5}, validation_reports=REPORTS, min_ess=0.0)
-    assert gate.decide(_evidence(ope_return=Estimate(-50.0, -55.0, -45.0)), free, None).promote
+    assert gate.decide(_evidence(ope_return=Estimate(-50.0, -55.0, -45.0), guardian_coverage=0.96), free, None).promote
 
 
 def test_every_check_states_its_margin() -> None:
