@@ -57,7 +57,7 @@ run: $(STAMP)
 	@echo "  OPE metrics       data/reports/evaluate/metrics.json   (OPE estimates beside the simulator's true values)"
 	@echo "  clinical metrics  data/reports/clinical.json   (ME, MCR, AIR, ACP, threshold shares; docs/metrics.md)"
 	@echo "  MLflow UI         .venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000"
-	@echo "  lineage           .venv/bin/ogsrl lineage models:/ogsrl-policy@champion --verify"
+	@echo "  lineage           .venv/bin/ogsrl lineage models:/ogsrl-policy@challenger --verify   (@champion once the gate promotes)"
 	@python -c 'import json; m = json.load(open("data/reports/cohort.json")); print("  cohort            %s stays, %s rows, in-hospital mortality %.3f" % (m["cohort_stays"], m["rows"], m["mortality_in_hosp"]))' 
 	@echo
 	@echo "Report (self-contained, opens offline): $(CURDIR)/data/reports/index.html"
