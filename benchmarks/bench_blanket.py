@@ -65,9 +65,9 @@ def score(name: str, episodes: int, seed: int) -> dict[str, float | str]:
                           cohort=build(CohortConfig, params.get("cohort"), "cohort"), costs=build_costs(params))
     m, r = res.mortality_hosp, res.mean_return
     c = res.cost_returns["cost_total"]
-    return {"policy": name, "mortality": m.value, "mortality_lo": m.lo, "mortality_hi": m.hi, "return": r.value,
-            "return_lo": r.lo, "return_hi": r.hi, "cost_return": c.value, "cost_return_lo": c.lo,
-            "cost_return_hi": c.hi, "cost_rate": res.cost_rates["cost_total"].value, "stays": res.stays,
+    return {"policy": name, "mortality": m.value, "mortality_lo": m.ci_low, "mortality_hi": m.ci_high, "return": r.value,
+            "return_lo": r.ci_low, "return_hi": r.ci_high, "cost_return": c.value, "cost_return_lo": c.ci_low,
+            "cost_return_hi": c.ci_high, "cost_rate": res.cost_rates["cost_total"].value, "stays": res.stays,
             "seconds": res.seconds}
 
 
