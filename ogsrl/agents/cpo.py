@@ -391,15 +391,8 @@ def train(config: Config, make_env: op.MakeEnv, feature_names: tuple[str, ...], 
                "seconds_rollout": t_rollout}
         history.append(row)
         progress(row)
-    selected: dict[str, float] = {}
-    if constrained and config.keep == "best_feasible":
-        final = op.evaluate(env, actor, rng, config.horizon, next_seed(), cost_names, discount)
-        keeper.offer(actor, config.iterations, final["return"],
-                     np.array([final[f"cost_return/{n}"] for n in cost_names]))
-        selected = keeper.restore(actor)
-        log.info("%s: keeping iterate %d (%s, batch return %.2f)", label, int(selected["train/selected_iteration"]),
-                 "feasible" if selected["train/selected_feasible"] else "least violating",
-                 selected["train/selected_return"])
+    selected = (keeper.finish(env, actor, rng, config.horizon, next_seed(), cost_names, discount, config.iterations,
+                              label) if constrained and config.keep == "best_feasible" else {})
     seconds = progress.summary(history)
     last = history[-1]
     metrics = {"train/iterations": float(config.iterations), "train/seconds": seconds,

@@ -468,6 +468,18 @@ class FeasibleIterate:
             self.best = {"state": copy.deepcopy(actor.state_dict()), "iteration": iteration, "feasible": feasible,
                          "return": float(reward_return), "cost_return": cost.tolist()}
 
+    def finish(self, env: VectorEnv, actor: HurdleActor, rng: np.random.Generator, horizon: int, seed: int,
+               cost_names: tuple[str, ...], gamma: float, iteration: int, label: str) -> dict[str, float]:
+        """Offer the final ``actor`` (measured on one more batch of ``env``), load the kept iterate into it and log
+        which one it is; returns :meth:`restore`'s metrics."""
+        final = evaluate(env, actor, rng, horizon, seed, cost_names, gamma)
+        self.offer(actor, iteration, final["return"], np.array([final[f"cost_return/{n}"] for n in cost_names]))
+        selected = self.restore(actor)
+        log.info("%s: keeping iterate %d (%s, batch return %.2f)", label, int(selected["train/selected_iteration"]),
+                 "feasible" if selected["train/selected_feasible"] else "least violating",
+                 selected["train/selected_return"])
+        return selected
+
     def restore(self, actor: HurdleActor) -> dict[str, float]:
         """Load the kept iterate into ``actor``; returns ``train/selected_*`` metrics."""
         if self.best is None:
