@@ -6,7 +6,8 @@ are :data:`ogsrl.agents.algorithms.ALGORITHMS` entries (``cpo``: :func:`fit`, ``
 Checked against omnisafe ``on_policy/second_order/cpo.py`` (cases, recovery, line search). Each iteration
 linearises around the current policy θ_k, with H the Fisher matrix of the trust-region metric
 (:func:`ogsrl.agents.onpolicy.hurdle_kl`), g the reward-surrogate gradient, bᵢ the gradient of constraint i's
-per-episode cost surrogate and cᵢ = J_Ci(π_k) − dᵢ:
+per-episode cost surrogate and cᵢ = U_Ci(π_k) − dᵢ, U_Ci the batch's upper confidence bound on J_Ci
+(Ĵ + z·se at ``Config.cost_confidence``; :func:`ogsrl.agents.onpolicy.cost_upper_bound`):
 
     x* = argmax_x gᵀx   s.t.  ½ xᵀHx ≤ δ,   bᵢᵀx + cᵢ ≤ 0  (i = 1 … C)
 
@@ -90,8 +91,13 @@ class Config:
     keep: Literal["best_feasible", "last"] = "best_feasible"
     """iterate returned under cost limits: the best feasible one measured on its batch (``op.FeasibleIterate``; the
     final iterate gets one extra batch), or the last (TRPO always returns the last)"""
+    cost_confidence: float = 0.95
+    """one-sided level of the batch's upper confidence bound Ĵ_C + z·se on each expected cost return: the constraint
+    of every update and the kept iterate's feasibility use it (``op.cost_upper_bound``; 0.5: the point estimate)"""
 
     def __post_init__(self) -> None:
+        if not 0.5 <= self.cost_confidence < 1:
+            raise ValueError(f"Config.cost_confidence must lie in [0.5, 1), got {self.cost_confidence!r}")
         op.check_config(self, positive=("iterations", "num_envs", "horizon", "components", "target_kl", "cg_iters",
                                         "critic_lr", "critic_epochs", "critic_batch_size", "log_every"),
                         unit=("lam", "fisher_fraction"), widths=("hidden", "critic_hidden"))
@@ -300,9 +306,10 @@ def line_search(evaluate: Callable[[float], tuple[float, FloatArray, float]], sl
 # ---- training -----------------------------------------------------------------------------------------------------
 
 
-def _update(cfg: Config, actor: HurdleActor, batch: op.Batch, limits: FloatArray,
+def _update(cfg: Config, actor: HurdleActor, batch: op.Batch, limits: FloatArray, cost_bound: FloatArray,
             constrained: bool) -> dict[str, float]:
-    """One CPO (or, unconstrained, TRPO) actor update on ``batch``; returns diagnostics."""
+    """One CPO (or, unconstrained, TRPO) actor update on ``batch``, with cᵢ = Uᵢ − dᵢ for the batch's cost bounds
+    ``cost_bound`` (C,); returns diagnostics."""
     params = op.actor_params(actor)
     theta = torch.nn.utils.parameters_to_vector(params).detach().double()
     adv_r = (batch.adv_r - batch.adv_r.mean()) / (batch.adv_r.std() + 1e-8)
@@ -319,7 +326,7 @@ def _update(cfg: Config, actor: HurdleActor, batch: op.Batch, limits: FloatArray
     rows = torch.arange(0, len(batch.x), max(1, round(1 / cfg.fisher_fraction)))  # strided subsample
     product = op.fisher_product(actor, batch.x[rows], tuple(t[rows] for t in batch.old), cfg.cg_damping)
     hinv_g = op.conjugate_gradient(product, g, cfg.cg_iters)
-    c = batch.cost_return - limits
+    c = cost_bound - limits
     if constrained and len(limits):
         b = torch.stack([op.flat_grad(sur_c[i], params, retain_graph=True).double() for i in range(len(limits))])
         hinv_b = torch.stack([op.conjugate_gradient(product, bi, cfg.cg_iters) for bi in b])
@@ -375,15 +382,16 @@ def train(config: Config, make_env: op.MakeEnv, feature_names: tuple[str, ...], 
     env = make_env(config.num_envs, seed)
     history: list[dict[str, float]] = []
     progress = op.ProgressLog(label, config.iterations, cost_names, limits, config.log_every)
-    keeper = op.FeasibleIterate(limits)
+    keeper = op.FeasibleIterate(limits, config.cost_confidence)
     for it in range(config.iterations):
         t0 = time.perf_counter()
         with torch.no_grad():
             ro = op.collect(env, actor, rng, config.horizon, next_seed(), len(cost_names))
         t_rollout = time.perf_counter() - t0
         batch, xin, targets = op.prepare(ro, actor, critics, config.horizon, discount, config.lam)
-        keeper.offer(actor, it, batch.reward_return, batch.cost_return)
-        diag = _update(config, actor, batch, limits, constrained)
+        keeper.offer(actor, it, batch.reward_return, batch.cost_return, batch.cost_return_se)
+        cost_bound = op.cost_upper_bound(batch.cost_return, batch.cost_return_se, config.cost_confidence)
+        diag = _update(config, actor, batch, limits, cost_bound, constrained)
         v_loss = op.fit_critics(critics, optim, xin, targets, config.critic_epochs, config.critic_batch_size, gen)
         row = {"step": float(it + 1), "iteration": float(it), "reward_return": batch.reward_return,
                **{f"cost_return/{n}": float(v) for n, v in zip(cost_names, batch.cost_return)},

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from gymnasium.vector import VectorEnv
+from scipy.stats import norm
 from torch import nn
 from torch.nn import functional as tf
 
@@ -269,6 +271,8 @@ class Batch:
     """mean discounted reward return per episode"""
     cost_return: FloatArray
     """(C,) mean discounted cost return per episode, the quantity the limits bound"""
+    cost_return_se: FloatArray
+    """(C,) standard error of ``cost_return`` over the batch's episodes (sample sd / √B)"""
 
 
 def prepare(rollout: Rollout, actor: HurdleActor, critics: ValueCritics, horizon: int, gamma: float,
@@ -296,7 +300,7 @@ def prepare(rollout: Rollout, actor: HurdleActor, critics: ValueCritics, horizon
     batch = Batch(x=obs, y=y, adv_r=torch.as_tensor(adv[:, 0]), adv_c=adv_c - adv_c.mean(0), old=old,
                   old_logp=old_logp, n_episodes=rollout.obs.shape[1],
                   reward_return=float(episode_returns(rollout.rew, rollout.active, gamma).mean()),
-                  cost_return=episode_returns(rollout.cost, rollout.active, gamma).mean(0))
+                  **cost_return_stats(episode_returns(rollout.cost, rollout.active, gamma)))
     targets = torch.as_tensor(target.reshape(-1, 1 + n_costs)[rows], dtype=torch.float32)
     return batch, x, targets
 
@@ -383,16 +387,36 @@ def set_flat(params: Sequence[torch.Tensor], flat: torch.Tensor) -> None:
         torch.nn.utils.vector_to_parameters(flat.to(params[0].dtype), list(params))
 
 
+def cost_return_stats(per_episode: FloatArray) -> dict[str, FloatArray]:
+    """(B, C) per-episode cost returns → ``cost_return`` (C,) mean and ``cost_return_se`` (C,) its standard error
+    s/√B (0 for a single episode)."""
+    n = per_episode.shape[0]
+    sd = per_episode.std(axis=0, ddof=1) if n > 1 else np.zeros(per_episode.shape[1])
+    return {"cost_return": per_episode.mean(axis=0), "cost_return_se": sd / math.sqrt(n)}
+
+
+def cost_upper_bound(cost_return: FloatArray, cost_return_se: FloatArray, confidence: float) -> FloatArray:
+    """One-sided upper confidence bound of the expected cost return from one batch of B episodes (CLT):
+
+        U_i = Ĵ_Ci + z_conf · se_i,   z_conf = Φ⁻¹(confidence),   se_i = s_i / √B
+
+    Constrained learners bound ``U`` rather than Ĵ: a batch estimate hovering at the limit is above it about half the
+    time in expectation, and keeping the best iterate whose noisy estimate is below the limit favours iterates the
+    batch happened to under-estimate (a winner's curse). ``confidence`` 0.5 gives the point estimate."""
+    return np.asarray(cost_return, dtype=np.float64) + float(norm.ppf(confidence)) * np.asarray(cost_return_se)
+
+
 def evaluate(env: VectorEnv, actor: HurdleActor, rng: np.random.Generator, horizon: int, seed: int,
              cost_names: tuple[str, ...], gamma: float = 1.0) -> dict[str, float]:
     """Mean per-episode reward and cost returns of the stochastic actor over one batch of ``env`` episodes:
     ``return``, ``cost_return/<name>`` and ``episode_length``."""
     with torch.no_grad():
         ro = collect(env, actor, rng, horizon, seed, len(cost_names))
-    costs = episode_returns(ro.cost, ro.active, gamma).mean(0)
+    stats = cost_return_stats(episode_returns(ro.cost, ro.active, gamma))
     out = {"return": float(episode_returns(ro.rew, ro.active, gamma).mean()),
            "episode_length": float(ro.active.sum(0).mean())}
-    out.update({f"cost_return/{n}": float(c) for n, c in zip(cost_names, costs)})
+    out.update({f"cost_return/{n}": float(c) for n, c in zip(cost_names, stats["cost_return"])})
+    out.update({f"cost_return_se/{n}": float(c) for n, c in zip(cost_names, stats["cost_return_se"])})
     return out
 
 
@@ -447,38 +471,45 @@ class ProgressLog:
 
 class FeasibleIterate:
     """Keeps the policy iterate a constrained learner returns: the highest batch reward return among the iterates whose
-    every batch cost return is within its limit, else the one with the smallest total relative violation
-    Σᵢ max(0, Jᵢ − dᵢ) / max(dᵢ, ε). An on-policy learner's last iterate oscillates around the constraint boundary
-    (the last update may step out of the feasible set), so the last iterate is not what a constrained learner should
-    hand over. Each candidate is measured on the batch it generated (the batch drawn before its update)."""
+    every cost bound U_i (:func:`cost_upper_bound` at ``confidence``) is within its limit, else the one with the
+    smallest total relative violation Σᵢ max(0, U_i − dᵢ) / max(dᵢ, ε). An on-policy learner's last iterate oscillates
+    around the constraint boundary (the last update may step out of the feasible set), so the last iterate is not what
+    a constrained learner should hand over. Each candidate is measured on the batch it generated (the batch drawn
+    before its update)."""
 
-    def __init__(self, limits: FloatArray) -> None:
+    def __init__(self, limits: FloatArray, confidence: float = 0.5) -> None:
         self.limits = np.asarray(limits, dtype=np.float64)
+        self.confidence = float(confidence)
         self.best: dict[str, Any] | None = None
         self._key: tuple[int, float] | None = None
 
-    def offer(self, actor: HurdleActor, iteration: int, reward_return: float, cost_return: FloatArray) -> None:
-        """Consider ``actor`` (its current weights), measured by ``reward_return`` and ``cost_return`` (C,)."""
-        cost = np.asarray(cost_return, dtype=np.float64)
-        violation = float((np.maximum(cost - self.limits, 0.0) / np.maximum(self.limits, 1e-9)).sum())
+    def offer(self, actor: HurdleActor, iteration: int, reward_return: float, cost_return: FloatArray,
+              cost_return_se: FloatArray) -> None:
+        """Consider ``actor`` (its current weights), measured by ``reward_return`` and ``cost_return`` ± its standard
+        error ``cost_return_se`` (both (C,))."""
+        bound = cost_upper_bound(cost_return, cost_return_se, self.confidence)
+        violation = float((np.maximum(bound - self.limits, 0.0) / np.maximum(self.limits, 1e-9)).sum())
         feasible = violation == 0.0
         key = (1, float(reward_return)) if feasible else (0, -violation)
         if self._key is None or key > self._key:
             self._key = key
             self.best = {"state": copy.deepcopy(actor.state_dict()), "iteration": iteration, "feasible": feasible,
-                         "return": float(reward_return), "cost_return": cost.tolist()}
+                         "return": float(reward_return), "cost_bound": bound.tolist()}
 
     def finish(self, env: VectorEnv, actor: HurdleActor, rng: np.random.Generator, horizon: int, seed: int,
                cost_names: tuple[str, ...], gamma: float, iteration: int, label: str) -> dict[str, float]:
         """Offer the final ``actor`` (measured on one more batch of ``env``), load the kept iterate into it and log
         which one it is; returns :meth:`restore`'s metrics."""
         final = evaluate(env, actor, rng, horizon, seed, cost_names, gamma)
-        self.offer(actor, iteration, final["return"], np.array([final[f"cost_return/{n}"] for n in cost_names]))
+        self.offer(actor, iteration, final["return"], np.array([final[f"cost_return/{n}"] for n in cost_names]),
+                   np.array([final[f"cost_return_se/{n}"] for n in cost_names]))
         selected = self.restore(actor)
-        log.info("%s: keeping iterate %d (%s, batch return %.2f)", label, int(selected["train/selected_iteration"]),
+        log.info("%s: keeping iterate %d (%s, batch return %.2f, cost bound %s)", label,
+                 int(selected["train/selected_iteration"]),
                  "feasible" if selected["train/selected_feasible"] else "least violating",
-                 selected["train/selected_return"])
-        return selected
+                 selected["train/selected_return"],
+                 " ".join(f"{n} {b:.2f}/{d:.2f}" for n, b, d in zip(cost_names, self.best["cost_bound"], self.limits)))
+        return selected | {f"train/selected_cost_bound/{n}": float(b) for n, b in zip(cost_names, self.best["cost_bound"])}
 
     def restore(self, actor: HurdleActor) -> dict[str, float]:
         """Load the kept iterate into ``actor``; returns ``train/selected_*`` metrics."""
@@ -497,6 +528,6 @@ def seed_stream(seed: int) -> Callable[[], int]:
 
 
 __all__ = ["Batch", "FeasibleIterate", "MakeEnv", "ProgressLog", "Rollout", "ValueCritics", "actor_params", "check_config",
-           "check_fit_inputs", "collect", "conjugate_gradient", "critic_inputs", "episode_returns", "evaluate",
+           "check_fit_inputs", "collect", "conjugate_gradient", "cost_return_stats", "cost_upper_bound", "critic_inputs", "episode_returns", "evaluate",
            "fisher_product", "fit_critics", "flat_grad", "fresh_actor", "gae", "hurdle_kl", "initial_actor",
            "log_prob_scaled", "normalised", "prepare", "seed_stream", "set_flat"]

@@ -6,7 +6,9 @@ one multiplier per cost column (Ray, Achiam, Amodei 2019, "Benchmarking Safe Exp
 
 Each iteration first moves the multipliers by projected gradient ascent on the measured violation,
 
-    λᵢ ← max(0, λᵢ + η_λ·(J_Ci(π_k) − dᵢ))                   (the simple, PID-free update)
+    λᵢ ← max(0, λᵢ + η_λ·(U_Ci(π_k) − dᵢ))                   (the simple, PID-free update)
+
+with U_Ci the batch's upper confidence bound on J_Ci (Ĵ + z·se at ``Config.cost_confidence``).
 
 then takes PPO epochs on the combined advantage Â = (A_R − Σᵢ λᵢ A_Ci) / (1 + Σᵢ λᵢ), standardised per batch
 (λ stays in raw units, reward per unit cost; standardising only rescales the learning rate):
@@ -84,8 +86,13 @@ class Config:
     keep: Literal["best_feasible", "last"] = "best_feasible"
     """iterate returned under cost limits: the best feasible one measured on its batch (``op.FeasibleIterate``; the
     final iterate gets one extra batch), or the last (TRPO always returns the last)"""
+    cost_confidence: float = 0.95
+    """one-sided level of the batch's upper confidence bound Ĵ_C + z·se on each expected cost return: the constraint
+    of every update and the kept iterate's feasibility use it (``op.cost_upper_bound``; 0.5: the point estimate)"""
 
     def __post_init__(self) -> None:
+        if not 0.5 <= self.cost_confidence < 1:
+            raise ValueError(f"Config.cost_confidence must lie in [0.5, 1), got {self.cost_confidence!r}")
         op.check_config(self, positive=("iterations", "num_envs", "horizon", "components", "actor_lr",
                                         "update_epochs", "minibatch_size", "clip", "target_kl", "max_grad_norm",
                                         "critic_lr", "critic_epochs", "critic_batch_size", "log_every"),
@@ -96,7 +103,7 @@ class Config:
 
 
 def update_multipliers(multipliers: FloatArray, cost_return: FloatArray, limits: FloatArray, lr: float) -> FloatArray:
-    """λᵢ ← max(0, λᵢ + lr·(J_Ci − dᵢ)), all (C,)."""
+    """λᵢ ← max(0, λᵢ + lr·(J_Ci − dᵢ)), all (C,); the learner passes the batch's upper bound Uᵢ as J_Ci."""
     return np.maximum(0.0, multipliers + lr * (np.asarray(cost_return) - limits))
 
 
@@ -160,15 +167,16 @@ def train(config: Config, make_env: op.MakeEnv, feature_names: tuple[str, ...], 
     multipliers = np.full(len(cost_names), config.init_multiplier)
     history: list[dict[str, float]] = []
     progress = op.ProgressLog(label, config.iterations, cost_names, limits, config.log_every)
-    keeper = op.FeasibleIterate(limits)
+    keeper = op.FeasibleIterate(limits, config.cost_confidence)
     for it in range(config.iterations):
         t0 = time.perf_counter()
         with torch.no_grad():
             ro = op.collect(env, actor, rng, config.horizon, next_seed(), len(cost_names))
         t_rollout = time.perf_counter() - t0
         batch, xin, targets = op.prepare(ro, actor, critics, config.horizon, discount, config.lam)
-        keeper.offer(actor, it, batch.reward_return, batch.cost_return)
-        multipliers = update_multipliers(multipliers, batch.cost_return, limits, config.multiplier_lr)
+        keeper.offer(actor, it, batch.reward_return, batch.cost_return, batch.cost_return_se)
+        cost_bound = op.cost_upper_bound(batch.cost_return, batch.cost_return_se, config.cost_confidence)
+        multipliers = update_multipliers(multipliers, cost_bound, limits, config.multiplier_lr)
         diag = _update(config, actor, actor_optim, batch, multipliers, gen)
         v_loss = op.fit_critics(critics, critic_optim, xin, targets, config.critic_epochs,
                                 config.critic_batch_size, gen)

@@ -185,7 +185,8 @@ def test_same_seed_same_weights(one_thread: None) -> None:
 
 
 @pytest.mark.parametrize("field,value", [("target_kl", 0.0), ("lam", 1.5), ("num_envs", 0), ("hidden", ()),
-                                         ("backtrack_coef", 1.0), ("cg_damping", -1.0), ("components", 0)])
+                                         ("backtrack_coef", 1.0), ("cg_damping", -1.0), ("components", 0),
+                                         ("cost_confidence", 0.4), ("cost_confidence", 1.0)])
 def test_bad_config_names_the_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
         cpo.Config(**{field: value})

@@ -178,14 +178,40 @@ def test_feasible_iterate_keeps_the_best_feasible_else_the_least_violating() -> 
         with torch.no_grad():
             next(actor.net.parameters()).add_(1.0)
         weights.append(next(actor.net.parameters()).detach().clone())
-        keeper.offer(actor, it, ret, np.array(cost))
+        keeper.offer(actor, it, ret, np.array(cost), np.zeros(2))
     out = keeper.restore(actor)
     assert out == {"train/selected_iteration": 3.0, "train/selected_feasible": 1.0, "train/selected_return": -55.0}
     torch.testing.assert_close(next(actor.net.parameters()), weights[3])
     # nothing feasible: the smallest total relative violation (0.1/1 + 0 < 0 + 1/4)
     keeper = op.FeasibleIterate(np.array([1.0, 4.0]))
-    keeper.offer(actor, 0, -10.0, np.array([1.0, 5.0]))
-    keeper.offer(actor, 1, -90.0, np.array([1.1, 4.0]))
+    keeper.offer(actor, 0, -10.0, np.array([1.0, 5.0]), np.zeros(2))
+    keeper.offer(actor, 1, -90.0, np.array([1.1, 4.0]), np.zeros(2))
     assert keeper.restore(actor)["train/selected_iteration"] == 1.0
     with pytest.raises(RuntimeError, match="no iterate"):
         op.FeasibleIterate(np.array([1.0])).restore(actor)
+
+
+def test_feasible_iterate_judges_the_upper_confidence_bound() -> None:
+    """At 95 % a batch mean 0.2 under the limit with se 0.15 (bound 0.2467 over) is not feasible; the iterate whose
+    bound clears the limit is kept although its return is lower."""
+    actor = _policy()
+    keeper = op.FeasibleIterate(np.array([4.0]), confidence=0.95)
+    keeper.offer(actor, 0, -50.0, np.array([3.8]), np.array([0.15]))
+    keeper.offer(actor, 1, -70.0, np.array([3.7]), np.array([0.15]))
+    out = keeper.restore(actor)
+    assert (out["train/selected_iteration"], out["train/selected_feasible"]) == (1.0, 1.0)
+    point = op.FeasibleIterate(np.array([4.0]), confidence=0.5)
+    point.offer(actor, 0, -50.0, np.array([3.8]), np.array([0.15]))
+    point.offer(actor, 1, -70.0, np.array([3.7]), np.array([0.15]))
+    assert point.restore(actor)["train/selected_iteration"] == 0.0
+
+
+def test_cost_return_stats_and_upper_bound() -> None:
+    per_episode = np.array([[0.0, 2.0], [1.0, 2.0], [2.0, 2.0], [3.0, 2.0]])
+    stats = op.cost_return_stats(per_episode)
+    np.testing.assert_allclose(stats["cost_return"], [1.5, 2.0])
+    np.testing.assert_allclose(stats["cost_return_se"], [np.sqrt(5 / 3) / 2, 0.0])
+    np.testing.assert_allclose(op.cost_upper_bound(stats["cost_return"], stats["cost_return_se"], 0.975),
+                               [1.5 + 1.959964 * np.sqrt(5 / 3) / 2, 2.0], rtol=1e-6)
+    np.testing.assert_allclose(op.cost_upper_bound(stats["cost_return"], stats["cost_return_se"], 0.5), [1.5, 2.0])
+    np.testing.assert_array_equal(op.cost_return_stats(per_episode[:1])["cost_return_se"], [0.0, 0.0])

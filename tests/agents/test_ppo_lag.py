@@ -56,7 +56,7 @@ def test_same_seed_same_weights(one_thread: None) -> None:
 
 
 @pytest.mark.parametrize("field,value", [("clip", 0.0), ("lam", 0.0), ("minibatch_size", -1), ("multiplier_lr", -0.1),
-                                         ("critic_hidden", (8, 0))])
+                                         ("critic_hidden", (8, 0)), ("cost_confidence", 0.3)])
 def test_bad_config_names_the_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
         ppo_lag.Config(**{field: value})
