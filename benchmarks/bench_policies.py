@@ -80,7 +80,7 @@ def main() -> None:
     header = ("| policy | seeds | true mortality | gap closed | true SOFA return | "
               + " | ".join(f"true {c} return (limit {limits[c]:.2f})" for c in costs)
               + " | within limits (all seeds) | model-estimated return (served) | in-model return of the raw learner "
-              "(last batch) | training s |")
+              "(kept iterate's batch) | training s |")
     sep = "|" + "---|" * (9 + len(costs))
     lines = []
     for name in REFERENCES:
@@ -98,7 +98,8 @@ def main() -> None:
         within = all(v <= limits[c] for c in costs for v in cret[c])
         model = [float(train[k]) for s, _ in seeds if (k := f"{run}/{s}/model/return") in train]
         secs = [float(train[k]) for s, _ in seeds if (k := f"{run}/{s}/train/seconds") in train]
-        raw = [float(train[k]) for s, _ in seeds if (k := f"{run}/{s}/train/return") in train]
+        raw = [float(train.get(f"{run}/{s}/train/selected_return", train[k])) for s, _ in seeds
+               if (k := f"{run}/{s}/train/return") in train]
         lines.append(f"| {run} | {len(seeds)} | {fmt(mort, 3)} | {fmt([gap(m) for m in mort], 2)} | {fmt(ret, 1)} | "
                      + " | ".join(fmt(cret[c], 2) for c in costs)
                      + f" | {'yes' if within else 'no'} | {fmt(model, 1)} | {fmt(raw, 1)} | {fmt(secs, 0)} |")
@@ -114,8 +115,9 @@ policy is scored as it is served (guardian fallback to SOC included). Gap closed
 (clinicians − best-known) in true in-hospital mortality; 1 = as good as the best-known rule. Cost limits are the
 runs' expected safety cost per stay (0.8 × the clinicians' on the train split unless set in params). Baselines
 (clinicians, heuristic, best-known) measured in the same run. Model-estimated return: the served policy's return in
-the unguarded world model (`train.json`); in-model return of the raw learner: its last training batch in the
-(guarded or unguarded) world model, before the guardian fallback — where the model's optimism shows.
+the unguarded world model (`train.json`); in-model return of the raw learner: the training batch of the iterate it kept (the last
+batch for unconstrained learners) in the (guarded or unguarded) world model, before the guardian fallback — where
+the model's optimism shows.
 
 {header}
 {sep}
