@@ -156,6 +156,24 @@ def test_a_sweep_on_the_cluster_trains_every_unit_once_and_a_rerun_skips_them(
     assert len(client.search_runs([runs[0].info.experiment_id])) == 4
 
 
+def test_the_train_policies_stage_runs_the_sweep_when_enabled(
+        cluster: Cluster, prefect_server: str, traj_root: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OGSRL_NO_TRACK", "1")
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server)  # the child process uses the module's Prefect API
+    monkeypatch.setenv("OGSRL_DASK_ADDRESS", cluster.address)  # the address from the environment
+    root, _ = _project(traj_root, tmp_path, "p", POLICIES, {})
+    params = {"policies": {**POLICIES, "seeds": [3]}, "sweep": {"enabled": True, **FAST_RETRY}}
+    metrics = stage.run(params, root)  # what `ogsrl train-policies` (and so `dvc repro`) calls
+    assert json.loads((root / "data/reports/train.json").read_text()) == metrics
+    assert {"soc/seed3/loss/val_nll", "wide/mean/loss/val_nll"} <= set(metrics)
+    assert sorted(p.name for p in (root / "data/models/policies/wide").iterdir()) == ["seed3", "seed3.unit.json"]
+    assert list((root / ".sweep").glob("params-*.yaml"))  # the params file the workers read
+    with pytest.raises(RuntimeError, match=r"the sweep \(python -m flows.sweep\) failed with exit 1; rerun"):
+        bad = {**params, "policies": {**params["policies"], "runs": {**POLICIES["runs"], "mb": {"algorithm": "cpo"}}}}
+        stage.run(bad, root)
+
+
 def test_a_failing_unit_is_retried_then_recorded_failed_while_the_others_finish(
         cluster: Cluster, traj_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from flows.sweep import main, run_sweep
