@@ -103,8 +103,11 @@ def prefect_api() -> Iterator[str]:
 
     server = SubprocessASGIServer()
     server.start()
-    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-        yield server.api_url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield server.api_url
+    finally:
+        server.stop()
 
 
 def _attempts(task_run_id: Any) -> int | None:
