@@ -19,6 +19,7 @@ Writes benchmarks/results/sweep.md and sweep.json (then `python benchmarks/colle
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import heapq
 import json
@@ -95,12 +96,15 @@ def _warm() -> None:
 
 def stop_cluster(procs: list[subprocess.Popen]) -> None:
     for p in reversed(procs):
-        os.killpg(p.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGTERM)
     for p in procs:
         try:
             p.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=30)
 
 
 def lpt_makespan(jobs: list[tuple[str, float]], first: list[tuple[str, float]], n: int, overhead: float) -> float:

@@ -36,6 +36,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 from ogsrl import env  # noqa: E402
 
 env.setdefaults(PROJECT_ROOT)
+os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # Dask's per-connection INFO lines drown the sweep's
 
 import cloudpickle  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
@@ -45,8 +46,9 @@ from ogsrl import config  # noqa: E402
 from ogsrl.agents import units  # noqa: E402
 
 import tasks.common  # noqa: E402
+from tasks.common import should_retry  # noqa: E402
 
-# workers need the ogsrl package only: this module and the retry rule travel inside the pickled task
+# the scheduler and workers need the ogsrl package only: this module and the retry rule travel inside the pickles
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 cloudpickle.register_pickle_by_value(tasks.common)
 
@@ -107,6 +109,11 @@ def prefect_api() -> Iterator[str]:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             yield server.api_url
     finally:
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        for worker in (APILogWorker, EventsWorker):  # send what is queued while the server still listens
+            worker.drain_all(timeout=10)
         server.stop()
 
 
@@ -150,7 +157,7 @@ def sweep(params_path: str, root: str) -> dict[str, Any]:
     pcfg = policies_config(params)
     grid = units.preflight(params, root_path)
     unit_task = train_unit.with_options(retries=cfg.retries, retry_delay_seconds=cfg.retry_delay_s,
-                                        retry_condition_fn=tasks.common.should_retry)
+                                        retry_condition_fn=should_retry)
     futures: dict[units.Unit, Any] = {}
     for unit in grid:
         dep = units.depends_on(pcfg, unit)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -74,14 +75,15 @@ def _start_cluster(tmp: Path, n_workers: int) -> Cluster:
 
 
 def _stop(cluster: Cluster) -> None:
-    for name, proc in reversed(list(cluster.procs.items())):  # workers first, then the scheduler
-        if proc.poll() is None:
+    for proc in reversed(list(cluster.procs.values())):  # workers first, then the scheduler
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
     for proc in cluster.procs.values():
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
 
 
