@@ -16,6 +16,10 @@ run's policy when it is a ``bc`` run on the same state columns, else a ``bc`` fi
 and their metrics include ``model/return``, ``model/cost_return/<c>`` and ``model/episode_length``: the served
 policy's mean returns over ``policies.model_eval_episodes`` world-model episodes (unguarded environment: the served
 policy carries its own guardian fallback), to set beside OPE and the simulator's true values.
+
+Each (run, seed) is one *unit* (:mod:`ogsrl.agents.units`): trained from file paths, skipped when its checkpoint
+and record are current for the same inputs, code and config, and gathered into the reports at the end. In-process
+units run one after another; with params ``sweep.enabled`` they run as Prefect tasks on Dask (``flows/sweep.py``).
 """
 
 from __future__ import annotations

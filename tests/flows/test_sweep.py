@@ -29,7 +29,25 @@ POLICIES = {"seeds": [1, 2], "serve_guardian_fallback": False, "algorithms": {"b
             "runs": {"soc": {"algorithm": "bc"}, "wide": {"algorithm": "bc", "overrides": {"hidden": [12, 12]}}}}
 FAST_RETRY = {"retries": 1, "retry_delay_s": 0.2}
 
-pytestmark = pytest.mark.slow
+
+
+def test_the_scheduler_comes_from_the_flag_then_params_then_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.sweep import ADDRESS_ENV, resolve_address, task_runner
+
+    monkeypatch.delenv(ADDRESS_ENV, raising=False)
+    cfg = units.SweepConfig(address="tcp://params:1")
+    assert resolve_address(cfg, "tcp://flag:1") == "tcp://flag:1"
+    assert resolve_address(cfg) == "tcp://params:1"
+    monkeypatch.setenv(ADDRESS_ENV, "tcp://env:1")
+    assert resolve_address(units.SweepConfig()) == "tcp://env:1"
+    monkeypatch.delenv(ADDRESS_ENV)
+    assert resolve_address(units.SweepConfig()) == ""
+    assert task_runner(cfg, "tcp://params:1").address == "tcp://params:1"
+    local = task_runner(units.SweepConfig(workers=3, threads_per_worker=2), "")
+    assert local.address is None and local.cluster_kwargs["n_workers"] == 3
+    assert local.cluster_kwargs["threads_per_worker"] == 1 and local.cluster_kwargs["processes"] is True
+    assert local.cluster_kwargs["env"]["OMP_NUM_THREADS"] == "2"
+    assert task_runner(units.SweepConfig(), "").cluster_kwargs["n_workers"] == os.cpu_count()
 
 
 @dataclass
@@ -120,6 +138,7 @@ def _project(traj_root: Path, tmp_path: Path, name: str, policies: dict, sweep: 
     return root, params
 
 
+@pytest.mark.slow
 def test_a_sweep_on_the_cluster_trains_every_unit_once_and_a_rerun_skips_them(
         cluster: Cluster, traj_root: Path, tmp_path: Path) -> None:
     from flows.sweep import run_sweep
@@ -158,6 +177,7 @@ def test_a_sweep_on_the_cluster_trains_every_unit_once_and_a_rerun_skips_them(
     assert len(client.search_runs([runs[0].info.experiment_id])) == 4
 
 
+@pytest.mark.slow
 def test_the_train_policies_stage_runs_the_sweep_when_enabled(
         cluster: Cluster, prefect_server: str, traj_root: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -176,6 +196,7 @@ def test_the_train_policies_stage_runs_the_sweep_when_enabled(
         stage.run(bad, root)
 
 
+@pytest.mark.slow
 def test_a_failing_unit_is_retried_then_recorded_failed_while_the_others_finish(
         cluster: Cluster, traj_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from flows.sweep import main, run_sweep
@@ -200,6 +221,7 @@ def test_a_failing_unit_is_retried_then_recorded_failed_while_the_others_finish(
     assert main(["--params", str(params), "--root", str(root)]) == 1  # the command fails; the good units skip
 
 
+@pytest.mark.slow
 def test_a_killed_worker_loses_nothing_the_unit_reruns_elsewhere(
         traj_root: Path, tmp_path: Path, prefect_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
