@@ -172,7 +172,9 @@ def sweep(params_path: str, root: str) -> dict[str, Any]:
         except BaseException as exc:  # noqa: BLE001 - a failed unit is recorded, the others go on
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
-            error = type(exc).__name__
+            dep = units.depends_on(pcfg, unit)
+            upstream_failed = dep is not None and report[dep.name]["status"] == "failed"
+            error = "UpstreamFailed" if upstream_failed else type(exc).__name__
             entry = {"status": "failed", "error": error}
             units.record_failure(root_path, unit.run, unit.seed, error)
             logger.error("unit %s failed: %s", unit.name, error)

@@ -219,6 +219,13 @@ def test_a_failing_unit_is_retried_then_recorded_failed_while_the_others_finish(
         assert load_policy(root / "data/models/policies" / unit).feature_names
     assert not (root / "data/reports/train.json").exists()
     assert main(["--params", str(params), "--root", str(root)]) == 1  # the command fails; the good units skip
+    # when the fallback run fails, the runs that wait for it are recorded as failed upstream
+    broken = {**policies, "seeds": [1], "fallback_run": "mb", "runs": {"mb": policies["runs"]["mb"],
+                                                                       "wide": POLICIES["runs"]["wide"]}}
+    root2, params2 = _project(traj_root, tmp_path, "p2", broken, {"address": cluster.address, **FAST_RETRY})
+    result = run_sweep(str(params2), str(root2))
+    assert result["failed"] == ["mb/seed1", "wide/seed1"]
+    assert result["units"]["wide/seed1"]["error"] == "UpstreamFailed"
 
 
 @pytest.mark.slow
