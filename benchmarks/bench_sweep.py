@@ -12,7 +12,7 @@ soc units first, as the sweep orders them), from per-run times measured elsewher
 (`bench_cql.py`: CQL's update rate × the paper's steps) — plus soc's unit time and the per-unit overhead measured
 here. Those times were taken on 2 shared cores, so the projection is an upper bound for dedicated workers.
 
-Usage: .venv/bin/python benchmarks/bench_sweep.py [--stays 3000] [--seeds 4] [--epochs 8] [--workers 1 2]
+Usage: .venv/bin/python benchmarks/bench_sweep.py [--stays 3000] [--seeds 4] [--epochs 15] [--workers 1 2]
 Writes benchmarks/results/sweep.md and sweep.json (then `python benchmarks/collect.py`).
 """
 
@@ -144,7 +144,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stays", type=int, default=3000)
     ap.add_argument("--seeds", type=int, default=4)
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = ap.parse_args()
     os.environ["OGSRL_NO_TRACK"] = "1"  # MLflow logging is not what is timed
