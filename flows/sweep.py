@@ -44,6 +44,7 @@ from prefect_dask import DaskTaskRunner  # noqa: E402
 
 from ogsrl import config  # noqa: E402
 from ogsrl.agents import units  # noqa: E402
+from ogsrl.agents.stage import policies_config  # noqa: E402
 
 import tasks.common  # noqa: E402
 from tasks.common import should_retry  # noqa: E402
@@ -152,8 +153,6 @@ def sweep(params_path: str, root: str) -> dict[str, Any]:
     params = config.load_params(params_path)
     root_path = Path(root).resolve()
     cfg = units.sweep_config(params)
-    from ogsrl.agents.stage import policies_config
-
     pcfg = policies_config(params)
     grid = units.preflight(params, root_path)
     unit_task = train_unit.with_options(retries=cfg.retries, retry_delay_seconds=cfg.retry_delay_s,
@@ -169,9 +168,7 @@ def sweep(params_path: str, root: str) -> dict[str, Any]:
             out = fut.result()
             entry = {"status": out["status"], "worker": out["worker"], "seconds": out["seconds"]}
             error = None
-        except BaseException as exc:  # noqa: BLE001 - a failed unit is recorded, the others go on
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
+        except Exception as exc:  # noqa: BLE001 - a failed unit is recorded, the others go on
             dep = units.depends_on(pcfg, unit)
             upstream_failed = dep is not None and report[dep.name]["status"] == "failed"
             error = "UpstreamFailed" if upstream_failed else type(exc).__name__
