@@ -59,7 +59,7 @@ STAGE_HELP = {
     "validate-trajectories": "validation gate on the trajectory tables",
     "fit-world-model": "fit the ensemble world model",
     "calibrate-guardian": "fit and calibrate the guardian (support estimate + certificate)",
-    "train-policies": "train the configured policies",
+    "train-policies": "train the configured policies (run × seed units; with sweep.enabled on Dask: flows/sweep.py)",
     "fit-behaviour": "fit the clinicians' action density π̂_b for importance weights → data/models/behaviour",
     "simulate-truth": "demo: true values of the behaviour policy and every trained policy by simulation (cached)",
     "evaluate": "off-policy evaluation of the trained policies (WIS, PDWIS, FQE, DR, WDR)",

@@ -16,11 +16,14 @@ run's policy when it is a ``bc`` run on the same state columns, else a ``bc`` fi
 and their metrics include ``model/return``, ``model/cost_return/<c>`` and ``model/episode_length``: the served
 policy's mean returns over ``policies.model_eval_episodes`` world-model episodes (unguarded environment: the served
 policy carries its own guardian fallback), to set beside OPE and the simulator's true values.
+
+Each (run, seed) is one *unit* (:mod:`ogsrl.agents.units`): trained from file paths, skipped when its checkpoint
+and record are current for the same inputs, code and config, and gathered into the reports at the end. In-process
+units run one after another; with params ``sweep.enabled`` they run as Prefect tasks on Dask (``flows/sweep.py``).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from collections.abc import Mapping
@@ -31,15 +34,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ogsrl import config, features
-from ogsrl.agents import common
-from ogsrl.agents.actor import ACT_MODES, GuardedPolicy, SavedPolicy, load_policy
-from ogsrl.agents.binned import BinnedPolicy
+from ogsrl import config
+from ogsrl.agents.actor import ACT_MODES
 from ogsrl.agents.algorithms import ALGORITHMS
-from ogsrl.agents.inputs import GUARDIAN_DIR, STATE_SETS, BehaviourClones, EnvFactory, TrainInputs, grid
-from ogsrl.agents.inputs import load_guard, resolve_cost_limits
-from ogsrl.agents.inputs import state_columns
-from ogsrl.io import atomic_path, write_json
+from ogsrl.agents.inputs import STATE_SETS
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +63,9 @@ class RunConfig:
     """train in the world model with the guardian (a rejected (s, a) ends the episode with world.env.ood_penalty)"""
     overrides: dict[str, Any] = field(default_factory=dict)
     """per-run values of the algorithm's Config fields (over policies.algorithms.<algorithm>)"""
+    limit_fraction: float | None = None
+    """this run's default_limit_fraction (None: policies.default_limit_fraction); the cost-limit axis
+    ``sweep.cost_limit_fractions`` sets it on the runs it adds"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,8 @@ class PoliciesConfig:
                                  f"{sorted(ALGORITHMS)}")
             if run.state not in STATE_SETS:
                 raise ValueError(f"runs.{name}.state: unknown state set {run.state!r}; known: {list(STATE_SETS)}")
+            if run.limit_fraction is not None and not run.limit_fraction > 0:
+                raise ValueError(f"runs.{name}.limit_fraction must be > 0, got {run.limit_fraction}")
         unknown = sorted(set(self.algorithms) - set(ALGORITHMS))
         if unknown:
             raise ValueError(f"algorithms.{unknown[0]}: unknown algorithm; known: {sorted(ALGORITHMS)}")
@@ -150,10 +153,19 @@ class PoliciesConfig:
         """Whether ``run`` is served with the guardian fallback."""
         return self.serve_guardian_fallback and run != self.fallback_run
 
+    def limit_fraction(self, run: str) -> float:
+        """The share of the clinicians' mean cost return that is ``run``'s default cost limit."""
+        own = self.runs[run].limit_fraction
+        return self.default_limit_fraction if own is None else own
+
 
 def policies_config(params: Mapping[str, Any]) -> PoliciesConfig:
-    """Build :class:`PoliciesConfig` from ``params["policies"]``."""
-    return config.build(PoliciesConfig, config.section(params, "policies"), "policies")
+    """Build :class:`PoliciesConfig` from ``params["policies"]``, with the cost-limit axis of params
+    ``sweep.cost_limit_fractions`` applied (see :func:`ogsrl.agents.units.with_cost_limit_axis`)."""
+    from ogsrl.agents import units
+
+    cfg = config.build(PoliciesConfig, config.section(params, "policies"), "policies")
+    return units.with_cost_limit_axis(cfg, units.sweep_config(params).cost_limit_fractions)
 
 
 def policy_dir(run: str, seed: int) -> Path:
@@ -208,73 +220,21 @@ def summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _world_env_config(params: Mapping[str, Any]) -> Any:
-    from ogsrl.world.env import EnvConfig
-
-    world = params.get("world") or {}
-    return config.build(EnvConfig, dict(world).get("env") or {}, "world.env")
-
-
 def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
-    """Train every run × seed and write checkpoints, metrics and curves under ``root``."""
-    cfg = policies_config(params)
-    env_cfg = _world_env_config(params)
-    root = Path(root)
-    train, meta = common.read_split(root / TRAJECTORY_DIR / "train.parquet")
-    val, meta_val = common.read_split(root / TRAJECTORY_DIR / "val.parquet")
-    if meta_val["state_features"] != meta["state_features"]:
-        raise ValueError("train and val parquet metadata disagree on ogsrl.state_features")
-    costs = tuple(c for c in meta["cost_columns"] if c != "cost_total")  # the total is their sum, not a rule
-    limits, metrics = resolve_cost_limits(train, costs, cfg.cost_limits, cfg.discount, cfg.default_limit_fraction)
-    window_start_h, step_h, n_steps = grid(meta, dict(params.get("cohort") or {}))
-    factory = EnvFactory(root, train, env_cfg, window_start_h, step_h, n_steps)
-    bc_config = config.build(ALGORITHMS["bc"].config, cfg.algorithms.get("bc", {}), "policies.algorithms.bc")
-    clones = BehaviourClones(train, val, bc_config)
-    guardian_dir = root / GUARDIAN_DIR
-    if any(cfg.wraps(r) for r in cfg.runs) and not (guardian_dir / "guardian.json").is_file():
-        raise FileNotFoundError(f"policies.serve_guardian_fallback needs a calibrated guardian at {guardian_dir} "
-                                "(run `ogsrl calibrate-guardian`)")
-    curves: list[dict[str, Any]] = []
-    for name in cfg.order():
-        spec = cfg.runs[name]
-        algo = ALGORITHMS[spec.algorithm]
-        state = state_columns(spec.state, meta["state_features"], train.columns)
-        inputs = TrainInputs(
-            train=train, val=val, state_features=state, action_names=features.ACTIONS, cost_columns=costs,
-            cost_limits=limits, step_h=step_h, discount=cfg.discount, guarded=spec.guarded,
-            make_env=functools.partial(factory.make, state),
-            behaviour_clone=functools.partial(clones.get, state), run=name,
-            make_guard=functools.partial(load_guard, root, state),
-        )
-        alg_cfg = cfg.algorithm_config(name)
-        per_seed: dict[int, dict[str, float]] = {}
-        for seed in cfg.seeds:
-            result = algo.fit(alg_cfg, inputs, seed)
-            provenance = {"run": name, "algorithm": spec.algorithm, "seed": seed, "state": spec.state,
-                          "guarded": spec.guarded, "config": config.to_dict(alg_cfg)}
-            pol = result.policy.with_serving(cfg.act_mode, provenance, seed)
-            if name == cfg.fallback_run and spec.algorithm == "bc":
-                clones.put(state, seed, result.policy)
-            dest = root / policy_dir(name, seed)
-            served: SavedPolicy | BinnedPolicy | GuardedPolicy = pol
-            if cfg.wraps(name):
-                from ogsrl import guardian as guardian_mod
+    """Train every unit of the grid (run × seed) and write checkpoints, metrics and curves under ``root``.
 
-                fallback = SavedPolicy.load(root / policy_dir(cfg.fallback_run, seed))
-                served = GuardedPolicy(pol, fallback, guardian_mod.load(guardian_dir), guardian_dir,
-                                       cfg.fallback_mc_samples, mc_seed=seed)
-            served.save(dest)
-            per_seed[seed] = dict(result.metrics)
-            if algo.needs_world_model:
-                env = inputs.make_env(cfg.model_eval_episodes, seed, False)
-                per_seed[seed].update(model_estimate(load_policy(dest), env, seed, costs, cfg.discount))
-            curves.extend({"run": name, "seed": seed, **h, "step": int(h["step"])} for h in result.history)
-            log.info("train_policies: %s seed %d saved to %s", name, seed, policy_dir(name, seed))
-        metrics.update(seed_summary(per_seed, name))
-    write_json(root / METRICS_FILE, metrics)
-    with atomic_path(root / CURVES_FILE) as tmp:
-        pd.DataFrame(curves).to_csv(tmp, index=False)
-    return metrics
+    In-process, one unit after another (:func:`ogsrl.agents.units.train_unit`, skipping units whose outputs are
+    current), then :func:`ogsrl.agents.units.gather`; with params ``sweep.enabled`` the grid runs through the
+    Prefect/Dask sweep instead (``python -m flows.sweep``, a separate process: the library imports no Prefect).
+    """
+    from ogsrl.agents import units
+
+    root = Path(root)
+    if units.sweep_config(params).enabled:
+        return units.launch_sweep(params, root)
+    for unit in units.preflight(params, root):
+        units.train_unit(params, root, unit.run, unit.seed)
+    return units.gather(params, root)
 
 
 __all__ = ["PoliciesConfig", "RunConfig", "model_estimate", "policies_config", "policy_dir", "run", "seed_summary",
