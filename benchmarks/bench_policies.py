@@ -9,8 +9,10 @@ policy earns inside the world model and its training time. Per run: mean ± sd o
 clinicians → best-known mortality gap closed, and whether the true cost return of every seed is within the limit.
 
 Usage (after `ogsrl train-policies`, e.g. `make run`):
-  .venv/bin/python benchmarks/bench_policies.py [--root .] [--episodes 5000] [--seed 11] [--workers 2]
-Writes benchmarks/results/policies.md and benchmarks/results/policies.json.
+  .venv/bin/python benchmarks/bench_policies.py [--root .] [--episodes 5000] [--seed 11] [--workers 2] [--out policies]
+Writes benchmarks/results/<out>.md and benchmarks/results/<out>.json. Roots trained in parallel (each with its own
+runs, the same data and limits) are scored one by one and joined into one page with
+  .venv/bin/python benchmarks/bench_policies.py --merge <out1> <out2> ... --out <page>
 """
 
 from __future__ import annotations
@@ -46,6 +48,80 @@ def fmt(values: list[float], digits: int) -> str:
     return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
+def render(result: dict, title_note: str) -> str:
+    """The markdown page of a result dict (what ``main`` saves as JSON): references, then one row per run."""
+    limits = result["limits"]
+    costs = sorted(limits)
+    clin, best = result["clinicians"], result["best_known"]
+
+    def gap(m: float) -> float:
+        return (clin - m) / (clin - best)
+
+    header = ("| policy | seeds | true mortality | gap closed | true SOFA return | "
+              + " | ".join(f"true {c} return (limit {limits[c]:.2f})" for c in costs)
+              + " | within limits (seeds) | model-estimated return (served) | in-model return of the raw learner "
+              "(kept iterate's batch) | training s |")
+    sep = "|" + "---|" * (9 + len(costs))
+    lines = []
+    for name in REFERENCES:
+        r = result["references"][name]
+        m = float(r["truth/mortality_hosp"])
+        lines.append(f"| {name if name != 'behaviour' else 'clinicians'} | – | {m:.3f} | {gap(m):.2f} | "
+                     f"{float(r['truth/return']):.1f} | "
+                     + " | ".join(f"{float(r[f'truth/cost_return_{c}']):.2f}" for c in costs) + " | – | – | – | – |")
+    for run in sorted(result["runs"], key=lambda n: (ROWS.index(n) if n in ROWS else 99, n)):
+        x = result["runs"][run]
+        n = len(x["seeds"])
+        within = sum(all(x["cost_return"][c][i] <= limits[c] for c in costs) for i in range(n))
+        lines.append(f"| {run} | {n} | {fmt(x['mortality'], 3)} | {fmt(x['gap_closed'], 2)} | {fmt(x['return'], 1)} | "
+                     + " | ".join(fmt(x["cost_return"][c], 2) for c in costs)
+                     + f" | {within} of {n} | {fmt(x['model_return'], 1)} | {fmt(x['train_return'], 1)} | "
+                     f"{fmt(x['train_seconds'], 0)} |")
+    return f"""# Learned policies against simulator truth (`benchmarks/bench_policies.py`)
+
+{title_note}
+{result['episodes']} simulated septic patients per policy (seed {result['seed']}, the same patients for every policy),
+scored on the stays the cohort extraction keeps. Each learned policy is scored as it is served (guardian fallback
+to SOC included). Gap closed = (clinicians − policy) / (clinicians − best-known) in true in-hospital mortality; 1 =
+as good as the best-known rule. Cost limits are the runs' expected safety cost per stay (0.8 × the clinicians' on
+the train split unless set in params); "within limits" counts the seeds whose true cost return is within every
+limit. Model-estimated return: the served policy's return in the unguarded world model (`train.json`); in-model
+return of the raw learner: the training batch of the iterate it kept (the last batch for unconstrained learners)
+in the (guarded or unguarded) world model, before the guardian fallback — where the model's optimism shows.
+
+{header}
+{sep}
+{chr(10).join(lines)}
+"""
+
+
+def write(name: str, result: dict, page: str) -> None:
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / f"{name}.md").write_text(page, encoding="utf-8")
+    (HERE / "results" / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    print(page)
+
+
+def merge(names: list[str], out: str) -> None:
+    """One page from several saved results of the same patients and limits (e.g. roots trained in parallel)."""
+    parts = [json.loads((HERE / "results" / f"{n}.json").read_text(encoding="utf-8")) for n in names]
+    first = parts[0]
+    for n, p in zip(names, parts):
+        same = {k: p[k] for k in ("episodes", "seed", "limits")} == {k: first[k] for k in ("episodes", "seed", "limits")}
+        if not same or abs(p["clinicians"] - first["clinicians"]) > 1e-12:
+            raise SystemExit(f"bench_policies --merge: {n}.json has other patients, limits or references than "
+                             f"{names[0]}.json")
+    runs: dict = {}
+    for p in parts:
+        for run, x in p["runs"].items():
+            if run in runs and runs[run]["seeds"] != x["seeds"]:
+                raise SystemExit(f"bench_policies --merge: run {run} appears with different seeds")
+            runs.setdefault(run, x)
+    result = {**first, "runs": runs, "merged_from": names}
+    write(out, result, render(result, f"Merged from {', '.join(f'`results/{n}.json`' for n in names)} "
+                                       "(`bench_policies.py --merge`)."))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=Path("."))
@@ -54,13 +130,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=str, default="policies", help="result page name under benchmarks/results/")
+    ap.add_argument("--merge", nargs="+", metavar="NAME", help="only merge saved results/<NAME>.json into --out")
     args = ap.parse_args()
+    if args.merge:
+        merge(args.merge, args.out)
+        return
     root = args.root.resolve()
     params_file = (args.params or root / "params.yaml").resolve()
     train = json.loads((root / "data/reports/train.json").read_text(encoding="utf-8"))
     costs = sorted(k.split("/")[-1] for k in train if k.startswith("cost_limit/") and not k.endswith("from_params"))
     limits = {c: float(train[f"cost_limit/{c}"]) for c in costs}
     checkpoints = sorted((root / "data/models/policies").glob("*/seed*"))
+    checkpoints = [p for p in checkpoints if p.is_dir()]
     specs = list(REFERENCES) + [str(p.relative_to(root)) for p in checkpoints]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as ex:
@@ -73,63 +154,24 @@ def main() -> None:
     runs: dict[str, list[tuple[str, dict]]] = {}
     for p in checkpoints:
         runs.setdefault(p.parent.name, []).append((p.name, by[str(p.relative_to(root))]))
-
-    def gap(m: float) -> float:
-        return (clin - m) / (clin - best)
-
-    header = ("| policy | seeds | true mortality | gap closed | true SOFA return | "
-              + " | ".join(f"true {c} return (limit {limits[c]:.2f})" for c in costs)
-              + " | within limits (all seeds) | model-estimated return (served) | in-model return of the raw learner "
-              "(kept iterate's batch) | training s |")
-    sep = "|" + "---|" * (9 + len(costs))
-    lines = []
-    for name in REFERENCES:
-        r = by[name]
-        m = float(r["truth/mortality_hosp"])
-        lines.append(f"| {name if name != 'behaviour' else 'clinicians'} | – | {m:.3f} | {gap(m):.2f} | "
-                     f"{float(r['truth/return']):.1f} | "
-                     + " | ".join(f"{float(r[f'truth/cost_return_{c}']):.2f}" for c in costs) + " | – | – | – | – |")
     summary = {}
-    for run in sorted(runs, key=lambda n: (ROWS.index(n) if n in ROWS else 99, n)):
-        seeds = runs[run]
+    for run, seeds in runs.items():
         mort = [float(r["truth/mortality_hosp"]) for _, r in seeds]
-        ret = [float(r["truth/return"]) for _, r in seeds]
-        cret = {c: [float(r[f"truth/cost_return_{c}"]) for _, r in seeds] for c in costs}
-        within = all(v <= limits[c] for c in costs for v in cret[c])
-        model = [float(train[k]) for s, _ in seeds if (k := f"{run}/{s}/model/return") in train]
-        secs = [float(train[k]) for s, _ in seeds if (k := f"{run}/{s}/train/seconds") in train]
-        raw = [float(train.get(f"{run}/{s}/train/selected_return", train[k])) for s, _ in seeds
-               if (k := f"{run}/{s}/train/return") in train]
-        lines.append(f"| {run} | {len(seeds)} | {fmt(mort, 3)} | {fmt([gap(m) for m in mort], 2)} | {fmt(ret, 1)} | "
-                     + " | ".join(fmt(cret[c], 2) for c in costs)
-                     + f" | {'yes' if within else 'no'} | {fmt(model, 1)} | {fmt(raw, 1)} | {fmt(secs, 0)} |")
-        summary[run] = {"seeds": [s for s, _ in seeds], "mortality": mort, "gap_closed": [gap(m) for m in mort],
-                        "return": ret, "cost_return": cret, "within_limits": within, "model_return": model,
-                        "train_return": raw, "train_seconds": secs}
-    page = f"""# Learned policies against simulator truth (`benchmarks/bench_policies.py`)
-
-Machine: {platform.machine()}, {os.cpu_count()} CPUs, {args.workers} worker processes; {seconds:.0f} s in all.
-Project `{root.name}`, params `{params_file.name}`. {args.episodes} simulated septic patients per policy (seed
-{args.seed}, the same patients for every policy), scored on the stays the cohort extraction keeps. Each learned
-policy is scored as it is served (guardian fallback to SOC included). Gap closed = (clinicians − policy) /
-(clinicians − best-known) in true in-hospital mortality; 1 = as good as the best-known rule. Cost limits are the
-runs' expected safety cost per stay (0.8 × the clinicians' on the train split unless set in params). Baselines
-(clinicians, heuristic, best-known) measured in the same run. Model-estimated return: the served policy's return in
-the unguarded world model (`train.json`); in-model return of the raw learner: the training batch of the iterate it kept (the last
-batch for unconstrained learners) in the (guarded or unguarded) world model, before the guardian fallback — where
-the model's optimism shows.
-
-{header}
-{sep}
-{chr(10).join(lines)}
-"""
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / f"{args.out}.md").write_text(page, encoding="utf-8")
-    (HERE / "results" / f"{args.out}.json").write_text(json.dumps(
-        {"episodes": args.episodes, "seed": args.seed, "clinicians": clin, "best_known": best, "limits": limits,
-         "references": {k: by[k] for k in REFERENCES}, "runs": summary}, indent=2, default=str) + "\n",
-        encoding="utf-8")
-    print(page)
+        summary[run] = {
+            "seeds": [s for s, _ in seeds], "mortality": mort,
+            "gap_closed": [(clin - m) / (clin - best) for m in mort],
+            "return": [float(r["truth/return"]) for _, r in seeds],
+            "cost_return": {c: [float(r[f"truth/cost_return_{c}"]) for _, r in seeds] for c in costs},
+            "within_limits": all(float(r[f"truth/cost_return_{c}"]) <= limits[c] for c in costs for _, r in seeds),
+            "model_return": [float(train[k]) for s, _ in seeds if (k := f"{run}/{s}/model/return") in train],
+            "train_return": [float(train.get(f"{run}/{s}/train/selected_return", train[k])) for s, _ in seeds
+                             if (k := f"{run}/{s}/train/return") in train],
+            "train_seconds": [float(train[k]) for s, _ in seeds if (k := f"{run}/{s}/train/seconds") in train]}
+    result = {"episodes": args.episodes, "seed": args.seed, "clinicians": clin, "best_known": best, "limits": limits,
+              "references": {k: by[k] for k in REFERENCES}, "runs": summary}
+    note = (f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {args.workers} worker processes; {seconds:.0f} s "
+            f"in all. Project `{root.name}`, params `{params_file.name}`.")
+    write(args.out, result, render(result, note))
 
 
 if __name__ == "__main__":
