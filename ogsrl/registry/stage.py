@@ -423,7 +423,8 @@ def _reevaluate(params: Mapping[str, Any], root: Path, model_name: str, mv: Any)
 
     model = mlflow.pyfunc.load_model(f"models:/{model_name}/{mv.version}")
     policy = model.unwrap_python_model().recommender.policy
-    return ope_stage.evaluate_current(params, root, policy, f"registry/v{mv.version}")
+    key = f"{mv.tags.get('ogsrl.run')}/seed{mv.tags.get('ogsrl.seed')}"  # the evaluate stage's seeds for this run
+    return ope_stage.evaluate_current(params, root, policy, key)
 
 
 def current_returns(params: Mapping[str, Any], root: Path, cfg: RegistryConfig, cand: Any, champ: Any
