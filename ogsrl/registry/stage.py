@@ -392,8 +392,9 @@ def promote(
         candidate_return, champ_est, basis = current_returns(params, root, cfg, cand, champ)
         champion_return = champ_est.value
     decision = gate_mod.decide(_evidence_of(cand), cfg.gate, champion_return, candidate_return)
-    for c in decision.checks:
-        log.info("gate%s %s v%s %s", " (dry run)" if dry_run else "", cfg.model_name, cand.version, c.line())
+    if dry_run:  # apply_decision logs the checks otherwise
+        for c in decision.checks:
+            log.info("gate (dry run) %s v%s %s", cfg.model_name, cand.version, c.line())
     if not dry_run:
         gate_mod.apply_decision(client, cfg.model_name, str(cand.version), decision)
     return {"model_name": cfg.model_name, "version": str(cand.version), "run": cand.tags.get("ogsrl.run"),
@@ -511,25 +512,33 @@ def lineage(
     return out
 
 
-def _why(dec: Mapping[str, Any]) -> str:
-    """Short reason of a decision: the smallest margin when promoted, else the failed checks."""
+def _kind(check_name: str) -> str:
+    return check_name.split(":")[0]
+
+
+def _why(dec: Mapping[str, Any], gate_cfg: gate_mod.GateConfig) -> str:
+    """Short reason of a decision: the tightest margin (in units of its tolerance band) when promoted, else the
+    failed checks."""
     checks = dec["checks"]
     if dec["promote"]:
-        margins = [c for c in checks if c.get("margin") is not None]
-        low = min(margins, key=lambda c: c["margin"] / max(abs(c["threshold"] or 1.0), 1e-12), default=None)
-        tight = f", tightest: {low['name']} margin {low['margin']:+.4g} on threshold {low['threshold']:.4g}" \
-            if low else ""
-        return f"every check passed{tight}"
+        banded = [(c["margin"] / gate_cfg.band(_kind(c["name"])), c) for c in checks
+                  if c.get("margin") is not None and gate_cfg.band(_kind(c["name"])) > 0]
+        if not banded:
+            return "every check passed"
+        ratio, c = min(banded, key=lambda t: t[0])
+        return (f"every check passed, the tightest by {ratio:.1f}x its tolerance band: {c['name']} margin "
+                f"{c['margin']:+.4g} (band {gate_cfg.band(_kind(c['name'])):g})")
     return "; ".join(f"{c['name']}: {c['reason']}" for c in checks if not c["passed"])
 
 
-def conclusion(model_name: str, steps: list[Mapping[str, Any]], champion: str | None, challenger: str | None
-               ) -> str:
+def conclusion(model_name: str, steps: list[Mapping[str, Any]], champion: str | None, challenger: str | None,
+               gate_cfg: gate_mod.GateConfig | None = None) -> str:
     """One line: what the gate decided and why, and how to serve and audit the champion and the challenger."""
+    gate_cfg = gate_cfg or gate_mod.GateConfig()
     label = {"promote": "PROMOTED to champion", "reject": "REJECTED",
              "insufficient_evidence": "INSUFFICIENT EVIDENCE (no decision)"}
-    parts = [f"v{d['version']} ({d.get('run')}, {d.get('role', 'candidate')}): {label[d['outcome']]}, {_why(d)}"
-             for d in steps]
+    parts = [f"v{d['version']} ({d.get('run')}, {d.get('role', 'candidate')}): {label[d['outcome']]}, "
+             f"{_why(d, gate_cfg)}" for d in steps]
     uri = f"models:/{model_name}"
     how = []
     if champion is not None:
@@ -568,7 +577,7 @@ def release(params: Mapping[str, Any], root: Path, *, tracking_uri: str | None =
     champion = None if champ is None else str(champ.version)
     challenger = None if chall is None else str(chall.version)
     return {"steps": steps, "champion": champion, "challenger": challenger,
-            "conclusion": conclusion(cfg.model_name, steps, champion, challenger)}
+            "conclusion": conclusion(cfg.model_name, steps, champion, challenger, cfg.gate)}
 
 
 def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:

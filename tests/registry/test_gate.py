@@ -297,13 +297,16 @@ def test_release_makes_the_baseline_the_first_champion_and_says_how_to_serve(pro
     metrics = json.loads((root / "data/reports/evaluate/metrics.json").read_text())
     metrics.update({k: 3.2 for k in metrics if k.startswith("cand/") and k.endswith("/ess")})
     (root / "data/reports/evaluate/metrics.json").write_text(json.dumps(metrics))
-    params = {**params, "registry": {**params["registry"], "run": "cand", "baseline_run": "soc"}}
+    gate_params = {**params["registry"]["gate"], "tolerance": {"cost": 0.1, "return": 0.5}}
+    params = {**params, "registry": {**params["registry"], "run": "cand", "baseline_run": "soc", "gate": gate_params}}
     out = stage.release(params, root)
     assert [(s["run"], s["role"], s["outcome"]) for s in out["steps"]] == [
         ("soc", "baseline", "promote"), ("cand", "candidate", "insufficient_evidence")]
     assert (out["champion"], out["challenger"]) == ("1", "2")
     text = out["conclusion"]
-    assert text.startswith("Gate: v1 (soc, baseline): PROMOTED to champion, every check passed, tightest: ")
+    # soc: cost upper CI 0.5 ≤ limit 1 (margin 0.5 = 5 bands of 0.1); return -55 ≥ -52 - 8 (margin 5 = 10 bands)
+    assert text.startswith("Gate: v1 (soc, baseline): PROMOTED to champion, every check passed, the tightest by "
+                           "5.0x its tolerance band: cost:cost_total margin +0.5 (band 0.1) | ")
     assert "v2 (cand, candidate): INSUFFICIENT EVIDENCE (no decision), cost:cost_total: effective sample size 3.2" \
         in text
     assert "serve `ogsrl serve` (= models:/ogsrl-policy@champion)" in text
