@@ -163,6 +163,32 @@ def test_no_guardian_fails_and_tags_cover_every_check() -> None:
         "gate.check.return"}
 
 
+def test_support_is_measured_on_the_policys_own_actions_not_its_fallback(tmp_path: Path) -> None:
+    import numpy as np
+    import pandas as pd
+
+    box = fakes.BoxGuardian(("gcs", "fluid_ml", "nee_max"), np.array([3, 0, 0]), np.array([15, 1000, 5]))
+    inside = fakes.LinearPolicy(("gcs",), np.zeros((2, 1)), np.array([500.0, 0.0]))
+    outside = fakes.LinearPolicy(("gcs",), np.zeros((2, 1)), np.array([5000.0, 0.0]))  # fluid over the box
+
+    class Guarded:  # the GuardedPolicy shape: own policy + fallback, acting with the fallback outside
+        def __init__(self) -> None:
+            self.policy, self.fallback, self.feature_names = outside, inside, ("gcs",)
+
+        def act(self, obs: np.ndarray, rng: object = None) -> np.ndarray:
+            return inside.act(obs)
+
+    test = tmp_path / "test.parquet"
+    pd.DataFrame({"gcs": [3.0, 8.0, 15.0, 16.0]}).to_parquet(test)  # gcs 16 lies outside the box whatever the dose
+    assert stage.support_reject_share(inside, box, test, 0) == 0.25
+    assert stage.support_reject_share(Guarded(), box, test, 0) == 1.0  # its served actions would all pass
+    assert stage.own_policy(Guarded()) is outside and stage.own_policy(inside) is inside
+    assert stage.support_reject_share(inside, box, tmp_path / "none.parquet", 0) is None
+    pd.DataFrame({"spo2": [90.0]}).to_parquet(test)
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['gcs'\]"):
+        stage.support_reject_share(inside, box, test, 0)
+
+
 def test_evidence_round_trip() -> None:
     ev = _evidence()
     assert Evidence.from_dict(ev.to_dict()) == ev
