@@ -565,7 +565,11 @@ def release(params: Mapping[str, Any], root: Path, *, tracking_uri: str | None =
     runs: list[tuple[str, str]] = []
     if (_alias_version(client, cfg.model_name, gate_mod.CHAMPION) is None and cfg.baseline_run is not None
             and cfg.baseline_run != cfg.run):
-        runs.append((cfg.baseline_run, "baseline"))
+        if (root / cfg.policies_dir / cfg.baseline_run / f"seed{cfg.seed}").is_dir():
+            runs.append((cfg.baseline_run, "baseline"))
+        else:
+            log.warning("release: no trained baseline %r seed %d under %s; the candidate alone is gated",
+                        cfg.baseline_run, cfg.seed, cfg.policies_dir)
     runs.append((cfg.run, "candidate"))
     steps: list[dict[str, Any]] = []
     for run_name, role in runs:

@@ -345,6 +345,16 @@ def test_release_makes_the_baseline_the_first_champion_and_says_how_to_serve(pro
     assert [s["role"] for s in again["steps"]] == ["candidate"] and again["champion"] == "1"
 
 
+def test_release_without_a_trained_baseline_gates_the_candidate_alone(project: tuple[Path, dict]) -> None:
+    root, params = project
+    _cand(root)
+    fakes.write_ope(root, others={"cand": ((-40.0, -42.0, -38.0), (0.2, 0.1, 0.3))})
+    params = {**params, "registry": {**params["registry"], "run": "cand", "baseline_run": "clinician_clone"}}
+    out = stage.release(params, root)
+    assert [(s["run"], s["role"], s["outcome"]) for s in out["steps"]] == [("cand", "candidate", "promote")]
+    assert out["champion"] == "1" and "v1 (cand, candidate): PROMOTED to champion" in out["conclusion"]
+
+
 def test_guardian_check_reads_the_stay_level_coverage_without_slack(tmp_path: Path) -> None:
     cfg = GateConfig(cost_limits={"cost_total": 0.5}, validation_reports=REPORTS, noninferiority_margin=5.0)
     assert cfg.guardian_coverage_slack == 0.0
