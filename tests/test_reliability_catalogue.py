@@ -18,7 +18,6 @@ the field, and that the next good request is still answered.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import shutil
@@ -242,7 +241,8 @@ CASES: tuple[Case, ...] = (
          "missing.yaml", "generate"), None, ("params file not found", "missing.yaml")),
     # artefacts
     Case("policy-config-corrupt", "artefacts", "a policy's `config.json` is not JSON", ("truth", "--policy", POLICY,
-         "--episodes", "2"), _write(f"{POLICY}/config.json", "{not json"), ("policy at", "config.json", "JSONDecodeError")),
+         "--episodes", "2"), _write(f"{POLICY}/config.json", "{not json"),
+         ("policy at", "config.json", "JSONDecodeError")),
     Case("policy-weights-missing", "artefacts", "a policy without `weights.pt`", ("truth", "--policy", POLICY,
          "--episodes", "2"), _remove(f"{POLICY}/weights.pt"), ("weights.pt",)),
     Case("policy-weights-corrupt", "artefacts", "a policy's `weights.pt` cut in half", ("truth", "--policy", POLICY,
@@ -262,7 +262,8 @@ CASES: tuple[Case, ...] = (
          ("serve", "--model-uri", "data/raw", "--port", "0"), None, ("bundle.json",)),
     Case("bundle-guardian-kind", "artefacts", "a bundled guardian of unknown kind (`guardian.json` kind `magic`)",
          ("serve", "--model-uri", BUNDLE, "--port", "0"), _both(
-             _edit_json(f"{BUNDLE}/bundle.json", lambda d: {**d, "guardian_loader": "ogsrl.registry.model:load_guardian"}),
+             _edit_json(f"{BUNDLE}/bundle.json",
+                        lambda d: {**d, "guardian_loader": "ogsrl.registry.model:load_guardian"}),
              _edit_json(f"{BUNDLE}/guardian/guardian.json", lambda d: {**d, "kind": "magic"})),
          ("guardian.json", "unknown guardian kind 'magic'")),
     Case("bundle-loader-missing", "artefacts", "a bundle naming a loader module that does not exist",
@@ -285,7 +286,8 @@ CASES: tuple[Case, ...] = (
          ("spo2",), body=b'{"states": [{"gcs": 15, "spo2": 97, "fluid_cum": 1000}], "units": {"spo2": "fraction"}}',
          status=422),
     Case("req-too-many-rows", "serving", "more states than `serve.max_rows`", ("POST", "/recommend"), None,
-         ("6 states", "at most 5"), body=json.dumps({"states": [{"gcs": 15, "spo2": 97, "fluid_cum": 1000}] * 6}).encode(),
+         ("6 states", "at most 5"),
+         body=json.dumps({"states": [{"gcs": 15, "spo2": 97, "fluid_cum": 1000}] * 6}).encode(),
          status=413),
     Case("req-unknown-path", "serving", "`POST /predict` (no such endpoint)", ("POST", "/predict"), None,
          ("/predict",), body=b"{}", status=404),
