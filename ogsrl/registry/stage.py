@@ -17,6 +17,7 @@ to serve and audit each alias.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ogsrl import config
-from ogsrl.io import write_json
+from ogsrl.io import dir_sha256, file_sha256, write_json
 from ogsrl.ope.estimate import Estimate
 from ogsrl.registry import gate as gate_mod
 from ogsrl.registry import lineage as lineage_mod
@@ -236,10 +237,6 @@ def register(params: Mapping[str, Any], root: Path, *, run: str | None = None, r
 
     from ogsrl.registry import model as model_mod
 
-    import dataclasses
-
-    from ogsrl.io import dir_sha256
-
     root = Path(root).resolve()
     cfg = registry_config(params)
     if run is not None:
@@ -405,8 +402,6 @@ def promote(
 
 def _current_policy_keys(root: Path, cfg: RegistryConfig) -> dict[str, str]:
     """sha256 of every trained policy directory under ``registry.policies_dir`` → its OPE key ``<run>/seed<s>``."""
-    from ogsrl.io import dir_sha256
-
     base = root / cfg.policies_dir
     out: dict[str, str] = {}
     for d in sorted(base.glob("*/seed*")) if base.is_dir() else []:
@@ -437,8 +432,6 @@ def current_returns(params: Mapping[str, Any], root: Path, cfg: RegistryConfig, 
     split (``test/sha256`` in the metrics equals the split file's hash) takes that stage's estimate; any other is
     re-evaluated here (:func:`ogsrl.ope.stage.evaluate_current`). Nothing is taken from an older run's evidence.
     """
-    from ogsrl.io import file_sha256
-
     test_path = root / cfg.trajectories_dir / "test.parquet"
     metrics_path = root / cfg.ope_metrics
     if not test_path.is_file():
