@@ -45,8 +45,7 @@ install: $(STAMP)
 run: $(STAMP)
 	ogsrl salt-fingerprint
 	dvc repro
-	ogsrl register
-	ogsrl promote
+	ogsrl release
 	@echo
 	@echo "Results (under $(CURDIR)):"
 	@echo "  raw demo tables   data/raw/{hosp,icu}/"
@@ -57,10 +56,12 @@ run: $(STAMP)
 	@echo "  OPE metrics       data/reports/evaluate/metrics.json   (OPE estimates beside the simulator's true values)"
 	@echo "  clinical metrics  data/reports/clinical.json   (ME, MCR, AIR, ACP, threshold shares; docs/metrics.md)"
 	@echo "  MLflow UI         .venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000"
-	@echo "  lineage           .venv/bin/ogsrl lineage models:/ogsrl-policy@challenger --verify   (@champion once the gate promotes)"
+	@echo "  registry          data/reports/registry.json; the gate's decision is the 'Gate:' line above"
 	@python -c 'import json; m = json.load(open("data/reports/cohort.json")); print("  cohort            %s stays, %s rows, in-hospital mortality %.3f" % (m["cohort_stays"], m["rows"], m["mortality_in_hosp"]))' 
 	@echo
 	@echo "Report (self-contained, opens offline): $(CURDIR)/data/reports/index.html"
+	@echo
+	@python -c 'import json; print(json.load(open("data/reports/registry.json"))["registry/conclusion"])'
 
 flow: $(STAMP)
 	ogsrl salt-fingerprint

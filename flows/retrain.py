@@ -1,4 +1,5 @@
-"""Scheduled retraining: `dvc repro` → register the candidate → promotion gate → `dvc push`, as a Prefect flow.
+"""Scheduled retraining: `dvc repro` → `ogsrl release` (register + gate; the baseline first while there is no
+champion) → `dvc push`, as a Prefect flow.
 
     python -m flows.retrain                 # one run now (Prefect's ephemeral API; no server needed)
     python -m flows.retrain --serve         # a deployment on the cron in params `schedule.cron` (blocks;
@@ -88,27 +89,21 @@ def dvc_repro(root: str, extra: tuple[str, ...] = ()) -> str:
     return out
 
 
-@task(name="register-candidate")
-def register_candidate(params_path: str, root: str) -> dict[str, Any]:
-    """Register the freshly trained policy as `challenger`."""
+@task(name="register-and-gate")
+def register_and_gate(params_path: str, root: str) -> dict[str, Any]:
+    """`ogsrl release`: register and gate the baseline while there is no champion, then the candidate; a rejection
+    is recorded, not raised."""
     from ogsrl.registry import stage
 
-    result = stage.register(config.load_params(params_path), Path(root))
-    get_run_logger().info("registered %s v%s", result["model_name"], result["version"])
-    return result
-
-
-@task(name="promotion-gate")
-def promotion_gate(params_path: str, root: str, version: str) -> dict[str, Any]:
-    """Judge the candidate; a rejection is recorded, not raised."""
-    from ogsrl.registry import stage
-
-    decision = stage.promote(config.load_params(params_path), Path(root), version=version)
+    params = config.load_params(params_path)
+    out = stage.release(params, Path(root))
+    stage.write_report(params, Path(root), out)
     logger = get_run_logger()
-    for c in decision["checks"]:
-        logger.info("gate %s %s: %s", "PASS" if c["passed"] else "FAIL", c["name"], c["reason"])
-    logger.info("gate v%s: %s", version, decision["summary"])
-    return decision
+    for step in out["steps"]:
+        for line in step["lines"]:
+            logger.info("gate v%s (%s) %s", step["version"], step["run"], line)
+    logger.info("%s", out["conclusion"])
+    return out
 
 
 @task(name="dvc-push")
@@ -138,10 +133,12 @@ def retrain(params: str = "params.yaml", root: str = str(PROJECT_ROOT)) -> dict[
     cfg = schedule_config(params_map)
     privacy.write_fingerprint(params_map, root_path)  # a changed secret salt must rerun the id-hashing stages
     dvc_repro(str(root_path), cfg.repro_args)
-    registered = register_candidate(str(params_path), str(root_path))
-    decision = promotion_gate(str(params_path), str(root_path), registered["version"])
+    released = register_and_gate(str(params_path), str(root_path))
+    last = released["steps"][-1]
     pushed = dvc_push(str(root_path)) if cfg.push else "skipped: schedule.push is false"
-    return {"registered": registered, "gate": decision, "push": pushed}
+    return {"registered": last["registered"], "gate": {k: v for k, v in last.items() if k != "registered"},
+            "champion": released["champion"], "challenger": released["challenger"],
+            "conclusion": released["conclusion"], "push": pushed}
 
 
 def deployment_kwargs(params: str = "params.yaml", root: str = str(PROJECT_ROOT)) -> dict[str, Any]:

@@ -307,6 +307,22 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_release(args: argparse.Namespace) -> int:
+    from ogsrl.registry import stage as registry_stage
+
+    params, root = _params_root(args)
+    out = registry_stage.release(params, root)
+    registry_stage.write_report(params, root, out)
+    for step in out["steps"]:
+        print(f"gate v{step['version']} ({step['run']}, {step['role']}): {step['outcome'].upper()}")
+        for line in step["lines"]:
+            print(f"  {line}")
+        if step.get("comparison_basis"):
+            print(f"  (return compared by {step['comparison_basis']})")
+    print(out["conclusion"])
+    return 0
+
+
 def _cmd_lineage(args: argparse.Namespace) -> int:
     from ogsrl.registry import stage as registry_stage
 
@@ -402,6 +418,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the decision, change nothing")
     p.add_argument("--version", default=None, help="candidate version (default: the `challenger` alias)")
     p.set_defaults(func=_cmd_promote)
+
+    p = sub.add_parser("release", help="register + gate the baseline while there is no champion, then the "
+                       "candidate; say what was decided and how to serve/audit (what `make run` ends with)")
+    add_globals(p, suppress=True)
+    p.set_defaults(func=_cmd_release)
 
     p = sub.add_parser("lineage", help="lineage audit of a registered model (data, code, params, evidence)")
     add_globals(p, suppress=True)

@@ -83,6 +83,16 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def dir_sha256(path: str | Path) -> str:
+    """Hex SHA-256 over a directory's files: each file's relative POSIX path, then its bytes, in sorted order."""
+    path = Path(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f.relative_to(path).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def salted_hash(values: Any, salt: str, length: int = 16) -> list[str]:
     """Pseudonymise identifiers: hex prefix of SHA-256(salt ‖ ':' ‖ value) for each value."""
     if not salt:

@@ -7,7 +7,11 @@ of actions in physical units: ``[:, 0]`` IV fluid mL per step, ``[:, 1]`` max NE
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import json
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -36,3 +40,20 @@ class StochasticPolicy(Policy, Protocol):
     def log_prob(self, obs: FloatArray, actions: FloatArray) -> FloatArray:
         """``log π(a | s)`` per row, shape ``(B,)``, for actions in physical units."""
         ...
+
+
+UNREADABLE = (OSError, RuntimeError, EOFError, KeyError, TypeError, pickle.UnpicklingError, json.JSONDecodeError)
+"""What a corrupt or inconsistent checkpoint raises inside a loader (torch, json, a state dict of the wrong shape)."""
+
+
+def load_checked(loader: Callable[[Path], Any], path: str | Path, what: str = "policy") -> Any:
+    """``loader(path)``, with a corrupt or inconsistent saved directory reported as one ValueError naming it (a
+    missing file stays a FileNotFoundError, which names the file)."""
+    try:
+        return loader(Path(path))
+    except FileNotFoundError:
+        raise
+    except UNREADABLE as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"{what} at {path}: its config.json / weights cannot be loaded (corrupt, or the files "
+                         f"disagree): {type(exc).__name__}: {first}") from exc

@@ -358,6 +358,8 @@ def extract(con: duckdb.DuckDBPyConnection, cfg: CohortConfig, costs: CostsConfi
     for c in (c for c in cur.columns if c.startswith("missing_")):
         metrics[c] = round(float(cur.loc[in_cohort, c].mean()), 6) if in_cohort.any() else 0.0
     excl = {k: v for k, v in metrics.items() if k.startswith("excluded_")}
+    if df.empty and not metrics["icu_stays"]:
+        raise DataError("no ICU stays to extract (0 rows)", table="icustays")
     if df.empty:
         raise DataError(f"empty cohort after exclusions: {metrics['icu_stays']} ICU stays; excluded {excl}")
 

@@ -34,7 +34,7 @@ from ogsrl import config, features
 from ogsrl.agents import bc, common, load_policy
 from ogsrl.agents.stage import TRAJECTORY_DIR, policies_config, policy_dir, seed_summary
 from ogsrl.errors import DataError
-from ogsrl.io import atomic_path, write_json
+from ogsrl.io import atomic_path, dir_sha256, file_sha256, write_json
 from ogsrl.ope import behaviour, dr, fqe, wis
 from ogsrl.ope.estimate import Estimate, policy_seed
 
@@ -156,11 +156,7 @@ def run_behaviour(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
 
 
 def _policy_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f.relative_to(path).as_posix().encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
+    return dir_sha256(path)
 
 
 def run_truth(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
@@ -396,19 +392,35 @@ def read_truth(root: Path, demo: bool) -> dict[str, Any]:
     return doc if doc.get("truth/available") else {}
 
 
-def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
-    """OPE of every run × seed of ``policies`` on the test split; writes metrics and plot tables under ``root``."""
-    cfg = ope_config(params)
-    pcfg = policies_config(params)
+@dataclass(frozen=True, slots=True)
+class SplitData:
+    """What every policy's evaluation on the test split shares (built once)."""
+
+    train: pd.DataFrame
+    """the train split (the critic's fitting rows)"""
+    test: pd.DataFrame
+    """the test split"""
+    costs: tuple[str, ...]
+    """cost columns"""
+    columns: dict[str, np.ndarray]
+    """per-row targets: return, mortality, each cost"""
+    critic: CriticData
+    """the critic's transitions"""
+    behaviour_model: Any
+    """π̂_b"""
+    sha256: str
+    """hash of the test split file (recorded as ``test/sha256``)"""
+
+
+def load_test_split(cfg: OPEConfig, root: Path) -> SplitData:
+    """Load the splits, π̂_b and the critic data under ``root`` for :func:`evaluate_policy`."""
     root = Path(root)
+    test_path = root / TRAJECTORY_DIR / "test.parquet"
     train, _ = common.read_split(root / TRAJECTORY_DIR / "train.parquet")
-    test, meta = common.read_split(root / TRAJECTORY_DIR / "test.parquet")
+    test, meta = common.read_split(test_path)
     costs = tuple(meta["cost_columns"])
     behaviour_model = load_behaviour(root)
-    edges = action_bin_edges(root / TRAJECTORY_DIR / "test.parquet") if cfg.fqe.action == "binned" else None
-    metrics: dict[str, Any] = {"test/stays": int(test["stay_key"].nunique()), "ope/gamma": cfg.gamma,
-                               "ope/fqe_action": cfg.fqe.action}
-
+    edges = action_bin_edges(test_path) if cfg.fqe.action == "binned" else None
     if "died_in_hosp" not in test.columns:
         raise DataError("required column missing", table="test.parquet", column="died_in_hosp")
     last = np.r_[test["stay_key"].to_numpy()[1:] != test["stay_key"].to_numpy()[:-1], True]  # (R,) last row of a stay
@@ -417,6 +429,29 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
         MORTALITY: (test["died_in_hosp"].to_numpy(bool) & last).astype(np.float64),
         **{c: test[c].to_numpy() for c in costs},
     }
+    return SplitData(train, test, costs, columns, critic_data(cfg, train, test, costs, edges), behaviour_model,
+                     file_sha256(test_path))
+
+
+def evaluate_current(params: Mapping[str, Any], root: Path, policy: Any, key: str) -> dict[tuple[str, str], Estimate]:
+    """Every estimate of one policy on the current test split under ``root``, exactly as the evaluate stage computes
+    it for a policy with key ``key`` (the promotion gate uses it for a champion the stage did not score)."""
+    cfg = ope_config(params)
+    ts = load_test_split(cfg, root)
+    return evaluate_policy(policy, key, ts.behaviour_model, ts.train, ts.test, ts.columns, ts.critic, cfg).estimates
+
+
+def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
+    """OPE of every run × seed of ``policies`` on the test split; writes metrics and plot tables under ``root``."""
+    cfg = ope_config(params)
+    pcfg = policies_config(params)
+    root = Path(root)
+    ts = load_test_split(cfg, root)
+    train, test, costs, columns, cd = ts.train, ts.test, ts.costs, ts.columns, ts.critic
+    behaviour_model = ts.behaviour_model
+    metrics: dict[str, Any] = {"test/stays": int(test["stay_key"].nunique()), "test/sha256": ts.sha256,
+                               "ope/gamma": cfg.gamma, "ope/fqe_action": cfg.fqe.action}
+
     truth = read_truth(root, config.section(params, "data").get("source") == "demo")
     metrics["truth/available"] = bool(truth)
     metrics.update({k: v for k, v in truth.items() if k.count("/") >= 2})
@@ -440,7 +475,6 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     on_policy = wis.pad_by_stay(stay_keys, {**columns, "log_ratio": np.zeros(len(test))})
     res = estimate_is(on_policy, costs, cfg, np.random.default_rng(policy_seed(cfg.seed, BEHAVIOUR)), False)
     metrics.update({f"{BEHAVIOUR}/{k}": v for k, v in report(BEHAVIOUR, None, BEHAVIOUR, res).items()})
-    cd = critic_data(cfg, train, test, costs, edges)
     for name in pcfg.runs:
         per_seed: dict[int, dict[str, Any]] = {}
         for seed in pcfg.seeds:

@@ -1,21 +1,30 @@
 """Promotion gate: decide whether a registered candidate policy may become the `champion`.
 
-The decision is a pure function of the candidate's evidence (validation, guardian certificate, OPE estimates) and
-the current champion's return estimate; :func:`apply_decision` then writes it to the MLflow registry as aliases and
-tags. A candidate is promoted only when every check passes:
+The decision is a pure function of the candidate's evidence (validation, guardian certificate, the candidate's own
+support on test states, OPE estimates) and the comparison point (the current champion's return estimate on the
+current test split, or without a champion the clinicians' logged return); :func:`apply_decision` then writes it to
+the MLflow registry as aliases and tags. A candidate is promoted only when every check passes:
 
 * ``validation``  — every required validation report exists and says ``success: true``;
-* ``guardian``    — when a guardian was bundled: its certificate counts stays, and the mean per-stay test coverage
-  ≥ α_c − slack (slack 0 by default: the stay-level threshold targets a pooled coverage above α_c, so a shortfall on
-  test is a real failure, not noise; the reason states the margin);
+* ``guardian``    — a certified guardian is bundled (none: fail), its certificate counts stays, and the mean per-stay
+  test coverage ≥ α_c − slack;
+* ``support``     — the share of the candidate's *own* actions (before any guardian fallback) on the test states that
+  the bundled guardian rejects ≤ ``max_support_reject_share`` (a policy that lives outside the data is not served,
+  whatever its OPE numbers say: they rest on the few stays where it agrees with the clinicians);
 * ``cost:<name>`` — OPE upper CI of each cost return ≤ its limit in params (a limit without an estimate fails);
-* ``return``      — OPE lower CI of the reward return ≥ the champion's point estimate (passes with no champion).
+* ``return``      — with a champion: OPE lower CI of the candidate's reward return ≥ the champion's point estimate,
+  both recomputed on the same current test split (superiority); without one: lower CI ≥ the clinicians' logged
+  return − ``noninferiority_margin`` (non-inferiority to the care in the data, which is how the first champion,
+  the clinician-equivalent baseline, is admitted).
 
-Each check states its margin (how far the compared number is on the passing side; negative: failed by that much).
-An OPE check whose estimate has an effective sample size below ``min_ess`` decides nothing: the estimate rests on a
-handful of stays and its interval on noise. Then the outcome is **insufficient evidence** (distinct from reject: the
-candidate stays `challenger`, nothing changes, and the summary says so), unless another check already rejects on its
-own merits (a failed validation or guardian certificate).
+Each check states its value, threshold and margin (how far the value lies on the passing side; negative: failed by
+that much). Two things make a check decide nothing — outcome **insufficient evidence** (distinct from reject: the
+candidate stays `challenger`, nothing changes, and the summary says so), unless another check rejects on its own:
+
+* an OPE estimate whose effective sample size is below ``min_ess`` (its interval rests on a handful of stays);
+* a margin inside the check's tolerance band ``|margin| < tolerance[<kind>]``: a number that close to its threshold
+  flips with the seed or the machine (torch CPU kernels differ across machines, docs/reliability.md), so neither
+  pass nor fail would mean anything.
 """
 
 from __future__ import annotations
@@ -36,6 +45,10 @@ TAG_PREFIX = "gate."
 Outcome = Literal["promote", "reject", "insufficient_evidence"]
 
 
+TOLERANCE_KINDS = ("guardian", "support", "cost", "return")
+"""check kinds a tolerance band can be set for (``cost`` applies to every ``cost:<name>``)"""
+
+
 @dataclass(frozen=True, slots=True)
 class GateConfig:
     """Thresholds of the promotion gate (params `registry.gate`)."""
@@ -52,6 +65,14 @@ class GateConfig:
     min_ess: float = 20.0
     """an OPE estimate whose effective sample size (Kish ESS of the importance weights) is below this decides
     nothing: the outcome is insufficient evidence (0: never)"""
+    max_support_reject_share: float = 0.10
+    """support passes when the guardian rejects at most this share of the candidate's own (state, action) pairs on
+    the test states (the certificate's nominal share for the clinicians' own pairs is 1 − α_c)"""
+    noninferiority_margin: float = 8.0
+    """without a champion, return passes when the candidate's lower CI ≥ the clinicians' logged return − this margin
+    (return units)"""
+    tolerance: Mapping[str, float] = field(default_factory=dict)
+    """per check kind (guardian, support, cost, return): a margin with |margin| below this is undecided (missing: 0)"""
 
     def __post_init__(self) -> None:
         if not self.cost_limits:
@@ -63,6 +84,19 @@ class GateConfig:
             raise ValueError(f"guardian_coverage_slack must be in [0, 1), got {self.guardian_coverage_slack}")
         if not (math.isfinite(self.min_ess) and self.min_ess >= 0):
             raise ValueError(f"min_ess must be a finite number ≥ 0, got {self.min_ess}")
+        if not 0.0 <= self.max_support_reject_share <= 1.0:
+            raise ValueError(f"max_support_reject_share must be in [0, 1], got {self.max_support_reject_share}")
+        if not (math.isfinite(self.noninferiority_margin) and self.noninferiority_margin >= 0):
+            raise ValueError(f"noninferiority_margin must be a finite number ≥ 0, got {self.noninferiority_margin}")
+        for kind, band in self.tolerance.items():
+            if kind not in TOLERANCE_KINDS:
+                raise ValueError(f"tolerance.{kind}: unknown check kind; known: {', '.join(TOLERANCE_KINDS)}")
+            if not (math.isfinite(band) and band >= 0):
+                raise ValueError(f"tolerance.{kind} must be a finite number ≥ 0, got {band}")
+
+    def band(self, kind: str) -> float:
+        """The tolerance band of a check kind (0 when not set)."""
+        return float(self.tolerance.get(kind, 0.0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +115,11 @@ class Evidence:
     """certificate empirical test coverage, per stay when the certificate counts stays (None without a guardian)"""
     guardian_unit: str | None = None
     """calibration unit of the certificate: stay | row (None: not recorded)"""
+    support_reject_share: float | None = None
+    """share of the candidate's own (state, action) pairs on the test states that the bundled guardian rejects
+    (None: not measured — no guardian, or no test split)"""
+    logged_return: Estimate | None = None
+    """the clinicians' logged (on-policy) return on the same test split (None when missing)"""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (stored with the model version)."""
@@ -95,6 +134,8 @@ class Evidence:
             "guardian_alpha": self.guardian_alpha,
             "guardian_coverage": self.guardian_coverage,
             "guardian_unit": self.guardian_unit,
+            "support_reject_share": self.support_reject_share,
+            "logged_return": iv(self.logged_return),
         }
 
     @classmethod
@@ -105,6 +146,7 @@ class Evidence:
             return None if x is None else Estimate.from_dict(x)  # ess NaN in evidence recorded before it existed
 
         costs = {k: iv(v) for k, v in dict(d.get("ope_costs") or {}).items()}
+        share = d.get("support_reject_share")
         return cls(
             validation=dict(d.get("validation") or {}),
             ope_return=iv(d.get("ope_return")),
@@ -112,6 +154,8 @@ class Evidence:
             guardian_alpha=d.get("guardian_alpha"),
             guardian_coverage=d.get("guardian_coverage"),
             guardian_unit=d.get("guardian_unit"),
+            support_reject_share=None if share is None else float(share),
+            logged_return=iv(d.get("logged_return")),
         )
 
 
@@ -120,7 +164,7 @@ class Check:
     """One gate check and why it passed or failed."""
 
     name: str
-    """check id: validation, guardian, cost:<name>, return"""
+    """check id: validation, guardian, support, cost:<name>, return"""
     passed: bool
     """whether the check passed"""
     reason: str
@@ -128,7 +172,24 @@ class Check:
     margin: float | None = None
     """how far the compared number lies on the passing side (negative: failed by that much; None: not numeric)"""
     insufficient: bool = False
-    """the estimate's effective sample size is below min_ess: the check decides nothing"""
+    """the check decides nothing: an estimate's effective sample size below min_ess, or the margin inside the
+    tolerance band"""
+    value: float | None = None
+    """the compared number (None: not numeric)"""
+    threshold: float | None = None
+    """what it is compared against (None: not numeric)"""
+
+    @property
+    def status(self) -> str:
+        """PASS, FAIL or UNDECIDED."""
+        return "PASS" if self.passed else ("UNDECIDED" if self.insufficient else "FAIL")
+
+    def line(self) -> str:
+        """One line: status, name, value, threshold, margin and reason."""
+        nums = ""
+        if self.value is not None and self.threshold is not None and self.margin is not None:
+            nums = f" value {self.value:.4g}, threshold {self.threshold:.4g}, margin {self.margin:+.4g} —"
+        return f"{self.status:<9} {self.name}:{nums} {self.reason}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +209,7 @@ class Decision:
     @property
     def outcome(self) -> Outcome:
         """promote; reject (a check failed on its numbers); insufficient_evidence (no check failed on its numbers,
-        but an OPE estimate's effective sample size is below min_ess)."""
+        but one is undecided: an effective sample size below min_ess, or a margin inside its tolerance band)."""
         if self.promote:
             return "promote"
         return "reject" if any(not c.insufficient for c in self.failed) else "insufficient_evidence"
@@ -167,7 +228,8 @@ class Decision:
             "outcome": self.outcome,
             "summary": self.summary(),
             "checks": [{"name": c.name, "passed": c.passed, "reason": c.reason, "margin": c.margin,
-                        "insufficient": c.insufficient} for c in self.checks],
+                        "value": c.value, "threshold": c.threshold, "insufficient": c.insufficient}
+                       for c in self.checks],
         }
 
 
@@ -181,16 +243,38 @@ def _with_ess(check: Check, est: Estimate, min_ess: float) -> Check:
         return check
     ess = f"{est.ess:.1f}" if math.isfinite(est.ess) else "unknown"
     return Check(check.name, False, f"effective sample size {ess} < min_ess {min_ess:g}: undecided "
-                 f"({check.reason})", check.margin, insufficient=True)
+                 f"({check.reason})", check.margin, True, check.value, check.threshold)
 
 
-def decide(evidence: Evidence, cfg: GateConfig, champion_return: float | None) -> Decision:
+def _with_band(check: Check, band: float) -> Check:
+    """``check`` unchanged when its margin lies outside the tolerance band, else undecided."""
+    if band <= 0 or check.margin is None or check.insufficient or abs(check.margin) >= band:
+        return check
+    return Check(check.name, False, f"margin {check.margin:+.4g} inside the tolerance band ±{band:g}: undecided "
+                 f"({check.reason})", check.margin, True, check.value, check.threshold)
+
+
+def _compare(name: str, value: float, threshold: float, at_most: bool, what: str, against: str = "") -> Check:
+    """A numeric check ``value ≤ threshold`` (``at_most``) or ``value ≥ threshold`` with its margin; the reason
+    reads ``<what> <value> ≤|≥|>|< <against> <threshold> (margin ±m)``."""
+    ok = value <= threshold if at_most else value >= threshold
+    margin = threshold - value if at_most else value - threshold
+    sign = ("≤" if ok else ">") if at_most else ("≥" if ok else "<")
+    against = f"{against} " if against else ""
+    return Check(name, ok, f"{what} {value:.4g} {sign} {against}{threshold:.4g} (margin {margin:+.4g})", margin,
+                 value=value, threshold=threshold)
+
+
+def decide(evidence: Evidence, cfg: GateConfig, champion_return: float | None,
+           candidate_return: Estimate | None = None) -> Decision:
     """Apply every gate check to a candidate.
 
     Args:
         evidence: the candidate's evidence.
         cfg: gate thresholds.
-        champion_return: the current champion's OPE point estimate of the reward return (None: no champion).
+        champion_return: the current champion's OPE point estimate of the reward return on the current test split
+            (None: no champion; the candidate is then compared with the clinicians' logged return).
+        candidate_return: the candidate's estimate recomputed on that same split (None: ``evidence.ope_return``).
 
     Returns:
         The decision; ``promote`` ⇔ all checks pass.
@@ -208,25 +292,34 @@ def decide(evidence: Evidence, cfg: GateConfig, champion_return: float | None) -
     else:
         checks.append(Check("validation", True, f"{len(cfg.validation_reports)} report(s) passed"))
 
-    # guardian certificate (only when a guardian is bundled)
+    # guardian certificate: required
     if evidence.guardian_alpha is None and evidence.guardian_coverage is None:
-        checks.append(Check("guardian", True, "no guardian bundled (check skipped)"))
+        checks.append(Check("guardian", False, "no certified guardian bundled: nothing vouches for the served "
+                            "(state, action) pairs (run calibrate-guardian, then register again)"))
     elif not (_finite(evidence.guardian_alpha) and _finite(evidence.guardian_coverage)):
         checks.append(Check("guardian", False, "guardian certificate lacks alpha_c or test coverage"))
     elif evidence.guardian_unit == "row":
         checks.append(Check("guardian", False, "certificate calibrated by rows, which are dependent within a stay: "
                             "its guarantee does not hold (recalibrate with guardian.calibration.unit: stay)"))
     else:
-        need = float(evidence.guardian_alpha) - cfg.guardian_coverage_slack  # type: ignore[arg-type]
-        cov = float(evidence.guardian_coverage)  # type: ignore[arg-type]
-        ok = cov >= need
+        alpha = float(evidence.guardian_alpha)  # type: ignore[arg-type]
+        need = alpha - cfg.guardian_coverage_slack
         per = " per stay" if evidence.guardian_unit == "stay" else ""
-        slack = f" - slack {cfg.guardian_coverage_slack:.4f} = {need:.4f}" if cfg.guardian_coverage_slack else ""
-        checks.append(Check(
-            "guardian", ok,
-            f"test coverage{per} {cov:.4f} {'≥' if ok else '<'} alpha_c {evidence.guardian_alpha:.4f}{slack} "
-            f"(margin {cov - need:+.4f})", cov - need,
-        ))
+        against = f"alpha_c {alpha:.4f} - slack {cfg.guardian_coverage_slack:.4f} =" if cfg.guardian_coverage_slack \
+            else "alpha_c"
+        c = _compare("guardian", float(evidence.guardian_coverage), need, False,  # type: ignore[arg-type]
+                     f"test coverage{per}", against)
+        checks.append(_with_band(c, cfg.band("guardian")))
+
+    # support: the candidate's own actions inside the guardian's set
+    share = evidence.support_reject_share
+    if not _finite(share):
+        checks.append(Check("support", False, "no measurement of the candidate's own support (needs the bundled "
+                            "guardian and the test split)"))
+    else:
+        c = _compare("support", float(share), cfg.max_support_reject_share, True,  # type: ignore[arg-type]
+                     "guardian rejects a share of the candidate's own test actions")
+        checks.append(_with_band(c, cfg.band("support")))
 
     # cost limits: OPE upper CI of every limited cost
     for name, limit in cfg.cost_limits.items():
@@ -234,27 +327,28 @@ def decide(evidence: Evidence, cfg: GateConfig, champion_return: float | None) -
         if est is None or not _finite(est.ci_high):
             checks.append(Check(f"cost:{name}", False, f"no finite OPE estimate for {name} (limit {limit:g})"))
             continue
-        ok = est.ci_high <= limit
-        margin = limit - est.ci_high
-        text = f"upper CI {est.ci_high:.4g} {'≤' if ok else '>'} limit {limit:.4g} (margin {margin:+.4g})"
-        checks.append(_with_ess(Check(f"cost:{name}", ok, text, margin), est, cfg.min_ess))
+        c = _compare(f"cost:{name}", est.ci_high, limit, True, "upper CI", "limit")
+        checks.append(_with_band(_with_ess(c, est, cfg.min_ess), cfg.band("cost")))
 
-    # return: OPE lower CI ≥ champion's point estimate
-    est = evidence.ope_return
+    # return: superiority to the champion, or non-inferiority to the clinicians' logged return
+    est = candidate_return if candidate_return is not None else evidence.ope_return
+    logged = evidence.logged_return
     if est is None or not _finite(est.ci_low):
         checks.append(Check("return", False, "no finite OPE estimate of the reward return"))
-    elif champion_return is None:
-        checks.append(_with_ess(Check("return", True, f"no champion yet (candidate lower CI {est.ci_low:.4g})"),
-                                est, cfg.min_ess))
+    elif champion_return is not None:
+        c = _compare("return", est.ci_low, champion_return, False, "lower CI",
+                     "champion estimate on the current test split")
+        checks.append(_with_band(_with_ess(c, est, cfg.min_ess), cfg.band("return")))
+    elif logged is None or not _finite(logged.value):
+        checks.append(Check("return", False, "no champion yet and no logged clinicians' return to compare with "
+                            "(metrics behaviour/onpolicy/<return>)"))
     else:
-        ok = est.ci_low >= champion_return
-        margin = est.ci_low - champion_return
-        text = (f"lower CI {est.ci_low:.4g} {'≥' if ok else '<'} champion estimate {champion_return:.4g} "
-                f"(margin {margin:+.4g})")
-        checks.append(_with_ess(Check("return", ok, text, margin), est, cfg.min_ess))
+        need = logged.value - cfg.noninferiority_margin
+        c = _compare("return", est.ci_low, need, False, "no champion yet: non-inferiority, lower CI",
+                     f"clinicians' logged return {logged.value:.4g} - margin {cfg.noninferiority_margin:g} =")
+        checks.append(_with_band(_with_ess(c, est, cfg.min_ess), cfg.band("return")))
 
-    decision = Decision(all(c.passed for c in checks), tuple(checks))
-    return decision
+    return Decision(all(c.passed for c in checks), tuple(checks))
 
 
 def decision_tags(decision: Decision) -> dict[str, str]:
@@ -284,8 +378,7 @@ def apply_decision(client: Any, model_name: str, version: str, decision: Decisio
     for key, value in decision_tags(decision).items():
         client.set_model_version_tag(model_name, version, key, value)
     for c in decision.checks:
-        log.info("gate %s v%s %s %s: %s", model_name, version, c.name,
-                 "PASS" if c.passed else ("UNDECIDED" if c.insufficient else "FAIL"), c.reason)
+        log.info("gate %s v%s %s", model_name, version, c.line())
     if decision.promote:
         client.set_registered_model_alias(model_name, CHAMPION, version)
         aliases = client.get_model_version(model_name, version).aliases

@@ -369,17 +369,19 @@ def load_bundle(path: Path) -> Recommender:
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     if manifest.get("format") != BUNDLE_FORMAT:
         raise ValueError(f"{manifest_path}: bundle format {manifest.get('format')!r}, expected {BUNDLE_FORMAT}")
-    policy = resolve_loader(manifest["policy_loader"])(path / "policy")
+    from ogsrl.policy import load_checked
+
+    policy = load_checked(resolve_loader(manifest["policy_loader"]), path / "policy")
     if tuple(policy.feature_names) != tuple(manifest["state_features"]):
         raise ValueError(f"{path}: policy feature_names {policy.feature_names} differ from bundle.json")
     guardian = None
     if manifest.get("guardian_loader"):
-        guardian = resolve_loader(manifest["guardian_loader"])(path / "guardian")
+        guardian = load_checked(resolve_loader(manifest["guardian_loader"]), path / "guardian", "guardian")
         if tuple(guardian.feature_names) != tuple(manifest["guardian_features"]):
             raise ValueError(f"{path}: guardian feature_names {guardian.feature_names} differ from bundle.json")
     cost_model = None
     if manifest.get("cost_model_loader"):
-        cost_model = resolve_loader(manifest["cost_model_loader"])(path / "costs")
+        cost_model = load_checked(resolve_loader(manifest["cost_model_loader"]), path / "costs", "cost model")
         if tuple(cost_model.cost_names) != tuple(manifest["cost_names"]):
             raise ValueError(f"{path}: cost model cost_names {cost_model.cost_names} differ from bundle.json")
     return Recommender(policy, guardian, manifest, cost_model)

@@ -1,17 +1,23 @@
-"""Registry commands: `ogsrl register`, `ogsrl promote [--dry-run]`, `ogsrl lineage <uri>`, and the `register`
-stage (:func:`run` = register + promote).
+"""Registry commands: `ogsrl register`, `ogsrl promote [--dry-run]`, `ogsrl release`, `ogsrl lineage <uri>`, and
+:func:`run` (= release, writing ``registry.report``).
 
 ``register`` bundles the trained policy (+ guardian when calibrated, + the world model's cost heads when fitted,
 + cost rules) as an MLflow pyfunc, logs it in
 one MLflow run together with the gate evidence (``evidence.json``) and the lineage record (``lineage.json``),
 registers it as a new version of ``registry.model_name`` and gives it the alias ``challenger``.
 ``promote`` judges the challenger with :func:`ogsrl.registry.gate.decide` against the current champion and, unless
-``dry_run``, records the decision (tags; alias ``champion`` on success). The evidence is frozen at registration, so
-a later change of the workspace cannot change a verdict.
+``dry_run``, records the decision (tags; alias ``champion`` on success). The evidence about the bundle (validation,
+certificate, the candidate's own support, its OPE costs) is frozen at registration; the return comparison with a
+champion is recomputed at promotion, both policies on the current test split (:func:`current_returns`).
+``release`` is what `make run` calls: when the registry has no champion it first registers the clinician-equivalent
+baseline (``registry.baseline_run``, SOC) and gates it by non-inferiority to the clinicians' logged return, then
+registers and gates the candidate (``registry.run``), and ends with one line saying what was decided, why, and how
+to serve and audit each alias.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -21,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ogsrl import config
-from ogsrl.io import write_json
+from ogsrl.io import dir_sha256, file_sha256, write_json
 from ogsrl.ope.estimate import Estimate
 from ogsrl.registry import gate as gate_mod
 from ogsrl.registry import lineage as lineage_mod
@@ -32,6 +38,10 @@ log = logging.getLogger(__name__)
 DEFAULT_POLICY_LOADER = "ogsrl.agents:load_policy"
 DEFAULT_GUARDIAN_LOADER = "ogsrl.registry.model:load_guardian"
 DEFAULT_COST_MODEL_LOADER = "ogsrl.registry.model:load_cost_model"
+LOGGED = "behaviour/onpolicy"
+"""metrics prefix of the clinicians' logged (on-policy) returns written by the evaluate stage"""
+POLICY_HASH_TAG = "ogsrl.policy_sha256"
+"""version tag: sha256 of the bundled policy directory (matches it with the policies the evaluate stage scored)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +52,11 @@ class RegistryConfig:
     """registered model name"""
     run: str = "soc"
     """which run of params policies.runs to register (data/models/policies/<run>/seed<seed>/, as served)"""
+    baseline_run: str | None = "soc"
+    """`release`: while the registry has no champion, this run (the clinicians' behaviour clone) is registered and
+    gated first, so the first champion is the clinician-equivalent baseline (null: no baseline)"""
+    support_seed: int = 42
+    """seed of the candidate's action draws on the test states for the gate's support check"""
     seed: int = 42
     """which of its seeds (one of policies.seeds)"""
     policies_dir: str = "data/models/policies"
@@ -80,6 +95,8 @@ class RegistryConfig:
             raise ValueError(f"seed must be ≥ 0, got {self.seed}")
         if self.row_match_limit < 1:
             raise ValueError(f"row_match_limit must be ≥ 1, got {self.row_match_limit}")
+        if self.baseline_run is not None and not self.baseline_run.strip():
+            raise ValueError("baseline_run must be a run name or null")
         for name in ("model_name", "run", "estimator", "return_target"):
             if not getattr(self, name).strip():
                 raise ValueError(f"{name} must be a non-empty string")
@@ -153,7 +170,41 @@ def gather_evidence(cfg: RegistryConfig, root: Path) -> gate_mod.Evidence:
         coverage = float(coverage) if coverage is not None else float("nan")
     return gate_mod.Evidence(validation=validation, ope_return=_interval(metrics, prefix + cfg.return_target),
                              ope_costs=costs, guardian_alpha=alpha, guardian_coverage=coverage,
-                             guardian_unit=unit)
+                             guardian_unit=unit, logged_return=_interval(metrics, f"{LOGGED}/{cfg.return_target}"))
+
+
+def own_policy(policy: Any) -> Any:
+    """The policy's own actor: a guarded policy (``policy`` + ``fallback``) without its guardian fallback."""
+    inner = getattr(policy, "policy", None)
+    return inner if inner is not None and hasattr(policy, "fallback") else policy
+
+
+def support_reject_share(policy: Any, guardian: Any, test_path: Path, seed: int) -> float | None:
+    """Share of the policy's own (state, action) pairs on the test states that ``guardian`` rejects: one action per
+    test row, drawn with a generator seeded by ``seed`` (None when the test split is missing)."""
+    import numpy as np
+    import pandas as pd
+
+    from ogsrl import features
+    from ogsrl.errors import DataError
+
+    if not Path(test_path).is_file():
+        return None
+    own = own_policy(policy)
+    test = pd.read_parquet(test_path)
+    state_cols = [c for c in guardian.feature_names if c not in features.ACTIONS]
+    missing = [c for c in (*own.feature_names, *state_cols) if c not in test.columns]
+    if missing:
+        raise DataError(f"support check: the test split lacks column(s) {sorted(set(missing))} that the policy or "
+                        "guardian reads", table=Path(test_path).name)
+    if test.empty:
+        raise DataError("support check: the test split has no rows", table=Path(test_path).name)
+    act = np.asarray(own.act(test[list(own.feature_names)].to_numpy(np.float64), np.random.default_rng(seed)),
+                     dtype=np.float64)
+    cols = {**{c: test[c].to_numpy(np.float64) for c in state_cols},
+            **{a: act[:, j] for j, a in enumerate(features.ACTIONS)}}
+    inside = np.asarray(guardian.contains(np.column_stack([cols[c] for c in guardian.feature_names])), dtype=bool)
+    return float(1.0 - inside.mean())
 
 
 def _algorithm_of(policy_dir: Path) -> str:
@@ -167,8 +218,16 @@ def _algorithm_of(policy_dir: Path) -> str:
 # ---- commands -----------------------------------------------------------------------------------------------------
 
 
-def register(params: Mapping[str, Any], root: Path, *, tracking_uri: str | None = None) -> dict[str, Any]:
+def register(params: Mapping[str, Any], root: Path, *, run: str | None = None, role: str = "candidate",
+             tracking_uri: str | None = None) -> dict[str, Any]:
     """Bundle, log and register the trained policy as a new `challenger` version (`ogsrl register`).
+
+    Args:
+        params: params mapping.
+        root: project root.
+        run: the run to register (default ``registry.run``).
+        role: version tag ``ogsrl.role`` (candidate | baseline).
+        tracking_uri: override of the tracking URI.
 
     Returns:
         ``{"model_name", "version", "run_id", "model_uri", "guardian_bundled", "cost_model_bundled",
@@ -180,6 +239,8 @@ def register(params: Mapping[str, Any], root: Path, *, tracking_uri: str | None 
 
     root = Path(root).resolve()
     cfg = registry_config(params)
+    if run is not None:
+        cfg = dataclasses.replace(cfg, run=run)
     policy_dir = root / cfg.policy_path
     if not policy_dir.is_dir():
         raise FileNotFoundError(f"no trained policy {cfg.run!r} seed {cfg.seed} at {policy_dir} "
@@ -191,6 +252,12 @@ def register(params: Mapping[str, Any], root: Path, *, tracking_uri: str | None 
     cost_dir = root / cfg.cost_model_dir
     has_costs = cost_dir.is_dir()
     evidence = gather_evidence(cfg, root)
+    if has_guardian:
+        policy = model_mod.resolve_loader(cfg.policy_loader)(policy_dir)
+        guardian = model_mod.resolve_loader(cfg.guardian_loader)(guardian_dir)
+        share = support_reject_share(policy, guardian, root / cfg.trajectories_dir / "test.parquet", cfg.support_seed)
+        evidence = dataclasses.replace(evidence, support_reject_share=share)
+    policy_sha = dir_sha256(policy_dir)
     cost_rules = list(dict(params.get("costs") or {}).get("rules") or [])
     inputs = [cfg.policy_path, cfg.ope_metrics, *cfg.gate.validation_reports]
     if has_guardian:
@@ -213,7 +280,8 @@ def register(params: Mapping[str, Any], root: Path, *, tracking_uri: str | None 
         )
         row_check = _row_check(bundle, root / cfg.trajectories_dir, cfg.row_match_limit)
         git = record["git"]
-        version_tags = {"ogsrl.run": cfg.run, "ogsrl.algorithm": algorithm, "ogsrl.seed": str(cfg.seed)}
+        version_tags = {"ogsrl.run": cfg.run, "ogsrl.algorithm": algorithm, "ogsrl.seed": str(cfg.seed),
+                        "ogsrl.role": role, POLICY_HASH_TAG: policy_sha}
         run_tags = {"ogsrl.stage": "register", **version_tags,
                     "git.commit": str(git.get("commit")), "git.dirty": str(git.get("dirty"))}
         with mlflow.start_run(experiment_id=exp_id, run_name=f"register-{cfg.run}-seed{cfg.seed}",
@@ -236,8 +304,8 @@ def register(params: Mapping[str, Any], root: Path, *, tracking_uri: str | None 
     client.set_registered_model_alias(cfg.model_name, gate_mod.CHALLENGER, mv.version)
     log.info("registered %s v%s (run %s, guardian %s, cost model %s) as %s", cfg.model_name, mv.version, run_id,
              "bundled" if has_guardian else "absent", "bundled" if has_costs else "absent", gate_mod.CHALLENGER)
-    return {"model_name": cfg.model_name, "version": str(mv.version), "run_id": run_id,
-            "model_uri": f"models:/{cfg.model_name}/{mv.version}", "guardian_bundled": has_guardian,
+    return {"model_name": cfg.model_name, "version": str(mv.version), "run_id": run_id, "run": cfg.run,
+            "role": role, "model_uri": f"models:/{cfg.model_name}/{mv.version}", "guardian_bundled": has_guardian,
             "cost_model_bundled": has_costs, "tracking_uri": uri,
             "row_check": {k: row_check[k] for k in ("arrays", "reference_rows", "passed")}}
 
@@ -315,19 +383,78 @@ def promote(
     champ = _alias_version(client, cfg.model_name, gate_mod.CHAMPION)
     if champ is not None and str(champ.version) == str(cand.version):
         raise ValueError(f"{cfg.model_name} v{cand.version} already is the {gate_mod.CHAMPION}")
-    champion_return = None
+    champion_return = candidate_return = None
+    basis = None
     if champ is not None:
-        champ_ev = _evidence_of(champ)
-        champion_return = champ_ev.ope_return.value if champ_ev.ope_return is not None else float("inf")
-    decision = gate_mod.decide(_evidence_of(cand), cfg.gate, champion_return)
-    for c in decision.checks:
-        log.info("gate%s %s v%s %s: %s", " (dry run)" if dry_run else "", cfg.model_name, cand.version,
-                 "PASS" if c.passed else "FAIL", f"{c.name}: {c.reason}")
+        candidate_return, champ_est, basis = current_returns(params, root, cfg, cand, champ)
+        champion_return = champ_est.value
+    decision = gate_mod.decide(_evidence_of(cand), cfg.gate, champion_return, candidate_return)
+    if dry_run:  # apply_decision logs the checks otherwise
+        for c in decision.checks:
+            log.info("gate (dry run) %s v%s %s", cfg.model_name, cand.version, c.line())
     if not dry_run:
         gate_mod.apply_decision(client, cfg.model_name, str(cand.version), decision)
-    return {"model_name": cfg.model_name, "version": str(cand.version),
+    return {"model_name": cfg.model_name, "version": str(cand.version), "run": cand.tags.get("ogsrl.run"),
             "champion_before": None if champ is None else str(champ.version),
-            "champion_return": champion_return, "dry_run": dry_run, **decision.to_dict()}
+            "champion_return": champion_return, "comparison_basis": basis, "dry_run": dry_run,
+            "lines": [c.line() for c in decision.checks], **decision.to_dict()}
+
+
+def _current_policy_keys(root: Path, cfg: RegistryConfig) -> dict[str, str]:
+    """sha256 of every trained policy directory under ``registry.policies_dir`` → its OPE key ``<run>/seed<s>``."""
+    base = root / cfg.policies_dir
+    out: dict[str, str] = {}
+    for d in sorted(base.glob("*/seed*")) if base.is_dir() else []:
+        if d.is_dir() and d.name[4:].isdigit():
+            out.setdefault(dir_sha256(d), f"{d.parent.name}/{d.name}")
+    return out
+
+
+def _reevaluate(params: Mapping[str, Any], root: Path, model_name: str, mv: Any) -> dict[tuple[str, str], Estimate]:
+    """Every OPE estimate of a registered version's bundled policy on the current test split (the evaluate stage's
+    estimators and seeds; minutes: it fits the FQE critic)."""
+    import mlflow
+
+    from ogsrl.ope import stage as ope_stage
+
+    model = mlflow.pyfunc.load_model(f"models:/{model_name}/{mv.version}")
+    policy = model.unwrap_python_model().recommender.policy
+    key = f"{mv.tags.get('ogsrl.run')}/seed{mv.tags.get('ogsrl.seed')}"  # the evaluate stage's seeds for this run
+    return ope_stage.evaluate_current(params, root, policy, key)
+
+
+def current_returns(params: Mapping[str, Any], root: Path, cfg: RegistryConfig, cand: Any, champ: Any
+                    ) -> tuple[Estimate, Estimate, str]:
+    """(candidate, champion) OPE estimates of the reward return, both on the current test split, and a line saying
+    where they come from.
+
+    A version whose bundled policy (tag ``ogsrl.policy_sha256``) is one the evaluate stage scored on the current
+    split (``test/sha256`` in the metrics equals the split file's hash) takes that stage's estimate; any other is
+    re-evaluated here (:func:`ogsrl.ope.stage.evaluate_current`). Nothing is taken from an older run's evidence.
+    """
+    test_path = root / cfg.trajectories_dir / "test.parquet"
+    metrics_path = root / cfg.ope_metrics
+    if not test_path.is_file():
+        raise FileNotFoundError(f"champion comparison: no test split at {cfg.trajectories_dir}/test.parquet")
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
+    current = metrics.get("test/sha256") == file_sha256(test_path)
+    keys = _current_policy_keys(root, cfg) if current else {}
+    out: list[Estimate] = []
+    how: list[str] = []
+    for who, mv in (("candidate", cand), ("champion", champ)):
+        key = keys.get(str(mv.tags.get(POLICY_HASH_TAG)))
+        est = _interval(metrics, f"{key}/{cfg.estimator}/{cfg.return_target}") if key else None
+        if est is not None:
+            how.append(f"{who} v{mv.version} = {key} in {cfg.ope_metrics}")
+        else:
+            res = _reevaluate(params, root, cfg.model_name, mv)
+            est = res.get((cfg.estimator, cfg.return_target))
+            if est is None:
+                raise ValueError(f"champion comparison: re-evaluating {who} v{mv.version} gave no "
+                                 f"{cfg.estimator}/{cfg.return_target} estimate")
+            how.append(f"{who} v{mv.version} re-evaluated")
+        out.append(est)
+    return out[0], out[1], f"{cfg.estimator} on the current test split ({'; '.join(how)})"
 
 
 def unresolvable(client: Any, uri: str, reason: str) -> str:
@@ -378,12 +505,90 @@ def lineage(
     return out
 
 
-def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
-    """Register the trained policy and apply the promotion gate; writes ``registry.report``."""
+def _kind(check_name: str) -> str:
+    return check_name.split(":")[0]
+
+
+def _why(dec: Mapping[str, Any], gate_cfg: gate_mod.GateConfig) -> str:
+    """Short reason of a decision: the tightest margin (in units of its tolerance band) when promoted, else the
+    failed checks."""
+    checks = dec["checks"]
+    if dec["promote"]:
+        banded = [(c["margin"] / gate_cfg.band(_kind(c["name"])), c) for c in checks
+                  if c.get("margin") is not None and gate_cfg.band(_kind(c["name"])) > 0]
+        if not banded:
+            return "every check passed"
+        ratio, c = min(banded, key=lambda t: t[0])
+        return (f"every check passed, the tightest by {ratio:.1f}x its tolerance band: {c['name']} margin "
+                f"{c['margin']:+.4g} (band {gate_cfg.band(_kind(c['name'])):g})")
+    return "; ".join(f"{c['name']}: {c['reason']}" for c in checks if not c["passed"])
+
+
+def conclusion(model_name: str, steps: list[Mapping[str, Any]], champion: str | None, challenger: str | None,
+               gate_cfg: gate_mod.GateConfig | None = None) -> str:
+    """One line: what the gate decided and why, and how to serve and audit the champion and the challenger."""
+    gate_cfg = gate_cfg or gate_mod.GateConfig()
+    label = {"promote": "PROMOTED to champion", "reject": "REJECTED",
+             "insufficient_evidence": "INSUFFICIENT EVIDENCE (no decision)"}
+    parts = [f"v{d['version']} ({d.get('run')}, {d.get('role', 'candidate')}): {label[d['outcome']]}, "
+             f"{_why(d, gate_cfg)}" for d in steps]
+    uri = f"models:/{model_name}"
+    how = []
+    if champion is not None:
+        how.append(f"champion is v{champion}: serve `ogsrl serve` (= {uri}@champion), audit "
+                   f"`ogsrl lineage {uri}@champion --verify`")
+    else:
+        how.append("there is NO champion (`ogsrl serve` without --model-uri has nothing to serve)")
+    if challenger is not None:
+        how.append(f"challenger is v{challenger}: serve `ogsrl serve --model-uri {uri}@challenger`, audit "
+                   f"`ogsrl lineage {uri}@challenger --verify`")
+    return "Gate: " + " | ".join(parts) + ". Now " + "; ".join(how) + "."
+
+
+def release(params: Mapping[str, Any], root: Path, *, tracking_uri: str | None = None) -> dict[str, Any]:
+    """Register and gate the baseline while there is no champion, then the candidate (`ogsrl release`, `make run`).
+
+    Returns:
+        ``{"steps": [promote result + "role", ...], "champion", "challenger", "conclusion"}``; each step also holds
+        its registration (``"registered"``).
+    """
     root = Path(root).resolve()
     cfg = registry_config(params)
-    reg = register(params, root)
-    dec = promote(params, root, version=reg["version"])
+    client, _, _ = mlflow_client(params, root, tracking_uri)
+    runs: list[tuple[str, str]] = []
+    if (_alias_version(client, cfg.model_name, gate_mod.CHAMPION) is None and cfg.baseline_run is not None
+            and cfg.baseline_run != cfg.run):
+        if (root / cfg.policies_dir / cfg.baseline_run / f"seed{cfg.seed}").is_dir():
+            runs.append((cfg.baseline_run, "baseline"))
+        else:
+            log.warning("release: no trained baseline %r seed %d under %s; the candidate alone is gated",
+                        cfg.baseline_run, cfg.seed, cfg.policies_dir)
+    runs.append((cfg.run, "candidate"))
+    steps: list[dict[str, Any]] = []
+    for run_name, role in runs:
+        reg = register(params, root, run=run_name, role=role, tracking_uri=tracking_uri)
+        dec = promote(params, root, version=reg["version"], tracking_uri=tracking_uri)
+        steps.append({**dec, "run": run_name, "role": role, "registered": reg})
+    champ = _alias_version(client, cfg.model_name, gate_mod.CHAMPION)
+    chall = _alias_version(client, cfg.model_name, gate_mod.CHALLENGER)
+    champion = None if champ is None else str(champ.version)
+    challenger = None if chall is None else str(chall.version)
+    return {"steps": steps, "champion": champion, "challenger": challenger,
+            "conclusion": conclusion(cfg.model_name, steps, champion, challenger, cfg.gate)}
+
+
+def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
+    """:func:`release`, then :func:`write_report`."""
+    return write_report(params, root, release(params, root))
+
+
+def write_report(params: Mapping[str, Any], root: Path, out: Mapping[str, Any]) -> dict[str, Any]:
+    """Write ``registry.report`` from a :func:`release` result: the candidate's registration and decision, the
+    aliases, the conclusion line and the commands to look further."""
+    root = Path(root).resolve()
+    cfg = registry_config(params)
+    dec = out["steps"][-1]
+    reg = dec["registered"]
     metrics = {
         "registry/version": int(reg["version"]),
         "registry/run_id": reg["run_id"],
@@ -392,7 +597,12 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
         "registry/promoted": dec["promote"],
         "registry/outcome": dec["outcome"],
         "registry/summary": dec["summary"],
+        "registry/champion": out["champion"],
+        "registry/challenger": out["challenger"],
+        "registry/conclusion": out["conclusion"],
         **{f"gate/{c['name']}": c["passed"] for c in dec["checks"]},
+        **{f"baseline/{k}": v for s in out["steps"][:-1] for k, v in
+           (("version", int(s["version"])), ("outcome", s["outcome"]))},
         "next/lineage": f"ogsrl lineage models:/{cfg.model_name}@{gate_mod.CHAMPION} --verify",
         "next/mlflow_ui": f"mlflow ui --backend-store-uri {reg['tracking_uri']}"
         if reg["tracking_uri"].startswith("sqlite:") else f"open {reg['tracking_uri']}",

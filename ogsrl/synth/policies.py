@@ -153,8 +153,9 @@ def get_policy(spec: str) -> Policy | None:
     if not path.exists():
         raise ValueError(f"unknown policy {spec!r}: not one of {list(BUILTINS)} and no such file or directory")
     from ogsrl.agents import load_policy  # lazy: training code is optional for the simulator
+    from ogsrl.policy import load_checked
 
-    policy = load_policy(path)
+    policy = load_checked(load_policy, path)
     if not isinstance(policy, Policy):
         raise ValueError(f"{spec}: load_policy returned {type(policy).__name__}, which is not an ogsrl Policy")
     return policy

@@ -32,6 +32,8 @@ m = {}
 for target, (v, lo, hi) in {"return": cand["ret"], "cost_total": cand["cost"]}.items():
     m.update({f"soc/seed42/wdr/{target}/value": v, f"soc/seed42/wdr/{target}/ci_low": lo,
               f"soc/seed42/wdr/{target}/ci_high": hi, f"soc/seed42/wdr/{target}/ess": 100.0})
+m.update({"behaviour/onpolicy/return/value": -52.0, "behaviour/onpolicy/return/ci_low": -56.0,
+          "behaviour/onpolicy/return/ci_high": -48.0, "behaviour/onpolicy/return/ess": 1000.0})
 Path("data/reports/evaluate").mkdir(parents=True, exist_ok=True)
 Path("data/reports/evaluate/metrics.json").write_text(json.dumps(m))
 Path("data/models/candidate.txt").write_text(json.dumps(cand))
@@ -85,7 +87,7 @@ def _prefect_processes(home: Path) -> list[int]:
 
 def _project(tmp_path: Path) -> Path:
     root = tmp_path / "proj"
-    params = fakes.make_project(root, guardian=False)
+    params = fakes.make_project(root)  # the gate needs a certified guardian
     (root / "dvc.lock").unlink()
     params["registry"]["gate"] = {"cost_limits": {"cost_total": 1.0}}
     params["schedule"] = {"cron": "*/30 * * * *", "deployment": "test-retrain"}

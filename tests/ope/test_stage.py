@@ -39,8 +39,17 @@ def trained(traj_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_evaluate_writes_estimates_for_every_target(trained: Path) -> None:
+    from ogsrl.agents import load_policy
+    from ogsrl.io import file_sha256
+
     metrics = stage.run(_params(), trained)
     assert json.loads((trained / "data/reports/evaluate/metrics.json").read_text()) == pytest.approx(metrics)
+    assert metrics["test/sha256"] == file_sha256(trained / "data/trajectories/test.parquet")
+    # the promotion gate's re-evaluation of a policy gives the stage's numbers for the same key
+    again = stage.evaluate_current(_params(), trained, load_policy(trained / "data/models/policies/soc/seed42"),
+                                   "soc/seed42")
+    assert again[("wdr", "return")].to_dict() == pytest.approx(
+        {f: metrics[f"soc/seed42/wdr/return/{f}"] for f in ("value", "ci_low", "ci_high", "ess")})
     costs = ["cost_spo2_low", "cost_urine_low", "cost_total"]
     discounted = ("behaviour/onpolicy", *(f"soc/seed42/{e}" for e in ("wis", "pdwis", "wis_clip", "pdwis_clip",
                                                                        "fqe", "dr", "wdr")))
