@@ -62,10 +62,12 @@ def test_two_runs_give_identical_outputs(tmp_path: Path) -> None:
     _run_stages(b)
     ta, tb = _tree(a / "data"), _tree(b / "data")
     assert ta.keys() == tb.keys()
-    data = [k for k in ta if k.startswith(("raw/", "trajectories/", "models/"))]
+    data = [k for k in ta if k.startswith(("raw/", "trajectories/", "models/")) and not k.endswith(".unit.json")]
     assert len(data) > 20 and any(k.startswith("models/policies/soc/") for k in data)
     assert [k for k in data if ta[k] != tb[k]] == []  # every data output byte-identical
-    reports = [k for k in ta if k.startswith("reports/") and k.endswith(".json") and k.count("/") == 1]
+    records = [k for k in ta if k.endswith(".unit.json")]  # training records: checkpoint hash, metrics, timings
+    assert records
+    reports = [k for k in ta if k.startswith("reports/") and k.endswith(".json") and k.count("/") == 1] + records
     assert len(reports) >= 7
     for k in reports:  # stage metrics: equal once wall-clock timings are dropped (GE's Data Docs carry run ids)
         ja, jb = (json.loads((r / "data" / k).read_text()) for r in (a, b))
