@@ -118,12 +118,19 @@ def prefect_api() -> Iterator[str]:
         server.stop()
 
 
-def _attempts(task_run_id: Any) -> int | None:
+def _attempts(task_run_id: Any, wait_s: float = 15.0) -> int | None:
+    """How many times the task ran, read from the API once it records the run's final state (the API learns task
+    states from events, a moment after the future resolves; before that ``run_count`` may still be the first try's)."""
     from prefect import get_client
 
     try:
         with get_client(sync_client=True) as client:
-            return int(client.read_task_run(task_run_id).run_count)
+            deadline = time.monotonic() + wait_s
+            while True:
+                run = client.read_task_run(task_run_id)
+                if (run.state is not None and run.state.is_final()) or time.monotonic() > deadline:
+                    return int(run.run_count)
+                time.sleep(0.2)
     except Exception:  # noqa: BLE001 - the count is informative only
         return None
 
