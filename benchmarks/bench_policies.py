@@ -114,9 +114,13 @@ def merge(names: list[str], out: str) -> None:
     runs: dict = {}
     for p in parts:
         for run, x in p["runs"].items():
-            if run in runs and runs[run]["seeds"] != x["seeds"]:
-                raise SystemExit(f"bench_policies --merge: run {run} appears with different seeds")
-            runs.setdefault(run, x)
+            kept = runs.setdefault(run, x)
+            shared = set(kept["seeds"]) & set(x["seeds"])
+            for seed in shared:  # a run trained in several roots (e.g. the fallback soc) must score the same there
+                if kept["mortality"][kept["seeds"].index(seed)] != x["mortality"][x["seeds"].index(seed)]:
+                    raise SystemExit(f"bench_policies --merge: run {run} {seed} scores differently in two results")
+            if len(x["seeds"]) > len(kept["seeds"]) and shared == set(kept["seeds"]):
+                runs[run] = x
     result = {**first, "runs": runs, "merged_from": names}
     write(out, result, render(result, f"Merged from {', '.join(f'`results/{n}.json`' for n in names)} "
                                        "(`bench_policies.py --merge`)."))
