@@ -210,7 +210,7 @@ def render(data: dict) -> str:
         f"# Sweeps on a Dask cluster through Prefect (`benchmarks/bench_sweep.py`, {data['date']})", "",
         f"Command: `.venv/bin/python benchmarks/bench_sweep.py --stays {args['stays']} --seeds {args['seeds']} "
         f"--epochs {args['epochs']} --workers {' '.join(map(str, args['workers']))}`. "
-        f"{data.get('machine', platform.machine())}, shared with other jobs: load before `{data['load_before']}`, "
+        f"{data.get('machine', platform.machine())}; load before `{data['load_before']}`, "
         f"after `{data['load_after']}`.",
         f"Grid: 3 bc runs × {args['seeds']} seeds = {one['units']} units on fake trajectories of {args['stays']} "
         f"stays × 20 steps ({int(args['stays'] * 0.6) * 20} train rows), {args['epochs']} epochs each; loopback "
@@ -231,8 +231,8 @@ def render(data: dict) -> str:
                   f"cores: {'met' if one['wall_s'] / r['wall_s'] >= 1.8 else 'not met'}). It factors as workers × "
                   f"busy-share ratio / unit slow-down = {r['workers']} × {busy[1] / busy[0]:.2f} / {slow:.2f}: the "
                   f"fan-out alone would give {r['workers'] * busy[1] / busy[0]:.2f}×; the rest is lost because the "
-                  "same units ran slower side by side. The cores were shared with other jobs (load above), so this "
-                  "run cannot tell how much of that slow-down free cores would keep."]
+                  "same units ran slower side by side: on 2 cores the workers share them with the scheduler, the "
+                  "Prefect API and the flow process (and any other job: load above)."]
     lines += ["", "Per-unit time (1 worker): " + ", ".join(f"{k} {v:.1f} s" for k, v in per_run.items())
               + f"; sweep overhead per unit (1 worker: (wall − Σ units) / units) {overhead:.2f} s.", "",
               "Projection, paper profile (params-paper.yaml: 10 runs × 5 seeds = 50 units; longest first, soc "
