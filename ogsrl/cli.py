@@ -162,6 +162,7 @@ STAGE_FIGURES: dict[str, tuple[str, ...]] = {
 
 STAGE_SUMMARIES: dict[str, tuple[str, str]] = {
     "train-policies": ("ogsrl.agents.stage", "summary"),
+    "evaluate": ("ogsrl.ope.stage", "summary"),
 }
 """Stages whose metrics are too many to print: command → (module, function) giving the short form printed instead
 (the full metrics still go to the stage's metrics file and MLflow)."""

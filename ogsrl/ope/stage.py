@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -439,6 +440,36 @@ def evaluate_current(params: Mapping[str, Any], root: Path, policy: Any, key: st
     cfg = ope_config(params)
     ts = load_test_split(cfg, root)
     return evaluate_policy(policy, key, ts.behaviour_model, ts.train, ts.test, ts.columns, ts.critic, cfg).estimates
+
+
+SUMMARY_TARGETS = ("return", "cost_total")
+"""targets of the short form the CLI prints (every target is in the metrics file)"""
+_ESTIMATE_VALUE = re.compile(r"(?P<policy>.+)/(?P<estimator>[a-z_]+)/(?P<target>[a-z_]+)/value")
+
+
+def summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The short form of the stage's metrics the CLI prints: per policy and estimator, ``value [ci_low, ci_high]``
+    of the reward return and the total cost return with the effective sample size (and, on the demo, whether the
+    interval covers the truth), plus each policy's true values; everything else: ``data/reports/evaluate/metrics.json``."""
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        m = _ESTIMATE_VALUE.fullmatch(key)
+        if (m is None or key.startswith("truth/") or m["target"] not in SUMMARY_TARGETS
+                or m["policy"].rsplit("/", 1)[-1] in ("mean", "sd")):  # per seed only; aggregates: metrics file
+            continue
+        stem = key[: -len("/value")]
+        text = f"{value:.3g} [{metrics.get(stem + '/ci_low', float('nan')):.3g}, " \
+               f"{metrics.get(stem + '/ci_high', float('nan')):.3g}]"
+        if (ess := metrics.get(stem + "/ess")) is not None:
+            text += f" ESS {ess:.1f}"
+        if (covers := metrics.get(stem + "/covers_truth")) is not None:
+            text += f", covers truth: {'yes' if covers else 'no'}"
+        out[stem] = text
+    true = re.compile(r"truth/(.+)/(return|mortality_hosp|cost_return_cost_total)")
+    out.update({k: v for k, v in metrics.items() if true.fullmatch(k)})
+    out["test/stays"] = metrics.get("test/stays")
+    out["metrics_file"] = "data/reports/evaluate/metrics.json"
+    return out
 
 
 def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:

@@ -196,3 +196,21 @@ def test_bad_ope_params_are_config_errors(trained: Path) -> None:
         stage.run(_params(gamma=1.5), trained)
     with pytest.raises(ConfigError, match="weight_clip"):
         stage.run(_params(weight_clip=-1.0), trained)
+
+
+def test_summary_prints_each_seeds_estimates_with_ci_ess_and_truth_coverage() -> None:
+    from ogsrl.ope.stage import summary
+
+    metrics = {"gmb_cpo/seed42/wdr/return/value": -90.65, "gmb_cpo/seed42/wdr/return/ci_low": -99.71,
+               "gmb_cpo/seed42/wdr/return/ci_high": -66.14, "gmb_cpo/seed42/wdr/return/ess": 1.04,
+               "gmb_cpo/seed42/wdr/return/covers_truth": True,
+               "gmb_cpo/seed42/wdr/cost_spo2_low/value": 0.5,  # not a summary target
+               "gmb_cpo/mean/wdr/return/value": -90.65, "gmb_cpo/sd/wdr/return/value": 0.0,  # aggregates
+               "soc/seed42/fqe/cost_total/value": 6.59, "soc/seed42/fqe/cost_total/ci_low": 6.11,
+               "soc/seed42/fqe/cost_total/ci_high": 7.06,
+               "truth/gmb_cpo/seed42/return": -78.3, "truth/gmb_cpo/seed42/rate_cost_total": 0.3, "test/stays": 862}
+    assert summary(metrics) == {
+        "gmb_cpo/seed42/wdr/return": "-90.7 [-99.7, -66.1] ESS 1.0, covers truth: yes",
+        "soc/seed42/fqe/cost_total": "6.59 [6.11, 7.06]",
+        "truth/gmb_cpo/seed42/return": -78.3, "test/stays": 862,
+        "metrics_file": "data/reports/evaluate/metrics.json"}
