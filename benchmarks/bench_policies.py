@@ -163,6 +163,8 @@ def main() -> None:
         mort = [float(r["truth/mortality_hosp"]) for _, r in seeds]
         summary[run] = {
             "seeds": [s for s, _ in seeds], "mortality": mort,
+            "mortality_ci": [[float(r["truth/mortality_hosp_ci_lo"]), float(r["truth/mortality_hosp_ci_hi"])]
+                             for _, r in seeds],
             "gap_closed": [(clin - m) / (clin - best) for m in mort],
             "return": [float(r["truth/return"]) for _, r in seeds],
             "cost_return": {c: [float(r[f"truth/cost_return_{c}"]) for _, r in seeds] for c in costs},
