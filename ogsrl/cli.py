@@ -215,11 +215,15 @@ def run_stage(
     Returns:
         The stage's metrics dict.
     """
-    from ogsrl.config import load_params
+    from ogsrl import env
+    from ogsrl.config import ComputeConfig, build, load_params
 
     name = name.replace("_", "-")
     root = Path(root).resolve()
     params = load_params(Path(params_path) if params_path else root / "params.yaml")
+    compute = build(ComputeConfig, params.get("compute") or {}, "compute")
+    if compute.threads:
+        env.pin_threads(compute.threads)
     fn = stage_function(name)
     track = _tracking_enabled(track)
     started = time.time()

@@ -168,6 +168,19 @@ def build(cls: type[T], mapping: Mapping[str, Any] | None, where: str = "") -> T
         raise ConfigError(f"params: {where or cls.__name__}: {exc}") from exc
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ComputeConfig:
+    """The ``compute:`` section of params.yaml."""
+
+    threads: int = 2
+    """torch and BLAS threads of every stage, fixed so that its numbers do not depend on the machine's core count
+    (0: the libraries' default, one per core)"""
+
+    def __post_init__(self) -> None:
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0, got {self.threads}")
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Dataclass → plain dict (tuples become lists) for logging and JSON."""
 

@@ -45,3 +45,26 @@ def setdefaults(root: str | Path, environ: MutableMapping[str, str] | None = Non
             environ[key] = value
             applied[key] = value
     return applied
+
+
+def pin_threads(threads: int, environ: MutableMapping[str, str] | None = None) -> None:
+    """Fix the thread count of torch and of the BLAS/OpenMP libraries for the rest of the process.
+
+    The order of floating-point reductions in torch CPU kernels and BLAS follows the thread count, so a stage's
+    numbers (FQE, DR, trained weights, guardian thresholds) change with the machine's core count unless it is fixed
+    (docs/reliability.md). Libraries already loaded are limited through threadpoolctl; torch, usually imported later
+    by the stage, reads ``OMP_NUM_THREADS`` when it starts (or is set directly if already imported).
+    """
+    import sys
+
+    from threadpoolctl import threadpool_limits
+
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    environ = os.environ if environ is None else environ
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        environ[key] = str(threads)
+    threadpool_limits(limits=threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)

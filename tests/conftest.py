@@ -43,6 +43,7 @@ def _tiny_params(**overrides: Any) -> dict[str, Any]:
     can support) and dotted-key overrides applied."""
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
     params.setdefault("synth", {})["stays"] = TINY_STAYS
+    params["compute"] = {"threads": 1}  # pytest runs two workers on two cores
     # ~7 validation stays: a 0.95 / δ 0.05 stay-level PAC certificate needs 59 (docs/guardian.md); 0.7 / 0.2 needs 5
     params["guardian"]["calibration"] = {**params["guardian"]["calibration"], "alpha_c": 0.7, "delta": 0.2}
     # ~290 fit rows: fewer than the 351 monomials of degree 2 in the 25 guardian inputs

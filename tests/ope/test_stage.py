@@ -120,6 +120,9 @@ def test_demo_source_puts_true_values_beside_the_estimates(trained: Path, monkey
     assert truth["truth/soc/seed42/cost_return_cost_total"] == 4.0 and truth["truth/cached_policies"] == 0
     again = stage.run_truth(_params(source="demo"), trained)  # cached: nothing simulated again
     assert len(calls) == 2 and again["truth/cached_policies"] == 2
+    written = json.loads((trained / "data/reports/truth.json").read_text())
+    assert "truth/cached_policies" not in written  # a cache hit must not change evaluate's dependency
+    assert written == {k: v for k, v in again.items() if k != "truth/cached_policies"}
     metrics = stage.run(_params(source="demo"), trained)
     assert metrics["truth/available"] is True
     assert metrics["truth/soc/seed42/mortality_hosp"] == 0.2 and metrics["truth/behaviour/return"] == -15.0
