@@ -161,8 +161,12 @@ STAGE_FIGURES: dict[str, tuple[str, ...]] = {
 """Figures (SVG files, or folders of them) and pages each stage writes; logged to MLflow under ``figures/``."""
 
 STAGE_SUMMARIES: dict[str, tuple[str, str]] = {
+    "fit-world-model": ("ogsrl.world.stage", "summary"),
+    "calibrate-guardian": ("ogsrl.guardian.stage", "summary"),
     "train-policies": ("ogsrl.agents.stage", "summary"),
+    "simulate-truth": ("ogsrl.ope.stage", "truth_summary"),
     "evaluate": ("ogsrl.ope.stage", "summary"),
+    "clinical": ("ogsrl.ope.clinical_stage", "summary"),
 }
 """Stages whose metrics are too many to print: command → (module, function) giving the short form printed instead
 (the full metrics still go to the stage's metrics file and MLflow)."""

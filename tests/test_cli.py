@@ -306,3 +306,23 @@ def test_truth_command_prints_json_and_rejects_unknown_policies(
     assert result["truth/policy"] == "heuristic" and result["truth/seed"] == 1
     assert cli.main(["truth", "--root", str(tmp_project), "--policy", "no-such-policy", "--episodes", "2"]) == 2
     assert "unknown policy" in capsys.readouterr().err
+
+
+def test_stage_summaries_keep_the_headline_and_drop_the_detail() -> None:
+    import importlib
+
+    def short(command: str, metrics: dict) -> dict:
+        module, fn = cli.STAGE_SUMMARIES[command]
+        return getattr(importlib.import_module(module), fn)(metrics)
+
+    world = short("fit-world-model", {"world/nll/ensemble": 1.5, "world/nll/ensemble/spo2": 2.0, "world/elites": 5})
+    assert world == {"world/nll/ensemble": 1.5, "world/elites": 5, "metrics_file": "data/reports/world.json"}
+    guardian = short("calibrate-guardian", {"alpha_c": 0.95, "kde/test_coverage_stay": 0.96, "kde/fit_s": 3.0,
+                                            "christoffel/level": 2.0})
+    assert set(guardian) == {"alpha_c", "kde/test_coverage_stay", "metrics_file"}
+    truth = short("simulate-truth", {"truth/available": True, "truth/soc/seed42/return": -80.0,
+                                     "truth/soc/seed42/return_ci_lo": -82.0, "truth/cached_policies": 1})
+    assert set(truth) == {"truth/available", "truth/soc/seed42/return", "truth/cached_policies", "metrics_file"}
+    clinical = short("clinical", {"clinicians/me": 0.2, "soc/mean/mcr": 0.5, "soc/seed42/mcr": 0.5,
+                                  "soc/mean/acp/fluid_ml": 1.0, "me_relation/spearman": -0.3})
+    assert set(clinical) == {"clinicians/me", "soc/mean/mcr", "me_relation/spearman", "metrics_file"}

@@ -106,6 +106,20 @@ def _throughput(score: Callable[[npt.NDArray[np.float64]], Any], x: npt.NDArray[
     return x.shape[0] / max(time.perf_counter() - t0, 1e-9)
 
 
+SUMMARY_KEYS = ("test_coverage_stay", "test_coverage", "threshold", "false_accept_shifted_states",
+                "false_accept_extreme_actions", "false_accept_extreme_policy")
+"""per-guardian metrics the CLI prints (the certificate's test coverage and the OOD probes)"""
+
+
+def summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The short form the CLI prints: sizes, target and, per guardian, :data:`SUMMARY_KEYS` (all metrics:
+    ``data/reports/guardian.json``)."""
+    out = {k: v for k, v in metrics.items() if "/" not in k or k.startswith("query_speedup")}
+    out.update({k: v for k, v in metrics.items() if k.count("/") == 1 and k.split("/")[1] in SUMMARY_KEYS})
+    out["metrics_file"] = str(REPORT)
+    return out
+
+
 def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     """Fit + calibrate + assess both guardians; write models, certificate and metrics. Returns flat metrics."""
     cfg = build(GuardianStageConfig, section(params, "guardian"), "guardian")

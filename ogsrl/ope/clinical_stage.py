@@ -13,6 +13,7 @@ estimates of ``data/reports/evaluate/metrics.json`` (for ME). Writes ``data/repo
 from __future__ import annotations
 
 import logging
+import re
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -158,6 +159,15 @@ def _truth_me(curve: clinical.MortalityCurve, truth: Mapping[str, float]) -> dic
     true_mortality = inputs.truth_of(truth, "mortality_hosp")
     if true_mortality is not None:
         out["truth/mortality_hosp"] = true_mortality
+    return out
+
+
+def summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The short form the CLI prints: the paper's metrics (ME, MCR, AIR, ACP, shares below the thresholds) of the
+    clinicians and of each run's seed mean (per seed and per action: ``data/reports/clinical.json``)."""
+    metric = re.compile(r"(clinicians|[^/]+/mean)/(me|mcr|air|acp|below/[^/]+/(model|observed)|mortality_observed)")
+    out = {k: v for k, v in metrics.items() if metric.fullmatch(k) or k == "me_relation/spearman"}
+    out["metrics_file"] = str(METRICS_FILE)
     return out
 
 

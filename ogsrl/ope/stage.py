@@ -195,6 +195,15 @@ def run_truth(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     return {**out, "truth/cached_policies": cached}
 
 
+def truth_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The short form ``simulate-truth`` prints: per policy the true return, in-hospital mortality and total cost
+    return, and how many policies came from the cache (all values with their CIs: ``data/reports/truth.json``)."""
+    true = re.compile(r"truth/(.+)/(return|mortality_hosp|cost_return_cost_total)")
+    out = {k: v for k, v in metrics.items() if true.fullmatch(k) or "/" not in k.removeprefix("truth/")}
+    out["metrics_file"] = str(TRUTH_REPORT)
+    return out
+
+
 def _split_key(key: str) -> tuple[str, int]:
     run, seed = key.rsplit("/seed", 1)
     return run, int(seed)

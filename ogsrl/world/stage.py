@@ -209,6 +209,16 @@ def _csv(path: Path, frame: pd.DataFrame) -> None:
     write_text(path, frame.to_csv(index=False, float_format="%.6g"))
 
 
+def summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The short form the CLI prints: every metric except the per-feature ones (all of them:
+    ``data/reports/world.json``)."""
+    from ogsrl import features
+
+    out = {k: v for k, v in metrics.items() if k.rsplit("/", 1)[-1] not in features.ALL}
+    out["metrics_file"] = "data/reports/world.json"
+    return out
+
+
 def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     """Fit, save and score the world model; write metrics and plot tables; return the flat metrics."""
     cfg = build(WorldConfig, params.get("world"), "world")
