@@ -130,9 +130,11 @@ class EnvFactory:
             self._loaded = (world, guardian, starts, horizons)
         return self._loaded
 
-    def make(self, state_features: tuple[str, ...], num_envs: int, seed: int, guarded: bool) -> Any:
+    def make(self, state_features: tuple[str, ...], num_envs: int, seed: int, guarded: bool,
+             fallback: Callable[[int], Any] | None = None) -> Any:
         """A fresh environment with ``num_envs`` rows seeded by ``seed``; with ``guarded`` the guardian ends a
-        model episode whose (s, a) leaves its set (reward ``world.env.ood_penalty``)."""
+        model episode whose (s, a) leaves its set (reward ``world.env.ood_penalty``), or, with
+        ``world.env.ood_mode: fallback``, hands that step to ``fallback(seed)``'s policy (the served fallback)."""
         from ogsrl.guardian import as_guard
         from ogsrl.world.env import WorldModelEnv
 
@@ -143,8 +145,13 @@ class EnvFactory:
                 f"{WORLD_DIR} was fitted on {list(world.layout.state_features)}; model-based runs need state: model")
         guard = as_guard(guardian, world.layout.state_features, world.layout.action_names) if guarded else None
         cfg = dataclasses.replace(self.env_cfg, seed=int(seed))
+        act = None
+        if guarded and cfg.ood_mode == "fallback":
+            if fallback is None:
+                raise ValueError("world.env.ood_mode 'fallback' needs the run's fallback policy (the clinicians' clone)")
+            act = fallback(int(seed)).act
         return WorldModelEnv(world, starts, num_envs, cfg, guard=guard, horizons=horizons,
-                             ood_cost_rates=self.clinician_cost_rates(world.layout.cost_names))
+                             ood_cost_rates=self.clinician_cost_rates(world.layout.cost_names), fallback=act)
 
     def clinician_cost_rates(self, cost_names: tuple[str, ...]) -> np.ndarray:
         """(C,) the clinicians' mean cost per logged step (train split), what an episode the guardian ends is charged

@@ -375,7 +375,7 @@ def train_unit(params: Mapping[str, Any], root: Path, run: str, seed: int,
     inputs = TrainInputs(
         train=ctx.train, val=ctx.val, state_features=state, action_names=features.ACTIONS, cost_columns=ctx.costs,
         cost_limits=limits, step_h=ctx.window[1], discount=cfg.discount, guarded=spec.guarded,
-        make_env=functools.partial(factory.make, state),
+        make_env=functools.partial(factory.make, state, fallback=functools.partial(clones.get, state)),
         behaviour_clone=functools.partial(clones.get, state), run=run,
         make_guard=functools.partial(load_guard, root, state),
     )

@@ -6,7 +6,9 @@ same way) or at the horizon (``truncated``).
 A guardian can be plugged in as ``guard(obs, act) -> inside (B,) bool``: a step whose (s, a) leaves the supported
 set earns ``ood_penalty`` and ends the episode (OGSRL: −25, episode frozen), and each cost column is charged
 ``ood_cost × ood_cost_rates[c]`` for every step the episode had left (ours: leaving the support must not shorten the
-cost return).
+cost return). With ``ood_mode="fallback"`` a rejected step is instead played by ``fallback(obs, rng)`` — the
+clinicians' clone that the served policy defers to — earns the model's reward plus ``ood_penalty``, and the episode
+goes on: the model then scores exactly the policy that is served.
 
 Autoreset is disabled: a finished sub-environment stays frozen (same observation, zero reward and cost,
 ``info["active"]`` False) until the next :meth:`reset`, so all sub-environments share one horizon and rollouts
@@ -33,6 +35,8 @@ from ogsrl.world.ensemble import FloatArray, WorldModel
 BoolArray = npt.NDArray[np.bool_]
 GuardFn = Callable[[FloatArray, FloatArray], BoolArray]
 """(obs (B, S), act (B, A)) → (B,) True where (s, a) is inside the supported set."""
+FallbackFn = Callable[[FloatArray, np.random.Generator], FloatArray]
+"""(obs (B, S), rng) → (B, A) the action played where the guardian rejects the policy's (ood_mode fallback)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +49,10 @@ class EnvConfig:
     """how a step uses the ensemble: elite mean, a random member or a random elite (per row and step), or one elite
     drawn per episode at reset (episode_elite, PETS TS∞)"""
     ood_penalty: float = -25.0
-    """reward of a step the guardian rejects; the episode then ends (paper: −25)"""
+    """reward of a step the guardian rejects (paper: −25); ood_mode fallback: added to the fallback step's reward"""
+    ood_mode: Literal["end", "fallback"] = "end"
+    """what a rejected step does: end the episode (the paper) or play the fallback's action and go on (the served
+    policy's behaviour)"""
     ood_cost: float = 0.0
     """when the guardian ends an episode, each cost column c is charged ``ood_cost × ood_cost_rates[c]`` per step the
     episode had left (this one included). 0 (the paper) lets a constrained learner meet its cost limit by leaving the
@@ -136,8 +143,10 @@ class WorldModelEnv(VectorEnv):
 
     def __init__(self, model: WorldModel, starts: FloatArray, num_envs: int, cfg: EnvConfig,
                  guard: GuardFn | None = None, horizons: npt.ArrayLike | None = None,
-                 ood_cost_rates: npt.ArrayLike | None = None) -> None:
+                 ood_cost_rates: npt.ArrayLike | None = None, fallback: FallbackFn | None = None) -> None:
         feats = model.layout.state_features
+        if guard is not None and cfg.ood_mode == "fallback" and fallback is None:
+            raise ValueError("ood_mode 'fallback' needs a fallback policy for the steps the guardian rejects")
         starts = np.asarray(starts, dtype=np.float32)
         if starts.ndim != 2 or starts.shape[1] != len(feats) or len(starts) == 0:
             raise ValueError(f"start states must be (N >= 1, {len(feats)}), got {starts.shape}")
@@ -162,6 +171,7 @@ class WorldModelEnv(VectorEnv):
         self._limit = np.full(num_envs, cfg.horizon, dtype=np.int64)
         self._member = np.full(num_envs, model.elites[0], dtype=np.int64)
         self.model, self.cfg, self.guard, self.num_envs = model, cfg, guard, num_envs
+        self.fallback = fallback
         self._starts = starts
         lo = np.array([F.BY_NAME[f].low for f in feats], dtype=np.float32)
         hi = np.array([F.BY_NAME[f].high for f in feats], dtype=np.float32)
@@ -221,13 +231,20 @@ class WorldModelEnv(VectorEnv):
             if inside.shape != (b,) or inside.dtype != np.bool_:
                 raise ValueError(f"guard must return a ({b},) bool array, got {inside.dtype} {inside.shape}")
             ood = active & ~inside
-            rew[ood] = self.cfg.ood_penalty
-            cost[ood] = self._ood_cost * (self._limit[ood] - self._t)[:, None]
-        live = active & ~ood
+            if self.cfg.ood_mode == "end":
+                rew[ood] = self.cfg.ood_penalty
+                cost[ood] = self._ood_cost * (self._limit[ood] - self._t)[:, None]
+            elif ood.any():
+                assert self.fallback is not None
+                played = np.asarray(self.fallback(self._obs[ood], self._rng), dtype=np.float32)
+                act[ood] = np.clip(played, self.single_action_space.low, self.single_action_space.high)
+        live = active & ~ood if self.cfg.ood_mode == "end" else active
         if live.any():
             s = self.model.step(self._obs[live], act[live], self.cfg.mode, self._rng, member=self._member[live])
             self._obs[live] = s.next_obs
             rew[live] = s.rew - self.cfg.uncertainty_penalty * s.uncertainty
+            if self.cfg.ood_mode == "fallback":
+                rew[ood] += self.cfg.ood_penalty
             if self.cfg.cost_mode == "sample":
                 cost[live] = (self._rng.random(s.cost_prob.shape) < s.cost_prob).astype(np.float32)
             else:
@@ -238,7 +255,7 @@ class WorldModelEnv(VectorEnv):
             if self.cfg.discharge:
                 exit_[live] = (u >= s.death_prob) & (u < s.death_prob + s.discharge_prob)
         self._t += 1
-        terminated = death | exit_ | ood
+        terminated = death | exit_ | (ood if self.cfg.ood_mode == "end" else False)
         truncated = active & ~terminated & (self._t >= self._limit)
         self._active = active & ~terminated & ~truncated
         info = {"cost": cost, "uncertainty": unc, "death": death, "discharge": exit_, "ood": ood, "active": active}

@@ -154,6 +154,36 @@ def test_guard_charges_ood_cost_for_the_steps_left(tiny_model: WorldModel, start
         WorldModelEnv(tiny_model, starts, 2, EnvConfig(), ood_cost_rates=[-1.0] * n_cost)
 
 
+def test_fallback_mode_plays_the_fallback_action_and_goes_on(tiny_model: WorldModel, starts: np.ndarray) -> None:
+    model = _never_die(tiny_model)
+    guard = lambda obs, act: act[:, 0] < 1000.0  # noqa: E731
+    played: list[np.ndarray] = []
+
+    def fallback(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        played.append(obs.copy())
+        return np.tile(np.array([[200.0, 0.05]], np.float32), (len(obs), 1))
+
+    cfg = EnvConfig(horizon=5, ood_penalty=-25.0, ood_mode="fallback", discharge=False)
+    env = WorldModelEnv(model, starts, num_envs=4, cfg=cfg, guard=guard, fallback=fallback)
+    obs, _ = env.reset(seed=2)
+    act = np.array([[100, 0], [5000, 0], [100, 0], [9000, 0.1]], np.float32)
+    nxt, rew, term, _, info = env.step(act)
+    np.testing.assert_array_equal(info["ood"], [False, True, False, True])
+    assert not term.any() and env.running.all()  # the episode goes on
+    assert len(played) == 1 and np.array_equal(played[0], obs[[1, 3]])
+    # the rejected rows advance as if the fallback's action had been taken, and pay the penalty on top
+    ref = WorldModelEnv(model, starts, num_envs=4, cfg=EnvConfig(horizon=5, discharge=False))
+    ref.reset(seed=2)
+    swapped = act.copy()
+    swapped[[1, 3]] = [200.0, 0.05]
+    r_nxt, r_rew, _, _, r_info = ref.step(swapped)
+    np.testing.assert_allclose(nxt, r_nxt, rtol=1e-6)
+    np.testing.assert_allclose(rew, r_rew + np.array([0, -25.0, 0, -25.0], np.float32), rtol=1e-6)
+    np.testing.assert_allclose(info["cost"], r_info["cost"], rtol=1e-6)  # the fallback step's own costs
+    with pytest.raises(ValueError, match="needs a fallback policy"):
+        WorldModelEnv(model, starts, 4, cfg, guard=guard)
+
+
 def test_rollout_seeded_and_consistent(tiny_model: WorldModel, starts: np.ndarray) -> None:
     cfg = EnvConfig(horizon=6, mode="random_elite", cost_mode="sample")
     r1 = rollout(WorldModelEnv(tiny_model, starts, 32, cfg), _behaviour, seed=4)
