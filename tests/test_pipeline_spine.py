@@ -72,6 +72,22 @@ def test_flow_tasks_cli_stages_and_dvc_stages_agree(repo_root: Path) -> None:
         assert re.search(rf"^def {fn}\(", Path(spec.origin).read_text(encoding="utf-8"), re.M), f"{name}: {fn}"
 
 
+def test_every_report_file_a_stage_reads_is_a_dvc_dependency_of_it(repo_root: Path) -> None:
+    from ogsrl.report import inputs
+
+    stages = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
+    readers = {"clinical": "ogsrl/ope/clinical_stage.py", "report": "ogsrl/report/stage.py"}
+    for stage, source in readers.items():
+        text = (repo_root / source).read_text(encoding="utf-8")
+        names = re.findall(r"inputs\.read_(json|csv)\(root, \"(\w+)\"", text)
+        for kind, group in re.findall(r"inputs\.read_(json|csv)\(root, n\) for n in \(([^)]*)\)", text):
+            names += [(kind, n) for n in re.findall(r"\"(\w+)\"", group)]
+        assert names, source
+        read = {(inputs.FILES if kind == "json" else inputs.TABLES)[name][0] for kind, name in names}
+        missing = sorted(read - set(stages[stage]["deps"]))
+        assert missing == [], f"{stage} reads {missing} without declaring them in dvc.yaml"
+
+
 def test_retry_condition_skips_bad_input() -> None:
     from types import SimpleNamespace
 
