@@ -98,7 +98,13 @@ def _source_pointer(cfg: DataConfig, root: Path) -> dict[str, Any]:
     path = _resolve(root, cfg.trajectories_path)
     if not path.is_file():
         raise DataError(f"data.trajectories_path {str(path)!r} is not a file")
-    return {"source": cfg.source, "path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    out = {"source": cfg.source, "path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    if cfg.schema_path.strip():  # the sidecar schema is part of the input: a changed one reruns the pipeline
+        schema = _resolve(root, cfg.schema_path)
+        if not schema.is_file():
+            raise DataError(f"data.schema_path {str(schema)!r} is not a file")
+        out["schema_sha256"] = file_sha256(schema)
+    return out
 
 
 def run_generate(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
