@@ -270,6 +270,21 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synth_mdp(args: argparse.Namespace) -> int:
+    from ogsrl.synth import tabular
+
+    cfg = tabular.MDPConfig(actions=args.actions, stays=args.stays, horizon=args.horizon, seed=args.seed)
+    summary = tabular.write(cfg, Path(args.out))
+    if args.schema_out:
+        from ogsrl.io import atomic_path
+
+        with atomic_path(Path(args.schema_out)) as tmp:
+            tmp.write_text(json.dumps(tabular.schema(args.actions).to_dict(), indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    print(f"ogsrl synth-mdp: wrote {summary['stays']} stays ({args.actions} actions) to {args.out}", file=sys.stderr)
+    return 0
+
+
 def _cmd_truth(args: argparse.Namespace) -> int:
     from ogsrl.config import load_params
     from ogsrl.synth import stage as synth_stage
@@ -406,6 +421,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     p.add_argument("--chunk-stays", type=_positive_int, default=None, help="stays simulated per chunk")
     p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("synth-mdp", help="write a small non-MIMIC trajectory table with its v2 schema and exactly "
+                       "known policy values (ogsrl/synth/tabular.py)")
+    add_globals(p, suppress=True)
+    p.add_argument("--out", required=True, help="output parquet file")
+    p.add_argument("--actions", choices=["discrete", "continuous"], default="discrete", help="action space")
+    p.add_argument("--stays", type=_positive_int, default=2000, help="logged stays (default 2000)")
+    p.add_argument("--horizon", type=_positive_int, default=10, help="steps per stay at most (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--schema-out", default=None, help="also write the schema as a sidecar JSON file here")
+    p.set_defaults(func=_cmd_synth_mdp)
 
     p = sub.add_parser("truth", help="true value, mortality and cost rates of a policy, by simulation")
     add_globals(p, suppress=True)
