@@ -127,6 +127,9 @@ def _from_trajectories(path: Path, cfg: CohortConfig, schema_path: Path | None =
     meta["ogsrl.cost_columns"] = json.dumps([*schema.costs, "cost_total"])
     meta["ogsrl.contract_version"] = CONTRACT_VERSION if schema.is_canonical else SCHEMA_VERSION
     meta[METADATA_KEY] = schema.to_json()
+    if not schema.is_canonical:  # the step grid: a stay as long as the longest one was cut by the window
+        meta.setdefault("ogsrl.step_h", json.dumps(cfg.step_h))
+        meta.setdefault("ogsrl.n_steps", json.dumps(int(out["step"].max()) + 1))
     per = out.groupby("stay_key").agg(n=("step", "size"), s=("split", "first"))
     metrics: dict[str, Any] = {"source": "trajectories", "cohort_stays": int(len(per)), "rows": int(len(out))}
     for name, col in (("mortality_in_hosp", "died_in_hosp"), ("mortality_90d", "died_90d")):
