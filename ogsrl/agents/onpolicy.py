@@ -71,13 +71,13 @@ def check_config(cfg: Any, positive: Sequence[str] = (), unit: Sequence[str] = (
 
 
 def fresh_actor(feature_names: tuple[str, ...], hidden: tuple[int, ...], components: int, init_states: FloatArray,
-                seed: int) -> HurdleActor:
+                seed: int, space: common.ActionSpace = common.CANONICAL_SPACE) -> HurdleActor:
     """A new :class:`HurdleActor` with weights drawn from ``seed`` and its normaliser fitted on ``init_states (N, S)``
     (e.g. the environment's start states)."""
     states = common.check_obs(init_states, feature_names, "on-policy init_states")
     if len(states) == 0:
         raise ValueError("init_states must hold at least one row")
-    actor = HurdleActor(len(feature_names), hidden, components, torch.Generator().manual_seed(seed))
+    actor = HurdleActor(len(feature_names), hidden, components, torch.Generator().manual_seed(seed), space)
     actor.set_normaliser(*common.fit_normaliser(states))
     return actor
 
@@ -96,7 +96,7 @@ def initial_actor(inputs: TrainInputs, seed: int, warm_start: bool, hidden: tupl
     from ogsrl.world.env import start_states
 
     starts = start_states(inputs.train, inputs.state_features)
-    return fresh_actor(inputs.state_features, hidden, components, starts, seed)
+    return fresh_actor(inputs.state_features, hidden, components, starts, seed, inputs.action_space)
 
 
 def normalised(actor: HurdleActor, obs: torch.Tensor) -> torch.Tensor:
@@ -292,7 +292,7 @@ def prepare(rollout: Rollout, actor: HurdleActor, critics: ValueCritics, horizon
     adv = adv.reshape(-1, 1 + n_costs)[rows]
     x = xin[:-1].reshape(-1, xin.shape[-1])[rows]
     obs = torch.as_tensor(rollout.obs[:-1].reshape(-1, rollout.obs.shape[-1])[rows], dtype=torch.float64)
-    y = torch.as_tensor(common.scale_actions(rollout.act.reshape(-1, rollout.act.shape[-1])[rows]))
+    y = torch.as_tensor(common.scale_actions(rollout.act.reshape(-1, rollout.act.shape[-1])[rows], actor.space))
     with torch.no_grad():
         old = tuple(t.detach() for t in actor(obs))
         old_logp = log_prob_scaled(old, y)
