@@ -19,16 +19,20 @@ more and the effective sample size drops (reported with each estimate).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
 from ogsrl import features
-from ogsrl.agents import bc
+from ogsrl.agents import bc, common
 from ogsrl.agents.actor import SavedPolicy
 
 
-def behaviour_features(columns: Sequence[str]) -> tuple[str, ...]:
-    """The canonical features (``features.ALL`` order) present among ``columns``."""
+def behaviour_features(columns: Sequence[str], schema: Any = None) -> tuple[str, ...]:
+    """The canonical features (``features.ALL`` order) present among ``columns``; for a bring-your-own table
+    (``schema`` not canonical) every feature its schema declares."""
+    if schema is not None and not schema.is_canonical:
+        return tuple(schema.state_names)
     present = set(columns)
     names = tuple(f for f in features.ALL if f in present)
     if not names:
@@ -37,7 +41,7 @@ def behaviour_features(columns: Sequence[str]) -> tuple[str, ...]:
 
 
 def fit_behaviour(
-    cfg: bc.Config, train: pd.DataFrame, val: pd.DataFrame, seed: int
+    cfg: bc.Config, train: pd.DataFrame, val: pd.DataFrame, seed: int, schema: Any = None
 ) -> tuple[SavedPolicy, dict[str, float]]:
     """Fit π̂_b on all canonical feature columns of ``train`` (early stopping on ``val``; ``seed`` drives init and
     shuffling).
@@ -45,9 +49,11 @@ def fit_behaviour(
     Returns:
         (the density model, its fit metrics ``loss/train_nll``, ``loss/val_nll``, …).
     """
-    names = behaviour_features(train.columns)
+    names = behaviour_features(train.columns, schema)
     missing = [n for n in names if n not in val.columns]
     if missing:
         raise ValueError(f"fit_behaviour: val lacks feature columns {missing}")
-    pol, metrics, _ = bc.fit_actor(cfg, names, bc.batch_of(train, names), bc.batch_of(val, names), seed)
+    space = common.action_space_of(schema, "behaviour model")
+    pol, metrics, _ = bc.fit_actor(cfg, names, bc.batch_of(train, names, space.columns),
+                                   bc.batch_of(val, names, space.columns), seed, space)
     return pol, {**metrics, "features": float(len(names))}
