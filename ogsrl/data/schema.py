@@ -146,9 +146,6 @@ class Schema:
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise DataError(f"schema: duplicate state feature(s) {dup}")
-        if not self.costs:
-            raise DataError("schema: costs is empty (at least one 0/1 cost column is needed by the constrained "
-                            "learners)")
         bad = [c for c, d in self.extra if d not in DTYPES]
         if bad:
             raise DataError(f"schema: extra column(s) {bad}: dtype must be one of {list(DTYPES)}")
@@ -242,6 +239,9 @@ class Schema:
                                       tuple(str(u) for u in a["units"]))
         else:
             raise DataError(f"schema: action.type must be 'continuous' or 'discrete', got {a.get('type')!r}")
+        if not d.get("costs"):
+            raise DataError("schema: costs is empty (at least one 0/1 cost column is needed by the constrained "
+                            "learners)")
         extra = d.get("extra") or []
         if not isinstance(extra, list) or not all(isinstance(e, list) and len(e) == 2 for e in extra):
             raise DataError("schema: extra must be a list of [column, dtype] pairs")
@@ -349,6 +349,9 @@ def check_table(df: pd.DataFrame, schema: Schema, *, require_split: bool = True,
     steps consecutive from 0, ``done`` exactly on each stay's last step; outcomes, static features and ``split``
     constant within a stay.
     """
+    if not schema.costs:
+        raise DataError("the schema declares no cost column (at least one 0/1 cost is needed)", table=table,
+                        column="costs")
     expected = input_columns(schema, require_split)
     missing = [c for c, _ in expected if c not in df.columns]
     if missing:
