@@ -167,6 +167,9 @@ def run_truth(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     root = Path(root)
     if config.section(params, "data").get("source") != "demo":
         out: dict[str, Any] = {"truth/available": False}
+        (root / TRUTH_DIR).mkdir(parents=True, exist_ok=True)  # the stage's DVC output, an empty cache here
+        write_json(root / TRUTH_DIR / "README.json", {"truth/available": False,
+                                                      "reason": "true values need the demo simulator"})
         write_json(root / TRUTH_REPORT, out)
         return out
     from ogsrl.synth import stage as synth_stage
