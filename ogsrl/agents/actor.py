@@ -35,6 +35,7 @@ from torch import nn
 from ogsrl import features
 from ogsrl.agents import common
 from ogsrl.agents.binned import BINNED_KIND, BinnedPolicy
+from ogsrl.agents.categorical import CategoricalActor
 from ogsrl.agents.common import FloatArray
 from ogsrl.io import atomic_path
 
@@ -92,6 +93,10 @@ class HurdleActor(nn.Module):
         log_jac = torch.where(act > 0.0, -torch.log((res + act) * span), torch.zeros_like(act)).sum(dim=-1)
         return -common.hurdle_nll(*self(obs), y) + log_jac
 
+    def encode(self, actions: FloatArray) -> torch.Tensor:
+        """Physical actions ``(B, A)`` → scaled ``y (B, A)`` float64, what :meth:`nll` and the on-policy losses read."""
+        return torch.as_tensor(common.scale_actions(np.asarray(actions, dtype=np.float64), self.space))
+
     def nll(self, obs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-row NLL of scaled actions ``y (B, A)`` (the BC objective; no Jacobian)."""
         return common.hurdle_nll(*self(obs), y)
@@ -117,7 +122,8 @@ class HurdleActor(nn.Module):
 
 
 class SavedPolicy:
-    """A trained :class:`HurdleActor` served as an :class:`ogsrl.policy.StochasticPolicy`.
+    """A trained :class:`HurdleActor` (or, for a discrete action column, a
+    :class:`ogsrl.agents.categorical.CategoricalActor`) served as an :class:`ogsrl.policy.StochasticPolicy`.
 
     ``act(obs, rng)``: with ``act_mode`` sample, a draw from π using ``rng`` (or, when ``rng`` is None, the policy's
     own generator seeded by ``sample_seed``); with ``act_mode`` mode, the deterministic mode whatever ``rng`` is.
@@ -126,7 +132,7 @@ class SavedPolicy:
 
     kind = ACTOR_KIND
 
-    def __init__(self, actor: HurdleActor, feature_names: Sequence[str], act_mode: ActMode = "sample",
+    def __init__(self, actor: HurdleActor | CategoricalActor, feature_names: Sequence[str], act_mode: ActMode = "sample",
                  provenance: dict[str, Any] | None = None, sample_seed: int = 0) -> None:
         if act_mode not in ACT_MODES:
             raise ValueError(f"act_mode must be one of {list(ACT_MODES)}, got {act_mode!r}")
@@ -163,6 +169,8 @@ class SavedPolicy:
             raise ValueError("a policy served with act_mode 'mode' is deterministic and has no density; "
                              "importance sampling needs act_mode 'sample'")
         x = self._obs(obs)
+        if isinstance(self.actor, CategoricalActor):
+            return self.actor.log_prob_np(x, actions)
         acts = common.check_actions(actions, x.shape[0], "policy", self.actor.space)
         return common.hurdle_log_prob(*self.actor.params(x), acts, space=self.actor.space)
 
@@ -173,13 +181,18 @@ class SavedPolicy:
 
     def save(self, path: str | Path) -> None:
         """Write the checkpoint directory (config.json + weights.pt: actor weights and normaliser only)."""
+        space = self.actor.space
+        if isinstance(space, common.DiscreteSpace):
+            act_doc: dict[str, Any] = {"action_type": "discrete", "action_columns": [space.column],
+                                       "n_actions": space.n, "action_labels": list(space.labels)}
+        else:
+            act_doc = {"action_columns": list(space.columns), "action_max": list(space.max),
+                       "action_resolution": list(space.resolution),
+                       **({} if space == common.CANONICAL_SPACE else {"action_units": list(space.units)})}
         doc = {
             "kind": ACTOR_KIND,
             "feature_names": list(self.feature_names),
-            "action_columns": list(self.actor.space.columns),
-            "action_max": list(self.actor.space.max),
-            "action_resolution": list(self.actor.space.resolution),
-            **({} if self.actor.space == common.CANONICAL_SPACE else {"action_units": list(self.actor.space.units)}),
+            **act_doc,
             "act_mode": self.act_mode,
             "sample_seed": self.sample_seed,
             "actor": {"hidden": list(self.actor.hidden), "components": self.actor.k},
@@ -194,10 +207,19 @@ class SavedPolicy:
         doc = common.read_checkpoint_config(path)
         if doc["kind"] != ACTOR_KIND:
             raise ValueError(f"{path}: checkpoint kind {doc['kind']!r} is not {ACTOR_KIND!r}")
-        space = _space_of(doc, path)
         names = tuple(doc["feature_names"])
         arch = doc["actor"]
-        actor = HurdleActor(len(names), tuple(arch["hidden"]), int(arch["components"]), torch.Generator(), space)
+        actor: HurdleActor | CategoricalActor
+        if doc.get("action_type") == "discrete":
+            cols, labels = doc.get("action_columns"), doc.get("action_labels")
+            if not (isinstance(cols, list) and len(cols) == 1 and isinstance(labels, list)
+                    and len(labels) == doc.get("n_actions")):
+                raise ValueError(f"{path}: checkpoint discrete action column/labels are inconsistent")
+            actor = CategoricalActor(len(names), tuple(arch["hidden"]), torch.Generator(),
+                                     common.DiscreteSpace(cols[0], int(doc["n_actions"]), tuple(labels)))
+        else:
+            actor = HurdleActor(len(names), tuple(arch["hidden"]), int(arch["components"]), torch.Generator(),
+                                _space_of(doc, path))
         actor.load_state_dict(common.read_checkpoint_tensors(path))
         return cls(actor, names, doc["act_mode"], doc.get("provenance"), int(doc.get("sample_seed", 0)))
 
@@ -293,7 +315,9 @@ class GuardedPolicy:
             raise ValueError("a policy served with act_mode 'mode' is deterministic and has no density; "
                              "importance sampling needs act_mode 'sample'")
         x = common.check_obs(obs, self.feature_names, "guarded policy")
-        acts = common.check_actions(actions, x.shape[0], "guarded policy", self.fallback.actor.space)
+        space = self.fallback.actor.space
+        acts = (np.asarray(actions, dtype=np.float64).reshape(-1, 1) if isinstance(space, common.DiscreteSpace)
+                else common.check_actions(actions, x.shape[0], "guarded policy", space))
         lp = self.policy.log_prob(self._cols(x, self.policy.feature_names), acts)
         lp_fb = self.fallback.log_prob(self._cols(x, self.fallback.feature_names), acts)
         p_out = self.prob_outside(x)

@@ -97,15 +97,30 @@ RESOLUTION_SHARE = 1e-3
 """a bring-your-own continuous action's resolution c: this share of its declared maximum"""
 
 
-def action_space_of(schema: Any, who: str = "hurdle policy") -> ActionSpace:
-    """The hurdle density's action space for a table schema (:class:`ogsrl.data.schema.Schema`): the canonical
-    space, or the declared continuous columns, which must start at 0 (the zero-dose atom) and be bounded."""
+@dataclass(frozen=True, slots=True)
+class DiscreteSpace:
+    """A discrete action column with ``n`` labelled ids (:mod:`ogsrl.agents.categorical`)."""
+
+    column: str
+    """the action-id column"""
+    n: int
+    """number of actions"""
+    labels: tuple[str, ...]
+    """one label per id"""
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (self.column,)
+
+
+def action_space_of(schema: Any, who: str = "hurdle policy") -> ActionSpace | DiscreteSpace:
+    """The action space of a table schema (:class:`ogsrl.data.schema.Schema`): the canonical space, the declared
+    continuous columns (which must start at 0, the zero-dose atom, and be bounded), or a discrete id column."""
     if schema is None or schema.is_canonical:
         return CANONICAL_SPACE
     act = schema.action
-    if act.type != "continuous":
-        raise ValueError(f"{who}: needs continuous actions; the table declares a {act.type} action "
-                         f"{list(act.columns)}")
+    if act.type == "discrete":
+        return DiscreteSpace(act.column, int(act.n), tuple(act.labels))
     bad = [c for c, lo, hi in zip(act.columns, act.low, act.high) if lo != 0 or not math.isfinite(hi)]
     if bad:
         raise ValueError(f"{who}: action column(s) {bad} must be declared on [0, finite high] (a dose with a "

@@ -75,8 +75,8 @@ class GuardianStageConfig:
 
 def read_split(path: Path) -> tuple[npt.NDArray[np.float64], tuple[str, ...]]:
     """Guardian input matrix ``(N, S + A)`` and its column names from one trajectory parquet: the state features
-    of ``ogsrl.state_features`` and the table's continuous action columns (its schema's; canonical: fluid_ml,
-    nee_max)."""
+    of ``ogsrl.state_features`` and the table's action columns (its schema's; canonical: fluid_ml, nee_max; a discrete
+    action: its id column, one numeric input)."""
     import pyarrow.parquet as pq
 
     if not path.is_file():
@@ -86,9 +86,6 @@ def read_split(path: Path) -> tuple[npt.NDArray[np.float64], tuple[str, ...]]:
     if raw is None:
         raise DataError("parquet metadata lacks 'ogsrl.state_features'", table=str(path))
     schema = load_table_schema(path)
-    if schema.action_type != "continuous":
-        raise DataError(f"the guardian needs continuous actions; the table declares a {schema.action_type} action "
-                        f"{list(schema.action_columns)}", table=str(path))
     names = tuple(json.loads(raw)) + tuple(schema.action_columns)
     table = pq.read_table(path, columns=list(names))
     x = np.column_stack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in names])

@@ -34,7 +34,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from ogsrl.agents.common import CANONICAL_SPACE, mlp
+from ogsrl.agents.common import CANONICAL_SPACE, DiscreteSpace, mlp
 from ogsrl.ope.estimate import FloatArray
 
 ActionKind = Literal["continuous", "binned"]
@@ -125,9 +125,12 @@ def transitions(stay_keys: npt.ArrayLike, obs: FloatArray, actions: FloatArray, 
 
 def encode_actions(actions: FloatArray, space: Any = None) -> FloatArray:
     """(…, A) physical doses → (…, 2A): log1p(a/c)/log1p(max/c) ∈ [0, 1] and 1[a > 0] per dimension (c, max: the
-    action space's, canonical when ``space`` is None)."""
+    action space's, canonical when ``space`` is None); a discrete id column → its one-hot code (…, n)."""
     space = space if space is not None else CANONICAL_SPACE
     a = np.asarray(actions, np.float64)
+    if isinstance(space, DiscreteSpace):  # (…, 1) ids → (…, n) one-hot
+        ids = np.clip(np.rint(a[..., 0]), 0, space.n - 1).astype(np.int64)
+        return np.eye(space.n)[ids]
     return np.concatenate([np.log1p(a / space.res_arr) / space.span_arr, (a > 0).astype(np.float64)], axis=-1)
 
 
@@ -148,7 +151,8 @@ class Critic:
         self.obs_mean, self.obs_std, self.scale = obs_mean, obs_std, scale
         self.space = space if space is not None else CANONICAL_SPACE
         binned = cfg.action == "binned"
-        n_in = n_obs + 1 + (0 if binned else 2 * len(self.space.columns))
+        width = self.space.n if isinstance(self.space, DiscreteSpace) else 2 * len(self.space.columns)
+        n_in = n_obs + 1 + (0 if binned else width)
         self.net: nn.Module = mlp(n_in, cfg.hidden, n_targets * (N_BINS if binned else 1), generator)
 
     def _state(self, obs: FloatArray, step: npt.NDArray[np.integer]) -> FloatArray:

@@ -118,6 +118,8 @@ def load_behaviour(root: Path) -> Any:
     path = Path(root) / BEHAVIOUR_DIR
     if not (path / "config.json").is_file():
         raise DataError(f"behaviour model missing at {BEHAVIOUR_DIR}; run `ogsrl fit-behaviour` first")
+    if json.loads((path / "config.json").read_text(encoding="utf-8")).get("kind") == behaviour.LOGISTIC_KIND:
+        return behaviour.LogisticBehaviour.load(path)
     return load_policy(path)
 
 
