@@ -285,6 +285,21 @@ def _cmd_synth_mdp(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_mdp_value(args: argparse.Namespace) -> int:
+    from ogsrl.agents import load_policy
+    from ogsrl.policy import load_checked
+    from ogsrl.synth import tabular
+
+    cfg = tabular.read_config(Path(args.table))
+    if args.policy == "behaviour":
+        kind = cfg.actions
+        values = tabular.evaluate(tabular.latent_policy(tabular.behaviour_policy(kind), kind, args.draws), cfg)
+    else:
+        values = tabular.policy_value(cfg, load_checked(load_policy, Path(args.policy)), args.draws, args.seed)
+    print(json.dumps({k: round(v, 6) for k, v in values.items()}, indent=2, sort_keys=True))
+    return 0
+
+
 def _cmd_truth(args: argparse.Namespace) -> int:
     from ogsrl.config import load_params
     from ogsrl.synth import stage as synth_stage
@@ -432,6 +447,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--schema-out", default=None, help="also write the schema as a sidecar JSON file here")
     p.set_defaults(func=_cmd_synth_mdp)
+
+    p = sub.add_parser("mdp-value", help="exact return, cost return and mortality of a policy on the MDP that "
+                       "`ogsrl synth-mdp` wrote a table of")
+    add_globals(p, suppress=True)
+    p.add_argument("--table", required=True, help="the parquet `ogsrl synth-mdp` wrote (its config is in metadata)")
+    p.add_argument("--policy", required=True, help="a saved policy directory, or 'behaviour' (the logging policy)")
+    p.add_argument("--draws", type=_positive_int, default=4000, help="action draws per latent state (default 4000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of those draws (default 0)")
+    p.set_defaults(func=_cmd_mdp_value)
 
     p = sub.add_parser("truth", help="true value, mortality and cost rates of a policy, by simulation")
     add_globals(p, suppress=True)

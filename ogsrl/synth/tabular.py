@@ -325,3 +325,22 @@ def optimal(cfg: MDPConfig) -> tuple[FloatArray, dict[str, float]]:
         v = new
     w = np.array([1 - P_FRAIL, P_FRAIL])[:, None] * START[None, :]
     return greedy, {"return": float((w * v).sum())}
+
+
+def policy_value(cfg: MDPConfig, policy: Any, draws: int = 4000, seed: int = 0) -> dict[str, float]:
+    """Exact return, cost return and mortality on the MDP of a saved policy (anything with ``act(obs (B, 3), rng)``
+    on the ``STATE`` columns: a trained, guarded or served policy). Its actions are drawn ``draws`` times per latent
+    state with a seeded generator (:func:`latent_policy`; discrete: id frequencies, continuous: mean effect), then
+    evaluated by backward induction."""
+    names = tuple(getattr(policy, "feature_names", STATE))
+    missing = [n for n in names if n not in STATE]
+    if missing:
+        raise ValueError(f"the policy reads column(s) {missing}; the MDP observes {list(STATE)}")
+    cols = [STATE.index(n) for n in names]
+    rng = np.random.default_rng(seed)
+
+    def act(obs: FloatArray) -> FloatArray:
+        a = np.asarray(policy.act(obs[:, cols], rng), dtype=np.float64)
+        return a.reshape(-1) if cfg.actions == "discrete" else a.reshape(-1, 2)
+
+    return evaluate(latent_policy(act, cfg.actions, draws, seed), cfg)
