@@ -363,10 +363,11 @@ def train_unit(params: Mapping[str, Any], root: Path, run: str, seed: int,
     algo = _algorithm(cfg, run)
     schema = ctx.meta["schema"]
     state = state_columns(spec.state, ctx.meta["state_features"], ctx.train.columns, schema)
-    if not schema.is_canonical and spec.algorithm in ("cql", "cql_discrete"):
-        raise ValueError(f"run {run!r}: algorithm {spec.algorithm} needs the canonical table (cql: its dose "
-                         "critics; cql_discrete: its 5 x 5 action_bin); this table declares its own "
-                         f"{schema.action_type} action {list(schema.action_columns)}")
+    if not schema.is_canonical and (spec.algorithm == "cql" or (spec.algorithm == "cql_discrete"
+                                                                  and schema.action_type != "discrete")):
+        raise ValueError(f"run {run!r}: algorithm {spec.algorithm} cannot take this table's "
+                         f"{schema.action_type} action {list(schema.action_columns)} (cql: the canonical doses only; "
+                         "cql_discrete: a discrete column or the canonical 5 x 5 action_bin)")
     space = common.action_space_of(schema, f"run {run!r} ({spec.algorithm})")
     limits, limit_metrics = resolve_cost_limits(ctx.train, ctx.costs, cfg.cost_limits, cfg.discount,
                                                 cfg.limit_fraction(run))
