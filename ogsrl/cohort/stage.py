@@ -106,8 +106,9 @@ def _from_trajectories(path: Path, cfg: CohortConfig, schema_path: Path | None =
     if not has_split:
         assign = split_stays(df["stay_key"].astype(str).to_numpy(), cfg.split, cfg.seed)
         df["split"] = df["stay_key"].astype(str).map(assign)
-    if not schema.is_canonical:
+    if "cost_total" not in df.columns:
         df["cost_total"] = df[list(schema.costs)].to_numpy(np.float64).sum(axis=1)
+    if not schema.is_canonical:
         df["hours_since_onset"] = cfg.window_start_h + cfg.step_h * df["step"].to_numpy(np.float64)
         died = df[schema.outcome[0]].to_numpy(bool) if schema.outcome else np.zeros(len(df), dtype=bool)
         df["death_in_step"] = died & df["done"].to_numpy(bool)
