@@ -57,7 +57,7 @@ def test_foreign_table_runs_to_a_served_registered_policy(tmp_dvc_project: Path,
     from ogsrl.agents import load_policy
 
     root = tmp_dvc_project
-    cfg = tabular.MDPConfig(actions=actions, stays=200, horizon=6, seed=5)
+    cfg = tabular.MDPConfig(actions=actions, stays=300, horizon=8, seed=5)
     tabular.write(cfg, root / "mdp.parquet")
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["data"].update(source="trajectories", trajectories_path="mdp.parquet")
