@@ -98,7 +98,13 @@ def _source_pointer(cfg: DataConfig, root: Path) -> dict[str, Any]:
     path = _resolve(root, cfg.trajectories_path)
     if not path.is_file():
         raise DataError(f"data.trajectories_path {str(path)!r} is not a file")
-    return {"source": cfg.source, "path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    out = {"source": cfg.source, "path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    if cfg.schema_path.strip():  # the sidecar schema is part of the input: a changed one reruns the pipeline
+        schema = _resolve(root, cfg.schema_path)
+        if not schema.is_file():
+            raise DataError(f"data.schema_path {str(schema)!r} is not a file")
+        out["schema_sha256"] = file_sha256(schema)
+    return out
 
 
 def run_generate(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
@@ -272,6 +278,36 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synth_mdp(args: argparse.Namespace) -> int:
+    from ogsrl.synth import tabular
+
+    cfg = tabular.MDPConfig(actions=args.actions, stays=args.stays, horizon=args.horizon, seed=args.seed)
+    summary = tabular.write(cfg, Path(args.out))
+    if args.schema_out:
+        from ogsrl.io import atomic_path
+
+        with atomic_path(Path(args.schema_out)) as tmp:
+            tmp.write_text(json.dumps(tabular.schema(args.actions).to_dict(), indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    print(f"ogsrl synth-mdp: wrote {summary['stays']} stays ({args.actions} actions) to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_mdp_value(args: argparse.Namespace) -> int:
+    from ogsrl.agents import load_policy
+    from ogsrl.policy import load_checked
+    from ogsrl.synth import tabular
+
+    cfg = tabular.read_config(Path(args.table))
+    if args.policy == "behaviour":
+        kind = cfg.actions
+        values = tabular.evaluate(tabular.latent_policy(tabular.behaviour_policy(kind), kind, args.draws), cfg)
+    else:
+        values = tabular.policy_value(cfg, load_checked(load_policy, Path(args.policy)), args.draws, args.seed)
+    print(json.dumps({k: round(v, 6) for k, v in values.items()}, indent=2, sort_keys=True))
+    return 0
+
+
 def _cmd_truth(args: argparse.Namespace) -> int:
     from ogsrl.config import load_params
     from ogsrl.synth import stage as synth_stage
@@ -408,6 +444,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     p.add_argument("--chunk-stays", type=_positive_int, default=None, help="stays simulated per chunk")
     p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("synth-mdp", help="write a small non-MIMIC trajectory table with its v2 schema and exactly "
+                       "known policy values (ogsrl/synth/tabular.py)")
+    add_globals(p, suppress=True)
+    p.add_argument("--out", required=True, help="output parquet file")
+    p.add_argument("--actions", choices=["discrete", "continuous"], default="discrete", help="action space")
+    p.add_argument("--stays", type=_positive_int, default=2000, help="logged stays (default 2000)")
+    p.add_argument("--horizon", type=_positive_int, default=10, help="steps per stay at most (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--schema-out", default=None, help="also write the schema as a sidecar JSON file here")
+    p.set_defaults(func=_cmd_synth_mdp)
+
+    p = sub.add_parser("mdp-value", help="exact return, cost return and mortality of a policy on the MDP that "
+                       "`ogsrl synth-mdp` wrote a table of")
+    add_globals(p, suppress=True)
+    p.add_argument("--table", required=True, help="the parquet `ogsrl synth-mdp` wrote (its config is in metadata)")
+    p.add_argument("--policy", required=True, help="a saved policy directory, or 'behaviour' (the logging policy)")
+    p.add_argument("--draws", type=_positive_int, default=4000, help="action draws per latent state (default 4000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of those draws (default 0)")
+    p.set_defaults(func=_cmd_mdp_value)
 
     p = sub.add_parser("truth", help="true value, mortality and cost rates of a policy, by simulation")
     add_globals(p, suppress=True)

@@ -326,3 +326,20 @@ def test_stage_summaries_keep_the_headline_and_drop_the_detail() -> None:
     clinical = short("clinical", {"clinicians/me": 0.2, "soc/mean/mcr": 0.5, "soc/seed42/mcr": 0.5,
                                   "soc/mean/acp/fluid_ml": 1.0, "me_relation/spearman": -0.3})
     assert set(clinical) == {"clinicians/me", "soc/mean/mcr", "me_relation/spearman", "metrics_file"}
+
+
+def test_synth_mdp_and_mdp_value(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`ogsrl synth-mdp` writes a v2 table (and a sidecar schema); `ogsrl mdp-value` gives the logging policy's exact
+    values, which the logged returns estimate."""
+    out, side = tmp_path / "mdp.parquet", tmp_path / "schema.json"
+    assert cli.main(["synth-mdp", "--out", str(out), "--actions", "continuous", "--stays", "400", "--seed", "3",
+                     "--schema-out", str(side)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    from ogsrl.data.schema import Schema, read_schema
+
+    assert read_schema(out) == Schema.from_json(side.read_text()) and summary["stays"] == 400
+    assert cli.main(["mdp-value", "--table", str(out), "--policy", "behaviour"]) == 0
+    exact = json.loads(capsys.readouterr().out)
+    assert exact["return"] == pytest.approx(summary["behaviour_true"]["return"], abs=1e-5)
+    assert abs(summary["logged_return_mean"] - exact["return"]) < 4 * 10 / 400 ** 0.5  # ±R returns: sd ≤ R
+    assert cli.main(["mdp-value", "--table", str(out), "--policy", str(tmp_path / "none")]) == 2

@@ -35,6 +35,7 @@ from torch import nn
 from ogsrl import features
 from ogsrl.agents import common
 from ogsrl.agents.binned import BINNED_KIND, BinnedPolicy
+from ogsrl.agents.categorical import CategoricalActor
 from ogsrl.agents.common import FloatArray
 from ogsrl.io import atomic_path
 
@@ -55,12 +56,14 @@ class HurdleActor(nn.Module):
     The input normaliser (``obs_mean``, ``obs_std``) is a pair of float64 buffers, so it is part of the state_dict.
     """
 
-    def __init__(self, n_obs: int, hidden: Sequence[int], components: int, generator: torch.Generator) -> None:
+    def __init__(self, n_obs: int, hidden: Sequence[int], components: int, generator: torch.Generator,
+                 space: common.ActionSpace = common.CANONICAL_SPACE) -> None:
         super().__init__()
         if components < 1 or not hidden or any(h <= 0 for h in hidden):
             raise ValueError(f"HurdleActor needs components ≥ 1 and positive hidden widths, got {components}, "
                              f"{list(hidden)}")
-        self.n_act = len(features.ACTIONS)
+        self.space = space
+        self.n_act = len(space.columns)
         self.k = components
         self.hidden = tuple(int(h) for h in hidden)
         self.net = common.mlp(n_obs, self.hidden, self.k + 3 * self.k * self.n_act, generator)
@@ -84,11 +87,15 @@ class HurdleActor(nn.Module):
         """Differentiable log π(a|s) per row ``(B,)`` for physical actions ``act (B, A)``, float64, w.r.t.
         (δ0 + Lebesgue) per dimension in physical units (the zero-dose atom has finite log-probability)."""
         act = act.double()
-        res = torch.as_tensor(common.ACTION_RESOLUTION)
-        span = torch.as_tensor(common.LOG_SPAN)
+        res = torch.as_tensor(self.space.res_arr)
+        span = torch.as_tensor(self.space.span_arr)
         y = torch.log1p(act / res) / span
         log_jac = torch.where(act > 0.0, -torch.log((res + act) * span), torch.zeros_like(act)).sum(dim=-1)
         return -common.hurdle_nll(*self(obs), y) + log_jac
+
+    def encode(self, actions: FloatArray) -> torch.Tensor:
+        """Physical actions ``(B, A)`` → scaled ``y (B, A)`` float64, what :meth:`nll` and the on-policy losses read."""
+        return torch.as_tensor(common.scale_actions(np.asarray(actions, dtype=np.float64), self.space))
 
     def nll(self, obs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-row NLL of scaled actions ``y (B, A)`` (the BC objective; no Jacobian)."""
@@ -107,15 +114,16 @@ class HurdleActor(nn.Module):
 
     def sample(self, obs: FloatArray, rng: np.random.Generator) -> FloatArray:
         """Physical actions ``(B, A)`` drawn from π(·|s) with ``rng``."""
-        return common.hurdle_sample(*self.params(obs), rng)
+        return common.hurdle_sample(*self.params(obs), rng, space=self.space)
 
     def mode(self, obs: FloatArray) -> FloatArray:
         """Deterministic actions ``(B, A)``: heaviest component, 0 where P(a=0) ≥ ½, else the median amount."""
-        return common.hurdle_mode(*self.params(obs))
+        return common.hurdle_mode(*self.params(obs), space=self.space)
 
 
 class SavedPolicy:
-    """A trained :class:`HurdleActor` served as an :class:`ogsrl.policy.StochasticPolicy`.
+    """A trained :class:`HurdleActor` (or, for a discrete action column, a
+    :class:`ogsrl.agents.categorical.CategoricalActor`) served as an :class:`ogsrl.policy.StochasticPolicy`.
 
     ``act(obs, rng)``: with ``act_mode`` sample, a draw from π using ``rng`` (or, when ``rng`` is None, the policy's
     own generator seeded by ``sample_seed``); with ``act_mode`` mode, the deterministic mode whatever ``rng`` is.
@@ -124,7 +132,7 @@ class SavedPolicy:
 
     kind = ACTOR_KIND
 
-    def __init__(self, actor: HurdleActor, feature_names: Sequence[str], act_mode: ActMode = "sample",
+    def __init__(self, actor: HurdleActor | CategoricalActor, feature_names: Sequence[str], act_mode: ActMode = "sample",
                  provenance: dict[str, Any] | None = None, sample_seed: int = 0) -> None:
         if act_mode not in ACT_MODES:
             raise ValueError(f"act_mode must be one of {list(ACT_MODES)}, got {act_mode!r}")
@@ -161,17 +169,30 @@ class SavedPolicy:
             raise ValueError("a policy served with act_mode 'mode' is deterministic and has no density; "
                              "importance sampling needs act_mode 'sample'")
         x = self._obs(obs)
-        acts = common.check_actions(actions, x.shape[0], "policy")
-        return common.hurdle_log_prob(*self.actor.params(x), acts)
+        if isinstance(self.actor, CategoricalActor):
+            return self.actor.log_prob_np(x, actions)
+        acts = common.check_actions(actions, x.shape[0], "policy", self.actor.space)
+        return common.hurdle_log_prob(*self.actor.params(x), acts, space=self.actor.space)
+
+    @property
+    def action_columns(self) -> tuple[str, ...]:
+        """the action columns this policy acts on, in order"""
+        return self.actor.space.columns
 
     def save(self, path: str | Path) -> None:
         """Write the checkpoint directory (config.json + weights.pt: actor weights and normaliser only)."""
+        space = self.actor.space
+        if isinstance(space, common.DiscreteSpace):
+            act_doc: dict[str, Any] = {"action_type": "discrete", "action_columns": [space.column],
+                                       "n_actions": space.n, "action_labels": list(space.labels)}
+        else:
+            act_doc = {"action_columns": list(space.columns), "action_max": list(space.max),
+                       "action_resolution": list(space.resolution),
+                       **({} if space == common.CANONICAL_SPACE else {"action_units": list(space.units)})}
         doc = {
             "kind": ACTOR_KIND,
             "feature_names": list(self.feature_names),
-            "action_columns": list(features.ACTIONS),
-            "action_max": common.ACTION_MAX.tolist(),
-            "action_resolution": common.ACTION_RESOLUTION.tolist(),
+            **act_doc,
             "act_mode": self.act_mode,
             "sample_seed": self.sample_seed,
             "actor": {"hidden": list(self.actor.hidden), "components": self.actor.k},
@@ -186,17 +207,37 @@ class SavedPolicy:
         doc = common.read_checkpoint_config(path)
         if doc["kind"] != ACTOR_KIND:
             raise ValueError(f"{path}: checkpoint kind {doc['kind']!r} is not {ACTOR_KIND!r}")
-        if (
-            doc.get("action_columns") != list(features.ACTIONS)
-            or not np.array_equal(doc.get("action_max"), common.ACTION_MAX)
-            or not np.array_equal(doc.get("action_resolution"), common.ACTION_RESOLUTION)
-        ):
-            raise ValueError(f"{path}: checkpoint action columns/bounds differ from ogsrl.features")
         names = tuple(doc["feature_names"])
         arch = doc["actor"]
-        actor = HurdleActor(len(names), tuple(arch["hidden"]), int(arch["components"]), torch.Generator())
+        actor: HurdleActor | CategoricalActor
+        if doc.get("action_type") == "discrete":
+            cols, labels = doc.get("action_columns"), doc.get("action_labels")
+            if not (isinstance(cols, list) and len(cols) == 1 and isinstance(labels, list)
+                    and len(labels) == doc.get("n_actions")):
+                raise ValueError(f"{path}: checkpoint discrete action column/labels are inconsistent")
+            actor = CategoricalActor(len(names), tuple(arch["hidden"]), torch.Generator(),
+                                     common.DiscreteSpace(cols[0], int(doc["n_actions"]), tuple(labels)))
+        else:
+            actor = HurdleActor(len(names), tuple(arch["hidden"]), int(arch["components"]), torch.Generator(),
+                                _space_of(doc, path))
         actor.load_state_dict(common.read_checkpoint_tensors(path))
         return cls(actor, names, doc["act_mode"], doc.get("provenance"), int(doc.get("sample_seed", 0)))
+
+
+def _space_of(doc: dict[str, Any], path: str | Path) -> common.ActionSpace:
+    """The action space a checkpoint's config.json records: canonical without ``action_units``, else declared."""
+    cols, amax, res = doc.get("action_columns"), doc.get("action_max"), doc.get("action_resolution")
+    if "action_units" not in doc:
+        if (cols != list(features.ACTIONS) or not np.array_equal(amax, common.ACTION_MAX)
+                or not np.array_equal(res, common.ACTION_RESOLUTION)):
+            raise ValueError(f"{path}: checkpoint action columns/bounds differ from ogsrl.features")
+        return common.CANONICAL_SPACE
+    units = doc["action_units"]
+    if not (isinstance(cols, list) and isinstance(amax, list) and isinstance(res, list) and isinstance(units, list)
+            and len(cols) == len(amax) == len(res) == len(units) > 0):
+        raise ValueError(f"{path}: checkpoint action columns/bounds/units are inconsistent")
+    return common.ActionSpace(tuple(cols), tuple(float(x) for x in amax), tuple(float(x) for x in res),
+                              tuple(units))
 
 
 def _union(*groups: Sequence[str]) -> tuple[str, ...]:
@@ -221,7 +262,8 @@ class GuardedPolicy:
             raise ValueError(f"mc_samples must be ≥ 1, got {mc_samples}")
         if fallback.act_mode != policy.act_mode:
             raise ValueError(f"fallback act_mode {fallback.act_mode!r} differs from the policy's {policy.act_mode!r}")
-        g_state = [n for n in guardian.feature_names if n not in features.ACTIONS]
+        self.action_columns: tuple[str, ...] = tuple(getattr(policy, "action_columns", features.ACTIONS))
+        g_state = [n for n in guardian.feature_names if n not in self.action_columns]
         self.policy, self.fallback, self.guardian = policy, fallback, guardian
         self.guardian_dir = guardian_dir
         self.mc_samples, self.mc_seed = int(mc_samples), int(mc_seed)
@@ -237,7 +279,7 @@ class GuardedPolicy:
         """``(B,)`` True where the guardian accepts (s, a); ``obs`` has columns ``feature_names``."""
         x = np.asarray(obs, dtype=np.float64)
         cols = {**{n: x[:, j] for j, n in enumerate(self.feature_names)},
-                **{a: np.asarray(actions, dtype=np.float64)[:, j] for j, a in enumerate(features.ACTIONS)}}
+                **{a: np.asarray(actions, dtype=np.float64)[:, j] for j, a in enumerate(self.action_columns)}}
         return np.asarray(self.guardian.contains(np.column_stack([cols[n] for n in self.guardian.feature_names])),
                           dtype=bool)
 
@@ -273,7 +315,9 @@ class GuardedPolicy:
             raise ValueError("a policy served with act_mode 'mode' is deterministic and has no density; "
                              "importance sampling needs act_mode 'sample'")
         x = common.check_obs(obs, self.feature_names, "guarded policy")
-        acts = common.check_actions(actions, x.shape[0], "guarded policy")
+        space = self.fallback.actor.space
+        acts = (np.asarray(actions, dtype=np.float64).reshape(-1, 1) if isinstance(space, common.DiscreteSpace)
+                else common.check_actions(actions, x.shape[0], "guarded policy", space))
         lp = self.policy.log_prob(self._cols(x, self.policy.feature_names), acts)
         lp_fb = self.fallback.log_prob(self._cols(x, self.fallback.feature_names), acts)
         p_out = self.prob_outside(x)

@@ -24,6 +24,7 @@ import torch
 from ogsrl import features
 from ogsrl.agents import common
 from ogsrl.agents.actor import HurdleActor, SavedPolicy
+from ogsrl.agents.categorical import CategoricalActor, check_ids
 from ogsrl.agents.common import FloatArray
 from ogsrl.agents.inputs import FitResult, TrainInputs
 
@@ -70,17 +71,20 @@ class Batch:
     """(B, A) actions: fluid mL per step, NE-equivalent µg/kg/min"""
 
 
-def batch_of(df: Any, columns: tuple[str, ...]) -> Batch:
+def batch_of(df: Any, columns: tuple[str, ...], action_columns: tuple[str, ...] = features.ACTIONS) -> Batch:
     """Rows of a trajectory table → a Batch of (state columns, actions) as float64 arrays."""
     return Batch(obs=df[list(columns)].to_numpy(dtype="float64"),
-                 act=df[list(features.ACTIONS)].to_numpy(dtype="float64"))
+                 act=df[list(action_columns)].to_numpy(dtype="float64"))
 
 
-def _tensors(batch: Batch, names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(obs (N, S) float64 physical, scaled actions y (N, A) float64)."""
+def _tensors(batch: Batch, names: tuple[str, ...], space: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(obs (N, S) float64 physical, scaled actions y (N, A) float64; a discrete space: ids (N,) int64)."""
     obs = common.check_obs(batch.obs, names, "bc")
-    acts = common.check_actions(batch.act, obs.shape[0], "bc")
-    y = torch.as_tensor(common.scale_actions(acts), dtype=torch.float64)
+    if isinstance(space, common.DiscreteSpace):
+        ids = check_ids(batch.act, obs.shape[0], space, "bc")
+        return torch.tensor(obs), torch.as_tensor(ids)
+    acts = common.check_actions(batch.act, obs.shape[0], "bc", space)
+    y = torch.as_tensor(common.scale_actions(acts, space), dtype=torch.float64)
     return torch.tensor(obs), y  # torch.tensor copies: obs may be a read-only view of a frame
 
 
@@ -91,7 +95,8 @@ def _nll(actor: HurdleActor, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def fit_actor(
-    cfg: Config, feature_names: tuple[str, ...], train: Batch, val: Batch, seed: int
+    cfg: Config, feature_names: tuple[str, ...], train: Batch, val: Batch, seed: int,
+    space: common.ActionSpace | common.DiscreteSpace = common.CANONICAL_SPACE,
 ) -> tuple[SavedPolicy, dict[str, float], list[dict[str, float]]]:
     """Train a BC actor by maximum likelihood with early stopping on the validation NLL.
 
@@ -100,15 +105,20 @@ def fit_actor(
         feature_names: state columns of ``train.obs``/``val.obs``, in order.
         train, val: logged decisions in physical units.
         seed: drives the weight init (``seed``) and minibatch shuffling (``seed + 1``); same seed → same weights.
+        space: the action columns' ranges (canonical: fluid_ml, nee_max; a bring-your-own table's from its schema);
+            a :class:`common.DiscreteSpace` fits a categorical actor by cross-entropy instead.
     Returns:
         (policy with the best-validation weights and act_mode sample, final metrics, per-epoch history with a
         ``step`` key = epoch).
     """
     if len(train.obs) == 0 or len(val.obs) == 0:
         raise ValueError("bc: train and val need at least one row each")
-    x, y = _tensors(train, feature_names)  # (N, S), (N, A)
-    xv, yv = _tensors(val, feature_names)
-    actor = HurdleActor(len(feature_names), cfg.hidden, cfg.components, torch.Generator().manual_seed(seed))
+    x, y = _tensors(train, feature_names, space)  # (N, S), (N, A)
+    xv, yv = _tensors(val, feature_names, space)
+    actor: Any = (CategoricalActor(len(feature_names), cfg.hidden, torch.Generator().manual_seed(seed), space)
+                  if isinstance(space, common.DiscreteSpace) else
+                  HurdleActor(len(feature_names), cfg.hidden, cfg.components, torch.Generator().manual_seed(seed),
+                              space))
     actor.set_normaliser(*common.fit_normaliser(x.numpy()))
     optim = torch.optim.Adam(actor.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)  # learner state
     gen = torch.Generator().manual_seed(seed + 1)
@@ -149,8 +159,9 @@ def fit_actor(
 
 def fit(config: Config, inputs: TrainInputs, seed: int) -> FitResult:
     """Behaviour cloning on the run's state columns of the train split (early stopping on val)."""
-    names = inputs.state_features
-    pol, metrics, history = fit_actor(config, names, batch_of(inputs.train, names), batch_of(inputs.val, names), seed)
+    names, space = inputs.state_features, inputs.action_space
+    pol, metrics, history = fit_actor(config, names, batch_of(inputs.train, names, space.columns),
+                                      batch_of(inputs.val, names, space.columns), seed, space)
     return FitResult(policy=pol, metrics=metrics, history=history)
 
 

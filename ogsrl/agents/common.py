@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from scipy import special, stats
 from torch import nn
 
 from ogsrl import features
+from ogsrl.data.schema import load_table_schema
 from ogsrl.errors import DataError
 from ogsrl.io import atomic_path
 
@@ -58,6 +60,73 @@ LOG_STD_MAX = 1.0
 """highest log σ of the scaled non-zero action"""
 MU_MIN, MU_MAX = -0.5, 1.5
 """range of μ on the scaled axis (keeps the truncation normaliser Z well away from underflow)"""
+
+
+@dataclass(frozen=True, slots=True)
+class ActionSpace:
+    """The continuous action space a hurdle density lives on: per column a physical range [0, max] and the
+    recording resolution c of the log scale."""
+
+    columns: tuple[str, ...]
+    """action columns, in order (A)"""
+    max: tuple[float, ...]
+    """physical upper bound per column"""
+    resolution: tuple[float, ...]
+    """c per column: the log scale is linear below it"""
+    units: tuple[str, ...]
+    """unit per column"""
+
+    @property
+    def max_arr(self) -> FloatArray:
+        return np.asarray(self.max, dtype=np.float64)
+
+    @property
+    def res_arr(self) -> FloatArray:
+        return np.asarray(self.resolution, dtype=np.float64)
+
+    @property
+    def span_arr(self) -> FloatArray:
+        """log(1 + max/c) per column"""
+        return np.log1p(self.max_arr / self.res_arr)
+
+
+CANONICAL_SPACE = ActionSpace(tuple(features.ACTIONS), tuple(ACTION_MAX.tolist()), tuple(ACTION_RESOLUTION.tolist()),
+                              tuple(features.ACTION_UNITS[a] for a in features.ACTIONS))
+"""IV fluid and NE-equivalent dose of the canonical (MIMIC-IV / demo) table"""
+RESOLUTION_SHARE = 1e-3
+"""a bring-your-own continuous action's resolution c: this share of its declared maximum"""
+
+
+@dataclass(frozen=True, slots=True)
+class DiscreteSpace:
+    """A discrete action column with ``n`` labelled ids (:mod:`ogsrl.agents.categorical`)."""
+
+    column: str
+    """the action-id column"""
+    n: int
+    """number of actions"""
+    labels: tuple[str, ...]
+    """one label per id"""
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (self.column,)
+
+
+def action_space_of(schema: Any, who: str = "hurdle policy") -> ActionSpace | DiscreteSpace:
+    """The action space of a table schema (:class:`ogsrl.data.schema.Schema`): the canonical space, the declared
+    continuous columns (which must start at 0, the zero-dose atom, and be bounded), or a discrete id column."""
+    if schema is None or schema.is_canonical:
+        return CANONICAL_SPACE
+    act = schema.action
+    if act.type == "discrete":
+        return DiscreteSpace(act.column, int(act.n), tuple(act.labels))
+    bad = [c for c, lo, hi in zip(act.columns, act.low, act.high) if lo != 0 or not math.isfinite(hi)]
+    if bad:
+        raise ValueError(f"{who}: action column(s) {bad} must be declared on [0, finite high] (a dose with a "
+                         "zero-dose atom)")
+    return ActionSpace(tuple(act.columns), tuple(float(h) for h in act.high),
+                       tuple(float(h) * RESOLUTION_SHARE for h in act.high), tuple(act.units))
 
 
 # ---- networks ------------------------------------------------------------------------------------------------
@@ -97,14 +166,14 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
 # ---- the hurdle Gaussian action density ------------------------------------------------------------------------
 
 
-def scale_actions(actions: FloatArray) -> FloatArray:
+def scale_actions(actions: FloatArray, space: ActionSpace = CANONICAL_SPACE) -> FloatArray:
     """Physical actions ``(B, A)`` → scaled y = log(1 + a/c) / log(1 + max/c) ∈ [0, 1]."""
-    return np.log1p(actions / ACTION_RESOLUTION) / LOG_SPAN
+    return np.log1p(actions / space.res_arr) / space.span_arr
 
 
-def unscale_actions(y: FloatArray) -> FloatArray:
+def unscale_actions(y: FloatArray, space: ActionSpace = CANONICAL_SPACE) -> FloatArray:
     """Inverse of :func:`scale_actions`."""
-    return ACTION_RESOLUTION * np.expm1(y * LOG_SPAN)
+    return space.res_arr * np.expm1(y * space.span_arr)
 
 
 def _log_z_torch(mu: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -189,7 +258,8 @@ def hurdle_rsample(
 
 
 def hurdle_log_prob(
-    logit_w: FloatArray, logit0: FloatArray, mu: FloatArray, log_std: FloatArray, actions: FloatArray
+    logit_w: FloatArray, logit0: FloatArray, mu: FloatArray, log_std: FloatArray, actions: FloatArray,
+    space: ActionSpace = CANONICAL_SPACE,
 ) -> FloatArray:
     """log π(a|s) per row for physical actions ``(B, A)``, w.r.t. (δ0 + Lebesgue) in physical units → ``(B,)``.
 
@@ -197,9 +267,9 @@ def hurdle_log_prob(
     """
     std = np.exp(log_std)
     acts = actions[:, None, :]  # (B, A) → (B, 1, A)
-    y = scale_actions(acts)
+    y = scale_actions(acts, space)
     zsc = (y - mu) / std
-    log_jac = -np.log((ACTION_RESOLUTION + acts) * LOG_SPAN)  # dy/da
+    log_jac = -np.log((space.res_arr + acts) * space.span_arr)  # dy/da
     log_cont = (
         -np.logaddexp(0.0, logit0)  # log(1 − p0)
         - 0.5 * zsc**2 - 0.5 * math.log(2.0 * math.pi) - log_std - _log_z(mu, std) + log_jac
@@ -218,7 +288,8 @@ def _pick(logit_w: FloatArray, params: tuple[FloatArray, ...], u: FloatArray) ->
 
 
 def hurdle_sample(
-    logit_w: FloatArray, logit0: FloatArray, mu: FloatArray, log_std: FloatArray, rng: np.random.Generator
+    logit_w: FloatArray, logit0: FloatArray, mu: FloatArray, log_std: FloatArray, rng: np.random.Generator,
+    space: ActionSpace = CANONICAL_SPACE,
 ) -> FloatArray:
     """Draw physical actions ``(B, A)``: a component k ~ w(s); per dimension zero with probability p0_k, else y
     from component k's truncated normal, mapped back to physical units."""
@@ -227,16 +298,17 @@ def hurdle_sample(
     zero = rng.uniform(size=mu.shape) < special.expit(logit0)
     u = rng.uniform(size=mu.shape)
     y = stats.truncnorm.ppf(u, -mu / std, (1.0 - mu) / std, loc=mu, scale=std)
-    return np.where(zero, 0.0, np.clip(unscale_actions(y), 0.0, ACTION_MAX))
+    return np.where(zero, 0.0, np.clip(unscale_actions(y, space), 0.0, space.max_arr))
 
 
-def hurdle_mode(logit_w: FloatArray, logit0: FloatArray, mu: FloatArray, log_std: FloatArray) -> FloatArray:
+def hurdle_mode(logit_w: FloatArray, logit0: FloatArray, mu: FloatArray, log_std: FloatArray,
+                space: ActionSpace = CANONICAL_SPACE) -> FloatArray:
     """Deterministic action ``(B, A)``: in the heaviest component, 0 where P(a=0) ≥ ½, else the median amount."""
     k = logit_w.argmax(axis=-1)
     rows = np.arange(len(k))
     logit0, mu, std = logit0[rows, k], mu[rows, k], np.exp(log_std[rows, k])
     y = stats.truncnorm.ppf(0.5, -mu / std, (1.0 - mu) / std, loc=mu, scale=std)
-    return np.where(logit0 >= 0.0, 0.0, np.clip(unscale_actions(y), 0.0, ACTION_MAX))
+    return np.where(logit0 >= 0.0, 0.0, np.clip(unscale_actions(y, space), 0.0, space.max_arr))
 
 
 # ---- input checks and normalisation --------------------------------------------------------------------------
@@ -259,17 +331,17 @@ def check_obs(obs: Any, feature_names: Sequence[str], who: str) -> np.ndarray:
     return arr
 
 
-def check_actions(actions: Any, n_rows: int, who: str) -> np.ndarray:
+def check_actions(actions: Any, n_rows: int, who: str, space: ActionSpace = CANONICAL_SPACE) -> np.ndarray:
     """Validate physical actions ``(B, A)``: finite and inside [0, max] per dimension. Returns float64."""
     arr = np.asarray(actions, dtype=np.float64)
-    if arr.shape != (n_rows, len(features.ACTIONS)):
-        raise ValueError(f"{who}: actions must have shape ({n_rows}, {len(features.ACTIONS)}), got {arr.shape}")
-    for j, name in enumerate(features.ACTIONS):
+    if arr.shape != (n_rows, len(space.columns)):
+        raise ValueError(f"{who}: actions must have shape ({n_rows}, {len(space.columns)}), got {arr.shape}")
+    for j, name in enumerate(space.columns):
         col = arr[:, j]
-        bad = np.nonzero(~np.isfinite(col) | (col < 0.0) | (col > ACTION_MAX[j]))[0]
+        bad = np.nonzero(~np.isfinite(col) | (col < 0.0) | (col > space.max[j]))[0]
         if bad.size:
             raise DataError(
-                f"{who}: actions outside [0, {ACTION_MAX[j]:g}] or not finite", column=name, rows=bad.tolist()
+                f"{who}: actions outside [0, {space.max[j]:g}] or not finite", column=name, rows=bad.tolist()
             )
     return arr
 
@@ -330,8 +402,9 @@ def read_checkpoint_tensors(path: str | Path) -> dict[str, Any]:
 def read_split(path: str | Path) -> tuple[Any, dict[str, Any]]:
     """Read a trajectory parquet (docs/data-contract.md §3) → (DataFrame, metadata).
 
-    metadata: ``state_features`` (tuple), ``cost_columns`` (tuple) and, when recorded, ``step_h`` and ``n_steps``,
-    from the file's ``ogsrl.*`` key-value metadata.
+    metadata: ``state_features`` (tuple), ``cost_columns`` (tuple), ``schema`` (the table's contract-v2 schema,
+    :func:`ogsrl.data.schema.load_table_schema`) and, when recorded, ``step_h`` and ``n_steps``, from the file's
+    ``ogsrl.*`` key-value metadata.
     Raises DataError when the file, the metadata or the action/state columns are missing.
     """
     import pyarrow.parquet as pq
@@ -343,12 +416,15 @@ def read_split(path: str | Path) -> tuple[Any, dict[str, Any]]:
     raw = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
     if "ogsrl.state_features" not in raw:
         raise DataError("parquet metadata lacks 'ogsrl.state_features'", table=path.name)
-    state = features.state_features(json.loads(raw["ogsrl.state_features"]))
+    schema = load_table_schema(path)
+    state = tuple(json.loads(raw["ogsrl.state_features"]))
+    if schema.is_canonical:
+        state = features.state_features(state)
     costs = tuple(json.loads(raw.get("ogsrl.cost_columns", "[]")))
     df = table.to_pandas()
-    for col in ("stay_key", "step", "reward", *state, *features.ACTIONS, *costs):
+    for col in ("stay_key", "step", "reward", *state, *schema.action_columns, *costs):
         if col not in df.columns:
             raise DataError("required column missing", table=path.name, column=col)
     df = df.sort_values(["stay_key", "step"], kind="stable").reset_index(drop=True)
     grid = {k: json.loads(raw[f"ogsrl.{k}"]) for k in ("step_h", "n_steps") if f"ogsrl.{k}" in raw}
-    return df, {"state_features": state, "cost_columns": costs, **grid}
+    return df, {"state_features": state, "cost_columns": costs, "schema": schema, **grid}

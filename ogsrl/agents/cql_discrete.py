@@ -26,13 +26,16 @@ import copy
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ogsrl import features
 from ogsrl.agents import common, onpolicy as op
+from ogsrl.agents.actor import SavedPolicy
 from ogsrl.agents.binned import N_BINS, N_SUB, BinnedPolicy, DoseModel, sub_bins
+from ogsrl.agents.categorical import CategoricalActor, check_ids
 from ogsrl.agents.inputs import FitResult, TrainInputs
 
 log = logging.getLogger(__name__)
@@ -97,20 +100,22 @@ def bin_edges(frame) -> dict[str, list[float]]:  # noqa: ANN001 - a pandas DataF
 def train(config: Config, obs_n: torch.Tensor, next_obs_n: torch.Tensor, bins: torch.Tensor, rew: torch.Tensor,
           cost: torch.Tensor, done: torch.Tensor, starts: torch.Tensor, cost_limits: np.ndarray, seed: int, *,
           discount: float = 1.0, rejected: torch.Tensor | None = None, label: str = "cql_discrete",
-          ) -> tuple[torch.nn.Sequential, np.ndarray, dict[str, float], list[dict[str, float]]]:
+          n_actions: int = N_BINS) -> tuple[torch.nn.Sequential, np.ndarray, dict[str, float], list[dict[str, float]]]:
     """Fit the Q network.
 
     Args:
-        obs_n, next_obs_n: (N, S) normalised states, float32; bins: (N,) logged bins 0 … 24; rew: (N,); cost: (N, C)
+        obs_n, next_obs_n: (N, S) normalised states, float32; bins: (N,) logged actions 0 … n_actions − 1 (the 25
+        bins, or a declared discrete column's ids); rew: (N,); cost: (N, C)
         (all C columns are constrained when ``config.constrained``); done: (N,) stay ends; starts: (M,) first rows.
         cost_limits: (C,) expected cost per stay allowed.
         seed: weight init (``seed``) and minibatches (``seed + 1``).
-        rejected: (N, 25) 1 where the guardian rejects (s, bin b's median doses); None: not guarded.
+        rejected: (N, n_actions) 1 where the guardian rejects (s, action b); None: not guarded.
+        n_actions: number of discrete actions (25 bins by default).
     Returns:
-        (Q network (S → (1 + C)·25), multipliers λ (C,), final metrics, history rows).
+        (Q network (S → (1 + C)·n_actions), multipliers λ (C,), final metrics, history rows).
     """
     n_cost = cost.shape[1] if config.constrained else 0
-    net = common.mlp(obs_n.shape[1], config.hidden, (1 + n_cost) * N_BINS, torch.Generator().manual_seed(seed))
+    net = common.mlp(obs_n.shape[1], config.hidden, (1 + n_cost) * n_actions, torch.Generator().manual_seed(seed))
     target = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     gen = torch.Generator().manual_seed(seed + 1)
@@ -119,7 +124,7 @@ def train(config: Config, obs_n: torch.Tensor, next_obs_n: torch.Tensor, bins: t
     heads = 1 + n_cost
 
     def policy(q: torch.Tensor, lam_t: torch.Tensor) -> torch.Tensor:
-        """(B, 1 + C, 25) → π(·|s) (B, 25)"""
+        """(B, 1 + C, n) → π(·|s) (B, n)"""
         return torch.softmax((q[:, 0] - (lam_t[:, None] * q[:, 1:]).sum(1)) / config.temperature, dim=-1)
 
     history: list[dict[str, float]] = []
@@ -129,10 +134,10 @@ def train(config: Config, obs_n: torch.Tensor, next_obs_n: torch.Tensor, bins: t
         lam_t = torch.as_tensor(lam, dtype=torch.float32)
         idx = torch.randint(len(rew), (config.batch_size,), generator=gen)
         b = bins[idx]
-        q = net(obs_n[idx]).reshape(-1, heads, N_BINS)  # (B, 1 + C, 25)
+        q = net(obs_n[idx]).reshape(-1, heads, n_actions)  # (B, 1 + C, n)
         with torch.no_grad():
-            pi_next = policy(net(next_obs_n[idx]).reshape(-1, heads, N_BINS), lam_t)
-            v_next = (target(next_obs_n[idx]).reshape(-1, heads, N_BINS) * pi_next[:, None]).sum(-1)  # (B, 1 + C)
+            pi_next = policy(net(next_obs_n[idx]).reshape(-1, heads, n_actions), lam_t)
+            v_next = (target(next_obs_n[idx]).reshape(-1, heads, n_actions) * pi_next[:, None]).sum(-1)  # (B, 1+C)
             signal = torch.cat([rew[idx, None], cost[idx, :n_cost]], dim=1)  # (B, 1 + C)
             rho = (policy(q.detach(), lam_t) * rejected[idx]).sum(-1) if rejected is not None else torch.zeros(len(b))
             signal[:, 0] += config.ood_penalty * rho
@@ -151,7 +156,7 @@ def train(config: Config, obs_n: torch.Tensor, next_obs_n: torch.Tensor, bins: t
         if n_cost:
             with torch.no_grad():
                 s0 = starts[torch.randint(len(starts), (config.batch_size,), generator=gen)]
-                q0 = net(obs_n[s0]).reshape(-1, heads, N_BINS)
+                q0 = net(obs_n[s0]).reshape(-1, heads, n_actions)
                 j_c = (policy(q0, lam_t)[:, None] * q0[:, 1:]).sum(-1).mean(0).double().numpy()
             lam = np.maximum(0.0, lam + config.multiplier_lr * (j_c - limits))
         row = {"loss/td": float(td.detach()), "loss/conservative_gap": float(gap.detach()),
@@ -176,14 +181,15 @@ def train(config: Config, obs_n: torch.Tensor, next_obs_n: torch.Tensor, bins: t
     return net.eval(), lam, metrics, history
 
 
-def policy_network(net: torch.nn.Sequential, lam: np.ndarray, temperature: float) -> torch.nn.Sequential:
-    """Fold λ and T into the last layer: logits(s) = (Q_R(s, ·) − Σᵢ λᵢ Q_Ci(s, ·)) / T, a network S → 25."""
+def policy_network(net: torch.nn.Sequential, lam: np.ndarray, temperature: float,
+                   n_actions: int = N_BINS) -> torch.nn.Sequential:
+    """Fold λ and T into the last layer: logits(s) = (Q_R(s, ·) − Σᵢ λᵢ Q_Ci(s, ·)) / T, a network S → n_actions."""
     out = copy.deepcopy(net)
     last = out[-1]
-    w = last.weight.detach().reshape(-1, N_BINS, last.weight.shape[1])  # (1 + C, 25, H)
-    b = last.bias.detach().reshape(-1, N_BINS)
+    w = last.weight.detach().reshape(-1, n_actions, last.weight.shape[1])  # (1 + C, n, H)
+    b = last.bias.detach().reshape(-1, n_actions)
     coef = torch.as_tensor(np.r_[1.0, -np.asarray(lam, dtype=np.float64)], dtype=torch.float32) / temperature
-    new = torch.nn.Linear(last.in_features, N_BINS)
+    new = torch.nn.Linear(last.in_features, n_actions)
     with torch.no_grad():
         new.weight.copy_((coef[:, None, None] * w).sum(0))
         new.bias.copy_((coef[:, None] * b).sum(0))
@@ -191,8 +197,48 @@ def policy_network(net: torch.nn.Sequential, lam: np.ndarray, temperature: float
     return out.eval()
 
 
+def fit_declared(config: Config, inputs: TrainInputs, seed: int) -> FitResult:
+    """Discrete CQL on a bring-your-own table's declared discrete column (contract v2): Q over its ``n`` ids; serves
+    the Boltzmann policy as a categorical actor (:class:`ogsrl.agents.categorical.CategoricalActor`)."""
+    space = inputs.action_space
+    names, frame = inputs.state_features, inputs.train
+    obs = common.check_obs(frame[list(names)].to_numpy(np.float64), names, "cql_discrete")
+    nxt = frame[[f"next_{n}" for n in names]].to_numpy(np.float64)
+    ids = check_ids(frame[space.column].to_numpy(), len(obs), space, "cql_discrete")
+    mean, std = common.fit_normaliser(obs)
+    rejected = None
+    if inputs.guarded:
+        if inputs.make_guard is None:
+            raise ValueError(f"run {inputs.run!r}: guarded model-free training needs inputs.make_guard")
+        every = np.tile(np.arange(space.n, dtype=np.float64)[:, None], (len(obs), 1))  # (N·n, 1)
+        inside = inputs.make_guard()(np.repeat(obs, space.n, axis=0), every).reshape(len(obs), space.n)
+        rejected = torch.as_tensor(~inside, dtype=torch.float32)
+    keys = frame["stay_key"].to_numpy()
+    starts = torch.as_tensor(np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]))
+
+    def t32(x: np.ndarray) -> torch.Tensor:
+        return torch.tensor(np.asarray(x, dtype=np.float32))
+
+    net, lam, metrics, history = train(
+        config, t32((obs - mean) / std), t32((nxt - mean) / std), torch.as_tensor(ids),
+        t32(frame["reward"].to_numpy()), t32(frame[list(inputs.cost_columns)].to_numpy().reshape(len(obs), -1)),
+        t32(frame["done"].to_numpy()), starts, inputs.cost_limits, seed, discount=inputs.discount, rejected=rejected,
+        label=f"{inputs.run or 'cql_discrete'} seed {seed}", n_actions=space.n)
+    actor = CategoricalActor(len(names), config.hidden, torch.Generator().manual_seed(seed), space)
+    actor.net = policy_network(net, lam, config.temperature, space.n)
+    actor.set_normaliser(mean, std)
+    cols = inputs.cost_columns
+    rename = {f"train/{k}/{i}": f"train/{k}/{c}" for i, c in enumerate(cols) for k in ("cost_value", "multiplier")}
+    metrics = {rename.get(k, k): v for k, v in metrics.items()}
+    history = [{rename.get(k, k): v for k, v in h.items()} for h in history]
+    return FitResult(policy=SavedPolicy(actor, names, "sample", sample_seed=seed), metrics=metrics, history=history)
+
+
 def fit(config: Config, inputs: TrainInputs, seed: int) -> FitResult:
-    """Discrete CQL / CCQL (guarded: GCQL / GCCQL) on the run's train split; serves a :class:`BinnedPolicy`."""
+    """Discrete CQL / CCQL (guarded: GCQL / GCCQL) on the run's train split; serves a :class:`BinnedPolicy` (a
+    declared discrete action column: :func:`fit_declared`)."""
+    if isinstance(inputs.action_space, common.DiscreteSpace):
+        return fit_declared(config, inputs, seed)
     names, frame = inputs.state_features, inputs.train
     edges = bin_edges(frame)
     acts = frame[list(features.ACTIONS)].to_numpy(np.float64)
@@ -233,7 +279,11 @@ def fit(config: Config, inputs: TrainInputs, seed: int) -> FitResult:
     return FitResult(policy=pol, metrics=metrics, history=history)
 
 
-load = BinnedPolicy.load
-"""loader of a discrete CQL checkpoint (a :class:`BinnedPolicy`)"""
+def load(path: str | Path) -> BinnedPolicy | SavedPolicy:
+    """Load a discrete CQL checkpoint: a :class:`BinnedPolicy`, or (a declared discrete column) a categorical
+    :class:`SavedPolicy`."""
+    from ogsrl.agents.actor import load_policy
 
-__all__ = ["Config", "bin_edges", "fit", "load", "policy_network", "train"]
+    return load_policy(path)
+
+__all__ = ["Config", "bin_edges", "fit", "fit_declared", "load", "policy_network", "train"]

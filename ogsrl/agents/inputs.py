@@ -64,13 +64,23 @@ class TrainInputs:
     make_guard: Callable[[], Any] | None = None
     """``make_guard() -> guard(obs (B, S), act (B, A)) -> inside (B,)``: the calibrated guardian on the run's state
     columns (physical units), for model-free guarded runs; loaded on first use"""
+    action_space: Any = None
+    """the hurdle density's :class:`ogsrl.agents.common.ActionSpace` (None: the canonical fluid_ml, nee_max)"""
+
+    def __post_init__(self) -> None:
+        if self.action_space is None:
+            from ogsrl.agents.common import CANONICAL_SPACE
+
+            object.__setattr__(self, "action_space", CANONICAL_SPACE)
 
 
-def state_columns(state_set: str, model: tuple[str, ...], columns: pd.Index) -> tuple[str, ...]:
-    """The state columns of a state set (see :data:`STATE_SETS`)."""
+def state_columns(state_set: str, model: tuple[str, ...], columns: pd.Index, schema: Any = None) -> tuple[str, ...]:
+    """The state columns of a state set (see :data:`STATE_SETS`; a bring-your-own ``schema``: its features)."""
     if state_set == "model":
         return model
     if state_set == "all":
+        if schema is not None and not schema.is_canonical:
+            return tuple(schema.state_names)
         present = set(columns)
         return tuple(f for f in features.ALL if f in present)
     raise ValueError(f"unknown state set {state_set!r}; known: {list(STATE_SETS)}")
@@ -111,8 +121,9 @@ class EnvFactory:
     are read from ``root`` once, on the first :meth:`make` call."""
 
     def __init__(self, root: Path, train: pd.DataFrame, env_cfg: Any, window_start_h: float, step_h: float,
-                 n_steps: int) -> None:
+                 n_steps: int, action_names: tuple[str, ...] = features.ACTIONS) -> None:
         self.root, self.train, self.env_cfg = Path(root), train, env_cfg
+        self.action_names = tuple(action_names)
         self.window_start_h, self.step_h, self.n_steps = window_start_h, step_h, n_steps
         self._loaded: tuple[Any, Any, np.ndarray, np.ndarray] | None = None
 
@@ -122,7 +133,7 @@ class EnvFactory:
             from ogsrl.world.ensemble import WorldModel
             from ogsrl.world.env import start_states, steps_left
 
-            world = WorldModel.load(self.root / WORLD_DIR, action_names=features.ACTIONS)
+            world = WorldModel.load(self.root / WORLD_DIR, action_names=self.action_names)
             guardian = guardian_mod.load(self.root / GUARDIAN_DIR)
             starts = start_states(self.train, world.layout.state_features)
             horizons = np.minimum(steps_left(self.train, self.window_start_h, self.step_h, self.n_steps),
@@ -162,7 +173,8 @@ class EnvFactory:
         return self.train[list(cost_names)].mean().to_numpy(np.float64)
 
 
-def load_guard(root: Path, state_features: tuple[str, ...]) -> Callable[[Any, Any], Any]:
+def load_guard(root: Path, state_features: tuple[str, ...],
+               action_names: tuple[str, ...] = features.ACTIONS) -> Callable[[Any, Any], Any]:
     """The guardian of ``root`` as a guard on the run's state columns and the actions (ValueError naming the
     missing columns when the run's state lacks a guardian input)."""
     from ogsrl import guardian as guardian_mod
@@ -171,7 +183,7 @@ def load_guard(root: Path, state_features: tuple[str, ...]) -> Callable[[Any, An
     if not (path / "guardian.json").is_file():
         raise FileNotFoundError(f"a guarded model-free run needs a calibrated guardian at {path} "
                                 "(run `ogsrl calibrate-guardian`)")
-    return guardian_mod.as_guard(guardian_mod.load(path), state_features, features.ACTIONS)
+    return guardian_mod.as_guard(guardian_mod.load(path), state_features, action_names)
 
 
 class BehaviourClones:
@@ -179,8 +191,11 @@ class BehaviourClones:
     has registered it with :meth:`put`, else a ``bc`` fit with ``config`` (params ``policies.algorithms.bc``) on the
     train split, fitted on first use and kept."""
 
-    def __init__(self, train: pd.DataFrame, val: pd.DataFrame, config: Any) -> None:
+    def __init__(self, train: pd.DataFrame, val: pd.DataFrame, config: Any, space: Any = None) -> None:
+        from ogsrl.agents.common import CANONICAL_SPACE
+
         self.train, self.val, self.config = train, val, config
+        self.space = space if space is not None else CANONICAL_SPACE
         self._fitted: dict[tuple[tuple[str, ...], int], Any] = {}
 
     def put(self, state_features: tuple[str, ...], seed: int, policy: Any) -> None:
@@ -195,8 +210,9 @@ class BehaviourClones:
 
             log.info("fitting the behaviour clone (seed %d) the model-based runs start from", seed)
             names = key[0]
-            self._fitted[key] = bc.fit_actor(self.config, names, bc.batch_of(self.train, names),
-                                             bc.batch_of(self.val, names), seed)[0]
+            cols = self.space.columns
+            self._fitted[key] = bc.fit_actor(self.config, names, bc.batch_of(self.train, names, cols),
+                                             bc.batch_of(self.val, names, cols), seed, self.space)[0]
         return self._fitted[key]
 
 

@@ -38,6 +38,7 @@ from torch.nn import functional as tf
 
 from ogsrl.agents import common
 from ogsrl.agents.actor import HurdleActor
+from ogsrl.agents.categorical import CategoricalActor, categorical_kl, log_prob_ids
 from ogsrl.agents.common import FloatArray
 from ogsrl.agents.inputs import TrainInputs
 
@@ -71,13 +72,15 @@ def check_config(cfg: Any, positive: Sequence[str] = (), unit: Sequence[str] = (
 
 
 def fresh_actor(feature_names: tuple[str, ...], hidden: tuple[int, ...], components: int, init_states: FloatArray,
-                seed: int) -> HurdleActor:
+                seed: int, space: common.ActionSpace | common.DiscreteSpace = common.CANONICAL_SPACE) -> Any:
     """A new :class:`HurdleActor` with weights drawn from ``seed`` and its normaliser fitted on ``init_states (N, S)``
     (e.g. the environment's start states)."""
     states = common.check_obs(init_states, feature_names, "on-policy init_states")
     if len(states) == 0:
         raise ValueError("init_states must hold at least one row")
-    actor = HurdleActor(len(feature_names), hidden, components, torch.Generator().manual_seed(seed))
+    gen = torch.Generator().manual_seed(seed)
+    actor = (CategoricalActor(len(feature_names), hidden, gen, space) if isinstance(space, common.DiscreteSpace)
+             else HurdleActor(len(feature_names), hidden, components, gen, space))
     actor.set_normaliser(*common.fit_normaliser(states))
     return actor
 
@@ -96,7 +99,7 @@ def initial_actor(inputs: TrainInputs, seed: int, warm_start: bool, hidden: tupl
     from ogsrl.world.env import start_states
 
     starts = start_states(inputs.train, inputs.state_features)
-    return fresh_actor(inputs.state_features, hidden, components, starts, seed)
+    return fresh_actor(inputs.state_features, hidden, components, starts, seed, inputs.action_space)
 
 
 def normalised(actor: HurdleActor, obs: torch.Tensor) -> torch.Tensor:
@@ -106,7 +109,10 @@ def normalised(actor: HurdleActor, obs: torch.Tensor) -> torch.Tensor:
 
 def log_prob_scaled(params: tuple[torch.Tensor, ...], y: torch.Tensor) -> torch.Tensor:
     """Differentiable ``log π(y|s)`` (N,) on the scaled axis (the physical Jacobian is a constant of the data and
-    cancels in every ratio); exact truncated density, finite at the zero atom."""
+    cancels in every ratio); exact truncated density, finite at the zero atom. A categorical actor's ``(logits,)``
+    with ids ``y``: log softmax."""
+    if len(params) == 1:
+        return log_prob_ids(params[0], y)
     return -common.hurdle_nll(*params, y)
 
 
@@ -292,7 +298,7 @@ def prepare(rollout: Rollout, actor: HurdleActor, critics: ValueCritics, horizon
     adv = adv.reshape(-1, 1 + n_costs)[rows]
     x = xin[:-1].reshape(-1, xin.shape[-1])[rows]
     obs = torch.as_tensor(rollout.obs[:-1].reshape(-1, rollout.obs.shape[-1])[rows], dtype=torch.float64)
-    y = torch.as_tensor(common.scale_actions(rollout.act.reshape(-1, rollout.act.shape[-1])[rows]))
+    y = actor.encode(rollout.act.reshape(-1, rollout.act.shape[-1])[rows])
     with torch.no_grad():
         old = tuple(t.detach() for t in actor(obs))
         old_logp = log_prob_scaled(old, y)
@@ -319,6 +325,8 @@ def hurdle_kl(old: tuple[torch.Tensor, ...], new: tuple[torch.Tensor, ...]) -> t
     (the Fisher metric TRPO/CPO use) is PSD. Truncation normalisers are dropped from the metric only; all
     likelihood ratios stay exact.
     """
+    if len(old) == 1:  # a categorical actor's (logits,): the exact KL
+        return categorical_kl(old[0], new[0])
     lwo, l0o, muo, lso = (t.double() for t in old)
     lwn, l0n, mun, lsn = (t.double() for t in new)
     p0o = torch.sigmoid(l0o)

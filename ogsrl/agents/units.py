@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ogsrl import config, features
+from ogsrl import config
 from ogsrl.agents import common
 from ogsrl.agents.inputs import GUARDIAN_DIR, WORLD_DIR, BehaviourClones, EnvFactory, TrainInputs, grid
 from ogsrl.agents.inputs import load_guard, resolve_cost_limits, state_columns
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 RECORD_FORMAT = 1
 """version of the unit record (part of the key: a new format retrains)"""
 RECORD_SUFFIX = ".unit.json"
-CODE_PATHS = ("agents", "world", "guardian", "cohort/extract.py", "features.py", "io.py", "config.py")
+CODE_PATHS = ("agents", "world", "guardian", "cohort/extract.py", "data/schema.py", "features.py", "io.py", "config.py")
 """the ogsrl sources a unit's result depends on (train_policies' code deps in dvc.yaml): part of the key"""
 
 
@@ -361,23 +361,30 @@ def train_unit(params: Mapping[str, Any], root: Path, run: str, seed: int,
     ctx = _context(params, root)
     spec = cfg.runs[run]
     algo = _algorithm(cfg, run)
-    state = state_columns(spec.state, ctx.meta["state_features"], ctx.train.columns)
+    schema = ctx.meta["schema"]
+    state = state_columns(spec.state, ctx.meta["state_features"], ctx.train.columns, schema)
+    if not schema.is_canonical and (spec.algorithm == "cql" or (spec.algorithm == "cql_discrete"
+                                                                  and schema.action_type != "discrete")):
+        raise ValueError(f"run {run!r}: algorithm {spec.algorithm} cannot take this table's "
+                         f"{schema.action_type} action {list(schema.action_columns)} (cql: the canonical doses only; "
+                         "cql_discrete: a discrete column or the canonical 5 x 5 action_bin)")
+    space = common.action_space_of(schema, f"run {run!r} ({spec.algorithm})")
     limits, limit_metrics = resolve_cost_limits(ctx.train, ctx.costs, cfg.cost_limits, cfg.discount,
                                                 cfg.limit_fraction(run))
-    factory = EnvFactory(root, ctx.train, ctx.env_cfg, *ctx.window)
+    factory = EnvFactory(root, ctx.train, ctx.env_cfg, *ctx.window, action_names=space.columns)
     bc_config = config.build(_bc_config_type(), cfg.algorithms.get("bc", {}), "policies.algorithms.bc")
-    clones = BehaviourClones(ctx.train, ctx.val, bc_config)
+    clones = BehaviourClones(ctx.train, ctx.val, bc_config, space)
     fallback_spec = cfg.runs.get(cfg.fallback_run)
     if dep is not None and fallback_spec is not None and fallback_spec.algorithm == "bc":
-        fb_state = state_columns(fallback_spec.state, ctx.meta["state_features"], ctx.train.columns)
+        fb_state = state_columns(fallback_spec.state, ctx.meta["state_features"], ctx.train.columns, schema)
         if fb_state == state:  # the fallback run is the clinicians' clone on these columns: its warm start
             clones.put(state, seed, SavedPolicy.load(checkpoint_dir(root, dep)))
     inputs = TrainInputs(
-        train=ctx.train, val=ctx.val, state_features=state, action_names=features.ACTIONS, cost_columns=ctx.costs,
+        train=ctx.train, val=ctx.val, state_features=state, action_names=space.columns, cost_columns=ctx.costs,
         cost_limits=limits, step_h=ctx.window[1], discount=cfg.discount, guarded=spec.guarded,
         make_env=functools.partial(factory.make, state, fallback=functools.partial(clones.get, state)),
         behaviour_clone=functools.partial(clones.get, state), run=run,
-        make_guard=functools.partial(load_guard, root, state),
+        make_guard=functools.partial(load_guard, root, state, space.columns), action_space=space,
     )
     alg_cfg = cfg.algorithm_config(run)
     result = algo.fit(alg_cfg, inputs, seed)

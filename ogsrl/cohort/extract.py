@@ -30,6 +30,7 @@ from ogsrl.cohort import views
 from ogsrl.cohort import sepsis
 from ogsrl.costs import CostsConfig, apply_cost_rules
 from ogsrl.data.contract import CONTRACT_VERSION, contract_columns
+from ogsrl.data.schema import METADATA_KEY, canonical
 from ogsrl.errors import DataError
 from ogsrl.io import salted_hash
 
@@ -415,6 +416,7 @@ def extract(con: duckdb.DuckDBPyConnection, cfg: CohortConfig, costs: CostsConfi
         "ogsrl.n_steps": json.dumps(cfg.n_steps),
         "ogsrl.reward": json.dumps(cfg.reward),
         "ogsrl.action_bin_edges": json.dumps(edges),
+        METADATA_KEY: canonical(costs.columns).to_json(),
     }
     tables = {s: table[table["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
     return Extraction(tables=tables, metrics=metrics, metadata=metadata)

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -28,8 +29,8 @@ from ogsrl.cohort import views
 from ogsrl.cohort.extract import CohortConfig, extract, split_stays
 from ogsrl.config import build
 from ogsrl.costs import build_costs
-from ogsrl.data.contract import (CONTRACT_VERSION, SPLITS, check_trajectories, contract_columns, cost_columns_of,
-                                 read_metadata)
+from ogsrl.data.contract import CONTRACT_VERSION, SPLITS, check_trajectories, cost_columns_of, read_metadata
+from ogsrl.data.schema import METADATA_KEY, SCHEMA_VERSION, Schema, canonical, read_schema, table_columns
 from ogsrl.data.sources import resolve
 from ogsrl import privacy
 from ogsrl.errors import DataError
@@ -62,9 +63,9 @@ def check_raw_validation(root: Path, source: str) -> None:
                         f"not {source!r}: {rerun}")
 
 
-def _table(df: pd.DataFrame, metadata: Mapping[str, str], cost_cols: list[str]) -> pa.Table:
+def _table(df: pd.DataFrame, metadata: Mapping[str, str], columns: list[tuple[str, str]]) -> pa.Table:
     fields = []
-    for col, dtype in contract_columns(cost_cols):
+    for col, dtype in columns:
         typ = {"string": pa.string(), "int16": pa.int16(), "float32": pa.float32(), "bool": pa.bool_()}[dtype]
         fields.append(pa.field(col, typ, nullable=False))
     schema = pa.schema(fields, metadata={k.encode(): v.encode() for k, v in metadata.items()})
@@ -74,46 +75,77 @@ def _table(df: pd.DataFrame, metadata: Mapping[str, str], cost_cols: list[str]) 
 
 
 def _write(root: Path, tables: Mapping[str, pd.DataFrame], metadata: Mapping[str, str],
-           cost_cols: list[str]) -> None:
+           columns: list[tuple[str, str]]) -> None:
     with atomic_path(root / OUT_DIR) as tmp:
         tmp.mkdir(parents=True)
         for split in SPLITS:
-            pq.write_table(_table(tables[split], metadata, cost_cols), tmp / f"{split}.parquet",
+            pq.write_table(_table(tables[split], metadata, columns), tmp / f"{split}.parquet",
                            compression="zstd")
 
 
-def _from_trajectories(path: Path, cfg: CohortConfig) -> tuple[dict[str, pd.DataFrame], dict[str, Any],
-                                                                dict[str, str], list[str]]:
+def _from_trajectories(path: Path, cfg: CohortConfig, schema_path: Path | None = None
+                       ) -> tuple[dict[str, pd.DataFrame], dict[str, Any], dict[str, str], Schema]:
+    """A bring-your-own table → the pipeline's split tables (docs/data-contract.md §3–4).
+
+    Without a declared schema (parquet metadata ``ogsrl.schema`` or ``schema_path``) the table must follow contract v1
+    (every canonical feature). A v2 table gets ``cost_total`` (sum of its costs) when absent, ``hours_since_onset``
+    from the step grid (``cohort.window_start_h + step · cohort.step_h``) and ``death_in_step`` (its first outcome
+    on the last step; False without outcomes). Without a ``split`` column stays are split with ``cohort.split`` /
+    ``cohort.seed``.
+    """
     try:
         df = pd.read_parquet(path)
+        declared = read_schema(path, schema_path)
+    except DataError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
         raise DataError(f"cannot read trajectory parquet {path}: {exc}") from exc
     has_split = "split" in df.columns
-    check_trajectories(df, require_split=has_split, table=str(path))
+    check_trajectories(df, require_split=has_split, table=str(path), schema=declared)
+    schema = declared if declared is not None else canonical(cost_columns_of(df))
     if not has_split:
         assign = split_stays(df["stay_key"].astype(str).to_numpy(), cfg.split, cfg.seed)
         df["split"] = df["stay_key"].astype(str).map(assign)
-    cost_cols = cost_columns_of(df)
+    if "cost_total" not in df.columns:
+        df["cost_total"] = df[list(schema.costs)].to_numpy(np.float64).sum(axis=1)
+    if not schema.is_canonical:
+        df["hours_since_onset"] = cfg.window_start_h + cfg.step_h * df["step"].to_numpy(np.float64)
+        died = df[schema.outcome[0]].to_numpy(bool) if schema.outcome else np.zeros(len(df), dtype=bool)
+        df["death_in_step"] = died & df["done"].to_numpy(bool)
+    cols = table_columns(schema)
     out = pd.DataFrame({c: df[c].to_numpy().astype(d) if d not in ("string",) else df[c].astype(str).to_numpy()
-                        for c, d in contract_columns(cost_cols)})
+                        for c, d in cols})
     out = out.sort_values(["stay_key", "step"], kind="stable").reset_index(drop=True)
     meta = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in read_metadata(path).items()}
-    meta.setdefault("ogsrl.state_features", json.dumps(list(cfg.state_features)))
-    meta.setdefault("ogsrl.action_columns", json.dumps(["fluid_ml", "nee_max"]))
-    meta["ogsrl.cost_columns"] = json.dumps([*cost_cols, "cost_total"])
-    meta["ogsrl.contract_version"] = CONTRACT_VERSION
-    per = out.groupby("stay_key").agg(n=("step", "size"), h=("died_in_hosp", "first"), d=("died_90d", "first"),
-                                      s=("split", "first"))
-    metrics: dict[str, Any] = {
-        "source": "trajectories", "cohort_stays": int(len(per)), "rows": int(len(out)),
-        "mortality_in_hosp": round(float(per["h"].mean()), 6), "mortality_90d": round(float(per["d"].mean()), 6),
+    if schema.is_canonical:
+        meta.setdefault("ogsrl.state_features", json.dumps(list(cfg.state_features)))
+    else:  # the configured (canonical) subset when the table has it, else every declared feature
+        have = set(schema.state_names)
+        subset = [f for f in cfg.state_features if f in have]
+        meta.setdefault("ogsrl.state_features", json.dumps(subset if len(subset) == len(cfg.state_features)
+                                                           else list(schema.state_names)))
+    meta["ogsrl.action_columns"] = json.dumps(list(schema.action_columns))
+    meta["ogsrl.cost_columns"] = json.dumps([*schema.costs, "cost_total"])
+    meta["ogsrl.contract_version"] = CONTRACT_VERSION if schema.is_canonical else SCHEMA_VERSION
+    meta[METADATA_KEY] = schema.to_json()
+    if not schema.is_canonical:  # the step grid: a stay as long as the longest one was cut by the window
+        meta.setdefault("ogsrl.step_h", json.dumps(cfg.step_h))
+        meta.setdefault("ogsrl.n_steps", json.dumps(int(out["step"].max()) + 1))
+    per = out.groupby("stay_key").agg(n=("step", "size"), s=("split", "first"))
+    metrics: dict[str, Any] = {"source": "trajectories", "cohort_stays": int(len(per)), "rows": int(len(out))}
+    for name, col in (("mortality_in_hosp", "died_in_hosp"), ("mortality_90d", "died_90d")):
+        if col in out.columns:
+            metrics[name] = round(float(out.groupby("stay_key")[col].first().mean()), 6)
+    if not schema.is_canonical and schema.outcome:
+        metrics["outcome_rate"] = round(float(out.groupby("stay_key")[schema.outcome[0]].first().mean()), 6)
+    metrics.update({
         "steps_per_stay_mean": round(float(per["n"].mean()), 4), "steps_per_stay_min": int(per["n"].min()),
         "steps_per_stay_max": int(per["n"].max()),
-    }
+    })
     for s in SPLITS:
         metrics[f"stays_{s}"] = int((per["s"] == s).sum())
     tables = {s: out[out["split"] == s].reset_index(drop=True) for s in SPLITS}
-    return tables, metrics, meta, cost_cols
+    return tables, metrics, meta, schema
 
 
 def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
@@ -124,7 +156,7 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     source = resolve(params, root)
     check_raw_validation(root, source.kind)
     if source.kind == "trajectories":
-        tables, metrics, meta, cost_cols = _from_trajectories(source.path, cfg)
+        tables, metrics, meta, schema = _from_trajectories(source.path, cfg, source.schema_path)
     else:
         salt = privacy.resolve_salt(params, root)
         privacy.check_fingerprint(params, root, salt)
@@ -141,9 +173,10 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
                 con.close()
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        tables, metrics, meta, cost_cols = result.tables, dict(result.metrics), result.metadata, list(costs.columns)
+        tables, metrics, meta = result.tables, dict(result.metrics), result.metadata
+        schema = canonical(costs.columns)
         metrics["source"] = source.kind
-    _write(root, tables, meta, cost_cols)
+    _write(root, tables, meta, table_columns(schema))
     write_json(root / METRICS, metrics)
     log.info("extract: %d stays, %d rows", metrics["cohort_stays"], metrics["rows"])
     return metrics

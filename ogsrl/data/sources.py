@@ -3,7 +3,8 @@
 * ``demo``: the simulator's MIMIC-IV-layout tables under ``<root>/<data.raw_dir>``;
 * ``mimic-iv``: an unpacked MIMIC-IV v2.2 / v3.x download at ``data.mimic_path`` (csv.gz or parquet, read in
   place);
-* ``trajectories``: a bring-your-own parquet at ``data.trajectories_path`` that follows docs/data-contract.md §3.
+* ``trajectories``: a bring-your-own parquet at ``data.trajectories_path`` that follows docs/data-contract.md §3
+  (canonical features) or declares its own schema (§4: parquet metadata ``ogsrl.schema`` or ``data.schema_path``).
 
 Relative paths are taken relative to the project root.
 """
@@ -27,6 +28,8 @@ class Source:
     """data.source"""
     path: Path
     """raw-table directory (demo, mimic-iv) or trajectory parquet (trajectories)"""
+    schema_path: Path | None = None
+    """trajectories: the sidecar schema file (data.schema_path), None when the parquet's metadata holds it"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,8 @@ class DataConfig:
     """mimic-iv: unpacked MIMIC-IV v2.2/v3.x directory holding hosp/ and icu/."""
     trajectories_path: str = ""
     """trajectories: parquet file following docs/data-contract.md §3."""
+    schema_path: str = ""
+    """trajectories: JSON file holding the table's schema (docs/data-contract.md §4); "": the parquet's metadata."""
     raw_dir: str = "data/raw"
     """Where the demo tables (or, for the other sources, the SOURCE.json pointer) are written, under the root."""
 
@@ -72,4 +77,7 @@ def resolve(params: Mapping[str, Any], root: Path) -> Source:
     path = under_root(cfg.trajectories_path)
     if not path.is_file():
         raise DataError(f"data.trajectories_path {str(path)!r} is not a file")
-    return Source("trajectories", path)
+    schema = under_root(cfg.schema_path) if cfg.schema_path.strip() else None
+    if schema is not None and not schema.is_file():
+        raise DataError(f"data.schema_path {str(schema)!r} is not a file")
+    return Source("trajectories", path, schema)

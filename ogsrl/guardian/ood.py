@@ -4,8 +4,8 @@ Each probe perturbs in-distribution test rows so that, by construction, the resu
 supports (ground truth "unsupported"); the false-accept rate is the fraction the guardian still accepts.
 
 * ``extreme_actions``: keep the state, replace the action by one far outside clinical practice — half the rows get
-  an IV fluid volume of ``U(1.5, 3) ×`` the fit split's 99.9th percentile, the other half a vasopressor dose of
-  ``U(2, 4) ×`` the largest dose observed.
+  an IV fluid volume (a bring-your-own table: its first action) of ``U(1.5, 3) ×`` the fit split's 99.9th
+  percentile, the other half a vasopressor dose (its second action) of ``U(2, 4) ×`` the largest dose observed.
 * ``shifted_states``: keep the action, push one randomly chosen non-binary state feature beyond the fit split's
   range: ``max + U(0.5, 1.5)·(max − min)``.
 * ``extreme_policy``: simulator patients (``ogsrl.synth``) treated with a constant extreme dose every step
@@ -29,27 +29,32 @@ def _rows(x: FloatArray, n: int, rng: np.random.Generator) -> npt.NDArray[np.flo
 
 
 def extreme_actions(
-    x_test: FloatArray, x_fit: FloatArray, feature_names: tuple[str, ...], rng: np.random.Generator, n: int
+    x_test: FloatArray, x_fit: FloatArray, feature_names: tuple[str, ...], rng: np.random.Generator, n: int,
+    action_names: tuple[str, ...] = ("fluid_ml", "nee_max"),
 ) -> npt.NDArray[np.float64]:
-    """``n`` rows ``(n, D)``: test states with fluid ≫ p99.9 (first half) or vasopressor dose ≫ max (second half)."""
-    for col in ("fluid_ml", "nee_max"):
+    """``n`` rows ``(n, D)``: test states with the first action ≫ its p99.9 (first half) or the second ≫ its max
+    (second half; a one-dimensional action: every row ≫ p99.9). Canonical: fluid_ml and nee_max."""
+    for col in action_names:
         if col not in feature_names:
             raise DataError(f"guardian inputs lack the action column {col!r}", table="guardian inputs")
-    jf, jn = feature_names.index("fluid_ml"), feature_names.index("nee_max")
+    jf = feature_names.index(action_names[0])
     out = _rows(x_test, n, rng)
-    half = n // 2
-    fluid_hi = max(float(np.quantile(x_fit[:, jf], 0.999)), 1.0)
-    nee_hi = max(float(np.max(x_fit[:, jn])), 0.1)
+    half = n // 2 if len(action_names) > 1 else n
+    fluid_hi = max(float(np.quantile(x_fit[:, jf], 0.999)), 1.0 if action_names[0] == "fluid_ml" else 1e-3)
     out[:half, jf] = fluid_hi * rng.uniform(1.5, 3.0, size=half)
-    out[half:, jn] = nee_hi * rng.uniform(2.0, 4.0, size=n - half)
+    if len(action_names) > 1:
+        jn = feature_names.index(action_names[1])
+        nee_hi = max(float(np.max(x_fit[:, jn])), 0.1 if action_names[1] == "nee_max" else 1e-3)
+        out[half:, jn] = nee_hi * rng.uniform(2.0, 4.0, size=n - half)
     return out
 
 
 def shifted_states(
-    x_test: FloatArray, x_fit: FloatArray, feature_names: tuple[str, ...], rng: np.random.Generator, n: int
+    x_test: FloatArray, x_fit: FloatArray, feature_names: tuple[str, ...], rng: np.random.Generator, n: int,
+    action_names: tuple[str, ...] = ("fluid_ml", "nee_max"),
 ) -> npt.NDArray[np.float64]:
     """``n`` rows ``(n, D)``: one non-binary state feature per row moved beyond the fit split's maximum."""
-    state_cols = [j for j, name in enumerate(feature_names) if name not in ("fluid_ml", "nee_max")]
+    state_cols = [j for j, name in enumerate(feature_names) if name not in action_names]
     lo, hi = x_fit.min(axis=0), x_fit.max(axis=0)
     levels = [np.unique(x_fit[: min(len(x_fit), 100_000), j]).size for j in state_cols]
     candidates = np.array([j for j, k in zip(state_cols, levels) if k > 2], dtype=np.intp)

@@ -1,7 +1,9 @@
 """DVC stage ``calibrate_guardian``: fit, calibrate and assess the Christoffel guardian and the KDE baseline.
 
 Reads ``data/trajectories/{train,val,test}.parquet`` (docs/data-contract.md §3); the guardian input is
-``x = (state features in the parquet metadata ``ogsrl.state_features``, fluid_ml, nee_max)``. Writes
+``x = (state features in the parquet metadata ``ogsrl.state_features``, action columns)`` (canonical: fluid_ml,
+nee_max; a bring-your-own table: its schema's continuous actions; the extreme-policy probe needs the demo simulator
+and runs on canonical tables only). Writes
 
 * ``data/models/guardian/``: ``christoffel/`` and ``kde/`` (each guardian.json + arrays.npz + certificate.json) and
   ``certificate.json`` (the Christoffel guardian's, the one downstream stages use);
@@ -26,7 +28,7 @@ import numpy.typing as npt
 
 from ogsrl.config import build, section
 from ogsrl.errors import DataError
-from ogsrl.features import ACTIONS
+from ogsrl.data.schema import load_table_schema
 from ogsrl.guardian import conformal, ood
 from ogsrl.guardian.christoffel import ChristoffelConfig, ChristoffelGuardian
 from ogsrl.guardian.conformal import CalibrationConfig
@@ -72,7 +74,9 @@ class GuardianStageConfig:
 
 
 def read_split(path: Path) -> tuple[npt.NDArray[np.float64], tuple[str, ...]]:
-    """Guardian input matrix ``(N, S + 2)`` and its column names from one trajectory parquet."""
+    """Guardian input matrix ``(N, S + A)`` and its column names from one trajectory parquet: the state features
+    of ``ogsrl.state_features`` and the table's action columns (its schema's; canonical: fluid_ml, nee_max; a discrete
+    action: its id column, one numeric input)."""
     import pyarrow.parquet as pq
 
     if not path.is_file():
@@ -81,7 +85,8 @@ def read_split(path: Path) -> tuple[npt.NDArray[np.float64], tuple[str, ...]]:
     raw = meta.get(b"ogsrl.state_features")
     if raw is None:
         raise DataError("parquet metadata lacks 'ogsrl.state_features'", table=str(path))
-    names = tuple(json.loads(raw)) + ACTIONS
+    schema = load_table_schema(path)
+    names = tuple(json.loads(raw)) + tuple(schema.action_columns)
     table = pq.read_table(path, columns=list(names))
     x = np.column_stack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in names])
     return x, names
@@ -130,12 +135,14 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     if not (names == names_cal == names_test):
         raise DataError(f"state features differ between splits: {names}, {names_cal}, {names_test}")
     g_fit, g_cal, g_test = (read_stays(root / TRAJ_DIR / f"{s}.parquet") for s in ("train", "val", "test"))
+    schema = load_table_schema(root / TRAJ_DIR / "train.parquet")
+    acts = tuple(schema.action_columns)
     rng = np.random.default_rng(cfg.seed)
     probes = {
-        "extreme_actions": ood.extreme_actions(x_test, x_fit, names, rng, cfg.ood_samples),
-        "shifted_states": ood.shifted_states(x_test, x_fit, names, rng, cfg.ood_samples),
+        "extreme_actions": ood.extreme_actions(x_test, x_fit, names, rng, cfg.ood_samples, acts),
+        "shifted_states": ood.shifted_states(x_test, x_fit, names, rng, cfg.ood_samples, acts),
     }
-    if cfg.extreme_policy_stays > 0:
+    if cfg.extreme_policy_stays > 0 and schema.is_canonical:  # the demo simulator's patients: canonical tables only
         from ogsrl.synth.stage import world_from_params  # lazy: the simulator is only needed for this probe
 
         probes["extreme_policy"] = ood.extreme_policy_rows(

@@ -180,7 +180,14 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     rules = tuple(r.name for r in costs.build_costs(params).rules)
     cost_cols = tuple(f"cost_{r}" for r in rules)
     root = Path(root)
-    test, _ = common.read_split(root / TRAJECTORY_DIR / "test.parquet")
+    test, meta = common.read_split(root / TRAJECTORY_DIR / "test.parquet")
+    if not meta["schema"].is_canonical:  # MCR/AIR tolerances, SOFA and the paper's thresholds are MIMIC-specific
+        skipped: dict[str, Any] = {"clinical/available": False, "test/rows": int(len(test)),
+                                   "clinical/reason": "bring-your-own table: the paper's clinical metrics need the "
+                                                      "canonical features (SOFA, fluid_ml, nee_max)"}
+        write_json(root / METRICS_FILE, skipped)
+        _write_tables(root / PLOTS_DIR, skipped, {}, (), clinical.MortalityCurve(np.zeros(0), np.zeros(0)))
+        return skipped
     for col in ("sofa", "died_in_hosp", *cost_cols):
         if col not in test.columns:
             raise DataError("required column missing", table="test.parquet", column=col)

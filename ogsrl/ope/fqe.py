@@ -34,7 +34,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from ogsrl.agents.common import ACTION_RESOLUTION, LOG_SPAN, mlp
+from ogsrl.agents.common import CANONICAL_SPACE, DiscreteSpace, mlp
 from ogsrl.ope.estimate import FloatArray
 
 ActionKind = Literal["continuous", "binned"]
@@ -91,6 +91,8 @@ class Transitions:
     """(R, K) per-step reward and costs"""
     next_row: npt.NDArray[np.integer]
     """(R,) index of the stay's next row, −1 on its last (terminal) row"""
+    space: Any = None
+    """the continuous actions' :class:`ogsrl.agents.common.ActionSpace` (None: canonical fluid_ml, nee_max)"""
 
     def __post_init__(self) -> None:
         r = self.obs.shape[0]
@@ -106,7 +108,8 @@ class Transitions:
             raise ValueError(f"Transitions: next_row out of range at rows {bad[:5].tolist()}")
 
 
-def transitions(stay_keys: npt.ArrayLike, obs: FloatArray, actions: FloatArray, targets: FloatArray) -> Transitions:
+def transitions(stay_keys: npt.ArrayLike, obs: FloatArray, actions: FloatArray, targets: FloatArray,
+                space: Any = None) -> Transitions:
     """Rows sorted by (stay, step) → :class:`Transitions` (positions and next rows from the stay keys)."""
     keys = np.asarray(stay_keys)
     if keys.ndim != 1 or keys.size == 0:
@@ -117,13 +120,18 @@ def transitions(stay_keys: npt.ArrayLike, obs: FloatArray, actions: FloatArray, 
     last = np.r_[starts[1:], True]
     next_row = np.where(last, -1, np.arange(keys.size) + 1)
     return Transitions(np.asarray(obs, np.float64), step, np.asarray(actions), np.asarray(targets, np.float64),
-                       next_row)
+                       next_row, space)
 
 
-def encode_actions(actions: FloatArray) -> FloatArray:
-    """(…, A) physical doses → (…, 2A): log1p(a/c)/log1p(max/c) ∈ [0, 1] and 1[a > 0] per dimension."""
+def encode_actions(actions: FloatArray, space: Any = None) -> FloatArray:
+    """(…, A) physical doses → (…, 2A): log1p(a/c)/log1p(max/c) ∈ [0, 1] and 1[a > 0] per dimension (c, max: the
+    action space's, canonical when ``space`` is None); a discrete id column → its one-hot code (…, n)."""
+    space = space if space is not None else CANONICAL_SPACE
     a = np.asarray(actions, np.float64)
-    return np.concatenate([np.log1p(a / ACTION_RESOLUTION) / LOG_SPAN, (a > 0).astype(np.float64)], axis=-1)
+    if isinstance(space, DiscreteSpace):  # (…, 1) ids → (…, n) one-hot
+        ids = np.clip(np.rint(a[..., 0]), 0, space.n - 1).astype(np.int64)
+        return np.eye(space.n)[ids]
+    return np.concatenate([np.log1p(a / space.res_arr) / space.span_arr, (a > 0).astype(np.float64)], axis=-1)
 
 
 def bin_probs(draw_bins: npt.NDArray[np.integer]) -> FloatArray:
@@ -138,11 +146,13 @@ class Critic:
     """A fitted Q(s, t, a) ∈ ℝ^K. ``q`` evaluates logged (s, t, a); ``v`` the expectation over π_e's draws."""
 
     def __init__(self, cfg: Config, n_obs: int, n_targets: int, horizon: int, obs_mean: FloatArray,
-                 obs_std: FloatArray, scale: FloatArray, generator: torch.Generator) -> None:
+                 obs_std: FloatArray, scale: FloatArray, generator: torch.Generator, space: Any = None) -> None:
         self.cfg, self.k, self.horizon = cfg, n_targets, max(int(horizon), 1)
         self.obs_mean, self.obs_std, self.scale = obs_mean, obs_std, scale
+        self.space = space if space is not None else CANONICAL_SPACE
         binned = cfg.action == "binned"
-        n_in = n_obs + 1 + (0 if binned else 2 * len(ACTION_RESOLUTION))
+        width = self.space.n if isinstance(self.space, DiscreteSpace) else 2 * len(self.space.columns)
+        n_in = n_obs + 1 + (0 if binned else width)
         self.net: nn.Module = mlp(n_in, cfg.hidden, n_targets * (N_BINS if binned else 1), generator)
 
     def _state(self, obs: FloatArray, step: npt.NDArray[np.integer]) -> FloatArray:
@@ -164,7 +174,7 @@ class Critic:
         if self.cfg.action == "binned":
             out = self._raw(s).reshape(len(s), self.k, N_BINS)
             return out[np.arange(len(s)), :, np.asarray(actions, np.int64)] * self.scale
-        return self._raw(np.column_stack([s, encode_actions(actions)])) * self.scale
+        return self._raw(np.column_stack([s, encode_actions(actions, self.space)])) * self.scale
 
     def v(self, obs: FloatArray, step: npt.NDArray[np.integer], draws: Any) -> FloatArray:
         """V(s, t) = E_{a~π_e} Q(s, t, a) per row → (R, K); ``draws`` is (M, R, A) actions (continuous) or
@@ -174,7 +184,7 @@ class Critic:
             out = self._raw(s).reshape(len(s), self.k, N_BINS)
             return np.einsum("rkb,rb->rk", out, draws) * self.scale
         m = draws.shape[0]
-        x = np.column_stack([np.tile(s, (m, 1)), encode_actions(draws.reshape(-1, draws.shape[-1]))])
+        x = np.column_stack([np.tile(s, (m, 1)), encode_actions(draws.reshape(-1, draws.shape[-1]), self.space)])
         return self._raw(x).reshape(m, len(s), self.k).mean(axis=0) * self.scale
 
 
@@ -211,14 +221,16 @@ def fit(cfg: Config, data: Transitions, draws: Any, gamma: float, seed: int,
         std = np.where(std > 0, std, 1.0)
         scale = returns_to_go(data.targets, data.next_row, gamma).std(axis=0)
         scale = np.where(scale > 0, scale, 1.0)
-        critic = Critic(cfg, data.obs.shape[1], k, int(data.step.max()) + 1, mean, std, scale, gen)
+        critic = Critic(cfg, data.obs.shape[1], k, int(data.step.max()) + 1, mean, std, scale, gen, data.space)
     else:
-        critic = Critic(cfg, data.obs.shape[1], k, init.horizon, init.obs_mean, init.obs_std, init.scale, gen)
+        critic = Critic(cfg, data.obs.shape[1], k, init.horizon, init.obs_mean, init.obs_std, init.scale, gen,
+                        init.space)
         critic.net.load_state_dict(init.net.state_dict())
     idx = np.arange(r) if row_weights is None else np.repeat(np.arange(r), np.asarray(row_weights, np.int64))
     s = critic._state(data.obs, data.step)
     binned = cfg.action == "binned"
-    x = torch.as_tensor(s if binned else np.column_stack([s, encode_actions(data.actions)]), dtype=torch.float32)
+    x = torch.as_tensor(s if binned else np.column_stack([s, encode_actions(data.actions, critic.space)]),
+                        dtype=torch.float32)
     a_bin = torch.as_tensor(np.asarray(data.actions, np.int64)) if binned else None
     r_scaled = data.targets / critic.scale
     has_next = data.next_row >= 0

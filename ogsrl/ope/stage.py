@@ -107,7 +107,7 @@ def _columns_of(policy: Any, df: pd.DataFrame, who: str) -> np.ndarray:
 
 def log_ratios(target: Any, behaviour_model: Any, df: pd.DataFrame, who: str = "policy") -> np.ndarray:
     """Per-row log ρ = log π_e(a|s) − log π̂_b(a|x) on a trajectory table → ``(R,)``."""
-    acts = df[list(features.ACTIONS)].to_numpy("float64")
+    acts = df[list(getattr(behaviour_model, "action_columns", features.ACTIONS))].to_numpy("float64")
     lp_e = target.log_prob(_columns_of(target, df, who), acts)
     lp_b = behaviour_model.log_prob(_columns_of(behaviour_model, df, "the behaviour model"), acts)
     return lp_e - lp_b
@@ -118,6 +118,8 @@ def load_behaviour(root: Path) -> Any:
     path = Path(root) / BEHAVIOUR_DIR
     if not (path / "config.json").is_file():
         raise DataError(f"behaviour model missing at {BEHAVIOUR_DIR}; run `ogsrl fit-behaviour` first")
+    if json.loads((path / "config.json").read_text(encoding="utf-8")).get("kind") == behaviour.LOGISTIC_KIND:
+        return behaviour.LogisticBehaviour.load(path)
     return load_policy(path)
 
 
@@ -147,9 +149,9 @@ def run_behaviour(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     """Stage ``fit-behaviour``: fit π̂_b on train/val; save it and its fit metrics."""
     cfg = ope_config(params)
     root = Path(root)
-    train, _ = common.read_split(root / TRAJECTORY_DIR / "train.parquet")
+    train, meta = common.read_split(root / TRAJECTORY_DIR / "train.parquet")
     val, _ = common.read_split(root / TRAJECTORY_DIR / "val.parquet")
-    model, fit_metrics = behaviour.fit_behaviour(cfg.behaviour, train, val, cfg.seed)
+    model, fit_metrics = behaviour.fit_behaviour(cfg.behaviour, train, val, cfg.seed, meta["schema"])
     model.save(root / BEHAVIOUR_DIR)
     metrics = {f"behaviour_model/{k}": v for k, v in fit_metrics.items()}
     write_json(root / BEHAVIOUR_REPORT, metrics)
@@ -167,6 +169,9 @@ def run_truth(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     root = Path(root)
     if config.section(params, "data").get("source") != "demo":
         out: dict[str, Any] = {"truth/available": False}
+        (root / TRUTH_DIR).mkdir(parents=True, exist_ok=True)  # the stage's DVC output, an empty cache here
+        write_json(root / TRUTH_DIR / "README.json", {"truth/available": False,
+                                                      "reason": "true values need the demo simulator"})
         write_json(root / TRUTH_REPORT, out)
         return out
     from ogsrl.synth import stage as synth_stage
@@ -273,16 +278,21 @@ class CriticData:
 
 
 def critic_data(cfg: OPEConfig, train: pd.DataFrame, test: pd.DataFrame, costs: tuple[str, ...],
-                edges: Mapping[str, list[float]] | None) -> CriticData:
-    """Transitions of the train and test splits for the critic."""
-    names = behaviour.behaviour_features(train.columns)
+                edges: Mapping[str, list[float]] | None, schema: Any = None) -> CriticData:
+    """Transitions of the train and test splits for the critic (``schema``: a bring-your-own table's)."""
+    names = behaviour.behaviour_features(train.columns, schema)
     targets = ("reward", *costs)
+    space = common.action_space_of(schema, "FQE critic")
+    if cfg.fqe.action == "binned" and not space == common.CANONICAL_SPACE:
+        raise ValueError("ope.fqe.action binned needs the canonical table's 5 x 5 action_bin; this table declares "
+                         f"its own action {list(space.columns)}: use ope.fqe.action continuous")
 
     def tr(df: pd.DataFrame) -> fqe.Transitions:
-        acts = df[list(features.ACTIONS)].to_numpy("float64")
+        acts = df[list(space.columns)].to_numpy("float64")
         a = _bins(acts, edges) if cfg.fqe.action == "binned" and edges is not None else acts
         return fqe.transitions(df["stay_key"].to_numpy(), df[list(names)].to_numpy("float64"), a,
-                               df[list(targets)].to_numpy("float64"))
+                               df[list(targets)].to_numpy("float64"), None if space == common.CANONICAL_SPACE
+                               else space)
 
     return CriticData(names, (RETURN, *costs), tr(train), tr(test), edges)
 
@@ -431,15 +441,20 @@ def load_test_split(cfg: OPEConfig, root: Path) -> SplitData:
     costs = tuple(meta["cost_columns"])
     behaviour_model = load_behaviour(root)
     edges = action_bin_edges(test_path) if cfg.fqe.action == "binned" else None
-    if "died_in_hosp" not in test.columns:
-        raise DataError("required column missing", table="test.parquet", column="died_in_hosp")
+    schema = meta["schema"]
+    outcome = "died_in_hosp" if schema.is_canonical else (schema.outcome[0] if schema.outcome else None)
+    if outcome is None:
+        raise DataError("OPE's mortality target needs a stay-level outcome column; the schema declares none",
+                        table="test.parquet", column="outcome")
+    if outcome not in test.columns:
+        raise DataError("required column missing", table="test.parquet", column=outcome)
     last = np.r_[test["stay_key"].to_numpy()[1:] != test["stay_key"].to_numpy()[:-1], True]  # (R,) last row of a stay
     columns = {
         RETURN: test["reward"].to_numpy(),
-        MORTALITY: (test["died_in_hosp"].to_numpy(bool) & last).astype(np.float64),
+        MORTALITY: (test[outcome].to_numpy(bool) & last).astype(np.float64),
         **{c: test[c].to_numpy() for c in costs},
     }
-    return SplitData(train, test, costs, columns, critic_data(cfg, train, test, costs, edges), behaviour_model,
+    return SplitData(train, test, costs, columns, critic_data(cfg, train, test, costs, edges, schema), behaviour_model,
                      file_sha256(test_path))
 
 

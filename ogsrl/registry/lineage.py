@@ -192,8 +192,11 @@ def data_source(params: Mapping[str, Any], root: Path, hash_raw_files: bool = Tr
                 "files_sha256": files}
     if kind == "trajectories":
         path = Path(str(data.get("trajectories_path", "")))
-        return {"kind": "trajectories", "path": str(path),
-                "sha256": file_sha256(path) if path.is_file() else None}
+        out = {"kind": "trajectories", "path": str(path), "sha256": file_sha256(path) if path.is_file() else None}
+        schema = Path(str(data.get("schema_path", "") or ""))
+        if str(data.get("schema_path", "") or "").strip():
+            out["schema_sha256"] = file_sha256(schema) if schema.is_file() else None
+        return out
     return {"kind": str(kind)}
 
 

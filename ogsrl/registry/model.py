@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import math
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -38,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from ogsrl import features
+from ogsrl.data.schema import DiscreteAction, Schema
 from ogsrl.errors import DataError
 from ogsrl.io import write_json
 
@@ -137,8 +139,22 @@ def load_cost_model(path: Path) -> WorldCostModel:
     return WorldCostModel(WorldModel.load(Path(path)))
 
 
-def _ranges() -> dict[str, dict[str, Any]]:
-    return {f.name: {"low": f.low, "high": f.high, "unit": f.unit, "kind": f.kind} for f in features.FEATURES}
+def _ranges(schema: Schema | None = None) -> dict[str, dict[str, Any]]:
+    """Plausible range, unit and kind per known feature: ``ogsrl.features``, or a bring-your-own schema's declared
+    ones (an unbounded side is null)."""
+    if schema is None:
+        return {f.name: {"low": f.low, "high": f.high, "unit": f.unit, "kind": f.kind} for f in features.FEATURES}
+    return {f.name: {"low": None if math.isinf(f.low) else f.low, "high": None if math.isinf(f.high) else f.high,
+                     "unit": f.unit, "kind": f.kind} for f in schema.state}
+
+
+def _actions(schema: Schema | None) -> tuple[list[str], dict[str, str]]:
+    """(action columns, unit per column) of the served action."""
+    if schema is None:
+        return list(features.ACTIONS), dict(features.ACTION_UNITS)
+    if isinstance(schema.action, DiscreteAction):
+        return [schema.action.column], {schema.action.column: f"id 0-{schema.action.n - 1} (labels: action_labels)"}
+    return list(schema.action.columns), dict(zip(schema.action.columns, schema.action.units))
 
 
 def build_bundle(
@@ -152,6 +168,7 @@ def build_bundle(
     cost_model_dir: Path | None = None,
     cost_model_loader: str = DEFAULT_COST_MODEL_LOADER,
     notes: Mapping[str, Any] | None = None,
+    schema: Schema | None = None,
 ) -> dict[str, Any]:
     """Assemble a bundle directory at ``dest`` (which must not exist) and check that it loads.
 
@@ -166,6 +183,7 @@ def build_bundle(
         cost_model_loader: ``module:function`` that loads ``cost_model_dir`` (an object with ``feature_names``,
             ``cost_names`` and ``predict_costs(obs, act) -> (B, C)``).
         notes: free provenance notes stored in bundle.json (method name, OPE summary, ...).
+        schema: the training table's schema (docs/data-contract.md §4); None or canonical: ``ogsrl.features``.
 
     Returns:
         The bundle.json content.
@@ -179,7 +197,15 @@ def build_bundle(
     names = tuple(getattr(policy, "feature_names", ()))
     if not names:
         raise ValueError(f"policy loaded from {policy_dir} has no feature_names")
-    features.state_features(names)
+    if schema is not None and schema.is_canonical:
+        schema = None
+    if schema is None:
+        features.state_features(names)
+    else:
+        unknown = [n for n in names if n not in schema.state_names]
+        if unknown:
+            raise ValueError(f"policy reads state column(s) {unknown} that the table's schema does not declare")
+    action_columns, action_units = _actions(schema)
     certificate: dict[str, Any] | None = None
     guardian_names: tuple[str, ...] = ()
     if guardian_dir is not None:
@@ -194,7 +220,7 @@ def build_bundle(
         if reason:
             raise ValueError(f"guardian at {guardian_src} cannot be registered: {reason}")
         guardian_names = tuple(guardian.feature_names)
-        allowed = set(names) | set(features.ACTIONS)
+        allowed = set(names) | set(action_columns)
         unknown = [n for n in guardian_names if n not in allowed]
         if unknown:
             raise ValueError(f"guardian reads columns {unknown} that are neither policy state nor action columns")
@@ -221,35 +247,58 @@ def build_bundle(
         "policy_loader": policy_loader,
         "guardian_loader": guardian_loader if guardian_dir is not None else None,
         "state_features": list(names),
-        "action_columns": list(features.ACTIONS),
-        "action_units": dict(features.ACTION_UNITS),
+        "action_columns": action_columns,
+        "action_units": action_units,
         "guardian_features": list(guardian_names),
         "certificate": certificate,
         "cost_model_loader": cost_model_loader if cost_model_dir is not None else None,
         "cost_model_features": list(cost_features),
         "cost_names": list(cost_names),
         "cost_rules": [dict(r) for r in cost_rules],
-        "ranges": _ranges(),
+        "ranges": _ranges(schema),
         "notes": dict(notes or {}),
     }
+    if schema is not None:
+        manifest["schema"] = schema.to_dict()
+        if isinstance(schema.action, DiscreteAction):
+            manifest["action_labels"] = list(schema.action.labels)
     write_json(dest / BUNDLE_FILE, manifest)
     return manifest
 
 
-def signature(state_features: Sequence[str]) -> Any:
+def signature(state_features: Sequence[str], manifest: Mapping[str, Any] | None = None) -> Any:
     """MLflow signature: one double column per state feature in (other known features optional, range-checked)
-    → the recommendation columns out."""
+    → the recommendation columns out (the bundle's action columns; a discrete action: id and label)."""
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
+    from mlflow.types import ColSpec, Schema as MlflowSchema
 
-    extra = [f for f in features.ALL if f not in state_features]
-    inputs = Schema([ColSpec("double", n) for n in state_features]
-                    + [ColSpec("double", n, required=False) for n in extra])
-    outputs = Schema([
-        ColSpec("double", "fluid_ml"), ColSpec("double", "nee_max"), ColSpec("boolean", "in_guardian"),
+    known = list((manifest or {}).get("ranges") or features.ALL)
+    extra = [f for f in known if f not in state_features]
+    inputs = MlflowSchema([ColSpec("double", n) for n in state_features]
+                          + [ColSpec("double", n, required=False) for n in extra])
+    manifest = manifest or {}
+    acts = list(manifest.get("action_columns") or features.ACTIONS)
+    if manifest.get("action_labels"):
+        act_specs = [ColSpec("long", acts[0]), ColSpec("string", f"{acts[0]}_label")]
+    else:
+        act_specs = [ColSpec("double", a) for a in acts]
+    outputs = MlflowSchema([
+        *act_specs, ColSpec("boolean", "in_guardian"),
         ColSpec("boolean", "defer_to_clinician"), ColSpec("string", "reason"),
     ])
     return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def input_example(manifest: Mapping[str, Any]) -> pd.DataFrame:
+    """One plausible state: the canonical normal values, or the middle of each declared range."""
+    if "schema" not in manifest:
+        return pd.DataFrame([{n: float(features.BY_NAME[n].normal) for n in manifest["state_features"]}])
+    row = {}
+    for n in manifest["state_features"]:
+        lo, hi = manifest["ranges"][n]["low"], manifest["ranges"][n]["high"]
+        row[n] = float((lo + hi) / 2 if lo is not None and hi is not None else (lo if lo is not None else
+                                                                                 hi if hi is not None else 0.0))
+    return pd.DataFrame([row])
 
 
 class Recommender:
@@ -266,6 +315,8 @@ class Recommender:
         self.state_features: tuple[str, ...] = tuple(manifest["state_features"])
         self.guardian_features: tuple[str, ...] = tuple(manifest.get("guardian_features") or ())
         self.ranges: dict[str, dict[str, Any]] = dict(manifest["ranges"])
+        self.action_columns: tuple[str, ...] = tuple(manifest.get("action_columns") or features.ACTIONS)
+        self.action_labels: tuple[str, ...] = tuple(manifest.get("action_labels") or ())
         self.cost_rules: list[dict[str, Any]] = list(manifest.get("cost_rules") or [])
 
     def check_units(self, units: Mapping[str, str]) -> None:
@@ -293,8 +344,8 @@ class Recommender:
             r = self.ranges[col]
             vals = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=np.float64)
             finite = np.isfinite(vals)
-            low = r["low"] - RANGE_RTOL * max(1.0, abs(r["low"]))
-            high = r["high"] + RANGE_RTOL * max(1.0, abs(r["high"]))
+            low = -np.inf if r["low"] is None else r["low"] - RANGE_RTOL * max(1.0, abs(r["low"]))
+            high = np.inf if r["high"] is None else r["high"] + RANGE_RTOL * max(1.0, abs(r["high"]))
             with np.errstate(invalid="ignore"):
                 out_of_range = finite & ((vals < low) | (vals > high))
                 not_binary = finite & ~out_of_range & (r["kind"] == "binary") & (vals != 0.0) & (vals != 1.0)
@@ -302,9 +353,9 @@ class Recommender:
                 for i in np.flatnonzero(~finite):
                     problems[i].append(f"missing value for {col}")
             for i in np.flatnonzero(out_of_range):
-                problems[i].append(
-                    f"implausible {col}={vals[i]:.6g} (plausible {r['low']:g}–{r['high']:g} {r['unit']})"
-                )
+                lo_txt = "-inf" if r["low"] is None else f"{r['low']:g}"
+                hi_txt = "inf" if r["high"] is None else f"{r['high']:g}"
+                problems[i].append(f"implausible {col}={vals[i]:.6g} (plausible {lo_txt}–{hi_txt} {r['unit']})")
             for i in np.flatnonzero(not_binary):
                 problems[i].append(f"implausible {col}={vals[i]:.6g} (binary: 0 or 1)")
         return problems
@@ -327,30 +378,38 @@ class Recommender:
         n = len(df)
         problems = self._row_problems(df)
         ok = np.array([not p for p in problems], dtype=bool)
-        actions = np.full((n, len(features.ACTIONS)), np.nan)
+        n_act = len(self.action_columns)
+        actions = np.full((n, n_act), np.nan)
         in_guardian: list[bool | None] = [None] * n
         costs = np.full((n, len(self.cost_names)), np.nan)
         if ok.any():
             obs = df.loc[ok, list(self.state_features)].to_numpy(dtype=np.float64)
             act = np.asarray(self.policy.act(obs, None), dtype=np.float64)
-            if act.shape != (len(obs), len(features.ACTIONS)):
-                raise RuntimeError(f"policy returned actions of shape {act.shape}, expected {(len(obs), 2)}")
+            if act.ndim == 1:  # a discrete policy's ids (B,) → (B, 1)
+                act = act[:, None]
+            if act.shape != (len(obs), n_act):
+                raise RuntimeError(f"policy returned actions of shape {act.shape}, expected {(len(obs), n_act)}")
             actions[ok] = act
             if self.cost_model is not None:
                 cost_obs = df.loc[ok, list(self.cost_features)].to_numpy(dtype=np.float64)
                 costs[ok] = np.asarray(self.cost_model.predict_costs(cost_obs, act), dtype=np.float64)
             if self.guardian is not None:
                 cols = {**{c: obs[:, j] for j, c in enumerate(self.state_features)},
-                        **{a: act[:, j] for j, a in enumerate(features.ACTIONS)}}
+                        **{a: act[:, j] for j, a in enumerate(self.action_columns)}}
                 x = np.column_stack([cols[c] for c in self.guardian_features])
                 inside = np.asarray(self.guardian.contains(x), dtype=bool)
                 for i, flag in zip(np.flatnonzero(ok), inside):
                     in_guardian[i] = bool(flag)
                     if not flag:
                         problems[i].append("state-action outside the guardian's certified support")
+        cols: dict[str, Any] = {a: actions[:, j] for j, a in enumerate(self.action_columns)}
+        if self.action_labels:  # a discrete action: its id (nullable integer) and label
+            a = self.action_columns[0]
+            ids = [None if not np.isfinite(v) else int(v) for v in actions[:, 0]]
+            cols = {a: pd.array(ids, dtype="Int64"),
+                    f"{a}_label": [None if i is None else self.action_labels[i] for i in ids]}
         out = pd.DataFrame({
-            "fluid_ml": actions[:, 0],
-            "nee_max": actions[:, 1],
+            **cols,
             "in_guardian": pd.array(in_guardian, dtype="boolean"),
             "defer_to_clinician": [bool(p) for p in problems],
             "reason": ["; ".join(p) for p in problems],
@@ -416,7 +475,7 @@ def log_bundle(bundle_dir: Path, *, name: str = "model", pip_requirements: Seque
             name=name,
             python_model=str(code),
             artifacts={"bundle": str(bundle_dir)},
-            signature=signature(manifest["state_features"]),
-            input_example=pd.DataFrame([{n: float(features.BY_NAME[n].normal) for n in manifest["state_features"]}]),
+            signature=signature(manifest["state_features"], manifest),
+            input_example=input_example(manifest),
             pip_requirements=list(pip_requirements) if pip_requirements is not None else ["ogsrl"],
         )

@@ -192,7 +192,8 @@ def support_reject_share(policy: Any, guardian: Any, test_path: Path, seed: int)
         return None
     own = own_policy(policy)
     test = pd.read_parquet(test_path)
-    state_cols = [c for c in guardian.feature_names if c not in features.ACTIONS]
+    acts = tuple(getattr(own, "action_columns", features.ACTIONS))
+    state_cols = [c for c in guardian.feature_names if c not in acts]
     missing = [c for c in (*own.feature_names, *state_cols) if c not in test.columns]
     if missing:
         raise DataError(f"support check: the test split lacks column(s) {sorted(set(missing))} that the policy or "
@@ -202,9 +203,17 @@ def support_reject_share(policy: Any, guardian: Any, test_path: Path, seed: int)
     act = np.asarray(own.act(test[list(own.feature_names)].to_numpy(np.float64), np.random.default_rng(seed)),
                      dtype=np.float64)
     cols = {**{c: test[c].to_numpy(np.float64) for c in state_cols},
-            **{a: act[:, j] for j, a in enumerate(features.ACTIONS)}}
+            **{a: act.reshape(len(test), -1)[:, j] for j, a in enumerate(acts)}}
     inside = np.asarray(guardian.contains(np.column_stack([cols[c] for c in guardian.feature_names])), dtype=bool)
     return float(1.0 - inside.mean())
+
+
+def _table_schema(traj_dir: Path) -> Any:
+    """The trajectories' contract-v2 schema (train split's metadata); None when there is no train split."""
+    from ogsrl.data.schema import load_table_schema
+
+    path = Path(traj_dir) / "train.parquet"
+    return load_table_schema(path) if path.is_file() else None
 
 
 def _algorithm_of(policy_dir: Path) -> str:
@@ -277,6 +286,7 @@ def register(params: Mapping[str, Any], root: Path, *, run: str | None = None, r
             cost_rules=cost_rules, policy_loader=cfg.policy_loader, guardian_loader=cfg.guardian_loader,
             cost_model_dir=cost_dir if has_costs else None, cost_model_loader=cfg.cost_model_loader,
             notes={"run": cfg.run, "seed": cfg.seed, "algorithm": algorithm, "evidence": evidence.to_dict()},
+            schema=_table_schema(root / cfg.trajectories_dir),
         )
         row_check = _row_check(bundle, root / cfg.trajectories_dir, cfg.row_match_limit)
         git = record["git"]

@@ -123,14 +123,22 @@ def recommend_json(recommender: Any, states: list[dict[str, Any]], units: Mappin
     out = recommender.recommend(frame)
     cost_cols = [c for c in out.columns if c.startswith(COST_PREFIX)]
     preds = []
+    acts = list(getattr(recommender, "action_columns", ("fluid_ml", "nee_max")))
+    labels = tuple(getattr(recommender, "action_labels", ()) or ())
     for i, row in enumerate(out.itertuples(index=False)):
-        fluid, nee = _num(row.fluid_ml), _num(row.nee_max)
         flag = row.in_guardian
         costs = {c[len(COST_PREFIX):]: _num(out[c].iat[i]) for c in cost_cols}
+        action: dict[str, Any] | None
+        if labels:  # a discrete action: id and label
+            ident = out[acts[0]].iat[i]
+            action = None if ident is None or ident is pd.NA else {"id": int(ident), "label": labels[int(ident)]}
+        else:
+            vals = {a: _num(out[a].iat[i]) for a in acts}
+            action = None if any(v is None for v in vals.values()) else vals
         preds.append({
-            "action": None if fluid is None or nee is None else {"fluid_ml": fluid, "nee_max": nee},
+            "action": action,
             "in_guardian": None if flag is None or flag is pd.NA else bool(flag),
-            "predicted_costs": costs if cost_cols and fluid is not None else None,
+            "predicted_costs": costs if cost_cols and action is not None else None,
             "defer_to_clinician": bool(row.defer_to_clinician),
             "reason": str(row.reason),
         })
@@ -146,6 +154,8 @@ def make_server(recommender: Any, cfg: ServeConfig, model_info: Mapping[str, Any
             for n in recommender.state_features
         ],
         "action_units": recommender.manifest.get("action_units"),
+        **({"action_labels": recommender.manifest["action_labels"]}
+           if recommender.manifest.get("action_labels") else {}),
         "guardian": recommender.manifest.get("certificate"),
         "limits": {"max_request_bytes": cfg.max_request_bytes, "max_rows": cfg.max_rows},
     }

@@ -99,6 +99,21 @@ def run_raw(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
                    RAW_METRICS)
 
 
+def _declared_schema(traj_dir: Path) -> Any:
+    """The v2 schema in the train file's metadata (``ogsrl.schema``); None when absent or unreadable (the
+    ``files`` suite then reports the file)."""
+    import pyarrow.parquet as pq
+
+    from ogsrl.data.schema import from_metadata
+
+    path = traj_dir / "train.parquet"
+    try:
+        meta = pq.read_schema(path).metadata
+    except Exception:  # noqa: BLE001 - a missing or broken file is reported by the files suite
+        return None
+    return from_metadata(meta, path.name)
+
+
 def run_trajectories(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     """Validate ``data/trajectories/{train,val,test}.parquet`` against the trajectory contract; returns the metrics
     written to ``data/reports/validation_trajectories.json``."""
@@ -113,8 +128,12 @@ def run_trajectories(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     if len(names) != len(rules) or not all(isinstance(n, str) and n for n in names):
         raise ConfigError("params: every costs.rules entry needs a non-empty name")
     t0 = time.perf_counter()
-    res = validate_trajectories(root / TRAJ_DIR, n_steps=n_steps, cost_columns=[f"cost_{n}" for n in names],
-                                cfg=cfg)
+    cost_columns = [f"cost_{n}" for n in names]
+    schema = _declared_schema(root / TRAJ_DIR)
+    if schema is not None and not schema.is_canonical:  # a bring-your-own v2 table declares its own costs
+        cost_columns = list(schema.costs)
+    res = validate_trajectories(root / TRAJ_DIR, n_steps=n_steps, cost_columns=cost_columns, cfg=cfg,
+                                schema=schema)
     metrics = _metrics(res.outcomes, time.perf_counter() - t0)
     metrics |= {"rows_checked": sum(res.rows.values()), "n_stays": res.n_stays}
     metrics |= {f"rows.{s}": n for s, n in sorted(res.rows.items())}

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ogsrl import features as F
+from ogsrl.data.schema import DiscreteAction, Schema, table_columns
 from ogsrl.validate.config import ValidationConfig
 from ogsrl.validate.gx import Outcome, Rule, new_context, outcomes, run_suite
 
@@ -32,8 +33,12 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 BOOL_COLUMNS: tuple[str, ...] = ("done", "death_in_step", "died_in_hosp", "died_90d")
 
 
-def contract_columns(cost_columns: Sequence[str]) -> dict[str, str]:
-    """Required column → dtype family (string | integer | float | bool), per docs/data-contract.md §3."""
+def contract_columns(cost_columns: Sequence[str], schema: Schema | None = None) -> dict[str, str]:
+    """Required column → dtype family (string | integer | float | bool), per docs/data-contract.md §3 (canonical
+    table, ``schema`` None) or §4 (the table's declared v2 schema)."""
+    if schema is not None and not schema.is_canonical:
+        fam = {"string": "string", "int16": "integer", "float32": "float", "bool": "bool"}
+        return {c: fam[d] for c, d in table_columns(schema)}
     cols = {"stay_key": "string", "step": "integer", "hours_since_onset": "float"}
     cols |= {f: "float" for f in F.ALL}
     cols |= {f"next_{f}": "float" for f in F.ALL}
@@ -65,14 +70,28 @@ FLOAT32_SLACK = 1e-6
 """Relative slack on range bounds: float32 columns store 0.21 as 0.20999999."""
 
 
-def value_checks(cost_columns: Sequence[str]) -> dict[str, tuple[str, tuple[float, ...]]]:
-    """Per-column value rule: column → ("range", (low, high)) or ("set", allowed values)."""
+def value_checks(cost_columns: Sequence[str], schema: Schema | None = None
+                 ) -> dict[str, tuple[str, tuple[float, ...]]]:
+    """Per-column value rule: column → ("range", (low, high)) or ("set", allowed values).
+
+    Canonical table (``schema`` None): ``ogsrl.features`` ranges and ``ACTION_BOUNDS``; a v2 table: its declared
+    state ranges (binary features in {0, 1}), action bounds or ids 0 … n−1."""
     checks: dict[str, tuple[str, tuple[float, ...]]] = {}
-    for f in F.FEATURES:
-        checks[f.name] = checks[f"next_{f.name}"] = ("range", (f.low, f.high))
-    for a, bounds in F.ACTION_BOUNDS.items():
-        checks[a] = ("range", bounds)
-    checks["action_bin"] = ("range", (-1, 24))
+    if schema is not None and not schema.is_canonical:
+        for sf in schema.state:
+            rule = ("set", (0, 1)) if sf.kind == "binary" else ("range", (sf.low, sf.high))
+            checks[sf.name] = checks[f"next_{sf.name}"] = rule
+        if isinstance(schema.action, DiscreteAction):
+            checks[schema.action.column] = ("set", tuple(range(schema.action.n)))
+        else:
+            for c, lo, hi in zip(schema.action.columns, schema.action.low, schema.action.high):
+                checks[c] = ("range", (lo, hi))
+    else:
+        for f in F.FEATURES:
+            checks[f.name] = checks[f"next_{f.name}"] = ("range", (f.low, f.high))
+        for a, bounds in F.ACTION_BOUNDS.items():
+            checks[a] = ("range", bounds)
+        checks["action_bin"] = ("range", (-1, 24))
     checks["step"] = ("range", (0, float("inf")))
     for c in cost_columns:
         checks[c] = ("set", (0, 1))
@@ -80,16 +99,16 @@ def value_checks(cost_columns: Sequence[str]) -> dict[str, tuple[str, tuple[floa
     return checks
 
 
-def column_summary(df: Any, cost_columns: Sequence[str], max_examples: int) -> Any:
+def column_summary(df: Any, cost_columns: Sequence[str], max_examples: int, schema: Schema | None = None) -> Any:
     """One row per contract column: nulls and out-of-range values counted exactly, with a few offending rows
     quoted as ``stay_key:step=value`` (GE then checks the counts; one expectation per rule instead of per column)."""
     import numpy as np
     import pandas as pd
 
-    checks = value_checks(cost_columns)
+    checks = value_checks(cost_columns, schema)
     key = df["stay_key"].astype(str).str.slice(0, 8) + ":" + df["step"].astype(str)
     rows = []
-    for col in contract_columns(cost_columns):
+    for col in contract_columns(cost_columns, schema):
         s = df[col]
         null = s.isna().to_numpy()
         bad = np.zeros(len(s), dtype=bool)
@@ -104,7 +123,8 @@ def column_summary(df: Any, cost_columns: Sequence[str], max_examples: int) -> A
                     bad = ~null & ((num < lo) | (num > hi))
                 else:
                     bad = ~null & ~np.isin(num, vals)
-            rule = f"{vals[0]:g}–{vals[1]:g}" if kind == "range" else "in {" + ", ".join(f"{v:g}" for v in vals) + "}"
+            rule = f"{vals[0]:g}–{vals[1]:g}" if kind == "range" else (
+                "in {" + ", ".join(f"{v:g}" for v in vals) + "}" if len(vals) <= 5 else f"ids {vals[0]}–{vals[-1]}")
 
         def quote(mask: Any) -> str:
             idx = np.flatnonzero(mask)[:max_examples]
@@ -165,7 +185,8 @@ class TrajectoryResult:
 
 
 def validate_trajectories(
-    traj_dir: Path, *, n_steps: int, cost_columns: Sequence[str], cfg: ValidationConfig
+    traj_dir: Path, *, n_steps: int, cost_columns: Sequence[str], cfg: ValidationConfig,
+    schema: Schema | None = None,
 ) -> TrajectoryResult:
     """Validate ``traj_dir/{train,val,test}.parquet``; never raises on bad data (the caller decides).
 
@@ -174,6 +195,7 @@ def validate_trajectories(
         n_steps: horizon (params ``cohort.n_steps``); a stay has at most this many steps.
         cost_columns: the ``cost_<rule>`` columns configured in params ``costs.rules``.
         cfg: validation settings (``max_examples``).
+        schema: the tables' declared v2 schema (parquet metadata ``ogsrl.schema``); None or canonical: §3.
     """
     import pandas as pd
     import pyarrow.parquet as pq
@@ -187,7 +209,7 @@ def validate_trajectories(
         runs.append((name, result))
         outs.extend(outcomes(result, rules, name, gating=True, max_examples=cfg.max_examples))
 
-    required = contract_columns(cost_columns)
+    required = contract_columns(cost_columns, schema)
     frames: dict[str, pd.DataFrame] = {}
     status = []
     for split in SPLITS:
@@ -195,13 +217,13 @@ def validate_trajectories(
         state, detail = "missing", f"{path.name} not found"
         if path.is_file():
             try:
-                schema = pq.read_schema(path)
+                arrow = pq.read_schema(path)
                 frames[split] = pd.read_parquet(path)
                 state, detail = "ok", path.name
             except Exception as exc:  # noqa: BLE001 - pyarrow raises several error types for broken files
                 state, detail = "unreadable", f"{path.name}: {str(exc).splitlines()[0][:200]}"
             if state == "ok":
-                actual = {f.name: _family(f.type) for f in schema}
+                actual = {f.name: _family(f.type) for f in arrow}
                 sch = pd.DataFrame([
                     {"column": c, "expected": fam, "actual": actual.get(c, "absent"), "present": c in actual,
                      "type_ok": actual.get(c) == fam} for c, fam in required.items()])
@@ -224,7 +246,7 @@ def validate_trajectories(
         df = df.reset_index(drop=True)
         df.insert(0, "_row", range(len(df)))
         suite(split, df, file_rules(split), ["_row", "stay_key", "step"])
-        suite(f"{split}_columns", column_summary(df, cost_columns, cfg.max_examples), summary_rules(split),
+        suite(f"{split}_columns", column_summary(df, cost_columns, cfg.max_examples, schema), summary_rules(split),
               ["column", "rule", "null_rows", "out_of_range_rows"])
     n_stays = 0
     if frames:

@@ -9,6 +9,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from ogsrl import features as F
+from ogsrl.data.schema import DiscreteAction, Schema
 from ogsrl.errors import DataError
 
 FloatArray = npt.NDArray[np.float32]
@@ -74,20 +75,22 @@ def transitions_from_frame(
     cost_columns: tuple[str, ...],
     table: str = "trajectories",
     final_hour: float | None = None,
+    action_columns: tuple[str, ...] = F.ACTIONS,
 ) -> Transitions:
     """Select the model's arrays from a trajectory table (docs/data-contract.md §3); NaN/inf → DataError.
 
     A stay's last row (``done``) without a death is a discharge unless it is at the window's last decision time
     ``final_hour`` (hours since onset; default: the largest ``hours_since_onset`` in ``frame``), where the window
-    cut the stay rather than ended it.
+    cut the stay rather than ended it. ``action_columns``: the table's action columns (its schema's; a discrete
+    action is its one id column).
     """
-    need = [*state_features, *F.ACTIONS, "reward", *cost_columns, *(f"next_{f}" for f in state_features),
+    need = [*state_features, *action_columns, "reward", *cost_columns, *(f"next_{f}" for f in state_features),
             "death_in_step", "done", "hours_since_onset"]
     missing = [c for c in need if c not in frame.columns]
     if missing:
         raise DataError(f"missing column(s) {missing}", table=table)
     parts = {
-        "obs": list(state_features), "act": list(F.ACTIONS), "next_obs": [f"next_{f}" for f in state_features],
+        "obs": list(state_features), "act": list(action_columns), "next_obs": [f"next_{f}" for f in state_features],
         "rew": ["reward"], "cost": list(cost_columns), "death": ["death_in_step"],
     }
     arrays = {}
@@ -126,6 +129,44 @@ class Layout:
     """state indices computed by their defining identity s'_i = s_i + source (cumulative sums)"""
     sum_src: tuple[int, ...] = ()
     """source of each sum feature: j < S is next-state feature j, S + a is action a"""
+    schema: Schema | None = None
+    """a bring-your-own table's declared schema (bounds, kinds, action space); None: the canonical features"""
+
+    @property
+    def discrete_n(self) -> int:
+        """number of discrete actions (the input is their one-hot code); 0 for continuous actions"""
+        return self.schema.action.n if self.schema is not None and isinstance(self.schema.action, DiscreteAction) \
+            else 0
+
+    @property
+    def n_act_in(self) -> int:
+        """width of the action part of the model input: A, or n for a one-hot discrete action"""
+        return self.discrete_n or len(self.action_names)
+
+    def state_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(S,) low and high of each state feature: ``ogsrl.features`` plausible ranges, or the schema's."""
+        if self.schema is None:
+            return (np.array([F.BY_NAME[f].low for f in self.state_features], dtype=np.float32),
+                    np.array([F.BY_NAME[f].high for f in self.state_features], dtype=np.float32))
+        feats = [self.schema.feature(f) for f in self.state_features]
+        return (np.array([f.low for f in feats], dtype=np.float32), np.array([f.high for f in feats], dtype=np.float32))
+
+    def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(A,) low and high of each action column (discrete: ids 0 … n−1)."""
+        if self.schema is None:
+            return (np.array([F.ACTION_BOUNDS[a][0] for a in self.action_names], dtype=np.float32),
+                    np.array([F.ACTION_BOUNDS[a][1] for a in self.action_names], dtype=np.float32))
+        act = self.schema.action
+        if isinstance(act, DiscreteAction):
+            return np.zeros(1, dtype=np.float32), np.full(1, act.n - 1, dtype=np.float32)
+        return np.array(act.low, dtype=np.float32), np.array(act.high, dtype=np.float32)
+
+    def action_input(self, act: np.ndarray) -> np.ndarray:
+        """(B, A) actions → the model's (B, n_act_in) action input (one-hot ids for a discrete action)."""
+        if not self.discrete_n:
+            return act
+        ids = np.clip(np.rint(act[:, 0]), 0, self.discrete_n - 1).astype(np.int64)
+        return np.eye(self.discrete_n, dtype=np.float32)[ids]
 
     @property
     def n_gauss(self) -> int:
@@ -139,31 +180,46 @@ class Layout:
 
     @staticmethod
     def make(state_features: tuple[str, ...], cost_names: tuple[str, ...], copy_features: tuple[str, ...],
-             sum_features: tuple[str, ...] = ()) -> Layout:
-        """Classify state features by ``ogsrl.features`` kind and the configured copy / sum lists.
+             sum_features: tuple[str, ...] = (), schema: Schema | None = None) -> Layout:
+        """Classify state features by kind (``ogsrl.features``, or the declared ``schema``'s for a bring-your-own
+        table) and the configured copy / sum lists.
 
         A feature in ``sum_features`` (and :data:`SUM_SOURCES`) is a sum when its source is available: an action, or
-        a state feature that is itself predicted as Gaussian; otherwise it stays Gaussian.
+        a state feature that is itself predicted as Gaussian; otherwise it stays Gaussian (canonical tables only).
         """
-        feats = F.state_features(tuple(state_features))
+        if schema is not None and schema.is_canonical:
+            schema = None
+        if schema is None:
+            feats = F.state_features(tuple(state_features))
+            kinds = {n: F.BY_NAME[n].kind for n in feats}
+            actions = tuple(F.ACTIONS)
+        else:
+            feats = tuple(state_features)
+            unknown = [n for n in feats if n not in schema.state_names]
+            if unknown or not feats or len(set(feats)) != len(feats):
+                raise ValueError(f"state features {list(feats)} must be distinct names of the table's schema "
+                                 f"{list(schema.state_names)}")
+            kinds = {n: schema.feature(n).kind for n in feats}
+            actions = tuple(schema.action_columns)
+            sum_features = ()
         copy, binary, gauss, sums, src = [], [], [], [], []
         for i, name in enumerate(feats):
-            kind = F.BY_NAME[name].kind
+            kind = kinds[name]
             source = SUM_SOURCES.get(name) if name in sum_features else None
             if kind == "static" or name in copy_features:
                 copy.append(i)
             elif kind == "binary":
                 binary.append(i)
-            elif source in F.ACTIONS:
+            elif source in actions:
                 sums.append(i)
-                src.append(len(feats) + F.ACTIONS.index(source))
-            elif source in feats and F.BY_NAME[source].kind == "continuous" and source not in copy_features:
+                src.append(len(feats) + actions.index(source))
+            elif source in feats and kinds[source] == "continuous" and source not in copy_features:
                 sums.append(i)
                 src.append(feats.index(source))
             else:
                 gauss.append(i)
-        return Layout(feats, tuple(F.ACTIONS), tuple(cost_names), tuple(copy), tuple(binary), tuple(gauss),
-                      tuple(sums), tuple(src))
+        return Layout(feats, actions, tuple(cost_names), tuple(copy), tuple(binary), tuple(gauss),
+                      tuple(sums), tuple(src), schema)
 
     def sum_residual(self, obs: np.ndarray, act: np.ndarray, nxt: np.ndarray) -> np.ndarray:
         """(N, len(sum_idx)) of s'_i − s_i − source_i; zero where the identity holds."""

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.nn import functional as tf
 
-from ogsrl import features as F
+from ogsrl.data.schema import Schema
 from ogsrl.config import to_dict
 from ogsrl.errors import DataError
 from ogsrl.io import atomic_path
@@ -161,11 +161,10 @@ class WorldModel:
         self.cfg = cfg
         self.layout = layout
         self._gen = torch.Generator().manual_seed(cfg.seed)
-        n_in = len(layout.state_features) + len(layout.action_names)
+        n_in = len(layout.state_features) + layout.n_act_in
         self.net = EnsembleNet(cfg.n_members, n_in, cfg.hidden, layout.n_gauss, layout.n_logit, cfg.n_elites,
                                self._gen)
-        self._lo = np.array([F.BY_NAME[f].low for f in layout.state_features], dtype=np.float32)
-        self._hi = np.array([F.BY_NAME[f].high for f in layout.state_features], dtype=np.float32)
+        self._lo, self._hi = layout.state_bounds()
         self._cum = np.array([f.endswith("_cum") for f in layout.state_features])
 
     # ---- data → tensors -----------------------------------------------------------------------------------
@@ -190,8 +189,9 @@ class WorldModel:
         if act.ndim != 2 or act.shape != (obs.shape[0], a):
             raise ValueError(f"act must be (B={obs.shape[0]}, {a}) with columns {list(self.layout.action_names)}, "
                              f"got shape {act.shape}")
-        x = np.concatenate([obs, act], axis=1)
-        finite_or_raise(x, [*self.layout.state_features, *self.layout.action_names], "world-model input")
+        finite_or_raise(np.concatenate([obs, act], axis=1), [*self.layout.state_features, *self.layout.action_names],
+                        "world-model input")
+        x = np.concatenate([obs, self.layout.action_input(act)], axis=1)
         return (torch.from_numpy(x) - self.net.in_mean) / self.net.in_std
 
     # ---- fitting ------------------------------------------------------------------------------------------
@@ -228,7 +228,7 @@ class WorldModel:
                                     f"next_{self.layout.state_features[b]}; remove it from world.model.ratio_features",
                                     table=name, column=f"next_{self.layout.state_features[i]}",
                                     rows=np.flatnonzero(bad_r).tolist())
-        x_tr = np.concatenate([train.obs, train.act], axis=1)
+        x_tr = np.concatenate([train.obs, self.layout.action_input(train.act)], axis=1)
         yg_tr, yb_tr = self._targets(train)
         with torch.no_grad():
             net.in_mean.copy_(torch.from_numpy(x_tr.mean(0)))
@@ -429,7 +429,8 @@ class WorldModel:
                 "state_features": list(lay.state_features), "action_names": list(lay.action_names),
                 "cost_names": list(lay.cost_names), "copy_idx": list(lay.copy_idx),
                 "binary_idx": list(lay.binary_idx), "gauss_idx": list(lay.gauss_idx),
-                "sum_idx": list(lay.sum_idx), "sum_src": list(lay.sum_src)}
+                "sum_idx": list(lay.sum_idx), "sum_src": list(lay.sum_src),
+                **({"schema": lay.schema.to_dict()} if lay.schema is not None else {})}
 
     def save(self, directory: str | Path) -> None:
         """Write ``world_model.pt`` (state_dict of tensors) and ``world_model.json`` (config, names) atomically."""
@@ -463,10 +464,11 @@ class WorldModel:
         c["sum_features"] = tuple(c["sum_features"])
         c["ratio_features"] = tuple(c.get("ratio_features", ()))
         cfg = EnsembleConfig(**c)
+        schema = Schema.from_dict(meta["schema"]) if meta.get("schema") is not None else None
         layout = Layout(saved_s, saved_a, tuple(meta["cost_names"]), tuple(meta["copy_idx"]),
                         tuple(meta["binary_idx"]), tuple(meta["gauss_idx"]), tuple(meta["sum_idx"]),
-                        tuple(meta["sum_src"]))
-        if Layout.make(saved_s, layout.cost_names, cfg.copy_features, cfg.sum_features) != layout:
+                        tuple(meta["sum_src"]), schema)
+        if Layout.make(saved_s, layout.cost_names, cfg.copy_features, cfg.sum_features, schema) != layout:
             raise ValueError(f"{directory / CONFIG_FILE}: feature layout is inconsistent with ogsrl.features")
         model = cls(cfg, layout)
         state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)

@@ -28,7 +28,6 @@ import pandas as pd
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from ogsrl import features as F
 from ogsrl.errors import DataError
 from ogsrl.world.ensemble import FloatArray, WorldModel
 
@@ -173,10 +172,8 @@ class WorldModelEnv(VectorEnv):
         self.model, self.cfg, self.guard, self.num_envs = model, cfg, guard, num_envs
         self.fallback = fallback
         self._starts = starts
-        lo = np.array([F.BY_NAME[f].low for f in feats], dtype=np.float32)
-        hi = np.array([F.BY_NAME[f].high for f in feats], dtype=np.float32)
-        a_lo = np.array([F.ACTION_BOUNDS[a][0] for a in model.layout.action_names], dtype=np.float32)
-        a_hi = np.array([F.ACTION_BOUNDS[a][1] for a in model.layout.action_names], dtype=np.float32)
+        lo, hi = model.layout.state_bounds()
+        a_lo, a_hi = model.layout.action_bounds()
         self.single_observation_space = gym.spaces.Box(lo, hi, dtype=np.float32)
         self.single_action_space = gym.spaces.Box(a_lo, a_hi, dtype=np.float32)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
@@ -218,6 +215,8 @@ class WorldModelEnv(VectorEnv):
         if not self._active.any() and self._t == 0:
             raise RuntimeError("call reset() before step()")
         act = np.clip(act, self.single_action_space.low, self.single_action_space.high)
+        if self.model.layout.discrete_n:  # a discrete action id: the nearest id
+            act = np.rint(act)
         active = self._active.copy()
         n_cost = len(self.model.layout.cost_names)
         rew = np.zeros(b, dtype=np.float32)

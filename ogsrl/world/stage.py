@@ -25,6 +25,7 @@ from scipy.stats import norm
 
 from ogsrl.config import build, section
 from ogsrl.data.contract import cost_columns_of, read_metadata
+from ogsrl.data.schema import load_table_schema
 from ogsrl.errors import DataError
 from ogsrl.io import atomic_path, write_json, write_text
 from ogsrl.world.baselines import DeltaRegressor, linear_model, nearest_neighbour
@@ -169,9 +170,9 @@ def replay(model: WorldModel, frame: pd.DataFrame, feats: tuple[str, ...], mode:
     keys = frame["stay_key"].to_numpy()
     n = len(first)
     length = np.diff(np.append(first, len(frame)))
-    act = np.zeros((horizon, n, 2), dtype=np.float32)
+    act = np.zeros((horizon, n, len(model.layout.action_names)), dtype=np.float32)
     logged = np.full((horizon + 1, n, len(feats)), np.nan)
-    a_all = frame[["fluid_ml", "nee_max"]].to_numpy(np.float32)
+    a_all = frame[list(model.layout.action_names)].to_numpy(np.float32)
     s_all = frame[list(feats)].to_numpy(np.float64)
     ns_all = frame[[f"next_{f}" for f in feats]].to_numpy(np.float64)
     for t in range(horizon):
@@ -227,11 +228,14 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     val_df, _ = _read(root, "val")
     test_df, _ = _read(root, "test")
     feats, costs = _columns(meta, train_df, params)
+    schema = load_table_schema(root / "data" / "trajectories" / "train.parquet")
     final_hour = _final_hour(meta, params)
-    train = transitions_from_frame(train_df, feats, costs, "train", final_hour)
-    val = transitions_from_frame(val_df, feats, costs, "val", final_hour)
-    test = transitions_from_frame(test_df, feats, costs, "test", final_hour)
-    model = WorldModel(cfg.model, Layout.make(feats, costs, cfg.model.copy_features, cfg.model.sum_features))
+    acts = tuple(schema.action_columns)
+    train = transitions_from_frame(train_df, feats, costs, "train", final_hour, acts)
+    val = transitions_from_frame(val_df, feats, costs, "val", final_hour, acts)
+    test = transitions_from_frame(test_df, feats, costs, "test", final_hour, acts)
+    model = WorldModel(cfg.model, Layout.make(feats, costs, cfg.model.copy_features, cfg.model.sum_features,
+                                              schema))
     t0 = time.perf_counter()
     fit = model.fit(train, val)
     fit_s = time.perf_counter() - t0

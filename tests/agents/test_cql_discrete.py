@@ -3,6 +3,8 @@ random behaviour on the toy CMDP, the served BinnedPolicy (density, save/load), 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,6 +16,7 @@ from ogsrl.agents import common, cql_discrete as dcql, toy_cmdp
 from ogsrl.agents.binned import N_BINS, BinnedPolicy
 from ogsrl.agents.inputs import TrainInputs
 from ogsrl.config import ConfigError, build
+from ogsrl.errors import DataError
 
 NAMES, COSTS = toy_cmdp.FEATURES, toy_cmdp.COSTS
 
@@ -106,3 +109,32 @@ def test_bad_params_and_missing_bins_are_one_line_errors() -> None:
         with pytest.raises(ConfigError, match=match) as err:
             build(dcql.Config, {key: value}, "policies.algorithms.cql_discrete")
         assert "\n" not in str(err.value)
+
+
+def test_declared_discrete_column_serves_a_categorical_policy(tmp_path) -> None:
+    """A bring-your-own discrete column (contract v2): Q over its n ids; the Boltzmann policy is served as a
+    categorical actor whose logits are (Q_R − λ·Q_C)/T of the trained network; unlogged ids are pushed down."""
+    from ogsrl.agents import cql_discrete as cqd
+    from ogsrl.agents.actor import SavedPolicy, load_policy
+    from ogsrl.agents.common import DiscreteSpace
+    from ogsrl.synth import tabular as T
+
+    frame = T.simulate(T.MDPConfig(stays=200, horizon=5, seed=2))
+    frame = frame[frame["treatment"] != 3].reset_index(drop=True)  # id 3 never logged
+    frame = frame.assign(done=frame["done"] | (frame["step"] == frame.groupby("stay_key")["step"].transform("max")))
+    space = DiscreteSpace("treatment", 4, T.LABELS)
+    inputs = TrainInputs(train=frame, val=frame, state_features=T.STATE, action_names=("treatment",),
+                         cost_columns=(T.COST,), cost_limits=np.array([1.0]), step_h=4.0, discount=1.0,
+                         guarded=False, make_env=lambda *a: None, behaviour_clone=lambda s: None, action_space=space)
+    res = cqd.fit(cqd.Config(steps=300, batch_size=64, hidden=(16,), alpha=2.0, log_every=100), inputs, seed=1)
+    assert isinstance(res.policy, SavedPolicy) and res.policy.action_columns == ("treatment",)
+    obs = frame[list(T.STATE)].to_numpy()[:200]
+    p = res.policy.actor.probs(obs)
+    assert p[:, 3].mean() < 0.5 * p[:, :3].mean()  # the conservative term keeps π off the unlogged id
+    res.policy.save(tmp_path / "q")
+    back = cqd.load(tmp_path / "q")
+    assert isinstance(back, SavedPolicy) and np.allclose(back.actor.probs(obs), p)
+    assert load_policy(tmp_path / "q").act(obs[:5], np.random.default_rng(0)).shape == (5, 1)
+    with pytest.raises(DataError, match="integers in 0 … 3"):
+        bad = frame.assign(treatment=frame["treatment"].astype(float) + 0.5)
+        cqd.fit(cqd.Config(steps=1), dataclasses.replace(inputs, train=bad), seed=1)

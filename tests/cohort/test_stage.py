@@ -185,3 +185,44 @@ def test_real_data_keys_use_the_secret_salt_and_errors_name_stays_by_key(
         stage.run(params, root)
     msg = str(info.value)
     assert f"[offending rows: key:{salted_hash([601], secret)[0]}]" in msg and "601" not in msg.split("[")[1]
+
+
+@pytest.mark.parametrize("actions", ["discrete", "continuous"])
+def test_foreign_v2_table_with_its_own_schema(tmp_path: Path, params: dict, actions: str) -> None:
+    from ogsrl.data.schema import load_table_schema
+    from ogsrl.synth import tabular
+
+    user = tmp_path / "foreign.parquet"
+    tabular.write(tabular.MDPConfig(actions=actions, stays=60, horizon=6, seed=3), user)
+    params["data"] = {**params["data"], "source": "trajectories", "trajectories_path": str(user)}
+    m = run(params, tmp_path / "p")
+    assert (m["cohort_stays"], m["stays_train"] + m["stays_val"] + m["stays_test"]) == (60, 60)
+    assert 0 < m["outcome_rate"] < 1 and "mortality_in_hosp" not in m
+    out = {s: pd.read_parquet(tmp_path / "p" / "data" / "trajectories" / f"{s}.parquet") for s in SPLITS}
+    train = tmp_path / "p" / "data" / "trajectories" / "train.parquet"
+    schema = load_table_schema(train)
+    assert schema == tabular.schema(actions)
+    assert read_metadata(train)["ogsrl.state_features"] == list(tabular.STATE)
+    for s, df in out.items():
+        check_trajectories(df, schema=schema)
+        assert (df["split"] == s).all()
+        cost = df["cost_low_perfusion"].to_numpy()
+        assert (df["cost_total"].to_numpy() == cost).all()
+        grid = params["cohort"]["window_start_h"] + params["cohort"]["step_h"] * df["step"].to_numpy()
+        assert (df["hours_since_onset"].to_numpy() == grid).all()
+        assert (df["death_in_step"] == (df["done"] & df["died"])).all()
+    # a sidecar schema that contradicts the table's metadata is refused; nothing written is lost
+    before = hashes(tmp_path / "p")
+    other = tmp_path / "other.json"
+    other.write_text(tabular.schema("continuous" if actions == "discrete" else "discrete").to_json())
+    params["data"]["schema_path"] = str(other)
+    with pytest.raises(DataError, match="differs from the one in foreign.parquet's metadata"):
+        run(params, tmp_path / "p")
+    # a declared range the data breaks names the column and rows
+    bad = tabular.schema(actions).to_dict()
+    bad["state"][0]["high"] = 5.0
+    other.write_text(json.dumps(bad))
+    pq.write_table(pq.read_table(user).replace_schema_metadata({}), user)
+    with pytest.raises(DataError, match=r"column 'perfusion_index': values outside \[0, 5\] %.*offending rows"):
+        run(params, tmp_path / "p")
+    assert hashes(tmp_path / "p") == before

@@ -33,3 +33,15 @@ def test_missing_inputs_and_bad_values(tmp_path: Path) -> None:
         resolve({"data": {"source": "trajectories", "trajectories_path": "none.parquet"}}, tmp_path)
     with pytest.raises(ConfigError, match="data.source"):
         resolve({"data": {"source": "eicu"}}, tmp_path)
+
+
+def test_trajectories_schema_sidecar(tmp_path: Path) -> None:
+    pq = tmp_path / "mine.parquet"
+    pq.write_bytes(b"x")
+    (tmp_path / "schema.json").write_text("{}")
+    data = {"source": "trajectories", "trajectories_path": str(pq)}
+    assert resolve({"data": data}, tmp_path).schema_path is None
+    src = resolve({"data": {**data, "schema_path": "schema.json"}}, tmp_path)
+    assert src.schema_path == tmp_path / "schema.json"
+    with pytest.raises(DataError, match="data.schema_path .*nope.json.* is not a file"):
+        resolve({"data": {**data, "schema_path": "nope.json"}}, tmp_path)

@@ -225,3 +225,34 @@ def test_ratio_feature_is_derived_from_its_sources_and_violations_raise(
     # a feature without a defining ratio is refused
     with pytest.raises(ValueError, match="no defining ratio"):
         EnsembleConfig(ratio_features=("map",))
+
+
+def test_foreign_schema_bounds_kinds_and_one_hot_discrete_actions(tmp_path: Path) -> None:
+    """A bring-your-own table: kinds and clip bounds from its schema; a discrete id enters as its one-hot code."""
+    from ogsrl.synth import tabular as T
+
+    schema = T.schema("discrete")
+    lay = Layout.make(T.STATE, ("cost_low_perfusion",), (), (), schema)
+    assert lay.action_names == ("treatment",) and lay.discrete_n == 4 and lay.n_act_in == 4
+    assert lay.binary_idx == (2,) and lay.gauss_idx == (0, 1)
+    lo, hi = lay.state_bounds()
+    assert lo.tolist() == [0, 0, 0] and hi.tolist() == [8, 13, 1]
+    assert lay.action_input(np.array([[3.0], [0.0]])).tolist() == [[0, 0, 0, 1], [1, 0, 0, 0]]
+    with pytest.raises(ValueError, match="must be distinct names of the table's schema"):
+        Layout.make(("perfusion_index", "map"), ("cost_low_perfusion",), (), (), schema)
+    rng = np.random.default_rng(0)
+    df = T.simulate(T.MDPConfig(stays=150, horizon=5, seed=1))
+    obs = df[list(T.STATE)].to_numpy(np.float32)
+    nxt = df[[f"next_{s}" for s in T.STATE]].to_numpy(np.float32)
+    d = Transitions(obs=obs, act=df[["treatment"]].to_numpy(np.float32), next_obs=nxt,
+                    rew=df["reward"].to_numpy(np.float32), cost=df[["cost_low_perfusion"]].to_numpy(np.float32),
+                    death=(df["done"] & df["died"]).to_numpy(np.float32))
+    model = WorldModel(TINY, lay)
+    model.fit(d, d)
+    step = model.step(obs[:32], d.act[:32], "random_elite", rng)
+    assert ((step.next_obs >= lo) & (step.next_obs <= hi)).all() and np.isin(step.next_obs[:, 2], (0, 1)).all()
+    model.save(tmp_path / "w")
+    back = WorldModel.load(tmp_path / "w", action_names=("treatment",))
+    assert back.layout == lay
+    p1, p2 = model.predict(obs[:8], d.act[:8]), back.predict(obs[:8], d.act[:8])
+    assert np.allclose(p1.next_mean, p2.next_mean)
