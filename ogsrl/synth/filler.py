@@ -312,24 +312,25 @@ def add_filler(base: Path, out: Path, targets: Mapping[str, int], seed: int, fmt
                                               ).fetchone()[0],
                "specimen_id": 1 + con.execute(f"SELECT coalesce(max(specimen_id), 0) FROM {src['labevents']}"
                                               ).fetchone()[0]}
+        n_base = {t: int(con.execute(f"SELECT count(*) FROM {src[t]}").fetchone()[0]) for t in T.SCHEMAS}
+        for table in PADDED:  # every check before the first byte is written
+            if n_base[table] > int(targets[table]):
+                raise DataError(f"base {table} already has {n_base[table]} rows, more than the target "
+                                f"{targets[table]}", table=table)
+            bad = con.execute(f"SELECT DISTINCT itemid FROM {src[table]} WHERE itemid IN "
+                              f"({', '.join(map(str, sorted(all_filler)))}) LIMIT 5").fetchall()
+            if bad:
+                raise DataError(f"base {table} already uses filler itemid(s) {[b[0] for b in bad]}",
+                                table=table, column="itemid", rows=[b[0] for b in bad])
         with atomic_path(out) as tmp:
             for table in T.SCHEMAS:
                 (tmp / T.MODULE[table]).mkdir(parents=True, exist_ok=True)
                 dest = tmp / T.MODULE[table] / f"{table}.{fmt}"
                 t0 = time.perf_counter()
-                n_base = int(con.execute(f"SELECT count(*) FROM {src[table]}").fetchone()[0])
                 n_fill = 0
                 select = f"SELECT * FROM {src[table]}"
                 if table in PADDED:
-                    n_fill = int(targets[table]) - n_base
-                    if n_fill < 0:
-                        raise DataError(f"base {table} already has {n_base} rows, more than the target "
-                                        f"{targets[table]}", table=table)
-                    bad = con.execute(f"SELECT DISTINCT itemid FROM {src[table]} WHERE itemid IN "
-                                      f"({', '.join(map(str, all_filler))}) LIMIT 5").fetchall()
-                    if bad:
-                        raise DataError(f"base {table} already uses filler itemid(s) {[b[0] for b in bad]}",
-                                        table=table, column="itemid", rows=[b[0] for b in bad])
+                    n_fill = int(targets[table]) - n_base[table]
                     _alloc(con, "_alloc", _units(table, src), n_fill)
                     select += f" UNION ALL {_filler_select(table, '_alloc', seed, items[table], ids)}"
                     limit = {"labevent_id": n_fill, "specimen_id": n_fill // 12 + 1}.items() \
@@ -343,12 +344,12 @@ def add_filler(base: Path, out: Path, targets: Mapping[str, int], seed: int, fmt
                     select += f" UNION ALL {_dictionary_rows(table, items)}"
                 typed = ", ".join(f'CAST("{f.name}" AS {_DUCK_TYPE[f.type]}) AS "{f.name}"' for f in T.SCHEMAS[table])
                 _copy(con, f"SELECT {typed} FROM ({select})", dest, fmt)
-                report[f"rows_base.{table}"] = n_base
+                report[f"rows_base.{table}"] = n_base[table]
                 report[f"rows_filler.{table}"] = n_fill
                 report[f"bytes.{table}"] = dest.stat().st_size
-                if table in PADDED and n_base + n_fill:
-                    report[f"share_base.{table}"] = round(n_base / (n_base + n_fill), 6)
-                log.info("filler: %s %d + %d filler rows, %.1f MB in %.1f s", table, n_base, n_fill,
+                if table in PADDED and n_base[table] + n_fill:
+                    report[f"share_base.{table}"] = round(n_base[table] / (n_base[table] + n_fill), 6)
+                log.info("filler: %s %d + %d filler rows, %.1f MB in %.1f s", table, n_base[table], n_fill,
                          dest.stat().st_size / 1e6, time.perf_counter() - t0)
     finally:
         con.close()
