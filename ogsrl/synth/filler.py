@@ -16,7 +16,8 @@ Rows are made by DuckDB alone (``COPY`` of ``range``-generated rows; no Python l
 * row :math:`j` of a stay is charted at ``start + (j + ½)·span / n_s`` (minute resolution), so rows are in time
   order within a stay;
 * every pseudo-random value (itemid, value, caregiver, …) is ``hash(seed, g, k) mod m`` of the global row number
-  ``g`` and a column tag ``k``: seeded and reproducible for a given DuckDB version.
+  ``g`` and a column tag ``k``: seeded and reproducible for a given DuckDB version. The rows are reproducible;
+  their order in the file is not (written in parallel, without insertion order: base and filler rows interleave).
 
 Filler itemids (:func:`filler_items`) are spread over the same numeric range as the ones we read (so parquet
 min/max statistics cannot skip them) and never equal an itemid the pipeline reads (:func:`read_items`) nor one
@@ -297,6 +298,9 @@ def add_filler(base: Path, out: Path, targets: Mapping[str, int], seed: int, fmt
     con = duckdb.connect(config={"memory_limit": memory_limit, "threads": int(threads)})
     con.execute(f"SET temp_directory = {_lit(tmp_dir)}")
     con.execute("SET enable_progress_bar = false")
+    # no ordered output: all filler rows of a COPY come from one source batch (the allocation table), which an
+    # order-preserving writer would buffer (and spill) whole before writing
+    con.execute("SET preserve_insertion_order = false")
     report: dict[str, object] = {"format": fmt, "seed": int(seed)}
     try:
         src = {t: _source(base, t) for t in T.SCHEMAS}

@@ -25,6 +25,8 @@ Identifiers are loaded as salted hashes and timestamps only as durations, so rep
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -252,11 +254,12 @@ def _uncastable(col: str, family: str) -> str:
 class _Checker:
     """Runs the three levels for one directory; collects outcomes and GE results."""
 
-    def __init__(self, raw_dir: Path, cfg: ValidationConfig, salt: str) -> None:
+    def __init__(self, raw_dir: Path, cfg: ValidationConfig, salt: str, temp_directory: str) -> None:
         import duckdb
 
         self.raw_dir, self.cfg, self.salt = raw_dir, cfg, salt
-        self.con = duckdb.connect(config={"memory_limit": cfg.duckdb_memory_limit, "threads": cfg.duckdb_threads})
+        self.con = duckdb.connect(config={"memory_limit": cfg.duckdb_memory_limit, "threads": cfg.duckdb_threads,
+                                          "temp_directory": temp_directory})
         progress.enable(self.con)
         self.con.execute("SET VARIABLE ogsrl_salt = ?", [salt + ":"])
         self.ctx = new_context()
@@ -471,4 +474,12 @@ def validate_raw(raw_dir: Path, cfg: ValidationConfig, salt: str) -> RawResult:
     """Validate a MIMIC-IV-layout directory; never raises on bad data (the caller decides), only on bad arguments."""
     if not raw_dir.is_dir():
         raise FileNotFoundError(f"raw data directory not found: {raw_dir}")
-    return _Checker(raw_dir, cfg, salt).run()
+    tmp = tempfile.mkdtemp(prefix="ogsrl-validate-duckdb-")  # DuckDB spills here beyond memory_limit
+    try:
+        checker = _Checker(raw_dir, cfg, salt, tmp)
+        try:
+            return checker.run()
+        finally:
+            checker.con.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
