@@ -290,6 +290,12 @@ def run_full(a: argparse.Namespace) -> None:
         rows = json.loads((project / "data" / "reports" / "validation_raw.json").read_text())["rows_checked"]
         runs[name] = {"v": v, "e": e, "hash": digest, "traj_rows": n_rows, "raw_rows": rows, "gb": _du(raw)}
         load.append(_uptime())
+        _write_full(a, runs, builds, load)  # after each input: a partial table survives an interrupted run
+
+
+def _write_full(a: argparse.Namespace, runs: dict, builds: dict, load: list[str]) -> None:
+    from ogsrl.synth import filler
+
     ref = runs["no filler (csv.gz)"]["hash"]
     lines = ["# Full-size extraction benchmark (`benchmarks/bench_extract.py --full`)", "",
              f"Machine: 2 cores, 24 GiB, shared with two other agents; DuckDB threads 2, memory_limit 4GB "
