@@ -13,13 +13,24 @@ For each size N (default 5 000 and 50 000 stays) this
    and checks that both agree on the binned features.
 
 Writes benchmarks/results/extract.md. Usage: ``python benchmarks/bench_extract.py [--sizes 5000 50000]``.
+
+``--full``: the full-size row. A generated 94,458-stay demo (MIMIC-IV v3.1's ICU stays) is padded by
+``ogsrl synth-filler`` to the v3.1 row counts (433 M chartevents, 158 M labevents, …) as csv.gz and as parquet;
+then the real stages ``ogsrl validate-raw`` and ``ogsrl extract`` run as separate child processes on each
+(``data.source: mimic-iv``, DuckDB threads 2): wall time and peak RSS (``os.wait4``) of each, the per-table read
+times from their logs, and a hash of the sorted trajectory tables, which must equal the hash from the same demo
+without filler. Writes benchmarks/results/extract_full.md; data under ``--full-dir`` (default /work/fullsize).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
+import re
 import resource
+import secrets
 import subprocess
 import sys
 import time
@@ -188,6 +199,139 @@ def run_child(*args: str) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+# ---- full size ---------------------------------------------------------------------------------------------------
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+
+
+def _stage(stage: str, project: Path, env: dict[str, str]) -> dict:
+    """``ogsrl <stage>`` as a child process: wall s, peak RSS of the child (MB), its log."""
+    log_path = project / f"{stage}.log"
+    t0 = time.perf_counter()
+    with log_path.open("w") as fh:
+        p = subprocess.Popen([sys.executable, "-m", "ogsrl.cli", stage, "--root", str(project), "--no-track"],
+                             stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=project)
+        _, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    text = log_path.read_text(encoding="utf-8", errors="replace")
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"ogsrl {stage} failed in {project}:\n{text[-4000:]}")
+    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024.0, "log": text}
+
+
+def _per_table(log: str) -> dict[str, float]:
+    """table → seconds of its read, from the `validate-raw: T N rows read in S s` / `extract: T N relevant rows
+    kept in S s` log lines."""
+    pat = re.compile(r"(?:validate-raw|extract): (\w+) (\d+) (?:rows read|relevant rows kept) in ([\d.]+) s")
+    return {m.group(1): float(m.group(3)) for m in pat.finditer(log)}
+
+
+def _trajectory_hash(project: Path) -> tuple[str, int]:
+    """sha256 of the trajectory tables (all splits, sorted by stay_key, step) and their row count."""
+    df = pd.concat([pd.read_parquet(project / "data" / "trajectories" / f"{s}.parquet") for s in
+                    ("train", "val", "test")], ignore_index=True)
+    df = df.sort_values(["stay_key", "step"], kind="stable").reset_index(drop=True)
+    return hashlib.sha256(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes()).hexdigest(), len(df)
+
+
+def _project(work: Path, name: str, raw: Path) -> Path:
+    """A scratch project root whose params.yaml (the repo's, DuckDB threads 2) reads ``raw`` as data.source
+    mimic-iv."""
+    import yaml
+
+    project = work / f"project-{name}"
+    project.mkdir(parents=True, exist_ok=True)
+    params = yaml.safe_load((HERE.parent / "params.yaml").read_text(encoding="utf-8"))
+    params["data"].update({"source": "mimic-iv", "mimic_path": str(raw)})
+    params["cohort"]["duckdb_threads"] = 2
+    params.setdefault("validation", {})["duckdb_threads"] = 2
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    return project
+
+
+def _du(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e9
+
+
+def run_full(a: argparse.Namespace) -> None:
+    from ogsrl.synth import filler
+    from ogsrl.synth.stage import generate
+
+    work = a.full_dir
+    work.mkdir(parents=True, exist_ok=True)
+    base = work / "base"
+    if not (base / "icu" / "chartevents.csv.gz").is_file():
+        t = time.perf_counter()
+        generate(a.full_stays, a.seed, base, "csv.gz")
+        print(f"[full] base demo ({a.full_stays} stays) in {time.perf_counter() - t:.0f} s", flush=True)
+    builds = {}
+    for fmt in a.formats:
+        out = work / f"filled-{fmt}"
+        marker = work / f"filled-{fmt}.json"
+        if not marker.is_file():
+            t = time.perf_counter()
+            report = filler.add_filler(base, out, filler.targets_for(a.full_scale), a.seed, fmt, overwrite=True)
+            report["build_s"] = time.perf_counter() - t
+            marker.write_text(json.dumps(report, indent=1), encoding="utf-8")
+        builds[fmt] = json.loads(marker.read_text(encoding="utf-8"))
+        print(f"[full] {fmt}: built in {builds[fmt]['build_s']:.0f} s, {_du(out):.2f} GB", flush=True)
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent), "OGSRL_SALT": secrets.token_hex(32),
+           "OMP_NUM_THREADS": "2"}
+    runs = {}
+    load = [_uptime()]
+    for name, raw in [("no filler (csv.gz)", base)] + [(f"full size ({fmt})", work / f"filled-{fmt}")
+                                                      for fmt in a.formats]:
+        project = _project(work, re.sub(r"\W+", "-", name).strip("-"), raw)
+        v = _stage("validate-raw", project, env)
+        print(f"[full] {name}: validate-raw {v['wall_s']:.0f} s, {v['peak_rss_mb']:.0f} MB", flush=True)
+        e = _stage("extract", project, env)
+        print(f"[full] {name}: extract {e['wall_s']:.0f} s, {e['peak_rss_mb']:.0f} MB", flush=True)
+        digest, n_rows = _trajectory_hash(project)
+        rows = json.loads((project / "data" / "reports" / "validation_raw.json").read_text())["rows_checked"]
+        runs[name] = {"v": v, "e": e, "hash": digest, "traj_rows": n_rows, "raw_rows": rows, "gb": _du(raw)}
+        load.append(_uptime())
+        _write_full(a, runs, builds, load)  # after each input: a partial table survives an interrupted run
+
+
+def _write_full(a: argparse.Namespace, runs: dict, builds: dict, load: list[str]) -> None:
+    from ogsrl.synth import filler
+
+    ref = runs["no filler (csv.gz)"]["hash"]
+    lines = ["# Full-size extraction benchmark (`benchmarks/bench_extract.py --full`)", "",
+             f"Machine: 2 cores, 24 GiB, shared with two other agents; DuckDB threads 2, memory_limit 4GB "
+             f"(validation and extraction). Load (`uptime`) before and after each input: "
+             + "; ".join(f"`{u.split('load average: ')[-1]}`" for u in load) + ".", "",
+             "| input | raw rows | size on disk (GB) | validate-raw s | validate-raw peak RSS (MB) | extract s | "
+             "extract peak RSS (MB) | total s | trajectory rows | trajectories equal to no-filler |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for name, r in runs.items():
+        total = r["v"]["wall_s"] + r["e"]["wall_s"]
+        lines.append(f"| {name} | {r['raw_rows']:,} | {r['gb']:.2f} | {r['v']['wall_s']:.0f} | "
+                     f"{r['v']['peak_rss_mb']:.0f} | {r['e']['wall_s']:.0f} | {r['e']['peak_rss_mb']:.0f} | "
+                     f"{total:.0f} | {r['traj_rows']:,} | {'yes' if r['hash'] == ref else 'NO'} "
+                     f"(sha256 {r['hash'][:12]}) |")
+    lines += ["", "Per-table read time (s) of the single validate-raw pass / the itemid-filtered extract "
+              "materialisation:", "", "| input | " + " | ".join(filler.PADDED) + " |",
+              "|---|" + "---:|" * len(filler.PADDED)]
+    for name, r in runs.items():
+        pv, pe = _per_table(r["v"]["log"]), _per_table(r["e"]["log"])
+        lines.append(f"| {name} | " + " | ".join(f"{pv.get(t, float('nan')):.0f} / {pe.get(t, float('nan')):.0f}"
+                                                for t in filler.PADDED) + " |")
+    lines += ["", "Stand-in build (`ogsrl synth-filler`, seed "
+              f"{a.seed}): " + "; ".join(f"{fmt} {b['build_s']:.0f} s" for fmt, b in builds.items()) + ".", "",
+              "| table | base rows | filler rows | base share | " + " | ".join(f"{f} MB" for f in builds) + " |",
+              "|---|---:|---:|---:|" + "---:|" * len(builds)]
+    first = next(iter(builds.values()))
+    for t in filler.PADDED:
+        lines.append(f"| {t} | {first[f'rows_base.{t}']:,} | {first[f'rows_filler.{t}']:,} | "
+                     f"{first[f'share_base.{t}']:.3f} | "
+                     + " | ".join(f"{b[f'bytes.{t}'] / 1e6:,.0f}" for b in builds.values()) + " |")
+    res = HERE / "results" / "extract_full.md"
+    res.parent.mkdir(parents=True, exist_ok=True)
+    res.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[5000, 50000])
@@ -198,7 +342,18 @@ def main() -> None:
     ap.add_argument("--skip-binning", action="store_true", help="only the full extraction")
     ap.add_argument("--results", default="extract.md", help="file name under benchmarks/results/")
     ap.add_argument("--child", nargs="+")
+    ap.add_argument("--full", action="store_true", help="the full-size row (see the module docstring)")
+    ap.add_argument("--full-dir", type=Path, default=Path("/work/fullsize"))
+    ap.add_argument("--full-stays", type=int, default=None, help="stays of the base demo (default: MIMIC-IV's)")
+    ap.add_argument("--full-scale", type=float, default=1.0, help="filler targets = scale x MIMIC-IV rows")
+    ap.add_argument("--formats", nargs="+", default=["parquet", "csv.gz"], choices=["csv.gz", "parquet"])
     a = ap.parse_args()
+    if a.full:
+        from ogsrl.synth.filler import MIMIC_IV_STAYS
+
+        a.full_stays = a.full_stays or MIMIC_IV_STAYS
+        run_full(a)
+        return
     if a.child:
         kind, *rest = a.child
         fn = {"extract": child_extract, "duckdb": child_duckdb_bin, "pandas": child_pandas_bin}[kind]

@@ -308,6 +308,23 @@ def _cmd_mdp_value(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synth_filler(args: argparse.Namespace) -> int:
+    from ogsrl.synth import filler
+
+    rows: dict[str, int] = {}
+    for item in args.rows or []:
+        table, sep, n = item.partition("=")
+        if not sep or not n.strip().isdigit():
+            raise ValueError(f"--rows expects TABLE=N, got {item!r}")
+        rows[table.strip()] = int(n)
+    targets = filler.targets_for(args.scale, rows)
+    report = filler.add_filler(Path(args.base), Path(args.out), targets, args.seed, args.format,
+                               memory_limit=args.memory_limit, threads=args.threads, overwrite=args.overwrite)
+    print(json.dumps(report, indent=2, sort_keys=True))
+    print(f"ogsrl synth-filler: wrote {args.out} in {report['seconds']} s", file=sys.stderr)
+    return 0
+
+
 def _cmd_truth(args: argparse.Namespace) -> int:
     from ogsrl.config import load_params
     from ogsrl.synth import stage as synth_stage
@@ -464,6 +481,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--draws", type=_positive_int, default=4000, help="action draws per latent state (default 4000)")
     p.add_argument("--seed", type=int, default=0, help="seed of those draws (default 0)")
     p.set_defaults(func=_cmd_mdp_value)
+
+    p = sub.add_parser("synth-filler", help="full-size stand-in: a MIMIC-IV-layout directory padded with filler "
+                       "rows of other itemids up to MIMIC-IV v3.1 row counts")
+    add_globals(p, suppress=True)
+    p.add_argument("--base", required=True, help="MIMIC-IV-layout directory to pad (e.g. `ogsrl synth` output)")
+    p.add_argument("--out", required=True, help="output directory (hosp/ and icu/ are created in it)")
+    p.add_argument("--format", choices=["csv.gz", "parquet"], default="csv.gz", help="table format")
+    p.add_argument("--seed", type=int, required=True, help="seed of the filler values")
+    p.add_argument("--scale", type=float, default=1.0, help="targets = scale x MIMIC-IV v3.1 rows (default 1)")
+    p.add_argument("--rows", nargs="*", metavar="TABLE=N", help="explicit target rows of a padded table")
+    p.add_argument("--memory-limit", default="4GB", help="DuckDB memory_limit (default 4GB)")
+    p.add_argument("--threads", type=_positive_int, default=2, help="DuckDB threads (default 2)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    p.set_defaults(func=_cmd_synth_filler)
 
     p = sub.add_parser("truth", help="true value, mortality and cost rates of a policy, by simulation")
     add_globals(p, suppress=True)

@@ -215,8 +215,12 @@ def _materialize(con: duckdb.DuckDBPyConnection) -> None:
         "microbiologyevents": "subject_id IN (SELECT subject_id FROM _cand)",
     }
     for table, where in filters.items():
+        t0 = time.perf_counter()
         con.execute(f"ALTER VIEW {table} RENAME TO _file_{table}")
-        views.run_query(con, f"CREATE TABLE {table} AS SELECT * FROM _file_{table} WHERE {where}")
+        views.run_query(con, f"CREATE TABLE {table} AS SELECT * FROM _file_{table} WHERE {where}",
+                        label=f"extract {table}")
+        n = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        log.info("extract: %s %d relevant rows kept in %.1f s", table, n, time.perf_counter() - t0)
 
 
 def _decision_grid(con: duckdb.DuckDBPyConnection, cfg: CohortConfig) -> pd.DataFrame:

@@ -12,6 +12,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from ogsrl import progress
 from ogsrl.errors import DataError
 
 # ---- raw-table schema: the columns we read and their type category -------------------------------------------
@@ -91,6 +92,7 @@ def connect(memory_limit: str = "4GB", threads: int = 2, temp_directory: str | P
         raise ValueError(f"invalid DuckDB memory_limit {memory_limit!r}: {exc}") from exc
     con.execute(f"SET threads = {int(threads)}")
     con.execute("SET preserve_insertion_order = false")
+    progress.enable(con)
     if temp_directory is not None:
         con.execute(f"SET temp_directory = '{Path(temp_directory).as_posix()}'")
     return con
@@ -245,10 +247,14 @@ def read_error(exc: BaseException) -> str:
     return _QUOTED.sub("'…'", first).strip()
 
 
-def run_query(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> duckdb.DuckDBPyConnection:
+def run_query(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None,
+              label: str | None = None) -> duckdb.DuckDBPyConnection:
     """Execute SQL, turning DuckDB read/convert failures (corrupt file, bad value) into a one-line
-    :class:`DataError` naming the file when DuckDB names one (never the SQL text or raw values)."""
+    :class:`DataError` naming the file when DuckDB names one (never the SQL text or raw values). With ``label``,
+    progress lines (percent, ETA) are logged while it runs (:mod:`ogsrl.progress`)."""
     try:
+        if label is not None:
+            return progress.execute(con, sql, label, params)
         return con.execute(sql, params or [])
     except (duckdb.IOException, duckdb.ConversionException, duckdb.InvalidInputException) as exc:
         hit = _FILE.search(str(exc))

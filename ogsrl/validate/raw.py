@@ -12,7 +12,12 @@ error half-way through a 433 M-row file). Three levels, all evaluated by Great E
    itemids (a foreign itemid set fails instead of extracting nothing).
    Dimension tables and event tables up to ``full_max_rows`` rows are validated in full by GE. Larger event tables
    get exact violation counts from one DuckDB aggregate per table (the gate; GE checks the resulting summary frame)
-   and, for the Data Docs, a GE run on a seeded reservoir sample that does not gate.
+   and, for the Data Docs, a GE run on a seeded sample that does not gate: the ``sample_rows`` rows of smallest
+   ``hash(seed, row)`` (``arg_min(row, hash, n)``; the same rows whatever the thread count).
+
+Each event table is read once: the row count, the uncastable-value counts, the exact rule counts and the sample
+come from a single DuckDB aggregate (dimension tables are read first, as the itemid rules need them), with progress
+lines (percent, ETA) while it runs; a full-size download (433 M chartevents rows) is read once per table.
 
 Identifiers are loaded as salted hashes and timestamps only as durations, so reports never quote raw ids or dates.
 """
@@ -20,12 +25,16 @@ Identifiers are loaded as salted hashes and timestamps only as durations, so rep
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ogsrl import features as F
+from ogsrl import progress
 from ogsrl.validate.config import ValidationConfig
 from ogsrl.validate.gx import Outcome, Rule, _q, new_context, outcomes, run_suite
 
@@ -208,11 +217,19 @@ def locate(raw_dir: Path, table: str) -> Path | None:
     return None
 
 
-def _cast_expr(col: str, family: str) -> str:
+_HISTOGRAM_MIN = 16
+"""in_set rules with at least this many values (itemid in d_items) are counted from a histogram in the pass"""
+_RAW = "raw:"
+"""prefix of the uncast file columns inside the single pass"""
+
+
+def _cast_expr(col: str, family: str, salted: bool = True) -> str:
+    """SQL of a required column cast to its family; id columns as salted hashes unless ``salted`` is False (the
+    exact counts only test them for NULL, which the hash preserves: hashing 433 M rows costs minutes)."""
     c = _q(col)
     if family == "int":
         val = f"TRY_CAST(TRY_CAST({c} AS DOUBLE) AS BIGINT)"
-        if col in ID_COLUMNS:  # the salt is a bound variable, never SQL text (DuckDB errors quote the SQL)
+        if col in ID_COLUMNS and salted:  # the salt is a bound variable, never SQL text (DuckDB errors quote the SQL)
             return f"substr(sha256(getvariable('ogsrl_salt') || CAST({val} AS VARCHAR)), 1, 16)"
         return val
     if family == "float":
@@ -239,17 +256,19 @@ def _uncastable(col: str, family: str) -> str:
 class _Checker:
     """Runs the three levels for one directory; collects outcomes and GE results."""
 
-    def __init__(self, raw_dir: Path, cfg: ValidationConfig, salt: str) -> None:
+    def __init__(self, raw_dir: Path, cfg: ValidationConfig, salt: str, temp_directory: str) -> None:
         import duckdb
 
         self.raw_dir, self.cfg, self.salt = raw_dir, cfg, salt
-        self.con = duckdb.connect(config={"memory_limit": cfg.duckdb_memory_limit, "threads": cfg.duckdb_threads})
-        self.con.execute("SET enable_progress_bar = false")
+        self.con = duckdb.connect(config={"memory_limit": cfg.duckdb_memory_limit, "threads": cfg.duckdb_threads,
+                                          "temp_directory": temp_directory})
+        progress.enable(self.con)
         self.con.execute("SET VARIABLE ogsrl_salt = ?", [salt + ":"])
         self.ctx = new_context()
         self.outcomes: list[Outcome] = []
         self.runs: list[tuple[str, Any]] = []
         self.rows: dict[str, int] = {}
+        self._pass: dict[str, tuple[list[Any], list[dict[str, Any]]]] = {}
 
     def _suite(self, name: str, frame: Any, rules: list[Rule], index: Sequence[str], gating: bool) -> None:
         result = run_suite(self.ctx, name, frame, rules, index)
@@ -260,27 +279,34 @@ class _Checker:
         import pandas as pd
 
         scans: dict[str, tuple[dict[str, str], dict[str, int]]] = {}
-        table_rows = []
-        for table in TABLES:
+        status: dict[str, tuple[str, str]] = {}
+        d_ids: dict[str, list[int] | None] = {"d_items": None, "d_labitems": None}
+        # dimension tables first: the event tables' single pass needs the itemids d_items / d_labitems define
+        for table in sorted(TABLES, key=lambda t: t not in DIMENSION_TABLES):
             path = locate(self.raw_dir, table)
-            status, detail = "missing", f"no {TABLES[table][0]}/{table}.csv.gz|.csv|.parquet"
-            if path is not None:
-                try:
-                    self._view(table, path)
-                    scans[table] = self._scan(table)
-                    status, detail = "ok", path.name
-                except Exception as exc:  # noqa: BLE001 - duckdb raises several error types for unreadable files
-                    status, detail = "unreadable", f"{path.name}: {str(exc).splitlines()[0][:200]}"
-            table_rows.append({"table": table, "status": status, "detail": detail})
+            status[table] = ("missing", f"no {TABLES[table][0]}/{table}.csv.gz|.csv|.parquet")
+            if path is None:
+                continue
+            try:
+                self._view(table, path)
+                actual = self._describe(table)
+                rules = None
+                if table not in DIMENSION_TABLES and all(c in actual for c in TABLES[table][1]):
+                    rules = value_rules(table, self.cfg, d_ids["d_items"], d_ids["d_labitems"])
+                scans[table] = self._scan(table, actual, rules)
+                status[table] = ("ok", path.name)
+                if table in d_ids and all(c in actual for c in TABLES[table][1]):
+                    d_ids[table] = self._ids(table)
+            except Exception as exc:  # noqa: BLE001 - duckdb raises several error types for unreadable files
+                status[table] = ("unreadable", f"{path.name}: {str(exc).splitlines()[0][:200]}")
+        table_rows = [{"table": t, "status": status[t][0], "detail": status[t][1]} for t in TABLES]
         self._suite("tables", pd.DataFrame(table_rows),
                     [Rule("tables", "status", "in_set", "every required table exists and is readable",
                           values=("ok",), unit="tables")],
                     ["table", "detail"], gating=True)
-        complete = [t for t, (actual, counts) in scans.items() if self._schema(t, actual, counts)]
-        d_items = self._ids("d_items") if "d_items" in complete else None
-        d_labitems = self._ids("d_labitems") if "d_labitems" in complete else None
+        complete = [t for t in TABLES if t in scans and self._schema(t, *scans[t])]
         for table in complete:
-            self._values(table, value_rules(table, self.cfg, d_items, d_labitems))
+            self._values(table, value_rules(table, self.cfg, d_ids["d_items"], d_ids["d_labitems"]))
         return RawResult(self.outcomes, self.runs, self.rows)
 
     def _view(self, table: str, path: Path) -> None:
@@ -290,16 +316,50 @@ class _Checker:
             src = f"read_csv({_lit(str(path))}, header=true, all_varchar=true)"
         self.con.execute(f"CREATE OR REPLACE VIEW v_{table} AS SELECT * FROM {src}")
 
-    def _scan(self, table: str) -> tuple[dict[str, str], dict[str, int]]:
-        """One pass over the file: row count and uncastable values per typed required column (raises if the file
-        cannot be read to the end, e.g. a truncated csv.gz)."""
+    def _describe(self, table: str) -> dict[str, str]:
+        return {r[0]: r[1] for r in self.con.execute(f"DESCRIBE SELECT * FROM v_{table}").fetchall()}
+
+    def _scan(self, table: str, actual: dict[str, str], rules: list[Rule] | None
+              ) -> tuple[dict[str, str], dict[str, int]]:
+        """One pass over the file (raises if it cannot be read to the end, e.g. a truncated csv.gz): row count and
+        uncastable values per typed required column; for an event table with every required column also the
+        exact counts of its value rules and its Data Docs sample (kept for :meth:`_values`), so that a
+        433 M-row file is read once."""
         cols = TABLES[table][1]
-        actual = {r[0]: r[1] for r in self.con.execute(f"DESCRIBE SELECT * FROM v_{table}").fetchall()}
         typed = [c for c in cols if c in actual and cols[c] != "str"]
-        agg = ", ".join(["count(*)"] + [f"count_if({_uncastable(c, cols[c])})" for c in typed])
-        flat = self.con.execute(f"SELECT {agg} FROM v_{table}").fetchone()
+        aggs = ["count(*)"] + [f"count_if({_uncastable(_RAW + c, cols[c])})" for c in typed]
+        inner = [f"{_q(c)} AS {_q(_RAW + c)}" for c in typed]
+        pass_aggs: list[str] = []
+        hist: list[tuple[int, frozenset]] = []
+        if rules is not None:
+            used = self._used(table, rules)
+            inner += [f"{_cast_expr(c, cols[c], salted=False)} AS {_q(c)}" for c in cols if c in used]
+            inner += [f"{e} AS {_q(c)}" for c, e in DERIVED.get(table, {}).items() if c in used]
+            for r in rules:
+                if r.kind == "contains_set":
+                    pass_aggs += [f"bool_or({_q(r.column)} = {int(v)})" for v in r.values]
+                elif r.kind == "in_set" and len(r.values) >= _HISTOGRAM_MIN and not r.where_itemids:
+                    # a long IN list is tested value by value on every row (half the pass on 433 M rows);
+                    # the per-value counts of a histogram give the violations at hash-aggregate cost
+                    hist.append((len(aggs) + len(pass_aggs) + 2, frozenset(r.values)))
+                    pass_aggs += ["count(*)", f"count({_q(r.column)})", f"histogram({_q(r.column)})"]
+                else:
+                    pass_aggs += [f"count_if({e})" for e in r.sql_counts()]
+            names = [c for c in cols if c in used] + [c for c in DERIVED.get(table, {}) if c in used]
+            fields = ", ".join(f"{_q(c)} := {_q(c)}" for c in names)
+            key = ", ".join(_q(c) for c in names)
+            pass_aggs.append(f"arg_min(struct_pack({fields}), hash({int(self.cfg.seed)}, {key}), "
+                             f"{int(self.cfg.sample_rows)})")
+        sql = f"SELECT {', '.join(aggs + pass_aggs)} FROM (SELECT {', '.join(inner) or '1'} FROM v_{table}) f"
+        t0 = time.perf_counter()
+        flat = list(progress.execute(self.con, sql, f"validate-raw {table}").fetchone())
+        for i, allowed in hist:  # histogram → rows whose value is not in the set
+            flat[i] = sum(int(n) for v, n in (flat[i] or {}).items() if v is not None and v not in allowed)
         self.rows[table] = int(flat[0])
-        return actual, dict(zip(typed, map(int, flat[1:]), strict=True))
+        log.info("validate-raw: %s %d rows read in %.1f s", table, flat[0], time.perf_counter() - t0)
+        if rules is not None:
+            self._pass[table] = (list(flat[len(aggs):-1]), flat[-1] or [])
+        return actual, dict(zip(typed, map(int, flat[1:len(aggs)]), strict=True))
 
     def _schema(self, table: str, actual: dict[str, str], counts: dict[str, int]) -> bool:
         """GE on the schema frame (columns present, values castable); True when the value rules can run."""
@@ -329,11 +389,16 @@ class _Checker:
         sql = f"SELECT DISTINCT {_cast_expr('itemid', 'int')} AS i FROM v_{table} WHERE i IS NOT NULL"
         return sorted(int(r[0]) for r in self.con.execute(sql).fetchall())
 
-    def _frame_sql(self, table: str, rules: Sequence[Rule]) -> str:
-        cols = TABLES[table][1]
+    @staticmethod
+    def _used(table: str, rules: Sequence[Rule]) -> set[str]:
         used = {r.column for r in rules} | {c for r in rules for c in r.columns}
         if any(r.where_itemids for r in rules):
             used.add("itemid")
+        return used
+
+    def _frame_sql(self, table: str, rules: Sequence[Rule]) -> str:
+        cols = TABLES[table][1]
+        used = self._used(table, rules)
         exprs = [f"{_cast_expr(c, cols[c])} AS {_q(c)}" for c in cols if c in used]
         exprs += [f"{e} AS {_q(c)}" for c, e in DERIVED.get(table, {}).items() if c in used]
         return f"SELECT {', '.join(exprs)} FROM v_{table}"
@@ -342,35 +407,47 @@ class _Checker:
         n = self.rows[table]
         body = self._frame_sql(table, rules)
         if table in DIMENSION_TABLES or n <= self.cfg.full_max_rows:
+            self._pass.pop(table, None)
             frame = self.con.execute(f"SELECT row_number() OVER () - 1 AS _row, * FROM ({body})").df()
             self._suite(table, frame, rules, ["_row"], gating=True)
             return
-        self._exact(table, rules, body)
-        sample = self.con.execute(
-            f"SELECT * FROM ({body}) USING SAMPLE reservoir({self.cfg.sample_rows} ROWS) "
-            f"REPEATABLE ({self.cfg.seed})").df()
-        self._suite(f"{table}_sample", sample, rules, [], gating=False)
+        counts, sample_rows = self._pass.pop(table)
+        self._exact(table, rules, body, counts)
+        self._suite(f"{table}_sample", self._pseudonymise(table, sample_rows), rules, [], gating=False)
 
-    def _exact(self, table: str, rules: Sequence[Rule], body: str) -> None:
-        """Exact violation counts over the whole table in one DuckDB pass; GE checks the summary frame."""
+    def _pseudonymise(self, table: str, rows: list[dict[str, Any]]) -> Any:
+        """The sample of the single pass as a frame, id columns replaced by their salted hashes (as in
+        :func:`_cast_expr`)."""
+        import pandas as pd
+
+        frame = pd.DataFrame(rows)
+        ids = [c for c in frame.columns if c in ID_COLUMNS]
+        if ids and len(frame):
+            self.con.register("_sample_ids", frame[ids])
+            hashed = self.con.execute("SELECT " + ", ".join(
+                f"substr(sha256(getvariable('ogsrl_salt') || CAST({_q(c)} AS VARCHAR)), 1, 16) AS {_q(c)}"
+                for c in ids) + " FROM _sample_ids").df()
+            self.con.unregister("_sample_ids")
+            for c in ids:
+                frame[c] = hashed[c].to_numpy()
+        return frame
+
+    def _exact(self, table: str, rules: Sequence[Rule], body: str, counts: list[Any]) -> None:
+        """Exact violation counts over the whole table (``counts``: the rule aggregates of the single pass, in rule
+        order); GE checks the summary frame."""
         import pandas as pd
 
         rowwise = [r for r in rules if r.kind in _TYPE]
         if len(rowwise) + sum(r.kind == "contains_set" for r in rules) != len(rules):
             raise ValueError(f"{table}: uniqueness rules need the full-table GE path")
         triples = {id(r): r.sql_counts() for r in rowwise}
-        agg = ", ".join(f"count_if({a}), count_if({b}), count_if({c})" for a, b, c in triples.values())
-        flat = iter(self.con.execute(f"SELECT {agg} FROM ({body}) f").fetchone() if agg else ())
+        flat = iter(counts)
         rows = []
         for rule in rules:
             examples: tuple[str, ...] = ()
             observed = ""
             if rule.kind == "contains_set":
-                want = ", ".join(str(int(v)) for v in rule.values)
-                got = {int(r[0]) for r in self.con.execute(
-                    f"SELECT DISTINCT {_q(rule.column)} FROM ({body}) f WHERE {_q(rule.column)} IN ({want})"
-                ).fetchall()}
-                missing = sorted(set(rule.values) - got)
+                missing = [v for v in rule.values if not next(flat)]
                 n_rows = denom = len(rule.values)
                 bad = len(missing)
                 observed = f"{bad} missing: {[str(m) for m in missing[:self.cfg.max_examples]]}" if bad else ""
@@ -407,4 +484,12 @@ def validate_raw(raw_dir: Path, cfg: ValidationConfig, salt: str) -> RawResult:
     """Validate a MIMIC-IV-layout directory; never raises on bad data (the caller decides), only on bad arguments."""
     if not raw_dir.is_dir():
         raise FileNotFoundError(f"raw data directory not found: {raw_dir}")
-    return _Checker(raw_dir, cfg, salt).run()
+    tmp = tempfile.mkdtemp(prefix="ogsrl-validate-duckdb-")  # DuckDB spills here beyond memory_limit
+    try:
+        checker = _Checker(raw_dir, cfg, salt, tmp)
+        try:
+            return checker.run()
+        finally:
+            checker.con.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

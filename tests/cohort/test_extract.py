@@ -263,3 +263,38 @@ def test_split_is_by_patient(tmp_path: Path, mimic_tables, write_mimic) -> None:
         assert split[keys[0]] == split[keys[1]], seed
         assert ex.metrics["cohort_patients"] == ex.metrics["cohort_stays"] - 1
         assert "subject_id" not in df.columns
+
+
+def test_itemid_pushdown_reads_only_our_items(tmp_path: Path, tiny_mimic: Path, mimic_tables, write_mimic) -> None:
+    """Rows of other itemids (a full download's bulk) change nothing and never reach the feature queries: the
+    materialised event tables hold exactly the rows of the directory without them."""
+    from ogsrl.synth.filler import filler_items
+
+    other = filler_items()
+    tabs = {k: v.copy() for k, v in mimic_tables.items()}
+    for table in ("chartevents", "labevents", "inputevents", "outputevents"):
+        frame = tabs[table]
+        extra = pd.concat([frame] * 3, ignore_index=True)  # same stays and times, other itemids
+        extra["itemid"] = [other[table][i % len(other[table])] for i in range(len(extra))]
+        tabs[table] = pd.concat([frame, extra], ignore_index=True)
+    padded = write_mimic(tmp_path / "padded", tabs)
+
+    def kept(root: Path) -> tuple[object, dict[str, int], int]:
+        con = views.connect("1GB", 1)
+        try:
+            views.register_directory(con, root)
+            ex = extract(con, CFG, CostsConfig())
+            counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                      for t in ("chartevents", "labevents", "inputevents", "outputevents")}
+            foreign = con.execute("SELECT count(*) FROM chartevents WHERE itemid IN "
+                                  f"({', '.join(map(str, other['chartevents']))})").fetchone()[0]
+            return ex, counts, foreign
+        finally:
+            con.close()
+
+    ref, ref_counts, _ = kept(tiny_mimic)
+    got, counts, foreign = kept(padded)
+    assert foreign == 0 and counts == ref_counts
+    assert got.metrics == ref.metrics
+    for split in ref.tables:
+        pd.testing.assert_frame_equal(got.tables[split], ref.tables[split])

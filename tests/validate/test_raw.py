@@ -178,6 +178,38 @@ def test_exact_duckdb_path_agrees_with_ge(broken_dir: Path, broken: RawResult) -
     assert {n for n, _ in exact.runs} >= {"chartevents_exact", "chartevents_sample"}
 
 
+def test_large_table_sample_is_seeded_pseudonymised_and_thread_invariant(
+        broken_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Data Docs sample of the single pass: the sample_rows rows of smallest seeded hash, the same with 1 or 2
+    DuckDB threads, ids as 16-hex salted hashes (never raw), and read in one pass per event table."""
+    import ogsrl.validate.raw as raw
+
+    frames: dict[tuple[int, str], pd.DataFrame] = {}
+    real = raw.run_suite
+
+    def spy(ctx, name, frame, rules, index):  # noqa: ANN001, ANN202 - test double of run_suite
+        frames[(threads, name)] = frame.copy()
+        return real(ctx, name, frame, rules, index)
+
+    monkeypatch.setattr(raw, "run_suite", spy)
+    reads: list[str] = []
+    real_exec = raw.progress.execute
+    monkeypatch.setattr(raw.progress, "execute",
+                        lambda con, sql, label, *a, **k: (reads.append(label), real_exec(con, sql, label, *a, **k))[1])
+    for threads in (1, 2):
+        validate_raw(broken_dir, ValidationConfig(full_max_rows=0, sample_rows=4, duckdb_threads=threads), SALT)
+    a, b = frames[(1, "chartevents_sample")], frames[(2, "chartevents_sample")]
+    assert len(a) == 4
+    key = sorted(a.columns)
+    pd.testing.assert_frame_equal(a.sort_values(key).reset_index(drop=True)[key],
+                                  b.sort_values(key).reset_index(drop=True)[key])
+    for col in ("subject_id", "hadm_id", "stay_id"):
+        assert a[col].str.fullmatch(r"[0-9a-f]{16}").all(), col
+    # one read per readable table and run (labevents and chartevents included), none per rule
+    per_run = [r for r in reads[: len(reads) // 2]]
+    assert len(per_run) == len(set(per_run)) and "validate-raw chartevents" in per_run
+
+
 def test_demo_mess_is_tolerated(tmp_path: Path) -> None:
     """The documented demo mess — a small rate of charting errors, °F temperatures and FiO2 charted as a fraction —
     passes (the extraction cleans it); the same errors at a high rate fail (see the broken set's HR column)."""

@@ -1,0 +1,362 @@
+"""Full-size stand-in for a MIMIC-IV v3.1 download: a generated demo directory padded with filler rows.
+
+The demo writes only the ~40 itemids the pipeline reads; a real download is dominated by thousands of others
+(433 M ``chartevents`` rows, of which the vitals we read are a small share). :func:`add_filler` copies a
+MIMIC-IV-layout directory and appends rows with *other* itemids to ``chartevents``, ``labevents``, ``inputevents``
+and ``outputevents`` until each holds its target row count (default: the v3.1 counts of :data:`MIMIC_IV_ROWS`,
+times ``scale``), and defines those itemids in ``d_items`` / ``d_labitems`` (as a download does). Every other
+table is copied unchanged, so the extraction must give the same cohort with or without filler.
+
+Rows are made by DuckDB alone (``COPY`` of ``range``-generated rows; no Python loop over rows):
+
+* per-stay counts: filler rows are spread over ICU stays in proportion to their length (``los`` in seconds), labs
+  over hospital admissions in proportion to (dischtime − admittime + 1 day); with cumulative weights
+  :math:`W_s = \\sum_{s' \\le s} w_{s'}` stay :math:`s` gets
+  :math:`\\lfloor n W_s / W \\rfloor - \\lfloor n W_{s-1} / W \\rfloor` rows, which sum to exactly :math:`n`;
+* row :math:`j` of a stay is charted at ``start + (j + ½)·span / n_s`` (minute resolution), so rows are in time
+  order within a stay;
+* every pseudo-random value (itemid, value, caregiver, …) is ``hash(seed, g, k) mod m`` of the global row number
+  ``g`` and a column tag ``k``: seeded and reproducible for a given DuckDB version. The rows are reproducible;
+  their order in the file is not (written in parallel, without insertion order: base and filler rows interleave).
+
+Filler itemids (:func:`filler_items`) are spread over the same numeric range as the ones we read (so parquet
+min/max statistics cannot skip them) and never equal an itemid the pipeline reads (:func:`read_items`) nor one
+already defined in the base dictionaries (checked, :class:`~ogsrl.errors.DataError`).
+csv.gz is written by ``COPY`` into a pipe to ``gzip -1`` (DuckDB's own gzip is 2–3× slower); parquet with zstd.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from ogsrl import features as F
+from ogsrl.cohort import features as cf
+from ogsrl.errors import DataError
+from ogsrl.io import atomic_path
+from ogsrl.synth import tables as T
+
+log = logging.getLogger(__name__)
+
+MIMIC_IV_ROWS: dict[str, int] = {
+    "chartevents": 432_997_491, "labevents": 158_374_764, "inputevents": 10_953_713, "outputevents": 5_359_395,
+}
+"""Rows of the padded tables in MIMIC-IV v3.1 (mimic-code ``buildmimic/postgres/validate.sql``)."""
+MIMIC_IV_STAYS = 94_458
+"""ICU stays (icustays rows) in MIMIC-IV v3.1 (same source)."""
+PADDED: tuple[str, ...] = tuple(MIMIC_IV_ROWS)
+FORMATS: tuple[str, ...] = ("csv.gz", "parquet")
+
+_N_FILLER = {"chartevents": 400, "inputevents": 150, "outputevents": 40, "labevents": 600}
+"""distinct filler itemids per table (MIMIC-IV d_items: ~4,100 items; d_labitems: 1,650)"""
+_ITEM_RANGE = {"chartevents": (220_001, 229_999), "inputevents": (220_001, 229_999),
+               "outputevents": (220_001, 229_999), "labevents": (50_801, 53_199)}
+_DUCK_TYPE = {pa.int32(): "INTEGER", pa.int16(): "SMALLINT", pa.float64(): "DOUBLE", pa.string(): "VARCHAR",
+              pa.timestamp("s"): "TIMESTAMP", pa.date32(): "DATE"}
+
+
+def read_items() -> frozenset[int]:
+    """Every itemid the extraction or the raw validation reads (chartevents, labevents incl. the blood-gas
+    specimen type, urine, ventilation, IV fluids, vasopressors)."""
+    return frozenset({*F.CHART_ITEMS, 220224, *F.LAB_ITEMS, cf.ART_SPECIMEN_ITEM, *F.URINE_ITEMS,
+                      *F.URINE_SUBTRACT_ITEMS, *F.VENT_ITEMS, *F.FLUID_TONICITY, *F.NEE_FACTORS})
+
+
+def filler_items() -> dict[str, tuple[int, ...]]:
+    """Filler itemids per padded table: evenly spaced over the table's itemid range, skipping every itemid we read;
+    the four sets are pairwise disjoint."""
+    used = set(read_items())
+    out: dict[str, tuple[int, ...]] = {}
+    for table in PADDED:
+        lo, hi = _ITEM_RANGE[table]
+        n = _N_FILLER[table]
+        offset = len(out)  # different tables use interleaved ids: disjoint sets
+        picked = []
+        for i in range(lo + offset, hi + 1, (hi - lo) // (n + 50)):
+            if i not in used:
+                picked.append(i)
+                used.add(i)
+            if len(picked) == n:
+                break
+        out[table] = tuple(picked)
+    return out
+
+
+# ---- reading and writing ---------------------------------------------------------------------------------------
+def _lit(s: str | Path) -> str:
+    return "'" + str(s).replace("'", "''") + "'"
+
+
+def _locate(root: Path, table: str) -> tuple[str, Path]:
+    for ext, kind in ((".csv.gz", "csv"), (".csv", "csv"), (".parquet", "parquet")):
+        p = root / T.MODULE[table] / f"{table}{ext}"
+        if p.is_file():
+            return kind, p
+    raise DataError(f"missing table {T.MODULE[table]}/{table}.csv.gz (or .csv / .parquet) under {root}", table=table)
+
+
+def _source(root: Path, table: str) -> str:
+    """SQL source of a base table in the exact MIMIC-IV column layout and types (tables.SCHEMAS)."""
+    kind, path = _locate(root, table)
+    schema = T.SCHEMAS[table]
+    if kind == "csv":
+        cols = ", ".join(f"{_lit(f.name)}: '{_DUCK_TYPE[f.type]}'" for f in schema)
+        src = f"read_csv({_lit(path)}, header = true, columns = {{{cols}}})"
+    else:
+        src = f"read_parquet({_lit(path)})"
+    sel = ", ".join(f'CAST("{f.name}" AS {_DUCK_TYPE[f.type]}) AS "{f.name}"' for f in schema)
+    return f"(SELECT {sel} FROM {src})"
+
+
+def _copy(con: duckdb.DuckDBPyConnection, select: str, dest: Path, fmt: str) -> None:
+    """Write the rows of ``select`` to ``dest`` as csv.gz (header, NULL empty, timestamps ``%Y-%m-%d %H:%M:%S``)
+    or parquet (zstd)."""
+    if fmt == "parquet":
+        con.execute(f"COPY ({select}) TO {_lit(dest)} (FORMAT parquet, COMPRESSION zstd)")
+        return
+    opts = "HEADER, TIMESTAMPFORMAT '%Y-%m-%d %H:%M:%S', DATEFORMAT '%Y-%m-%d'"
+    gzip = shutil.which("gzip")
+    if gzip is None:
+        con.execute(f"COPY ({select}) TO {_lit(dest)} ({opts}, COMPRESSION gzip)")
+        return
+    fifo = Path(tempfile.mkdtemp(prefix="ogsrl-fifo-")) / "rows.csv"
+    os.mkfifo(fifo)
+    try:
+        with dest.open("wb") as out:
+            # the shell opens the pipe for reading (it blocks until DuckDB opens it for writing)
+            proc = subprocess.Popen(["sh", "-c", 'exec "$0" -1 -n -c < "$1"', gzip, str(fifo)], stdout=out)
+            try:
+                con.execute(f"COPY ({select}) TO {_lit(fifo)} ({opts}, USE_TMP_FILE false)")
+            except BaseException:
+                try:  # unblock a reader still waiting for a writer, so gzip ends
+                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+                except OSError:
+                    pass
+                raise
+            finally:
+                proc.wait()
+        if proc.returncode != 0:
+            raise OSError(f"gzip failed with status {proc.returncode} writing {dest}")
+    finally:
+        shutil.rmtree(fifo.parent, ignore_errors=True)
+
+
+# ---- filler rows -------------------------------------------------------------------------------------------------
+def _pick(values: tuple, expr: str) -> str:
+    """SQL: element ``expr mod len(values)`` of a literal list."""
+    lit = ", ".join(_lit(v) if isinstance(v, str) else str(v) for v in values)
+    return f"list_element([{lit}], CAST(1 + ({expr}) % {len(values)} AS BIGINT))"
+
+
+def _alloc(con: duckdb.DuckDBPyConnection, name: str, units: str, n: int) -> None:
+    """Temp table ``name``: per unit (stay or admission) its ``n_rows`` filler rows and ``first_row`` (global row
+    number of its first filler row), proportional to the unit's ``span_s``; the counts sum to exactly ``n``."""
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE {name} AS
+        WITH c AS (SELECT *, sum(span_s) OVER (ORDER BY unit_key ROWS UNBOUNDED PRECEDING) AS cum,
+                          sum(span_s) OVER () AS tot FROM ({units}))
+        SELECT *, CAST(floor(CAST(cum AS DOUBLE) / tot * {n}) AS BIGINT)
+                  - CAST(floor(CAST(cum - span_s AS DOUBLE) / tot * {n}) AS BIGINT) AS n_rows,
+               CAST(floor(CAST(cum - span_s AS DOUBLE) / tot * {n}) AS BIGINT) AS first_row
+        FROM c""")
+    got = con.execute(f"SELECT coalesce(sum(n_rows), 0) FROM {name}").fetchone()[0]
+    if int(got) != n:
+        raise AssertionError(f"filler allocation gave {got} rows, wanted {n}")
+
+
+def _rows(alloc: str) -> str:
+    """One row per filler row: the unit's columns, ``j`` (row within the unit), ``g`` (global row number) and
+    ``t`` (its time: minute resolution, in time order within the unit)."""
+    return f"""(SELECT *, first_row + j AS g,
+                       t0 + to_seconds(CAST(floor(span_s * (j + 0.5) / n_rows / 60) * 60 AS BIGINT)) AS t
+                FROM (SELECT *, unnest(range(n_rows)) AS j FROM {alloc} WHERE n_rows > 0))"""
+
+
+def _h(seed: int, k: int) -> str:
+    """SQL: a seeded pseudo-random UBIGINT of the row (global row number g) for column tag k."""
+    return f"hash({int(seed)}, g, {k})"
+
+
+def _filler_select(table: str, alloc: str, seed: int, items: tuple[int, ...], ids: Mapping[str, int]) -> str:
+    """SELECT of the filler rows of ``table`` in its exact MIMIC-IV column order."""
+    h = lambda k: _h(seed, k)  # noqa: E731 - short local alias keeps the SQL readable
+    item = _pick(items, h(1))
+    num = f"CAST({h(2)} % 2000 AS DOUBLE) / 10"
+    texts = ("Normal", "Yes", "No", "None", "Intact", "Clear", "Absent", "Regular")
+    if table == "chartevents":
+        is_text = f"({h(3)} % 4 = 0)"
+        return f"""SELECT subject_id, hadm_id, stay_id, CAST(10000 + hash({seed}, stay_id, j // 48) % 5000 AS INTEGER),
+                      t, t + to_minutes(CAST({h(4)} % 30 AS BIGINT)), {item},
+                      CASE WHEN {is_text} THEN {_pick(texts, h(5))} ELSE CAST({num} AS VARCHAR) END,
+                      CASE WHEN {is_text} THEN NULL ELSE {num} END,
+                      CASE WHEN {is_text} THEN NULL ELSE {_pick(('mmHg', 'bpm', '%', 'cmH2O', 'mL', 'mg/dL'), h(6))}
+                      END, CAST(0 AS SMALLINT)
+               FROM {_rows(alloc)}"""
+    if table == "outputevents":
+        return f"""SELECT subject_id, hadm_id, stay_id, CAST(10000 + hash({seed}, stay_id, j // 12) % 5000 AS INTEGER),
+                      t, t + to_minutes(CAST({h(4)} % 30 AS BIGINT)), {item}, CAST({h(2)} % 500 AS DOUBLE), 'mL'
+               FROM {_rows(alloc)}"""
+    if table == "inputevents":
+        bolus = f"({h(3)} % 2 = 0)"
+        amount = f"CAST({h(2)} % 1000 AS DOUBLE) / 10"
+        rate = f"CASE WHEN {bolus} THEN NULL ELSE CAST({h(7)} % 500 AS DOUBLE) / 100 END"
+        order = f"CAST({ids['orderid']} + g AS INTEGER)"
+        return f"""SELECT subject_id, hadm_id, stay_id, CAST(10000 + hash({seed}, stay_id, j // 12) % 5000 AS INTEGER),
+                      t, t + to_minutes(CAST(1 + {h(4)} % 240 AS BIGINT)), t + to_minutes(CAST({h(5)} % 30 AS BIGINT)),
+                      {item}, {amount}, {_pick(('mg', 'mL', 'mEq', 'units', 'grams'), h(6))}, {rate},
+                      CASE WHEN {bolus} THEN NULL ELSE 'mL/hour' END, {order}, {order},
+                      {_pick(('01-Drips', '02-Fluids (Crystalloids)', '05-Med Bolus', '11-Prophylaxis (IV)'), h(8))},
+                      NULL, 'Main order parameter',
+                      CASE WHEN {bolus} THEN 'Drug Push' ELSE 'Continuous Med' END,
+                      CAST(40 + {h(9)} % 80 AS DOUBLE), {amount}, 'mL', CAST(0 AS SMALLINT), CAST(0 AS SMALLINT),
+                      'FinishedRunning', {amount}, coalesce({rate}, 0)
+               FROM {_rows(alloc)}"""
+    if table == "labevents":
+        outpatient = f"({h(3)} % 8 = 0)"
+        flag = f"CASE WHEN {h(10)} % 5 = 0 THEN 'abnormal' END"
+        return f"""SELECT CAST({ids['labevent_id']} + g AS INTEGER), subject_id,
+                      CASE WHEN {outpatient} THEN NULL ELSE hadm_id END,
+                      CAST({ids['specimen_id']} + g // 12 AS INTEGER), {item},
+                      CASE WHEN {h(11)} % 3 = 0 THEN 'P' || lpad(CAST({h(12)} % 99999 AS VARCHAR), 5, '0') END,
+                      t, t + to_minutes(CAST(30 + {h(4)} % 90 AS BIGINT)),
+                      CAST({num} AS VARCHAR), {num}, {_pick(('mg/dL', 'mEq/L', 'K/uL', '%', 'IU/L', 'g/dL'), h(6))},
+                      CAST({h(7)} % 50 AS DOUBLE), CAST(50 + {h(8)} % 100 AS DOUBLE), {flag},
+                      {_pick(('ROUTINE', 'STAT'), h(9))}, NULL
+               FROM {_rows(alloc)}"""
+    raise ValueError(f"no filler for table {table!r}; padded tables: {list(PADDED)}")
+
+
+def _units(table: str, src: Mapping[str, str]) -> str:
+    """The units filler rows are spread over, with their time span (seconds) and start ``t0``."""
+    if table == "labevents":  # hospital admissions, from a day before admission to discharge
+        return f"""SELECT hadm_id AS unit_key, subject_id, hadm_id, admittime - INTERVAL 1 DAY AS t0,
+                          greatest(date_diff('second', admittime, dischtime), 0) + 86400 AS span_s
+                   FROM {src['admissions']} WHERE admittime IS NOT NULL AND dischtime IS NOT NULL"""
+    return f"""SELECT stay_id AS unit_key, subject_id, hadm_id, stay_id, intime AS t0,
+                      greatest(date_diff('second', intime, outtime), 3600) AS span_s
+               FROM {src['icustays']} WHERE intime IS NOT NULL AND outtime IS NOT NULL"""
+
+
+def _dictionary_rows(table: str, items: Mapping[str, tuple[int, ...]]) -> str:
+    """VALUES of the filler itemids' dictionary rows (d_items or d_labitems layout)."""
+    rows = []
+    if table == "d_items":
+        for linksto in ("chartevents", "inputevents", "outputevents"):
+            for i in items[linksto]:
+                rows.append(f"({i}, 'Filler item {i}', 'F{i}', '{linksto}', 'Filler', NULL, 'Numeric', NULL, NULL)")
+    else:
+        rows = [f"({i}, 'Filler lab {i}', 'Blood', 'Filler')" for i in items["labevents"]]
+    return "SELECT * FROM (VALUES " + ", ".join(rows) + ")"
+
+
+def targets_for(scale: float = 1.0, rows: Mapping[str, int] | None = None) -> dict[str, int]:
+    """Target rows per padded table: ``rows`` where given, else round(scale × MIMIC-IV v3.1 rows)."""
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
+    unknown = sorted(set(rows or {}) - set(PADDED))
+    if unknown:
+        raise ValueError(f"unknown padded table(s) {unknown}; padded tables: {list(PADDED)}")
+    out = {t: int(round(scale * n)) for t, n in MIMIC_IV_ROWS.items()}
+    for t, n in (rows or {}).items():
+        if int(n) < 0:
+            raise ValueError(f"target rows of {t} must be >= 0, got {n}")
+        out[t] = int(n)
+    return out
+
+
+def add_filler(base: Path, out: Path, targets: Mapping[str, int], seed: int, fmt: str = "csv.gz",
+               memory_limit: str = "4GB", threads: int = 2, overwrite: bool = False) -> dict[str, object]:
+    """Write ``out`` = the MIMIC-IV-layout directory ``base`` with every padded table filled up to ``targets``
+    rows (see the module docstring) and the filler itemids defined in d_items / d_labitems.
+
+    Returns per table the base rows, filler rows and output bytes, plus the base rows' share of each padded
+    table. Raises DataError when a base table is missing, already holds more rows than its target, or defines or
+    uses a filler itemid; ValueError for a bad format.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {list(FORMATS)}, got {fmt!r}")
+    base, out = Path(base), Path(out)
+    if not base.is_dir():
+        raise DataError(f"base directory not found: {base}")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise DataError(f"output directory {out} is not empty (pass overwrite)")
+    items = filler_items()
+    all_filler = {i for v in items.values() for i in v}
+    if all_filler & read_items():  # by construction; a changed feature list must not make filler readable
+        raise AssertionError(f"filler itemids overlap the read ones: {sorted(all_filler & read_items())[:5]}")
+    t_start = time.perf_counter()
+    tmp_dir = tempfile.mkdtemp(prefix="ogsrl-filler-duckdb-")
+    con = duckdb.connect(config={"memory_limit": memory_limit, "threads": int(threads)})
+    con.execute(f"SET temp_directory = {_lit(tmp_dir)}")
+    con.execute("SET enable_progress_bar = false")
+    # no ordered output: all filler rows of a COPY come from one source batch (the allocation table), which an
+    # order-preserving writer would buffer (and spill) whole before writing
+    con.execute("SET preserve_insertion_order = false")
+    report: dict[str, object] = {"format": fmt, "seed": int(seed)}
+    try:
+        src = {t: _source(base, t) for t in T.SCHEMAS}
+        for d, tables in (("d_items", ("chartevents", "inputevents", "outputevents")), ("d_labitems", ("labevents",))):
+            clash = con.execute(f"SELECT itemid FROM {src[d]} WHERE itemid IN "
+                                f"({', '.join(str(i) for t in tables for i in items[t])}) LIMIT 5").fetchall()
+            if clash:
+                raise DataError(f"base {d} already defines filler itemid(s) {[c[0] for c in clash]}", table=d,
+                                column="itemid", rows=[c[0] for c in clash])
+        ids = {"orderid": 1 + con.execute(f"SELECT coalesce(max(greatest(orderid, linkorderid)), 0) "
+                                          f"FROM {src['inputevents']}").fetchone()[0],
+               "labevent_id": 1 + con.execute(f"SELECT coalesce(max(labevent_id), 0) FROM {src['labevents']}"
+                                              ).fetchone()[0],
+               "specimen_id": 1 + con.execute(f"SELECT coalesce(max(specimen_id), 0) FROM {src['labevents']}"
+                                              ).fetchone()[0]}
+        n_base = {t: int(con.execute(f"SELECT count(*) FROM {src[t]}").fetchone()[0]) for t in T.SCHEMAS}
+        for table in PADDED:  # every check before the first byte is written
+            if n_base[table] > int(targets[table]):
+                raise DataError(f"base {table} already has {n_base[table]} rows, more than the target "
+                                f"{targets[table]}", table=table)
+            bad = con.execute(f"SELECT DISTINCT itemid FROM {src[table]} WHERE itemid IN "
+                              f"({', '.join(map(str, sorted(all_filler)))}) LIMIT 5").fetchall()
+            if bad:
+                raise DataError(f"base {table} already uses filler itemid(s) {[b[0] for b in bad]}",
+                                table=table, column="itemid", rows=[b[0] for b in bad])
+        with atomic_path(out) as tmp:
+            for table in T.SCHEMAS:
+                (tmp / T.MODULE[table]).mkdir(parents=True, exist_ok=True)
+                dest = tmp / T.MODULE[table] / f"{table}.{fmt}"
+                t0 = time.perf_counter()
+                n_fill = 0
+                select = f"SELECT * FROM {src[table]}"
+                if table in PADDED:
+                    n_fill = int(targets[table]) - n_base[table]
+                    _alloc(con, "_alloc", _units(table, src), n_fill)
+                    select += f" UNION ALL {_filler_select(table, '_alloc', seed, items[table], ids)}"
+                    limit = {"labevent_id": n_fill, "specimen_id": n_fill // 12 + 1}.items() \
+                        if table == "labevents" else ({"orderid": n_fill}.items() if table == "inputevents" else ())
+                    for col, extra in limit:
+                        if ids[col] + extra > 2**31 - 1:
+                            raise DataError(f"filler {col} would exceed the INTEGER range", table=table, column=col)
+                elif table in ("d_items", "d_labitems"):
+                    n_fill = sum(len(items[t]) for t in (("labevents",) if table == "d_labitems"
+                                                         else ("chartevents", "inputevents", "outputevents")))
+                    select += f" UNION ALL {_dictionary_rows(table, items)}"
+                typed = ", ".join(f'CAST("{f.name}" AS {_DUCK_TYPE[f.type]}) AS "{f.name}"' for f in T.SCHEMAS[table])
+                _copy(con, f"SELECT {typed} FROM ({select})", dest, fmt)
+                report[f"rows_base.{table}"] = n_base[table]
+                report[f"rows_filler.{table}"] = n_fill
+                report[f"bytes.{table}"] = dest.stat().st_size
+                if table in PADDED and n_base[table] + n_fill:
+                    report[f"share_base.{table}"] = round(n_base[table] / (n_base[table] + n_fill), 6)
+                log.info("filler: %s %d + %d filler rows, %.1f MB in %.1f s", table, n_base[table], n_fill,
+                         dest.stat().st_size / 1e6, time.perf_counter() - t0)
+    finally:
+        con.close()
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    report["seconds"] = round(time.perf_counter() - t_start, 1)
+    return report
