@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ogsrl import features
@@ -197,6 +198,16 @@ def policy_network(net: torch.nn.Sequential, lam: np.ndarray, temperature: float
     return out.eval()
 
 
+def _t32(x: np.ndarray) -> torch.Tensor:
+    return torch.tensor(np.asarray(x, dtype=np.float32))
+
+
+def _stay_starts(frame: pd.DataFrame) -> torch.Tensor:
+    """Row index of each stay's first step (rows sorted by stay, step)."""
+    keys = frame["stay_key"].to_numpy()
+    return torch.as_tensor(np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]))
+
+
 def fit_declared(config: Config, inputs: TrainInputs, seed: int) -> FitResult:
     """Discrete CQL on a bring-your-own table's declared discrete column (contract v2): Q over its ``n`` ids; serves
     the Boltzmann policy as a categorical actor (:class:`ogsrl.agents.categorical.CategoricalActor`)."""
@@ -213,16 +224,11 @@ def fit_declared(config: Config, inputs: TrainInputs, seed: int) -> FitResult:
         every = np.tile(np.arange(space.n, dtype=np.float64)[:, None], (len(obs), 1))  # (N·n, 1)
         inside = inputs.make_guard()(np.repeat(obs, space.n, axis=0), every).reshape(len(obs), space.n)
         rejected = torch.as_tensor(~inside, dtype=torch.float32)
-    keys = frame["stay_key"].to_numpy()
-    starts = torch.as_tensor(np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]))
-
-    def t32(x: np.ndarray) -> torch.Tensor:
-        return torch.tensor(np.asarray(x, dtype=np.float32))
-
+    starts = _stay_starts(frame)
     net, lam, metrics, history = train(
-        config, t32((obs - mean) / std), t32((nxt - mean) / std), torch.as_tensor(ids),
-        t32(frame["reward"].to_numpy()), t32(frame[list(inputs.cost_columns)].to_numpy().reshape(len(obs), -1)),
-        t32(frame["done"].to_numpy()), starts, inputs.cost_limits, seed, discount=inputs.discount, rejected=rejected,
+        config, _t32((obs - mean) / std), _t32((nxt - mean) / std), torch.as_tensor(ids),
+        _t32(frame["reward"].to_numpy()), _t32(frame[list(inputs.cost_columns)].to_numpy().reshape(len(obs), -1)),
+        _t32(frame["done"].to_numpy()), starts, inputs.cost_limits, seed, discount=inputs.discount, rejected=rejected,
         label=f"{inputs.run or 'cql_discrete'} seed {seed}", n_actions=space.n)
     actor = CategoricalActor(len(names), config.hidden, torch.Generator().manual_seed(seed), space)
     actor.net = policy_network(net, lam, config.temperature, space.n)
@@ -255,16 +261,11 @@ def fit(config: Config, inputs: TrainInputs, seed: int) -> FitResult:
         median = doses.doses(np.stack([grid // N_SUB, grid % N_SUB], axis=1), None)  # (25, A)
         inside = guard(np.repeat(obs, N_BINS, axis=0), np.tile(median, (len(obs), 1))).reshape(len(obs), N_BINS)
         rejected = torch.as_tensor(~inside, dtype=torch.float32)
-    keys = frame["stay_key"].to_numpy()
-    starts = torch.as_tensor(np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]))
-
-    def t32(x: np.ndarray) -> torch.Tensor:
-        return torch.tensor(np.asarray(x, dtype=np.float32))
-
+    starts = _stay_starts(frame)
     net, lam, metrics, history = train(
-        config, t32((obs - mean) / std), t32((nxt - mean) / std), torch.as_tensor(frame["action_bin"].to_numpy(np.int64)),
-        t32(frame["reward"].to_numpy()), t32(frame[list(inputs.cost_columns)].to_numpy().reshape(len(obs), -1)),
-        t32(frame["done"].to_numpy()), starts, inputs.cost_limits, seed, discount=inputs.discount, rejected=rejected,
+        config, _t32((obs - mean) / std), _t32((nxt - mean) / std), torch.as_tensor(frame["action_bin"].to_numpy(np.int64)),
+        _t32(frame["reward"].to_numpy()), _t32(frame[list(inputs.cost_columns)].to_numpy().reshape(len(obs), -1)),
+        _t32(frame["done"].to_numpy()), starts, inputs.cost_limits, seed, discount=inputs.discount, rejected=rejected,
         label=f"{inputs.run or 'cql_discrete'} seed {seed}")
     cols = inputs.cost_columns
 
