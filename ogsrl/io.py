@@ -41,6 +41,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
+def remove_temporaries(directory: str | Path) -> list[str]:
+    """Delete what a killed :func:`atomic_path` writer left directly in ``directory`` (``.<name>.*.tmp`` and
+    ``.<name>.old.<pid>``); for outputs DVC keeps between runs (``persist: true``), which nothing else cleans.
+    Returns the removed names."""
+    directory = Path(directory)
+    removed: list[str] = []
+    if not directory.is_dir():
+        return removed
+    for p in sorted(directory.iterdir()):
+        if p.name.startswith(".") and (p.name.endswith(".tmp") or ".old." in p.name):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+            removed.append(p.name)
+    return removed
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()

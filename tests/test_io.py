@@ -42,3 +42,16 @@ def test_salted_hash_depends_on_salt_and_hides_value() -> None:
     assert all("30000001" not in h for h in a + b) and all(len(h) == 16 for h in a)
     with pytest.raises(ValueError, match="salt"):
         salted_hash([1], "")
+
+
+def test_remove_temporaries_deletes_only_a_killed_writers_leftovers(tmp_path) -> None:
+    from ogsrl.io import remove_temporaries
+
+    (tmp_path / ".a.json.x1.tmp").mkdir()
+    (tmp_path / ".a.json.x1.tmp" / "a.json").write_text("{")
+    (tmp_path / ".b.old.123").mkdir()
+    (tmp_path / "a.json").write_text("{}")
+    (tmp_path / ".keep").write_text("")
+    assert remove_temporaries(tmp_path) == [".a.json.x1.tmp", ".b.old.123"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".keep", "a.json"]
+    assert remove_temporaries(tmp_path / "absent") == []

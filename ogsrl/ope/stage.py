@@ -35,7 +35,7 @@ from ogsrl import config, features
 from ogsrl.agents import bc, common, load_policy
 from ogsrl.agents.stage import TRAJECTORY_DIR, policies_config, policy_dir, seed_summary
 from ogsrl.errors import DataError
-from ogsrl.io import atomic_path, dir_sha256, file_sha256, write_json
+from ogsrl.io import atomic_path, dir_sha256, file_sha256, remove_temporaries, write_json
 from ogsrl.ope import behaviour, dr, fqe, wis
 from ogsrl.ope.estimate import Estimate, policy_seed
 
@@ -179,6 +179,7 @@ def run_truth(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     settings = json.dumps({k: params.get(k) for k in ("synth", "cohort", "costs")}, sort_keys=True, default=str)
     base = hashlib.sha256(f"{settings}|{cfg.truth_episodes}|{cfg.seed}".encode()).hexdigest()
     keys = [BEHAVIOUR] + [f"{r}/seed{s}" for r in pcfg.runs for s in pcfg.seeds]
+    remove_temporaries(root / TRUTH_DIR)  # a killed earlier run's half-written cache entries
     out = {"truth/available": True, "truth/episodes": cfg.truth_episodes, "truth/seed": cfg.seed}
     cached = 0
     for key in keys:
