@@ -41,16 +41,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
-def remove_temporaries(directory: str | Path) -> list[str]:
+def remove_temporaries(directory: str | Path, only: str = "") -> list[str]:
     """Delete what a killed :func:`atomic_path` writer left directly in ``directory`` (``.<name>.*.tmp`` and
-    ``.<name>.old.<pid>``); for outputs DVC keeps between runs (``persist: true``), which nothing else cleans.
-    Returns the removed names."""
+    ``.<name>.old.<pid>``; only those of ``<name>`` = ``only`` when given); for outputs DVC keeps between runs
+    (``persist: true``), which nothing else cleans. Returns the removed names."""
     directory = Path(directory)
     removed: list[str] = []
     if not directory.is_dir():
         return removed
+    prefix = f".{only}." if only else "."
     for p in sorted(directory.iterdir()):
-        if p.name.startswith(".") and (p.name.endswith(".tmp") or ".old." in p.name):
+        if p.name.startswith(prefix) and (p.name.endswith(".tmp") or ".old." in p.name):
             shutil.rmtree(p) if p.is_dir() else p.unlink()
             removed.append(p.name)
     return removed

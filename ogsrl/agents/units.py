@@ -42,7 +42,7 @@ from ogsrl import config
 from ogsrl.agents import common
 from ogsrl.agents.inputs import GUARDIAN_DIR, WORLD_DIR, BehaviourClones, EnvFactory, TrainInputs, grid
 from ogsrl.agents.inputs import load_guard, resolve_cost_limits, state_columns
-from ogsrl.io import atomic_path, file_sha256, write_json
+from ogsrl.io import atomic_path, file_sha256, remove_temporaries, write_json
 
 log = logging.getLogger(__name__)
 
@@ -308,17 +308,15 @@ def remove_stale(directory: Path, keep: set[str] | None = None, only: str = "") 
     """Delete what an interrupted writer left in ``directory`` (``atomic_path`` temporaries ``.<name>.*.tmp`` and
     ``.<name>.old.<pid>``, only those of ``<name>`` = ``only`` when given) and, when ``keep`` is given, every seed
     checkpoint or record not named in it. Returns the removed names."""
-    removed: list[str] = []
-    if not directory.is_dir():
+    removed = remove_temporaries(directory, only)
+    if keep is None or not directory.is_dir():
         return removed
     for p in sorted(directory.iterdir()):
-        temp = (p.name.startswith(f".{only}." if only else ".")
-                and (p.name.endswith(".tmp") or ".old." in p.name))
         owned = p.name.startswith("seed") and (p.is_dir() or p.name.endswith(RECORD_SUFFIX))
-        if temp or (keep is not None and owned and p.name not in keep):
+        if owned and p.name not in keep:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
             removed.append(p.name)
-    return removed
+    return sorted(removed)
 
 
 def train_unit(params: Mapping[str, Any], root: Path, run: str, seed: int,
