@@ -51,6 +51,12 @@ MIMIC_IV_ROWS: dict[str, int] = {
     "chartevents": 432_997_491, "labevents": 158_374_764, "inputevents": 10_953_713, "outputevents": 5_359_395,
 }
 """Rows of the padded tables in MIMIC-IV v3.1 (mimic-code ``buildmimic/postgres/validate.sql``)."""
+MIMIC_IV_BYTES: dict[str, int] = {
+    "chartevents": 3_300_000_000, "labevents": 2_500_000_000, "inputevents": 382_000_000, "outputevents": 47_000_000,
+}
+"""Compressed sizes of the v3.1 ``.csv.gz`` files, as listed (rounded, "3.3 GB") by a third-party scan of a
+download (github.com/pr014/Master-thesis, docs/MIMIC_IV_SCAN.md); not PhysioNet's own listing, GB vs GiB not
+stated."""
 MIMIC_IV_STAYS = 94_458
 """ICU stays (icustays rows) in MIMIC-IV v3.1 (same source)."""
 PADDED: tuple[str, ...] = tuple(MIMIC_IV_ROWS)
@@ -173,12 +179,22 @@ def _alloc(con: duckdb.DuckDBPyConnection, name: str, units: str, n: int) -> Non
         raise AssertionError(f"filler allocation gave {got} rows, wanted {n}")
 
 
-def _rows(alloc: str) -> str:
-    """One row per filler row: the unit's columns, ``j`` (row within the unit), ``g`` (global row number) and
-    ``t`` (its time: minute resolution, in time order within the unit)."""
-    return f"""(SELECT *, first_row + j AS g,
-                       t0 + to_seconds(CAST(floor(span_s * (j + 0.5) / n_rows / 60) * 60 AS BIGINT)) AS t
-                FROM (SELECT *, unnest(range(n_rows)) AS j FROM {alloc} WHERE n_rows > 0))"""
+_GROUP = {"chartevents": 12, "labevents": 8, "outputevents": 2, "inputevents": 1}
+"""rows per charting round (chartevents), specimen (labevents) or output round; the rows of a group share
+their time, storetime and caregiver, as a nurse charts a set of items at once and a lab panel is one specimen"""
+_PANELS = {"chartevents": 8, "labevents": 32, "outputevents": 3, "inputevents": 1}
+"""distinct item sequences a unit cycles through, group after group"""
+
+
+def _rows(alloc: str, seed: int, group: int = 1) -> str:
+    """One row per filler row: the unit's columns, ``uh`` (the unit's seeded hash), ``j`` (row within the unit),
+    ``g`` (global row number), ``r`` / ``p`` (group of ``group`` rows and position in it) and ``t`` (the group's
+    time: ``start + (r + ½)·span / R`` for R groups, minute resolution, in time order within the unit)."""
+    return f"""(SELECT *, first_row + j AS g, j // {group} AS r, j % {group} AS p,
+                       t0 + to_seconds(CAST(floor(span_s * (j // {group} + 0.5)
+                                                  / ceil(CAST(n_rows AS DOUBLE) / {group}) / 60) * 60 AS BIGINT)) AS t
+                FROM (SELECT *, hash({int(seed)}, unit_key) AS uh, unnest(range(n_rows)) AS j
+                      FROM {alloc} WHERE n_rows > 0))"""
 
 
 def _h(seed: int, k: int) -> str:
@@ -186,25 +202,89 @@ def _h(seed: int, k: int) -> str:
     return f"hash({int(seed)}, g, {k})"
 
 
+def _hg(seed: int, k: int) -> str:
+    """SQL: the same for the row's group (unit, group number r): equal for all rows of a group."""
+    return f"hash({int(seed)}, unit_key, r, {k})"
+
+
+_SORTED = {"outputevents": "subject_id, stay_id, charttime, itemid"}
+"""padded tables written sorted (base and filler rows together, as a download lists a patient's rows together);
+outputevents only: its base rows (90 %) would otherwise dominate its size, and 5 M rows sort in seconds"""
+
+
+_UOMS = {"chartevents": ("bpm", "mmHg", "%", "insp/min", "cmH2O", "mL", "°C", "mg/dL", "L/min", "kg"),
+         "labevents": ("mg/dL", "mEq/L", "K/uL", "%", "IU/L", "g/dL", "mmol/L", "sec", "ng/mL", "U/L")}
+_TEXTS = ("Normal", "Yes", "No", "None", "Intact", "Clear", "Absent", "Regular", "Strong", "Soft")
+
+
+def item_profiles(table: str, seed: int) -> dict[str, tuple]:
+    """Per filler itemid of ``table`` (in :func:`filler_items` order) how its values look, drawn once from
+    ``seed``: ``text`` (chartevents only, 1 in 4: a string from a small set, mostly the item's usual one; no
+    valuenum), ``scale`` (1: integers, 10: one decimal, 1 in 5), ``center`` and ``width`` (values are uniform
+    integers in center ± width, in units of 1/scale, floored at 0: log-uniform centers 1–200, widths 2–15 % of
+    the center), ``usual`` (index of the usual text) and ``uom`` (one unit per item)."""
+    import numpy as np
+
+    n = len(filler_items()[table])
+    rng = np.random.default_rng([int(seed), PADDED.index(table)])
+    scale = np.where(rng.random(n) < 0.2, 10, 1)
+    center = np.exp(rng.uniform(0.0, np.log(200.0), n))
+    width = np.maximum(1, np.round(center * rng.uniform(0.02, 0.15, n) * scale)).astype(int)
+    uoms = _UOMS.get(table, ("mL",))
+    return {"text": tuple(bool(x) for x in (rng.random(n) < 0.25) & (table == "chartevents")),
+            "scale": tuple(int(x) for x in scale),
+            "center": tuple(int(x) for x in np.round(center * scale)),
+            "width": tuple(int(x) for x in width),
+            "usual": tuple(int(x) for x in rng.integers(0, len(_TEXTS), n)),
+            "uom": tuple(uoms[int(i)] for i in rng.integers(0, len(uoms), n))}
+
+
+def _at(values: tuple, index: str) -> str:
+    """SQL: element ``index`` (0-based SQL expression, already in range) of a literal list."""
+    lit = ", ".join(_lit(v) if isinstance(v, str) else str(int(v)) for v in values)
+    return f"list_element([{lit}], CAST(({index}) + 1 AS BIGINT))"
+
+
+def _numeric(prof: Mapping[str, tuple], seed: int) -> tuple[str, str]:
+    """SQL (value text, valuenum) of a numeric row of item index ``ii``: an integer ``vi`` in center ± width
+    (floored at 0) shown as ``vi`` or ``vi/10`` with one decimal — the text equals the number, as in MIMIC-IV."""
+    c, w, sc = _at(prof["center"], "ii"), _at(prof["width"], "ii"), _at(prof["scale"], "ii")
+    vi = f"greatest(0, CAST({c} AS BIGINT) + CAST({_h(seed, 2)} % CAST(2 * {w} + 1 AS UBIGINT) AS BIGINT) - {w})"
+    text = (f"CASE WHEN {sc} = 1 THEN CAST({vi} AS VARCHAR) "
+            f"ELSE CAST({vi} // 10 AS VARCHAR) || '.' || CAST({vi} % 10 AS VARCHAR) END")
+    return text, f"CAST({vi} AS DOUBLE) / {sc}"
+
+
 def _filler_select(table: str, alloc: str, seed: int, items: tuple[int, ...], ids: Mapping[str, int]) -> str:
-    """SELECT of the filler rows of ``table`` in its exact MIMIC-IV column order."""
+    """SELECT of the filler rows of ``table`` in its exact MIMIC-IV column order.
+
+    chartevents, labevents and outputevents rows come in groups (:data:`_GROUP`) sharing time, storetime and
+    caregiver; the item at position ``p`` of group ``r`` of a unit is ``(uh + p + G·(r mod P)) mod n`` of the
+    table's filler items (P = :data:`_PANELS`: a unit repeats a few item sequences, as charting repeats);
+    values follow the item's profile (:func:`item_profiles`)."""
     h = lambda k: _h(seed, k)  # noqa: E731 - short local alias keeps the SQL readable
-    item = _pick(items, h(1))
-    num = f"CAST({h(2)} % 2000 AS DOUBLE) / 10"
-    texts = ("Normal", "Yes", "No", "None", "Intact", "Clear", "Absent", "Regular")
+    hg = lambda k: _hg(seed, k)  # noqa: E731
+    group, panels, n = _GROUP[table], _PANELS[table], len(items)
+    ii = f"CAST((uh + p + {group} * (r % {panels})) % {n} AS BIGINT)"
+    rows = f"(SELECT *, {ii} AS ii FROM {_rows(alloc, seed, group)})"
+    item = _at(items, "ii")
     if table == "chartevents":
-        is_text = f"({h(3)} % 4 = 0)"
-        return f"""SELECT subject_id, hadm_id, stay_id, CAST(10000 + hash({seed}, stay_id, j // 48) % 5000 AS INTEGER),
-                      t, t + to_minutes(CAST({h(4)} % 30 AS BIGINT)), {item},
-                      CASE WHEN {is_text} THEN {_pick(texts, h(5))} ELSE CAST({num} AS VARCHAR) END,
-                      CASE WHEN {is_text} THEN NULL ELSE {num} END,
-                      CASE WHEN {is_text} THEN NULL ELSE {_pick(('mmHg', 'bpm', '%', 'cmH2O', 'mL', 'mg/dL'), h(6))}
-                      END, CAST(0 AS SMALLINT)
-               FROM {_rows(alloc)}"""
+        prof = item_profiles(table, seed)
+        is_text = _at(tuple(int(x) for x in prof["text"]), "ii") + " = 1"
+        text_value = _at(_TEXTS, f"({_at(prof['usual'], 'ii')} + CASE WHEN {h(5)} % 8 = 0 THEN {h(5)} // 8 "
+                                 f"ELSE 0 END) % {len(_TEXTS)}")
+        value, valuenum = _numeric(prof, seed)
+        return f"""SELECT subject_id, hadm_id, stay_id, CAST(10000 + hash({seed}, stay_id, r // 4) % 5000 AS INTEGER),
+                      t, t + to_minutes(CAST(1 + {hg(4)} % 30 AS BIGINT)), {item},
+                      CASE WHEN {is_text} THEN {text_value} ELSE {value} END,
+                      CASE WHEN {is_text} THEN NULL ELSE {valuenum} END,
+                      CASE WHEN {is_text} THEN NULL ELSE {_at(prof['uom'], 'ii')} END, CAST(0 AS SMALLINT)
+               FROM {rows}"""
     if table == "outputevents":
-        return f"""SELECT subject_id, hadm_id, stay_id, CAST(10000 + hash({seed}, stay_id, j // 12) % 5000 AS INTEGER),
-                      t, t + to_minutes(CAST({h(4)} % 30 AS BIGINT)), {item}, CAST({h(2)} % 500 AS DOUBLE), 'mL'
-               FROM {_rows(alloc)}"""
+        return f"""SELECT subject_id, hadm_id, stay_id, CAST(10000 + hash({seed}, stay_id, r // 6) % 5000 AS INTEGER),
+                      t, t + to_minutes(CAST(1 + {hg(4)} % 30 AS BIGINT)), {item},
+                      CAST(5 * ({h(2)} % 80) AS DOUBLE), 'mL'
+               FROM {rows}"""
     if table == "inputevents":
         bolus = f"({h(3)} % 2 = 0)"
         amount = f"CAST({h(2)} % 1000 AS DOUBLE) / 10"
@@ -212,26 +292,30 @@ def _filler_select(table: str, alloc: str, seed: int, items: tuple[int, ...], id
         order = f"CAST({ids['orderid']} + g AS INTEGER)"
         return f"""SELECT subject_id, hadm_id, stay_id, CAST(10000 + hash({seed}, stay_id, j // 12) % 5000 AS INTEGER),
                       t, t + to_minutes(CAST(1 + {h(4)} % 240 AS BIGINT)), t + to_minutes(CAST({h(5)} % 30 AS BIGINT)),
-                      {item}, {amount}, {_pick(('mg', 'mL', 'mEq', 'units', 'grams'), h(6))}, {rate},
+                      {_pick(items, h(1))}, {amount}, {_pick(('mg', 'mL', 'mEq', 'units', 'grams'), h(6))}, {rate},
                       CASE WHEN {bolus} THEN NULL ELSE 'mL/hour' END, {order}, {order},
                       {_pick(('01-Drips', '02-Fluids (Crystalloids)', '05-Med Bolus', '11-Prophylaxis (IV)'), h(8))},
                       NULL, 'Main order parameter',
                       CASE WHEN {bolus} THEN 'Drug Push' ELSE 'Continuous Med' END,
                       CAST(40 + {h(9)} % 80 AS DOUBLE), {amount}, 'mL', CAST(0 AS SMALLINT), CAST(0 AS SMALLINT),
                       'FinishedRunning', {amount}, coalesce({rate}, 0)
-               FROM {_rows(alloc)}"""
+               FROM {rows}"""
     if table == "labevents":
-        outpatient = f"({h(3)} % 8 = 0)"
-        flag = f"CASE WHEN {h(10)} % 5 = 0 THEN 'abnormal' END"
+        prof = item_profiles(table, seed)
+        value, valuenum = _numeric(prof, seed)
+        c, w, sc = (_at(prof[k], "ii") for k in ("center", "width", "scale"))
+        lower = f"CAST(greatest(0, {c} - 2 * {w} // 3) AS DOUBLE) / {sc}"  # about 1 in 3 values outside
+        upper = f"CAST({c} + 2 * {w} // 3 AS DOUBLE) / {sc}"
         return f"""SELECT CAST({ids['labevent_id']} + g AS INTEGER), subject_id,
-                      CASE WHEN {outpatient} THEN NULL ELSE hadm_id END,
-                      CAST({ids['specimen_id']} + g // 12 AS INTEGER), {item},
-                      CASE WHEN {h(11)} % 3 = 0 THEN 'P' || lpad(CAST({h(12)} % 99999 AS VARCHAR), 5, '0') END,
-                      t, t + to_minutes(CAST(30 + {h(4)} % 90 AS BIGINT)),
-                      CAST({num} AS VARCHAR), {num}, {_pick(('mg/dL', 'mEq/L', 'K/uL', '%', 'IU/L', 'g/dL'), h(6))},
-                      CAST({h(7)} % 50 AS DOUBLE), CAST(50 + {h(8)} % 100 AS DOUBLE), {flag},
-                      {_pick(('ROUTINE', 'STAT'), h(9))}, NULL
-               FROM {_rows(alloc)}"""
+                      CASE WHEN {hg(3)} % 8 = 0 THEN NULL ELSE hadm_id END,
+                      CAST({ids['specimen_id']} + g - p AS INTEGER), {item},
+                      CASE WHEN {hg(11)} % 3 = 0 THEN 'P' || lpad(CAST(hash({seed}, unit_key, r // 4) % 999 AS VARCHAR),
+                                                               5, '0') END,
+                      t, t + to_minutes(CAST(30 + {hg(4)} % 90 AS BIGINT)), value, valuenum, {_at(prof['uom'], 'ii')},
+                      lower, upper, CASE WHEN valuenum < lower OR valuenum > upper THEN 'abnormal' END,
+                      CASE WHEN {hg(9)} % 4 = 0 THEN 'STAT' ELSE 'ROUTINE' END, NULL
+               FROM (SELECT *, {value} AS value, {valuenum} AS valuenum, {lower} AS lower, {upper} AS upper
+                     FROM {rows})"""
     raise ValueError(f"no filler for table {table!r}; padded tables: {list(PADDED)}")
 
 
@@ -337,7 +421,7 @@ def add_filler(base: Path, out: Path, targets: Mapping[str, int], seed: int, fmt
                     n_fill = int(targets[table]) - n_base[table]
                     _alloc(con, "_alloc", _units(table, src), n_fill)
                     select += f" UNION ALL {_filler_select(table, '_alloc', seed, items[table], ids)}"
-                    limit = {"labevent_id": n_fill, "specimen_id": n_fill // 12 + 1}.items() \
+                    limit = {"labevent_id": n_fill, "specimen_id": n_fill}.items() \
                         if table == "labevents" else ({"orderid": n_fill}.items() if table == "inputevents" else ())
                     for col, extra in limit:
                         if ids[col] + extra > 2**31 - 1:
@@ -347,7 +431,8 @@ def add_filler(base: Path, out: Path, targets: Mapping[str, int], seed: int, fmt
                                                          else ("chartevents", "inputevents", "outputevents")))
                     select += f" UNION ALL {_dictionary_rows(table, items)}"
                 typed = ", ".join(f'CAST("{f.name}" AS {_DUCK_TYPE[f.type]}) AS "{f.name}"' for f in T.SCHEMAS[table])
-                _copy(con, f"SELECT {typed} FROM ({select})", dest, fmt)
+                order = f" ORDER BY {_SORTED[table]}" if table in _SORTED else ""
+                _copy(con, f"SELECT {typed} FROM ({select}){order}", dest, fmt)
                 report[f"rows_base.{table}"] = n_base[table]
                 report[f"rows_filler.{table}"] = n_fill
                 report[f"bytes.{table}"] = dest.stat().st_size
