@@ -170,3 +170,61 @@ def test_errors(small_dir: Path, base_rows: dict[str, int], tmp_path: Path) -> N
         filler.add_filler(small_dir, tmp_path / "b", filler.targets_for(), seed=1, fmt="csv")
     with pytest.raises(DataError, match="base directory not found"):
         filler.add_filler(tmp_path / "nope", tmp_path / "c", filler.targets_for(), seed=1)
+
+
+def _filler_rows(filled: dict, table: str) -> pd.DataFrame:
+    items = ", ".join(map(str, filler.filler_items()[table]))
+    return duckdb.execute(f"SELECT * FROM '{_file(filled['parquet'], table, 'parquet')}' "
+                          f"WHERE itemid IN ({items})").df()
+
+
+def test_item_profiles_seeded() -> None:
+    a, b = filler.item_profiles("chartevents", 5), filler.item_profiles("chartevents", 6)
+    assert a == filler.item_profiles("chartevents", 5) and a != b
+    n = len(filler.filler_items()["chartevents"])
+    assert all(len(v) == n for v in a.values())
+    assert set(a["scale"]) == {1, 10} and min(a["center"]) >= 1 and min(a["width"]) >= 1
+    assert 0.15 < np.mean(a["text"]) < 0.35  # 1 in 4 chartevents items hold text
+    assert not any(filler.item_profiles("labevents", 5)["text"])  # lab values are all numeric
+
+
+def test_chart_rows_come_in_rounds_with_item_values(filled: dict) -> None:
+    """Rows of a charting round share time, storetime and caregiver; values follow the item's profile; the
+    value text equals valuenum, as in MIMIC-IV."""
+    df = _filler_rows(filled, "chartevents")
+    rounds = df.groupby(["stay_id", "charttime"])
+    assert (rounds[["storetime", "caregiver_id"]].nunique() == 1).all().all()
+    assert rounds.size().max() <= filler._GROUP["chartevents"] and rounds.size().mean() > 6
+    delay = (df["storetime"] - df["charttime"]).dt.total_seconds() / 60
+    assert delay.between(1, 30).all() and (df["warning"] == 0).all()
+    prof = filler.item_profiles("chartevents", 5)
+    idx = {item: i for i, item in enumerate(filler.filler_items()["chartevents"])}
+    i = df["itemid"].map(idx)
+    text = np.array(prof["text"])[i]
+    assert df.loc[text, "valuenum"].isna().all() and df.loc[text, "value"].isin(filler._TEXTS).all()
+    num = df[~text]
+    assert len(num) > 1000 and (num["value"].astype(float) == num["valuenum"]).all()
+    scale = np.array(prof["scale"])[i[~text]]
+    lo = np.maximum(0, np.array(prof["center"]) - np.array(prof["width"]))[i[~text]] / scale
+    hi = (np.array(prof["center"]) + np.array(prof["width"]))[i[~text]] / scale
+    assert ((num["valuenum"] >= lo - 1e-9) & (num["valuenum"] <= hi + 1e-9)).all()
+    assert (num["valueuom"] == np.array(prof["uom"])[i[~text]]).all()  # one unit per item
+
+
+def test_lab_rows_come_in_specimens(filled: dict, small_dir: Path) -> None:
+    df = _filler_rows(filled, "labevents")
+    panels = df.groupby("specimen_id")
+    assert (panels[["charttime", "storetime", "priority", "subject_id"]].nunique() == 1).all().all()
+    assert (panels["hadm_id"].apply(lambda s: s.isna().all() or s.notna().all())).all()  # outpatient: whole panel
+    assert panels.size().max() <= filler._GROUP["labevents"]
+    outside = (df["valuenum"] < df["ref_range_lower"]) | (df["valuenum"] > df["ref_range_upper"])
+    assert ((df["flag"] == "abnormal") == outside).all() and 0.1 < outside.mean() < 0.6
+    base = duckdb.execute(f"SELECT max(labevent_id), max(specimen_id) FROM '{_file(small_dir, 'labevents', 'csv.gz')}'"
+                          ).fetchone()
+    assert df["labevent_id"].is_unique and df["labevent_id"].min() > base[0] and df["specimen_id"].min() > base[1]
+
+
+def test_outputevents_written_sorted(filled: dict) -> None:
+    path = _file(filled["csv.gz"], "outputevents", "csv.gz")
+    rows = duckdb.execute(f"SELECT subject_id, stay_id, charttime FROM read_csv('{path}')").fetchall()  # file order
+    assert len(rows) > 500 and rows == sorted(rows)
