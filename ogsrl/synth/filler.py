@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -60,10 +61,12 @@ log = logging.getLogger(__name__)
 
 MIMIC_IV_ROWS: dict[str, int] = {
     "chartevents": 432_997_491, "labevents": 158_374_764, "inputevents": 10_953_713, "outputevents": 5_359_395,
+    "procedureevents": 808_706, "prescriptions": 20_292_611,
 }
 """Rows of the padded tables in MIMIC-IV v3.1 (mimic-code ``buildmimic/postgres/validate.sql``)."""
 MIMIC_IV_BYTES: dict[str, int] = {
     "chartevents": 3_300_000_000, "labevents": 2_500_000_000, "inputevents": 382_000_000, "outputevents": 47_000_000,
+    "procedureevents": 22_000_000, "prescriptions": 578_000_000,
 }
 """Compressed sizes of the v3.1 ``.csv.gz`` files, as listed (rounded, "3.3 GB") by a third-party scan of a
 download (github.com/pr014/Master-thesis, docs/MIMIC_IV_SCAN.md); not PhysioNet's own listing, GB vs GiB not
@@ -73,10 +76,13 @@ MIMIC_IV_STAYS = 94_458
 PADDED: tuple[str, ...] = tuple(MIMIC_IV_ROWS)
 FORMATS: tuple[str, ...] = ("csv.gz", "parquet")
 
-_N_FILLER = {"chartevents": 400, "inputevents": 150, "outputevents": 40, "labevents": 600}
+_N_FILLER = {"chartevents": 400, "inputevents": 150, "outputevents": 40, "labevents": 600, "procedureevents": 60}
 """distinct filler itemids per table (MIMIC-IV d_items: ~4,100 items; d_labitems: 1,650)"""
 _ITEM_RANGE = {"chartevents": (220_001, 229_999), "inputevents": (220_001, 229_999),
-               "outputevents": (220_001, 229_999), "labevents": (50_801, 53_199)}
+               "outputevents": (220_001, 229_999), "labevents": (50_801, 53_199),
+               "procedureevents": (220_001, 229_999)}
+ICU_ITEM_TABLES = ("chartevents", "inputevents", "outputevents", "procedureevents")
+"""padded tables whose itemids d_items defines (``linksto``); labevents' are in d_labitems, prescriptions have none"""
 _DUCK_TYPE = {pa.int32(): "INTEGER", pa.int16(): "SMALLINT", pa.float64(): "DOUBLE", pa.string(): "VARCHAR",
               pa.timestamp("s"): "TIMESTAMP", pa.date32(): "DATE"}
 
@@ -90,10 +96,10 @@ def read_items() -> frozenset[int]:
 
 def filler_items() -> dict[str, tuple[int, ...]]:
     """Filler itemids per padded table: evenly spaced over the table's itemid range, skipping every itemid we read;
-    the four sets are pairwise disjoint."""
+    the sets are pairwise disjoint."""
     used = set(read_items())
     out: dict[str, tuple[int, ...]] = {}
-    for table in PADDED:
+    for table in (t for t in PADDED if t in _N_FILLER):
         lo, hi = _ITEM_RANGE[table]
         n = _N_FILLER[table]
         offset = len(out)  # different tables use interleaved ids: disjoint sets
@@ -190,10 +196,12 @@ def _alloc(con: duckdb.DuckDBPyConnection, name: str, units: str, n: int) -> Non
         raise AssertionError(f"filler allocation gave {got} rows, wanted {n}")
 
 
-_GROUP = {"chartevents": 12, "labevents": 8, "outputevents": 2, "inputevents": 1}
+_GROUP = {"chartevents": 12, "labevents": 8, "outputevents": 2, "inputevents": 1, "procedureevents": 1,
+          "prescriptions": 4}
 """rows per charting round (chartevents), specimen (labevents) or output round; the rows of a group share
 their time, storetime and caregiver, as a nurse charts a set of items at once and a lab panel is one specimen"""
-_PANELS = {"chartevents": 8, "labevents": 32, "outputevents": 3, "inputevents": 1}
+_PANELS = {"chartevents": 8, "labevents": 32, "outputevents": 3, "inputevents": 1, "procedureevents": 1,
+           "prescriptions": 8}
 """distinct item sequences a unit cycles through, group after group"""
 
 
@@ -217,6 +225,64 @@ def _hg(seed: int, k: int) -> str:
     """SQL: the same for the row's group (unit, group number r): equal for all rows of a group."""
     return f"hash({int(seed)}, unit_key, r, {k})"
 
+
+_NEW_IDS = {"labevents": ("labevent_id", "specimen_id"), "inputevents": ("orderid",),
+            "procedureevents": ("proc_orderid",), "prescriptions": ("pharmacy_id",)}
+"""ids that filler rows continue from the base's maximum (one new id per filler row at most)"""
+_DRUGS: tuple[dict[str, str], ...] = tuple(
+    dict(zip(("drug", "type", "strength", "form", "dose", "unit", "disp", "disp_unit", "per24", "route", "cd", "gsn",
+              "ndc"), row))
+    for row in ((None if v == "" else v for v in r) for r in (
+        ("Acetaminophen", "MAIN", "325mg Tablet", "TAB", "650", "mg", "2", "TAB", "4", "PO/NG", "ACET325", "004489",
+         "00904198861"),
+        ("Heparin", "MAIN", "5000 Units / mL- 1mL Vial", "VIAL", "5000", "UNIT", "1", "mL", "3", "SC", "HEPA5I",
+         "006549", "63323026201"),
+        ("Sodium Chloride 0.9%  Flush", "MAIN", "10 mL Syringe", "SYR", "3-10", "mL", "0.3", "SYR", "3", "IV",
+         "NACLFLUSH", "", "0"),
+        ("Insulin", "MAIN", "100 Units / mL - 10 mL Vial", "VIAL", "0", "UNIT", "0", "VIAL", "0", "SC", "GLAR100I",
+         "027138", "00088222033"),
+        ("Docusate Sodium", "MAIN", "100mg Capsule", "CAP", "100", "mg", "1", "CAP", "2", "PO", "DOCU100", "003009",
+         "00904224461"),
+        ("Senna", "MAIN", "8.6 mg Tablet", "TAB", "8.6", "mg", "1", "TAB", "2", "PO/NG", "SENN187", "019964",
+         "00904516561"),
+        ("Pantoprazole", "MAIN", "40mg Vial", "VIAL", "40", "mg", "1", "VIAL", "1", "IV", "PANT40I", "027462",
+         "00008092355"),
+        ("Metoprolol Tartrate", "MAIN", "25mg Tablet", "TAB", "25", "mg", "1", "TAB", "2", "PO/NG", "METO25",
+         "005132", "51079025520"),
+        ("Furosemide", "MAIN", "10mg/mL-2mL", "VIAL", "20", "mg", "1", "mL", "2", "IV", "FURO20I", "008208",
+         "00409610202"),
+        ("Potassium Chloride", "MAIN", "20mEq Packet", "PKT", "40", "mEq", "2", "PKT", "0", "PO", "KCL20P", "001275",
+         "66553000201"),
+        ("Magnesium Sulfate", "MAIN", "2g / 50 mL Premix Bag", "BAG", "2", "gm", "1", "BAG", "0", "IV", "MAG2PM",
+         "", "0"),
+        ("Ondansetron", "MAIN", "2mg/mL-2mL", "VIAL", "4", "mg", "1", "VIAL", "0", "IV", "ONDA4I", "016416",
+         "00781300962"),
+        ("Bisacodyl", "MAIN", "10mg Suppository", "SUPP", "10", "mg", "1", "SUPP", "1", "PR", "BISA10R", "003025",
+         "00536338101"),
+        ("Polyethylene Glycol", "MAIN", "17g Packet", "PKT", "17", "g", "1", "PKT", "1", "PO/NG", "PEG17", "018093",
+         "66553000401"),
+        ("Atorvastatin", "MAIN", "40mg Tablet", "TAB", "40", "mg", "1", "TAB", "1", "PO/NG", "ATOR40", "029968",
+         "00071015723"),
+        ("Aspirin", "MAIN", "81mg Tablet", "TAB", "81", "mg", "1", "TAB", "1", "PO/NG", "ASA81", "004376",
+         "63739052601"),
+        ("Oxycodone (Immediate Release)", "MAIN", "5mg Tablet", "TAB", "5", "mg", "1", "TAB", "0", "PO/NG",
+         "OXYC5", "004225", "00406055262"),
+        ("Lorazepam", "MAIN", "2mg/mL Vial", "VIAL", "0.5", "mg", "0.25", "mL", "0", "IV", "LORA2I", "003757",
+         "00641604410"),
+        ("Propofol", "MAIN", "1000mg/100mL Vial", "VIAL", "10", "mcg/kg/min", "0.1", "VIAL", "0", "IV DRIP",
+         "PROP100IG", "004682", "63323026950"),
+        ("Dextrose 50%", "MAIN", "25 g / 50 mL Syringe", "SYR", "12.5", "gm", "0.5", "SYR", "0", "IV", "DEX50SY",
+         "", "0"),
+        ("Sodium Chloride 0.9%", "BASE", "1000 mL Bag", "BAG", "1000", "mL", "1", "BAG", "0", "IV", "NS1000",
+         "", "0"),
+        ("D5W", "BASE", "250 mL Bag", "BAG", "250", "mL", "1", "BAG", "0", "IV", "D5W250", "", "0"),
+        ("Famotidine", "MAIN", "20 mg Tablet", "TAB", "20", "mg", "1", "TAB", "2", "PO/NG", "FAMO20", "011673",
+         "00172572860"),
+        ("Albuterol 0.083% Neb Soln", "MAIN", "2.5mg/3mL Neb", "NEB", "1", "NEB", "1", "NEB", "6", "IH",
+         "ALBU3H", "028090", "00487950101"),
+    )))
+"""common non-antibiotic MIMIC-IV-style prescription rows (drug and its product fields), for prescriptions filler;
+no drug name matches :data:`ogsrl.features.ANTIBIOTIC_NAMES` (checked in :func:`add_filler`)"""
 
 _SORTED = {"outputevents": "subject_id, stay_id, charttime, itemid"}
 """padded tables written sorted (base and filler rows together, as a download lists a patient's rows together);
@@ -252,7 +318,7 @@ def item_profiles(table: str, seed: int) -> dict[str, tuple]:
 
 def _at(values: tuple, index: str) -> str:
     """SQL: element ``index`` (0-based SQL expression, already in range) of a literal list."""
-    lit = ", ".join(_lit(v) if isinstance(v, str) else str(int(v)) for v in values)
+    lit = ", ".join("NULL" if v is None else _lit(v) if isinstance(v, str) else str(int(v)) for v in values)
     return f"list_element([{lit}], CAST(({index}) + 1 AS BIGINT))"
 
 
@@ -327,11 +393,35 @@ def _filler_select(table: str, alloc: str, seed: int, items: tuple[int, ...], id
                       CASE WHEN {hg(9)} % 4 = 0 THEN 'STAT' ELSE 'ROUTINE' END, NULL
                FROM (SELECT *, {value} AS value, {valuenum} AS valuenum, {lower} AS lower, {upper} AS upper
                      FROM {rows})"""
+    if table == "procedureevents":
+        order = f"CAST({ids['proc_orderid']} + g AS INTEGER)"
+        return f"""SELECT subject_id, hadm_id, stay_id, CAST(10000 + hash({seed}, stay_id, j // 4) % 5000 AS INTEGER),
+                      t, t + to_minutes(minutes), t + to_minutes(minutes + CAST({h(5)} % 30 AS BIGINT)),
+                      {item}, CAST(minutes AS DOUBLE), 'min', NULL, NULL, {order}, {order},
+                      {_pick(('Procedures', 'Imaging', 'Communication', 'Peripheral Lines'), h(8))},
+                      {_pick(('ContinuousProcess', 'Task', 'Electrolytes'), h(9))},
+                      CAST(40 + {h(6)} % 80 AS DOUBLE), CAST(0 AS SMALLINT), CAST(0 AS SMALLINT),
+                      'FinishedRunning', CAST(1 AS DOUBLE), CAST(0 AS DOUBLE)
+               FROM (SELECT *, CAST(1 + {h(4)} % 720 AS BIGINT) AS minutes FROM {rows})"""
+    if table == "prescriptions":
+        col = lambda k: _at(tuple(d[k] for d in _DRUGS), "ii")  # noqa: E731
+        return f"""SELECT subject_id, hadm_id, CAST({ids['pharmacy_id']} + g AS INTEGER),
+                      CAST(subject_id AS VARCHAR) || '-' || CAST(1 + j // {group} AS VARCHAR),
+                      CAST(1 + j // {group} AS INTEGER),
+                      'P' || lpad(CAST(hash({seed}, unit_key, r // 6) % 999 AS VARCHAR), 5, '0'),
+                      t, t + to_hours(CAST(12 + {hg(4)} % 120 AS BIGINT)), {col('type')}, {col('drug')},
+                      {col('cd')}, {col('gsn')}, {col('ndc')}, {col('strength')}, {col('form')}, {col('dose')},
+                      {col('unit')}, {col('disp')}, {col('disp_unit')}, CAST({col('per24')} AS DOUBLE), {col('route')}
+               FROM {rows}"""
     raise ValueError(f"no filler for table {table!r}; padded tables: {list(PADDED)}")
 
 
 def _units(table: str, src: Mapping[str, str]) -> str:
     """The units filler rows are spread over, with their time span (seconds) and start ``t0``."""
+    if table == "prescriptions":  # hospital admissions, admission to discharge
+        return f"""SELECT hadm_id AS unit_key, subject_id, hadm_id, admittime AS t0,
+                          greatest(date_diff('second', admittime, dischtime), 3600) AS span_s
+                   FROM {src['admissions']} WHERE admittime IS NOT NULL AND dischtime IS NOT NULL"""
     if table == "labevents":  # hospital admissions, from a day before admission to discharge
         return f"""SELECT hadm_id AS unit_key, subject_id, hadm_id, admittime - INTERVAL 1 DAY AS t0,
                           greatest(date_diff('second', admittime, dischtime), 0) + 86400 AS span_s
@@ -345,7 +435,7 @@ def _dictionary_rows(table: str, items: Mapping[str, tuple[int, ...]]) -> str:
     """VALUES of the filler itemids' dictionary rows (d_items or d_labitems layout)."""
     rows = []
     if table == "d_items":
-        for linksto in ("chartevents", "inputevents", "outputevents"):
+        for linksto in ICU_ITEM_TABLES:
             for i in items[linksto]:
                 rows.append(f"({i}, 'Filler item {i}', 'F{i}', '{linksto}', 'Filler', NULL, 'Numeric', NULL, NULL)")
     else:
@@ -385,6 +475,9 @@ def add_filler(base: Path, out: Path, targets: Mapping[str, int], seed: int, fmt
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise DataError(f"output directory {out} is not empty (pass overwrite)")
     items = filler_items()
+    abx = [d["drug"] for d in _DRUGS if re.search("|".join(F.ANTIBIOTIC_NAMES), d["drug"].lower())]
+    if abx:  # an antibiotic among the filler drugs would add suspected infections
+        raise AssertionError(f"filler drugs include antibiotics: {abx}")
     all_filler = {i for v in items.values() for i in v}
     if all_filler & read_items():  # by construction; a changed feature list must not make filler readable
         raise AssertionError(f"filler itemids overlap the read ones: {sorted(all_filler & read_items())[:5]}")
@@ -399,7 +492,7 @@ def add_filler(base: Path, out: Path, targets: Mapping[str, int], seed: int, fmt
     report: dict[str, object] = {"format": fmt, "seed": int(seed)}
     try:
         src = {t: _source(base, t) for t in T.SCHEMAS}
-        for d, tables in (("d_items", ("chartevents", "inputevents", "outputevents")), ("d_labitems", ("labevents",))):
+        for d, tables in (("d_items", ICU_ITEM_TABLES), ("d_labitems", ("labevents",))):
             clash = con.execute(f"SELECT itemid FROM {src[d]} WHERE itemid IN "
                                 f"({', '.join(str(i) for t in tables for i in items[t])}) LIMIT 5").fetchall()
             if clash:
@@ -410,12 +503,18 @@ def add_filler(base: Path, out: Path, targets: Mapping[str, int], seed: int, fmt
                "labevent_id": 1 + con.execute(f"SELECT coalesce(max(labevent_id), 0) FROM {src['labevents']}"
                                               ).fetchone()[0],
                "specimen_id": 1 + con.execute(f"SELECT coalesce(max(specimen_id), 0) FROM {src['labevents']}"
+                                              ).fetchone()[0],
+               "proc_orderid": 1 + con.execute(f"SELECT coalesce(max(greatest(orderid, linkorderid)), 0) "
+                                               f"FROM {src['procedureevents']}").fetchone()[0],
+               "pharmacy_id": 1 + con.execute(f"SELECT coalesce(max(pharmacy_id), 0) FROM {src['prescriptions']}"
                                               ).fetchone()[0]}
         n_base = {t: int(con.execute(f"SELECT count(*) FROM {src[t]}").fetchone()[0]) for t in T.SCHEMAS}
         for table in PADDED:  # every check before the first byte is written
             if n_base[table] > int(targets[table]):
                 raise DataError(f"base {table} already has {n_base[table]} rows, more than the target "
                                 f"{targets[table]}", table=table)
+            if table not in _N_FILLER:
+                continue
             bad = con.execute(f"SELECT DISTINCT itemid FROM {src[table]} WHERE itemid IN "
                               f"({', '.join(map(str, sorted(all_filler)))}) LIMIT 5").fetchall()
             if bad:
@@ -431,15 +530,14 @@ def add_filler(base: Path, out: Path, targets: Mapping[str, int], seed: int, fmt
                 if table in PADDED:
                     n_fill = int(targets[table]) - n_base[table]
                     _alloc(con, "_alloc", _units(table, src), n_fill)
-                    select += f" UNION ALL {_filler_select(table, '_alloc', seed, items[table], ids)}"
-                    limit = {"labevent_id": n_fill, "specimen_id": n_fill}.items() \
-                        if table == "labevents" else ({"orderid": n_fill}.items() if table == "inputevents" else ())
-                    for col, extra in limit:
-                        if ids[col] + extra > 2**31 - 1:
+                    keys = items.get(table, tuple(range(len(_DRUGS))))  # prescriptions: index of the drug
+                    select += f" UNION ALL {_filler_select(table, '_alloc', seed, keys, ids)}"
+                    for col in _NEW_IDS.get(table, ()):
+                        if ids[col] + n_fill > 2**31 - 1:
                             raise DataError(f"filler {col} would exceed the INTEGER range", table=table, column=col)
                 elif table in ("d_items", "d_labitems"):
                     n_fill = sum(len(items[t]) for t in (("labevents",) if table == "d_labitems"
-                                                         else ("chartevents", "inputevents", "outputevents")))
+                                                         else ICU_ITEM_TABLES))
                     select += f" UNION ALL {_dictionary_rows(table, items)}"
                 typed = ", ".join(f'CAST("{f.name}" AS {_DUCK_TYPE[f.type]}) AS "{f.name}"' for f in T.SCHEMAS[table])
                 order = f" ORDER BY {_SORTED[table]}" if table in _SORTED else ""

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ogsrl import features as F
 from ogsrl.cohort import views
 from ogsrl.cohort.extract import CohortConfig, extract
 from ogsrl.costs import CostsConfig
@@ -19,7 +20,8 @@ from ogsrl.errors import DataError
 from ogsrl.synth import filler
 from ogsrl.synth import tables as T
 
-EXTRA = {"chartevents": 6000, "labevents": 3000, "inputevents": 700, "outputevents": 500}
+EXTRA = {"chartevents": 6000, "labevents": 3000, "inputevents": 700, "outputevents": 500, "procedureevents": 300,
+         "prescriptions": 800}
 
 
 def _rows(path: Path) -> int:
@@ -69,12 +71,14 @@ def test_row_counts_and_dictionaries(filled: dict, base_rows: dict[str, int]) ->
         for t in T.SCHEMAS:
             want = filled["targets"][t] if t in filler.PADDED else base_rows[t]
             if t == "d_items":
-                want += sum(len(items[x]) for x in ("chartevents", "inputevents", "outputevents"))
+                want += sum(len(items[x]) for x in filler.ICU_ITEM_TABLES)
             if t == "d_labitems":
                 want += len(items["labevents"])
             assert _rows(_file(d, t, fmt)) == want, (fmt, t)
         for t, n in EXTRA.items():
             assert report[f"rows_filler.{t}"] == n
+            if t not in items:
+                continue
             n_filler = duckdb.execute(f"SELECT count(*) FROM '{_file(d, t, fmt)}' WHERE itemid IN "
                                   f"({', '.join(map(str, items[t]))})").fetchone()[0]
             assert n_filler == n  # every added row carries a filler itemid
@@ -144,7 +148,7 @@ def test_extraction_unchanged_by_filler(small_dir: Path, filled: dict) -> None:
         con = views.connect("1GB", 1)
         views.register_directory(con, root)
         ex = extract(con, CohortConfig(), CostsConfig())
-        kept = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in filler.PADDED}
+        kept = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in filler.filler_items()}
         con.close()
         return ex.tables, ex.metrics, kept
 
@@ -163,7 +167,7 @@ def test_errors(small_dir: Path, base_rows: dict[str, int], tmp_path: Path) -> N
         filler.add_filler(small_dir, tmp_path / "a", filler.targets_for(rows={"outputevents": 1}), seed=1)
     assert not (tmp_path / "a").exists()  # nothing half-written
     with pytest.raises(ValueError, match="unknown padded table"):
-        filler.targets_for(rows={"prescriptions": 10})
+        filler.targets_for(rows={"microbiologyevents": 10})
     with pytest.raises(ValueError, match="scale"):
         filler.targets_for(scale=0)
     with pytest.raises(ValueError, match="format"):
@@ -228,3 +232,24 @@ def test_outputevents_written_sorted(filled: dict) -> None:
     path = _file(filled["csv.gz"], "outputevents", "csv.gz")
     rows = duckdb.execute(f"SELECT subject_id, stay_id, charttime FROM read_csv('{path}')").fetchall()  # file order
     assert len(rows) > 500 and rows == sorted(rows)
+
+
+def test_prescription_and_procedure_filler(filled: dict, small_dir: Path) -> None:
+    """Filler prescriptions are never antibiotics (the suspicion-of-infection filter drops them all) and continue
+    the base's pharmacy_id; filler procedures last `value` minutes."""
+    path = _file(filled["parquet"], "prescriptions", "parquet")
+    base_max = duckdb.execute(f"SELECT max(pharmacy_id) FROM '{_file(small_dir, 'prescriptions', 'csv.gz')}'"
+                              ).fetchone()[0]
+    df = duckdb.execute(f"SELECT * FROM '{path}' WHERE pharmacy_id > {base_max}").df()
+    assert len(df) == EXTRA["prescriptions"] and df["pharmacy_id"].is_unique
+    names = "|".join(F.ANTIBIOTIC_NAMES)
+    assert not df["drug"].str.lower().str.contains(names).any()
+    assert set(df["drug"]) <= {d["drug"] for d in filler._DRUGS} and df["drug"].nunique() > 10
+    assert (df["stoptime"] > df["starttime"]).all()
+    adm = duckdb.execute(f"SELECT hadm_id, admittime, dischtime FROM '{_file(small_dir, 'admissions', 'csv.gz')}'").df()
+    m = df.merge(adm, on="hadm_id", how="left")
+    assert m["admittime"].notna().all() and (m["starttime"] >= m["admittime"]).all()
+    proc = _filler_rows(filled, "procedureevents")
+    assert len(proc) == EXTRA["procedureevents"]
+    minutes = (proc["endtime"] - proc["starttime"]).dt.total_seconds() / 60
+    assert (minutes == proc["value"]).all() and (proc["storetime"] >= proc["endtime"]).all()
