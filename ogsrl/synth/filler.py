@@ -197,12 +197,12 @@ def _alloc(con: duckdb.DuckDBPyConnection, name: str, units: str, n: int) -> Non
 
 
 _GROUP = {"chartevents": 12, "labevents": 8, "outputevents": 2, "inputevents": 1, "procedureevents": 1,
-          "prescriptions": 4}
+          "prescriptions": 1}
 """rows per charting round (chartevents), specimen (labevents) or output round; the rows of a group share
 their time, storetime and caregiver, as a nurse charts a set of items at once and a lab panel is one specimen"""
 _PANELS = {"chartevents": 8, "labevents": 32, "outputevents": 3, "inputevents": 1, "procedureevents": 1,
-           "prescriptions": 8}
-"""distinct item sequences a unit cycles through, group after group"""
+           "prescriptions": 0}
+"""distinct item sequences a unit cycles through, group after group (0: a seeded random item per row)"""
 
 
 def _rows(alloc: str, seed: int, group: int = 1) -> str:
@@ -342,7 +342,8 @@ def _filler_select(table: str, alloc: str, seed: int, items: tuple[int, ...], id
     h = lambda k: _h(seed, k)  # noqa: E731 - short local alias keeps the SQL readable
     hg = lambda k: _hg(seed, k)  # noqa: E731
     group, panels, n = _GROUP[table], _PANELS[table], len(items)
-    ii = f"CAST((uh + p + {group} * (r % {panels})) % {n} AS BIGINT)"
+    ii = (f"CAST((uh + p + {group} * (r % {panels})) % {n} AS BIGINT)" if panels
+          else f"CAST({h(1)} % {n} AS BIGINT)")
     rows = f"(SELECT *, {ii} AS ii FROM {_rows(alloc, seed, group)})"
     item = _at(items, "ii")
     if table == "chartevents":
@@ -406,13 +407,19 @@ def _filler_select(table: str, alloc: str, seed: int, items: tuple[int, ...], id
     if table == "prescriptions":
         col = lambda k: _at(tuple(d[k] for d in _DRUGS), "ii")  # noqa: E731
         return f"""SELECT subject_id, hadm_id, CAST({ids['pharmacy_id']} + g AS INTEGER),
-                      CAST(subject_id AS VARCHAR) || '-' || CAST(1 + j // {group} AS VARCHAR),
-                      CAST(1 + j // {group} AS INTEGER),
-                      'P' || lpad(CAST(hash({seed}, unit_key, r // 6) % 999 AS VARCHAR), 5, '0'),
-                      t, t + to_hours(CAST(12 + {hg(4)} % 120 AS BIGINT)), {col('type')}, {col('drug')},
-                      {col('cd')}, {col('gsn')}, {col('ndc')}, {col('strength')}, {col('form')}, {col('dose')},
-                      {col('unit')}, {col('disp')}, {col('disp_unit')}, CAST({col('per24')} AS DOUBLE), {col('route')}
-               FROM {rows}"""
+                      CAST(subject_id AS VARCHAR) || '-' || CAST(1 + j AS VARCHAR), CAST(1 + j AS INTEGER),
+                      'P' || lpad(CAST({h(11)} % 99999 AS VARCHAR), 5, '0'),
+                      ts, ts + to_minutes(CAST(60 + {h(4)} % 10080 AS BIGINT)), {col('type')}, {col('drug')},
+                      {col('cd')}, {col('gsn')},
+                      CASE WHEN {col('ndc')} = '0' THEN '0' ELSE left({col('ndc')}, 9)
+                           || lpad(CAST({h(12)} % 100 AS VARCHAR), 2, '0') END,
+                      {col('strength')}, {col('form')}, {col('dose')},
+                      {col('unit')}, {col('disp')}, {col('disp_unit')},
+                      CASE WHEN {col('per24')} = '0' THEN NULL ELSE CAST(1 + {h(13)} % 6 AS DOUBLE) END,
+                      {col('route')}
+               FROM (SELECT *, t0 + to_seconds(CAST(floor(span_s * (j + CAST({h(14)} % 1000 AS DOUBLE) / 1000)
+                                                           / n_rows / 60) * 60 AS BIGINT)) AS ts  -- any minute of slot j
+                     FROM {rows})"""
     raise ValueError(f"no filler for table {table!r}; padded tables: {list(PADDED)}")
 
 
