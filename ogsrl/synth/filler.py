@@ -232,7 +232,7 @@ def _hg(seed: int, k: int) -> str:
 _NEW_IDS = {"labevents": ("labevent_id", "specimen_id"), "inputevents": ("orderid",),
             "procedureevents": ("proc_orderid",), "prescriptions": ("pharmacy_id",)}
 """ids that filler rows continue from the base's maximum (one new id per filler row at most)"""
-_DRUGS: tuple[dict[str, str], ...] = tuple(
+_DRUGS: tuple[dict[str, str | None], ...] = tuple(
     dict(zip(("drug", "type", "strength", "form", "dose", "unit", "disp", "disp_unit", "per24", "route", "cd", "gsn",
               "ndc"), row))
     for row in ((None if v == "" else v for v in r) for r in (
