@@ -19,7 +19,8 @@ Writes benchmarks/results/extract.md. Usage: ``python benchmarks/bench_extract.p
 (each format built, then measured, before the next is built); the real stages ``ogsrl validate-raw`` and
 ``ogsrl extract`` run as separate child processes on each (``data.source: mimic-iv``, DuckDB threads 2): wall
 time and peak RSS (``os.wait4``) of each, the per-table read times from their logs, and a hash of the sorted
-trajectory tables, which must equal the hash from the same demo without filler. Writes benchmarks/results/extract_full.md; data under ``--full-dir`` (default /work/fullsize).
+trajectory tables, which must equal the hash from the same demo without filler. Writes
+benchmarks/results/extract_full.md; data under ``--full-dir`` (default /work/fullsize).
 """
 
 from __future__ import annotations
