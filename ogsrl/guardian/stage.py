@@ -186,8 +186,7 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
         "n_features": len(names),
         **{f"ood/n_{k}": int(v.shape[0]) for k, v in probes.items()},
     }
-    if skipped:
-        metrics["skipped_probes"] = skipped
+    metrics.update({f"ood/skipped_{k}": 1.0 for k in skipped})  # the reason is logged (and in docs/guardian.md)
     if "extreme_policy" in probes:
         metrics["ood/extreme_policy_share_action_above_p999"] = extreme_share
 
@@ -198,7 +197,10 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     chris.calibrate(x_cal, groups=g_cal).assess(x_test, rng=rng, volume_samples=cfg.volume_samples, groups=g_test)
     c_cert = chris.certificate()
     metrics.update(_cert_metrics("christoffel", c_cert))
-    metrics["scaling_bounds"] = {"setting": cfg.scaling.bounds, **dict(zip(names, chris.scaler.source))}
+    # which bounds each input was scaled from: 1 the schema's declared [low, high], 0 the data's quantiles
+    metrics["scaling/bounds_schema"] = float(cfg.scaling.bounds == "schema")
+    metrics.update({f"scaling/from_schema/{n}": float(s == "schema")
+                    for n, s in zip(names, chris.scaler.source) if s != "one_hot"})
     metrics.update(_probe_metrics("christoffel", {k: chris.score(v) for k, v in probes.items()}, c_cert.threshold))
     metrics["christoffel/query_points_per_s"] = _throughput(chris.score, x_test)
 
