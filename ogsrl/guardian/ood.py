@@ -10,8 +10,9 @@ supports (ground truth "unsupported"); the false-accept rate is the fraction the
   outside 0 … n−1 would be invalid input, not a clinical choice, so keep the state and replace the action by an id
   the clinicians *rarely* chose in that state region: among the ``neighbours`` nearest fit-split states (state
   columns scaled by the fit split's min/max), an id taken by < ``rare_share`` of them (default < 1 %: never or
-  almost never). Rows whose region has no such id are dropped; if none is left the probe is skipped and the reason
-  recorded (``skipped_probes`` in the guardian report).
+  almost never). Rows whose region has no such id are dropped; if fewer than a tenth of the ``n`` rows are left (a
+  false-accept rate of a handful of rows says nothing) the probe is skipped: the report records
+  ``ood/skipped_extreme_actions: 1`` and the stage logs the reason.
 * ``shifted_states``: keep the action, push one randomly chosen non-binary state feature beyond the fit split's
   range: ``max + U(0.5, 1.5)·(max − min)``.
 * ``extreme_policy``: simulator patients (``ogsrl.synth``) treated with a constant extreme dose every step
@@ -78,9 +79,10 @@ def rare_actions(
     share = np.stack([(ids == a).mean(axis=1) for a in range(n_actions)], axis=1)  # (n, n_actions)
     rare = share < rare_share
     keep = rare.any(axis=1)
-    if not keep.any():
-        return out[:0], (f"every action id is taken by >= {rare_share:.0%} of the {k} nearest clinician states of "
-                         f"all {n} probe rows: no rarely chosen action to probe with")
+    if keep.sum() < max(1, n // 10):
+        return out[:0], (f"only {int(keep.sum())} of {n} probe states have an action id taken by < {rare_share:.0%} of "
+                         f"their {k} nearest clinician states (need {max(1, n // 10)}): the clinicians use every id "
+                         "nearly everywhere, no rarely chosen action to probe with")
     out, rare = out[keep], rare[keep]
     # a uniform choice among each row's rare ids
     pick = np.argmax(rare * rng.random(rare.shape), axis=1)

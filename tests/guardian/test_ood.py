@@ -55,3 +55,7 @@ def test_rare_actions_take_ids_clinicians_rarely_choose_in_the_region() -> None:
     flat = np.column_stack([s, rng.integers(0, 2, size=4000).astype(float)])  # both ids ~50 % everywhere
     out, why = ood.rare_actions(flat, flat, ("s", "a"), np.random.default_rng(1), 100, "a", 2)
     assert out.shape == (0, 2) and "no rarely chosen action" in why
+    few = flat.copy()
+    few[np.argsort(few[:, 0])[:300], 1] = 0.0  # id 1 is rare only for the lowest s (~7 % of probe states)
+    out, why = ood.rare_actions(few, few, ("s", "a"), np.random.default_rng(1), 1000, "a", 2)
+    assert out.shape == (0, 2) and why.startswith("only ")
