@@ -259,7 +259,8 @@ class Scaler:
             z = np.column_stack(cols)
         t = (z + 1.0) * (0.5 * (self.hi - self.lo)) + self.lo
         t = np.where(self._levels > 0, z, t)
-        return np.where(self.log_mask, np.sign(t) * np.expm1(np.abs(t)), t)
+        t[:, self.log_mask] = np.sign(t[:, self.log_mask]) * np.expm1(np.abs(t[:, self.log_mask]))
+        return t
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
