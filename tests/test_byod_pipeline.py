@@ -74,7 +74,7 @@ def test_foreign_table_runs_to_a_served_registered_policy(tmp_dvc_project: Path,
         assert guardian["christoffel/false_accept_extreme_actions"] < 0.5
     else:  # these clinicians take every id nearly everywhere: no rarely chosen id to probe with (ood.rare_actions)
         assert guardian["ood/skipped_extreme_actions"] == 1.0 and "ood/n_extreme_actions" not in guardian
-    assert guardian["scaling/bounds_schema"] == 0.0  # the default: data quantiles
+    assert guardian["scaling/bounds_schema"] == 0.0 and guardian["scaling/n_from_schema"] == 0  # default: data
     ope = json.loads((root / "data/reports/evaluate/metrics.json").read_text())
     assert {"gmb_cpo/seed42/wdr/return/value", "soc/seed42/wis/return/value"} <= set(ope)
     assert json.loads((root / "data/reports/clinical.json").read_text())["clinical/available"] is False

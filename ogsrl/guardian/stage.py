@@ -197,10 +197,12 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     chris.calibrate(x_cal, groups=g_cal).assess(x_test, rng=rng, volume_samples=cfg.volume_samples, groups=g_test)
     c_cert = chris.certificate()
     metrics.update(_cert_metrics("christoffel", c_cert))
-    # which bounds each input was scaled from: 1 the schema's declared [low, high], 0 the data's quantiles
+    # which bounds the inputs were scaled from (per column with bounds: schema): 1 the declared [low, high], 0 the data
     metrics["scaling/bounds_schema"] = float(cfg.scaling.bounds == "schema")
-    metrics.update({f"scaling/from_schema/{n}": float(s == "schema")
-                    for n, s in zip(names, chris.scaler.source) if s != "one_hot"})
+    metrics["scaling/n_from_schema"] = sum(s == "schema" for s in chris.scaler.source)
+    if cfg.scaling.bounds == "schema":
+        metrics.update({f"scaling/from_schema/{n}": float(s == "schema")
+                        for n, s in zip(names, chris.scaler.source) if s != "one_hot"})
     metrics.update(_probe_metrics("christoffel", {k: chris.score(v) for k, v in probes.items()}, c_cert.threshold))
     metrics["christoffel/query_points_per_s"] = _throughput(chris.score, x_test)
 

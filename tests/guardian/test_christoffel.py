@@ -226,7 +226,8 @@ def test_discrete_action_is_one_hot_and_invalid_or_unseen_ids_are_rejected(tmp_p
     valid = g.score(q)
     assert np.all(np.isfinite(valid)) and valid.max() < 1e3
     # scores of valid queries do not depend on the ridge (the one-hot null directions carry no component)
-    g2 = ChristoffelGuardian(names, ChristoffelConfig(ridge=1e-9), cal, discrete={"treat": 4}).fit(_discrete_rows(3000, 0))
+    g2 = ChristoffelGuardian(names, ChristoffelConfig(ridge=1e-9), cal, discrete={"treat": 4})
+    g2.fit(_discrete_rows(3000, 0))
     np.testing.assert_allclose(g2.score(q), valid, rtol=1e-3)
     never = q.copy()
     never[:, 2] = 3.0  # an id the fit data never shows: a null direction, score ~ 1/λ

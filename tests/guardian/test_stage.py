@@ -77,6 +77,12 @@ def test_params_yaml_section_builds() -> None:
         build(stage.GuardianStageConfig, {"degree": 2}, "guardian")
 
 
+def test_default_scaling_is_data_bounds(ran) -> None:
+    _, m = ran
+    assert (m["scaling/bounds_schema"], m["scaling/n_from_schema"]) == (0.0, 0)
+    assert not any(k.startswith("scaling/from_schema/") for k in m)  # per column only with bounds: schema
+
+
 def test_probe_can_be_skipped(tmp_path) -> None:
     write_trajectories(tmp_path, {"train": 400, "val": 300, "test": 300})  # 30 stays: PAC needs 22
     params = {"guardian": dict(PARAMS["guardian"], extreme_policy_stays=0, volume_samples=100)}
@@ -108,6 +114,7 @@ def test_bring_your_own_table_encoding_and_schema_bounds(tmp_path, actions: str)
     m = stage.run(params, tmp_path)
     g = ogsrl.guardian.load(tmp_path / "data/models/guardian/christoffel")
     assert m["scaling/bounds_schema"] == 1.0 and g.scaling.bounds == "schema"
+    assert m["scaling/n_from_schema"] == (2 if actions == "discrete" else 4)  # the flag keeps the data's
     assert m["scaling/from_schema/perfusion_index"] == 1.0 and m["scaling/from_schema/frail"] == 0.0  # a flag: data
     assert g.scaler.source[:3] == ("schema", "schema", "data") and (g.scaler.lo[0], g.scaler.hi[0]) == (0.0, 8.0)
     if actions == "discrete":
