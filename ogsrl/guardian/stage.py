@@ -4,7 +4,7 @@ Reads ``data/trajectories/{train,val,test}.parquet`` (docs/data-contract.md §3)
 ``x = (state features in the parquet metadata ``ogsrl.state_features``, action columns)`` (canonical: fluid_ml,
 nee_max; a bring-your-own table: its schema's actions, a discrete id one-hot encoded inside the guardians; the
 extreme-policy probe needs the demo simulator and runs on canonical tables only; ``guardian.scaling.bounds: schema``
-scales from the schema's declared bounds, recorded per column as ``scaling_bounds`` in the report). Writes
+scales from the schema's declared bounds, recorded as the report's ``scaling/…`` keys). Writes
 
 * ``data/models/guardian/``: ``christoffel/`` and ``kde/`` (each guardian.json + arrays.npz + certificate.json) and
   ``certificate.json`` (the Christoffel guardian's, the one downstream stages use);
@@ -156,15 +156,14 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     acts = tuple(schema.action_columns)
     discrete, declared = guardian_inputs(schema, names)
     rng = np.random.default_rng(cfg.seed)
-    skipped: dict[str, str] = {}
-    if isinstance(schema.action, DiscreteAction):
+    if isinstance(schema.action, DiscreteAction):  # ids the clinicians (almost) never chose there, or skipped
         extreme, why = ood.rare_actions(x_test, x_fit, names, rng, cfg.ood_samples, schema.action.column,
                                         schema.action.n, rare_share=cfg.ood_rare_share)
     else:
         extreme, why = ood.extreme_actions(x_test, x_fit, names, rng, cfg.ood_samples, acts), None
-    probes = {"extreme_actions": extreme} if why is None else {}
+    skipped = {} if why is None else {"extreme_actions": why}
+    probes = {} if why is not None else {"extreme_actions": extreme}
     if why is not None:
-        skipped["extreme_actions"] = why
         log.warning("guardian: extreme_actions probe skipped: %s", why)
     probes["shifted_states"] = ood.shifted_states(x_test, x_fit, names, rng, cfg.ood_samples, acts)
     if cfg.extreme_policy_stays > 0 and schema.is_canonical:  # the demo simulator's patients: canonical tables only
