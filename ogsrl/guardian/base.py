@@ -1,7 +1,9 @@
 """The guardian interface and its coverage certificate.
 
 A guardian is a set ``G = {x : score(x) ≤ threshold}`` in the (state, action) input space
-``x = (state features…, fluid_ml, nee_max)`` (columns in ``feature_names``, units of ``ogsrl.features``). Larger
+``x = (state features…, fluid_ml, nee_max)`` (columns in ``feature_names``, units of ``ogsrl.features``; a
+bring-your-own table: its schema's state features and action columns, a discrete action as its id column, which the
+scaler one-hot encodes; an id outside 0 … n−1 scores +inf). Larger
 scores mean less data support. Every guardian is fitted on a fit split, calibrated on a calibration split (which
 sets the threshold, see :mod:`ogsrl.guardian.conformal`), assessed on a test split, and saved without pickle as
 ``guardian.json`` (config, scaler, certificate) + ``arrays.npz``.
@@ -14,6 +16,7 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
@@ -150,8 +153,14 @@ class ThresholdGuardian(ABC):
     """What the score-threshold guardians share: input names, certificate bookkeeping and queries.
 
     Subclasses set ``kind`` and ``label`` and implement ``fit``, ``_require_fit`` (whose first item is the fitted
-    :class:`Scaler`) and ``_score_scaled`` (scores of already-scaled rows).
+    :class:`Scaler`) and ``_score_scaled`` (scores of already-scaled rows, ``(B, D')``: a discrete column one-hot).
     """
+
+    @property
+    def scaled_dim(self) -> int:
+        """D': scaled input columns (a discrete column with n ids counts n)."""
+        return len(self.feature_names) - len(self.discrete) + sum(int(n) for n in self.discrete.values())
+
 
     kind = ""
     """guardian.json ``kind``"""
@@ -159,12 +168,20 @@ class ThresholdGuardian(ABC):
     """name used in error messages"""
 
     def __init__(self, feature_names: tuple[str, ...] | list[str], calibration: CalibrationConfig,
-                 scaling: ScalingConfig) -> None:
+                 scaling: ScalingConfig, discrete: Mapping[str, int] | None = None,
+                 declared: Mapping[str, tuple[float, float]] | None = None) -> None:
         if len(feature_names) == 0 or len(set(feature_names)) != len(feature_names):
             raise ValueError(f"feature_names must be non-empty and unique, got {list(feature_names)}")
         self.feature_names = tuple(feature_names)
         self.calibration = calibration
         self.scaling = scaling
+        self.discrete = dict(discrete or {})
+        """{column: n}: discrete action-id columns, one-hot encoded by the scaler (see scaling.py)"""
+        bad = {c: k for c, k in self.discrete.items() if c not in self.feature_names or int(k) < 2}
+        if bad:
+            raise ValueError(f"discrete columns must be inputs with n >= 2, got {bad}")
+        self.declared = dict(declared or {})
+        """{column: (low, high)} declared by the table schema (used with scaling.bounds = schema)"""
         self.scaler: Scaler | None = None
         self._cert: GuardianCertificate | None = None
         self.assessed_scores: npt.NDArray[np.float64] | None = None
@@ -183,7 +200,11 @@ class ThresholdGuardian(ABC):
     def score(self, x: FloatArray) -> npt.NDArray[np.float64]:
         """Scores ``(B,)`` for ``x (B, D)`` in input units; larger = less supported."""
         scaler = self._require_fit()[0]
-        return self._score_scaled(scaler.transform(check_matrix(x, self.feature_names, "guardian query")))
+        x = check_matrix(x, self.feature_names, "guardian query")
+        scores = self._score_scaled(scaler.transform(x))
+        if scaler.has_discrete:  # an action id outside 0 … n−1 (or not an integer) is out of support
+            scores[~scaler.valid(x)] = np.inf
+        return scores
 
     def contains(self, x: FloatArray, threshold: float | None = None) -> BoolArray:
         """``score(x) ≤ threshold`` per row (default: the calibrated threshold)."""
@@ -259,19 +280,22 @@ def settings_meta(kind: str, cfg: Any, calibration: CalibrationConfig, scaling: 
         "kind": kind,
         "config": dataclasses.asdict(cfg),
         "calibration": dataclasses.asdict(calibration),
-        "scaling": {"quantile": scaling.quantile, "log1p_columns": list(scaling.log1p_columns)},
+        "scaling": {"quantile": scaling.quantile, "log1p_columns": list(scaling.log1p_columns),
+                    "bounds": scaling.bounds},
         "scaler": scaler.to_dict(),
+        "encoding": {name: {"type": "one_hot", "n": n, "levels": [-1.0, 1.0]} for name, n in scaler.discrete.items()},
     }
 
 
 def settings_from_meta(meta: dict[str, Any], config_cls: type) -> tuple[Any, CalibrationConfig, ScalingConfig, Scaler]:
-    """Inverse of :func:`settings_meta`: (config, calibration, scaling, fitted scaler)."""
+    """Inverse of :func:`settings_meta`: (config, calibration, scaling, fitted scaler); the discrete columns are
+    the scaler's (:attr:`Scaler.discrete`)."""
     scaling = meta["scaling"]
     return (
         config_cls(**meta["config"]),
         CalibrationConfig(**{"unit": "row", **meta["calibration"]}),  # files older than `unit` were by row
-        ScalingConfig(scaling["quantile"], tuple(scaling["log1p_columns"])),
-        Scaler.from_dict(meta["scaler"]),
+        ScalingConfig(scaling["quantile"], tuple(scaling["log1p_columns"]), scaling.get("bounds", "data")),
+        Scaler.from_dict(meta["scaler"]),  # files without `levels`/`encoding`: no discrete column, data bounds
     )
 
 

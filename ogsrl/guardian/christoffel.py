@@ -5,11 +5,25 @@ Christoffel function with applications in data analysis")
 
     score(x) = v(z)ᵀ (M + λI)⁻¹ v(z),   M = (1/N) Σ_i v(z_i) v(z_i)ᵀ,   z = scaler(x),
 
-with ``v`` the ``C(D + k, k)`` monomials of degree ≤ k of the scaled input (D = 15, k = 2 → 136). It is a
+with ``v`` the ``C(D' + k, k)`` monomials of degree ≤ k of the scaled input (D' = D = 15, k = 2 → 136). It is a
 sum-of-squares polynomial whose sublevel sets track the support of the fit data; the threshold comes from split
 conformal calibration (:mod:`ogsrl.guardian.conformal`), which is what the OGSRL paper's polynomial-sublevel-set
 guardian asks for. With the Cholesky factor ``M + λI = L Lᵀ`` and ``W = L⁻ᵀ`` the score is ``‖v(z) W‖²``: one
 (B, m) × (m, m) product per batch, in numpy and (differentiably) in torch.
+
+Discrete actions (one-hot). A discrete action id ``a ∈ {0 … n−1}`` enters as ``n`` indicators ``z_c ∈ {−1, +1}``
+(+1 for c = a; :mod:`ogsrl.guardian.scaling`), so D' = D − 1 + n and the basis spans every polynomial of degree ≤ k
+in (state, indicators): with k = 2 a separate linear-in-state term per action next to the shared quadratic. On the
+one-hot set the indicators obey polynomial identities, ``z_c² = 1`` and ``Σ_c z_c = 2 − n`` (and their products
+with other monomials), so some fixed combinations ``cᵀv(z)`` vanish at *every* valid point: ``M c = 0`` and the
+moment matrix is singular. The ridge keeps ``M + λI`` invertible, and scores of valid queries are unaffected:
+with ``M = Σ_i μ_i u_i u_iᵀ``, ``score(z) = Σ_i (u_iᵀ v(z))² / (μ_i + λ)`` and a valid query's ``v(z)`` has no
+component along the null directions (``u_iᵀ v(z) = 0`` exactly when μ_i = 0 comes from such an identity), so its
+score is the Christoffel function of the polynomials restricted to the one-hot set, up to the usual O(λ/μ) of the
+non-null directions. A point off that set (several or no indicators on) has a component along a null direction
+and scores ≈ (cᵀv)²/λ, far above any threshold; an id that is not an integer in 0 … n−1 is scored +inf outright.
+An id the clinicians never chose in the fit data is such a null direction too (its indicator is constant −1 there),
+so it is rejected wherever it is queried.
 """
 
 from __future__ import annotations
@@ -19,6 +33,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Self
 
 import numpy as np
@@ -125,10 +140,12 @@ class ChristoffelGuardian(ThresholdGuardian):
         cfg: ChristoffelConfig = ChristoffelConfig(),
         calibration: CalibrationConfig = CalibrationConfig(),
         scaling: ScalingConfig = ScalingConfig(),
+        discrete: Mapping[str, int] | None = None,
+        declared: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
-        super().__init__(feature_names, calibration, scaling)
+        super().__init__(feature_names, calibration, scaling, discrete, declared)
         self.cfg = cfg
-        self.basis = MonomialBasis.build(len(self.feature_names), cfg.degree)
+        self.basis = MonomialBasis.build(self.scaled_dim, cfg.degree)
         self.whitener: npt.NDArray[np.float64] | None = None  # W = L⁻ᵀ, (m, m)
         self.n_fit = 0
         self._w_torch: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
@@ -144,7 +161,7 @@ class ChristoffelGuardian(ThresholdGuardian):
                 f"need at least {m} rows (lower guardian.christoffel.degree or add data)",
                 table="guardian fit split",
             )
-        self.scaler = Scaler.fit(x, self.feature_names, self.scaling)
+        self.scaler = Scaler.fit(x, self.feature_names, self.scaling, self.discrete, self.declared)
         moment = np.zeros((m, m), dtype=np.float64)
         for start in range(0, x.shape[0], _CHUNK):
             v = self.basis.numpy(self.scaler.transform(x[start : start + _CHUNK]))  # (b, m)
@@ -206,7 +223,10 @@ class ChristoffelGuardian(ThresholdGuardian):
         if key not in self._w_torch:
             self._w_torch[key] = torch.as_tensor(w, dtype=x.dtype, device=x.device)
         u = self.basis.torch(scaler.transform_torch(x)) @ self._w_torch[key]  # (B, m)
-        return (u * u).sum(dim=1)
+        s = (u * u).sum(dim=1)
+        if scaler.has_discrete:  # an action id outside 0 … n−1 is out of support
+            s = torch.where(scaler.valid_torch(x), s, torch.full_like(s, math.inf))
+        return s
 
     def release_problem(self) -> str | None:
         """Why this saved guardian must not leave the project (None: it may be bundled).
@@ -217,7 +237,7 @@ class ChristoffelGuardian(ThresholdGuardian):
         distinct moments.
         """
         d = len(self.feature_names)
-        moments = math.comb(d + 2 * self.cfg.degree, 2 * self.cfg.degree)
+        moments = math.comb(self.basis.dim + 2 * self.cfg.degree, 2 * self.cfg.degree)
         if self.n_fit * d < 2 * moments:
             return (f"its moment matrix summarises only {self.n_fit} fit rows ({self.n_fit * d} numbers for {moments} "
                     f"distinct moments); need at least {math.ceil(2 * moments / d)} rows")
@@ -236,7 +256,7 @@ class ChristoffelGuardian(ThresholdGuardian):
         """Load a saved guardian; ``feature_names``, when given, must match the fitted columns exactly."""
         meta, arrays, cert = load_dir(path, cls.kind, feature_names)
         cfg, calibration, scaling, scaler = settings_from_meta(meta, ChristoffelConfig)
-        g = cls(cert.feature_names, cfg, calibration, scaling)
+        g = cls(cert.feature_names, cfg, calibration, scaling, scaler.discrete)
         g.scaler = scaler
         w = arrays["whitener"]
         if w.shape != (g.basis.size, g.basis.size):

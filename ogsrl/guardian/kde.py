@@ -2,7 +2,9 @@
 
 Inputs are scaled per column to [−1, 1] with the training min/max (``ScalingConfig(quantile=0, log1p_columns=())``),
 the density is a Gaussian KDE with bandwidth 0.535 over all training points (scikit-learn ``KernelDensity``), and
-the score is ``−log density``. The authors' threshold is the 5th percentile of the training densities, i.e. the
+the score is ``−log density``. A discrete action id is one-hot encoded (n indicators at ±1, :mod:`scaling`), so a
+different id at the same state is 2√2 away in scaled units (≈ 5.3 bandwidths) instead of an ordinal step; an id
+outside 0 … n−1 scores +inf. The authors' threshold is the 5th percentile of the training densities, i.e. the
 ``train_percentile`` rule with α_c = 0.95 (training densities include each point's own kernel, as theirs do).
 The conformal/PAC rules can be used instead to compare with the Christoffel guardian at equal coverage.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Literal, Self
 
 import numpy as np
@@ -76,8 +79,10 @@ class KDEGuardian(ThresholdGuardian):
         cfg: KDEConfig = KDEConfig(),
         calibration: CalibrationConfig = CalibrationConfig(rule="train_percentile"),
         scaling: ScalingConfig = AUTHORS_SCALING,
+        discrete: Mapping[str, int] | None = None,
+        declared: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
-        super().__init__(feature_names, calibration, scaling)
+        super().__init__(feature_names, calibration, scaling, discrete, declared)
         self.cfg = cfg
         self.centres: npt.NDArray[np.float64] | None = None  # scaled training points (N, D)
         self._kde: KernelDensity | None = None
@@ -87,7 +92,7 @@ class KDEGuardian(ThresholdGuardian):
         x = check_matrix(x_fit, self.feature_names, "guardian fit split")
         if x.shape[0] < 2:
             raise ValueError(f"KDE guardian needs at least 2 fit rows, got {x.shape[0]}")
-        self.scaler = Scaler.fit(x, self.feature_names, self.scaling)
+        self.scaler = Scaler.fit(x, self.feature_names, self.scaling, self.discrete, self.declared)
         self._set_centres(self.scaler.transform(x))
         self._cert = None
         return self
@@ -158,7 +163,7 @@ class KDEGuardian(ThresholdGuardian):
         """Load a saved guardian; ``feature_names``, when given, must match the fitted columns exactly."""
         meta, arrays, cert = load_dir(path, cls.kind, feature_names)
         cfg, calibration, scaling, scaler = settings_from_meta(meta, KDEConfig)
-        g = cls(cert.feature_names, cfg, calibration, scaling)
+        g = cls(cert.feature_names, cfg, calibration, scaling, scaler.discrete)
         g.scaler = scaler
         g._set_centres(arrays["centres"])
         g._cert = cert

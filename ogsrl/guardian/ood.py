@@ -6,6 +6,13 @@ supports (ground truth "unsupported"); the false-accept rate is the fraction the
 * ``extreme_actions``: keep the state, replace the action by one far outside clinical practice — half the rows get
   an IV fluid volume (a bring-your-own table: its first action) of ``U(1.5, 3) ×`` the fit split's 99.9th
   percentile, the other half a vasopressor dose (its second action) of ``U(2, 4) ×`` the largest dose observed.
+* ``extreme_actions`` for a *discrete* action (:func:`rare_actions`): no id is "far" from another and an id
+  outside 0 … n−1 would be invalid input, not a clinical choice, so keep the state and replace the action by an id
+  the clinicians *rarely* chose in that state region: among the ``neighbours`` nearest fit-split states (state
+  columns scaled by the fit split's min/max), an id taken by < ``rare_share`` of them (default < 1 %: never or
+  almost never). Rows whose region has no such id are dropped; if fewer than a tenth of the ``n`` rows are left (a
+  false-accept rate of a handful of rows says nothing) the probe is skipped: the report records
+  ``ood/skipped_extreme_actions: 1`` and the stage logs the reason.
 * ``shifted_states``: keep the action, push one randomly chosen non-binary state feature beyond the fit split's
   range: ``max + U(0.5, 1.5)·(max − min)``.
 * ``extreme_policy``: simulator patients (``ogsrl.synth``) treated with a constant extreme dose every step
@@ -47,6 +54,40 @@ def extreme_actions(
         nee_hi = max(float(np.max(x_fit[:, jn])), 0.1 if action_names[1] == "nee_max" else 1e-3)
         out[half:, jn] = nee_hi * rng.uniform(2.0, 4.0, size=n - half)
     return out
+
+
+def rare_actions(
+    x_test: FloatArray, x_fit: FloatArray, feature_names: tuple[str, ...], rng: np.random.Generator, n: int,
+    action: str, n_actions: int, neighbours: int = 200, rare_share: float = 0.01,
+) -> tuple[npt.NDArray[np.float64], str | None]:
+    """The discrete ``extreme_actions`` probe (module docstring): up to ``n`` rows ``(≤ n, D)`` of test states with
+    an action id that < ``rare_share`` of the ``neighbours`` nearest fit-split states took, and the reason the
+    probe is empty (None when it is not)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    if action not in feature_names:
+        raise DataError(f"guardian inputs lack the action column {action!r}", table="guardian inputs")
+    ja = feature_names.index(action)
+    state_cols = [j for j in range(len(feature_names)) if j != ja]
+    lo, hi = x_fit[:, state_cols].min(axis=0), x_fit[:, state_cols].max(axis=0)
+    width = np.where(hi > lo, hi - lo, 1.0)
+    k = min(neighbours, x_fit.shape[0])
+    nn = NearestNeighbors(n_neighbors=k).fit((x_fit[:, state_cols] - lo) / width)
+    out = _rows(x_test, n, rng)
+    _, idx = nn.kneighbors((out[:, state_cols] - lo) / width)  # (n, k) nearest fit rows
+    ids = x_fit[:, ja].astype(np.int64)[idx]  # (n, k) their action ids
+    share = np.stack([(ids == a).mean(axis=1) for a in range(n_actions)], axis=1)  # (n, n_actions)
+    rare = share < rare_share
+    keep = rare.any(axis=1)
+    if keep.sum() < max(1, n // 10):
+        return out[:0], (f"only {int(keep.sum())} of {n} probe states have an action id taken by < {rare_share:.0%} of "
+                         f"their {k} nearest clinician states (need {max(1, n // 10)}): the clinicians use every id "
+                         "nearly everywhere, no rarely chosen action to probe with")
+    out, rare = out[keep], rare[keep]
+    # a uniform choice among each row's rare ids
+    pick = np.argmax(rare * rng.random(rare.shape), axis=1)
+    out[:, ja] = pick.astype(np.float64)
+    return out, None
 
 
 def shifted_states(

@@ -2,8 +2,9 @@
 
 Reads ``data/trajectories/{train,val,test}.parquet`` (docs/data-contract.md §3); the guardian input is
 ``x = (state features in the parquet metadata ``ogsrl.state_features``, action columns)`` (canonical: fluid_ml,
-nee_max; a bring-your-own table: its schema's continuous actions; the extreme-policy probe needs the demo simulator
-and runs on canonical tables only). Writes
+nee_max; a bring-your-own table: its schema's actions, a discrete id one-hot encoded inside the guardians; the
+extreme-policy probe needs the demo simulator and runs on canonical tables only; ``guardian.scaling.bounds: schema``
+scales from the schema's declared bounds, recorded as the report's ``scaling/…`` keys). Writes
 
 * ``data/models/guardian/``: ``christoffel/`` and ``kde/`` (each guardian.json + arrays.npz + certificate.json) and
   ``certificate.json`` (the Christoffel guardian's, the one downstream stages use);
@@ -28,7 +29,7 @@ import numpy.typing as npt
 
 from ogsrl.config import build, section
 from ogsrl.errors import DataError
-from ogsrl.data.schema import load_table_schema
+from ogsrl.data.schema import ContinuousAction, DiscreteAction, Schema, load_table_schema
 from ogsrl.guardian import conformal, ood
 from ogsrl.guardian.christoffel import ChristoffelConfig, ChristoffelGuardian
 from ogsrl.guardian.conformal import CalibrationConfig
@@ -65,10 +66,15 @@ class GuardianStageConfig:
     """simulated stays for the extreme-policy probe (0 = skip it, e.g. without the demo simulator)"""
     extreme_policy_dose: tuple[float, float] = (4000.0, 1.5)
     """(fluid mL per step, NE-equivalent µg/kg/min) the extreme policy gives at every step"""
+    ood_rare_share: float = 0.01
+    """discrete actions: the extreme_actions probe uses ids chosen by fewer than this share of the 200 nearest
+    clinician states (ood.rare_actions)"""
 
     def __post_init__(self) -> None:
         if self.volume_samples < 1 or self.ood_samples < 2:
             raise ValueError("volume_samples must be ≥ 1 and ood_samples ≥ 2")
+        if not (0.0 < self.ood_rare_share < 1.0):
+            raise ValueError(f"ood_rare_share must lie in (0, 1), got {self.ood_rare_share}")
         if self.extreme_policy_stays < 0 or min(self.extreme_policy_dose) < 0:
             raise ValueError("extreme_policy_stays and extreme_policy_dose must be non-negative")
 
@@ -76,7 +82,7 @@ class GuardianStageConfig:
 def read_split(path: Path) -> tuple[npt.NDArray[np.float64], tuple[str, ...]]:
     """Guardian input matrix ``(N, S + A)`` and its column names from one trajectory parquet: the state features
     of ``ogsrl.state_features`` and the table's action columns (its schema's; canonical: fluid_ml, nee_max; a discrete
-    action: its id column, one numeric input)."""
+    action: its id column, which the guardians one-hot encode, see :func:`guardian_inputs`)."""
     import pyarrow.parquet as pq
 
     if not path.is_file():
@@ -90,6 +96,17 @@ def read_split(path: Path) -> tuple[npt.NDArray[np.float64], tuple[str, ...]]:
     table = pq.read_table(path, columns=list(names))
     x = np.column_stack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in names])
     return x, names
+
+
+def guardian_inputs(schema: Schema, names: tuple[str, ...]) -> tuple[dict[str, int], dict[str, tuple[float, float]]]:
+    """The guardian's discrete columns ({action column: n}; one-hot encoded) and the schema's declared (low, high)
+    of each input (±inf where unbounded), for ``guardian.scaling.bounds: schema``."""
+    discrete = {schema.action.column: schema.action.n} if isinstance(schema.action, DiscreteAction) else {}
+    declared = {f.name: (f.low, f.high) for f in schema.state if f.name in names}
+    if isinstance(schema.action, ContinuousAction):
+        declared.update({c: (lo, hi) for c, lo, hi in zip(schema.action.columns, schema.action.low,
+                                                           schema.action.high)})
+    return discrete, declared
 
 
 def read_stays(path: Path) -> npt.NDArray[Any]:
@@ -137,11 +154,18 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     g_fit, g_cal, g_test = (read_stays(root / TRAJ_DIR / f"{s}.parquet") for s in ("train", "val", "test"))
     schema = load_table_schema(root / TRAJ_DIR / "train.parquet")
     acts = tuple(schema.action_columns)
+    discrete, declared = guardian_inputs(schema, names)
     rng = np.random.default_rng(cfg.seed)
-    probes = {
-        "extreme_actions": ood.extreme_actions(x_test, x_fit, names, rng, cfg.ood_samples, acts),
-        "shifted_states": ood.shifted_states(x_test, x_fit, names, rng, cfg.ood_samples, acts),
-    }
+    if isinstance(schema.action, DiscreteAction):  # ids the clinicians (almost) never chose there, or skipped
+        extreme, why = ood.rare_actions(x_test, x_fit, names, rng, cfg.ood_samples, schema.action.column,
+                                        schema.action.n, rare_share=cfg.ood_rare_share)
+    else:
+        extreme, why = ood.extreme_actions(x_test, x_fit, names, rng, cfg.ood_samples, acts), None
+    skipped = {} if why is None else {"extreme_actions": why}
+    probes = {} if why is not None else {"extreme_actions": extreme}
+    if why is not None:
+        log.warning("guardian: extreme_actions probe skipped: %s", why)
+    probes["shifted_states"] = ood.shifted_states(x_test, x_fit, names, rng, cfg.ood_samples, acts)
     if cfg.extreme_policy_stays > 0 and schema.is_canonical:  # the demo simulator's patients: canonical tables only
         from ogsrl.synth.stage import world_from_params  # lazy: the simulator is only needed for this probe
 
@@ -161,23 +185,30 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
         "n_features": len(names),
         **{f"ood/n_{k}": int(v.shape[0]) for k, v in probes.items()},
     }
+    metrics.update({f"ood/skipped_{k}": 1.0 for k in skipped})  # the reason is logged (and in docs/guardian.md)
     if "extreme_policy" in probes:
         metrics["ood/extreme_policy_share_action_above_p999"] = extreme_share
 
     # ---- Christoffel guardian ----------------------------------------------------------------------------
     t0 = time.perf_counter()
-    chris = ChristoffelGuardian(names, cfg.christoffel, cfg.calibration, cfg.scaling).fit(x_fit)
+    chris = ChristoffelGuardian(names, cfg.christoffel, cfg.calibration, cfg.scaling, discrete, declared).fit(x_fit)
     metrics["christoffel/fit_s"] = time.perf_counter() - t0
     chris.calibrate(x_cal, groups=g_cal).assess(x_test, rng=rng, volume_samples=cfg.volume_samples, groups=g_test)
     c_cert = chris.certificate()
     metrics.update(_cert_metrics("christoffel", c_cert))
+    # which bounds the inputs were scaled from (per column with bounds: schema): 1 the declared [low, high], 0 the data
+    metrics["scaling/bounds_schema"] = float(cfg.scaling.bounds == "schema")
+    metrics["scaling/n_from_schema"] = sum(s == "schema" for s in chris.scaler.source)
+    if cfg.scaling.bounds == "schema":
+        metrics.update({f"scaling/from_schema/{n}": float(s == "schema")
+                        for n, s in zip(names, chris.scaler.source) if s != "one_hot"})
     metrics.update(_probe_metrics("christoffel", {k: chris.score(v) for k, v in probes.items()}, c_cert.threshold))
     metrics["christoffel/query_points_per_s"] = _throughput(chris.score, x_test)
 
     # ---- KDE baseline, authors' threshold ----------------------------------------------------------------
     kde_cal = CalibrationConfig(cfg.calibration.alpha_c, cfg.calibration.delta, "train_percentile")
     t0 = time.perf_counter()
-    kde = KDEGuardian(names, cfg.kde, kde_cal, AUTHORS_SCALING).fit(x_fit)
+    kde = KDEGuardian(names, cfg.kde, kde_cal, AUTHORS_SCALING, discrete).fit(x_fit)
     metrics["kde/fit_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     kde.calibrate(x_fit, groups=g_fit, rng=rng)

@@ -151,7 +151,7 @@ def world_section(world: Mapping[str, Any], calib: pd.DataFrame | None, learning
 
 
 def guardian_section(g: Mapping[str, Any]) -> str:
-    methods = sorted({k.split("/")[0] for k in g if "/" in k and k.split("/")[0] not in ("ood",)})
+    methods = sorted({k.split("/")[0] for k in g if "/" in k and k.split("/")[0] not in ("ood", "scaling")})
     cols = [("calibration coverage", "calibration_coverage"), ("test coverage", "test_coverage"),
             ("false accept: extreme actions", "false_accept_extreme_actions"),
             ("false accept: shifted states", "false_accept_shifted_states"),

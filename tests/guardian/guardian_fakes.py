@@ -70,3 +70,24 @@ def write_trajectories(root: Path, sizes: dict[str, int], seed: int = 0) -> None
         meta[b"ogsrl.state_features"] = json.dumps(list(PAPER_STATE)).encode()
         meta[b"ogsrl.action_columns"] = json.dumps(list(ACTIONS)).encode()
         pq.write_table(table.replace_schema_metadata(meta), out / f"{split}.parquet")
+
+
+def write_mdp_trajectories(root: Path, actions: str, stays: int = 600, seed: int = 0) -> None:
+    """Write train/val/test parquets of the bring-your-own MDP (``ogsrl.synth.tabular``; v2 schema in the metadata,
+    discrete or continuous actions) under ``root``, split 50/25/25 by stay."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ogsrl.data.schema import METADATA_KEY
+    from ogsrl.synth import tabular
+
+    df = tabular.simulate(tabular.MDPConfig(actions=actions, stays=stays, horizon=8, seed=seed))
+    sch = tabular.schema(actions)
+    stay_no = df["stay_key"].str[3:].astype(int).to_numpy()
+    out = root / "data" / "trajectories"
+    out.mkdir(parents=True, exist_ok=True)
+    for split, part in (("train", stay_no % 4 < 2), ("val", stay_no % 4 == 2), ("test", stay_no % 4 == 3)):
+        table = pa.Table.from_pandas(df[part].assign(split=split), preserve_index=False)
+        meta = {METADATA_KEY.encode(): sch.to_json().encode(),
+                b"ogsrl.state_features": json.dumps(list(sch.state_names)).encode()}
+        pq.write_table(table.replace_schema_metadata(meta), out / f"{split}.parquet")

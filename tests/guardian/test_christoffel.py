@@ -202,3 +202,59 @@ def test_gaussian_guardian_coverage_on_fresh_samples() -> None:
     g = ChristoffelGuardian(names, calibration=CalibrationConfig(alpha_c=0.9, rule="conformal", unit="row"))
     g.fit(rng.normal(size=(5000, 4))).calibrate(rng.normal(size=(10_000, 4)))
     assert abs(g.contains(rng.normal(size=(100_000, 4))).mean() - 0.9) <= 0.01
+
+
+def _discrete_rows(n: int, seed: int) -> np.ndarray:
+    """(state s0, s1; action id 0..3): id 3 never taken, ids 0/2 favoured at high / low s0."""
+    rng = np.random.default_rng(seed)
+    s = rng.normal(size=(n, 2))
+    p = np.stack([np.exp(s[:, 0]), np.ones(n), np.exp(-s[:, 0])], axis=1)
+    a = (rng.random(n)[:, None] > (p / p.sum(axis=1, keepdims=True)).cumsum(axis=1)).sum(axis=1)
+    return np.column_stack([s, np.minimum(a, 2)])
+
+
+def test_discrete_action_is_one_hot_and_invalid_or_unseen_ids_are_rejected(tmp_path) -> None:
+    names = ("s0", "s1", "treat")
+    cal = CalibrationConfig(alpha_c=0.95, rule="conformal", unit="row")
+    g = ChristoffelGuardian(names, calibration=cal, discrete={"treat": 4}).fit(_discrete_rows(3000, 0))
+    assert g.basis.dim == 6 and g.basis.size == math.comb(8, 2)
+    g.calibrate(_discrete_rows(2000, 1)).assess(_discrete_rows(2000, 2), rng=np.random.default_rng(0),
+                                                volume_samples=4000)
+    cert = g.certificate()
+    assert 0.93 <= cert.test_coverage <= 0.97  # the singular one-hot moments do not disturb valid scores
+    q = _discrete_rows(50, 3)
+    valid = g.score(q)
+    assert np.all(np.isfinite(valid)) and valid.max() < 1e3
+    # scores of valid queries do not depend on the ridge (the one-hot null directions carry no component)
+    g2 = ChristoffelGuardian(names, ChristoffelConfig(ridge=1e-9), cal, discrete={"treat": 4})
+    g2.fit(_discrete_rows(3000, 0))
+    np.testing.assert_allclose(g2.score(q), valid, rtol=1e-3)
+    never = q.copy()
+    never[:, 2] = 3.0  # an id the fit data never shows: a null direction, score ~ 1/λ
+    assert g.score(never).min() > 1e4 * cert.threshold and not g.contains(never).any()
+    bad = q[:4].copy()
+    bad[:, 2] = [4.0, -1.0, 1.5, 99.0]
+    assert np.all(np.isinf(g.score(bad))) and not g.contains(bad).any()
+    xt = torch.tensor(np.vstack([q[:3], bad]), dtype=torch.float64)
+    st = g.score_torch(xt).numpy()
+    np.testing.assert_allclose(st[:3], valid[:3], rtol=1e-9)
+    assert np.all(np.isinf(st[3:]))
+    g.save(tmp_path / "g")
+    meta = json.loads((tmp_path / "g" / "guardian.json").read_text())
+    assert meta["encoding"] == {"treat": {"type": "one_hot", "n": 4, "levels": [-1.0, 1.0]}}
+    back = ogsrl.guardian.load(tmp_path / "g")
+    assert back.discrete == {"treat": 4}
+    np.testing.assert_allclose(back.score(q), valid)
+
+
+def test_guardian_saved_before_one_hot_still_loads(fitted: ChristoffelGuardian, splits, tmp_path) -> None:
+    fitted.save(tmp_path / "g")
+    path = tmp_path / "g" / "guardian.json"
+    meta = json.loads(path.read_text())
+    for key in ("levels", "source"):
+        del meta["scaler"][key]
+    del meta["encoding"], meta["scaling"]["bounds"]
+    path.write_text(json.dumps(meta))
+    back = ogsrl.guardian.load(tmp_path / "g")
+    assert back.discrete == {} and back.scaling.bounds == "data"
+    np.testing.assert_allclose(back.score(splits["test"][:100]), fitted.score(splits["test"][:100]))

@@ -88,3 +88,20 @@ def test_bad_config_and_input() -> None:
         KDEGuardian(("a",)).fit(np.zeros((1, 1)))
     with pytest.raises(RuntimeError, match="not calibrated"):
         KDEGuardian(("a",)).fit(np.arange(10.0)[:, None]).contains(np.zeros((1, 1)))
+
+
+def test_discrete_action_one_hot_in_the_kde() -> None:
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=(800, 2))
+    x = np.column_stack([s, (s[:, 0] > 0).astype(float) * 2])  # id 2 at s0 > 0, id 0 below, id 1 never
+    g = KDEGuardian(("s0", "s1", "a"), discrete={"a": 3}).fit(x)
+    assert g.centres.shape == (800, 5)
+    np.testing.assert_array_equal(g.centres[:, 2:], np.where(x[:, 2:] == np.arange(3), 1.0, -1.0))
+    g.calibrate(x)
+    far = x[np.abs(x[:, 0]) > 1.0][:50]
+    swapped = far.copy()
+    swapped[:, 2] = 2.0 - swapped[:, 2]  # the other observed id at the same state, far from where it is used
+    assert np.all(g.score(swapped) > g.score(far))
+    bad = x[:3].copy()
+    bad[:, 2] = [3.0, 0.5, -1.0]
+    assert np.all(np.isinf(g.score(bad))) and not g.contains(bad).any()

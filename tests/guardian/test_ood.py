@@ -39,3 +39,23 @@ def test_extreme_policy_rows_come_from_the_simulator() -> None:
     assert x.ndim == 2 and x.shape[1] == 15 and 1 <= x.shape[0] <= 80
     np.testing.assert_array_equal(x[:, -2:], np.tile([4000.0, 1.5], (len(x), 1)))
     assert np.isfinite(x).all()
+
+
+def test_rare_actions_take_ids_clinicians_rarely_choose_in_the_region() -> None:
+    rng = np.random.default_rng(0)
+    s = rng.uniform(-1, 1, size=(4000, 1))
+    a = np.where(s[:, 0] > 0, rng.choice([0, 1], size=4000), rng.choice([1, 2], size=4000))  # id 3 never
+    x = np.column_stack([s, a.astype(float)])
+    out, why = ood.rare_actions(x, x, ("s", "a"), np.random.default_rng(1), 500, "a", 4)
+    assert why is None and out.shape == (500, 2)
+    ids, hi = out[:, 1].astype(int), out[:, 0] > 0.05
+    assert set(ids) <= {0, 1, 2, 3} and np.all(ids != 1)  # id 1 is common everywhere
+    assert np.all(ids[hi] != 0) and np.all(ids[out[:, 0] < -0.05] != 2)  # never the region's common ids
+    assert {0, 2, 3} <= set(ids)  # every rare id drawn somewhere
+    flat = np.column_stack([s, rng.integers(0, 2, size=4000).astype(float)])  # both ids ~50 % everywhere
+    out, why = ood.rare_actions(flat, flat, ("s", "a"), np.random.default_rng(1), 100, "a", 2)
+    assert out.shape == (0, 2) and "no rarely chosen action" in why
+    few = flat.copy()
+    few[np.argsort(few[:, 0])[:300], 1] = 0.0  # id 1 is rare only for the lowest s (~7 % of probe states)
+    out, why = ood.rare_actions(few, few, ("s", "a"), np.random.default_rng(1), 1000, "a", 2)
+    assert out.shape == (0, 2) and why.startswith("only ")

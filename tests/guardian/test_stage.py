@@ -77,6 +77,12 @@ def test_params_yaml_section_builds() -> None:
         build(stage.GuardianStageConfig, {"degree": 2}, "guardian")
 
 
+def test_default_scaling_is_data_bounds(ran) -> None:
+    _, m = ran
+    assert (m["scaling/bounds_schema"], m["scaling/n_from_schema"]) == (0.0, 0)
+    assert not any(k.startswith("scaling/from_schema/") for k in m)  # per column only with bounds: schema
+
+
 def test_probe_can_be_skipped(tmp_path) -> None:
     write_trajectories(tmp_path, {"train": 400, "val": 300, "test": 300})  # 30 stays: PAC needs 22
     params = {"guardian": dict(PARAMS["guardian"], extreme_policy_stays=0, volume_samples=100)}
@@ -96,3 +102,30 @@ def test_missing_inputs_and_metadata(tmp_path) -> None:
     pq.write_table(pa.table({"a": np.arange(3.0)}), tmp_path / "t.parquet")
     with pytest.raises(DataError, match="ogsrl.state_features"):
         stage.read_split(tmp_path / "t.parquet")
+
+
+@pytest.mark.parametrize("actions", ["discrete", "continuous"])
+def test_bring_your_own_table_encoding_and_schema_bounds(tmp_path, actions: str) -> None:
+    from tests.guardian.guardian_fakes import write_mdp_trajectories
+
+    write_mdp_trajectories(tmp_path, actions)
+    params = {"guardian": dict(PARAMS["guardian"], volume_samples=2000, extreme_policy_stays=0,
+                               scaling={"bounds": "schema"}, calibration={"alpha_c": 0.9, "rule": "conformal"})}
+    m = stage.run(params, tmp_path)
+    g = ogsrl.guardian.load(tmp_path / "data/models/guardian/christoffel")
+    assert m["scaling/bounds_schema"] == 1.0 and g.scaling.bounds == "schema"
+    assert m["scaling/n_from_schema"] == (2 if actions == "discrete" else 4)  # the flag keeps the data's
+    assert m["scaling/from_schema/perfusion_index"] == 1.0 and m["scaling/from_schema/frail"] == 0.0  # a flag: data
+    assert g.scaler.source[:3] == ("schema", "schema", "data") and (g.scaler.lo[0], g.scaler.hi[0]) == (0.0, 8.0)
+    if actions == "discrete":
+        assert g.discrete == {"treatment": 4} and g.basis.dim == 3 + 4 and g.scaler.source[3] == "one_hot"
+        assert m["n_features"] == 4 and "scaling/from_schema/treatment" not in m
+    else:
+        assert g.discrete == {} and m["scaling/from_schema/bolus_ml"] == 1.0 and g.scaler.hi[3] == 2000.0
+    assert all(isinstance(v, (int, float)) for v in m.values())
+    assert 0.8 <= m["christoffel/test_coverage"] <= 1.0
+    # the extreme-actions probe: ran (discrete: rarely chosen ids, never an invalid one) or recorded why not
+    if "ood/n_extreme_actions" in m:
+        assert m["ood/n_extreme_actions"] > 0 and "christoffel/false_accept_extreme_actions" in m
+    else:
+        assert m["ood/skipped_extreme_actions"] == 1.0
