@@ -211,10 +211,12 @@ def model_estimate(policy: Any, env: Any, seed: int, cost_columns: tuple[str, ..
 
 
 def summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The short form of the stage's metrics the CLI prints: cost limits, and per run the seed means of the
-    model-estimated returns, the validation NLL and the training time (everything else: data/reports/train.json)."""
+    """The short form of the stage's metrics the CLI prints: cost limits, the clinicians' logged cost returns, and
+    per run the seed means of the model-estimated returns (the run's and its clinicians' clone's), the validation
+    NLL and the training time (everything else: data/reports/train.json)."""
     keep = re.compile(r"[^/]+/mean/(model/.*|loss/val_nll|train/seconds|train/iterations_per_s)")
-    out: dict[str, Any] = {k: v for k, v in metrics.items() if k.startswith("cost_limit/") and "/from_params" not in k}
+    out: dict[str, Any] = {k: v for k, v in metrics.items()
+                           if k.startswith(("cost_limit/", "clinicians/cost_return/")) and "/from_params" not in k}
     out.update({k: v for k, v in metrics.items() if keep.fullmatch(k)})
     out["metrics_file"] = str(METRICS_FILE)
     return out

@@ -404,6 +404,11 @@ def train_unit(params: Mapping[str, Any], root: Path, run: str, seed: int,
     if algo.needs_world_model:
         env = inputs.make_env(cfg.model_eval_episodes, seed, False)
         metrics.update(model_estimate(load_policy(dest), env, seed, ctx.costs, cfg.discount))
+        # the same model read on the clinicians' clone: against their logged cost return (gather's
+        # clinicians/cost_return/<c>), how far the model's cost units are from the data's (no truth needed)
+        env = inputs.make_env(cfg.model_eval_episodes, seed, False)
+        clone = model_estimate(clones.get(state, seed), env, seed, ctx.costs, cfg.discount)
+        metrics.update({k.replace("model/", "model/clinicians_clone/", 1): v for k, v in clone.items()})
     history = [{**h, "step": int(h["step"])} for h in result.history]
     seconds = time.perf_counter() - started
     write_json(record_path(root, unit), {

@@ -82,6 +82,21 @@ def test_every_algorithm_saves_a_loadable_guarded_policy(trained: dict, project:
     assert "gmb_cpo/mean/model/return" in summary and "gmb_cpo/seed3/train/kl" not in summary
 
 
+def test_the_clinicians_clone_is_read_in_the_same_model_for_every_model_based_run(trained: dict) -> None:
+    """model/clinicians_clone/...: the seed's SOC checkpoint in the run's unguarded evaluation env, beside the
+    logged clinicians' cost return (how far the model's cost units are from the data's)."""
+    keys = ("return", *(f"cost_return/{c}" for c in COSTS))
+    clone = {k: trained[f"gmb_cpo/seed3/model/clinicians_clone/{k}"] for k in keys}
+    for run in ("mb_trpo", "gmb_ppo_lag"):  # the same clone, env seed and episodes: the same numbers
+        assert {k: trained[f"{run}/seed3/model/clinicians_clone/{k}"] for k in keys} == clone
+    assert clone["return"] != trained["gmb_cpo/seed3/model/return"]  # a different policy, read apart
+    summary = stage.summary(trained)
+    for c in COSTS:
+        assert 0 <= clone[f"cost_return/{c}"] <= PARAMS["world"]["env"]["horizon"]
+        assert summary[f"clinicians/cost_return/{c}"] == trained[f"clinicians/cost_return/{c}"] >= 0
+        assert summary[f"gmb_cpo/mean/model/clinicians_clone/cost_return/{c}"] == clone[f"cost_return/{c}"]
+
+
 def test_warm_start_begins_at_the_behaviour_clone(project: Path) -> None:
     params = json.loads(json.dumps(PARAMS))
     params["policies"]["runs"] = {"soc": {"algorithm": "bc"}, "gmb_cpo": {"algorithm": "cpo", "guarded": True,
