@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
+
 from scipy import special, stats
 from torch import nn
 
@@ -329,6 +330,30 @@ def check_obs(obs: Any, feature_names: Sequence[str], who: str) -> np.ndarray:
             f"{who}: non-finite observation values", column=feature_names[int(cols[0])], rows=sorted(set(rows.tolist()))
         )
     return arr
+
+
+def training_units(schema: Any, state_features: Sequence[str]) -> dict[str, Any]:
+    """What a checkpoint records of the table it was trained on: ``{"state_units": {feature: unit}}`` for the
+    policy's state columns (the schema's declared units; :func:`check_units` compares them later)."""
+    units = {f.name: f.unit for f in schema.state}
+    return {"state_units": {c: units[c] for c in state_features if c in units}}
+
+
+def check_units(policy: Any, schema: Any, where: str) -> None:
+    """DataError naming the column when the table's declared unit of a state feature or action differs from the
+    one ``policy`` was trained with (its provenance ``state_units``; its action space's units). Checkpoints saved
+    before units were recorded carry none and pass."""
+    inner = getattr(policy, "policy", policy)  # a GuardedPolicy's learned policy
+    declared = {f.name: f.unit for f in schema.state}
+    trained = dict((getattr(inner, "provenance", None) or {}).get("state_units", {}))
+    space = getattr(getattr(inner, "actor", None), "space", None)
+    if isinstance(space, ActionSpace) and schema.action_type == "continuous":
+        trained.update(zip(space.columns, space.units))
+        declared.update(zip(schema.action_columns, schema.action.units))
+    for column, unit in trained.items():
+        if column in declared and declared[column] != unit:
+            raise DataError(f"unit mismatch: the policy was trained with {column} in {unit!r}, the table declares "
+                            f"{declared[column]!r}", table=where, column=column)
 
 
 def check_actions(actions: Any, n_rows: int, who: str, space: ActionSpace = CANONICAL_SPACE) -> np.ndarray:

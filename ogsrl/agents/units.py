@@ -387,7 +387,7 @@ def train_unit(params: Mapping[str, Any], root: Path, run: str, seed: int,
     alg_cfg = cfg.algorithm_config(run)
     result = algo.fit(alg_cfg, inputs, seed)
     provenance = {"run": run, "algorithm": spec.algorithm, "seed": seed, "state": spec.state,
-                  "guarded": spec.guarded, "config": config.to_dict(alg_cfg)}
+                  "guarded": spec.guarded, "config": config.to_dict(alg_cfg), **common.training_units(schema, state)}
     pol = result.policy.with_serving(cfg.act_mode, provenance, seed)
     served: Any = pol
     if cfg.wraps(run):

@@ -224,6 +224,7 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
         for seed in pcfg.seeds:
             label = f"{name}/seed{seed}"
             policy = load_policy(root / policy_dir(name, seed))
+            common.check_units(policy, meta["schema"], f"test split (policy {label})")
             rng = np.random.default_rng([cfg.seed, zlib.crc32(name.encode()), seed])
             acts = policy_actions(policy, test, cfg.samples, rng, label)
             m = action_metrics(acts, test, cfg, model_cost_probs(world, test, acts, cost_cols), rules)

@@ -431,6 +431,8 @@ class SplitData:
     """π̂_b"""
     sha256: str
     """hash of the test split file (recorded as ``test/sha256``)"""
+    schema: Any
+    """the table's declared schema (units a policy must have been trained with)"""
 
 
 def load_test_split(cfg: OPEConfig, root: Path) -> SplitData:
@@ -456,7 +458,7 @@ def load_test_split(cfg: OPEConfig, root: Path) -> SplitData:
         **{c: test[c].to_numpy() for c in costs},
     }
     return SplitData(train, test, costs, columns, critic_data(cfg, train, test, costs, edges, schema), behaviour_model,
-                     file_sha256(test_path))
+                     file_sha256(test_path), schema)
 
 
 def evaluate_current(params: Mapping[str, Any], root: Path, policy: Any, key: str) -> dict[tuple[str, str], Estimate]:
@@ -464,6 +466,7 @@ def evaluate_current(params: Mapping[str, Any], root: Path, policy: Any, key: st
     it for a policy with key ``key`` (the promotion gate uses it for a champion the stage did not score)."""
     cfg = ope_config(params)
     ts = load_test_split(cfg, root)
+    common.check_units(policy, ts.schema, f"test split (policy {key})")
     return evaluate_policy(policy, key, ts.behaviour_model, ts.train, ts.test, ts.columns, ts.critic, cfg).estimates
 
 
@@ -535,8 +538,9 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
         per_seed: dict[int, dict[str, Any]] = {}
         for seed in pcfg.seeds:
             key = f"{name}/seed{seed}"
-            ev = evaluate_policy(load_policy(root / policy_dir(name, seed)), key, behaviour_model, train, test,
-                                 columns, cd, cfg)
+            policy = load_policy(root / policy_dir(name, seed))
+            common.check_units(policy, ts.schema, f"test split (policy {key})")
+            ev = evaluate_policy(policy, key, behaviour_model, train, test, columns, cd, cfg)
             concentration.extend({"policy": name, "seed": seed, "step": k + 1, "weight_share": s}
                                  for k, s in enumerate(ev.weight_share))
             per_seed[seed] = {**report(name, seed, key, ev.estimates), **ev.diagnostics}

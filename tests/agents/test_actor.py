@@ -155,3 +155,31 @@ def test_make_env_loads_once_and_raises_on_a_state_set_mismatch(traj_root: Path,
     assert factory.make(STATE, 2, 7, False).guard is None
     with pytest.raises(ValueError, match="model-based runs need state: model"):
         factory.make(features.ALL, 2, 7, False)
+
+
+def test_a_policy_scored_on_a_table_with_other_units_is_refused_naming_the_column() -> None:
+    import dataclasses
+
+    from ogsrl.data.schema import ContinuousAction, Schema, StateFeature
+    from ogsrl.errors import DataError
+
+    action = ContinuousAction(("dose_a", "dose_b"), (0.0, 0.0), (10.0, 2.0), ("mg", "mL/h"))
+    schema = Schema((StateFeature("heart_load", "a.u.", 0.0, 5.0), StateFeature("years", "y", 0.0, 120.0, "static")),
+                    action, "reward", ("cost_x",), ())
+    space = common.action_space_of(schema)
+    actor = HurdleActor(2, (8,), 1, torch.Generator().manual_seed(0), space)
+    names = ("heart_load", "years")
+    policy = SavedPolicy(actor, names, "sample", {"run": "x", **common.training_units(schema, names)})
+    assert policy.provenance["state_units"] == {"heart_load": "a.u.", "years": "y"}
+    common.check_units(policy, schema, "test split")  # the training table itself passes
+    months = dataclasses.replace(schema, state=(schema.state[0], StateFeature("years", "months", 0.0, 1440.0, "static")))
+    with pytest.raises(DataError, match=r"column 'years'.*trained with years in 'y', the table declares 'months'"):
+        common.check_units(policy, months, "test split")
+    grams = dataclasses.replace(schema, action=dataclasses.replace(action, units=("g", "mL/h")))
+    with pytest.raises(DataError, match=r"column 'dose_a'.*'mg', the table declares 'g'"):
+        common.check_units(policy, grams, "test split")
+    guarded = GuardedPolicy(policy, policy, FluidGuardian(), mc_samples=4, mc_seed=0)
+    with pytest.raises(DataError, match="years"):  # a served (guarded) checkpoint is checked through its policy
+        common.check_units(guarded, months, "test split")
+    legacy = SavedPolicy(actor, names, "sample", {"run": "x"})  # saved before units were recorded: state not checked
+    common.check_units(legacy, months, "test split")
