@@ -13,6 +13,7 @@ import pytest
 import torch
 from tests.agents.trajectory_fakes import COSTS, STATE
 
+from ogsrl import features
 from ogsrl.agents import load_policy, stage
 from ogsrl.agents.actor import GuardedPolicy, SavedPolicy
 from ogsrl.agents.inputs import cost_returns
@@ -36,7 +37,8 @@ def test_every_seed_gets_a_checkpoint_metrics_and_curves(trained: tuple[Path, di
         pol = load_policy(root / f"data/models/policies/soc/seed{seed}")
         assert isinstance(pol, SavedPolicy) and pol.feature_names == STATE
         assert pol.provenance == {"run": "soc", "algorithm": "bc", "seed": seed, "state": "model", "guarded": False,
-                                  "config": {**pol.provenance["config"]}}
+                                  "config": {**pol.provenance["config"]},
+                                  "state_units": {f: features.BY_NAME[f].unit for f in STATE}}
     vals = [metrics[f"soc/seed{s}/loss/val_nll"] for s in (1, 2)]
     assert metrics["soc/mean/loss/val_nll"] == pytest.approx(np.mean(vals))
     assert metrics["soc/sd/loss/val_nll"] == pytest.approx(np.std(vals, ddof=1))
