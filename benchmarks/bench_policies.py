@@ -102,6 +102,21 @@ def write(name: str, result: dict, page: str) -> None:
     print(page)
 
 
+def _union(a: dict, b: dict) -> dict:
+    """Per-seed lists of one run scored in two roots on disjoint seeds, concatenated (flags: both must hold)."""
+    out: dict = {}
+    for k, v in a.items():
+        if isinstance(v, dict):
+            out[k] = _union(v, b[k])
+        elif isinstance(v, list):
+            out[k] = v + b[k]
+        elif isinstance(v, bool):
+            out[k] = v and b[k]
+        else:
+            out[k] = v
+    return out
+
+
 def merge(names: list[str], out: str) -> None:
     """One page from several saved results of the same patients and limits (e.g. roots trained in parallel)."""
     parts = [json.loads((HERE / "results" / f"{n}.json").read_text(encoding="utf-8")) for n in names]
@@ -121,6 +136,8 @@ def merge(names: list[str], out: str) -> None:
                     raise SystemExit(f"bench_policies --merge: run {run} {seed} scores differently in two results")
             if len(x["seeds"]) > len(kept["seeds"]) and shared == set(kept["seeds"]):
                 runs[run] = x
+            elif not shared:  # the same run, other seeds (seeds split over roots): one row over all of them
+                runs[run] = _union(kept, x)
     result = {**first, "runs": runs, "merged_from": names}
     write(out, result, render(result, f"Merged from {', '.join(f'`results/{n}.json`' for n in names)} "
                                        "(`bench_policies.py --merge`)."))
