@@ -12,11 +12,15 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+HOLD_BEFORE_RENAME_ENV = "OGSRL_FAULT_HOLD_BEFORE_RENAME_S"
+"""fault injection for the crash-safety test: seconds each atomic write waits, complete but not yet renamed"""
 
 
 @contextlib.contextmanager
@@ -30,6 +34,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)) / path.name
     try:
         yield tmp
+        time.sleep(float(os.environ.get(HOLD_BEFORE_RENAME_ENV) or 0))
         if path.is_dir() and not path.is_symlink():
             old = path.with_name(f".{path.name}.old.{os.getpid()}")
             os.replace(path, old)

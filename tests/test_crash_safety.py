@@ -2,10 +2,11 @@
 
 One tiny DVC project is reproduced once uninterrupted (the reference). Then, for each long stage in turn, the stage is
 forced to rerun and its process group is killed with SIGKILL the moment it starts writing (the first temporary
-``.<name>.*.tmp`` of :func:`ogsrl.io.atomic_path` under ``data/``). At that instant every output path of the stage
-must be absent or hold the reference content, never a partial file; ``dvc repro`` must then complete with every
-output identical to the reference (metric reports: identical once wall-clock timings are dropped) and the whole
-pipeline up to date.
+``.<name>.*.tmp`` of :func:`ogsrl.io.atomic_path` under ``data/``; the killed run holds each complete temporary a
+second before renaming it, so even a stage that writes in a millisecond is caught, at the most dangerous instant).
+At that instant every output path of the stage must be absent or hold the reference content, never a partial file;
+``dvc repro`` must then complete with every output identical to the reference (metric reports: identical once
+wall-clock timings are dropped) and the whole pipeline up to date.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ogsrl.io import HOLD_BEFORE_RENAME_ENV
 from tests.test_determinism import _tree, _untimed
 
 LONG_STAGES = ("extract", "fit_world_model", "calibrate_guardian", "train_policies", "fit_behaviour",
@@ -104,8 +106,8 @@ def _kill_while_writing(root: Path, stage: str, paths: list[str]) -> bool:
     watched = sorted({(root / rel).parent for rel in paths} | {root / rel for rel in paths})
     before = _temporaries(watched)
     proc = subprocess.Popen([str(Path(sys.executable).with_name("dvc")), "repro", "--force", "-s", stage], cwd=root,
-                            env=_dvc_env(root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            env={**_dvc_env(root), HOLD_BEFORE_RENAME_ENV: "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline and proc.poll() is None:
