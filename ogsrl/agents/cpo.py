@@ -89,13 +89,22 @@ class Config:
     log_every: int = 5
     """iterations between progress log lines"""
     keep: Literal["best_feasible", "last"] = "best_feasible"
-    """iterate returned under cost limits: the best feasible one measured on its batch (``op.FeasibleIterate``; the
-    final iterate gets one extra batch), or the last (TRPO always returns the last)"""
+    """iterate returned under cost limits: the best feasible one (``op.FeasibleIterate``; the final iterate gets one
+    extra batch), or the last (TRPO always returns the last)"""
+    confirm: int = 5
+    """K: the K best iterates by their own batch are measured again on one fresh batch each and the kept one is chosen
+    by those fresh measurements (no winner's curse); 0: by their own batches"""
+    forecast_window: int = 10
+    """W: each update's constraint adds the mean under-forecast of the last W updates (realised batch cost return
+    minus Ĵ + the accepted step's cost-surrogate change; :class:`ForecastBias`); 0: plain CPO"""
     cost_confidence: float = 0.95
     """one-sided level of the batch's upper confidence bound Ĵ_C + z·se on each expected cost return: the constraint
     of every update and the kept iterate's feasibility use it (``op.cost_upper_bound``; 0.5: the point estimate)"""
 
     def __post_init__(self) -> None:
+        if self.confirm < 0 or self.forecast_window < 0:
+            raise ValueError(f"Config.confirm and forecast_window must be ≥ 0, got {self.confirm!r}, "
+                             f"{self.forecast_window!r}")
         if not 0.5 <= self.cost_confidence < 1:
             raise ValueError(f"Config.cost_confidence must lie in [0.5, 1), got {self.cost_confidence!r}")
         op.check_config(self, positive=("iterations", "num_envs", "horizon", "components", "target_kl", "cg_iters",
@@ -303,13 +312,46 @@ def line_search(evaluate: Callable[[float], tuple[float, FloatArray, float]], sl
     return 0.0, max_backtracks + 1
 
 
+class ForecastBias:
+    """How much CPO's linearisation under-forecasts the cost of the policy it steps to.
+
+    After update k the linear model forecasts the next policy's expected cost return as F_k = Ĵ_k + Δ_k (Δ_k the
+    cost surrogates' change at the accepted step). The next batch measures Ĵ_{k+1} = J(π_{k+1}) + noise, so
+    e_k = Ĵ_{k+1} − F_k is the linearisation error plus zero-mean batch noise. A reward step that bends towards higher
+    cost is typically under-forecast, so the iterates settle above the boundary the constraint aims at. The bias
+    b = max(0, mean of the last W errors) (per constraint) is added to cᵢ = Uᵢ − dᵢ; over-forecasts are not credited
+    back (the correction only ever tightens the constraint)."""
+
+    def __init__(self, n_costs: int, window: int) -> None:
+        self.window = window
+        self.errors: list[FloatArray] = []
+        self.forecast: FloatArray | None = None
+        self.zero = np.zeros(n_costs)
+
+    def observe(self, realised: FloatArray) -> None:
+        """Record the batch cost return ``realised`` (C,) of the policy the last forecast was about."""
+        if self.forecast is not None and self.window > 0:
+            self.errors = [*self.errors, np.asarray(realised, np.float64) - self.forecast][-self.window:]
+        self.forecast = None
+
+    def predict(self, forecast: FloatArray) -> None:
+        self.forecast = np.asarray(forecast, np.float64)
+
+    @property
+    def bias(self) -> FloatArray:
+        """b (C,): 0 until three errors are recorded."""
+        if len(self.errors) < 3:
+            return self.zero
+        return np.maximum(np.mean(self.errors, axis=0), 0.0)
+
+
 # ---- training -----------------------------------------------------------------------------------------------------
 
 
 def _update(cfg: Config, actor: HurdleActor, batch: op.Batch, limits: FloatArray, cost_bound: FloatArray,
-            constrained: bool) -> dict[str, float]:
-    """One CPO (or, unconstrained, TRPO) actor update on ``batch``, with cᵢ = Uᵢ − dᵢ for the batch's cost bounds
-    ``cost_bound`` (C,); returns diagnostics."""
+            constrained: bool) -> tuple[dict[str, float], FloatArray]:
+    """One CPO (or, unconstrained, TRPO) actor update on ``batch``, with cᵢ = Uᵢ − dᵢ for the (corrected) cost bounds
+    ``cost_bound`` (C,); returns (diagnostics, the cost surrogates' change at the accepted step (C,))."""
     params = op.actor_params(actor)
     theta = torch.nn.utils.parameters_to_vector(params).detach().double()
     adv_r = (batch.adv_r - batch.adv_r.mean()) / (batch.adv_r.std() + 1e-8)
@@ -346,11 +388,9 @@ def _update(cfg: Config, actor: HurdleActor, batch: op.Batch, limits: FloatArray
     slack = -c if constrained else np.full(len(c), np.inf)
     frac, backtracks = line_search(evaluate, slack, cfg.target_kl, case > CPOCase.INFEASIBLE, cfg.backtrack_coef,
                                    cfg.max_backtracks)
-    op.set_flat(params, theta + frac * step_t)
-    with torch.no_grad():
-        kl = float(op.hurdle_kl(batch.old, actor(batch.x)).mean())
+    _, dcost, kl = evaluate(frac)
     return {"case": float(case), "kl": kl, "step_fraction": frac, "backtracks": float(backtracks),
-            "step_norm": float(np.linalg.norm(step)) * frac}
+            "step_norm": float(np.linalg.norm(step)) * frac}, dcost
 
 
 def train(config: Config, make_env: op.MakeEnv, feature_names: tuple[str, ...], cost_names: tuple[str, ...],
@@ -382,7 +422,8 @@ def train(config: Config, make_env: op.MakeEnv, feature_names: tuple[str, ...], 
     env = make_env(config.num_envs, seed)
     history: list[dict[str, float]] = []
     progress = op.ProgressLog(label, config.iterations, cost_names, limits, config.log_every)
-    keeper = op.FeasibleIterate(limits, config.cost_confidence)
+    keeper = op.FeasibleIterate(limits, config.cost_confidence, config.confirm)
+    forecast = ForecastBias(len(cost_names), config.forecast_window if constrained else 0)
     for it in range(config.iterations):
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -390,16 +431,19 @@ def train(config: Config, make_env: op.MakeEnv, feature_names: tuple[str, ...], 
         t_rollout = time.perf_counter() - t0
         batch, xin, targets = op.prepare(ro, actor, critics, config.horizon, discount, config.lam)
         keeper.offer(actor, it, batch.reward_return, batch.cost_return, batch.cost_return_se)
+        forecast.observe(batch.cost_return)
         cost_bound = op.cost_upper_bound(batch.cost_return, batch.cost_return_se, config.cost_confidence)
-        diag = _update(config, actor, batch, limits, cost_bound, constrained)
+        diag, dcost = _update(config, actor, batch, limits, cost_bound + forecast.bias, constrained)
+        forecast.predict(batch.cost_return + dcost)
         v_loss = op.fit_critics(critics, optim, xin, targets, config.critic_epochs, config.critic_batch_size, gen)
         row = {"step": float(it + 1), "iteration": float(it), "reward_return": batch.reward_return,
                **{f"cost_return/{n}": float(v) for n, v in zip(cost_names, batch.cost_return)},
+               **{f"forecast_bias/{n}": float(v) for n, v in zip(cost_names, forecast.bias)},
                **diag, "loss/critic": v_loss, "seconds": time.perf_counter() - t0,
                "seconds_rollout": t_rollout}
         history.append(row)
         progress(row)
-    selected = (keeper.finish(env, actor, rng, config.horizon, next_seed(), cost_names, discount, config.iterations,
+    selected = (keeper.finish(env, actor, rng, config.horizon, next_seed, cost_names, discount, config.iterations,
                               label) if constrained and config.keep == "best_feasible" else {})
     seconds = progress.summary(history)
     last = history[-1]

@@ -478,46 +478,82 @@ class ProgressLog:
 
 
 class FeasibleIterate:
-    """Keeps the policy iterate a constrained learner returns: the highest batch reward return among the iterates whose
+    """Keeps the policy iterate a constrained learner returns: the highest reward return among the iterates whose
     every cost bound U_i (:func:`cost_upper_bound` at ``confidence``) is within its limit, else the one with the
     smallest total relative violation Σᵢ max(0, U_i − dᵢ) / max(dᵢ, ε). An on-policy learner's last iterate oscillates
     around the constraint boundary (the last update may step out of the feasible set), so the last iterate is not what
-    a constrained learner should hand over. Each candidate is measured on the batch it generated (the batch drawn
-    before its update)."""
+    a constrained learner should hand over.
 
-    def __init__(self, limits: FloatArray, confidence: float = 0.5) -> None:
+    Each candidate is first measured on the batch it generated (the batch drawn before its update). Picking the best of
+    many noisy measurements favours iterates whose batch happened to under-state their cost (a winner's curse), so
+    with ``confirm`` = K > 0 :meth:`finish` measures the K best candidates again, each on one fresh batch, and picks
+    among those fresh measurements instead."""
+
+    def __init__(self, limits: FloatArray, confidence: float = 0.5, confirm: int = 0) -> None:
         self.limits = np.asarray(limits, dtype=np.float64)
         self.confidence = float(confidence)
-        self.best: dict[str, Any] | None = None
-        self._key: tuple[int, float] | None = None
+        self.confirm = int(confirm)
+        self.candidates: list[tuple[tuple[int, float], dict[str, Any]]] = []
+        """the max(1, confirm) best so far, best first"""
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        return self.candidates[0][1] if self.candidates else None
+
+    def judge(self, reward_return: float, cost_return: FloatArray,
+              cost_return_se: FloatArray) -> tuple[tuple[int, float], FloatArray]:
+        """(sort key: (1, return) if every bound is within its limit else (0, −total relative violation), bounds)."""
+        bound = cost_upper_bound(cost_return, cost_return_se, self.confidence)
+        violation = float((np.maximum(bound - self.limits, 0.0) / np.maximum(self.limits, 1e-9)).sum())
+        return ((1, float(reward_return)) if violation == 0.0 else (0, -violation)), bound
 
     def offer(self, actor: HurdleActor, iteration: int, reward_return: float, cost_return: FloatArray,
               cost_return_se: FloatArray) -> None:
         """Consider ``actor`` (its current weights), measured by ``reward_return`` and ``cost_return`` ± its standard
         error ``cost_return_se`` (both (C,))."""
-        bound = cost_upper_bound(cost_return, cost_return_se, self.confidence)
-        violation = float((np.maximum(bound - self.limits, 0.0) / np.maximum(self.limits, 1e-9)).sum())
-        feasible = violation == 0.0
-        key = (1, float(reward_return)) if feasible else (0, -violation)
-        if self._key is None or key > self._key:
-            self._key = key
-            self.best = {"state": copy.deepcopy(actor.state_dict()), "iteration": iteration, "feasible": feasible,
-                         "return": float(reward_return), "cost_bound": bound.tolist()}
+        key, bound = self.judge(reward_return, cost_return, cost_return_se)
+        keep = max(1, self.confirm)
+        if len(self.candidates) >= keep and key <= self.candidates[-1][0]:
+            return
+        entry = {"state": copy.deepcopy(actor.state_dict()), "iteration": iteration, "feasible": key[0] == 1,
+                 "return": float(reward_return), "cost_bound": bound.tolist()}
+        at = next((i for i, (k, _) in enumerate(self.candidates) if key > k), len(self.candidates))
+        self.candidates.insert(at, (key, entry))
+        del self.candidates[keep:]
 
-    def finish(self, env: VectorEnv, actor: HurdleActor, rng: np.random.Generator, horizon: int, seed: int,
-               cost_names: tuple[str, ...], gamma: float, iteration: int, label: str) -> dict[str, float]:
-        """Offer the final ``actor`` (measured on one more batch of ``env``), load the kept iterate into it and log
-        which one it is; returns :meth:`restore`'s metrics."""
-        final = evaluate(env, actor, rng, horizon, seed, cost_names, gamma)
-        self.offer(actor, iteration, final["return"], np.array([final[f"cost_return/{n}"] for n in cost_names]),
-                   np.array([final[f"cost_return_se/{n}"] for n in cost_names]))
+    def finish(self, env: VectorEnv, actor: HurdleActor, rng: np.random.Generator, horizon: int,
+               seeds: Callable[[], int], cost_names: tuple[str, ...], gamma: float, iteration: int,
+               label: str) -> dict[str, float]:
+        """Offer the final ``actor`` (measured on one more batch of ``env``), confirm the best candidates on fresh
+        batches (``confirm`` > 0), load the kept iterate into it and log which one it is; returns :meth:`restore`'s
+        metrics plus the kept iterate's bounds (``train/selected_cost_bound/<c>``)."""
+        def measure() -> tuple[float, FloatArray, FloatArray]:
+            out = evaluate(env, actor, rng, horizon, seeds(), cost_names, gamma)
+            return (out["return"], np.array([out[f"cost_return/{n}"] for n in cost_names]),
+                    np.array([out[f"cost_return_se/{n}"] for n in cost_names]))
+
+        self.offer(actor, iteration, *measure())
+        extra: dict[str, float] = {}
+        if self.confirm > 0:
+            confirmed = []
+            for _, entry in self.candidates:
+                actor.load_state_dict(entry["state"])
+                ret, cost, se = measure()
+                key, bound = self.judge(ret, cost, se)
+                confirmed.append((key, {**entry, "feasible": key[0] == 1, "return": ret, "cost_bound": bound.tolist(),
+                                        "batch_return": entry["return"]}))
+            extra = {"train/confirmed_candidates": float(len(confirmed)),
+                     "train/confirmed_feasible": float(sum(k[0] == 1 for k, _ in confirmed))}
+            self.candidates = sorted(confirmed, key=lambda item: item[0], reverse=True)
         selected = self.restore(actor)
-        log.info("%s: keeping iterate %d (%s, batch return %.2f, cost bound %s)", label,
+        log.info("%s: keeping iterate %d (%s%s, return %.2f, cost bound %s)", label,
                  int(selected["train/selected_iteration"]),
                  "feasible" if selected["train/selected_feasible"] else "least violating",
-                 selected["train/selected_return"],
+                 f" on a fresh batch, {int(extra['train/confirmed_feasible'])} of {len(self.candidates)} confirmed"
+                 if extra else "", selected["train/selected_return"],
                  " ".join(f"{n} {b:.2f}/{d:.2f}" for n, b, d in zip(cost_names, self.best["cost_bound"], self.limits)))
-        return selected | {f"train/selected_cost_bound/{n}": float(b) for n, b in zip(cost_names, self.best["cost_bound"])}
+        return selected | extra | {f"train/selected_cost_bound/{n}": float(b)
+                                   for n, b in zip(cost_names, self.best["cost_bound"])}
 
     def restore(self, actor: HurdleActor) -> dict[str, float]:
         """Load the kept iterate into ``actor``; returns ``train/selected_*`` metrics."""

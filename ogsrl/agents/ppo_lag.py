@@ -84,13 +84,18 @@ class Config:
     log_every: int = 5
     """iterations between progress log lines"""
     keep: Literal["best_feasible", "last"] = "best_feasible"
-    """iterate returned under cost limits: the best feasible one measured on its batch (``op.FeasibleIterate``; the
-    final iterate gets one extra batch), or the last (TRPO always returns the last)"""
+    """iterate returned under cost limits: the best feasible one (``op.FeasibleIterate``; the final iterate gets one
+    extra batch), or the last (TRPO always returns the last)"""
+    confirm: int = 5
+    """K: the K best iterates by their own batch are measured again on one fresh batch each and the kept one is chosen
+    by those fresh measurements (no winner's curse); 0: by their own batches"""
     cost_confidence: float = 0.95
     """one-sided level of the batch's upper confidence bound Ĵ_C + z·se on each expected cost return: the constraint
     of every update and the kept iterate's feasibility use it (``op.cost_upper_bound``; 0.5: the point estimate)"""
 
     def __post_init__(self) -> None:
+        if self.confirm < 0:
+            raise ValueError(f"Config.confirm must be ≥ 0, got {self.confirm!r}")
         if not 0.5 <= self.cost_confidence < 1:
             raise ValueError(f"Config.cost_confidence must lie in [0.5, 1), got {self.cost_confidence!r}")
         op.check_config(self, positive=("iterations", "num_envs", "horizon", "components", "actor_lr",
@@ -167,7 +172,7 @@ def train(config: Config, make_env: op.MakeEnv, feature_names: tuple[str, ...], 
     multipliers = np.full(len(cost_names), config.init_multiplier)
     history: list[dict[str, float]] = []
     progress = op.ProgressLog(label, config.iterations, cost_names, limits, config.log_every)
-    keeper = op.FeasibleIterate(limits, config.cost_confidence)
+    keeper = op.FeasibleIterate(limits, config.cost_confidence, config.confirm)
     for it in range(config.iterations):
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -187,7 +192,7 @@ def train(config: Config, make_env: op.MakeEnv, feature_names: tuple[str, ...], 
                "seconds_rollout": t_rollout}
         history.append(row)
         progress(row)
-    selected = (keeper.finish(env, actor, rng, config.horizon, next_seed(), cost_names, discount, config.iterations,
+    selected = (keeper.finish(env, actor, rng, config.horizon, next_seed, cost_names, discount, config.iterations,
                               label) if config.keep == "best_feasible" else {})
     seconds = progress.summary(history)
     last = history[-1]

@@ -186,7 +186,34 @@ def test_same_seed_same_weights(one_thread: None) -> None:
 
 @pytest.mark.parametrize("field,value", [("target_kl", 0.0), ("lam", 1.5), ("num_envs", 0), ("hidden", ()),
                                          ("backtrack_coef", 1.0), ("cg_damping", -1.0), ("components", 0),
-                                         ("cost_confidence", 0.4), ("cost_confidence", 1.0)])
+                                         ("cost_confidence", 0.4), ("cost_confidence", 1.0), ("confirm", -1),
+                                         ("forecast_window", -1)])
 def test_bad_config_names_the_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
         cpo.Config(**{field: value})
+
+
+def test_forecast_bias_is_the_mean_recent_under_forecast_never_negative() -> None:
+    bias = cpo.ForecastBias(2, window=3)
+    realised = [np.array([5.0, 1.0]), np.array([5.2, 0.8]), np.array([5.1, 0.9]), np.array([5.3, 1.0]),
+                np.array([5.0, 1.0])]
+    forecasts = [np.array([5.0, 1.1]), np.array([4.9, 1.0]), np.array([5.0, 1.0]), np.array([4.8, 1.0])]
+    for i, r in enumerate(realised):
+        bias.observe(r)
+        if i == 2:  # two errors recorded so far: no correction yet
+            np.testing.assert_array_equal(bias.bias, [0.0, 0.0])
+        if i < len(forecasts):
+            bias.predict(forecasts[i])
+    # errors (realised[k+1] − forecast[k]): (0.2, −0.3), (0.2, −0.1), (0.3, 0.0), (0.2, 0.0); the last three count
+    np.testing.assert_allclose(bias.bias, [(0.2 + 0.3 + 0.2) / 3, 0.0])
+    bias.observe(np.array([9.0, 9.0]))  # no forecast pending: nothing recorded
+    np.testing.assert_allclose(bias.bias, [(0.2 + 0.3 + 0.2) / 3, 0.0])
+    assert np.array_equal(cpo.ForecastBias(1, window=0).bias, [0.0])
+
+
+def test_cpo_logs_the_forecast_bias_and_confirms_its_kept_iterate(one_thread: None) -> None:
+    _, metrics, history, _ = _fit(constrained=True, iterations=8)
+    assert all(h["forecast_bias/fluid_load"] >= 0 for h in history)
+    assert [h["forecast_bias/fluid_load"] for h in history[:3]] == [0.0, 0.0, 0.0]
+    assert metrics["train/confirmed_candidates"] == 5.0
+    assert 0 <= metrics["train/confirmed_feasible"] <= 5

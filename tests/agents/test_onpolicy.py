@@ -206,6 +206,33 @@ def test_feasible_iterate_judges_the_upper_confidence_bound() -> None:
     assert point.restore(actor)["train/selected_iteration"] == 0.0
 
 
+def test_feasible_iterate_confirms_the_best_candidates_on_fresh_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The iterate whose own batch looked best (return −40, cost 3.9) costs 4.3 on a fresh batch: the kept one is the
+    best of the fresh measurements that stay within the limit, and its fresh figures are what is reported."""
+    actor = _policy()
+    fresh = {0: (-52.0, 3.5), 1: (-45.0, 4.3), 2: (-47.0, 3.8), 3: (-41.0, 4.6)}  # iteration → fresh (return, cost)
+
+    def fake_evaluate(env, act, rng, horizon, seed, cost_names, gamma=1.0):  # noqa: ANN001, ANN202
+        ret, cost = fresh[int(next(act.net.parameters()).detach().flatten()[0].round().item()) % 10]
+        return {"return": ret, "cost_return/c": cost, "cost_return_se/c": 0.0, "episode_length": 5.0}
+
+    monkeypatch.setattr(op, "evaluate", fake_evaluate)
+    keeper = op.FeasibleIterate(np.array([4.0]), confidence=0.5, confirm=2)
+    with torch.no_grad():
+        first = next(actor.net.parameters())
+        first.flatten()[0] = 0.0
+        for it, (ret, cost) in enumerate([(-50.0, 3.5), (-40.0, 3.9), (-44.0, 3.95)]):
+            first.flatten()[0] = float(it)
+            keeper.offer(actor, it, ret, np.array([cost]), np.array([0.0]))
+        first.flatten()[0] = 3.0  # the final iterate: measured once (fresh[3], infeasible), then not kept
+    seeds = iter(range(100))
+    out = keeper.finish(None, actor, np.random.default_rng(0), 5, lambda: next(seeds), ("c",), 1.0, 3, "t")
+    assert out["train/selected_iteration"] == 2.0 and out["train/selected_feasible"] == 1.0
+    assert out["train/selected_return"] == -47.0 and out["train/selected_cost_bound/c"] == 3.8
+    assert (out["train/confirmed_candidates"], out["train/confirmed_feasible"]) == (2.0, 1.0)
+    assert next(actor.net.parameters()).flatten()[0].item() == 2.0
+
+
 def test_cost_return_stats_and_upper_bound() -> None:
     per_episode = np.array([[0.0, 2.0], [1.0, 2.0], [2.0, 2.0], [3.0, 2.0]])
     stats = op.cost_return_stats(per_episode)
