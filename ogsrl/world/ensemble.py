@@ -136,6 +136,8 @@ class StepSample:
     """(B,) ensemble disagreement: max over members of ‖μ_e − μ̄‖₂ on standardised outputs"""
     cost_prob_max: FloatArray
     """(B, C) the most pessimistic member's cost probability (over the members the mode draws from)"""
+    cost_prob_sd: FloatArray
+    """(B, C) standard deviation of the cost probability over those members (their disagreement)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,7 +421,8 @@ class WorldModel:
         return StepSample(next_obs=nxt, rew=rew.astype(np.float32),
                           cost_prob=cost.astype(np.float32), death_prob=death.astype(np.float32),
                           discharge_prob=exit_.astype(np.float32), uncertainty=unc,
-                          cost_prob_max=p.cost_prob[members].max(0).astype(np.float32))
+                          cost_prob_max=p.cost_prob[members].max(0).astype(np.float32),
+                          cost_prob_sd=p.cost_prob[members].std(0).astype(np.float32))
 
     # ---- persistence --------------------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:

@@ -60,6 +60,9 @@ class EnvConfig:
     cost_mode: Literal["prob", "sample", "max"] = "prob"
     """info["cost"]: the predicted probability (expected cost), a Bernoulli draw from it, or the most pessimistic
     ensemble member's probability (max: pessimism where the members disagree, as CAP/MOPO are for rewards)"""
+    cost_uncertainty: float = 0.0
+    """κ (cost_mode prob): each step's cost is min(1, p + κ·sd), sd the elites' standard deviation of p — a learner
+    is charged for the cost the model is unsure of (CAP, Ma et al. AAAI 2022); 0 = the expected cost"""
     uncertainty_penalty: float = 0.0
     """MOPO λ: reward −= λ·uncertainty (0 = off)"""
     discharge: bool = True
@@ -72,6 +75,9 @@ class EnvConfig:
             raise ValueError(f"horizon must be >= 1, got {self.horizon}")
         if self.ood_cost < 0:
             raise ValueError(f"ood_cost must be >= 0, got {self.ood_cost}")
+        if self.cost_uncertainty < 0 or (self.cost_uncertainty and self.cost_mode != "prob"):
+            raise ValueError(f"cost_uncertainty must be >= 0 and needs cost_mode prob, got {self.cost_uncertainty} "
+                             f"with cost_mode {self.cost_mode}")
         if self.uncertainty_penalty < 0:
             raise ValueError(f"uncertainty_penalty must be >= 0, got {self.uncertainty_penalty}")
 
@@ -247,7 +253,8 @@ class WorldModelEnv(VectorEnv):
             if self.cfg.cost_mode == "sample":
                 cost[live] = (self._rng.random(s.cost_prob.shape) < s.cost_prob).astype(np.float32)
             else:
-                cost[live] = s.cost_prob_max if self.cfg.cost_mode == "max" else s.cost_prob
+                cost[live] = (s.cost_prob_max if self.cfg.cost_mode == "max"
+                              else np.minimum(s.cost_prob + self.cfg.cost_uncertainty * s.cost_prob_sd, 1.0))
             unc[live] = s.uncertainty
             u = self._rng.random(int(live.sum()))  # one draw: death, else discharge, else stay
             death[live] = u < s.death_prob

@@ -269,3 +269,17 @@ def test_cost_mode_max_is_the_most_pessimistic_elite(tiny_model: WorldModel, sta
     np.testing.assert_allclose(steps["prob"], probs.mean(0), rtol=1e-5)
     np.testing.assert_allclose(steps["max"], probs.max(0), rtol=1e-5)
     assert (steps["max"] >= steps["prob"] - 1e-7).all() and (steps["max"] > steps["prob"] + 1e-4).any()
+
+
+def test_cost_uncertainty_charges_the_elites_disagreement(tiny_model: WorldModel, starts: np.ndarray) -> None:
+    act = np.tile(np.array([[300.0, 0.05]], np.float32), (8, 1))
+    env = WorldModelEnv(tiny_model, starts, 8, EnvConfig(horizon=3, mode="mean", cost_uncertainty=2.0))
+    obs, _ = env.reset(seed=3)
+    cost = env.step(act)[4]["cost"]
+    probs = tiny_model.predict(obs, act).cost_prob[tiny_model.elites]  # (E, B, C)
+    np.testing.assert_allclose(cost, np.minimum(probs.mean(0) + 2.0 * probs.std(0), 1.0), rtol=1e-5)
+    assert (probs.std(0) > 1e-4).any()
+    with pytest.raises(ValueError, match="cost_uncertainty"):
+        EnvConfig(cost_uncertainty=1.0, cost_mode="max")
+    with pytest.raises(ValueError, match="cost_uncertainty"):
+        EnvConfig(cost_uncertainty=-0.1)
