@@ -88,6 +88,9 @@ class Config:
     """critic minibatch size (rows)"""
     log_every: int = 5
     """iterations between progress log lines"""
+    threads: int = 1
+    """torch and BLAS threads while training, whatever ``compute.threads`` says (small matrices: docs/policies-and-ope.md
+    "Defaults" has the measured figures)"""
     keep: Literal["best_feasible", "last"] = "best_feasible"
     """iterate returned under cost limits: the best feasible one (``op.FeasibleIterate``; the final iterate gets one
     extra batch), or the last (TRPO always returns the last)"""
@@ -107,7 +110,7 @@ class Config:
                              f"{self.forecast_window!r}")
         if not 0.5 <= self.cost_confidence < 1:
             raise ValueError(f"Config.cost_confidence must lie in [0.5, 1), got {self.cost_confidence!r}")
-        op.check_config(self, positive=("iterations", "num_envs", "horizon", "components", "target_kl", "cg_iters",
+        op.check_config(self, positive=("iterations", "threads", "num_envs", "horizon", "components", "target_kl", "cg_iters",
                                         "critic_lr", "critic_epochs", "critic_batch_size", "log_every"),
                         unit=("lam", "fisher_fraction"), widths=("hidden", "critic_hidden"))
         if not 0 < self.backtrack_coef < 1:
@@ -461,10 +464,11 @@ def train(config: Config, make_env: op.MakeEnv, feature_names: tuple[str, ...], 
 def _fit(config: Config, inputs: TrainInputs, seed: int, constrained: bool) -> FitResult:
     name = "cpo" if constrained else "trpo"
     actor = op.initial_actor(inputs, seed, config.warm_start, config.hidden, config.components)
-    actor, metrics, history = train(
-        config, lambda n, s: inputs.make_env(n, s, inputs.guarded), inputs.state_features, inputs.cost_columns,
-        inputs.cost_limits, actor, seed, constrained=constrained, discount=inputs.discount,
-        label=f"{inputs.run or name} seed {seed}")
+    with op.threads(config.threads):
+        actor, metrics, history = train(
+            config, lambda n, s: inputs.make_env(n, s, inputs.guarded), inputs.state_features, inputs.cost_columns,
+            inputs.cost_limits, actor, seed, constrained=constrained, discount=inputs.discount,
+            label=f"{inputs.run or name} seed {seed}")
     return FitResult(policy=SavedPolicy(actor, inputs.state_features, "sample", sample_seed=seed), metrics=metrics,
                      history=history)
 

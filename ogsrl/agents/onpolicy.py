@@ -20,11 +20,12 @@ Read top to bottom:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -565,6 +566,21 @@ class FeasibleIterate:
                 "train/selected_return": self.best["return"]}
 
 
+@contextlib.contextmanager
+def threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch and BLAS threads, then restore the previous counts. The on-policy updates work on
+    small matrices, where extra threads spend more time synchronising than computing."""
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(n):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def seed_stream(seed: int) -> Callable[[], int]:
     """Deterministic per-iteration seeds for env resets drawn from ``seed``."""
     gen = np.random.default_rng(np.random.SeedSequence([seed, 7919]))
@@ -574,4 +590,4 @@ def seed_stream(seed: int) -> Callable[[], int]:
 __all__ = ["Batch", "FeasibleIterate", "MakeEnv", "ProgressLog", "Rollout", "ValueCritics", "actor_params", "check_config",
            "check_fit_inputs", "collect", "conjugate_gradient", "cost_return_stats", "cost_upper_bound", "critic_inputs", "episode_returns", "evaluate",
            "fisher_product", "fit_critics", "flat_grad", "fresh_actor", "gae", "hurdle_kl", "initial_actor",
-           "log_prob_scaled", "normalised", "prepare", "seed_stream", "set_flat"]
+           "log_prob_scaled", "normalised", "prepare", "seed_stream", "set_flat", "threads"]

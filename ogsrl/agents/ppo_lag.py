@@ -83,6 +83,9 @@ class Config:
     """critic minibatch size (rows)"""
     log_every: int = 5
     """iterations between progress log lines"""
+    threads: int = 1
+    """torch and BLAS threads while training, whatever ``compute.threads`` says (small matrices: docs/policies-and-ope.md
+    "Defaults" has the measured figures)"""
     keep: Literal["best_feasible", "last"] = "best_feasible"
     """iterate returned under cost limits: the best feasible one (``op.FeasibleIterate``; the final iterate gets one
     extra batch), or the last (TRPO always returns the last)"""
@@ -98,7 +101,7 @@ class Config:
             raise ValueError(f"Config.confirm must be ≥ 0, got {self.confirm!r}")
         if not 0.5 <= self.cost_confidence < 1:
             raise ValueError(f"Config.cost_confidence must lie in [0.5, 1), got {self.cost_confidence!r}")
-        op.check_config(self, positive=("iterations", "num_envs", "horizon", "components", "actor_lr",
+        op.check_config(self, positive=("iterations", "threads", "num_envs", "horizon", "components", "actor_lr",
                                         "update_epochs", "minibatch_size", "clip", "target_kl", "max_grad_norm",
                                         "critic_lr", "critic_epochs", "critic_batch_size", "log_every"),
                         unit=("lam",), widths=("hidden", "critic_hidden"))
@@ -208,9 +211,10 @@ def train(config: Config, make_env: op.MakeEnv, feature_names: tuple[str, ...], 
 def fit(config: Config, inputs: TrainInputs, seed: int) -> FitResult:
     """PPO-Lagrangian in the run's world-model environment (guarded or not) under ``inputs.cost_limits``."""
     actor = op.initial_actor(inputs, seed, config.warm_start, config.hidden, config.components)
-    actor, metrics, history = train(config, lambda n, s: inputs.make_env(n, s, inputs.guarded), inputs.state_features,
-                                    inputs.cost_columns, inputs.cost_limits, actor, seed, discount=inputs.discount,
-                                    label=f"{inputs.run or 'ppo_lag'} seed {seed}")
+    with op.threads(config.threads):
+        actor, metrics, history = train(config, lambda n, s: inputs.make_env(n, s, inputs.guarded),
+                                        inputs.state_features, inputs.cost_columns, inputs.cost_limits, actor, seed,
+                                        discount=inputs.discount, label=f"{inputs.run or 'ppo_lag'} seed {seed}")
     return FitResult(policy=SavedPolicy(actor, inputs.state_features, "sample", sample_seed=seed), metrics=metrics,
                      history=history)
 

@@ -242,3 +242,13 @@ def test_cost_return_stats_and_upper_bound() -> None:
                                [1.5 + 1.959964 * np.sqrt(5 / 3) / 2, 2.0], rtol=1e-6)
     np.testing.assert_allclose(op.cost_upper_bound(stats["cost_return"], stats["cost_return_se"], 0.5), [1.5, 2.0])
     np.testing.assert_array_equal(op.cost_return_stats(per_episode[:1])["cost_return_se"], [0.0, 0.0])
+
+
+def test_threads_sets_then_restores_the_counts() -> None:
+    from threadpoolctl import threadpool_info
+
+    before = torch.get_num_threads()
+    with op.threads(1):
+        assert torch.get_num_threads() == 1
+        assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+    assert torch.get_num_threads() == before
