@@ -50,7 +50,7 @@ TIGHT = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10}
 class Config:
     """CPO, or TRPO (the same fields; no constraint in the update), inside the world model."""
 
-    iterations: int = 120
+    iterations: int = 180
     """policy updates, each on one fresh batch of episodes"""
     num_envs: int = 1000
     """B, episodes per batch"""

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 class Config:
     """PPO-Lagrangian inside the world model."""
 
-    iterations: int = 120
+    iterations: int = 180
     """policy updates, each on one fresh batch of episodes"""
     num_envs: int = 1000
     """B, episodes per batch"""
