@@ -300,7 +300,7 @@ def _write_full(a: argparse.Namespace, runs: dict, builds: dict, load: list[str]
 
     ref = runs["no filler (csv.gz)"]["hash"]
     lines = ["# Full-size extraction benchmark (`benchmarks/bench_extract.py --full`)", "",
-             f"Machine: 2 cores, 24 GiB, shared with two other agents; DuckDB threads 2, memory_limit 4GB "
+             f"Machine: {os.cpu_count()} cores; DuckDB threads 2, memory_limit 4GB "
              f"(validation and extraction). Load (`uptime`) at the start, after each build and after each input: "
              + "; ".join(f"`{u.split('load average: ')[-1]}`" for u in load) + ".", "",
              "| input | raw rows | size on disk (GB) | validate-raw s | validate-raw peak RSS (MB) | extract s | "
