@@ -328,12 +328,17 @@ def _write_full(a: argparse.Namespace, runs: dict, builds: dict, load: list[str]
               "| table | base rows | filler rows | base share | " + " | ".join(f"{f} MB" for f in builds)
               + " | real csv.gz MB |", "|---|---:|---:|---:|" + "---:|" * len(builds) + "---:|"]
     first = next(iter(builds.values()))
-    for t in filler.PADDED:
-        lines.append(f"| {t} | {first[f'rows_base.{t}']:,} | {first[f'rows_filler.{t}']:,} | "
-                     f"{first[f'share_base.{t}']:.3f} | "
-                     + " | ".join(f"{b[f'bytes.{t}'] / 1e6:,.0f}" for b in builds.values())
+    for t in filler.PADDED:  # a stand-in built before a table was padded has no entry for it: "–"
+        lines.append(f"| {t} | {_fmt(first.get(f'rows_base.{t}'), ',')} | {_fmt(first.get(f'rows_filler.{t}'), ',')} | "
+                     f"{_fmt(first.get(f'share_base.{t}'), '.3f')} | "
+                     + " | ".join(_fmt(b[f'bytes.{t}'] / 1e6 if f'bytes.{t}' in b else None, ',.0f')
+                                  for b in builds.values())
                      + f" | {filler.MIMIC_IV_BYTES[t] / 1e6:,.0f} |")
     _write_lines(lines)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
 
 
 def _write_lines(lines: list[str]) -> None:
