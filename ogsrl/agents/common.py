@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-
 from scipy import special, stats
 from torch import nn
 

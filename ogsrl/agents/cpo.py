@@ -105,14 +105,12 @@ class Config:
     of every update and the kept iterate's feasibility use it (``op.cost_upper_bound``; 0.5: the point estimate)"""
 
     def __post_init__(self) -> None:
-        if self.confirm < 0 or self.forecast_window < 0:
-            raise ValueError(f"Config.confirm and forecast_window must be ≥ 0, got {self.confirm!r}, "
-                             f"{self.forecast_window!r}")
         if not 0.5 <= self.cost_confidence < 1:
             raise ValueError(f"Config.cost_confidence must lie in [0.5, 1), got {self.cost_confidence!r}")
         op.check_config(self, positive=("iterations", "threads", "num_envs", "horizon", "components", "target_kl", "cg_iters",
                                         "critic_lr", "critic_epochs", "critic_batch_size", "log_every"),
-                        unit=("lam", "fisher_fraction"), widths=("hidden", "critic_hidden"))
+                        unit=("lam", "fisher_fraction"), widths=("hidden", "critic_hidden"),
+                        non_negative=("confirm", "forecast_window"))
         if not 0 < self.backtrack_coef < 1:
             raise ValueError(f"Config.backtrack_coef must lie in (0, 1), got {self.backtrack_coef!r}")
         if self.max_backtracks < 0 or self.cg_damping < 0:

@@ -53,13 +53,17 @@ MakeEnv = Callable[[int, int], VectorEnv]
 # ---- config checks --------------------------------------------------------------------------------------------
 
 
-def check_config(cfg: Any, positive: Sequence[str] = (), unit: Sequence[str] = (), widths: Sequence[str] = ()) -> None:
-    """Raise a one-line ``ValueError`` naming the first bad field: ``positive`` fields must be > 0, ``unit`` fields
-    in (0, 1], ``widths`` non-empty tuples of positive ints."""
+def check_config(cfg: Any, positive: Sequence[str] = (), unit: Sequence[str] = (), widths: Sequence[str] = (),
+                 non_negative: Sequence[str] = ()) -> None:
+    """Raise a one-line ``ValueError`` naming the first bad field: ``positive`` fields must be > 0, ``non_negative``
+    ones ≥ 0, ``unit`` fields in (0, 1], ``widths`` non-empty tuples of positive ints."""
     name = type(cfg).__name__
     for f in positive:
         if not getattr(cfg, f) > 0:
             raise ValueError(f"{name}.{f} must be > 0, got {getattr(cfg, f)!r}")
+    for f in non_negative:
+        if not getattr(cfg, f) >= 0:
+            raise ValueError(f"{name}.{f} must be ≥ 0, got {getattr(cfg, f)!r}")
     for f in unit:
         if not 0 < getattr(cfg, f) <= 1:
             raise ValueError(f"{name}.{f} must lie in (0, 1], got {getattr(cfg, f)!r}")

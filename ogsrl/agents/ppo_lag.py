@@ -97,14 +97,12 @@ class Config:
     of every update and the kept iterate's feasibility use it (``op.cost_upper_bound``; 0.5: the point estimate)"""
 
     def __post_init__(self) -> None:
-        if self.confirm < 0:
-            raise ValueError(f"Config.confirm must be ≥ 0, got {self.confirm!r}")
         if not 0.5 <= self.cost_confidence < 1:
             raise ValueError(f"Config.cost_confidence must lie in [0.5, 1), got {self.cost_confidence!r}")
         op.check_config(self, positive=("iterations", "threads", "num_envs", "horizon", "components", "actor_lr",
                                         "update_epochs", "minibatch_size", "clip", "target_kl", "max_grad_norm",
                                         "critic_lr", "critic_epochs", "critic_batch_size", "log_every"),
-                        unit=("lam",), widths=("hidden", "critic_hidden"))
+                        unit=("lam",), widths=("hidden", "critic_hidden"), non_negative=("confirm",))
         if self.multiplier_lr < 0 or self.init_multiplier < 0:
             raise ValueError(f"Config.multiplier_lr and init_multiplier must be ≥ 0, got "
                              f"{self.multiplier_lr!r}, {self.init_multiplier!r}")
