@@ -234,6 +234,7 @@ def run_stage(
     compute = build(ComputeConfig, params.get("compute") or {}, "compute")
     if compute.threads:
         env.pin_threads(compute.threads)
+    env.keep_freed_memory()
     fn = stage_function(name)
     track = _tracking_enabled(track)
     started = time.time()

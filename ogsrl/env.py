@@ -68,3 +68,24 @@ def pin_threads(threads: int, environ: MutableMapping[str, str] | None = None) -
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(threads)
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's allocator to keep freed blocks for reuse (``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` 1 GiB).
+
+    Torch on the CPU frees and re-allocates the same multi-megabyte activations every update; by default glibc
+    hands blocks above its mmap threshold back to the kernel and page-faults them in again, which took 15–20 % of
+    a CQL update on this machine (``benchmarks/bench_cql.py``). The price is that the process keeps its peak heap
+    until it exits. Returns False (and changes nothing) where the C library is not glibc.
+    """
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))

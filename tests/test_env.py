@@ -62,3 +62,11 @@ def test_pin_threads_refuses_zero() -> None:
 
     with pytest.raises(ValueError, match="threads must be >= 1"):
         env.pin_threads(0, environ={})
+
+
+def test_keep_freed_memory_applies_on_glibc_only() -> None:
+    import platform
+
+    applied = env.keep_freed_memory()
+    assert applied is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+    assert env.keep_freed_memory() is applied  # idempotent

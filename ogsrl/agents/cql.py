@@ -105,6 +105,10 @@ class Config:
     precision: Literal["float32", "bfloat16"] = "float32"
     """matmul precision of the critics' hidden layers (bfloat16 uses AMX/AVX-512 where present; heads, targets and
     losses stay float32)"""
+    critic_warm_start: int = 0
+    """supervised updates that first regress every critic on the logged returns-to-go (the clinicians' Monte-Carlo
+    Q), so CQL starts from values of the right scale instead of propagating a whole stay through Polyak targets;
+    0: critics start from their random initialisation"""
     log_every: int = 1000
     """updates between progress log lines (and learning-curve rows)"""
 
@@ -112,10 +116,8 @@ class Config:
         op.check_config(self, positive=("steps", "batch_size", "components", "actor_lr", "critic_lr",
                                         "temperature_lr", "initial_temperature", "n_action_samples", "guard_draws",
                                         "log_every"),
-                        unit=("tau",), widths=("hidden", "critic_hidden"))
-        for name in ("alpha", "cost_alpha", "multiplier_lr", "init_multiplier"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"Config.{name} must be ≥ 0, got {getattr(self, name)!r}")
+                        unit=("tau",), widths=("hidden", "critic_hidden"),
+                        non_negative=("alpha", "cost_alpha", "multiplier_lr", "init_multiplier", "critic_warm_start"))
         if self.precision not in ("float32", "bfloat16"):
             raise ValueError(f"Config.precision must be float32 or bfloat16, got {self.precision!r}")
 
@@ -173,11 +175,68 @@ def transitions(frame: pd.DataFrame, names: tuple[str, ...], cost_names: tuple[s
 # ---- critics ------------------------------------------------------------------------------------------------------
 
 
+def _linear_relu(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """relu(x·wᵀ + b) as one oneDNN kernel where torch has it (the ReLU fused into the matmul's epilogue)."""
+    if torch.backends.mkldnn.is_available():
+        return torch.ops.mkldnn._linear_pointwise(x, w, b, "relu", [], "")
+    return torch.addmm(b, x, w.t()).relu_()
+
+
+class _LowPrecisionMLP(torch.autograd.Function):
+    """One critic: bfloat16 hidden layers (float32 weight masters), float32 head, written-out backward.
+
+    Measured on this CPU against autograd over the same bfloat16 layers (``benchmarks/bench_cql.py``): the head's input
+    gradient is a bfloat16 outer product instead of a rank-1 float32 matmul plus a float32 copy of the whole
+    activation gradient, the ReLU runs inside the matmul, and weight gradients are computed only when asked for
+    (the actor's step needs the input's gradient alone).
+
+    ``apply(x (N, D) float32, w₀, b₀, …, w_L (1, H), b_L (1,))`` → q ``(N,)`` float32.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        low = torch.bfloat16
+        hidden = [(params[i].to(low), params[i + 1].to(low)) for i in range(0, len(params) - 2, 2)]
+        acts = [x.to(low)]
+        for w, b in hidden:
+            acts.append(_linear_relu(acts[-1], w, b))
+        top = acts[-1].float()
+        w_head, b_head = params[-2], params[-1]
+        ctx.save_for_backward(*acts, top, w_head, *(w for w, _ in hidden))
+        ctx.layers = len(hidden)
+        return torch.mv(top, w_head[0]) + b_head
+
+    @staticmethod
+    def backward(ctx: Any, grad_q: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
+        saved, layers = ctx.saved_tensors, ctx.layers
+        acts, top, w_head, weights = saved[:layers + 1], saved[layers + 1], saved[layers + 2], saved[layers + 3:]
+        needs = ctx.needs_input_grad  # (x, w₀, b₀, …, w_L, b_L)
+        grads: list[torch.Tensor | None] = [None] * (2 * layers + 2)
+        if needs[-2]:
+            grads[-2] = torch.mv(top.t(), grad_q)[None, :]
+        if needs[-1]:
+            grads[-1] = grad_q.sum().reshape(1)
+        g = torch.outer(grad_q.to(torch.bfloat16), w_head[0].to(torch.bfloat16))  # ∂/∂(top layer)
+        grad_x = None
+        for i in range(layers - 1, -1, -1):
+            g = torch.ops.aten.threshold_backward(g, acts[i + 1], 0.0)
+            if needs[1 + 2 * i]:
+                grads[2 * i] = (g.t() @ acts[i]).float()
+            if needs[2 + 2 * i]:
+                grads[2 * i + 1] = g.sum(0).float()
+            if i > 0 or needs[0]:
+                g = g @ weights[i]
+        if needs[0]:
+            grad_x = g.float()
+        return (grad_x, *grads)
+
+
 class CriticEnsemble(nn.Module):
     """E independent MLP critics (normalised s, y) (N, S + A) → Q (E, N), each initialised like :func:`common.mlp`.
 
     Weights ``(E, d_out, d_in)`` and biases ``(E, d_out)`` (float32 masters). Members run one after another as 2-D
-    matmuls (``F.linear``), which the CPU's bfloat16 kernels run faster than batched ones, forward and backward.
+    matmuls, which the CPU's bfloat16 kernels run faster than batched ones; with ``precision="bfloat16"`` each member
+    is one :class:`_LowPrecisionMLP` (hidden layers in bfloat16, head and outputs in float32).
     """
 
     def __init__(self, n_in: int, hidden: tuple[int, ...], members: int, generator: torch.Generator,
@@ -191,24 +250,21 @@ class CriticEnsemble(nn.Module):
             self.weights.append(nn.Parameter((torch.rand(members, d_out, d_in, generator=generator) * 2 - 1) * bound))
             self.biases.append(nn.Parameter((torch.rand(members, d_out, generator=generator) * 2 - 1) * bound))
         self.members = members
-        self.dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+        self.low_precision = precision == "bfloat16"
 
     def forward(self, x: torch.Tensor, frozen: bool = False) -> torch.Tensor:
-        """``x (N, S + A)`` → Q ``(E, N)``, float32 (hidden layers in ``precision``, the head in float32). With
-        ``frozen`` the weights are detached (gradients reach ``x`` only: the actor's step computes no critic
-        gradients)."""
-        last = len(self.weights) - 1
-        x_low = x.to(self.dtype)
+        """``x (N, S + A)`` → Q ``(E, N)``, float32. With ``frozen`` the weights are detached (gradients reach ``x``
+        only: the actor's step computes no critic gradients)."""
         out = []
         for e in range(self.members):
-            h = x_low
-            for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-                w, b = (w[e].detach(), b[e].detach()) if frozen else (w[e], b[e])
-                if i < last:
-                    h = torch.relu(nn.functional.linear(h, w.to(self.dtype), b.to(self.dtype)))
-                else:
-                    h = nn.functional.linear(h.float(), w, b)
-            out.append(h.squeeze(-1))
+            params = [t[e].detach() if frozen else t[e] for pair in zip(self.weights, self.biases) for t in pair]
+            if self.low_precision:
+                out.append(_LowPrecisionMLP.apply(x, *params))
+                continue
+            h = x
+            for i in range(0, len(params) - 2, 2):
+                h = torch.relu(nn.functional.linear(h, params[i], params[i + 1]))
+            out.append(nn.functional.linear(h, params[-2], params[-1]).squeeze(-1))
         return torch.stack(out)
 
 
@@ -250,6 +306,38 @@ def reference_draws(bsz: int, n: int, a_dim: int, generator: torch.Generator) ->
 # ---- training ------------------------------------------------------------------------------------------------------
 
 
+def returns_to_go(values: torch.Tensor, done: torch.Tensor, discount: float) -> torch.Tensor:
+    """Gₜ = vₜ + γ(1 − doneₜ)·Gₜ₊₁ on a table sorted by stay and step (``done`` 1 at each stay's last row).
+
+    ``values`` (N,) or (N, C) → the same shape, float32 (accumulated in float64)."""
+    v = values.double().numpy()
+    cont = discount * (1.0 - done.double().numpy())
+    out = np.empty_like(v)
+    acc = np.zeros(v.shape[1:])
+    for i in range(len(v) - 1, -1, -1):
+        acc = v[i] + cont[i] * acc
+        out[i] = acc
+    return torch.as_tensor(out, dtype=torch.float32)
+
+
+def warm_start_critics(critic: CriticEnsemble, data: Transitions, n_cost: int, steps: int, batch_size: int,
+                       lr: float, discount: float, generator: torch.Generator) -> float:
+    """Regress the reward critics on the logged reward-to-go and the cost critics on the logged cost-to-go (Monte-Carlo
+    Q of the clinicians' policy) for ``steps`` minibatches; returns the last update's mean squared error."""
+    targets = torch.cat([returns_to_go(data.rew, data.done, discount)[:, None].expand(-1, 2),
+                         returns_to_go(data.cost[:, :n_cost], data.done, discount)], dim=1)  # (N, E)
+    opt = torch.optim.Adam(critic.parameters(), lr=lr)
+    mse = torch.tensor(float("nan"))
+    for _ in range(steps):
+        idx = torch.randint(len(targets), (batch_size,), generator=generator)
+        q = critic(torch.cat([data.obs_n[idx], data.y[idx]], dim=1))  # (E, B)
+        mse = ((q - targets[idx].T) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        mse.backward()
+        opt.step()
+    return float(mse.detach())
+
+
 def _inputs(obs_n: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """(B, S) states and (B, n, A) actions → critic inputs (B·n, S + A)."""
     bsz, n, _ = y.shape
@@ -283,6 +371,13 @@ def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tup
     n_cost = len(cost_names) if config.constrained else 0
     critic = CriticEnsemble(n_obs + a_dim, config.critic_hidden, 2 + n_cost, torch.Generator().manual_seed(seed + 1),
                             config.precision)
+    t0 = time.perf_counter()  # the critics' warm start counts as training time
+    warm: dict[str, float] = {}
+    if config.critic_warm_start:
+        warm["train/critic_warm_start_mse"] = warm_start_critics(
+            critic, data, n_cost, config.critic_warm_start, config.batch_size, config.critic_lr, discount, gen)
+        log.info("%s: critics warm-started on the logged returns-to-go (%d updates, MSE %.2f)", label,
+                 config.critic_warm_start, warm["train/critic_warm_start_mse"])
     target = copy.deepcopy(critic).requires_grad_(False)
     actor_opt = torch.optim.Adam(actor.net.parameters(), lr=config.actor_lr)
     critic_opt = torch.optim.Adam(critic.parameters(), lr=config.critic_lr)
@@ -294,7 +389,6 @@ def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tup
     log_q0 = a_dim * math.log(0.5)
     history: list[dict[str, float]] = []
     sums: dict[str, float] = {}
-    t0 = time.perf_counter()
     for step in range(1, config.steps + 1):
         idx = torch.randint(len(data.rew), (n,), generator=gen)
         obs, obs_n, y_data = data.obs[idx], data.obs_n[idx], data.y[idx]
@@ -384,7 +478,7 @@ def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tup
     log.info("%s: %d updates in %.1f s (%.1f updates/s)", label, config.steps, seconds, config.steps / seconds)
     last = history[-1]
     metrics = {"train/updates": float(config.steps), "train/seconds": seconds,
-               "train/updates_per_s": config.steps / max(seconds, 1e-9),
+               "train/updates_per_s": config.steps / max(seconds, 1e-9), **warm,
                **{k: v for k, v in last.items() if k != "step"}}
     return actor.eval(), metrics, history
 
@@ -420,4 +514,5 @@ def fit(config: Config, inputs: TrainInputs, seed: int) -> FitResult:
 load = SavedPolicy.load
 """loader of a CQL checkpoint (the shared actor format)"""
 
-__all__ = ["Config", "CriticEnsemble", "Transitions", "enumerate_actions", "fit", "load", "train", "transitions"]
+__all__ = ["Config", "CriticEnsemble", "Transitions", "enumerate_actions", "fit", "load", "returns_to_go", "train",
+           "transitions", "warm_start_critics"]

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ogsrl import config
+from ogsrl import config, env as ogsrl_env
 from ogsrl.agents import common
 from ogsrl.agents.inputs import GUARDIAN_DIR, WORLD_DIR, BehaviourClones, EnvFactory, TrainInputs, grid
 from ogsrl.agents.inputs import load_guard, resolve_cost_limits, state_columns
@@ -355,6 +355,7 @@ def train_unit(params: Mapping[str, Any], root: Path, run: str, seed: int,
         import torch
 
         torch.set_num_threads(int(threads))
+    ogsrl_env.keep_freed_memory()
     remove_stale(dest.parent, only=dest.name)  # a killed earlier attempt's temporaries (other units' stay)
     ctx = _context(params, root)
     spec = cfg.runs[run]

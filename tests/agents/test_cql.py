@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from ogsrl.agents import common, cql, onpolicy as op, toy_cmdp
 from ogsrl.config import ConfigError, build
@@ -85,8 +86,63 @@ def test_same_seed_same_weights(logged: tuple) -> None:
     assert ma["loss/td"] == mb["loss/td"]
 
 
+def test_the_bfloat16_critic_matches_autograd_over_the_same_layers() -> None:
+    torch.manual_seed(0)
+    low = cql.CriticEnsemble(6, (64, 32), 3, torch.Generator().manual_seed(1), "bfloat16")
+    x = torch.randn(500, 6, requires_grad=True)
+    weight = torch.rand(3, 500)
+
+    def reference(x: torch.Tensor) -> torch.Tensor:  # the same bfloat16 layers through plain autograd
+        out = []
+        for e in range(3):
+            h = x.to(torch.bfloat16)
+            for w, b in zip(low.weights[:-1], low.biases[:-1]):
+                h = torch.relu(nn.functional.linear(h, w[e].to(torch.bfloat16), b[e].to(torch.bfloat16)))
+            out.append(nn.functional.linear(h.float(), low.weights[-1][e], low.biases[-1][e]).squeeze(-1))
+        return torch.stack(out)
+
+    grads = []
+    for fn in (low, reference):
+        low.zero_grad()
+        x.grad = None
+        q = fn(x)
+        (q * weight).sum().backward()
+        grads.append((q.detach(), x.grad.clone(), [p.grad.clone() for p in low.parameters()]))
+    (q_new, gx_new, gp_new), (q_ref, gx_ref, gp_ref) = grads
+    torch.testing.assert_close(q_new, q_ref, rtol=1e-6, atol=1e-6)
+    for a, b in zip([gx_new, *gp_new], [gx_ref, *gp_ref]):
+        assert float((a - b).norm() / b.norm()) < 0.02  # bfloat16 rounding of the gradients, nothing more
+    # frozen: gradients reach the input only
+    low.zero_grad(set_to_none=True)
+    x.grad = None
+    low(x, frozen=True).sum().backward()
+    assert x.grad is not None and all(p.grad is None for p in low.parameters())
+
+
+def test_returns_to_go_restart_at_each_stay() -> None:
+    rew = torch.tensor([1.0, 2.0, 3.0, 10.0, 20.0])
+    done = torch.tensor([0.0, 0.0, 1.0, 0.0, 1.0])
+    np.testing.assert_allclose(cql.returns_to_go(rew, done, 0.5).numpy(), [1 + 0.5 * (2 + 0.5 * 3), 2 + 0.5 * 3, 3,
+                                                                          10 + 0.5 * 20, 20])
+    costs = torch.stack([rew, -rew], dim=1)
+    np.testing.assert_allclose(cql.returns_to_go(costs, done, 1.0).numpy()[:, 1], [-6, -5, -3, -30, -20])
+
+
+def test_warm_started_critics_read_the_logged_returns_at_the_start_states(logged: tuple) -> None:
+    frame, data = logged
+    critic = cql.CriticEnsemble(4, (32, 32), 4, torch.Generator().manual_seed(0))
+    mse = cql.warm_start_critics(critic, data, 2, 600, 64, 3e-3, 1.0, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        q0 = critic(torch.cat([data.obs_n[data.starts], data.y[data.starts]], dim=1)).mean(dim=1).numpy()
+    per_stay = frame.groupby("stay_key", sort=False)[["reward", *COSTS]].sum().mean().to_numpy()
+    np.testing.assert_allclose(q0, per_stay[[0, 0, 1, 2]], atol=0.15 * np.abs(per_stay).max())
+    assert np.isfinite(mse)
+    _, metrics, _, _ = _fit(logged, steps=20, constrained=True, critic_warm_start=50)
+    assert np.isfinite(metrics["train/critic_warm_start_mse"])
+
+
 @pytest.mark.parametrize(("key", "value", "match"), [
-    ("alpha", -1.0, "alpha must be ≥ 0"), ("tau", 0.0, "tau must lie in"), ("n_action_samples", 0, "n_action_samples"),
+    ("critic_warm_start", -1, "critic_warm_start must be ≥ 0"), ("alpha", -1.0, "alpha must be ≥ 0"), ("tau", 0.0, "tau must lie in"), ("n_action_samples", 0, "n_action_samples"),
     ("precision", "float16", "precision"), ("nonsense", 1, r"unknown key\(s\) policies.algorithms.cql.nonsense"),
 ])
 def test_bad_params_are_one_line_errors(key: str, value: object, match: str) -> None:
