@@ -12,9 +12,13 @@ exported as TorchScript and served through a small wrapper (doses below the reco
 tanh never reaches the atom).
 
 Speed: wall-clock and CPU seconds (``time.process_time``) per update after ``--warmup`` updates, one torch thread
-each, measured in the same run; on a shared machine the CPU-time ratio is the steadier one. Truth: ``ogsrl truth``'s
-simulator (cohort population, ``--episodes`` patients, seed ``--seed``) for d3rlpy's greedy policy and our policy as
-the learner returns it (sampling, no guardian fallback), beside the clinicians.
+each, measured in the same run; on a shared machine the CPU-time ratio is the steadier one. Ours runs as the pipeline
+runs it: with ``ogsrl.env.keep_freed_memory`` (glibc keeps freed blocks instead of page-faulting them back each
+update). d3rlpy runs as installed, and once more (a fifth of the updates, speed only) with the same allocator
+settings through ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``, so the ratio the allocator alone explains is
+visible. Truth: ``ogsrl truth``'s simulator (cohort population, ``--episodes`` patients, seed ``--seed``) for d3rlpy's
+greedy policy and our policy as the learner returns it (no guardian fallback), sampled (what OPE scores) and at its
+mode (deterministic, like d3rlpy's), beside the clinicians.
 
 Usage:
   .venv/bin/python benchmarks/bench_cql.py --root /work/main --d3-python /work/d3venv/bin/python [--steps 1000]
@@ -37,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ogsrl import env
 from ogsrl.agents import common, cql, onpolicy as op
 from ogsrl.config import build, load_params
 
@@ -107,13 +112,14 @@ def main() -> None:
     ap.add_argument("--train-seed", type=int, default=42)
     args = ap.parse_args()
     torch.set_num_threads(1)
+    allocator = env.keep_freed_memory()
     root = args.root.resolve()
     params = load_params(root / "params.yaml")
     frame, meta = common.read_split(root / "data/trajectories/train.parquet")
     names = meta["state_features"]
     mean, std = common.fit_normaliser(frame[list(names)].to_numpy(np.float64))
     data = cql.transitions(frame, names, COSTS, mean, std)
-    out: dict = {"date": dt.date.today().isoformat(), "steps": args.steps, "hidden": args.hidden, "gamma": args.gamma,
+    out: dict = {"date": dt.date.today().isoformat(), "load_before": f"{os.getloadavg()[0]:.2f}", "steps": args.steps, "hidden": args.hidden, "gamma": args.gamma,
                  "rows": len(frame), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "speed": {}}
     with tempfile.TemporaryDirectory() as tmp:
         npz = Path(tmp) / "data.npz"
@@ -123,13 +129,19 @@ def main() -> None:
         spec = {"data": str(npz), "gamma": args.gamma, "hidden": args.hidden, "seed": args.train_seed,
                 "warmup": args.warmup, "steps": args.steps, "policy": policy_file}
         print(f"d3rlpy: {args.steps} updates ...", flush=True)
-        proc = subprocess.run([args.d3_python, "-c", D3_SCRIPT, json.dumps(spec)], capture_output=True, text=True,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
-        if proc.returncode:
-            raise SystemExit(f"d3rlpy run failed: {proc.stderr.strip().splitlines()[-1]}")
-        d3 = json.loads(proc.stdout.strip().splitlines()[-1])
-        out["speed"]["d3rlpy"] = d3
-        print(f"  {args.steps / d3['wall']:.2f} updates/s wall, {args.steps / d3['cpu']:.2f} per CPU second", flush=True)
+        same_allocator = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
+        for key, steps, extra in (("d3rlpy", args.steps, {}),
+                                  ("d3rlpy_allocator", max(args.steps // 5, 50), same_allocator)):
+            run_spec = {**spec, "steps": steps,
+                        "policy": policy_file if key == "d3rlpy" else str(Path(tmp) / "d3_speed_only.pt")}
+            print(f"{key}: {steps} updates ...", flush=True)
+            proc = subprocess.run([args.d3_python, "-c", D3_SCRIPT, json.dumps(run_spec)], capture_output=True,
+                                  text=True, env={**os.environ, "OMP_NUM_THREADS": "1", **extra}, check=False)
+            if proc.returncode:
+                raise SystemExit(f"d3rlpy run failed: {proc.stderr.strip().splitlines()[-1]}")
+            d3 = {**json.loads(proc.stdout.strip().splitlines()[-1]), "steps": steps}
+            out["speed"][key] = d3
+            print(f"  {steps / d3['wall']:.2f} updates/s wall, {steps / d3['cpu']:.2f} per CPU second", flush=True)
         d3_policy = TorchScriptPolicy(policy_file, names, mean, std)
         ours = {}
         for precision in ("bfloat16", "float32"):
@@ -152,7 +164,8 @@ def main() -> None:
 
     rows = {}
     for name, pol in (("clinicians", None), ("d3rlpy CQL (greedy)", d3_policy),
-                      ("ours CQL (sampled)", SavedPolicy(ours, names, "sample", sample_seed=args.train_seed))):
+                      ("ours CQL (sampled)", SavedPolicy(ours, names, "sample", sample_seed=args.train_seed)),
+                      ("ours CQL (mode)", SavedPolicy(ours, names, "mode"))):
         print(f"truth: {name} ...", flush=True)
         rows[name] = truth(params, root, pol, args.episodes, args.seed)
     out["truth"] = rows
@@ -164,15 +177,17 @@ def main() -> None:
     (HERE / "results" / "cql.json").write_text(json.dumps(out, indent=2, default=str) + "\n", encoding="utf-8")
     lines = [f"# CQL vs d3rlpy {d3['version']} (`benchmarks/bench_cql.py`, {out['date']})\n",
              f"Command: `.venv/bin/python benchmarks/bench_cql.py --root {args.root} --d3-python {args.d3_python} "
-             f"--steps {args.steps}`. {out['machine']} (shared with other jobs), one torch thread each; "
+             f"--steps {args.steps}`. {out['machine']}, load average before the run {out['load_before']}, one "
+             f"torch thread each (ours with glibc keeping freed blocks: {allocator}); "
              f"{len(frame)} train transitions (13-d paper state, 2-d dose), networks {args.hidden}, batch 256, "
              f"γ = {args.gamma}, {args.steps} updates each (ours float32: {sp['ours_float32']['steps']}, speed "
              f"only), clock started after {args.warmup} warm-up updates.\n",
              "| learner | updates/s (wall) | updates per CPU second | ratio to d3rlpy (wall / CPU) |",
              "|---|---|---|---|"]
-    labels = {"d3rlpy": "d3rlpy CQL", "ours_bfloat16": "ours, critics' hidden matmuls bfloat16",
-              "ours_float32": "ours, float32"}
-    for k in ("d3rlpy", "ours_bfloat16", "ours_float32"):
+    labels = {"d3rlpy": "d3rlpy CQL (as installed)",
+              "d3rlpy_allocator": "d3rlpy CQL, glibc keeping freed blocks (speed only)",
+              "ours_bfloat16": "ours, critics' hidden layers bfloat16 (the default)", "ours_float32": "ours, float32"}
+    for k in ("d3rlpy", "d3rlpy_allocator", "ours_bfloat16", "ours_float32"):
         lines.append(f"| {labels[k]} | {rate[k][0]:.2f} | {rate[k][1]:.2f} | {ratio[k][0]:.2f} / {ratio[k][1]:.2f} |")
     lines += ["", f"Truth ({args.episodes} simulated patients, seed {args.seed}, cohort population; policies after "
               f"{args.steps} updates):", "",

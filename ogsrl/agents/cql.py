@@ -105,7 +105,7 @@ class Config:
     precision: Literal["float32", "bfloat16"] = "float32"
     """matmul precision of the critics' hidden layers (bfloat16 uses AMX/AVX-512 where present; heads, targets and
     losses stay float32)"""
-    critic_warm_start: int = 0
+    critic_warm_start: int = 1000
     """supervised updates that first regress every critic on the logged returns-to-go (the clinicians' Monte-Carlo
     Q), so CQL starts from values of the right scale instead of propagating a whole stay through Polyak targets;
     0: critics start from their random initialisation"""
