@@ -8,11 +8,16 @@ return per stay of each cost rule against the run's limits, and — from `data/r
 policy earns inside the world model and its training time. Per run: mean ± sd over seeds, the share of the
 clinicians → best-known mortality gap closed, and whether the true cost return of every seed is within the limit.
 
+The paper's clinical metrics of each served policy on the test split (MCR, AIR, ACP; docs/metrics.md, the draws
+`ogsrl clinical` makes) are added per seed, and for the clinicians (AIR and ACP of the logged actions).
+
 Usage (after `ogsrl train-policies`, e.g. `make run`):
   .venv/bin/python benchmarks/bench_policies.py [--root .] [--episodes 5000] [--seed 11] [--workers 2] [--out policies]
 Writes benchmarks/results/<out>.md and benchmarks/results/<out>.json. Roots trained in parallel (each with its own
 runs, the same data and limits) are scored one by one and joined into one page with
   .venv/bin/python benchmarks/bench_policies.py --merge <out1> <out2> ... --out <page>
+and a page saved before the clinical columns existed gets them (no truth rerun) with
+  .venv/bin/python benchmarks/bench_policies.py --root <root> --clinical <out>
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from ogsrl.config import load_params
 from ogsrl.synth.stage import run_truth
 
 HERE = Path(__file__).resolve().parent
+CLINICAL = ("mcr", "air", "acp")
 REFERENCES = ("behaviour", "heuristic", "best-known")
 ROWS = ("soc", "cql", "ccql", "gcql", "gccql", "mb_trpo", "mb_cpo", "gmb_trpo", "gmb_cpo", "gmb_ppo_lag")
 
@@ -38,6 +44,30 @@ ROWS = ("soc", "cql", "ccql", "gcql", "gccql", "mb_trpo", "mb_cpo", "gmb_trpo", 
 def score(root: str, params_file: str, spec: str, episodes: int, seed: int) -> dict[str, float | str]:
     params = load_params(Path(params_file))
     return {"spec": spec, **run_truth(params, Path(root), spec, episodes, seed)}
+
+
+def clinical_scores(root: Path, params: dict, checkpoints: list[Path]) -> tuple[dict, dict]:
+    """(clinicians' AIR/ACP, {"<run>/<seedN>": {mcr, air, acp}}) on the root's test split."""
+    from ogsrl import features
+    from ogsrl.agents import common, load_policy
+    from ogsrl.ope.clinical_stage import clinical_config, draws_of, paper_action_metrics
+
+    test, _ = common.read_split(root / "data/trajectories/test.parquet")
+    cfg = clinical_config(params)
+    logged = paper_action_metrics(test[list(features.ACTIONS)].to_numpy(np.float64)[None], test, cfg)
+    scores = {}
+    for p in checkpoints:
+        acts = draws_of(load_policy(p), test, cfg, p.parent.name, int(p.name.removeprefix("seed")))
+        m = paper_action_metrics(acts, test, cfg)
+        scores[f"{p.parent.name}/{p.name}"] = {k: m[k] for k in CLINICAL}
+    return {k: logged[k] for k in ("air", "acp")}, scores
+
+
+def add_clinical(result: dict, clinicians: dict, scores: dict) -> None:
+    """Put per-seed MCR/AIR/ACP lists into each run of ``result`` (in its seed order) and the clinicians' values."""
+    result["clinicians_clinical"] = clinicians
+    for run, x in result["runs"].items():
+        x["clinical"] = {k: [scores[f"{run}/{s}"][k] for s in x["seeds"]] for k in CLINICAL}
 
 
 def fmt(values: list[float], digits: int) -> str:
@@ -59,24 +89,29 @@ def render(result: dict, title_note: str) -> str:
 
     header = ("| policy | seeds | true mortality | gap closed | true SOFA return | "
               + " | ".join(f"true {c} return (limit {limits[c]:.2f})" for c in costs)
-              + " | within limits (seeds) | model-estimated return (served) | in-model return of the raw learner "
-              "(kept iterate's batch) | training s |")
-    sep = "|" + "---|" * (9 + len(costs))
+              + " | within limits (seeds) | MCR | AIR | ACP | model-estimated return (served) | in-model return of "
+              "the raw learner (kept iterate's batch) | training s |")
+    sep = "|" + "---|" * (12 + len(costs))
+    clin_clinical = result.get("clinicians_clinical", {})
     lines = []
     for name in REFERENCES:
         r = result["references"][name]
         m = float(r["truth/mortality_hosp"])
+        clinical = (f"1 | {clin_clinical['air']:.3f} | {clin_clinical['acp']:.2f}"
+                    if name == "behaviour" and clin_clinical else "– | – | –")
         lines.append(f"| {name if name != 'behaviour' else 'clinicians'} | – | {m:.3f} | {gap(m):.2f} | "
                      f"{float(r['truth/return']):.1f} | "
-                     + " | ".join(f"{float(r[f'truth/cost_return_{c}']):.2f}" for c in costs) + " | – | – | – | – |")
+                     + " | ".join(f"{float(r[f'truth/cost_return_{c}']):.2f}" for c in costs)
+                     + f" | – | {clinical} | – | – | – |")
     for run in sorted(result["runs"], key=lambda n: (ROWS.index(n) if n in ROWS else 99, n)):
         x = result["runs"][run]
         n = len(x["seeds"])
         within = sum(all(x["cost_return"][c][i] <= limits[c] for c in costs) for i in range(n))
         lines.append(f"| {run} | {n} | {fmt(x['mortality'], 3)} | {fmt(x['gap_closed'], 2)} | {fmt(x['return'], 1)} | "
                      + " | ".join(fmt(x["cost_return"][c], 2) for c in costs)
-                     + f" | {within} of {n} | {fmt(x['model_return'], 1)} | {fmt(x['train_return'], 1)} | "
-                     f"{fmt(x['train_seconds'], 0)} |")
+                     + f" | {within} of {n} | "
+                     + " | ".join(fmt(x.get("clinical", {}).get(k, []), 3 if k != "acp" else 2) for k in CLINICAL)
+                     + f" | {fmt(x['model_return'], 1)} | {fmt(x['train_return'], 1)} | {fmt(x['train_seconds'], 0)} |")
     return f"""# Learned policies against simulator truth (`benchmarks/bench_policies.py`)
 
 {title_note}
@@ -87,7 +122,9 @@ as good as the best-known rule. Cost limits are the runs' expected safety cost p
 the train split unless set in params); "within limits" counts the seeds whose true cost return is within every
 limit. Model-estimated return: the served policy's return in the unguarded world model (`train.json`); in-model
 return of the raw learner: the training batch of the iterate it kept (the last batch for unconstrained learners)
-in the (guarded or unguarded) world model, before the guardian fallback — where the model's optimism shows.
+in the (guarded or unguarded) world model, before the guardian fallback — where the model's optimism shows. MCR,
+AIR, ACP: the paper's clinical metrics of the served policy's draws on the test split (docs/metrics.md; the
+clinicians' MCR is 1 by definition).
 
 {header}
 {sep}
@@ -139,6 +176,8 @@ def merge(names: list[str], out: str) -> None:
             elif not shared:  # the same run, other seeds (seeds split over roots): one row over all of them
                 runs[run] = _union(kept, x)
     result = {**first, "runs": runs, "merged_from": names}
+    if not all("clinicians_clinical" in p for p in parts):
+        result.pop("clinicians_clinical", None)
     write(out, result, render(result, f"Merged from {', '.join(f'`results/{n}.json`' for n in names)} "
                                        "(`bench_policies.py --merge`)."))
 
@@ -152,12 +191,20 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=str, default="policies", help="result page name under benchmarks/results/")
     ap.add_argument("--merge", nargs="+", metavar="NAME", help="only merge saved results/<NAME>.json into --out")
+    ap.add_argument("--clinical", metavar="NAME", help="only add MCR/AIR/ACP from --root to saved results/<NAME>.json")
     args = ap.parse_args()
     if args.merge:
         merge(args.merge, args.out)
         return
     root = args.root.resolve()
     params_file = (args.params or root / "params.yaml").resolve()
+    if args.clinical:
+        saved = json.loads((HERE / "results" / f"{args.clinical}.json").read_text(encoding="utf-8"))
+        ckpts = [root / "data/models/policies" / run / s for run, x in saved["runs"].items() for s in x["seeds"]]
+        add_clinical(saved, *clinical_scores(root, load_params(params_file), ckpts))
+        write(args.clinical, saved, render(saved, saved.get("note", f"Project `{root.name}`.") + " Clinical "
+                                           f"metrics added with `--clinical` from `{root.name}`."))
+        return
     train = json.loads((root / "data/reports/train.json").read_text(encoding="utf-8"))
     costs = sorted(k.split("/")[-1] for k in train if k.startswith("cost_limit/") and not k.endswith("from_params"))
     limits = {c: float(train[f"cost_limit/{c}"]) for c in costs}
@@ -192,8 +239,10 @@ def main() -> None:
             "train_seconds": [float(train[k]) for s, _ in seeds if (k := f"{run}/{s}/train/seconds") in train]}
     result = {"episodes": args.episodes, "seed": args.seed, "clinicians": clin, "best_known": best, "limits": limits,
               "references": {k: by[k] for k in REFERENCES}, "runs": summary}
+    add_clinical(result, *clinical_scores(root, load_params(params_file), checkpoints))
     note = (f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {args.workers} worker processes; {seconds:.0f} s "
             f"in all. Project `{root.name}`, params `{params_file.name}`.")
+    result["note"] = note
     write(args.out, result, render(result, note))
 
 

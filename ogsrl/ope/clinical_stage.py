@@ -117,15 +117,14 @@ def model_cost_probs(world: Any, test: pd.DataFrame, actions: np.ndarray, cost_c
     return np.stack(out)
 
 
-def action_metrics(acts: np.ndarray, test: pd.DataFrame, cfg: ClinicalConfig, below_model: np.ndarray,
-                   rules: tuple[str, ...]) -> dict[str, float]:
-    """MCR, AIR (+ parts), ACP (+ per dimension) and the model-predicted below-threshold shares of one actor."""
+def paper_action_metrics(acts: np.ndarray, test: pd.DataFrame, cfg: ClinicalConfig) -> dict[str, float]:
+    """MCR, AIR (+ parts) and ACP (+ per dimension) of actions ``(K, R, A)`` on the test split's rows."""
     stay = test["stay_key"].to_numpy()
     clin = test[list(features.ACTIONS)].to_numpy(np.float64)
     tol = cfg.tolerance.array()
     air = clinical.appropriate_intensity(acts, clin, test["sofa"].to_numpy(np.float64), stay, tol, cfg.sofa_rise)
     acp = clinical.action_change(acts, stay, tol)
-    out = {
+    return {
         "mcr": clinical.match_rate(acts, clin, tol),
         "air": air["air"],
         "air/escalate_when_deteriorating": air["escalate_when_deteriorating"],
@@ -133,8 +132,21 @@ def action_metrics(acts: np.ndarray, test: pd.DataFrame, cfg: ClinicalConfig, be
         "acp": acp["acp"],
         **{f"acp/{a}": float(v) for a, v in zip(features.ACTIONS, acp["per_dim"])},
     }
+
+
+def action_metrics(acts: np.ndarray, test: pd.DataFrame, cfg: ClinicalConfig, below_model: np.ndarray,
+                   rules: tuple[str, ...]) -> dict[str, float]:
+    """:func:`paper_action_metrics` and the model-predicted below-threshold shares of one actor."""
+    out = paper_action_metrics(acts, test, cfg)
     out.update({f"below/{r}/model": float(v) for r, v in zip(rules, clinical.below_share(below_model))})
     return out
+
+
+def draws_of(policy: Any, test: pd.DataFrame, cfg: ClinicalConfig, run: str, seed: int) -> np.ndarray:
+    """The stage's ``(K, R, A)`` draws of run × seed on the test states (generator keyed by ``(clinical.seed, run,
+    seed)``, so the same policy gets the same draws wherever it is scored)."""
+    rng = np.random.default_rng([cfg.seed, zlib.crc32(run.encode()), seed])
+    return policy_actions(policy, test, cfg.samples, rng, f"{run}/seed{seed}")
 
 
 def _me(curve: clinical.MortalityCurve, est: pd.DataFrame, label: str, cfg: ClinicalConfig,
@@ -225,8 +237,7 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
             label = f"{name}/seed{seed}"
             policy = load_policy(root / policy_dir(name, seed))
             common.check_units(policy, meta["schema"], f"test split (policy {label})")
-            rng = np.random.default_rng([cfg.seed, zlib.crc32(name.encode()), seed])
-            acts = policy_actions(policy, test, cfg.samples, rng, label)
+            acts = draws_of(policy, test, cfg, name, seed)
             m = action_metrics(acts, test, cfg, model_cost_probs(world, test, acts, cost_cols), rules)
             m.update(_me(curve, est, label, cfg, truth.get(label, {})))
             per_seed[seed] = m
