@@ -79,6 +79,7 @@ def fmt(values: list[float], digits: int) -> str:
 
 
 def render(result: dict, title_note: str) -> str:
+    title = result.get("title", "Learned policies against simulator truth")
     """The markdown page of a result dict (what ``main`` saves as JSON): references, then one row per run."""
     limits = result["limits"]
     costs = sorted(limits)
@@ -112,7 +113,7 @@ def render(result: dict, title_note: str) -> str:
                      + f" | {within} of {n} | "
                      + " | ".join(fmt(x.get("clinical", {}).get(k, []), 3 if k != "acp" else 2) for k in CLINICAL)
                      + f" | {fmt(x['model_return'], 1)} | {fmt(x['train_return'], 1)} | {fmt(x['train_seconds'], 0)} |")
-    return f"""# Learned policies against simulator truth (`benchmarks/bench_policies.py`)
+    return f"""# {title} (`benchmarks/bench_policies.py`)
 
 {title_note}
 {result['episodes']} simulated septic patients per policy (seed {result['seed']}, the same patients for every policy),
@@ -154,7 +155,7 @@ def _union(a: dict, b: dict) -> dict:
     return out
 
 
-def merge(names: list[str], out: str) -> None:
+def merge(names: list[str], out: str, title: str | None = None) -> None:
     """One page from several saved results of the same patients and limits (e.g. roots trained in parallel)."""
     parts = [json.loads((HERE / "results" / f"{n}.json").read_text(encoding="utf-8")) for n in names]
     first = parts[0]
@@ -176,6 +177,8 @@ def merge(names: list[str], out: str) -> None:
             elif not shared:  # the same run, other seeds (seeds split over roots): one row over all of them
                 runs[run] = _union(kept, x)
     result = {**first, "runs": runs, "merged_from": names}
+    if title:
+        result["title"] = title
     if not all("clinicians_clinical" in p for p in parts):
         result.pop("clinicians_clinical", None)
     write(out, result, render(result, f"Merged from {', '.join(f'`results/{n}.json`' for n in names)} "
@@ -191,10 +194,11 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=str, default="policies", help="result page name under benchmarks/results/")
     ap.add_argument("--merge", nargs="+", metavar="NAME", help="only merge saved results/<NAME>.json into --out")
+    ap.add_argument("--title", help="page title (default: Learned policies against simulator truth)")
     ap.add_argument("--clinical", metavar="NAME", help="only add MCR/AIR/ACP from --root to saved results/<NAME>.json")
     args = ap.parse_args()
     if args.merge:
-        merge(args.merge, args.out)
+        merge(args.merge, args.out, args.title)
         return
     root = args.root.resolve()
     params_file = (args.params or root / "params.yaml").resolve()
@@ -243,6 +247,8 @@ def main() -> None:
     note = (f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {args.workers} worker processes; {seconds:.0f} s "
             f"in all. Project `{root.name}`, params `{params_file.name}`.")
     result["note"] = note
+    if args.title:
+        result["title"] = args.title
     write(args.out, result, render(result, note))
 
 
