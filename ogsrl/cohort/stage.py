@@ -14,8 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -161,8 +159,7 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
         salt = privacy.resolve_salt(params, root)
         privacy.check_fingerprint(params, root, salt)
         cfg = dataclasses.replace(cfg, salt=salt)
-        tmp = tempfile.mkdtemp(prefix="ogsrl-duckdb-")
-        try:
+        with views.spill_directory("ogsrl-duckdb-") as tmp:
             con = views.connect(cfg.duckdb_memory_limit, cfg.duckdb_threads, temp_directory=tmp)
             try:
                 views.register_directory(con, source.path)
@@ -171,8 +168,6 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
                 raise privacy.pseudonymise_rows(exc, salt) from None
             finally:
                 con.close()
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         tables, metrics, meta = result.tables, dict(result.metrics), result.metadata
         schema = canonical(costs.columns)
         metrics["source"] = source.kind

@@ -5,8 +5,12 @@ registration from in-memory pandas frames (``register_frames``) or an unpacked d
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
-from collections.abc import Collection, Mapping
+import shutil
+import tempfile
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 
 import duckdb
@@ -78,6 +82,35 @@ def _category_ok(cat: str, dtype: str) -> bool:
     if cat == "ts":
         return d.startswith("TIMESTAMP") or d == "DATE"
     return True  # any value can be read as text
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def spill_directory(prefix: str, parent: str | Path | None = None) -> Iterator[Path]:
+    """A fresh folder ``<parent>/<prefix><pid>-…`` for DuckDB to spill into, removed on exit.
+
+    A run killed with ``kill -9`` cannot remove its folder (tens of GB at full MIMIC-IV size), so each call first
+    removes the folders of this ``prefix`` whose process is no longer alive. ``parent``: the system temp folder by
+    default (``TMPDIR``)."""
+    base = Path(parent or tempfile.gettempdir())
+    for old in base.glob(f"{prefix}*-*"):
+        pid = old.name.removeprefix(prefix).split("-", 1)[0]
+        if old.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def connect(memory_limit: str = "4GB", threads: int = 2, temp_directory: str | Path | None = None

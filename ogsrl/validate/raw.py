@@ -25,8 +25,6 @@ Identifiers are loaded as salted hashes and timestamps only as durations, so rep
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from typing import Any
 
 from ogsrl import features as F
 from ogsrl import progress
+from ogsrl.cohort import views
 from ogsrl.validate.config import ValidationConfig
 from ogsrl.validate.gx import Outcome, Rule, _q, new_context, outcomes, run_suite
 
@@ -484,12 +483,9 @@ def validate_raw(raw_dir: Path, cfg: ValidationConfig, salt: str) -> RawResult:
     """Validate a MIMIC-IV-layout directory; never raises on bad data (the caller decides), only on bad arguments."""
     if not raw_dir.is_dir():
         raise FileNotFoundError(f"raw data directory not found: {raw_dir}")
-    tmp = tempfile.mkdtemp(prefix="ogsrl-validate-duckdb-")  # DuckDB spills here beyond memory_limit
-    try:
-        checker = _Checker(raw_dir, cfg, salt, tmp)
+    with views.spill_directory("ogsrl-validate-duckdb-") as tmp:  # DuckDB spills here beyond memory_limit
+        checker = _Checker(raw_dir, cfg, salt, str(tmp))
         try:
             return checker.run()
         finally:
             checker.con.close()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

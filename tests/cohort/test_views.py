@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,22 @@ def test_read_failure_after_registration_is_one_line_naming_the_file(tmp_path: P
     msg = str(err.value)
     assert msg.startswith(f"cannot read {path}") and "\n" not in msg
     assert "99999" not in msg and "07:07:07" not in msg and "SELECT" not in msg and "LINE 1" not in msg
+
+
+def test_spill_directory_removes_folders_of_dead_runs_only(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    left = tmp_path / f"ogsrl-duckdb-{dead_pid}-abc"  # what a kill -9 leaves behind
+    (left / "spill").mkdir(parents=True)
+    (left / "spill" / "block.tmp").write_bytes(b"x" * 10)
+    alive = tmp_path / "ogsrl-duckdb-1-xyz"  # pid 1 is always running
+    alive.mkdir()
+    other = tmp_path / "ogsrl-validate-duckdb-999999999-q"  # another prefix is not touched
+    other.mkdir()
+    with views.spill_directory("ogsrl-duckdb-", tmp_path) as path:
+        assert path.is_dir() and path.name.startswith(f"ogsrl-duckdb-{os.getpid()}-")
+        assert not left.exists() and alive.exists() and other.exists()
+    assert not path.exists()
