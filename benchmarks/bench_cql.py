@@ -128,7 +128,6 @@ def main() -> None:
         policy_file = str(Path(tmp) / "d3.pt")
         spec = {"data": str(npz), "gamma": args.gamma, "hidden": args.hidden, "seed": args.train_seed,
                 "warmup": args.warmup, "steps": args.steps, "policy": policy_file}
-        print(f"d3rlpy: {args.steps} updates ...", flush=True)
         same_allocator = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
         for key, steps, extra in (("d3rlpy", args.steps, {}),
                                   ("d3rlpy_allocator", max(args.steps // 5, 50), same_allocator)):
