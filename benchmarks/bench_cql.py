@@ -178,7 +178,7 @@ def main() -> None:
              f"Command: `.venv/bin/python benchmarks/bench_cql.py --root {args.root} --d3-python {args.d3_python} "
              f"--steps {args.steps}`. {out['machine']}, load average before the run {out['load_before']}, one "
              f"torch thread each (ours with glibc keeping freed blocks: {allocator}); "
-             f"{len(frame)} train transitions (13-d paper state, 2-d dose), networks {args.hidden}, batch 256, "
+             f"{len(frame)} train transitions ({len(names)}-d state, 2-d dose), networks {args.hidden}, batch 256, "
              f"γ = {args.gamma}, {args.steps} updates each (ours float32: {sp['ours_float32']['steps']}, speed "
              f"only), clock started after {args.warmup} warm-up updates.\n",
              "| learner | updates/s (wall) | updates per CPU second | ratio to d3rlpy (wall / CPU) |",
