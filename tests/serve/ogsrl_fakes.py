@@ -156,6 +156,7 @@ _DB_TEMPLATE: list[Path] = []
 def fresh_tracking_db(path: Path) -> None:
     """Copy an empty, already migrated MLflow sqlite database to ``path`` (migrating one costs 3–15 s, so each
     test process does it once)."""
+    import atexit
     import shutil
     import tempfile
 
@@ -163,6 +164,7 @@ def fresh_tracking_db(path: Path) -> None:
         from mlflow import MlflowClient
 
         tmpl = Path(tempfile.mkdtemp(prefix="ogsrl-mlflow-template-")) / "mlflow.db"
+        atexit.register(shutil.rmtree, tmpl.parent, True)  # one template per test process, gone when it exits
         MlflowClient(tracking_uri=f"sqlite:///{tmpl.as_posix()}").search_experiments()
         _DB_TEMPLATE.append(tmpl)
     shutil.copyfile(_DB_TEMPLATE[0], path)
