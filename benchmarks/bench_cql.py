@@ -119,8 +119,9 @@ def main() -> None:
     names = meta["state_features"]
     mean, std = common.fit_normaliser(frame[list(names)].to_numpy(np.float64))
     data = cql.transitions(frame, names, COSTS, mean, std)
-    out: dict = {"date": dt.date.today().isoformat(), "load_before": f"{os.getloadavg()[0]:.2f}", "steps": args.steps, "hidden": args.hidden, "gamma": args.gamma,
-                 "rows": len(frame), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "speed": {}}
+    out: dict = {"date": dt.date.today().isoformat(), "load_before": f"{os.getloadavg()[0]:.2f}", "steps": args.steps,
+                 "hidden": args.hidden, "gamma": args.gamma, "rows": len(frame),
+                 "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "speed": {}}
     with tempfile.TemporaryDirectory() as tmp:
         npz = Path(tmp) / "data.npz"
         np.savez(npz, obs=data.obs_n.numpy(), act=(2.0 * data.y - 1.0).numpy(), rew=data.rew.numpy(),

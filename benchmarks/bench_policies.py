@@ -79,8 +79,8 @@ def fmt(values: list[float], digits: int) -> str:
 
 
 def render(result: dict, title_note: str) -> str:
-    title = result.get("title", "Learned policies against simulator truth")
     """The markdown page of a result dict (what ``main`` saves as JSON): references, then one row per run."""
+    title = result.get("title", "Learned policies against simulator truth")
     limits = result["limits"]
     costs = sorted(limits)
     clin, best = result["clinicians"], result["best_known"]

@@ -185,10 +185,10 @@ def _linear_relu(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Ten
 class _LowPrecisionMLP(torch.autograd.Function):
     """One critic: bfloat16 hidden layers (float32 weight masters), float32 head, written-out backward.
 
-    Measured on this CPU against autograd over the same bfloat16 layers (``benchmarks/bench_cql.py``): the head's input
-    gradient is a bfloat16 outer product instead of a rank-1 float32 matmul plus a float32 copy of the whole
-    activation gradient, the ReLU runs inside the matmul, and weight gradients are computed only when asked for
-    (the actor's step needs the input's gradient alone).
+    Faster on this CPU than autograd over the same bfloat16 layers (docs/policies-and-ope.md, "Speed against
+    d3rlpy"): the head's input gradient is a bfloat16 outer product instead of a rank-1 float32 matmul plus a float32
+    copy of the whole activation gradient, the ReLU runs inside the matmul, and weight gradients are computed only
+    when asked for (the actor's step needs the input's gradient alone).
 
     ``apply(x (N, D) float32, w₀, b₀, …, w_L (1, H), b_L (1,))`` → q ``(N,)`` float32.
     """
@@ -307,7 +307,7 @@ def reference_draws(bsz: int, n: int, a_dim: int, generator: torch.Generator) ->
 
 
 def returns_to_go(values: torch.Tensor, done: torch.Tensor, discount: float) -> torch.Tensor:
-    """Gₜ = vₜ + γ(1 − doneₜ)·Gₜ₊₁ on a table sorted by stay and step (``done`` 1 at each stay's last row).
+    """Gₜ = vₜ + γ(1 − doneₜ)·Gₜ₊₁ on a table sorted by stay and step (``done`` 1 at a stay's last row).
 
     ``values`` (N,) or (N, C) → the same shape, float32 (accumulated in float64)."""
     v = values.double().numpy()
