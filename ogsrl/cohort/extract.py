@@ -62,9 +62,14 @@ class CohortConfig:
     action_bins: bool = True
     """also write the 5×5 AI-Clinician action bin (quartiles of non-zero train-split doses); −1 when off"""
     reward: Literal["sofa", "terminal"] = "sofa"
-    """sofa: r = −clip(SOFA(s'), lo, hi), death in the step −hi; terminal: ±terminal_reward on the last step"""
+    """sofa: r = −clip(SOFA(s'), lo, hi), a death as ``death_reward`` says; terminal: ±terminal_reward on the last
+    step"""
     reward_clip: tuple[float, ...] = (2.5, 12.5)
     """(lo, hi) of the SOFA reward clip"""
+    death_reward: Literal["window", "step"] = "window"
+    """sofa scheme, a death at decision time k of the window (0 … n_steps − 1): window: −hi for every decision time
+    left in the window, k's included (r = −hi·(n_steps − k): the stay pays as if it stayed at the worst SOFA, so dying
+    early never earns more than surviving); step: −hi once (before 2026-11-29; early death then pays)"""
     terminal_reward: float = 15.0
     """R of the terminal scheme: +R survival, −R death"""
     terminal_outcome: Literal["died_in_hosp", "died_90d"] = "died_in_hosp"
@@ -109,6 +114,8 @@ class CohortConfig:
             raise ValueError(f"n_steps must be >= 1, got {self.n_steps}")
         if len(self.reward_clip) != 2 or not 0 <= self.reward_clip[0] <= self.reward_clip[1]:
             raise ValueError(f"reward_clip must satisfy 0 <= lo <= hi, got {self.reward_clip}")
+        if self.death_reward not in ("window", "step"):
+            raise ValueError(f"death_reward must be window or step, got {self.death_reward!r}")
         bad_split = len(self.split) != 3 or any(f < 0 for f in self.split) or self.split[0] <= 0
         if bad_split or abs(sum(self.split) - 1.0) > 1e-9:
             raise ValueError(f"split must be three non-negative fractions summing to 1 (train > 0), got {self.split}")
@@ -272,6 +279,22 @@ def split_stays(keys: np.ndarray, fractions: tuple[float, float, float], seed: i
     return {str(order[i]): str(names[j]) for j, i in enumerate(perm)}
 
 
+
+def death_steps(hours_since_onset: np.ndarray, cfg: CohortConfig) -> np.ndarray:
+    """Decision times a death at these times is charged for: n_steps − k under ``death_reward: window`` (k the
+    window index, from ``hours_since_onset = window_start_h + k·step_h``), 1 under ``step``."""
+    if cfg.death_reward == "step":
+        return np.ones(len(hours_since_onset))
+    k = np.rint((np.asarray(hours_since_onset, np.float64) - cfg.window_start_h) / cfg.step_h)
+    return np.maximum(cfg.n_steps - k, 1.0)
+
+
+def death_charge(cfg: CohortConfig) -> float:
+    """What a death costs per decision time left after it (the world model's environment charges it on a simulated
+    death; 0 when a death is charged once or the reward is terminal)."""
+    return float(cfg.reward_clip[1]) if cfg.reward == "sofa" and cfg.death_reward == "window" else 0.0
+
+
 def extract(con: duckdb.DuckDBPyConnection, cfg: CohortConfig, costs: CostsConfig) -> Extraction:
     """Run the whole extraction on the raw views registered in ``con`` (which it replaces by filtered tables)."""
     t0 = time.perf_counter()
@@ -372,7 +395,8 @@ def extract(con: duckdb.DuckDBPyConnection, cfg: CohortConfig, costs: CostsConfi
     lo, hi = cfg.reward_clip
     if cfg.reward == "sofa":
         r = -np.clip(df["next_sofa"].to_numpy(np.float64), lo, hi)
-        r[df["death_in_step"].to_numpy()] = -hi
+        died = df["death_in_step"].to_numpy()
+        r[died] = -hi * death_steps(df["hours_since_onset"].to_numpy(np.float64)[died], cfg)
     else:
         died = df[cfg.terminal_outcome].to_numpy()
         r = np.where(df["done"].to_numpy(), np.where(died, -cfg.terminal_reward, cfg.terminal_reward), 0.0)
@@ -419,6 +443,7 @@ def extract(con: duckdb.DuckDBPyConnection, cfg: CohortConfig, costs: CostsConfi
         "ogsrl.step_h": json.dumps(cfg.step_h),
         "ogsrl.n_steps": json.dumps(cfg.n_steps),
         "ogsrl.reward": json.dumps(cfg.reward),
+        "ogsrl.death_charge": json.dumps(death_charge(cfg)),
         "ogsrl.action_bin_edges": json.dumps(edges),
         METADATA_KEY: canonical(costs.columns).to_json(),
     }

@@ -70,7 +70,8 @@ def reward_from_params(params: Mapping[str, Any]) -> RewardConfig:
     c = params.get("cohort") or {}
     kw: dict[str, Any] = {}
     for key, name in (("reward", "scheme"), ("reward_clip", "clip"), ("terminal_reward", "terminal_reward"),
-                      ("terminal_outcome", "terminal_outcome")):
+                      ("terminal_outcome", "terminal_outcome"), ("death_reward", "death_reward"),
+                      ("n_steps", "n_steps")):
         if key in c:
             kw[name] = c[key]
     return build(RewardConfig, kw, "cohort")

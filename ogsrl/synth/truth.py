@@ -38,9 +38,13 @@ class RewardConfig:
     """The reward definition (cohort section of params.yaml)."""
 
     scheme: Literal["sofa", "terminal"] = "sofa"
-    """sofa: r = −clip(SOFA(s'), lo, hi), −hi on death in the step; terminal: ±R on the last step"""
+    """sofa: r = −clip(SOFA(s'), lo, hi), a death as ``death_reward`` says; terminal: ±R on the last step"""
     clip: tuple[float, float] = (2.5, 12.5)
     """(lo, hi) of the SOFA clip"""
+    death_reward: Literal["window", "step"] = "window"
+    """a death at window step k: window: −hi·(n_steps − k); step: −hi (``cohort.death_reward``)"""
+    n_steps: int = 20
+    """decision times in the window (``cohort.n_steps``)"""
     terminal_reward: float = 15.0
     """R of the terminal scheme"""
     terminal_outcome: Literal["died_in_hosp", "died_90d"] = "died_in_hosp"
@@ -49,6 +53,8 @@ class RewardConfig:
     def __post_init__(self) -> None:
         if not self.clip[0] <= self.clip[1]:
             raise ValueError(f"reward clip must satisfy lo <= hi, got {self.clip}")
+        if self.death_reward not in ("window", "step"):
+            raise ValueError(f"death_reward must be window or step, got {self.death_reward!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +120,9 @@ def rewards(steps: pd.DataFrame, stays: pd.DataFrame, cfg: RewardConfig) -> np.n
     lo, hi = cfg.clip
     if cfg.scheme == "sofa":
         r = -np.clip(steps["next_sofa"].to_numpy(np.float64), lo, hi)
-        return np.where(steps["death_in_step"].to_numpy(bool), -hi, r)
+        left = np.maximum(cfg.n_steps - steps["step"].to_numpy(np.float64), 1.0) if cfg.death_reward == "window" \
+            else 1.0
+        return np.where(steps["death_in_step"].to_numpy(bool), -hi * left, r)
     outcome = stays[cfg.terminal_outcome].to_numpy(bool)[steps["stay"].to_numpy()]
     last = steps["done"].to_numpy(bool)
     return np.where(last, np.where(outcome, -cfg.terminal_reward, cfg.terminal_reward), 0.0)

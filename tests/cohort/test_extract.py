@@ -100,7 +100,13 @@ def test_no_exclusions_keeps_the_icu_death_with_a_death_step(tiny_mimic: Path) -
     assert ex.metrics["cohort_stays"] == 4
     r = rows_of(ex, 701)
     np.testing.assert_array_equal(r["death_in_step"], [False, True])   # dies 09:00 in [06, 10)
-    np.testing.assert_allclose(r["reward"], [-3, -12.5])               # death in the step → −hi
+    np.testing.assert_array_equal(r["hours_since_onset"], [0, 4])      # window steps k = 1, 2 of n_steps = 3
+    np.testing.assert_allclose(r["reward"], [-3, -12.5])               # death at the window's last step → −hi
+    longer = dict(window_start_h=-4, n_steps=5, exclusions=())
+    np.testing.assert_allclose(rows_of(run(tiny_mimic, CohortConfig(**longer)), 701)["reward"],
+                               [-3, -12.5 * 3])                        # k = 2 of 5: −hi for k = 2, 3, 4
+    np.testing.assert_allclose(rows_of(run(tiny_mimic, CohortConfig(**longer, death_reward="step")), 701)["reward"],
+                               [-3, -12.5])                            # death_reward: step → −hi once
     np.testing.assert_allclose(rows_of(ex, 801)["fluid_ml"], [11000, 0])
 
 
@@ -227,7 +233,7 @@ def test_death_exactly_on_a_decision_time_is_recorded_on_the_last_step(tmp_path:
     r = rows_of(ex, 901)
     np.testing.assert_array_equal(r["step"], [0])
     assert r["done"].tolist() == [True] and r["death_in_step"].tolist() == [True]
-    np.testing.assert_allclose(r["reward"], [-12.5])
+    np.testing.assert_allclose(r["reward"], [-12.5 * 2])  # window step k = 1 of 3: charged for k = 1 and 2
     # a death one second after the step is not in it
     mimic_tables["admissions"].loc[mimic_tables["admissions"]["hadm_id"] == 9010, "deathtime"] = h(6 + 1 / 3600)
     r = rows_of(run(write_mimic(tmp_path / "m2", mimic_tables), NO_EXCL), 901)

@@ -32,10 +32,12 @@ def test_truth_is_deterministic_and_reports_cis() -> None:
 
 
 def test_rewards_follow_the_cohort_schemes() -> None:
-    steps = pd.DataFrame({"stay": [0, 0, 1], "next_sofa": [1.0, 20.0, 7.0], "death_in_step": [False, False, True],
-                          "done": [False, True, True]})
+    steps = pd.DataFrame({"stay": [0, 0, 1], "step": [0, 1, 3], "next_sofa": [1.0, 20.0, 7.0],
+                          "death_in_step": [False, False, True], "done": [False, True, True]})
     stays = pd.DataFrame({"died_in_hosp": [False, True], "died_90d": [True, True]})
-    r = truth.rewards(steps, stays, truth.RewardConfig())
+    r = truth.rewards(steps, stays, truth.RewardConfig(n_steps=5))
+    assert r.tolist() == [-2.5, -12.5, -12.5 * 2]  # a death at window step 3 of 5 pays for steps 3 and 4
+    r = truth.rewards(steps, stays, truth.RewardConfig(n_steps=5, death_reward="step"))
     assert r.tolist() == [-2.5, -12.5, -12.5]
     r = truth.rewards(steps, stays, truth.RewardConfig(scheme="terminal", terminal_reward=15.0))
     assert r.tolist() == [0.0, 15.0, -15.0]
