@@ -76,6 +76,8 @@ def transitions_from_frame(
     table: str = "trajectories",
     final_hour: float | None = None,
     action_columns: tuple[str, ...] = F.ACTIONS,
+    death_charge: float = 0.0,
+    step_h: float | None = None,
 ) -> Transitions:
     """Select the model's arrays from a trajectory table (docs/data-contract.md §3); NaN/inf → DataError.
 
@@ -83,6 +85,10 @@ def transitions_from_frame(
     ``final_hour`` (hours since onset; default: the largest ``hours_since_onset`` in ``frame``), where the window
     cut the stay rather than ended it. ``action_columns``: the table's action columns (its schema's; a discrete
     action is its one id column).
+
+    ``death_charge`` c > 0 (the table's ``ogsrl.death_charge``: a death row's reward includes −c for each of the m − 1
+    decision times left after it, m = (final_hour − hours_since_onset)/``step_h`` + 1): the model's reward target on
+    a death row is the reward without that charge, which the environment adds back on a simulated death.
     """
     need = [*state_features, *action_columns, "reward", *cost_columns, *(f"next_{f}" for f in state_features),
             "death_in_step", "done", "hours_since_onset"]
@@ -105,7 +111,15 @@ def transitions_from_frame(
                         column="hours_since_onset", rows=np.flatnonzero(hours > last + 1e-3).tolist())
     discharge = (frame["done"].to_numpy(dtype=bool) & ~frame["death_in_step"].to_numpy(dtype=bool)
                  & (hours < last - 1e-3))
-    return Transitions(obs=arrays["obs"], act=arrays["act"], next_obs=arrays["next_obs"], rew=arrays["rew"][:, 0],
+    rew = arrays["rew"][:, 0]
+    if death_charge:
+        if step_h is None or not step_h > 0:
+            raise ValueError(f"death_charge {death_charge} needs the decision interval step_h > 0, got {step_h}")
+        died = arrays["death"][:, 0] > 0
+        later = np.rint((last - hours[died]) / step_h)  # decision times left after the death's
+        rew = rew.copy()
+        rew[died] += np.float32(death_charge) * later.astype(np.float32)
+    return Transitions(obs=arrays["obs"], act=arrays["act"], next_obs=arrays["next_obs"], rew=rew,
                        cost=arrays["cost"], death=arrays["death"][:, 0], discharge=discharge.astype(np.float32))
 
 

@@ -159,9 +159,12 @@ class FitResult:
 class WorldModel:
     """Ensemble + layout + config; fit, predict, one-step sampling, save/load."""
 
-    def __init__(self, cfg: EnsembleConfig, layout: Layout) -> None:
+    def __init__(self, cfg: EnsembleConfig, layout: Layout, death_charge: float = 0.0) -> None:
         self.cfg = cfg
         self.layout = layout
+        self.death_charge = float(death_charge)
+        """reward charged per decision time left after a simulated death (the data's ``ogsrl.death_charge``; the
+        reward head learns each step's reward without it)"""
         self._gen = torch.Generator().manual_seed(cfg.seed)
         n_in = len(layout.state_features) + layout.n_act_in
         self.net = EnsembleNet(cfg.n_members, n_in, cfg.hidden, layout.n_gauss, layout.n_logit, cfg.n_elites,
@@ -432,7 +435,7 @@ class WorldModel:
                 "state_features": list(lay.state_features), "action_names": list(lay.action_names),
                 "cost_names": list(lay.cost_names), "copy_idx": list(lay.copy_idx),
                 "binary_idx": list(lay.binary_idx), "gauss_idx": list(lay.gauss_idx),
-                "sum_idx": list(lay.sum_idx), "sum_src": list(lay.sum_src),
+                "sum_idx": list(lay.sum_idx), "sum_src": list(lay.sum_src), "death_charge": self.death_charge,
                 **({"schema": lay.schema.to_dict()} if lay.schema is not None else {})}
 
     def save(self, directory: str | Path) -> None:
@@ -473,7 +476,7 @@ class WorldModel:
                         tuple(meta["sum_src"]), schema)
         if Layout.make(saved_s, layout.cost_names, cfg.copy_features, cfg.sum_features, schema) != layout:
             raise ValueError(f"{directory / CONFIG_FILE}: feature layout is inconsistent with ogsrl.features")
-        model = cls(cfg, layout)
+        model = cls(cfg, layout, float(meta.get("death_charge", 0.0)))
         state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
         model.net.load_state_dict(state)
         model.net.eval()

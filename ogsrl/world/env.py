@@ -2,7 +2,8 @@
 
 Episodes start from the real first states (each stay's first row) of the training split, advance with the ensemble (mode ``mean``,
 ``random_member`` or ``random_elite``), end on a sampled death or discharge (``terminated``; logged stays end the
-same way) or at the horizon (``truncated``).
+same way) or at the horizon (``truncated``). A sampled death also costs the model's ``death_charge`` for every step
+the episode had left (the data's death reward: early death must not pay).
 A guardian can be plugged in as ``guard(obs, act) -> inside (B,) bool``: a step whose (s, a) leaves the supported
 set earns ``ood_penalty`` and ends the episode (OGSRL: −25, episode frozen), and each cost column is charged
 ``ood_cost × ood_cost_rates[c]`` for every step the episode had left (ours: leaving the support must not shorten the
@@ -258,6 +259,8 @@ class WorldModelEnv(VectorEnv):
             unc[live] = s.uncertainty
             u = self._rng.random(int(live.sum()))  # one draw: death, else discharge, else stay
             death[live] = u < s.death_prob
+            if self.model.death_charge:
+                rew[death] -= np.float32(self.model.death_charge) * (self._limit[death] - self._t - 1)
             if self.cfg.discharge:
                 exit_[live] = (u >= s.death_prob) & (u < s.death_prob + s.discharge_prob)
         self._t += 1

@@ -10,6 +10,7 @@ logged ones.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import warnings
@@ -111,6 +112,22 @@ def _final_hour(meta: Mapping[str, object], params: Mapping[str, Any]) -> float 
     except (TypeError, ValueError) as exc:
         raise DataError(f"window_start_h {start!r}, n_steps {n_steps!r}, step_h {step_h!r} must be numbers",
                         table="train") from exc
+
+
+def death_charge_of(meta: Mapping[str, object], params: Mapping[str, Any]) -> tuple[float, float | None]:
+    """(reward charged per decision time left after a death, decision interval in hours) from the parquet metadata
+    (``ogsrl.death_charge``, absent: 0, the reward is taken as logged; ``ogsrl.step_h``, else params)."""
+    raw_charge = meta.get("ogsrl.death_charge", 0.0)
+    raw_step = meta.get("ogsrl.step_h", section(params, "cohort").get("step_h"))
+    try:
+        charge = float(json.loads(raw_charge) if isinstance(raw_charge, str) else raw_charge)
+        step_h = None if raw_step is None else float(json.loads(raw_step) if isinstance(raw_step, str) else raw_step)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"ogsrl.death_charge {raw_charge!r} and ogsrl.step_h {raw_step!r} must be numbers",
+                        table="train") from exc
+    if not (np.isfinite(charge) and charge >= 0):
+        raise DataError(f"ogsrl.death_charge must be a number >= 0, got {raw_charge!r}", table="train")
+    return charge, step_h
 
 
 def _gauss_scores(y: np.ndarray, mean: np.ndarray, std: np.ndarray, scale: np.ndarray
@@ -231,11 +248,11 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     schema = load_table_schema(root / "data" / "trajectories" / "train.parquet")
     final_hour = _final_hour(meta, params)
     acts = tuple(schema.action_columns)
-    train = transitions_from_frame(train_df, feats, costs, "train", final_hour, acts)
-    val = transitions_from_frame(val_df, feats, costs, "val", final_hour, acts)
-    test = transitions_from_frame(test_df, feats, costs, "test", final_hour, acts)
+    charge, step_h = death_charge_of(meta, params)
+    train, val, test = (transitions_from_frame(df, feats, costs, name, final_hour, acts, charge, step_h)
+                        for df, name in ((train_df, "train"), (val_df, "val"), (test_df, "test")))
     model = WorldModel(cfg.model, Layout.make(feats, costs, cfg.model.copy_features, cfg.model.sum_features,
-                                              schema))
+                                              schema), charge)
     t0 = time.perf_counter()
     fit = model.fit(train, val)
     fit_s = time.perf_counter() - t0

@@ -62,6 +62,21 @@ def test_discharge_is_an_alive_exit_before_the_window_end() -> None:
         transitions_from_frame(frame, STATE, COSTS, "train", final_hour=8.0)
 
 
+def test_death_charge_leaves_the_death_rows_own_step_reward() -> None:
+    # b dies at 4 h with the window's last decision at 12 h: two decision times (8 h, 12 h) left after its death
+    rows = [("a", 0, 0.0, False, False, -3.0), ("a", 1, 4.0, True, False, -4.0),
+            ("b", 0, 0.0, False, False, -5.0), ("b", 1, 4.0, True, True, -12.5 * 3)]
+    frame = pd.DataFrame(rows, columns=["stay_key", "step", "hours_since_onset", "done", "death_in_step", "reward"])
+    for col in [*STATE, *(f"next_{f}" for f in STATE), "fluid_ml", "nee_max", *COSTS]:
+        frame[col] = 1.0
+    d = transitions_from_frame(frame, STATE, COSTS, final_hour=12.0, death_charge=12.5, step_h=4.0)
+    np.testing.assert_allclose(d.rew, [-3.0, -4.0, -5.0, -12.5])
+    np.testing.assert_allclose(transitions_from_frame(frame, STATE, COSTS, final_hour=12.0).rew,
+                               [-3.0, -4.0, -5.0, -37.5])  # no charge declared: the reward as logged
+    with pytest.raises(ValueError, match="step_h"):
+        transitions_from_frame(frame, STATE, COSTS, final_hour=12.0, death_charge=12.5)
+
+
 def test_bad_tables_raise(toy_frame: pd.DataFrame) -> None:
     bad = toy_frame.copy()
     bad.loc[bad.index[5], "spo2"] = np.nan

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -98,6 +100,11 @@ def test_save_load_round_trip_identical(tiny_model: WorldModel, toy_data: tuple[
     sa = tiny_model.step(val.obs, val.act, "random_elite", np.random.default_rng(5))
     sb = loaded.step(val.obs, val.act, "random_elite", np.random.default_rng(5))
     np.testing.assert_array_equal(sa.next_obs, sb.next_obs)
+    assert loaded.death_charge == tiny_model.death_charge == 0.0
+    charged = copy.deepcopy(tiny_model)
+    charged.death_charge = 12.5
+    charged.save(tmp_path / "charged")
+    assert WorldModel.load(tmp_path / "charged").death_charge == 12.5
 
 
 def test_load_rejects_wrong_features_or_actions(tiny_model: WorldModel, tmp_path: Path) -> None:

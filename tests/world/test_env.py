@@ -85,6 +85,25 @@ def test_death_terminates(tiny_model: WorldModel, starts: np.ndarray) -> None:
     assert not info["discharge"].any()
 
 
+def test_death_charges_the_steps_the_episode_had_left(tiny_model: WorldModel, starts: np.ndarray) -> None:
+    m = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        m.net.head.bias[:, 0, -2] = 50.0
+    horizons = np.full(len(starts), 10)
+    horizons[: len(starts) // 2] = 3
+    plain = WorldModelEnv(m, starts, num_envs=len(starts), cfg=EnvConfig(horizon=10), horizons=horizons)
+    plain.reset(seed=0)
+    _, rew, _, _, info = plain.step(np.zeros((len(starts), 2), np.float32))
+    m.death_charge = 12.5
+    charged = WorldModelEnv(m, starts, num_envs=len(starts), cfg=EnvConfig(horizon=10), horizons=horizons)
+    charged.reset(seed=0)
+    _, rew_c, _, _, info_c = charged.step(np.zeros((len(starts), 2), np.float32))
+    assert info["death"].all() and info_c["death"].all()
+    left = charged._limit - 1  # steps after the first one
+    assert set(left.tolist()) == {2, 9}
+    np.testing.assert_allclose(rew_c, rew - 12.5 * left, rtol=1e-6)
+
+
 def test_discharge_terminates_unless_disabled(tiny_model: WorldModel, starts: np.ndarray) -> None:
     m = _never_die(tiny_model)
     with torch.no_grad():
