@@ -37,6 +37,7 @@ from ogsrl.agents import common, onpolicy as op
 from ogsrl.agents.actor import SavedPolicy
 from ogsrl.agents.binned import N_BINS, N_SUB, BinnedPolicy, DoseModel, sub_bins
 from ogsrl.agents.categorical import CategoricalActor, check_ids
+from ogsrl.agents.cql import returns_to_go
 from ogsrl.agents.inputs import FitResult, TrainInputs
 
 log = logging.getLogger(__name__)
@@ -70,13 +71,17 @@ class Config:
     """λᵢ at the start"""
     ood_penalty: float = -25.0
     """guarded runs: reward added per unit of π's probability of a rejected bin at s"""
+    critic_warm_start: int = 1000
+    """supervised updates that first regress every head's values Q(s, ·) — all actions alike — on the logged
+    returns-to-go (the clinicians' Monte-Carlo value), so CQL starts at the right scale instead of propagating a whole
+    stay through Polyak targets (as :mod:`ogsrl.agents.cql`); 0: the random initialisation"""
     log_every: int = 1000
     """updates between progress log lines (and learning-curve rows)"""
 
     def __post_init__(self) -> None:
         op.check_config(self, positive=("steps", "batch_size", "lr", "temperature", "log_every"), unit=("tau",),
                         widths=("hidden",))
-        for name in ("alpha", "cost_alpha", "multiplier_lr", "init_multiplier"):
+        for name in ("alpha", "cost_alpha", "multiplier_lr", "init_multiplier", "critic_warm_start"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"Config.{name} must be ≥ 0, got {getattr(self, name)!r}")
 
@@ -117,9 +122,14 @@ def train(config: Config, obs_n: torch.Tensor, next_obs_n: torch.Tensor, bins: t
     """
     n_cost = cost.shape[1] if config.constrained else 0
     net = common.mlp(obs_n.shape[1], config.hidden, (1 + n_cost) * n_actions, torch.Generator().manual_seed(seed))
+    gen = torch.Generator().manual_seed(seed + 1)
+    t0 = time.perf_counter()  # the warm start counts as training time
+    warm = {}
+    if config.critic_warm_start:
+        warm["train/critic_warm_start_mse"] = warm_start(net, obs_n, rew, cost[:, :n_cost], done, discount,
+                                                         config.critic_warm_start, config.batch_size, config.lr, gen)
     target = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
-    gen = torch.Generator().manual_seed(seed + 1)
     limits = np.asarray(cost_limits, dtype=np.float64)[:n_cost]
     lam = np.full(n_cost, config.init_multiplier)
     heads = 1 + n_cost
@@ -130,7 +140,6 @@ def train(config: Config, obs_n: torch.Tensor, next_obs_n: torch.Tensor, bins: t
 
     history: list[dict[str, float]] = []
     sums: dict[str, float] = {}
-    t0 = time.perf_counter()
     for step in range(1, config.steps + 1):
         lam_t = torch.as_tensor(lam, dtype=torch.float32)
         idx = torch.randint(len(rew), (config.batch_size,), generator=gen)
@@ -177,9 +186,27 @@ def train(config: Config, obs_n: torch.Tensor, next_obs_n: torch.Tensor, bins: t
                      elapsed / step * (config.steps - step))
     seconds = time.perf_counter() - t0
     metrics = {"train/updates": float(config.steps), "train/seconds": seconds,
-               "train/updates_per_s": config.steps / max(seconds, 1e-9),
+               "train/updates_per_s": config.steps / max(seconds, 1e-9), **warm,
                **{k: v for k, v in history[-1].items() if k != "step"}}
     return net.eval(), lam, metrics, history
+
+
+def warm_start(net: torch.nn.Sequential, obs_n: torch.Tensor, rew: torch.Tensor, cost: torch.Tensor,
+               done: torch.Tensor, discount: float, steps: int, batch_size: int, lr: float,
+               generator: torch.Generator) -> float:
+    """Regress every output of ``net`` (heads × actions) on its head's logged return-to-go — the reward's, then each
+    cost column's — for ``steps`` minibatches; returns the last update's mean squared error."""
+    targets = torch.cat([returns_to_go(rew, done, discount)[:, None], returns_to_go(cost, done, discount)], dim=1)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    mse = torch.tensor(float("nan"))
+    for _ in range(steps):
+        idx = torch.randint(len(targets), (batch_size,), generator=generator)
+        q = net(obs_n[idx]).reshape(batch_size, targets.shape[1], -1)  # (B, 1 + C, n)
+        mse = ((q - targets[idx, :, None]) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        mse.backward()
+        opt.step()
+    return float(mse.detach())
 
 
 def policy_network(net: torch.nn.Sequential, lam: np.ndarray, temperature: float,
@@ -287,4 +314,4 @@ def load(path: str | Path) -> BinnedPolicy | SavedPolicy:
 
     return load_policy(path)
 
-__all__ = ["Config", "bin_edges", "fit", "fit_declared", "load", "policy_network", "train"]
+__all__ = ["Config", "bin_edges", "fit", "fit_declared", "load", "policy_network", "train", "warm_start"]

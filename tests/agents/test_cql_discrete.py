@@ -47,6 +47,25 @@ def test_conservative_penalty_pushes_down_unseen_bins() -> None:
     assert conservative[~seen].mean() < plain[~seen].mean() - 0.5
 
 
+def test_warm_start_sets_every_bin_to_the_logged_returns_to_go() -> None:
+    frame = toy_cmdp.logged_frame(300, 4)
+    obs = torch.tensor(frame[list(NAMES)].to_numpy(np.float32))
+    rew, done = torch.tensor(frame["reward"].to_numpy(np.float32)), torch.tensor(frame["done"].to_numpy(np.float32))
+    cost = torch.tensor(frame[list(COSTS)].to_numpy(np.float32))
+    net = common.mlp(len(NAMES), (32, 32), 3 * N_BINS, torch.Generator().manual_seed(0))
+    mse = dcql.warm_start(net, obs, rew, cost, done, 1.0, 800, 64, 3e-3, torch.Generator().manual_seed(1))
+    starts = np.flatnonzero(frame["step"].to_numpy() == 0)
+    with torch.no_grad():
+        q0 = net(obs[starts]).reshape(len(starts), 3, N_BINS).mean(dim=0).numpy()  # (heads, bins) at start states
+    per_stay = frame.groupby("stay_key", sort=False)[["reward", *COSTS]].sum().mean().to_numpy()
+    np.testing.assert_allclose(q0, np.repeat(per_stay[:, None], N_BINS, axis=1), atol=0.15 * np.abs(per_stay).max())
+    assert np.isfinite(mse)
+    cold = common.mlp(len(NAMES), (32, 32), 3 * N_BINS, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        untrained = cold(obs[starts]).reshape(len(starts), 3, N_BINS).mean(dim=0).numpy()
+    assert np.abs(untrained - per_stay[:, None]).max() > 0.3 * np.abs(per_stay).max()
+
+
 @pytest.fixture(scope="module")
 def fitted() -> tuple:
     torch.set_num_threads(1)
@@ -105,6 +124,7 @@ def test_bad_params_and_missing_bins_are_one_line_errors() -> None:
         dcql.fit(dcql.Config(steps=1), _inputs(frame), 0)
     assert "\n" not in str(err.value)
     for key, value, match in (("alpha", -0.5, "alpha must be ≥ 0"), ("temperature", 0.0, "temperature"),
+                              ("critic_warm_start", -1, "critic_warm_start must be ≥ 0"),
                               ("steps_", 3, r"unknown key\(s\) policies.algorithms.cql_discrete.steps_")):
         with pytest.raises(ConfigError, match=match) as err:
             build(dcql.Config, {key: value}, "policies.algorithms.cql_discrete")
