@@ -123,7 +123,7 @@ def build_policies(root: Path, params: dict, train: pd.DataFrame, val: pd.DataFr
 
     pdir = root / "data/models/policies"
     for run in sorted(p.name for p in pdir.iterdir() if p.is_dir()) if pdir.is_dir() else []:
-        for sd in sorted((pdir / run).iterdir()):
+        for sd in sorted(d for d in (pdir / run).iterdir() if d.is_dir()):  # not the units' key files
             pols[f"{run}/{sd.name}"] = load_policy(sd)
     clone = load_policy(root / ope_stage.BEHAVIOUR_DIR)
     pols["clinician_clone"] = clone
