@@ -279,7 +279,6 @@ def split_stays(keys: np.ndarray, fractions: tuple[float, float, float], seed: i
     return {str(order[i]): str(names[j]) for j, i in enumerate(perm)}
 
 
-
 def death_steps(hours_since_onset: np.ndarray, cfg: CohortConfig) -> np.ndarray:
     """Decision times a death at these times is charged for: n_steps − k under ``death_reward: window`` (k the
     window index, from ``hours_since_onset = window_start_h + k·step_h``), 1 under ``step``."""
