@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 class Config:
     """Discrete CQL over ``action_bin`` (``constrained``: CCQL; the run's ``guarded``: GCQL/GCCQL)."""
 
-    steps: int = 5000
+    steps: int = 2000
     """gradient updates"""
     batch_size: int = 256
     """B, transitions per update"""
@@ -71,10 +71,11 @@ class Config:
     """λᵢ at the start"""
     ood_penalty: float = -25.0
     """guarded runs: reward added per unit of π's probability of a rejected bin at s"""
-    critic_warm_start: int = 1000
+    critic_warm_start: int = 0
     """supervised updates that first regress every head's values Q(s, ·) — all actions alike — on the logged
     returns-to-go (the clinicians' Monte-Carlo value), so CQL starts at the right scale instead of propagating a whole
-    stay through Polyak targets (as :mod:`ogsrl.agents.cql`); 0: the random initialisation"""
+    stay through Polyak targets (as :mod:`ogsrl.agents.cql`); 0: the random initialisation (the default: measured on
+    the demo, docs/policies-and-ope.md, the warm start did not make the served discrete policies better)"""
     log_every: int = 1000
     """updates between progress log lines (and learning-curve rows)"""
 
