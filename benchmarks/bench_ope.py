@@ -9,11 +9,14 @@ Policies (all stochastic, so every estimator applies; built from the project und
 * ``heuristic<q>`` / ``bestknown<q>``: a behaviour clone (all features) of clinicians who follow the
   heuristic / best-known :class:`ogsrl.synth.policies.RulePolicy` at each decision with probability q (dose × a
   log-normal jitter, SD 0.3), else act as logged;
-* ``mix_<a>_<b>``: the 50/50 mixture of two of the above (density = mean of the densities).
+* ``mix_<a>_<b>``: the 50/50 mixture of two of the above (density = mean of the densities);
+* with ``--spread``: ``soc_noise0.1``/``0.2`` and ``clin_<drug><f>``, a behaviour clone of clinicians who give f × the
+  logged dose of one or both drugs (policies the truth separates); ``clinician_clone`` (identical to SOC) is left out.
 
 Part 1 (``--rank``): on the project's own test split, every policy × estimator × target (reward return and each cost
-return): relative error |V̂ − V| / |V|, Spearman rank correlation of V̂ with V over the policies, and the regret of
-the policy each estimator selects (highest return; lowest cost) as a share of the true range.
+return): relative error |V̂ − V| / |V|, Spearman rank correlation of V̂ with V over the policies, the concordance over
+the policy pairs the truth itself separates (see :func:`concordance`), and the regret of the policy each estimator
+selects (highest return; lowest cost) as a share of the true range.
 Part 2 (``--datasets N``): N independently generated demo datasets (synth seeds 1000 + i, ``--stays`` stays each,
 the project's params otherwise): extraction, π̂_b and every estimator refitted per dataset, for the
 ``--coverage-policies``; per estimator and target the share of 95 % intervals that cover the truth, with their median
@@ -91,14 +94,26 @@ def noisy(policy: SavedPolicy, sigma: float, seed: int) -> SavedPolicy:
     return SavedPolicy(actor, policy.feature_names, "sample", sample_seed=seed)
 
 
-def rule_clone(rule: Any, q: float, train: pd.DataFrame, val: pd.DataFrame, cfg: bc.Config, seed: int
-               ) -> SavedPolicy:
+class ScaledClinicians:
+    """The logged doses × a per-drug factor (a clinician who gives more or less of each drug)."""
+
+    feature_names = features.ACTIONS
+
+    def __init__(self, scale: tuple[float, float]) -> None:
+        self.scale = np.asarray(scale, dtype=np.float64)
+
+    def act(self, logged: np.ndarray) -> np.ndarray:
+        return logged * self.scale
+
+
+def rule_clone(rule: Any, q: float, train: pd.DataFrame, val: pd.DataFrame, cfg: bc.Config, seed: int,
+               jitter: float = JITTER) -> SavedPolicy:
     names = behaviour.behaviour_features(train.columns)
     rng = np.random.default_rng(seed)
 
     def relabel(df: pd.DataFrame) -> pd.DataFrame:
         a = rule.act(df[list(rule.feature_names)].to_numpy("float64"))
-        a = a * np.exp(JITTER * rng.standard_normal(a.shape))
+        a = a * np.exp(jitter * rng.standard_normal(a.shape))
         a = np.minimum(a, common.ACTION_MAX)
         follow = rng.random(len(df)) < q
         out = df.copy()
@@ -110,7 +125,12 @@ def rule_clone(rule: Any, q: float, train: pd.DataFrame, val: pd.DataFrame, cfg:
     return pol
 
 
-def build_policies(root: Path, params: dict, train: pd.DataFrame, val: pd.DataFrame, work: Path) -> dict[str, Any]:
+SCALES = {"clin_vaso0.5": (1.0, 0.5), "clin_vaso2": (1.0, 2.0), "clin_fluid0.5": (0.5, 1.0),
+          "clin_fluid2": (2.0, 1.0), "clin_both0.5": (0.5, 0.5), "clin_both0.25": (0.25, 0.25)}
+
+
+def build_policies(root: Path, params: dict, train: pd.DataFrame, val: pd.DataFrame, work: Path,
+                   spread: bool = False) -> dict[str, Any]:
     pols: dict[str, Any] = {}
 
     def cached(name: str, make: Any) -> SavedPolicy:  # rule clones are saved in the work directory
@@ -126,10 +146,11 @@ def build_policies(root: Path, params: dict, train: pd.DataFrame, val: pd.DataFr
         for sd in sorted(d for d in (pdir / run).iterdir() if d.is_dir()):  # not the units' key files
             pols[f"{run}/{sd.name}"] = load_policy(sd)
     clone = load_policy(root / ope_stage.BEHAVIOUR_DIR)
-    pols["clinician_clone"] = clone
+    if not spread:  # the same model as SOC (one behaviour clone, one seed): kept only to repeat earlier runs
+        pols["clinician_clone"] = clone
     soc = next((p for k, p in pols.items() if k.startswith("soc/")), None)
     if soc is not None:
-        for i, sigma in enumerate((0.05, 0.15, 0.3)):
+        for i, sigma in enumerate((0.05, 0.15, 0.3) + ((0.1, 0.2) if spread else ())):
             pols[f"soc_noise{sigma}"] = noisy(soc, sigma, 100 + i)
     cfg = ope_stage.ope_config(params).behaviour
     heur, best = synth_policies.HeuristicPolicy(), synth_policies.best_known_policy()
@@ -138,6 +159,10 @@ def build_policies(root: Path, params: dict, train: pd.DataFrame, val: pd.DataFr
     pols["bestknown0.5"] = cached("bestknown0.5", lambda: rule_clone(best, 0.5, train, val, cfg, 9))
     pols["mix_clinician_clone_heuristic1.0"] = Mixture(clone, pols["heuristic1.0"])
     pols["mix_clinician_clone_bestknown0.5"] = Mixture(clone, pols["bestknown0.5"])
+    if spread:  # clinicians who give more or less of each drug: policies the truth separates
+        for i, (name, scale) in enumerate(SCALES.items()):
+            pols[name] = cached(name, lambda s=scale, i=i: rule_clone(ScaledClinicians(s), 1.0, train, val, cfg,
+                                                                     20 + i, jitter=0.0))
     return pols
 
 
@@ -162,6 +187,24 @@ def truth_of(name: str, policy: Any, params: dict, episodes: int, seed: int, wor
 
 def true_target(truth: dict[str, float], target: str) -> float:
     return truth["return"] if target == "return" else truth[f"cost_return_{target}"]
+
+
+def true_half_width(truth: dict[str, float], target: str) -> float:
+    key = "return" if target == "return" else f"cost_return_{target}"
+    return (truth[f"{key}_ci_hi"] - truth[f"{key}_ci_lo"]) / 2
+
+
+def concordance(est: np.ndarray, true: np.ndarray, half: np.ndarray) -> tuple[float, int]:
+    """Share of policy pairs the estimator orders as the truth does, over the pairs the truth itself separates.
+
+    A pair (i, j) counts when |V_i − V_j| > sqrt(h_i² + h_j²), h the truth's 95 % half-widths (so that the truth's
+    own sampling error cannot have ordered it); ties in the estimate count as half.
+    """
+    i, j = np.triu_indices(len(true), 1)
+    sep = np.abs(true[i] - true[j]) > np.hypot(half[i], half[j])
+    agree = np.sign(est[i] - est[j]) * np.sign(true[i] - true[j])
+    n = int(sep.sum())
+    return (float(np.mean((agree[sep] + 1) / 2)) if n else float("nan")), n
 
 
 def evaluate_all(root: Path, params: dict, pols: dict[str, Any], names: list[str]) -> dict[str, dict]:
@@ -191,6 +234,7 @@ def evaluate_all(root: Path, params: dict, pols: dict[str, Any], names: list[str
 def make_dataset(params: dict, seed: int, stays: int, work: Path) -> Path:
     from ogsrl.cohort import stage as cohort_stage
     from ogsrl.synth import stage as synth_stage
+    from ogsrl.validate import stage as validate_stage
 
     ds = work / f"ds{seed}"
     if (ds / "data/models/behaviour/config.json").is_file():
@@ -198,6 +242,7 @@ def make_dataset(params: dict, seed: int, stays: int, work: Path) -> Path:
     raw = ds / "raw"
     synth_stage.generate(stays, seed, raw, "parquet", overwrite=True, world=synth_stage.world_from_params(params))
     p = {**params, "data": {**params["data"], "source": "demo", "raw_dir": str(raw)}}
+    validate_stage.run_raw(p, ds)  # extraction refuses raw tables without a passed validation report
     cohort_stage.run(p, ds)
     ope_stage.run_behaviour(p, ds)
     shutil.rmtree(raw)
@@ -212,6 +257,7 @@ def summarise_rank(rank: dict, truths: dict, targets: list[str]) -> list[dict]:
     names = list(rank)
     for target in targets:
         true = np.array([true_target(truths[n], target) for n in names])
+        half = np.array([true_half_width(truths[n], target) for n in names])
         rng_ = true.max() - true.min()
         for e in ESTIMATORS:
             est = np.array([rank[n]["estimates"].get(f"{e}/{target}", {}).get("value", np.nan) for n in names])
@@ -226,20 +272,38 @@ def summarise_rank(rank: dict, truths: dict, targets: list[str]) -> list[dict]:
             else:
                 pick = np.nanargmin(np.where(ok, est, np.inf))
                 regret = (true[pick] - true.min()) / rng_
+            conc, pairs = concordance(est[ok], true[ok], half[ok])
             rows.append({"target": target, "estimator": e, "policies": int(ok.sum()),
                          "median_rel_error": float(np.median(rel)), "spearman": float(rho),
+                         "separated_pairs": pairs, "concordance": conc,
                          "regret": float(regret), "selected": names[pick]})
     return rows
 
 
-def summarise_coverage(cov: dict, truths: dict, targets: list[str]) -> list[dict]:
+HULLS = {"hull_fqe_wdr": ("fqe", "wdr")}
+"""interval hulls scored beside the estimators: [min of the lows, max of the highs] (value: the first's), i.e. an
+interval that clears a bar only when both of its estimators' intervals do"""
+
+
+def estimate_of(r: dict, e: str, target: str) -> dict | None:
+    if e not in HULLS:
+        return r["estimates"].get(f"{e}/{target}")
+    parts = [r["estimates"].get(f"{p}/{target}") for p in HULLS[e]]
+    if any(p is None for p in parts):
+        return None
+    return {"value": parts[0]["value"], "ci_low": min(p["ci_low"] for p in parts),
+            "ci_high": max(p["ci_high"] for p in parts)}
+
+
+def summarise_coverage(cov: dict, truths: dict, targets: list[str], by_policy: bool = False) -> list[dict]:
     rows = []
+    groups = sorted({n for ds in cov.values() for n in ds}) if by_policy else [None]
     for target in targets:
-        for e in ESTIMATORS:
+        for e, group in ((e, g) for e in (*ESTIMATORS, *HULLS) for g in groups):
             hits, widths, errs = [], [], []
             for ds in cov.values():
                 for name, r in ds.items():
-                    est = r["estimates"].get(f"{e}/{target}")
+                    est = estimate_of(r, e, target) if group in (None, name) else None
                     if est is None:
                         continue
                     t = true_target(truths[name], target)
@@ -247,7 +311,8 @@ def summarise_coverage(cov: dict, truths: dict, targets: list[str]) -> list[dict
                     widths.append(est["ci_high"] - est["ci_low"])
                     errs.append(abs(est["value"] - t) / abs(t))
             if hits:
-                rows.append({"target": target, "estimator": e, "intervals": len(hits),
+                rows.append({"target": target, "estimator": e, **({"policy": group} if group else {}),
+                             "intervals": len(hits),
                              "coverage": float(np.mean(hits)), "median_width": float(np.median(widths)),
                              "median_rel_error": float(np.median(errs))})
     return rows
@@ -265,6 +330,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=Path("."))
     ap.add_argument("--rank", action="store_true", help="part 1 on the project's own test split")
+    ap.add_argument("--spread", action="store_true",
+                    help="rank a wider set: more noise levels and clinicians scaled to give more or less of each drug")
     ap.add_argument("--datasets", type=int, default=0, help="part 2: independently generated datasets")
     ap.add_argument("--first-seed", type=int, default=1000)
     ap.add_argument("--stays", type=int, default=2500)
@@ -290,7 +357,8 @@ def main() -> None:
                                           for k in r["estimates"] if k.split("/", 1)[1].startswith("cost_")})]
             result["truth"] = {**result.get("truth", {}), **truths}
             result["coverage"] = {"datasets": len(cov), "stays": args.stays, "policies": names,
-                                  "summary": summarise_coverage(cov, truths, targets)}
+                                  "summary": summarise_coverage(cov, truths, targets),
+                                  "by_policy": summarise_coverage(cov, truths, targets, by_policy=True)}
             result.setdefault("meta", {"date": dt.date.today().isoformat(), "command": " ".join(sys.argv),
                                        "seconds": float("nan"), "truth_episodes": args.truth_episodes,
                                        "truth_seed": args.truth_seed, "fqe": None})
@@ -307,7 +375,7 @@ def main() -> None:
     train, _ = common.read_split(root / "data/trajectories/train.parquet")
     val, meta = common.read_split(root / "data/trajectories/val.parquet")
     targets = ["return", *meta["cost_columns"]]
-    pols = build_policies(root, params, train, val, args.work)
+    pols = build_policies(root, params, train, val, args.work, spread=args.spread)
     out_json = HERE / "results" / f"{args.out}.json"
     result: dict[str, Any] = json.loads(out_json.read_text()) if out_json.is_file() else {}
     needed = list(pols) if args.rank else []
@@ -326,6 +394,7 @@ def main() -> None:
         parts = sorted(args.work.glob(f"coverage_{args.out}*.json"))  # runs split over seed ranges
         if parts:
             cov = {k: v for part in parts for k, v in json.loads(part.read_text()).items()}
+        part = args.work / f"coverage_{args.out}_{args.first_seed}.json"  # this process's seed range
         for i in range(args.datasets):
             seed = args.first_seed + i
             if str(seed) in cov:
@@ -336,7 +405,8 @@ def main() -> None:
             part.write_text(json.dumps(cov))
             print(f"dataset {seed}: {time.perf_counter() - t1:.0f} s", file=sys.stderr, flush=True)
         result["coverage"] = {"datasets": len(cov), "stays": args.stays, "policies": names,
-                              "summary": summarise_coverage(cov, result["truth"], targets)}
+                              "summary": summarise_coverage(cov, result["truth"], targets),
+                              "by_policy": summarise_coverage(cov, result["truth"], targets, by_policy=True)}
     result["meta"] = {"date": dt.date.today().isoformat(), "command": " ".join(sys.argv),
                       "seconds": round(time.perf_counter() - t0, 1), "truth_episodes": args.truth_episodes,
                       "truth_seed": args.truth_seed, "fqe": params["ope"].get("fqe")}
@@ -359,21 +429,31 @@ def write_report(result: dict[str, Any], args: argparse.Namespace) -> None:
     if "rank" in result:
         md += ["## Ranking and selection (project test split)", "",
                table(result["rank"]["summary"], ["target", "estimator", "policies", "median_rel_error", "spearman",
+                                                 *(["separated_pairs", "concordance"] if "concordance" in
+                                                   result["rank"]["summary"][0] else []),
                                                  "regret", "selected"]), ""]
         pr = result["rank"]["policies"]
         rows = [{"policy": n, "true return": result["truth"][n]["return"],
+                 "±": true_half_width(result["truth"][n], "return"),
+                 "true mortality": result["truth"][n]["mortality_hosp"],
                  "true cost_total": result["truth"][n]["cost_return_cost_total"],
                  "ESS": pr[n]["estimates"].get("fqe/return", {}).get("ess", float("nan")),
                  **{e: pr[n]["estimates"].get(f"{e}/return", {}).get("value", float("nan"))
                     for e in ("wis_clip", "pdwis_clip", "fqe", "dr", "wdr")}} for n in pr]
         md += ["Per policy (reward return; estimates' point values):", "",
-               table(rows, ["policy", "true return", "true cost_total", "ESS", "wis_clip", "pdwis_clip", "fqe",
+               table(rows, ["policy", "true return", "±", "true mortality", "true cost_total", "ESS", "wis_clip",
+                            "pdwis_clip", "fqe",
                             "dr", "wdr"]), ""]
     if "coverage" in result:
         c = result["coverage"]
         md += [f"## 95 % CI coverage ({c['datasets']} datasets × {c['stays']} stays; policies {c['policies']})", "",
                table(c["summary"], ["target", "estimator", "intervals", "coverage", "median_width",
                                     "median_rel_error"]), ""]
+        if "by_policy" in c:
+            keep = [r for r in c["by_policy"] if r["estimator"] in ("fqe", "wdr", *HULLS)]
+            md += ["Per policy (FQE, WDR and their hull):", "",
+                   table(keep, ["target", "estimator", "policy", "intervals", "coverage", "median_width",
+                                "median_rel_error"]), ""]
     (HERE / "results" / f"{args.out}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
