@@ -419,7 +419,7 @@ def write_report(result: dict[str, Any], args: argparse.Namespace) -> None:
     import os
     import platform
 
-    md = [f"# OPE against simulator truth (`benchmarks/bench_ope.py`, {result['meta']['date']})", "",
+    md = [f"# OPE against simulator truth: {args.out} (`benchmarks/bench_ope.py`, {result['meta']['date']})", "",
           f"Command: `{result['meta']['command']}`", "",
           f"Machine: {platform.machine()}, {os.cpu_count()} CPUs shared with other jobs, one torch thread; "
           f"{result['meta']['seconds']:.0f} s in all. Truth: `ogsrl truth` code, cohort population, "
