@@ -270,11 +270,13 @@ def interval(v0: FloatArray, v0_refits: FloatArray | None, rng: np.random.Genera
              level: float) -> tuple[FloatArray, FloatArray, FloatArray]:
     """FQE value and normal interval per target from first-state values.
 
-        V̂ = mean_i V(s_{i,0}),   SE² = SE²_stays + SD²_refits,   CI = V̂ ± z_{(1+level)/2} · SE
+        V̂ = mean over the critics c of mean_i V_c(s_{i,0}),   SE² = SE²_stays + SD²_refits,   CI = V̂ ± z_{(1+level)/2} · SE
 
-    SE_stays: bootstrap SD of the mean over evaluation stays (the states the value averages over); SD_refits: SD of
-    V̂ across critics refitted on stay-bootstrap resamples of the fitting split (the critic's own estimation error;
-    ignored when ``v0_refits`` is None). Neither term sees the critic's bias (function class, extrapolation to
+    The critics are the full-data one and the refits (bagging: a single critic's fit noise moves its value by a few
+    percent). SE_stays: bootstrap SD of the mean over evaluation stays (the states the value averages over);
+    SD_refits: SD of one critic's value across critics refitted on stay-bootstrap resamples of the fitting split (the
+    critic's own estimation error, kept at one critic's size although V̂ averages several: conservative; ignored when
+    ``v0_refits`` is None). Neither term sees the critic's bias (function class, extrapolation to
     actions the clinicians never took): that is what the DR correction and the benchmark's coverage check are for.
 
     Args:
@@ -288,10 +290,12 @@ def interval(v0: FloatArray, v0_refits: FloatArray | None, rng: np.random.Genera
     from ogsrl.ope.bootstrap import resample_counts
 
     n = v0.shape[0]
-    value = v0.mean(axis=0)
     counts = resample_counts(n, n_boot, rng)  # (B, N)
     se2 = ((counts @ v0) / n).var(axis=0, ddof=1)
+    value = v0.mean(axis=0)
     if v0_refits is not None and len(v0_refits) >= 2:
-        se2 = se2 + v0_refits.mean(axis=1).var(axis=0, ddof=1)
+        per_critic = v0_refits.mean(axis=1)  # (B, K)
+        value = (value + per_critic.sum(axis=0)) / (1 + len(per_critic))
+        se2 = se2 + per_critic.var(axis=0, ddof=1)
     half = norm.ppf((1.0 + level) / 2.0) * np.sqrt(se2)
     return value, value - half, value + half

@@ -12,9 +12,11 @@
   fitted on the train split, :mod:`ogsrl.ope.fqe`), and per-decision DR / WDR with that critic
   (:mod:`ogsrl.ope.dr`), for the reward return and every cost return; writes ``data/reports/evaluate/metrics.json``
   (``<run>/seed<seed>/<estimator>/<target>/{value,ci_low,ci_high,ess[,covers_truth]}``, ``<run>/{mean,sd}/…``),
-  ``estimates.csv`` and ``weights.csv``. Every random draw of a policy (bootstrap, π_e's Monte-Carlo actions, the
-  critic's init) comes from a seed derived from ``ope.seed`` and the policy key (:func:`estimate.policy_seed`), so
-  adding a policy never changes another policy's numbers.
+  ``estimates.csv`` and ``weights.csv``. A policy's own random draws (bootstrap, π_e's Monte-Carlo actions) come
+  from a seed derived from ``ope.seed`` and the policy key (:func:`estimate.policy_seed`); the critics' init,
+  minibatch order and refit resamples come from ``ope.seed`` alone, the same for every policy (common random
+  numbers: a critic's fit noise shifts every policy's FQE alike instead of reordering them). Either way, adding a
+  policy never changes another policy's numbers.
 """
 
 from __future__ import annotations
@@ -306,11 +308,21 @@ def _draws(policy: Any, df: pd.DataFrame, m: int, rng: np.random.Generator, cfg:
     return fqe.bin_probs(_bins(draws, edges)) if cfg.action == "binned" and edges is not None else draws
 
 
+CRITIC_STREAM = 0x46514500  # "FQE": keeps the critics' stream apart from every policy_seed stream
+
+
+def critic_seeds(seed: int) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
+    """(fit, refit) seeds of the FQE critics: from ``ope.seed`` only, shared by every policy."""
+    fit, refit = np.random.SeedSequence([seed, CRITIC_STREAM]).spawn(2)
+    return fit, refit
+
+
 def estimate_fqe_dr(cd: CriticData, policy: Any, train: pd.DataFrame, test: pd.DataFrame, episodes: wis.Episodes,
                     cfg: OPEConfig, seeds: np.random.SeedSequence, who: str
                     ) -> tuple[dict[tuple[str, str], Estimate], dict[str, float]]:
     """FQE, DR and WDR of every critic target; returns (estimates, diagnostics)."""
-    s_draw, s_fit, s_boot, s_refit = seeds.spawn(4)
+    s_draw, _, s_boot, _ = seeds.spawn(4)
+    s_fit, s_refit = critic_seeds(cfg.seed)
     fc = cfg.fqe
     rng_draw = np.random.default_rng(s_draw)
     d_train = _draws(policy, train, fc.mc_actions, rng_draw, fc, cd.edges, who)
