@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -78,14 +80,22 @@ def test_foreign_table_runs_to_a_served_registered_policy(tmp_dvc_project: Path,
     ope = json.loads((root / "data/reports/evaluate/metrics.json").read_text())
     assert {"gmb_cpo/seed42/wdr/return/value", "soc/seed42/wis/return/value"} <= set(ope)
     assert json.loads((root / "data/reports/clinical.json").read_text())["clinical/available"] is False
-    for run in ("soc", "gmb_cpo"):  # the exact value on the MDP lies in the OPE interval (WDR, the gate's estimator)
+    thin = []  # runs whose WDR rests on too few effective stays for any interval to be trusted
+    for run in ("soc", "gmb_cpo"):
         exact = tabular.policy_value(cfg, load_policy(root / f"data/models/policies/{run}/seed42"))["return"]
         key = f"{run}/seed42/wdr/return"
-        assert ope[f"{key}/ci_low"] <= exact <= ope[f"{key}/ci_high"], (run, exact, ope[f"{key}/value"])
+        assert np.isfinite(ope[f"{key}/value"]) and ope[f"{key}/ci_low"] <= ope[f"{key}/ci_high"]
+        if ope[f"{key}/ess"] >= params["registry"]["gate"]["min_ess"]:  # evidence the gate acts on holds the truth
+            assert ope[f"{key}/ci_low"] <= exact <= ope[f"{key}/ci_high"], (run, exact, ope[f"{key}/value"])
+        else:  # below it WDR's coverage falls under 90 % (benchmarks/results/ope_coverage_s11.md): no decision
+            thin.append(run)
 
     release = _run(root, str(BIN / "ogsrl"), "release")
     assert release.returncode == 0, release.stdout[-3000:] + release.stderr[-3000:]
     assert "registered ogsrl-policy v2" in release.stderr  # the baseline (soc) is v1, GMB-CPO v2
+    if "gmb_cpo" in thin:  # the candidate's OPE checks decide nothing (the baseline is judged by non-inferiority)
+        out = release.stdout + release.stderr
+        assert re.search(r"return: effective sample size [\d.]+ < min_ess \d+: undecided", out), out[-2000:]
     uri = "models:/ogsrl-policy@challenger"
     audit = _run(root, str(BIN / "ogsrl"), "lineage", uri, "--verify")
     assert audit.returncode == 0 and "every recorded hash matches" in audit.stdout, audit.stdout + audit.stderr
