@@ -53,6 +53,7 @@ from ogsrl.agents.actor import SavedPolicy
 from ogsrl.config import load_params
 from ogsrl.ope import behaviour
 from ogsrl.ope import stage as ope_stage
+from ogsrl.ope.estimate import Estimate, hull
 from ogsrl.synth import policies as synth_policies
 
 HERE = Path(__file__).resolve().parent
@@ -249,7 +250,7 @@ def make_dataset(params: dict, seed: int, stays: int, work: Path) -> Path:
     return ds
 
 
-ESTIMATORS = ("wis", "pdwis", "wis_clip", "pdwis_clip", "fqe", "dr", "wdr")
+ESTIMATORS = ("wis", "pdwis", "wis_clip", "pdwis_clip", "fqe", "dr", "wdr", ope_stage.HULL)
 
 
 def summarise_rank(rank: dict, truths: dict, targets: list[str]) -> list[dict]:
@@ -259,7 +260,7 @@ def summarise_rank(rank: dict, truths: dict, targets: list[str]) -> list[dict]:
         true = np.array([true_target(truths[n], target) for n in names])
         half = np.array([true_half_width(truths[n], target) for n in names])
         rng_ = true.max() - true.min()
-        for e in ESTIMATORS:
+        for e in (e for e in ESTIMATORS if e != ope_stage.HULL):  # the hull's value is FQE's
             est = np.array([rank[n]["estimates"].get(f"{e}/{target}", {}).get("value", np.nan) for n in names])
             ok = np.isfinite(est)
             if ok.sum() < 3:
@@ -280,26 +281,21 @@ def summarise_rank(rank: dict, truths: dict, targets: list[str]) -> list[dict]:
     return rows
 
 
-HULLS = {"hull_fqe_wdr": ("fqe", "wdr")}
-"""interval hulls scored beside the estimators: [min of the lows, max of the highs] (value: the first's), i.e. an
-interval that clears a bar only when both of its estimators' intervals do"""
-
-
 def estimate_of(r: dict, e: str, target: str) -> dict | None:
-    if e not in HULLS:
-        return r["estimates"].get(f"{e}/{target}")
-    parts = [r["estimates"].get(f"{p}/{target}") for p in HULLS[e]]
-    if any(p is None for p in parts):
-        return None
-    return {"value": parts[0]["value"], "ci_low": min(p["ci_low"] for p in parts),
-            "ci_high": max(p["ci_high"] for p in parts)}
+    """``r``'s estimate of ``target`` by ``e``; the hull of FQE and WDR recomputed from its parts on pages saved
+    before the evaluate stage reported it."""
+    got = r["estimates"].get(f"{e}/{target}")
+    if got is not None or e != ope_stage.HULL:
+        return got
+    parts = [r["estimates"].get(f"{p}/{target}") for p in ("fqe", "wdr")]
+    return None if None in parts else hull(*(Estimate.from_dict(p) for p in parts)).to_dict()
 
 
 def summarise_coverage(cov: dict, truths: dict, targets: list[str], by_policy: bool = False) -> list[dict]:
     rows = []
     groups = sorted({n for ds in cov.values() for n in ds}) if by_policy else [None]
     for target in targets:
-        for e, group in ((e, g) for e in (*ESTIMATORS, *HULLS) for g in groups):
+        for e, group in ((e, g) for e in ESTIMATORS for g in groups):
             hits, widths, errs = [], [], []
             for ds in cov.values():
                 for name, r in ds.items():
@@ -450,7 +446,7 @@ def write_report(result: dict[str, Any], args: argparse.Namespace) -> None:
                table(c["summary"], ["target", "estimator", "intervals", "coverage", "median_width",
                                     "median_rel_error"]), ""]
         if "by_policy" in c:
-            keep = [r for r in c["by_policy"] if r["estimator"] in ("fqe", "wdr", *HULLS)]
+            keep = [r for r in c["by_policy"] if r["estimator"] in ("fqe", "wdr", ope_stage.HULL)]
             md += ["Per policy (FQE, WDR and their hull):", "",
                    table(keep, ["target", "estimator", "policy", "intervals", "coverage", "median_width",
                                 "median_rel_error"]), ""]

@@ -4,6 +4,7 @@
   the importance weights for OPE, the number of patients for a plain mean such as the truth).
 * :class:`Episodes` / :func:`pad_by_stay` — a trajectory table (rows sorted by stay and step) as ``(N, T)`` arrays,
   padded as an absorbing state: every value 0 after a stay's last step, ``mask`` False there.
+* :func:`hull` — the interval hull of several estimators' intervals (the promotion gate's default).
 * :func:`policy_seed` — a bootstrap seed derived from the base seed and a policy key, so adding or removing a policy
   never changes another policy's random draws.
 """
@@ -98,3 +99,16 @@ def policy_seed(base_seed: int, key: str) -> np.random.SeedSequence:
     stable across processes (no Python ``hash``) and unaffected by which other policies are evaluated."""
     digest = hashlib.sha256(key.encode("utf-8")).digest()
     return np.random.SeedSequence([int(base_seed), *np.frombuffer(digest[:16], dtype=np.uint32).tolist()])
+
+
+def hull(primary: Estimate, *others: Estimate) -> Estimate:
+    """The interval hull of estimates of one quantity: ``[min of the ci_lows, max of the ci_highs]``.
+
+    A bar on the hull (a lower bound above a threshold, an upper bound below one) is cleared only when every part's
+    interval clears it, so the hull covers the truth whenever any part does: coverage(hull) ≥ max coverage(parts).
+    Value: ``primary``'s (the part with the smallest error); ESS: the smallest finite part's (NaN if none).
+    """
+    parts = (primary, *others)
+    ess = [p.ess for p in parts if math.isfinite(p.ess)]
+    return Estimate(primary.value, min(p.ci_low for p in parts), max(p.ci_high for p in parts),
+                    min(ess) if ess else math.nan)

@@ -10,7 +10,8 @@
   ``{"truth/available": false}``.
 * ``evaluate`` (:func:`run`): for every run × seed on the test split: WIS and PDWIS (plus ``*_clip``), FQE (critic
   fitted on the train split, :mod:`ogsrl.ope.fqe`), and per-decision DR / WDR with that critic
-  (:mod:`ogsrl.ope.dr`), for the reward return and every cost return; writes ``data/reports/evaluate/metrics.json``
+  (:mod:`ogsrl.ope.dr`), and ``hull_fqe_wdr`` (the hull of the FQE and WDR intervals, :func:`estimate.hull`), for
+  the reward return and every cost return; writes ``data/reports/evaluate/metrics.json``
   (``<run>/seed<seed>/<estimator>/<target>/{value,ci_low,ci_high,ess[,covers_truth]}``, ``<run>/{mean,sd}/…``),
   ``estimates.csv`` and ``weights.csv``. A policy's own random draws (bootstrap, π_e's Monte-Carlo actions) come
   from a seed derived from ``ope.seed`` and the policy key (:func:`estimate.policy_seed`); the critics' init,
@@ -39,7 +40,7 @@ from ogsrl.agents.stage import TRAJECTORY_DIR, policies_config, policy_dir, seed
 from ogsrl.errors import DataError
 from ogsrl.io import atomic_path, dir_sha256, file_sha256, remove_temporaries, write_json
 from ogsrl.ope import behaviour, dr, fqe, wis
-from ogsrl.ope.estimate import Estimate, policy_seed
+from ogsrl.ope.estimate import Estimate, hull, policy_seed
 
 log = logging.getLogger(__name__)
 
@@ -311,6 +312,10 @@ def _draws(policy: Any, df: pd.DataFrame, m: int, rng: np.random.Generator, cfg:
 CRITIC_STREAM = 0x46514500  # "FQE": keeps the critics' stream apart from every policy_seed stream
 
 
+HULL = "hull_fqe_wdr"
+"""the interval hull of FQE and WDR (value: FQE's): the gate's default estimator (docs/policies-and-ope.md)"""
+
+
 def critic_seeds(seed: int) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
     """(fit, refit) seeds of the FQE critics: from ``ope.seed`` only, shared by every policy."""
     fit, refit = np.random.SeedSequence([seed, CRITIC_STREAM]).spawn(2)
@@ -362,6 +367,7 @@ def estimate_fqe_dr(cd: CriticData, policy: Any, train: pd.DataFrame, test: pd.D
         kw = {"n_boot": cfg.n_boot, "level": cfg.ci_level}
         out[("dr", target)] = dr.dr(r, qk, vk, episodes.values["log_ratio"], mask, cfg.gamma, rng_boot, **kw)
         out[("wdr", target)] = dr.wdr(r, qk, vk, episodes.values["log_ratio"], mask, cfg.gamma, rng_boot, **kw)
+        out[(HULL, target)] = hull(out[("fqe", target)], out[("wdr", target)])
     diag = {"fqe/refit_sd_return": float(refits.mean(axis=1)[:, 0].std(ddof=1)) if refits is not None else 0.0}
     return out, diag
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ogsrl.ope.estimate import Estimate, pad_by_stay, policy_seed
+from ogsrl.ope.estimate import Estimate, hull, pad_by_stay, policy_seed
 
 ROOT = str(Path(__file__).resolve().parents[2])  # this checkout's ogsrl, not an installed one
 
@@ -20,6 +20,16 @@ def test_estimate_round_trip_and_covers() -> None:
     e = Estimate(1.0, 0.5, 1.5, 30.0)
     assert Estimate.from_dict(e.to_dict()) == e and e.covers(0.5) and e.covers(1.5) and not e.covers(1.51)
     assert math.isnan(Estimate.from_dict({"value": 1, "ci_low": 0, "ci_high": 2}).ess)
+
+
+def test_hull_spans_every_part_and_keeps_the_primary_value() -> None:
+    fqe, wdr = Estimate(-98.0, -105.6, -90.4, 862.0), Estimate(-95.4, -101.0, -88.0, 861.5)
+    h = hull(fqe, wdr)
+    assert (h.value, h.ci_low, h.ci_high, h.ess) == (-98.0, -105.6, -88.0, 861.5)
+    # covers whatever a part covers, and nothing a part does not reach
+    assert h.covers(-89.0) and not fqe.covers(-89.0) and h.covers(-105.0) and not wdr.covers(-105.0)
+    assert not h.covers(-87.9) and not h.covers(-105.7)
+    assert math.isnan(hull(Estimate(1.0, 0.0, 2.0)).ess) and hull(Estimate(1.0, 0.0, 2.0), wdr).ess == 861.5
 
 
 def test_pad_by_stay_records_source_rows() -> None:

@@ -52,10 +52,15 @@ def test_evaluate_writes_estimates_for_every_target(trained: Path) -> None:
         {f: metrics[f"soc/seed42/wdr/return/{f}"] for f in ("value", "ci_low", "ci_high", "ess")})
     costs = ["cost_spo2_low", "cost_urine_low", "cost_total"]
     discounted = ("behaviour/onpolicy", *(f"soc/seed42/{e}" for e in ("wis", "pdwis", "wis_clip", "pdwis_clip",
-                                                                       "fqe", "dr", "wdr")))
+                                                                       "fqe", "dr", "wdr", "hull_fqe_wdr")))
     keys = [f"{k}/{t}" for k in discounted for t in ("return", *costs)]
     rates = ("mortality_hosp", *(f"rate_{c}" for c in costs))
     keys += [f"{k}/{t}" for k in ("behaviour/onpolicy", "soc/seed42/wis", "soc/seed42/wis_clip") for t in rates]
+    for t in ("return", *costs):  # the hull of FQE and WDR, with FQE's value and WDR's ESS
+        f, w, h = ({k: metrics[f"soc/seed42/{e}/{t}/{k}"] for k in ("value", "ci_low", "ci_high", "ess")}
+                   for e in ("fqe", "wdr", "hull_fqe_wdr"))
+        assert h == {"value": f["value"], "ci_low": min(f["ci_low"], w["ci_low"]),
+                     "ci_high": max(f["ci_high"], w["ci_high"]), "ess": w["ess"]}
     for key in keys:
         lo, v, hi = (metrics[f"{key}/{k}"] for k in ("ci_low", "value", "ci_high"))
         assert lo <= hi and np.isfinite(v)
@@ -127,7 +132,7 @@ def test_demo_source_puts_true_values_beside_the_estimates(trained: Path, monkey
     assert metrics["truth/available"] is True
     assert metrics["truth/soc/seed42/mortality_hosp"] == 0.2 and metrics["truth/behaviour/return"] == -15.0
     assert "truth/soc/seed42/policy" not in metrics  # no paths in the metrics
-    for est in ("wis", "pdwis", "fqe", "dr", "wdr"):  # every estimator × target with a true value
+    for est in ("wis", "pdwis", "fqe", "dr", "wdr", "hull_fqe_wdr"):  # every estimator × target with a truth
         for target, true in (("return", -15.0), ("cost_total", 4.0)):
             k = f"soc/seed42/{est}/{target}"
             assert metrics[f"{k}/covers_truth"] is (metrics[f"{k}/ci_low"] <= true <= metrics[f"{k}/ci_high"])
