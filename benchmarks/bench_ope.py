@@ -20,8 +20,13 @@ selects (highest return; lowest cost) as a share of the true range.
 Part 2 (``--datasets N``): N independently generated demo datasets (synth seeds 1000 + i, ``--stays`` stays each,
 the project's params otherwise): extraction, π̂_b and every estimator refitted per dataset, for the
 ``--coverage-policies``; per estimator and target the share of 95 % intervals that cover the truth, with their median
-width. Truth: ``ogsrl truth`` code (cohort population), ``--truth-episodes`` patients, seed ``--truth-seed``, once per
-policy (cached in the work directory).
+width, over every interval and over those the promotion gate would act on (ESS ≥ ``registry.gate.min_ess``; below
+it the gate says "insufficient evidence"). Truth: ``ogsrl truth`` code (cohort population), ``--truth-episodes``
+patients, seed ``--truth-seed``, once per policy (cached in the work directory).
+A coverage policy named ``own:clone`` is each dataset's own π̂_b (the clinicians of that dataset, as SOC is of the
+project's), ``own:mix<p>_<name>`` the mixture of it (share p %, default 50) with the project's policy ``<name>``: policies near each
+dataset's clinicians, so their importance weights keep an effective sample size where the gate decides. Their truth
+is simulated per dataset.
 
 Usage:
   .venv/bin/python benchmarks/bench_ope.py --root . [--rank] [--datasets 20] [--stays 2500]
@@ -36,6 +41,7 @@ import argparse
 import copy
 import datetime as dt
 import json
+import re
 import shutil
 import sys
 import time
@@ -61,10 +67,10 @@ JITTER = 0.3
 
 
 class Mixture:
-    """π = ½ π_a + ½ π_b (draw a component per row; density the mean of the two)."""
+    """π = w π_a + (1 − w) π_b (draw a component per row; density the weighted mean of the two); w = ½ by default."""
 
-    def __init__(self, a: Any, b: Any) -> None:
-        self.a, self.b = a, b
+    def __init__(self, a: Any, b: Any, w: float = 0.5) -> None:
+        self.a, self.b, self.w = a, b, w
         self.feature_names = tuple(dict.fromkeys((*a.feature_names, *b.feature_names)))
 
     def _cols(self, x: np.ndarray, p: Any) -> np.ndarray:
@@ -74,7 +80,7 @@ class Mixture:
         rng = rng if rng is not None else np.random.default_rng(0)
         x = np.asarray(obs, np.float64)
         out = self.a.act(self._cols(x, self.a), rng)
-        pick = rng.random(len(x)) < 0.5
+        pick = rng.random(len(x)) >= self.w
         if pick.any():
             out[pick] = self.b.act(self._cols(x[pick], self.b), rng)
         return out
@@ -83,7 +89,7 @@ class Mixture:
         x = np.asarray(obs, np.float64)
         la = self.a.log_prob(self._cols(x, self.a), actions)
         lb = self.b.log_prob(self._cols(x, self.b), actions)
-        return np.logaddexp(la, lb) - np.log(2.0)
+        return np.logaddexp(la + np.log(self.w), lb + np.log1p(-self.w))
 
 
 def noisy(policy: SavedPolicy, sigma: float, seed: int) -> SavedPolicy:
@@ -281,6 +287,27 @@ def summarise_rank(rank: dict, truths: dict, targets: list[str]) -> list[dict]:
     return rows
 
 
+OWN = "own:"
+"""coverage-policy prefix: a policy built from each dataset's own π̂_b (see the module docstring)"""
+
+
+def own_policies(ds: Path, pols: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """The ``own:`` coverage policies of dataset ``ds``: its π̂_b (``own:clone``), or the mixture of it with
+    ``pols[<name>]`` (``own:mix<p>_<name>``: π̂_b's share p %, 50 when omitted)."""
+    clone = load_policy(ds / ope_stage.BEHAVIOUR_DIR)
+    out: dict[str, Any] = {}
+    for n in (n for n in names if n.startswith(OWN)):
+        what = n.removeprefix(OWN)
+        if what == "clone":
+            out[n] = clone
+        elif re.fullmatch(r"mix\d*_.+", what) and what.split("_", 1)[1] in pols:
+            share = what.split("_", 1)[0].removeprefix("mix")
+            out[n] = Mixture(clone, pols[what.split("_", 1)[1]], int(share) / 100 if share else 0.5)
+        else:
+            raise SystemExit(f"--coverage-policies: unknown {n!r} (own:clone or own:mix[<clone %>]_<policy>)")
+    return out
+
+
 def estimate_of(r: dict, e: str, target: str) -> dict | None:
     """``r``'s estimate of ``target`` by ``e``; the hull of FQE and WDR recomputed from its parts on pages saved
     before the evaluate stage reported it."""
@@ -291,7 +318,10 @@ def estimate_of(r: dict, e: str, target: str) -> dict | None:
     return None if None in parts else hull(*(Estimate.from_dict(p) for p in parts)).to_dict()
 
 
-def summarise_coverage(cov: dict, truths: dict, targets: list[str], by_policy: bool = False) -> list[dict]:
+def summarise_coverage(cov: dict, truths: dict, targets: list[str], by_policy: bool = False,
+                       min_ess: float = 0.0) -> list[dict]:
+    """Coverage, median width and median relative error per target × estimator (× policy), over the intervals with
+    ESS ≥ ``min_ess`` (0: all)."""
     rows = []
     groups = sorted({n for ds in cov.values() for n in ds}) if by_policy else [None]
     for target in targets:
@@ -300,9 +330,9 @@ def summarise_coverage(cov: dict, truths: dict, targets: list[str], by_policy: b
             for ds in cov.values():
                 for name, r in ds.items():
                     est = estimate_of(r, e, target) if group in (None, name) else None
-                    if est is None:
+                    if est is None or not est.get("ess", np.inf) >= min_ess:
                         continue
-                    t = true_target(truths[name], target)
+                    t = true_target(r.get("truth") or truths[name], target)
                     hits.append(est["ci_low"] <= t <= est["ci_high"])
                     widths.append(est["ci_high"] - est["ci_low"])
                     errs.append(abs(est["value"] - t) / abs(t))
@@ -312,6 +342,16 @@ def summarise_coverage(cov: dict, truths: dict, targets: list[str], by_policy: b
                              "coverage": float(np.mean(hits)), "median_width": float(np.median(widths)),
                              "median_rel_error": float(np.median(errs))})
     return rows
+
+
+def coverage_result(cov: dict, truths: dict, targets: list[str], names: list[str], stays: int, params: dict
+                    ) -> dict[str, Any]:
+    min_ess = float(((params.get("registry") or {}).get("gate") or {}).get("min_ess", 0.0))
+    return {"datasets": len(cov), "stays": stays, "policies": names, "min_ess": min_ess,
+            "summary": summarise_coverage(cov, truths, targets),
+            "by_policy": summarise_coverage(cov, truths, targets, by_policy=True),
+            "gate_regime": summarise_coverage(cov, truths, targets, min_ess=min_ess),
+            "gate_regime_by_policy": summarise_coverage(cov, truths, targets, by_policy=True, min_ess=min_ess)}
 
 
 def table(rows: list[dict], cols: list[str]) -> str:
@@ -348,13 +388,12 @@ def main() -> None:
             cov = {k: v for part in parts for k, v in json.loads(part.read_text()).items()}
             names = [n for n in args.coverage_policies.split(",") if n]
             truths = {n: json.loads((args.work / "truth" / f"{n.replace('/', '__')}_{args.truth_episodes}_"
-                                     f"{args.truth_seed}.json").read_text()) for n in names}
+                                     f"{args.truth_seed}.json").read_text()) for n in names if not n.startswith(OWN)}
             targets = ["return", *sorted({k.split("/", 1)[1] for ds in cov.values() for r in ds.values()
                                           for k in r["estimates"] if k.split("/", 1)[1].startswith("cost_")})]
             result["truth"] = {**result.get("truth", {}), **truths}
-            result["coverage"] = {"datasets": len(cov), "stays": args.stays, "policies": names,
-                                  "summary": summarise_coverage(cov, truths, targets),
-                                  "by_policy": summarise_coverage(cov, truths, targets, by_policy=True)}
+            result["coverage"] = coverage_result(cov, truths, targets, names, args.stays,
+                                                 load_params(args.root / "params.yaml"))
             result.setdefault("meta", {"date": dt.date.today().isoformat(), "command": " ".join(sys.argv),
                                        "seconds": float("nan"), "truth_episodes": args.truth_episodes,
                                        "truth_seed": args.truth_seed, "fqe": None})
@@ -375,7 +414,8 @@ def main() -> None:
     out_json = HERE / "results" / f"{args.out}.json"
     result: dict[str, Any] = json.loads(out_json.read_text()) if out_json.is_file() else {}
     needed = list(pols) if args.rank else []
-    needed += [n for n in args.coverage_policies.split(",") if n and args.datasets and n not in needed]
+    needed += [n for n in args.coverage_policies.split(",") if n and args.datasets and n not in needed
+               and not n.startswith(OWN)]  # own: policies get their truth per dataset
     truths = {}
     for n in needed:
         truths[n] = truth_of(n, pols[n], params, args.truth_episodes, args.truth_seed, args.work)
@@ -397,12 +437,15 @@ def main() -> None:
                 continue
             t1 = time.perf_counter()
             ds = make_dataset(params, seed, args.stays, args.work)
-            cov[str(seed)] = evaluate_all(ds, params, pols, names)
+            mine = {**pols, **own_policies(ds, pols, names)}
+            cov[str(seed)] = evaluate_all(ds, params, mine, names)
+            for n in names:
+                if n.startswith(OWN):
+                    cov[str(seed)][n]["truth"] = truth_of(f"{n}@ds{seed}", mine[n], params, args.truth_episodes,
+                                                          args.truth_seed, args.work)
             part.write_text(json.dumps(cov))
             print(f"dataset {seed}: {time.perf_counter() - t1:.0f} s", file=sys.stderr, flush=True)
-        result["coverage"] = {"datasets": len(cov), "stays": args.stays, "policies": names,
-                              "summary": summarise_coverage(cov, result["truth"], targets),
-                              "by_policy": summarise_coverage(cov, result["truth"], targets, by_policy=True)}
+        result["coverage"] = coverage_result(cov, result["truth"], targets, names, args.stays, params)
     result["meta"] = {"date": dt.date.today().isoformat(), "command": " ".join(sys.argv),
                       "seconds": round(time.perf_counter() - t0, 1), "truth_episodes": args.truth_episodes,
                       "truth_seed": args.truth_seed, "fqe": params["ope"].get("fqe")}
@@ -448,6 +491,13 @@ def write_report(result: dict[str, Any], args: argparse.Namespace) -> None:
         if "by_policy" in c:
             keep = [r for r in c["by_policy"] if r["estimator"] in ("fqe", "wdr", ope_stage.HULL)]
             md += ["Per policy (FQE, WDR and their hull):", "",
+                   table(keep, ["target", "estimator", "policy", "intervals", "coverage", "median_width",
+                                "median_rel_error"]), ""]
+        if c.get("gate_regime"):
+            keep = [r for r in c["gate_regime_by_policy"] if r["estimator"] in ("fqe", "wdr", ope_stage.HULL)]
+            md += [f"### Where the gate decides: intervals with ESS ≥ min_ess = {c['min_ess']:g}", "",
+                   table(c["gate_regime"], ["target", "estimator", "intervals", "coverage", "median_width",
+                                            "median_rel_error"]), "", "Per policy (FQE, WDR and their hull):", "",
                    table(keep, ["target", "estimator", "policy", "intervals", "coverage", "median_width",
                                 "median_rel_error"]), ""]
     (HERE / "results" / f"{args.out}.md").write_text("\n".join(md) + "\n")
