@@ -383,7 +383,7 @@ def main() -> None:
     if args.report_only:  # from the saved .json, or a partial coverage run's per-dataset file
         saved = HERE / "results" / f"{args.out}.json"
         result = json.loads(saved.read_text()) if saved.is_file() else {}
-        parts = sorted(args.work.glob(f"coverage_{args.out}*.json"))  # runs split over seed ranges
+        parts = sorted(args.work.glob(f"coverage_{args.out}_[0-9]*.json"))  # runs split over seed ranges
         if parts:
             cov = {k: v for part in parts for k, v in json.loads(part.read_text()).items()}
             names = [n for n in args.coverage_policies.split(",") if n]
@@ -427,7 +427,7 @@ def main() -> None:
     if args.datasets:
         names = [n for n in args.coverage_policies.split(",") if n]
         cov: dict[str, Any] = {}
-        parts = sorted(args.work.glob(f"coverage_{args.out}*.json"))  # runs split over seed ranges
+        parts = sorted(args.work.glob(f"coverage_{args.out}_[0-9]*.json"))  # runs split over seed ranges
         if parts:
             cov = {k: v for part in parts for k, v in json.loads(part.read_text()).items()}
         part = args.work / f"coverage_{args.out}_{args.first_seed}.json"  # this process's seed range
