@@ -6,7 +6,8 @@
 * ``simulate-truth`` (:func:`run_truth`): on the demo source, the simulator's true values of the behaviour policy and
   of every served policy ``data/models/policies/<run>/seed<seed>/`` (:func:`ogsrl.synth.stage.run_truth`, the same
   policy object), written to ``data/reports/truth.json``. Each policy's result is cached in ``data/truth/`` under a
-  hash of its checkpoint files and the truth settings, so adding a policy simulates only that one. Other sources:
+  hash of its checkpoint files, the truth settings and the simulation code (:func:`truth_code_sha256`), so adding a
+  policy simulates only that one. Other sources:
   ``{"truth/available": false}``.
 * ``evaluate`` (:func:`run`): for every run × seed on the test split: WIS and PDWIS (plus ``*_clip``), FQE (critic
   fitted on the train split, :mod:`ogsrl.ope.fqe`), and per-decision DR / WDR with that critic
@@ -165,6 +166,23 @@ def _policy_hash(path: Path) -> str:
     return dir_sha256(path)
 
 
+TRUTH_CODE = ("synth", "cohort", "agents", "guardian", "costs.py", "features.py")
+"""the ogsrl modules a true value depends on (the stage's code dependencies in dvc.yaml, this file aside)"""
+
+
+def truth_code_sha256() -> str:
+    """SHA-256 over the source (``*.py``, by relative path) of :data:`TRUTH_CODE`: part of every truth cache key, so a
+    change to the simulator or the served policies' code invalidates the persisted cache."""
+    pkg = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for name in TRUTH_CODE:
+        p = pkg / name
+        for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
+            h.update(f.relative_to(pkg).as_posix().encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def run_truth(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     """Stage ``simulate-truth``: true values of the behaviour policy and every run × seed (demo source only)."""
     cfg = ope_config(params)
@@ -180,7 +198,7 @@ def run_truth(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     from ogsrl.synth import stage as synth_stage
 
     settings = json.dumps({k: params.get(k) for k in ("synth", "cohort", "costs")}, sort_keys=True, default=str)
-    base = hashlib.sha256(f"{settings}|{cfg.truth_episodes}|{cfg.seed}".encode()).hexdigest()
+    base = hashlib.sha256(f"{settings}|{cfg.truth_episodes}|{cfg.seed}|{truth_code_sha256()}".encode()).hexdigest()
     keys = [BEHAVIOUR] + [f"{r}/seed{s}" for r in pcfg.runs for s in pcfg.seeds]
     remove_temporaries(root / TRUTH_DIR)  # a killed earlier run's half-written cache entries
     out = {"truth/available": True, "truth/episodes": cfg.truth_episodes, "truth/seed": cfg.seed}

@@ -128,6 +128,12 @@ def test_demo_source_puts_true_values_beside_the_estimates(trained: Path, monkey
     written = json.loads((trained / "data/reports/truth.json").read_text())
     assert "truth/cached_policies" not in written  # a cache hit must not change evaluate's dependency
     assert written == {k: v for k, v in again.items() if k != "truth/cached_policies"}
+    code = stage.truth_code_sha256()
+    monkeypatch.setattr(stage, "TRUTH_CODE", ("synth",))  # other simulation code: every cached value is stale
+    assert stage.truth_code_sha256() != code
+    assert stage.run_truth(_params(source="demo"), trained)["truth/cached_policies"] == 0 and len(calls) == 4
+    monkeypatch.setattr(stage, "TRUTH_CODE", ("synth", "cohort", "agents", "guardian", "costs.py", "features.py"))
+    assert stage.truth_code_sha256() == code  # by source only: the interpreter's caches (__pycache__) do not count
     metrics = stage.run(_params(source="demo"), trained)
     assert metrics["truth/available"] is True
     assert metrics["truth/soc/seed42/mortality_hosp"] == 0.2 and metrics["truth/behaviour/return"] == -15.0
@@ -144,7 +150,7 @@ def test_demo_source_puts_true_values_beside_the_estimates(trained: Path, monkey
     discounted = stage.run({**_params(source="demo"), "ope": {**_params()["ope"], "gamma": 0.9}}, trained)
     assert "soc/seed42/wis/return/covers_truth" not in discounted  # truth's return is undiscounted
     other = stage.run_truth(_params(), trained)
-    assert other == {"truth/available": False} and len(calls) == 2
+    assert other == {"truth/available": False} and len(calls) == 4
 
 
 def test_adding_a_policy_never_changes_another_policys_numbers(trained: Path) -> None:
