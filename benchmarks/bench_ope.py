@@ -28,6 +28,10 @@ project's), ``own:mix<p>_<name>`` the mixture of it (share p %, default 50) with
 dataset's clinicians, so their importance weights keep an effective sample size where the gate decides. Their truth
 is simulated per dataset.
 
+With ``--rank`` (or ``--support`` on a saved rank page) every ranked policy also gets its share of own actions the
+project's guardian rejects on the test states (the gate's support check), and the ranking is repeated over the
+policies that check admits.
+
 Usage:
   .venv/bin/python benchmarks/bench_ope.py --root . [--rank] [--datasets 20] [--stays 2500]
       [--coverage-policies soc/seed42,gmb_cpo/seed42,heuristic0.5,mix_clinician_clone_heuristic1.0]
@@ -259,6 +263,24 @@ def make_dataset(params: dict, seed: int, stays: int, work: Path) -> Path:
 ESTIMATORS = ("wis", "pdwis", "wis_clip", "pdwis_clip", "fqe", "dr", "wdr", ope_stage.HULL)
 
 
+def add_support(rank: dict, root: Path, params: dict, pols: dict[str, Any], truths: dict, targets: list[str]) -> None:
+    """Each ranked policy's share of own actions on the test states that the project's guardian rejects (the gate's
+    support check, seed ``registry.gate.support_seed``), and the ranking over the policies the gate would consider
+    (share ≤ ``registry.gate.max_support_reject_share``): OPE cannot know the value of doses the data never shows."""
+    from ogsrl import guardian
+    from ogsrl.agents.inputs import GUARDIAN_DIR
+    from ogsrl.registry.stage import support_reject_share
+
+    gate = (params.get("registry") or {}).get("gate") or {}
+    limit, seed = float(gate.get("max_support_reject_share", 0.10)), int(gate.get("support_seed", 42))
+    g = guardian.load(root / GUARDIAN_DIR)
+    for n, r in rank["policies"].items():
+        r["support_reject_share"] = support_reject_share(pols[n], g, root / "data/trajectories/test.parquet", seed)
+    kept = {n: r for n, r in rank["policies"].items() if r["support_reject_share"] <= limit}
+    rank["support_limit"] = limit
+    rank["supported_summary"] = summarise_rank(kept, truths, targets)
+
+
 def summarise_rank(rank: dict, truths: dict, targets: list[str]) -> list[dict]:
     rows = []
     names = list(rank)
@@ -378,6 +400,8 @@ def main() -> None:
     ap.add_argument("--fqe-refits", type=int, default=None, help="override ope.fqe.refits")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_ope"))
     ap.add_argument("--out", default="ope")
+    ap.add_argument("--support", action="store_true",
+                    help="add the guardian's support shares to the saved rank page --out (no OPE rerun)")
     ap.add_argument("--report-only", action="store_true", help="rewrite the .md page from the saved .json")
     args = ap.parse_args()
     if args.report_only:  # from the saved .json, or a partial coverage run's per-dataset file
@@ -424,6 +448,8 @@ def main() -> None:
     if args.rank:
         rank = evaluate_all(root, params, pols, list(pols))
         result["rank"] = {"policies": rank, "summary": summarise_rank(rank, truths, targets)}
+    if args.rank or args.support:  # --support alone: add the shares to the saved rank page's policies
+        add_support(result["rank"], root, params, pols, truths or result["truth"], targets)
     if args.datasets:
         names = [n for n in args.coverage_policies.split(",") if n]
         cov: dict[str, Any] = {}
@@ -446,9 +472,12 @@ def main() -> None:
             part.write_text(json.dumps(cov))
             print(f"dataset {seed}: {time.perf_counter() - t1:.0f} s", file=sys.stderr, flush=True)
         result["coverage"] = coverage_result(cov, result["truth"], targets, names, args.stays, params)
-    result["meta"] = {"date": dt.date.today().isoformat(), "command": " ".join(sys.argv),
-                      "seconds": round(time.perf_counter() - t0, 1), "truth_episodes": args.truth_episodes,
-                      "truth_seed": args.truth_seed, "fqe": params["ope"].get("fqe")}
+    if args.support and not (args.rank or args.datasets):  # the page's numbers still come from its own command
+        result["meta"]["support_command"] = " ".join(sys.argv)
+    else:
+        result["meta"] = {"date": dt.date.today().isoformat(), "command": " ".join(sys.argv),
+                          "seconds": round(time.perf_counter() - t0, 1), "truth_episodes": args.truth_episodes,
+                          "truth_seed": args.truth_seed, "fqe": params["ope"].get("fqe")}
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(result, indent=1, default=float))
     write_report(result, args)
@@ -460,6 +489,8 @@ def write_report(result: dict[str, Any], args: argparse.Namespace) -> None:
 
     md = [f"# OPE against simulator truth: {args.out} (`benchmarks/bench_ope.py`, {result['meta']['date']})", "",
           f"Command: `{result['meta']['command']}`", "",
+          *([f"Support shares added by `{result['meta']['support_command']}`.", ""]
+            if result["meta"].get("support_command") else []),
           f"Machine: {platform.machine()}, {os.cpu_count()} CPUs shared with other jobs, one torch thread; "
           f"{result['meta']['seconds']:.0f} s in all. Truth: `ogsrl truth` code, cohort population, "
           f"{result['meta']['truth_episodes']} patients per policy, seed {result['meta']['truth_seed']} (never an "
@@ -471,16 +502,25 @@ def write_report(result: dict[str, Any], args: argparse.Namespace) -> None:
                                                  *(["separated_pairs", "concordance"] if "concordance" in
                                                    result["rank"]["summary"][0] else []),
                                                  "regret", "selected"]), ""]
+        if result["rank"].get("supported_summary"):
+            md += [f"Over the policies the gate's support check admits (the guardian rejects ≤ "
+                   f"{result['rank']['support_limit']:g} of their own actions on the test states; column "
+                   "`rejected` below):", "",
+                   table(result["rank"]["supported_summary"], ["target", "estimator", "policies", "median_rel_error",
+                                                               "spearman", "separated_pairs", "concordance",
+                                                               "regret", "selected"]), ""]
         pr = result["rank"]["policies"]
         rows = [{"policy": n, "true return": result["truth"][n]["return"],
                  "±": true_half_width(result["truth"][n], "return"),
                  "true mortality": result["truth"][n]["mortality_hosp"],
                  "true cost_total": result["truth"][n]["cost_return_cost_total"],
                  "ESS": pr[n]["estimates"].get("fqe/return", {}).get("ess", float("nan")),
+                 "rejected": pr[n].get("support_reject_share", float("nan")),
                  **{e: pr[n]["estimates"].get(f"{e}/return", {}).get("value", float("nan"))
                     for e in ("wis_clip", "pdwis_clip", "fqe", "dr", "wdr")}} for n in pr]
         md += ["Per policy (reward return; estimates' point values):", "",
-               table(rows, ["policy", "true return", "±", "true mortality", "true cost_total", "ESS", "wis_clip",
+               table(rows, ["policy", "true return", "±", "true mortality", "true cost_total", "ESS", "rejected",
+                            "wis_clip",
                             "pdwis_clip", "fqe",
                             "dr", "wdr"]), ""]
     if "coverage" in result:
