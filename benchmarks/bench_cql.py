@@ -22,7 +22,9 @@ mode (deterministic, like d3rlpy's), beside the clinicians.
 
 Usage:
   .venv/bin/python benchmarks/bench_cql.py --root /work/main --d3-python /work/d3venv/bin/python [--steps 1000]
-Writes benchmarks/results/cql.md (collected into benchmarks/RESULTS.md by collect.py) and benchmarks/results/cql.json.
+Writes benchmarks/results/<--out, default cql>.md (collected into benchmarks/RESULTS.md by collect.py) and .json. The
+machine line records torch's CPU capability and whether the CPU has AMX tiles: the bfloat16 critics are ~2.7× faster
+than float32 with AMX and slower without (docs/policies-and-ope.md, session 12).
 """
 
 from __future__ import annotations
@@ -99,6 +101,12 @@ def truth(params: dict, root: Path, policy: object, episodes: int, seed: int) ->
     return res.to_dict()
 
 
+def amx_supported() -> bool:
+    """Whether this CPU has AMX tiles, where the bfloat16 critics pay off (without them: slower than float32)."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe()) if probe is not None else False
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=Path("."), help="project holding data/trajectories and params.yaml")
@@ -110,6 +118,7 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=11, help="truth patients")
     ap.add_argument("--train-seed", type=int, default=42)
+    ap.add_argument("--out", default="cql", help="result page name under benchmarks/results/")
     args = ap.parse_args()
     torch.set_num_threads(1)
     allocator = env.keep_freed_memory()
@@ -121,7 +130,8 @@ def main() -> None:
     data = cql.transitions(frame, names, COSTS, mean, std)
     out: dict = {"date": dt.date.today().isoformat(), "load_before": f"{os.getloadavg()[0]:.2f}", "steps": args.steps,
                  "hidden": args.hidden, "gamma": args.gamma, "rows": len(frame),
-                 "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "speed": {}}
+                 "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch CPU capability "
+                            f"{torch.backends.cpu.get_cpu_capability()}, AMX tiles: {amx_supported()}", "speed": {}}
     with tempfile.TemporaryDirectory() as tmp:
         npz = Path(tmp) / "data.npz"
         np.savez(npz, obs=data.obs_n.numpy(), act=(2.0 * data.y - 1.0).numpy(), rew=data.rew.numpy(),
@@ -174,10 +184,11 @@ def main() -> None:
     ratio = {k: (rate[k][0] / rate["d3rlpy"][0], rate[k][1] / rate["d3rlpy"][1]) for k in rate}
     out["ratio"] = ratio
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "cql.json").write_text(json.dumps(out, indent=2, default=str) + "\n", encoding="utf-8")
+    (HERE / "results" / f"{args.out}.json").write_text(json.dumps(out, indent=2, default=str) + "\n", encoding="utf-8")
     lines = [f"# CQL vs d3rlpy {d3['version']} (`benchmarks/bench_cql.py`, {out['date']})\n",
              f"Command: `.venv/bin/python benchmarks/bench_cql.py --root {args.root} --d3-python {args.d3_python} "
-             f"--steps {args.steps}`. {out['machine']}, load average before the run {out['load_before']}, one "
+             f"--steps {args.steps} --out {args.out}`. {out['machine']}, load average before the run "
+             f"{out['load_before']}, one "
              f"torch thread each (ours with glibc keeping freed blocks: {allocator}); "
              f"{len(frame)} train transitions ({len(names)}-d state, 2-d dose), networks {args.hidden}, batch 256, "
              f"γ = {args.gamma}, {args.steps} updates each (ours float32: {sp['ours_float32']['steps']}, speed "
@@ -200,7 +211,7 @@ def main() -> None:
                      f"{r['truth/cost_return_cost_urine_low']:.2f} |")
     text = "\n".join(lines) + "\n"
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "cql.md").write_text(text, encoding="utf-8")
+    (HERE / "results" / f"{args.out}.md").write_text(text, encoding="utf-8")
     print(text)
 
 

@@ -24,9 +24,9 @@ width, over every interval and over those the promotion gate would act on (ESS �
 it the gate says "insufficient evidence"). Truth: ``ogsrl truth`` code (cohort population), ``--truth-episodes``
 patients, seed ``--truth-seed``, once per policy (cached in the work directory).
 A coverage policy named ``own:clone`` is each dataset's own π̂_b (the clinicians of that dataset, as SOC is of the
-project's), ``own:mix<p>_<name>`` the mixture of it (share p %, default 50) with the project's policy ``<name>``: policies near each
-dataset's clinicians, so their importance weights keep an effective sample size where the gate decides. Their truth
-is simulated per dataset.
+project's), ``own:mix<p>_<name>`` the mixture of it (share p %, default 50) with the project's policy ``<name>``:
+policies near each dataset's clinicians, so their importance weights keep an effective sample size where the gate
+decides. Their truth is simulated per dataset.
 
 With ``--rank`` (or ``--support`` on a saved rank page) every ranked policy also gets its share of own actions the
 project's guardian rejects on the test states (the gate's support check), and the ranking is repeated over the
@@ -71,7 +71,7 @@ JITTER = 0.3
 
 
 class Mixture:
-    """π = w π_a + (1 − w) π_b (draw a component per row; density the weighted mean of the two); w = ½ by default."""
+    """π = w π_a + (1 − w) π_b (a component drawn per row; density the weighted mean of the two); w = ½ by default."""
 
     def __init__(self, a: Any, b: Any, w: float = 0.5) -> None:
         self.a, self.b, self.w = a, b, w
