@@ -101,12 +101,6 @@ def truth(params: dict, root: Path, policy: object, episodes: int, seed: int) ->
     return res.to_dict()
 
 
-def amx_supported() -> bool:
-    """Whether this CPU has AMX tiles, where the bfloat16 critics pay off (without them: slower than float32)."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(probe()) if probe is not None else False
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=Path("."), help="project holding data/trajectories and params.yaml")
@@ -131,7 +125,7 @@ def main() -> None:
     out: dict = {"date": dt.date.today().isoformat(), "load_before": f"{os.getloadavg()[0]:.2f}", "steps": args.steps,
                  "hidden": args.hidden, "gamma": args.gamma, "rows": len(frame),
                  "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch CPU capability "
-                            f"{torch.backends.cpu.get_cpu_capability()}, AMX tiles: {amx_supported()}", "speed": {}}
+                            f"{torch.backends.cpu.get_cpu_capability()}, AMX tiles: {cql.resolve_precision('auto') == 'bfloat16'}", "speed": {}}
     with tempfile.TemporaryDirectory() as tmp:
         npz = Path(tmp) / "data.npz"
         np.savez(npz, obs=data.obs_n.numpy(), act=(2.0 * data.y - 1.0).numpy(), rew=data.rew.numpy(),

@@ -141,6 +141,16 @@ def test_warm_started_critics_read_the_logged_returns_at_the_start_states(logged
     assert np.isfinite(metrics["train/critic_warm_start_mse"])
 
 
+def test_auto_precision_picks_bfloat16_only_with_amx(logged: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cql.resolve_precision("float32") == "float32" and cql.resolve_precision("bfloat16") == "bfloat16"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert cql.resolve_precision("auto") == "bfloat16"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert cql.resolve_precision("auto") == "float32"
+    _, metrics, _, _ = _fit(logged, steps=100, precision="auto")  # the choice the run made is in its metrics
+    assert metrics["train/bfloat16_critics"] == 0.0
+
+
 @pytest.mark.parametrize(("key", "value", "match"), [
     ("critic_warm_start", -1, "critic_warm_start must be ≥ 0"), ("alpha", -1.0, "alpha must be ≥ 0"), ("tau", 0.0, "tau must lie in"), ("n_action_samples", 0, "n_action_samples"),
     ("precision", "float16", "precision"), ("nonsense", 1, r"unknown key\(s\) policies.algorithms.cql.nonsense"),
