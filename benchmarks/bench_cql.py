@@ -122,10 +122,11 @@ def main() -> None:
     names = meta["state_features"]
     mean, std = common.fit_normaliser(frame[list(names)].to_numpy(np.float64))
     data = cql.transitions(frame, names, COSTS, mean, std)
+    amx = cql.resolve_precision("auto") == "bfloat16"
     out: dict = {"date": dt.date.today().isoformat(), "load_before": f"{os.getloadavg()[0]:.2f}", "steps": args.steps,
                  "hidden": args.hidden, "gamma": args.gamma, "rows": len(frame),
                  "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch CPU capability "
-                            f"{torch.backends.cpu.get_cpu_capability()}, AMX tiles: {cql.resolve_precision('auto') == 'bfloat16'}", "speed": {}}
+                            f"{torch.backends.cpu.get_cpu_capability()}, AMX tiles: {amx}", "speed": {}}
     with tempfile.TemporaryDirectory() as tmp:
         npz = Path(tmp) / "data.npz"
         np.savez(npz, obs=data.obs_n.numpy(), act=(2.0 * data.y - 1.0).numpy(), rew=data.rew.numpy(),

@@ -320,11 +320,11 @@ def own_policies(ds: Path, pols: dict[str, Any], names: list[str]) -> dict[str, 
     out: dict[str, Any] = {}
     for n in (n for n in names if n.startswith(OWN)):
         what = n.removeprefix(OWN)
+        mix = re.fullmatch(r"mix(\d*)_(.+)", what)
         if what == "clone":
             out[n] = clone
-        elif re.fullmatch(r"mix\d*_.+", what) and what.split("_", 1)[1] in pols:
-            share = what.split("_", 1)[0].removeprefix("mix")
-            out[n] = Mixture(clone, pols[what.split("_", 1)[1]], int(share) / 100 if share else 0.5)
+        elif mix and mix[2] in pols:
+            out[n] = Mixture(clone, pols[mix[2]], int(mix[1]) / 100 if mix[1] else 0.5)
         else:
             raise SystemExit(f"--coverage-policies: unknown {n!r} (own:clone or own:mix[<clone %>]_<policy>)")
     return out
@@ -352,7 +352,7 @@ def summarise_coverage(cov: dict, truths: dict, targets: list[str], by_policy: b
             for ds in cov.values():
                 for name, r in ds.items():
                     est = estimate_of(r, e, target) if group in (None, name) else None
-                    if est is None or not est.get("ess", np.inf) >= min_ess:
+                    if est is None or (min_ess > 0 and not est.get("ess", np.nan) >= min_ess):  # unknown: out
                         continue
                     t = true_target(r.get("truth") or truths[name], target)
                     hits.append(est["ci_low"] <= t <= est["ci_high"])
@@ -449,6 +449,11 @@ def main() -> None:
         rank = evaluate_all(root, params, pols, list(pols))
         result["rank"] = {"policies": rank, "summary": summarise_rank(rank, truths, targets)}
     if args.rank or args.support:  # --support alone: add the shares to the saved rank page's policies
+        missing = sorted(set(result.get("rank", {}).get("policies", {})) - set(pols)) if "rank" in result else None
+        if missing is None or missing:
+            raise SystemExit(f"--support: {out_json} has no rank page" if missing is None else
+                             f"--support: policies {missing} of {out_json} are not built here (pass --spread as its "
+                             "rank run did?)")
         add_support(result["rank"], root, params, pols, truths or result["truth"], targets)
     if args.datasets:
         names = [n for n in args.coverage_policies.split(",") if n]

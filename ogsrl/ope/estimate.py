@@ -4,7 +4,7 @@
   the importance weights for OPE, the number of patients for a plain mean such as the truth).
 * :class:`Episodes` / :func:`pad_by_stay` — a trajectory table (rows sorted by stay and step) as ``(N, T)`` arrays,
   padded as an absorbing state: every value 0 after a stay's last step, ``mask`` False there.
-* :func:`hull` — the interval hull of several estimators' intervals (the promotion gate's default).
+* :func:`hull` — the interval hull of several estimators' intervals (``hull_fqe_wdr`` in the OPE metrics).
 * :func:`policy_seed` — a bootstrap seed derived from the base seed and a policy key, so adding or removing a policy
   never changes another policy's random draws.
 """

@@ -331,7 +331,8 @@ CRITIC_STREAM = 0x46514500  # "FQE": keeps the critics' stream apart from every 
 
 
 HULL = "hull_fqe_wdr"
-"""the interval hull of FQE and WDR (value: FQE's): the gate's default estimator (docs/policies-and-ope.md)"""
+"""the interval hull of FQE and WDR (value: FQE's), reported beside them; the gate reads it when
+``registry.estimator`` names it (not the default: docs/policies-and-ope.md)"""
 
 
 def critic_seeds(seed: int) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
