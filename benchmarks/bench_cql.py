@@ -101,6 +101,47 @@ def truth(params: dict, root: Path, policy: object, episodes: int, seed: int) ->
     return res.to_dict()
 
 
+def critic_flops(rows: int, dims: tuple[int, ...], input_grad: bool = False, weight_grad: bool = False) -> float:
+    """Multiply-add FLOPs (2 per MAC) of one MLP critic with layer widths ``dims`` on ``rows`` inputs: the forward,
+    plus the backward's input gradients (every layer but the first, all of them with ``input_grad``) and weight
+    gradients (every layer) when asked."""
+    macs = [a * b for a, b in zip(dims[:-1], dims[1:])]
+    total = sum(macs)
+    if weight_grad:
+        total += sum(macs)
+    total += sum(macs) if input_grad else (sum(macs[1:]) if weight_grad else 0)
+    return 2.0 * rows * total
+
+
+def ceiling(state_dim: int, action_dim: int, hidden: tuple[int, ...], batch: int, samples: int) -> dict:
+    """The fastest any implementation of each library's CQL update could run on this CPU: its critic matmul FLOPs
+    per update (twin critics; the actor's own network and all element-wise work left out, so a lower bound on the
+    work) over the single-thread GEMM rate measured here on the critics' hidden-layer shape, float32 and bfloat16.
+
+    Rows per update — ours: B(1 + 3N) through forward and backward (data action fused with the logsumexp draws),
+    B target rows, B·K·2^A actor rows (the exact expectation over the zero patterns, K = 1) forward and input
+    gradient. d3rlpy 2.8 (``CQLImpl``): B TD rows + 3BN draw rows + B rows recomputed for E_D[Q], B target rows, B
+    actor rows."""
+    dims = (state_dim + action_dim, *hidden, 1)
+    e = 2
+    ours = e * (critic_flops(batch * (1 + 3 * samples), dims, weight_grad=True) + critic_flops(batch, dims)
+                + critic_flops(batch * 2 ** action_dim, dims, input_grad=True))
+    d3 = e * (critic_flops(batch * (2 + 3 * samples), dims, weight_grad=True) + critic_flops(batch, dims)
+              + critic_flops(batch, dims, input_grad=True))
+    rows, width = batch * (1 + 3 * samples), hidden[-1]
+    rate = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, w = torch.randn(rows, width, dtype=dtype), torch.randn(width, width, dtype=dtype)
+        for _ in range(3):
+            a @ w
+        t = time.perf_counter()
+        for _ in range(30):
+            a @ w
+        rate[str(dtype).removeprefix("torch.")] = 2.0 * rows * width * width * 30 / (time.perf_counter() - t)
+    return {"flops_ours": ours, "flops_d3rlpy": d3, "gemm_flops_per_s": rate,
+            "gemm_shape": [rows, width, width]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=Path("."), help="project holding data/trajectories and params.yaml")
@@ -149,8 +190,9 @@ def main() -> None:
             print(f"  {steps / d3['wall']:.2f} updates/s wall, {steps / d3['cpu']:.2f} per CPU second", flush=True)
         d3_policy = TorchScriptPolicy(policy_file, names, mean, std)
         ours = {}
-        for precision in ("bfloat16", "float32"):
-            steps = args.steps if precision == "bfloat16" else max(args.steps // 5, 50)  # float32: speed only
+        default = cql.resolve_precision("auto")
+        for precision in (default, *({"bfloat16", "float32"} - {default})):
+            steps = args.steps if precision == default else max(args.steps // 5, 50)  # the other: speed only
             cfg = cql.Config(steps=steps, batch_size=256, critic_hidden=tuple(args.hidden), hidden=tuple(args.hidden),
                              warm_start=False, alpha=5.0, precision=precision, log_every=max(steps // 4, 1))
             actor = op.fresh_actor(names, tuple(args.hidden), 1, frame[list(names)].to_numpy(np.float64),
@@ -163,8 +205,9 @@ def main() -> None:
             w, c = time.perf_counter() - w, time.process_time() - c
             out["speed"][f"ours_{precision}"] = {"wall": w, "cpu": c, "steps": steps}
             print(f"  {steps / w:.2f} updates/s wall, {steps / c:.2f} per CPU second", flush=True)
-            if precision == "bfloat16":
+            if precision == default:
                 ours = trained
+        out["ceiling"] = ceiling(len(names), 2, tuple(args.hidden), 256, 10)
     from ogsrl.agents.actor import SavedPolicy
 
     rows = {}
@@ -186,15 +229,28 @@ def main() -> None:
              f"{out['load_before']}, one "
              f"torch thread each (ours with glibc keeping freed blocks: {allocator}); "
              f"{len(frame)} train transitions ({len(names)}-d state, 2-d dose), networks {args.hidden}, batch 256, "
-             f"γ = {args.gamma}, {args.steps} updates each (ours float32: {sp['ours_float32']['steps']}, speed "
-             f"only), clock started after {args.warmup} warm-up updates.\n",
+             f"γ = {args.gamma}, {args.steps} updates each (ours in the precision `auto` picks here, {default}; the "
+             f"other {min(v['steps'] for v in sp.values())} updates, speed only), clock started after {args.warmup} "
+             "warm-up updates.\n",
              "| learner | updates/s (wall) | updates per CPU second | ratio to d3rlpy (wall / CPU) |",
              "|---|---|---|---|"]
     labels = {"d3rlpy": "d3rlpy CQL (as installed)",
               "d3rlpy_allocator": "d3rlpy CQL, glibc keeping freed blocks (speed only)",
-              "ours_bfloat16": "ours, critics' hidden layers bfloat16 (the default)", "ours_float32": "ours, float32"}
+              "ours_bfloat16": "ours, critics' hidden layers bfloat16", "ours_float32": "ours, float32"}
+    labels[f"ours_{default}"] += " (`precision: auto` here)"
     for k in ("d3rlpy", "d3rlpy_allocator", "ours_bfloat16", "ours_float32"):
         lines.append(f"| {labels[k]} | {rate[k][0]:.2f} | {rate[k][1]:.2f} | {ratio[k][0]:.2f} / {ratio[k][1]:.2f} |")
+    top = out["ceiling"]
+    best = max(top["gemm_flops_per_s"].values())
+    lines += ["", f"Arithmetic ceiling (`ceiling()`): the critics' matmuls alone are {top['flops_ours'] / 1e9:.2f} GFLOP "
+              f"per update for ours and {top['flops_d3rlpy'] / 1e9:.2f} for d3rlpy; one thread multiplies the "
+              f"{'×'.join(map(str, top['gemm_shape']))} hidden-layer shape at "
+              + " and ".join(f"{v / 1e9:.0f} GFLOP/s in {k}" for k, v in top["gemm_flops_per_s"].items())
+              + f". No implementation of either update runs faster than {best / top['flops_ours']:.1f} (ours) / "
+              f"{best / top['flops_d3rlpy']:.1f} (d3rlpy) updates/s here: at most "
+              f"{best / top['flops_ours'] / rate['d3rlpy'][0]:.2f}× d3rlpy's measured rate. Achieved: d3rlpy "
+              f"{rate['d3rlpy'][0] * top['flops_d3rlpy'] / 1e9:.0f} GFLOP/s, ours "
+              f"{rate[f'ours_{default}'][0] * top['flops_ours'] / 1e9:.0f} GFLOP/s."]
     lines += ["", f"Truth ({args.episodes} simulated patients, seed {args.seed}, cohort population; policies after "
               f"{args.steps} updates):", "",
               "| policy | true SOFA return | true in-hospital mortality | true cost_spo2_low / cost_urine_low per stay |",

@@ -192,41 +192,40 @@ def _linear_relu(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Ten
     return torch.addmm(b, x, w.t()).relu_()
 
 
-class _LowPrecisionMLP(torch.autograd.Function):
-    """One critic: bfloat16 hidden layers (float32 weight masters), float32 head, written-out backward.
+class _FusedMLP(torch.autograd.Function):
+    """One critic with a written-out backward: hidden layers in ``dtype`` (float32 weight masters), float32 head.
 
-    Faster on this CPU than autograd over the same bfloat16 layers (docs/policies-and-ope.md, "Speed against
-    d3rlpy"): the head's input gradient is a bfloat16 outer product instead of a rank-1 float32 matmul plus a float32
-    copy of the whole activation gradient, the ReLU runs inside the matmul, and weight gradients are computed only
-    when asked for (the actor's step needs the input's gradient alone).
+    Faster on a CPU than autograd over the same layers (docs/policies-and-ope.md, "Speed against d3rlpy"): the ReLU
+    runs inside the matmul (one pass over each activation fewer), the head's input gradient is an outer product
+    instead of a rank-1 matmul, no graph is recorded, and weight gradients are computed only when asked for (the
+    actor's step needs the input's gradient alone). ``dtype`` bfloat16 pays only on CPUs with AMX tiles.
 
-    ``apply(x (N, D) float32, w₀, b₀, …, w_L (1, H), b_L (1,))`` → q ``(N,)`` float32.
+    ``apply(dtype, x (N, D) float32, w₀, b₀, …, w_L (1, H), b_L (1,))`` → q ``(N,)`` float32.
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        low = torch.bfloat16
-        hidden = [(params[i].to(low), params[i + 1].to(low)) for i in range(0, len(params) - 2, 2)]
-        acts = [x.to(low)]
+    def forward(ctx: Any, dtype: torch.dtype, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        hidden = [(params[i].to(dtype), params[i + 1].to(dtype)) for i in range(0, len(params) - 2, 2)]
+        acts = [x.to(dtype)]
         for w, b in hidden:
             acts.append(_linear_relu(acts[-1], w, b))
         top = acts[-1].float()
         w_head, b_head = params[-2], params[-1]
         ctx.save_for_backward(*acts, top, w_head, *(w for w, _ in hidden))
-        ctx.layers = len(hidden)
+        ctx.layers, ctx.dtype = len(hidden), dtype
         return torch.mv(top, w_head[0]) + b_head
 
     @staticmethod
     def backward(ctx: Any, grad_q: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
-        saved, layers = ctx.saved_tensors, ctx.layers
+        saved, layers, dtype = ctx.saved_tensors, ctx.layers, ctx.dtype
         acts, top, w_head, weights = saved[:layers + 1], saved[layers + 1], saved[layers + 2], saved[layers + 3:]
-        needs = ctx.needs_input_grad  # (x, w₀, b₀, …, w_L, b_L)
+        needs = ctx.needs_input_grad[1:]  # (x, w₀, b₀, …, w_L, b_L)
         grads: list[torch.Tensor | None] = [None] * (2 * layers + 2)
         if needs[-2]:
             grads[-2] = torch.mv(top.t(), grad_q)[None, :]
         if needs[-1]:
             grads[-1] = grad_q.sum().reshape(1)
-        g = torch.outer(grad_q.to(torch.bfloat16), w_head[0].to(torch.bfloat16))  # ∂/∂(top layer)
+        g = torch.outer(grad_q.to(dtype), w_head[0].to(dtype))  # ∂/∂(top layer)
         grad_x = None
         for i in range(layers - 1, -1, -1):
             g = torch.ops.aten.threshold_backward(g, acts[i + 1], 0.0)
@@ -238,15 +237,15 @@ class _LowPrecisionMLP(torch.autograd.Function):
                 g = g @ weights[i]
         if needs[0]:
             grad_x = g.float()
-        return (grad_x, *grads)
+        return (None, grad_x, *grads)
 
 
 class CriticEnsemble(nn.Module):
     """E independent MLP critics (normalised s, y) (N, S + A) → Q (E, N), each initialised like :func:`common.mlp`.
 
     Weights ``(E, d_out, d_in)`` and biases ``(E, d_out)`` (float32 masters). Members run one after another as 2-D
-    matmuls, which the CPU's bfloat16 kernels run faster than batched ones; with ``precision="bfloat16"`` each member
-    is one :class:`_LowPrecisionMLP` (hidden layers in bfloat16, head and outputs in float32).
+    matmuls (faster on a CPU than batched ones), each one :class:`_FusedMLP`; ``precision="bfloat16"`` runs the hidden
+    layers in bfloat16 (head and outputs stay float32).
     """
 
     def __init__(self, n_in: int, hidden: tuple[int, ...], members: int, generator: torch.Generator,
@@ -260,7 +259,7 @@ class CriticEnsemble(nn.Module):
             self.weights.append(nn.Parameter((torch.rand(members, d_out, d_in, generator=generator) * 2 - 1) * bound))
             self.biases.append(nn.Parameter((torch.rand(members, d_out, generator=generator) * 2 - 1) * bound))
         self.members = members
-        self.low_precision = precision == "bfloat16"
+        self.dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
 
     def forward(self, x: torch.Tensor, frozen: bool = False) -> torch.Tensor:
         """``x (N, S + A)`` → Q ``(E, N)``, float32. With ``frozen`` the weights are detached (gradients reach ``x``
@@ -268,13 +267,7 @@ class CriticEnsemble(nn.Module):
         out = []
         for e in range(self.members):
             params = [t[e].detach() if frozen else t[e] for pair in zip(self.weights, self.biases) for t in pair]
-            if self.low_precision:
-                out.append(_LowPrecisionMLP.apply(x, *params))
-                continue
-            h = x
-            for i in range(0, len(params) - 2, 2):
-                h = torch.relu(nn.functional.linear(h, params[i], params[i + 1]))
-            out.append(nn.functional.linear(h, params[-2], params[-1]).squeeze(-1))
+            out.append(_FusedMLP.apply(self.dtype, x, *params))
         return torch.stack(out)
 
 
