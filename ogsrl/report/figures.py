@@ -48,9 +48,23 @@ def _figure(ncols: int = 1, width: float = 6.4, height: float = 3.6):  # noqa: A
     return fig, axes[0]
 
 
-def ope_vs_truth(est: pd.DataFrame, truth: Mapping[str, Mapping[str, float]], target: str) -> str | None:
+def value_axis(truth: np.ndarray, value: np.ndarray, ess: np.ndarray, min_ess: float) -> tuple[float, float]:
+    """Limits of the estimate axis: the true values and the estimates resting on at least ``min_ess`` effective
+    stays (an unknown ESS counts as enough), padded by 10 % of their span. Estimates on fewer stays — importance
+    weights that explode at ESS ≈ 1 — are left to run off the axis instead of squeezing every other point flat."""
+    enough = ~(np.asarray(ess, dtype=float) < min_ess)
+    span = np.r_[np.asarray(truth, dtype=float), np.asarray(value, dtype=float)[enough]]
+    span = span[np.isfinite(span)]
+    lo, hi = float(span.min()), float(span.max())
+    pad = 0.1 * (hi - lo) or 0.1 * max(abs(hi), 1.0)
+    return lo - pad, hi + pad
+
+
+def ope_vs_truth(est: pd.DataFrame, truth: Mapping[str, Mapping[str, float]], target: str,
+                 min_ess: float = 0.0) -> str | None:
     """Estimate (with its CI) against the simulator's true value, one marker per estimator, one point per policy;
-    None when no policy has a true value for ``target``."""
+    None when no policy has a true value for ``target``. Estimates with ESS below ``min_ess`` (those the gate calls
+    insufficient evidence) are drawn hollow and may lie off the axis (:func:`value_axis`); the title counts them."""
     from ogsrl.report.inputs import truth_of
 
     rows = est[est["target"] == target].copy()
@@ -58,6 +72,10 @@ def ope_vs_truth(est: pd.DataFrame, truth: Mapping[str, Mapping[str, float]], ta
     rows = rows.dropna(subset=["truth", "value"])
     if rows.empty:
         return None
+    ess = rows["ess"].astype(float) if "ess" in rows.columns else pd.Series(np.nan, index=rows.index)
+    thin = (ess < min_ess).to_numpy()
+    y_lo, y_hi = value_axis(rows["truth"].to_numpy(), rows["value"].to_numpy(), ess.to_numpy(), min_ess)
+    off_scale = int(((rows["value"] < y_lo) | (rows["value"] > y_hi)).sum())
     plt = _plt()
     with plt.rc_context(_RC):
         fig, (ax,) = _figure(width=6.0, height=4.2)
@@ -66,19 +84,24 @@ def ope_vs_truth(est: pd.DataFrame, truth: Mapping[str, Mapping[str, float]], ta
             lo = (g["value"] - g["ci_low"]).clip(lower=0).fillna(0)
             hi = (g["ci_high"] - g["value"]).clip(lower=0).fillna(0)
             jitter = (i - rows["estimator"].nunique() / 2) * 0.004 * (np.ptp(rows["truth"]) or 1.0)
-            ax.errorbar(g["truth"] + jitter, g["value"], yerr=[lo, hi], fmt=markers[i % len(markers)], ms=5,
-                        capsize=2, label=name, alpha=0.85)
-        span = np.r_[rows["truth"], rows["value"]]
-        lo_v, hi_v = float(np.nanmin(span)), float(np.nanmax(span))
-        pad = 0.05 * (hi_v - lo_v or 1.0)
-        ax.plot([lo_v - pad, hi_v + pad], [lo_v - pad, hi_v + pad], color="grey", lw=1, ls="--", label="y = x")
+            bars = ax.errorbar(g["truth"] + jitter, g["value"], yerr=[lo, hi], fmt=markers[i % len(markers)], ms=5,
+                               capsize=2, label=name, alpha=0.85)
+            hollow = thin[rows.index.get_indexer(g.index)]
+            if hollow.any():
+                ax.plot((g["truth"] + jitter)[hollow], g["value"][hollow], markers[i % len(markers)], ms=5,
+                        mfc="white", mec=bars.lines[0].get_color())
+        ends = [max(y_lo, float(rows["truth"].min())), min(y_hi, float(rows["truth"].max()))]
+        ax.plot(ends, ends, color="grey", lw=1, ls="--", label="y = x")
         for p, g in rows.groupby("policy"):
-            ax.annotate(p.replace("/seed", " s"), (g["truth"].iloc[0], g["value"].max()), fontsize=7,
+            ax.annotate(p.replace("/seed", " s"), (g["truth"].iloc[0], min(g["value"].max(), y_hi)), fontsize=7,
                         xytext=(3, 4), textcoords="offset points", color="#444")
+        ax.set_ylim(y_lo, y_hi)
         ax.set_xlabel(f"true {target} (simulator)")
         ax.set_ylabel(f"OPE estimate of {target} (95 % CI)")
         ax.legend(fontsize=7, loc="best")
-        ax.set_title(f"OPE against truth: {target}")
+        note = f"; hollow: ESS < {min_ess:g}" if thin.any() else ""
+        note += f"; {off_scale} off the axis" if off_scale else ""
+        ax.set_title(f"OPE against truth: {target}{note}", fontsize=9 if note else None)
     return svg(fig)
 
 

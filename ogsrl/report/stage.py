@@ -21,6 +21,7 @@ import pandas as pd
 
 from ogsrl import config
 from ogsrl.io import atomic_path, write_text
+from ogsrl.registry.gate import GateConfig
 from ogsrl.report import figures, inputs
 
 INDEX = Path("data/reports/index.html")
@@ -37,6 +38,9 @@ class ReportConfig:
     """OPE estimators shown, in order (empty: every estimator found in the OPE metrics, sorted)"""
     targets: tuple[str, ...] = ("return", "cost_total", "mortality_hosp")
     """OPE targets with a comparison table, in order (those absent from the metrics are skipped)"""
+    min_ess: float = 20.0
+    """estimates with a smaller effective sample size are drawn hollow and may run off the OPE-vs-truth axis (set
+    from ``registry.gate.min_ess`` unless the ``report:`` section sets it: what the gate calls insufficient evidence)"""
 
     def __post_init__(self) -> None:
         if not self.targets:
@@ -61,7 +65,9 @@ figure{margin:8px 0}figure svg{max-width:100%;height:auto}figcaption{font-size:1
 
 
 def report_config(params: Mapping[str, Any]) -> ReportConfig:
-    return config.build(ReportConfig, params.get("report") or {}, "report")
+    gate = ((params.get("registry") or {}).get("gate") or {})
+    section = {"min_ess": gate.get("min_ess", GateConfig().min_ess), **(params.get("report") or {})}
+    return config.build(ReportConfig, section, "report")
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -281,7 +287,7 @@ def build(root: Path, cfg: ReportConfig) -> tuple[str, dict[str, str], dict[str,
     if svg:
         figs["world_calibration"] = svg
     for t in targets:
-        s = figures.ope_vs_truth(est[est["estimator"].isin(estimators)], truth, t)
+        s = figures.ope_vs_truth(est[est["estimator"].isin(estimators)], truth, t, cfg.min_ess)
         kind = "ope_vs_truth"
         if s is None:
             s, kind = figures.estimates_forest(est[est["estimator"].isin(estimators)], t), "ope_estimates"
