@@ -5,8 +5,8 @@ Same problem for both: the train split's paper-state transitions (states z-score
 dose on the scaled axis y = log(1 + a/c)/log(1 + max/c) (d3rlpy sees 2y − 1 ∈ [−1, 1]), reward −SOFA, γ =
 ``--gamma``; same networks (twin critics and actor of ``--hidden``), batch 256, 10 action samples per
 logsumexp term, conservative weight 5 (fixed), learning rates 1e-4 / 3e-4 / 1e-4 (actor / critics / temperature),
-Polyak 0.005 and the same number of updates. Ours starts from a fresh actor (``warm_start: false``, K = 1), as d3rlpy
-does. d3rlpy (optional, never installed by ``make run``) runs in its own virtual environment (``--d3-python``, e.g.
+Polyak 0.005 and the same number of updates. Ours starts from a fresh actor and critics (``warm_start: false``,
+``critic_warm_start: 0``, K = 1), as d3rlpy does. d3rlpy (optional, never installed by ``make run``) runs in its own virtual environment (``--d3-python``, e.g.
 ``python3.11 -m venv /work/d3venv && /work/d3venv/bin/pip install torch==2.13.0 d3rlpy``); its greedy policy is
 exported as TorchScript and served through a small wrapper (doses below the recording resolution c are no dose:
 tanh never reaches the atom).
@@ -194,10 +194,12 @@ def main() -> None:
         for precision in (default, *({"bfloat16", "float32"} - {default})):
             steps = args.steps if precision == default else max(args.steps // 5, 50)  # the other: speed only
             cfg = cql.Config(steps=steps, batch_size=256, critic_hidden=tuple(args.hidden), hidden=tuple(args.hidden),
-                             warm_start=False, alpha=5.0, precision=precision, log_every=max(steps // 4, 1))
+                             warm_start=False, critic_warm_start=0, alpha=5.0, precision=precision,
+                             log_every=max(steps // 4, 1))
             actor = op.fresh_actor(names, tuple(args.hidden), 1, frame[list(names)].to_numpy(np.float64),
                                    args.train_seed)
-            cql.train(cql.Config(steps=args.warmup, precision=precision, critic_hidden=tuple(args.hidden)), data,
+            cql.train(cql.Config(steps=args.warmup, precision=precision, critic_hidden=tuple(args.hidden),
+                                 critic_warm_start=0), data,
                       actor, COSTS, np.zeros(2), args.train_seed, discount=args.gamma)
             print(f"ours ({precision}): {steps} updates ...", flush=True)
             w, c = time.perf_counter(), time.process_time()
