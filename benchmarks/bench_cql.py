@@ -6,7 +6,8 @@ dose on the scaled axis y = log(1 + a/c)/log(1 + max/c) (d3rlpy sees 2y âˆ’ 1 âˆ
 ``--gamma``; same networks (twin critics and actor of ``--hidden``), batch 256, 10 action samples per
 logsumexp term, conservative weight 5 (fixed), learning rates 1e-4 / 3e-4 / 1e-4 (actor / critics / temperature),
 Polyak 0.005 and the same number of updates. Ours starts from a fresh actor and critics (``warm_start: false``,
-``critic_warm_start: 0``, K = 1), as d3rlpy does. d3rlpy (optional, never installed by ``make run``) runs in its own virtual environment (``--d3-python``, e.g.
+``critic_warm_start: 0``, K = 1), as d3rlpy does. d3rlpy (optional, never installed by ``make run``) runs in
+its own virtual environment (``--d3-python``, e.g.
 ``python3.11 -m venv /work/d3venv && /work/d3venv/bin/pip install torch==2.13.0 d3rlpy``); its greedy policy is
 exported as TorchScript and served through a small wrapper (doses below the recording resolution c are no dose:
 tanh never reaches the atom).
