@@ -90,9 +90,10 @@ def render(result: dict, title_note: str) -> str:
 
     header = ("| policy | seeds | true mortality | gap closed | true SOFA return | "
               + " | ".join(f"true {c} return (limit {limits[c]:.2f})" for c in costs)
-              + " | within limits (seeds) | MCR | AIR | ACP | model-estimated return (served) | in-model return of "
-              "the raw learner (kept iterate's batch) | training s |")
-    sep = "|" + "---|" * (12 + len(costs))
+              + f" | true share of steps with {' / '.join(costs)} | within limits (seeds) | MCR | AIR | ACP | "
+              "model-estimated return (served) | in-model return of the raw learner (kept iterate's batch) | "
+              "training s |")
+    sep = "|" + "---|" * (13 + len(costs))
     clin_clinical = result.get("clinicians_clinical", {})
     lines = []
     for name in REFERENCES:
@@ -103,6 +104,7 @@ def render(result: dict, title_note: str) -> str:
         lines.append(f"| {name if name != 'behaviour' else 'clinicians'} | – | {m:.3f} | {gap(m):.2f} | "
                      f"{float(r['truth/return']):.1f} | "
                      + " | ".join(f"{float(r[f'truth/cost_return_{c}']):.2f}" for c in costs)
+                     + " | " + " / ".join(f"{float(r[f'truth/rate_{c}']):.3f}" for c in costs)
                      + f" | – | {clinical} | – | – | – |")
     for run in sorted(result["runs"], key=lambda n: (ROWS.index(n) if n in ROWS else 99, n)):
         x = result["runs"][run]
@@ -110,6 +112,7 @@ def render(result: dict, title_note: str) -> str:
         within = sum(all(x["cost_return"][c][i] <= limits[c] for c in costs) for i in range(n))
         lines.append(f"| {run} | {n} | {fmt(x['mortality'], 3)} | {fmt(x['gap_closed'], 2)} | {fmt(x['return'], 1)} | "
                      + " | ".join(fmt(x["cost_return"][c], 2) for c in costs)
+                     + " | " + (" / ".join(fmt(x["cost_rate"][c], 3) for c in costs) if "cost_rate" in x else "–")
                      + f" | {within} of {n} | "
                      + " | ".join(fmt(x.get("clinical", {}).get(k, []), 3 if k != "acp" else 2) for k in CLINICAL)
                      + f" | {fmt(x['model_return'], 1)} | {fmt(x['train_return'], 1)} | {fmt(x['train_seconds'], 0)} |")
@@ -125,7 +128,8 @@ limit. Model-estimated return: the served policy's return in the unguarded world
 return of the raw learner: the training batch of the iterate it kept (the last batch for unconstrained learners)
 in the (guarded or unguarded) world model, before the guardian fallback — where the model's optimism shows. MCR,
 AIR, ACP: the paper's clinical metrics of the served policy's draws on the test split (docs/metrics.md; the
-clinicians' MCR is 1 by definition).
+clinicians' MCR is 1 by definition). Share of steps with a cost: the true per-step rate of each cost rule (SpO₂ or
+urine below its threshold); "–" on rows scored before the rates were saved.
 
 {header}
 {sep}
@@ -236,6 +240,7 @@ def main() -> None:
             "gap_closed": [(clin - m) / (clin - best) for m in mort],
             "return": [float(r["truth/return"]) for _, r in seeds],
             "cost_return": {c: [float(r[f"truth/cost_return_{c}"]) for _, r in seeds] for c in costs},
+            "cost_rate": {c: [float(r[f"truth/rate_{c}"]) for _, r in seeds] for c in costs},
             "within_limits": all(float(r[f"truth/cost_return_{c}"]) <= limits[c] for c in costs for _, r in seeds),
             "model_return": [float(train[k]) for s, _ in seeds if (k := f"{run}/{s}/model/return") in train],
             "train_return": [float(train.get(f"{run}/{s}/train/selected_return", train[k])) for s, _ in seeds
