@@ -46,7 +46,8 @@ def main() -> None:
         train[str(root)] = doc = json.loads((root / "data/reports/train.json").read_text(encoding="utf-8"))
         limits.update({k.split("/")[-1]: float(v) for k, v in doc.items()
                        if k.startswith("cost_limit/") and not k.endswith("from_params")})
-        for ckpt in sorted(p for run in RUNS for p in (root / "data/models/policies" / run).glob("seed*")):
+        runs = (root / "data/models/policies" / run for run in RUNS)
+        for ckpt in sorted(p for run_dir in runs for p in run_dir.glob("seed*") if p.is_dir()):
             label = f"{ckpt.parent.name}/{ckpt.name}"
             jobs += [(str(root), label, "served", str(ckpt.relative_to(root))),
                      (str(root), label, "raw", str((ckpt / "policy").relative_to(root)))]
