@@ -226,7 +226,8 @@ def main() -> None:
     out["ratio"] = ratio
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / f"{args.out}.json").write_text(json.dumps(out, indent=2, default=str) + "\n", encoding="utf-8")
-    lines = [f"# CQL vs d3rlpy {d3['version']} (`benchmarks/bench_cql.py`, {out['date']})\n",
+    lines = [f"# CQL vs d3rlpy {d3['version']} on a CPU {'with' if amx else 'without'} AMX (`benchmarks/bench_cql.py`, "
+             f"{out['date']})\n",
              f"Command: `.venv/bin/python benchmarks/bench_cql.py --root {args.root} --d3-python {args.d3_python} "
              f"--steps {args.steps} --out {args.out}`. {out['machine']}, load average before the run "
              f"{out['load_before']}, one "
