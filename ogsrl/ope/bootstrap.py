@@ -36,3 +36,37 @@ def percentile_ci(stats: npt.NDArray[np.floating], level: float) -> tuple[float,
         log.warning("bootstrap: %d of %d replicates undefined and dropped", stats.size - finite.size, stats.size)
     lo, hi = np.quantile(finite, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
     return float(lo), float(hi)
+
+
+def bagged_interval(v0: npt.NDArray[np.floating], v0_refits: npt.NDArray[np.floating] | None,
+                    rng: np.random.Generator, n_boot: int, level: float
+                    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Value and normal interval per target of a fitted estimator (FQE's critic, a world model) from per-stay values.
+
+        V̂ = mean over the fits f of mean_i V_f(s_{i,0}),   SE² = SE²_stays + SD²_refits,   CI = V̂ ± z_{(1+level)/2} · SE
+
+    The fits are the full-data one and its refits (bagging: one fit's noise moves its value by a few percent).
+    SE_stays: bootstrap SD of the mean over evaluation stays (the start states the value averages over); SD_refits:
+    SD of one fit's value across fits on stay-bootstrap resamples of the fitting data (the fit's own estimation error,
+    kept at one fit's size although V̂ averages several: conservative; ignored when ``v0_refits`` is None). Neither
+    term sees the fitted model's bias (function class, extrapolation to actions the clinicians never took): that is
+    what the DR correction and the benchmark's coverage check are for.
+
+    Args:
+        v0: (N, K) per-stay values of the full-data fit.
+        v0_refits: (B, N, K) the same for B refits, or None.
+    Returns:
+        (value, ci_low, ci_high), each (K,).
+    """
+    from scipy.stats import norm
+
+    n = v0.shape[0]
+    counts = resample_counts(n, n_boot, rng)  # (B, N)
+    se2 = ((counts @ v0) / n).var(axis=0, ddof=1)
+    value = v0.mean(axis=0)
+    if v0_refits is not None and len(v0_refits) >= 2:
+        per_fit = v0_refits.mean(axis=1)  # (B, K)
+        value = (value + per_fit.sum(axis=0)) / (1 + len(per_fit))
+        se2 = se2 + per_fit.var(axis=0, ddof=1)
+    half = norm.ppf((1.0 + level) / 2.0) * np.sqrt(se2)
+    return value, value - half, value + half

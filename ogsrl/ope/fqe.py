@@ -263,39 +263,3 @@ def initial_values(critic: Critic, obs: FloatArray, step: npt.NDArray[np.integer
     """V(s_0, 0) of each evaluation stay → (N, K); ``first`` are the rows of the stays' first steps."""
     sub = draws[first] if critic.cfg.action == "binned" else draws[:, first]
     return critic.v(obs[first], step[first], sub)
-
-
-
-def interval(v0: FloatArray, v0_refits: FloatArray | None, rng: np.random.Generator, n_boot: int,
-             level: float) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """FQE value and normal interval per target from first-state values.
-
-        V̂ = mean over the critics c of mean_i V_c(s_{i,0}),   SE² = SE²_stays + SD²_refits,   CI = V̂ ± z_{(1+level)/2} · SE
-
-    The critics are the full-data one and the refits (bagging: a single critic's fit noise moves its value by a few
-    percent). SE_stays: bootstrap SD of the mean over evaluation stays (the states the value averages over);
-    SD_refits: SD of one critic's value across critics refitted on stay-bootstrap resamples of the fitting split (the
-    critic's own estimation error, kept at one critic's size although V̂ averages several: conservative; ignored when
-    ``v0_refits`` is None). Neither term sees the critic's bias (function class, extrapolation to
-    actions the clinicians never took): that is what the DR correction and the benchmark's coverage check are for.
-
-    Args:
-        v0: (N, K) V(s_0) of the full-data critic.
-        v0_refits: (B, N, K) the same for B refitted critics, or None.
-    Returns:
-        (value, ci_low, ci_high), each (K,).
-    """
-    from scipy.stats import norm
-
-    from ogsrl.ope.bootstrap import resample_counts
-
-    n = v0.shape[0]
-    counts = resample_counts(n, n_boot, rng)  # (B, N)
-    se2 = ((counts @ v0) / n).var(axis=0, ddof=1)
-    value = v0.mean(axis=0)
-    if v0_refits is not None and len(v0_refits) >= 2:
-        per_critic = v0_refits.mean(axis=1)  # (B, K)
-        value = (value + per_critic.sum(axis=0)) / (1 + len(per_critic))
-        se2 = se2 + per_critic.var(axis=0, ddof=1)
-    half = norm.ppf((1.0 + level) / 2.0) * np.sqrt(se2)
-    return value, value - half, value + half

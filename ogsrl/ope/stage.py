@@ -12,17 +12,20 @@
 * ``evaluate`` (:func:`run`): for every run × seed on the test split: WIS and PDWIS (plus ``*_clip``), FQE (critic
   fitted on the train split, :mod:`ogsrl.ope.fqe`), and per-decision DR / WDR with that critic
   (:mod:`ogsrl.ope.dr`), and ``hull_fqe_wdr`` (the hull of the FQE and WDR intervals, :func:`estimate.hull`), for
-  the reward return and every cost return; writes ``data/reports/evaluate/metrics.json``
+  the reward return and every cost return, and ``mb`` (the policy's value in world models fitted on the test split,
+  :mod:`ogsrl.ope.model_based`) for the reward and cost returns; writes ``data/reports/evaluate/metrics.json``
   (``<run>/seed<seed>/<estimator>/<target>/{value,ci_low,ci_high,ess[,covers_truth]}``, ``<run>/{mean,sd}/…``),
   ``estimates.csv`` and ``weights.csv``. A policy's own random draws (bootstrap, π_e's Monte-Carlo actions) come
   from a seed derived from ``ope.seed`` and the policy key (:func:`estimate.policy_seed`); the critics' init,
-  minibatch order and refit resamples come from ``ope.seed`` alone, the same for every policy (common random
-  numbers: a critic's fit noise shifts every policy's FQE alike instead of reordering them). Either way, adding a
+  minibatch order and refit resamples, and the evaluation world models' fits and their rollouts' model draws, come
+  from ``ope.seed`` alone, the same for every policy (common random numbers: a fit's noise shifts every policy's
+  estimate alike instead of reordering them). Either way, adding a
   policy never changes another policy's numbers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -40,7 +43,7 @@ from ogsrl.agents import bc, common, load_policy
 from ogsrl.agents.stage import TRAJECTORY_DIR, policies_config, policy_dir, seed_summary
 from ogsrl.errors import DataError
 from ogsrl.io import atomic_path, dir_sha256, file_sha256, remove_temporaries, write_json
-from ogsrl.ope import behaviour, dr, fqe, wis
+from ogsrl.ope import behaviour, bootstrap, dr, fqe, model_based, wis
 from ogsrl.ope.estimate import Estimate, hull, policy_seed
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,8 @@ class OPEConfig:
     """the behaviour-density model π̂_b (hurdle Gaussian on all extracted features; seeded by ``seed``)"""
     fqe: fqe.Config = field(default_factory=fqe.Config)
     """the FQE critic, also the DR / WDR critic"""
+    model: model_based.Config = field(default_factory=model_based.Config)
+    """model-based OPE (``mb``): world models fitted on the test split (architecture: ``world.model``)"""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.gamma <= 1.0:
@@ -367,7 +372,7 @@ def estimate_fqe_dr(cd: CriticData, policy: Any, train: pd.DataFrame, test: pd.D
             vs.append(fqe.initial_values(c, cd.test.obs, cd.test.step, d_test, first))
         refits = np.stack(vs)
     rng_boot = np.random.default_rng(s_boot)
-    value, lo, hi = fqe.interval(v0, refits, rng_boot, cfg.n_boot, cfg.ci_level)
+    value, lo, hi = bootstrap.bagged_interval(v0, refits, rng_boot, cfg.n_boot, cfg.ci_level)
     overlap = bool(np.isfinite(episodes.values["log_ratio"][episodes.mask]).any())
     ess_w = wis.ess(wis.cumulative_log_weights(episodes.values["log_ratio"], episodes.mask)[:, -1]) if overlap else 0.0
     out: dict[tuple[str, str], Estimate] = {}
@@ -391,6 +396,83 @@ def estimate_fqe_dr(cd: CriticData, policy: Any, train: pd.DataFrame, test: pd.D
     return out, diag
 
 
+MODEL_STREAM = 0x4D4245  # "MBE": the evaluation world models' stream, apart from the critics' and the policies'
+MB = "mb"
+"""estimator name of model-based OPE"""
+TOTAL_COST = "cost_total"
+"""the cost column that sums the rules (``ogsrl.costs``)"""
+
+
+@dataclass(frozen=True, slots=True)
+class EvalWorld:
+    """Model-based OPE's world models (fitted on the test split) and where their episodes start and stop."""
+
+    models: tuple[Any, ...]
+    """:class:`ogsrl.world.ensemble.WorldModel` fits: the full-data one, then the refits"""
+    starts: np.ndarray
+    """(N, S) each test stay's first state, in the models' state columns"""
+    horizons: np.ndarray
+    """(N,) decision steps each test stay had left in the window"""
+    targets: tuple[str, ...]
+    """the targets reported: the reward return, each cost column the models predict, and ``cost_total`` (their sum)
+    when the split has it"""
+    combine: np.ndarray
+    """(1 + C, len(targets)) each target as a combination of the models' reward and cost returns"""
+    env_seed: int
+    """seed of the models' draws in every policy's rollouts (common random numbers)"""
+
+    @property
+    def state_features(self) -> tuple[str, ...]:
+        return tuple(self.models[0].layout.state_features)
+
+
+def eval_world(params: Mapping[str, Any], cfg: OPEConfig, root: Path, test: pd.DataFrame,
+               meta: Mapping[str, Any]) -> EvalWorld:
+    """Fit model-based OPE's world models on ``test`` (``world.model`` architecture, seeds from ``ope.seed``)."""
+    from ogsrl.agents.inputs import grid
+    from ogsrl.data.contract import read_metadata
+    from ogsrl.world import stage as world_stage
+    from ogsrl.world.env import start_states, steps_left
+
+    path = Path(root) / TRAJECTORY_DIR / "test.parquet"
+    wcfg = config.build(world_stage.WorldConfig, params.get("world"), "world")
+    layout = world_stage.table_layout(params, read_metadata(path), test, path)
+    data = layout.transitions(test, "test.parquet")
+    fit_seed, env_seed = np.random.SeedSequence([cfg.seed, MODEL_STREAM]).spawn(2)
+    models = model_based.fit_models(
+        data, test["stay_key"].to_numpy(),
+        lambda seed: layout.new_model(dataclasses.replace(wcfg.model, seed=seed)), cfg.model, fit_seed)
+    feats = models[0].layout.state_features
+    start, step_h, n_steps = grid(meta, params.get("cohort") or {})
+    horizons = np.minimum(steps_left(test, start, step_h, n_steps, "test.parquet"), wcfg.env.horizon)
+    names = (RETURN, *models[0].layout.cost_names)
+    combine = np.eye(len(names))
+    if TOTAL_COST in test.columns and TOTAL_COST not in names:
+        names, combine = (*names, TOTAL_COST), np.column_stack([combine, np.r_[0.0, np.ones(len(names) - 1)]])
+    return EvalWorld(models, start_states(test, feats, "test.parquet"), horizons, names, combine,
+                     int(env_seed.generate_state(1)[0]))
+
+
+def estimate_model_based(world: EvalWorld, policy: Any, cfg: OPEConfig, seeds: np.random.SeedSequence,
+                         ess: float) -> dict[tuple[str, str], Estimate]:
+    """``mb`` estimates of every target the models give; empty when the policy reads columns the models do not
+    predict (flagged ``flags/mb_unavailable`` by :func:`evaluate_policy`). ``ess``: the importance weights' ESS,
+    reported as the estimate's (how far the policy strays from the logged actions, where the models extrapolate)."""
+    feats = world.state_features
+    if not set(policy.feature_names) <= set(feats):
+        return {}
+    cols = [feats.index(n) for n in policy.feature_names]
+    s_act, s_boot = seeds.spawn(2)
+
+    def act(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return np.asarray(policy.act(np.asarray(obs, np.float64)[:, cols], rng), np.float32)
+
+    value, lo, hi = model_based.estimate(world.models, world.starts, world.horizons, act, cfg.gamma, cfg.model,
+                                         world.env_seed, np.random.default_rng(s_act), np.random.default_rng(s_boot),
+                                         cfg.n_boot, cfg.ci_level, world.combine)
+    return {(MB, t): Estimate(float(value[k]), float(lo[k]), float(hi[k]), ess) for k, t in enumerate(world.targets)}
+
+
 def weight_concentration(log_ratio: np.ndarray, mask: np.ndarray, clip: float | None, top: int = 100) -> np.ndarray:
     """Share of the total trajectory weight held by the k heaviest stays, k = 1 … min(top, N) → ``(k,)``."""
     log_w = wis.cumulative_log_weights(log_ratio, mask, clip)[:, -1]
@@ -411,16 +493,18 @@ class PolicyEvaluation:
 
 
 def evaluate_policy(policy: Any, key: str, behaviour_model: Any, train: pd.DataFrame, test: pd.DataFrame,
-                    columns: Mapping[str, np.ndarray], cd: CriticData, cfg: OPEConfig) -> PolicyEvaluation:
-    """WIS/PDWIS (+ clipped), FQE, DR and WDR of one policy on the test split.
+                    columns: Mapping[str, np.ndarray], cd: CriticData, cfg: OPEConfig,
+                    world: EvalWorld | None = None) -> PolicyEvaluation:
+    """WIS/PDWIS (+ clipped), FQE, DR and WDR of one policy on the test split, and MB with ``world``.
 
     All random draws come from ``policy_seed(cfg.seed, key)``. A policy that gives every logged action density 0
-    (no overlap) gets FQE only, flagged ``flags/no_overlap`` (documented fallback).
+    (no overlap) gets FQE (and MB) only, flagged ``flags/no_overlap``; one that reads columns the world models do not
+    predict gets no MB, flagged ``flags/mb_unavailable`` (documented fallbacks).
     """
     who = f"policy {key}"
     lr = log_ratios(policy, behaviour_model, test, who=who)
     episodes = wis.pad_by_stay(test["stay_key"].to_numpy(), {**columns, "log_ratio": lr})
-    s_is, s_critic = policy_seed(cfg.seed, key).spawn(2)
+    s_is, s_critic, s_model = policy_seed(cfg.seed, key).spawn(3)
     overlap = bool(np.isfinite(lr).any())
     res: dict[tuple[str, str], Estimate] = {}
     if overlap:  # else every weight is 0 and the IS estimators are undefined
@@ -433,6 +517,12 @@ def evaluate_policy(policy: Any, key: str, behaviour_model: Any, train: pd.DataF
     share = weight_concentration(episodes.values["log_ratio"], episodes.mask, cfg.weight_clip) if overlap else \
         np.zeros(1)
     diag = {**diag, "flags/no_overlap": not overlap, "weights/top1_share": float(share[0])}
+    if world is not None:
+        mb = estimate_model_based(world, policy, cfg, s_model, res[("fqe", RETURN)].ess)
+        res.update(mb)
+        diag["flags/mb_unavailable"] = not mb
+        if not mb:
+            log.warning("evaluate: %s reads columns the world models do not predict; no model-based estimate", key)
     if overlap:
         diag["weights/mean_log_ratio"] = float(lr[np.isfinite(lr)].mean())
     return PolicyEvaluation(res, diag, share)
@@ -470,10 +560,13 @@ class SplitData:
     """hash of the test split file (recorded as ``test/sha256``)"""
     schema: Any
     """the table's declared schema (units a policy must have been trained with)"""
+    world: EvalWorld | None = None
+    """model-based OPE's world models (None: ``ope.model.enabled`` false)"""
 
 
-def load_test_split(cfg: OPEConfig, root: Path) -> SplitData:
-    """Load the splits, π̂_b and the critic data under ``root`` for :func:`evaluate_policy`."""
+def load_test_split(cfg: OPEConfig, root: Path, params: Mapping[str, Any] | None = None) -> SplitData:
+    """Load the splits, π̂_b and the critic data under ``root`` for :func:`evaluate_policy`; with ``params`` and
+    ``ope.model.enabled``, also fit model-based OPE's world models on the test split."""
     root = Path(root)
     test_path = root / TRAJECTORY_DIR / "test.parquet"
     train, _ = common.read_split(root / TRAJECTORY_DIR / "train.parquet")
@@ -494,17 +587,19 @@ def load_test_split(cfg: OPEConfig, root: Path) -> SplitData:
         MORTALITY: (test[outcome].to_numpy(bool) & last).astype(np.float64),
         **{c: test[c].to_numpy() for c in costs},
     }
+    world = eval_world(params, cfg, root, test, meta) if params is not None and cfg.model.enabled else None
     return SplitData(train, test, costs, columns, critic_data(cfg, train, test, costs, edges, schema), behaviour_model,
-                     file_sha256(test_path), schema)
+                     file_sha256(test_path), schema, world)
 
 
 def evaluate_current(params: Mapping[str, Any], root: Path, policy: Any, key: str) -> dict[tuple[str, str], Estimate]:
     """Every estimate of one policy on the current test split under ``root``, exactly as the evaluate stage computes
     it for a policy with key ``key`` (the promotion gate uses it for a champion the stage did not score)."""
     cfg = ope_config(params)
-    ts = load_test_split(cfg, root)
+    ts = load_test_split(cfg, root, params)
     common.check_units(policy, ts.schema, f"test split (policy {key})")
-    return evaluate_policy(policy, key, ts.behaviour_model, ts.train, ts.test, ts.columns, ts.critic, cfg).estimates
+    return evaluate_policy(policy, key, ts.behaviour_model, ts.train, ts.test, ts.columns, ts.critic, cfg,
+                           ts.world).estimates
 
 
 SUMMARY_TARGETS = ("return", "cost_total")
@@ -542,7 +637,7 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     cfg = ope_config(params)
     pcfg = policies_config(params)
     root = Path(root)
-    ts = load_test_split(cfg, root)
+    ts = load_test_split(cfg, root, params)
     train, test, costs, columns, cd = ts.train, ts.test, ts.costs, ts.columns, ts.critic
     behaviour_model = ts.behaviour_model
     metrics: dict[str, Any] = {"test/stays": int(test["stay_key"].nunique()), "test/sha256": ts.sha256,
@@ -577,7 +672,7 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
             key = f"{name}/seed{seed}"
             policy = load_policy(root / policy_dir(name, seed))
             common.check_units(policy, ts.schema, f"test split (policy {key})")
-            ev = evaluate_policy(policy, key, behaviour_model, train, test, columns, cd, cfg)
+            ev = evaluate_policy(policy, key, behaviour_model, train, test, columns, cd, cfg, ts.world)
             concentration.extend({"policy": name, "seed": seed, "step": k + 1, "weight_share": s}
                                  for k, s in enumerate(ev.weight_share))
             per_seed[seed] = {**report(name, seed, key, ev.estimates), **ev.diagnostics}

@@ -54,6 +54,13 @@ class Transitions:
     def __len__(self) -> int:
         return int(self.obs.shape[0])
 
+    def take(self, rows: npt.ArrayLike) -> Transitions:
+        """The transitions at ``rows`` (positions, repeats allowed)."""
+        idx = np.asarray(rows, dtype=np.int64)
+        return Transitions(obs=self.obs[idx], act=self.act[idx], next_obs=self.next_obs[idx], rew=self.rew[idx],
+                           cost=self.cost[idx], death=self.death[idx],
+                           discharge=None if self.discharge is None else self.discharge[idx])
+
     @property
     def exits(self) -> FloatArray:
         """(N,) discharge labels, zeros when none were given."""

@@ -197,10 +197,17 @@ class WorldModelEnv(VectorEnv):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None,
               ) -> tuple[FloatArray, dict[str, Any]]:
-        """Draw ``num_envs`` start states (with replacement) from the real first states."""
+        """Draw ``num_envs`` start states (with replacement) from the real first states; ``options["start_index"]``
+        ((num_envs,) rows of the start-state array) starts each sub-environment from a given one instead."""
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         idx = self._rng.integers(0, len(self._starts), size=self.num_envs)
+        if options is not None and "start_index" in options:
+            idx = np.asarray(options["start_index"])
+            if (idx.shape != (self.num_envs,) or not np.issubdtype(idx.dtype, np.integer)
+                    or ((idx < 0) | (idx >= len(self._starts))).any()):
+                raise ValueError(f"options['start_index'] must be ({self.num_envs},) integers in 0 … "
+                                 f"{len(self._starts) - 1}, got {idx.dtype} {idx.shape}")
         self._obs = self._starts[idx].copy()
         self._limit = self._limits[idx]
         elites = self.model.elites
@@ -303,10 +310,16 @@ class Rollout:
 
 
 def rollout(env: WorldModelEnv, act_fn: Callable[[FloatArray, np.random.Generator], FloatArray],
-            seed: int) -> Rollout:
-    """Run one batch of episodes to the horizon; ``act_fn(obs (B, S), rng) -> act (B, A)``."""
-    rng = np.random.default_rng(seed)
-    obs, first = env.reset(seed=seed)
+            seed: int, start_index: npt.ArrayLike | None = None, act_rng: np.random.Generator | None = None
+            ) -> Rollout:
+    """Run one batch of episodes to the horizon; ``act_fn(obs (B, S), rng) -> act (B, A)``.
+
+    ``start_index`` ((B,), optional): the start-state row of each episode (default: drawn with replacement);
+    ``act_rng``: the generator ``act_fn`` draws from (default: one seeded by ``seed``), so that the environment's draws
+    can stay common to several policies while each policy's own sampling differs.
+    """
+    rng = act_rng if act_rng is not None else np.random.default_rng(seed)
+    obs, first = env.reset(seed=seed, options=None if start_index is None else {"start_index": start_index})
     keys = ("act", "rew", "cost", "death", "discharge", "ood", "active", "uncertainty")
     out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     states = [obs]

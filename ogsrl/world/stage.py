@@ -83,12 +83,17 @@ def _read(root: Path, split: str) -> tuple[pd.DataFrame, dict[str, object]]:
     return pd.read_parquet(path), read_metadata(path)
 
 
+def _cohort(params: Mapping[str, Any]) -> Mapping[str, Any]:
+    """params ``cohort`` (the fallback for what the parquet metadata lacks), empty when absent."""
+    return section(params, "cohort") if "cohort" in params else {}
+
+
 def _columns(meta: Mapping[str, object], frame: pd.DataFrame, params: Mapping[str, Any]
              ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """State features (parquet metadata, else params cohort.state_features) and cost columns."""
     feats = meta.get("ogsrl.state_features")
     if feats is None:
-        feats = section(params, "cohort").get("state_features")
+        feats = _cohort(params).get("state_features")
     if not isinstance(feats, list) or not all(isinstance(f, str) for f in feats):
         raise DataError("state features missing from the parquet metadata and params cohort.state_features",
                         table="train")
@@ -101,7 +106,7 @@ def _columns(meta: Mapping[str, object], frame: pd.DataFrame, params: Mapping[st
 def _final_hour(meta: Mapping[str, object], params: Mapping[str, Any]) -> float | None:
     """The window's last decision time in hours since onset, cohort.window_start_h + (n_steps − 1)·step_h (n_steps
     and step_h from the parquet metadata, else params); None when unknown (then each table's latest decision)."""
-    cohort = section(params, "cohort")
+    cohort = _cohort(params)
     start = cohort.get("window_start_h")
     n_steps = meta.get("ogsrl.n_steps", cohort.get("n_steps"))
     step_h = meta.get("ogsrl.step_h", cohort.get("step_h"))
@@ -118,7 +123,7 @@ def death_charge_of(meta: Mapping[str, object], params: Mapping[str, Any]) -> tu
     """(reward charged per decision time left after a death, decision interval in hours) from the parquet metadata
     (``ogsrl.death_charge``, absent: 0, the reward is taken as logged; ``ogsrl.step_h``, else params)."""
     raw_charge = meta.get("ogsrl.death_charge", 0.0)
-    raw_step = meta.get("ogsrl.step_h", section(params, "cohort").get("step_h"))
+    raw_step = meta.get("ogsrl.step_h", _cohort(params).get("step_h"))
     try:
         charge = float(json.loads(raw_charge) if isinstance(raw_charge, str) else raw_charge)
         step_h = None if raw_step is None else float(json.loads(raw_step) if isinstance(raw_step, str) else raw_step)
@@ -128,6 +133,42 @@ def death_charge_of(meta: Mapping[str, object], params: Mapping[str, Any]) -> tu
     if not (np.isfinite(charge) and charge >= 0):
         raise DataError(f"ogsrl.death_charge must be a number >= 0, got {raw_charge!r}", table="train")
     return charge, step_h
+
+
+@dataclass(frozen=True, slots=True)
+class TableLayout:
+    """How a trajectory table becomes the world model's transitions (from its parquet metadata, else params)."""
+
+    state_features: tuple[str, ...]
+    """the model's state columns"""
+    cost_columns: tuple[str, ...]
+    """the cost rules it predicts (not their total)"""
+    final_hour: float | None
+    """the window's last decision time, hours since onset (None: each table's latest)"""
+    death_charge: float
+    """reward charged per decision time left after a death"""
+    step_h: float | None
+    """decision interval, hours"""
+    schema: Any
+    """the table's declared schema (action columns)"""
+
+    def transitions(self, frame: pd.DataFrame, table: str) -> Transitions:
+        """The model's arrays of ``frame`` (rows aligned with its rows)."""
+        return transitions_from_frame(frame, self.state_features, self.cost_columns, table, self.final_hour,
+                                      tuple(self.schema.action_columns), self.death_charge, self.step_h)
+
+    def new_model(self, cfg: EnsembleConfig) -> WorldModel:
+        """An unfitted ensemble over this layout."""
+        return WorldModel(cfg, Layout.make(self.state_features, self.cost_columns, cfg.copy_features,
+                                           cfg.sum_features, self.schema), self.death_charge)
+
+
+def table_layout(params: Mapping[str, Any], meta: Mapping[str, object], frame: pd.DataFrame, path: Path
+                 ) -> TableLayout:
+    """:class:`TableLayout` of the trajectory table at ``path`` (its metadata ``meta``, a split ``frame`` of it)."""
+    feats, costs = _columns(meta, frame, params)
+    charge, step_h = death_charge_of(meta, params)
+    return TableLayout(feats, costs, _final_hour(meta, params), charge, step_h, load_table_schema(path))
 
 
 def _gauss_scores(y: np.ndarray, mean: np.ndarray, std: np.ndarray, scale: np.ndarray
@@ -244,15 +285,11 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     train_df, meta = _read(root, "train")
     val_df, _ = _read(root, "val")
     test_df, _ = _read(root, "test")
-    feats, costs = _columns(meta, train_df, params)
-    schema = load_table_schema(root / "data" / "trajectories" / "train.parquet")
-    final_hour = _final_hour(meta, params)
-    acts = tuple(schema.action_columns)
-    charge, step_h = death_charge_of(meta, params)
-    train, val, test = (transitions_from_frame(df, feats, costs, name, final_hour, acts, charge, step_h)
-                        for df, name in ((train_df, "train"), (val_df, "val"), (test_df, "test")))
-    model = WorldModel(cfg.model, Layout.make(feats, costs, cfg.model.copy_features, cfg.model.sum_features,
-                                              schema), charge)
+    tl = table_layout(params, meta, train_df, root / "data" / "trajectories" / "train.parquet")
+    feats = tl.state_features
+    train, val, test = (tl.transitions(df, name) for df, name in ((train_df, "train"), (val_df, "val"),
+                                                                  (test_df, "test")))
+    model = tl.new_model(cfg.model)
     t0 = time.perf_counter()
     fit = model.fit(train, val)
     fit_s = time.perf_counter() - t0
@@ -294,7 +331,7 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     m["world/discharge_brier"] = float(((p.discharge_prob[el].mean(0) - test.exits) ** 2).mean())
     m["world/discharge_rate/model"] = float(p.discharge_prob[el].mean(0).mean())
     m["world/discharge_rate/test"] = float(test.exits.mean())
-    for j, c in enumerate(costs):
+    for j, c in enumerate(tl.cost_columns):
         m[f"world/cost_brier/{c}"] = float(((p.cost_prob[el].mean(0)[:, j] - test.cost[:, j]) ** 2).mean())
     m["world/replay/mortality_model"] = rep["mortality_model"]
     m["world/replay/mortality_logged"] = rep["mortality_logged"]

@@ -48,11 +48,12 @@ def test_evaluate_writes_estimates_for_every_target(trained: Path) -> None:
     # the promotion gate's re-evaluation of a policy gives the stage's numbers for the same key
     again = stage.evaluate_current(_params(), trained, load_policy(trained / "data/models/policies/soc/seed42"),
                                    "soc/seed42")
-    assert again[("wdr", "return")].to_dict() == pytest.approx(
-        {f: metrics[f"soc/seed42/wdr/return/{f}"] for f in ("value", "ci_low", "ci_high", "ess")})
+    for e in ("wdr", "mb"):
+        assert again[(e, "return")].to_dict() == pytest.approx(
+            {f: metrics[f"soc/seed42/{e}/return/{f}"] for f in ("value", "ci_low", "ci_high", "ess")})
     costs = ["cost_spo2_low", "cost_urine_low", "cost_total"]
     discounted = ("behaviour/onpolicy", *(f"soc/seed42/{e}" for e in ("wis", "pdwis", "wis_clip", "pdwis_clip",
-                                                                       "fqe", "dr", "wdr", "hull_fqe_wdr")))
+                                                                       "fqe", "dr", "wdr", "hull_fqe_wdr", "mb")))
     keys = [f"{k}/{t}" for k in discounted for t in ("return", *costs)]
     rates = ("mortality_hosp", *(f"rate_{c}" for c in costs))
     keys += [f"{k}/{t}" for k in ("behaviour/onpolicy", "soc/seed42/wis", "soc/seed42/wis_clip") for t in rates]
@@ -86,6 +87,11 @@ def test_evaluate_writes_estimates_for_every_target(trained: Path) -> None:
     assert load_policy(trained / "data/models/behaviour").feature_names[0] == "gender"
     assert metrics["soc/seed42/flags/no_overlap"] is False and metrics["soc/seed42/fqe/refit_sd_return"] > 0
     assert metrics["soc/seed42/dr/return/ess"] == metrics["soc/seed42/wis/return/ess"]  # ESS of the same weights
+    # model-based: the total cost return is the sum of the rules' (same per-stay values), ESS of the same weights
+    assert metrics["soc/seed42/flags/mb_unavailable"] is False
+    assert metrics["soc/seed42/mb/cost_total/value"] == pytest.approx(
+        metrics["soc/seed42/mb/cost_spo2_low/value"] + metrics["soc/seed42/mb/cost_urine_low/value"])
+    assert metrics["soc/seed42/mb/return/ess"] == metrics["soc/seed42/wis/return/ess"]
 
     again = stage.run(_params(), trained)  # same seeds → same numbers
     assert again == metrics

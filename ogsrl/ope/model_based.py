@@ -1,0 +1,137 @@
+"""Model-based OPE (Paduraru 2013; Fu et al. 2021): a policy's value in world models fitted on the evaluation split.
+
+With M models fitted to the evaluation stays (the first on all of them, the rest on stay-bootstrap resamples), the
+value of π_e for target k (the reward, each cost) is
+
+    V_m(s_{i,0}) = (1/R) Σ_r Σ_{t < H_i} γ^t x_{k,t}^{(i,r,m)},   a_t ~ π_e(·|s_t),  s_{t+1} ~ model m(·|s_t, a_t)
+
+averaged over the evaluation stays i and the models m (:func:`ogsrl.ope.bootstrap.bagged_interval`, which also gives
+the interval: the stays' bootstrap SE plus the spread between models). Each of the R episodes from a stay's first
+state runs for the H_i decision steps that stay had left in the window — as the truth and the logged returns stop
+there — and ends early on a sampled death (which charges the death reward, as the data do) or discharge. Costs are
+the models' expected costs (probabilities), so a cost return is an expected count.
+
+The models are the learners' ensemble (``world.model``) but fitted on the evaluation split alone: no learner was
+trained against them, so a policy cannot have learned their errors. Each fit holds a share of the stays out for early
+stopping and the choice of elites. What the interval does not see is the models' shared bias — above all their
+extrapolation to doses the clinicians never gave; the benchmark's coverage check measures it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from ogsrl.ope.bootstrap import bagged_interval
+from ogsrl.world.data import Transitions
+from ogsrl.world.ensemble import WorldModel
+from ogsrl.world.env import EnvConfig, WorldModelEnv, rollout
+
+FloatArray = npt.NDArray[np.floating]
+ActFn = Callable[[FloatArray, np.random.Generator], FloatArray]
+"""(obs (B, S) in the models' state columns, rng) → actions (B, A)"""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Model-based OPE (params ``ope.model``)."""
+
+    enabled: bool = True
+    """report the ``mb`` estimator (False: skip the fits)"""
+    refits: int = 3
+    """models refitted on stay-bootstrap resamples of the evaluation stays, beside the full-data one (0: none;
+    else ≥ 2): bagging and the between-model part of the interval"""
+    rollouts: int = 8
+    """model episodes per evaluation stay's first state, per model"""
+    holdout: float = 0.2
+    """share of the evaluation stays each fit holds out for early stopping and elite selection"""
+    mode: Literal["mean", "random_member", "random_elite", "episode_elite"] = "random_elite"
+    """how a step uses the ensemble (:class:`ogsrl.world.env.EnvConfig`)"""
+
+    def __post_init__(self) -> None:
+        if self.refits == 1 or self.refits < 0:
+            raise ValueError(f"refits must be 0 or >= 2 (one refit has no spread), got {self.refits}")
+        if self.rollouts < 1:
+            raise ValueError(f"rollouts must be >= 1, got {self.rollouts}")
+        if not 0.0 < self.holdout < 0.5:
+            raise ValueError(f"holdout must be in (0, 0.5), got {self.holdout}")
+
+
+def _stays_of(stay_labels: np.ndarray) -> list[npt.NDArray[np.int64]]:
+    """Row positions of each stay, stays in sorted label order."""
+    _, stay = np.unique(stay_labels, return_inverse=True)
+    order = np.argsort(stay, kind="stable")
+    return np.split(order.astype(np.int64), np.flatnonzero(np.diff(stay[order])) + 1)
+
+
+def fit_models(data: Transitions, stay_labels: npt.ArrayLike, new_model: Callable[[int], WorldModel], cfg: Config,
+               seed: np.random.SeedSequence) -> tuple[WorldModel, ...]:
+    """The evaluation models: one fitted on every stay but a held-out share, then ``cfg.refits`` fitted on
+    stay-bootstrap resamples of those stays (the held-out share and its role unchanged).
+
+    Args:
+        data: the evaluation split's transitions.
+        stay_labels: (R,) the stay each row belongs to (any labels: keys, numbers).
+        new_model: seed → an unfitted ensemble (the learners' architecture).
+        seed: every split, resample and initialisation derives from it.
+    """
+    labels = np.asarray(stay_labels)
+    if labels.shape != (len(data),):
+        raise ValueError(f"stay_labels must be ({len(data)},), one per row, got {labels.shape}")
+    stays = _stays_of(labels)
+    n_hold = max(1, int(round(cfg.holdout * len(stays))))
+    if len(stays) - n_hold < 2:
+        raise ValueError(f"model-based OPE needs >= {n_hold + 2} evaluation stays, got {len(stays)}")
+    s_split, s_resample, s_init = seed.spawn(3)
+    perm = np.random.default_rng(s_split).permutation(len(stays))
+    held, kept = [stays[i] for i in perm[:n_hold]], [stays[i] for i in perm[n_hold:]]
+    stop = data.take(np.concatenate(held))
+    init_seeds = s_init.generate_state(1 + cfg.refits)
+    rng = np.random.default_rng(s_resample)
+    models = []
+    for m in range(1 + cfg.refits):
+        picks = np.arange(len(kept)) if m == 0 else rng.integers(0, len(kept), size=len(kept))
+        model = new_model(int(init_seeds[m]))
+        model.fit(data.take(np.concatenate([kept[i] for i in picks])), stop)
+        models.append(model)
+    return tuple(models)
+
+
+def stay_values(model: WorldModel, starts: FloatArray, horizons: npt.NDArray[np.integer], act: ActFn, gamma: float,
+                rollouts: int, mode: str, env_seed: int, act_rng: np.random.Generator) -> npt.NDArray[np.float64]:
+    """(N, 1 + C) mean discounted reward and cost returns of ``rollouts`` model episodes from each start state.
+
+    ``env_seed`` seeds the model's draws (transitions, deaths, discharges): pass the same one for every policy (common
+    random numbers); ``act_rng`` is the policy's own generator.
+    """
+    n = len(starts)
+    horizons = np.asarray(horizons, dtype=np.int64)
+    env = WorldModelEnv(model, starts, n * rollouts, EnvConfig(horizon=int(horizons.max()), mode=mode),  # type: ignore[arg-type]
+                        horizons=horizons)
+    ro = rollout(env, act, env_seed, start_index=np.tile(np.arange(n), rollouts), act_rng=act_rng)
+    disc = gamma ** np.arange(ro.rew.shape[0], dtype=np.float64)
+    live = ro.active.astype(np.float64) * disc[:, None]  # (T, B)
+    ret = (ro.rew * live).sum(0)
+    cost = (ro.cost * live[..., None]).sum(0)
+    return np.column_stack([ret, cost]).reshape(rollouts, n, -1).mean(0)
+
+
+def estimate(models: tuple[WorldModel, ...], starts: FloatArray, horizons: npt.NDArray[np.integer], act: ActFn,
+             gamma: float, cfg: Config, env_seed: int, act_rng: np.random.Generator, boot_rng: np.random.Generator,
+             n_boot: int, level: float, combine: FloatArray | None = None
+             ) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """(value, ci_low, ci_high), each (1 + C,): the reward return, then each cost return, of ``act``'s policy.
+
+    ``combine`` ((1 + C, K), optional): report K linear combinations of those returns instead (e.g. a column of
+    ones on the costs for the total cost return), their intervals from the same per-stay values.
+    """
+    per_model = [stay_values(m, starts, horizons, act, gamma, cfg.rollouts, cfg.mode, env_seed, act_rng)
+                 for m in models]
+    if combine is not None:
+        per_model = [v @ np.asarray(combine, dtype=np.float64) for v in per_model]
+    refits = np.stack(per_model[1:]) if len(per_model) > 2 else None
+    return bagged_interval(per_model[0], refits, boot_rng, n_boot, level)
