@@ -302,3 +302,13 @@ def test_cost_uncertainty_charges_the_elites_disagreement(tiny_model: WorldModel
         EnvConfig(cost_uncertainty=1.0, cost_mode="max")
     with pytest.raises(ValueError, match="cost_uncertainty"):
         EnvConfig(cost_uncertainty=-0.1)
+
+
+def test_reset_can_start_from_given_rows(tiny_model: WorldModel, starts: np.ndarray) -> None:
+    env = WorldModelEnv(tiny_model, starts, num_envs=4, cfg=EnvConfig(horizon=3))
+    obs, info = env.reset(seed=0, options={"start_index": np.array([3, 0, 3, 7])})
+    np.testing.assert_array_equal(obs, starts[[3, 0, 3, 7]])
+    np.testing.assert_array_equal(info["start_index"], [3, 0, 3, 7])
+    for bad in (np.array([0, 1]), np.array([0, 1, 2, len(starts)]), np.array([0.0, 1.0, 2.0, 3.0])):
+        with pytest.raises(ValueError, match="start_index"):
+            env.reset(options={"start_index": bad})
