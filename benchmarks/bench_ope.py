@@ -63,7 +63,7 @@ from ogsrl.agents.actor import SavedPolicy
 from ogsrl.config import load_params
 from ogsrl.ope import behaviour
 from ogsrl.ope import stage as ope_stage
-from ogsrl.ope.estimate import Estimate, hull
+from ogsrl.ope.estimate import Estimate, hull, policy_seed
 from ogsrl.synth import policies as synth_policies
 
 HERE = Path(__file__).resolve().parent
@@ -218,11 +218,28 @@ def concordance(est: np.ndarray, true: np.ndarray, half: np.ndarray) -> tuple[fl
     return (float(np.mean((agree[sep] + 1) / 2)) if n else float("nan")), n
 
 
+def model_based_all(root: Path, params: dict, pols: dict[str, Any], names: list[str]) -> dict[str, dict]:
+    """The model-based estimates alone (``mb/<target>``) of each named policy on ``root``'s test split, exactly as
+    the evaluate stage computes them (its fits, its seeds, the policy's FQE/WIS ESS left to the caller)."""
+    cfg = ope_stage.ope_config(params)
+    test, meta = common.read_split(root / "data/trajectories/test.parquet")
+    t0 = time.perf_counter()
+    world = ope_stage.eval_world(params, cfg, root, test, meta)
+    print(f"  evaluation world models: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    out = {}
+    for name in names:
+        seeds = policy_seed(cfg.seed, name).spawn(3)[2]  # evaluate_policy's model stream
+        est = ope_stage.estimate_model_based(world, pols[name], cfg, seeds, float("nan"))
+        out[name] = {f"{e}/{t}": v.to_dict() for (e, t), v in est.items()}
+    return out
+
+
 def evaluate_all(root: Path, params: dict, pols: dict[str, Any], names: list[str]) -> dict[str, dict]:
     """Every estimator of each named policy on ``root``'s test split (π̂_b from ``root``)."""
     cfg = ope_stage.ope_config(params)
     train, _ = common.read_split(root / "data/trajectories/train.parquet")
     test, meta = common.read_split(root / "data/trajectories/test.parquet")
+    world = ope_stage.eval_world(params, cfg, root, test, meta) if cfg.model.enabled else None
     costs = tuple(meta["cost_columns"])
     bmodel = ope_stage.load_behaviour(root)
     last = np.r_[test["stay_key"].to_numpy()[1:] != test["stay_key"].to_numpy()[:-1], True]
@@ -235,7 +252,7 @@ def evaluate_all(root: Path, params: dict, pols: dict[str, Any], names: list[str
     out = {}
     for name in names:
         t0 = time.perf_counter()
-        ev = ope_stage.evaluate_policy(pols[name], name, bmodel, train, test, columns, cd, cfg)
+        ev = ope_stage.evaluate_policy(pols[name], name, bmodel, train, test, columns, cd, cfg, world)
         out[name] = {"estimates": {f"{e}/{t}": est.to_dict() for (e, t), est in ev.estimates.items()},
                      "diagnostics": ev.diagnostics, "seconds": time.perf_counter() - t0}
         print(f"  {name}: {out[name]['seconds']:.0f} s", file=sys.stderr, flush=True)
@@ -260,7 +277,43 @@ def make_dataset(params: dict, seed: int, stays: int, work: Path) -> Path:
     return ds
 
 
-ESTIMATORS = ("wis", "pdwis", "wis_clip", "pdwis_clip", "fqe", "dr", "wdr", ope_stage.HULL)
+ESTIMATORS = ("wis", "pdwis", "wis_clip", "pdwis_clip", "fqe", "dr", "wdr", ope_stage.HULL, ope_stage.MB)
+
+
+def add_model_based(result: dict, root: Path, params: dict, pols: dict[str, Any], work: Path, source: str,
+                    out: str) -> None:
+    """Add the ``mb`` estimates to a saved page's rank (``root``'s test split) and to its coverage parts (each
+    cached dataset under ``work``; parts ``coverage_<source>_*.json`` → ``coverage_<out>_*.json``). An estimate gets
+    the FQE estimate's ESS of the same policy (the same importance weights), so the gate regime is the same."""
+    def merge(entry: dict, mb: dict) -> None:
+        ess = entry["estimates"].get("fqe/return", {}).get("ess", float("nan"))
+        entry["estimates"].update({k: {**v, "ess": ess} for k, v in mb.items()})
+
+    if "rank" in result:
+        ranked = result["rank"]["policies"]
+        missing = sorted(set(ranked) - set(pols))
+        if missing:
+            raise SystemExit(f"--add-mb: policies {missing} of the page are not built here (pass --spread?)")
+        for n, mb in model_based_all(root, params, pols, list(ranked)).items():
+            merge(ranked[n], mb)
+    parts = sorted(work.glob(f"coverage_{source}_[0-9]*.json"))  # runs split over seed ranges
+    if not parts:
+        return
+    cov = {k: v for part in parts for k, v in json.loads(part.read_text()).items()}
+    target = work / f"coverage_{out}_{min(cov, key=int)}.json"
+    done = json.loads(target.read_text()) if target.is_file() else {}  # a killed run's datasets
+    for seed, entries in sorted(cov.items(), key=lambda kv: int(kv[0])):
+        if seed in done:
+            cov[seed] = done[seed]
+            continue
+        t1 = time.perf_counter()
+        ds = work / f"ds{seed}"
+        mine = {**pols, **own_policies(ds, pols, list(entries))}
+        for n, mb in model_based_all(ds, params, mine, list(entries)).items():
+            merge(entries[n], mb)
+        done[seed] = entries
+        target.write_text(json.dumps(done))
+        print(f"dataset {seed}: {time.perf_counter() - t1:.0f} s", file=sys.stderr, flush=True)
 
 
 def add_support(rank: dict, root: Path, params: dict, pols: dict[str, Any], truths: dict, targets: list[str]) -> None:
@@ -403,7 +456,36 @@ def main() -> None:
     ap.add_argument("--support", action="store_true",
                     help="add the guardian's support shares to the saved rank page --out (no OPE rerun)")
     ap.add_argument("--report-only", action="store_true", help="rewrite the .md page from the saved .json")
+    ap.add_argument("--add-mb", metavar="PAGE",
+                    help="copy the saved page PAGE (its rank and its coverage parts in --work), add the model-based "
+                         "estimates (params ope.model) of its policies on the same data, write it as --out")
     args = ap.parse_args()
+    if args.add_mb:
+        root = args.root.resolve()
+        params = load_params(root / "params.yaml")
+        t0 = time.perf_counter()
+        result = json.loads((HERE / "results" / f"{args.add_mb}.json").read_text())
+        train, _ = common.read_split(root / "data/trajectories/train.parquet")
+        val, meta = common.read_split(root / "data/trajectories/val.parquet")
+        targets = ["return", *meta["cost_columns"]]
+        pols = build_policies(root, params, train, val, args.work, spread=args.spread)
+        add_model_based(result, root, params, pols, args.work, args.add_mb, args.out)
+        if "rank" in result:
+            result["rank"]["summary"] = summarise_rank(result["rank"]["policies"], result["truth"], targets)
+            if "support_limit" in result["rank"]:
+                lim = result["rank"]["support_limit"]
+                kept = {n: r for n, r in result["rank"]["policies"].items() if r["support_reject_share"] <= lim}
+                result["rank"]["supported_summary"] = summarise_rank(kept, result["truth"], targets)
+        parts = sorted(args.work.glob(f"coverage_{args.out}_[0-9]*.json"))
+        if parts and "coverage" in result:
+            cov = {k: v for part in parts for k, v in json.loads(part.read_text()).items()}
+            c = result["coverage"]
+            result["coverage"] = coverage_result(cov, result["truth"], targets, c["policies"], c["stays"], params)
+        result["meta"]["model_based"] = {"command": " ".join(sys.argv), "seconds": round(time.perf_counter() - t0, 1),
+                                         "model": params["ope"].get("model"), "date": dt.date.today().isoformat()}
+        (HERE / "results" / f"{args.out}.json").write_text(json.dumps(result, indent=1, default=float))
+        write_report(result, args)
+        return
     if args.report_only:  # from the saved .json, or a partial coverage run's per-dataset file
         saved = HERE / "results" / f"{args.out}.json"
         result = json.loads(saved.read_text()) if saved.is_file() else {}
@@ -488,6 +570,10 @@ def main() -> None:
     write_report(result, args)
 
 
+SHOWN = ("fqe", "wdr", ope_stage.HULL, ope_stage.MB)
+"""estimators of the per-policy coverage tables"""
+
+
 def write_report(result: dict[str, Any], args: argparse.Namespace) -> None:
     import os
     import platform
@@ -496,6 +582,10 @@ def write_report(result: dict[str, Any], args: argparse.Namespace) -> None:
           f"Command: `{result['meta']['command']}`", "",
           *([f"Support shares added by `{result['meta']['support_command']}`.", ""]
             if result["meta"].get("support_command") else []),
+          *([f"Model-based estimates (`mb`, ope.model: {json.dumps(result['meta']['model_based']['model'])}) added "
+             f"on {result['meta']['model_based']['date']} by `{result['meta']['model_based']['command']}` "
+             f"({result['meta']['model_based']['seconds']:.0f} s; same data, policies and truth).", ""]
+            if result["meta"].get("model_based") else []),
           f"Machine: {platform.machine()}, {os.cpu_count()} CPUs shared with other jobs, one torch thread; "
           f"{result['meta']['seconds']:.0f} s in all. Truth: `ogsrl truth` code, cohort population, "
           f"{result['meta']['truth_episodes']} patients per policy, seed {result['meta']['truth_seed']} (never an "
@@ -522,27 +612,27 @@ def write_report(result: dict[str, Any], args: argparse.Namespace) -> None:
                  "ESS": pr[n]["estimates"].get("fqe/return", {}).get("ess", float("nan")),
                  "rejected": pr[n].get("support_reject_share", float("nan")),
                  **{e: pr[n]["estimates"].get(f"{e}/return", {}).get("value", float("nan"))
-                    for e in ("wis_clip", "pdwis_clip", "fqe", "dr", "wdr")}} for n in pr]
+                    for e in ("wis_clip", "pdwis_clip", "fqe", "dr", "wdr", ope_stage.MB)}} for n in pr]
         md += ["Per policy (reward return; estimates' point values):", "",
                table(rows, ["policy", "true return", "±", "true mortality", "true cost_total", "ESS", "rejected",
                             "wis_clip",
                             "pdwis_clip", "fqe",
-                            "dr", "wdr"]), ""]
+                            "dr", "wdr", ope_stage.MB]), ""]
     if "coverage" in result:
         c = result["coverage"]
         md += [f"## 95 % CI coverage ({c['datasets']} datasets × {c['stays']} stays; policies {c['policies']})", "",
                table(c["summary"], ["target", "estimator", "intervals", "coverage", "median_width",
                                     "median_rel_error"]), ""]
         if "by_policy" in c:
-            keep = [r for r in c["by_policy"] if r["estimator"] in ("fqe", "wdr", ope_stage.HULL)]
-            md += ["Per policy (FQE, WDR and their hull):", "",
+            keep = [r for r in c["by_policy"] if r["estimator"] in SHOWN]
+            md += ["Per policy (FQE, WDR, their hull, MB):", "",
                    table(keep, ["target", "estimator", "policy", "intervals", "coverage", "median_width",
                                 "median_rel_error"]), ""]
         if c.get("gate_regime"):
-            keep = [r for r in c["gate_regime_by_policy"] if r["estimator"] in ("fqe", "wdr", ope_stage.HULL)]
+            keep = [r for r in c["gate_regime_by_policy"] if r["estimator"] in SHOWN]
             md += [f"### Where the gate decides: intervals with ESS ≥ min_ess = {c['min_ess']:g}", "",
                    table(c["gate_regime"], ["target", "estimator", "intervals", "coverage", "median_width",
-                                            "median_rel_error"]), "", "Per policy (FQE, WDR and their hull):", "",
+                                            "median_rel_error"]), "", "Per policy (FQE, WDR, their hull, MB):", "",
                    table(keep, ["target", "estimator", "policy", "intervals", "coverage", "median_width",
                                 "median_rel_error"]), ""]
     (HERE / "results" / f"{args.out}.md").write_text("\n".join(md) + "\n")
