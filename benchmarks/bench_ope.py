@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -482,7 +483,8 @@ def main() -> None:
             c = result["coverage"]
             result["coverage"] = coverage_result(cov, result["truth"], targets, c["policies"], c["stays"], params)
         result["meta"]["model_based"] = {"command": " ".join(sys.argv), "seconds": round(time.perf_counter() - t0, 1),
-                                         "model": params["ope"].get("model"), "date": dt.date.today().isoformat()}
+                                         "model": dataclasses.asdict(ope_stage.ope_config(params).model),
+                                         "date": dt.date.today().isoformat()}
         (HERE / "results" / f"{args.out}.json").write_text(json.dumps(result, indent=1, default=float))
         write_report(result, args)
         return
