@@ -11,7 +11,8 @@ Policies (all stochastic, so every estimator applies; built from the project und
   log-normal jitter, SD 0.3), else act as logged;
 * ``mix_<a>_<b>``: the 50/50 mixture of two of the above (density = mean of the densities);
 * with ``--spread``: ``soc_noise0.1``/``0.2`` and ``clin_<drug><f>``, a behaviour clone of clinicians who give f × the
-  logged dose of one or both drugs (policies the truth separates); ``clinician_clone`` (identical to SOC) is left out.
+  logged dose of one or both drugs (policies the truth separates); ``clinician_clone`` (identical to SOC) is left out;
+* with ``--trained-only``: the trained policies alone (selecting among the learners' runs and seeds).
 
 Part 1 (``--rank``): on the project's own test split, every policy × estimator × target (reward return and each cost
 return): relative error |V̂ − V| / |V|, Spearman rank correlation of V̂ with V over the policies, the concordance over
@@ -142,7 +143,7 @@ SCALES = {"clin_vaso0.5": (1.0, 0.5), "clin_vaso2": (1.0, 2.0), "clin_fluid0.5":
 
 
 def build_policies(root: Path, params: dict, train: pd.DataFrame, val: pd.DataFrame, work: Path,
-                   spread: bool = False) -> dict[str, Any]:
+                   spread: bool = False, trained_only: bool = False) -> dict[str, Any]:
     pols: dict[str, Any] = {}
 
     def cached(name: str, make: Any) -> SavedPolicy:  # rule clones are saved in the work directory
@@ -157,6 +158,8 @@ def build_policies(root: Path, params: dict, train: pd.DataFrame, val: pd.DataFr
     for run in sorted(p.name for p in pdir.iterdir() if p.is_dir()) if pdir.is_dir() else []:
         for sd in sorted(d for d in (pdir / run).iterdir() if d.is_dir()):  # not the units' key files
             pols[f"{run}/{sd.name}"] = load_policy(sd)
+    if trained_only:
+        return pols
     clone = load_policy(root / ope_stage.BEHAVIOUR_DIR)
     if not spread:  # the same model as SOC (one behaviour clone, one seed): kept only to repeat earlier runs
         pols["clinician_clone"] = clone
@@ -454,6 +457,8 @@ def main() -> None:
     ap.add_argument("--fqe-refits", type=int, default=None, help="override ope.fqe.refits")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_ope"))
     ap.add_argument("--out", default="ope")
+    ap.add_argument("--trained-only", action="store_true",
+                    help="rank only the trained run × seed policies under --root (model selection among learners)")
     ap.add_argument("--support", action="store_true",
                     help="add the guardian's support shares to the saved rank page --out (no OPE rerun)")
     ap.add_argument("--report-only", action="store_true", help="rewrite the .md page from the saved .json")
@@ -469,7 +474,8 @@ def main() -> None:
         train, _ = common.read_split(root / "data/trajectories/train.parquet")
         val, meta = common.read_split(root / "data/trajectories/val.parquet")
         targets = ["return", *meta["cost_columns"]]
-        pols = build_policies(root, params, train, val, args.work, spread=args.spread)
+        pols = build_policies(root, params, train, val, args.work, spread=args.spread,
+                          trained_only=args.trained_only)
         add_model_based(result, root, params, pols, args.work, args.add_mb, args.out)
         if "rank" in result:
             result["rank"]["summary"] = summarise_rank(result["rank"]["policies"], result["truth"], targets)
@@ -518,7 +524,8 @@ def main() -> None:
     train, _ = common.read_split(root / "data/trajectories/train.parquet")
     val, meta = common.read_split(root / "data/trajectories/val.parquet")
     targets = ["return", *meta["cost_columns"]]
-    pols = build_policies(root, params, train, val, args.work, spread=args.spread)
+    pols = build_policies(root, params, train, val, args.work, spread=args.spread,
+                          trained_only=args.trained_only)
     out_json = HERE / "results" / f"{args.out}.json"
     result: dict[str, Any] = json.loads(out_json.read_text()) if out_json.is_file() else {}
     needed = list(pols) if args.rank else []
