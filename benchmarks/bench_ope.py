@@ -230,6 +230,8 @@ def model_based_all(root: Path, params: dict, pols: dict[str, Any], names: list[
     t0 = time.perf_counter()
     world = ope_stage.eval_world(params, cfg, root, test, meta)
     print(f"  evaluation world models: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    if world is None:
+        return {n: {} for n in names}
     out = {}
     for name in names:
         seeds = policy_seed(cfg.seed, name).spawn(3)[2]  # evaluate_policy's model stream

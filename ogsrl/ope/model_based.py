@@ -61,6 +61,16 @@ class Config:
             raise ValueError(f"holdout must be in (0, 0.5), got {self.holdout}")
 
 
+def held_out(n_stays: int, cfg: Config) -> int:
+    """Stays each fit holds out (at least one)."""
+    return max(1, int(round(cfg.holdout * n_stays)))
+
+
+def enough_stays(n_stays: int, cfg: Config) -> bool:
+    """Whether ``n_stays`` evaluation stays leave >= 2 to fit on beside the held-out ones."""
+    return n_stays - held_out(n_stays, cfg) >= 2
+
+
 def _stays_of(stay_labels: np.ndarray) -> list[npt.NDArray[np.int64]]:
     """Row positions of each stay, stays in sorted label order."""
     _, stay = np.unique(stay_labels, return_inverse=True)
@@ -83,8 +93,8 @@ def fit_models(data: Transitions, stay_labels: npt.ArrayLike, new_model: Callabl
     if labels.shape != (len(data),):
         raise ValueError(f"stay_labels must be ({len(data)},), one per row, got {labels.shape}")
     stays = _stays_of(labels)
-    n_hold = max(1, int(round(cfg.holdout * len(stays))))
-    if len(stays) - n_hold < 2:
+    n_hold = held_out(len(stays), cfg)
+    if not enough_stays(len(stays), cfg):
         raise ValueError(f"model-based OPE needs >= {n_hold + 2} evaluation stays, got {len(stays)}")
     s_split, s_resample, s_init = seed.spawn(3)
     perm = np.random.default_rng(s_split).permutation(len(stays))

@@ -427,13 +427,19 @@ class EvalWorld:
 
 
 def eval_world(params: Mapping[str, Any], cfg: OPEConfig, root: Path, test: pd.DataFrame,
-               meta: Mapping[str, Any]) -> EvalWorld:
-    """Fit model-based OPE's world models on ``test`` (``world.model`` architecture, seeds from ``ope.seed``)."""
+               meta: Mapping[str, Any]) -> EvalWorld | None:
+    """Fit model-based OPE's world models on ``test`` (``world.model`` architecture, seeds from ``ope.seed``); None,
+    with a warning, when the split has too few stays to fit on and hold some out."""
     from ogsrl.agents.inputs import grid
     from ogsrl.data.contract import read_metadata
     from ogsrl.world import stage as world_stage
     from ogsrl.world.env import start_states, steps_left
 
+    n_stays = int(test["stay_key"].nunique())
+    if not model_based.enough_stays(n_stays, cfg.model):
+        log.warning("evaluate: %d test stays are too few for model-based OPE (fit on >= 2, hold out %d); no mb "
+                    "estimates", n_stays, model_based.held_out(n_stays, cfg.model))
+        return None
     path = Path(root) / TRAJECTORY_DIR / "test.parquet"
     wcfg = config.build(world_stage.WorldConfig, params.get("world"), "world")
     layout = world_stage.table_layout(params, read_metadata(path), test, path)
@@ -641,7 +647,8 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     train, test, costs, columns, cd = ts.train, ts.test, ts.costs, ts.columns, ts.critic
     behaviour_model = ts.behaviour_model
     metrics: dict[str, Any] = {"test/stays": int(test["stay_key"].nunique()), "test/sha256": ts.sha256,
-                               "ope/gamma": cfg.gamma, "ope/fqe_action": cfg.fqe.action}
+                               "ope/gamma": cfg.gamma, "ope/fqe_action": cfg.fqe.action,
+                               "ope/model_based": ts.world is not None}
 
     truth = read_truth(root, config.section(params, "data").get("source") == "demo")
     metrics["truth/available"] = bool(truth)

@@ -3,6 +3,7 @@ hold stays out and are reproducible, the stage's fallback for policies the model
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -123,3 +124,14 @@ def test_a_policy_reading_unmodelled_columns_gets_no_estimate() -> None:
 def test_bad_config_fails_with_one_line(kw: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         model_based.Config(**kw)
+
+
+def test_too_few_test_stays_skip_the_models_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    import pandas as pd
+
+    cfg = stage.OPEConfig(model=model_based.Config(holdout=0.2))
+    assert model_based.enough_stays(3, cfg.model) and not model_based.enough_stays(2, cfg.model)
+    two = pd.DataFrame({"stay_key": ["a", "a", "b"]})
+    with caplog.at_level("WARNING"):
+        assert stage.eval_world({}, cfg, Path("."), two, {}) is None
+    assert "too few for model-based OPE" in caplog.text
