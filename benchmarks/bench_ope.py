@@ -65,7 +65,7 @@ from ogsrl.agents.actor import SavedPolicy
 from ogsrl.config import load_params
 from ogsrl.ope import behaviour
 from ogsrl.ope import stage as ope_stage
-from ogsrl.ope.estimate import Estimate, hull, policy_seed
+from ogsrl.ope.estimate import Estimate, hull
 from ogsrl.synth import policies as synth_policies
 
 HERE = Path(__file__).resolve().parent
@@ -234,8 +234,8 @@ def model_based_all(root: Path, params: dict, pols: dict[str, Any], names: list[
         return {n: {} for n in names}
     out = {}
     for name in names:
-        seeds = policy_seed(cfg.seed, name).spawn(3)[2]  # evaluate_policy's model stream
-        est = ope_stage.estimate_model_based(world, pols[name], cfg, seeds, float("nan"))
+        est = ope_stage.estimate_model_based(world, pols[name], cfg, ope_stage.policy_streams(cfg.seed, name)[2],
+                                             float("nan"))
         out[name] = {f"{e}/{t}": v.to_dict() for (e, t), v in est.items()}
     return out
 

@@ -21,14 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
-
 import numpy as np
 import numpy.typing as npt
 
 from ogsrl.ope.bootstrap import bagged_interval
 from ogsrl.world.data import Transitions
-from ogsrl.world.ensemble import WorldModel
+from ogsrl.world.ensemble import Mode, WorldModel
 from ogsrl.world.env import EnvConfig, WorldModelEnv, rollout
 
 FloatArray = npt.NDArray[np.floating]
@@ -49,7 +47,7 @@ class Config:
     """model episodes per evaluation stay's first state, per model"""
     holdout: float = 0.2
     """share of the evaluation stays each fit holds out for early stopping and elite selection"""
-    mode: Literal["mean", "random_member", "random_elite", "episode_elite"] = "random_elite"
+    mode: Mode = "random_elite"
     """how a step uses the ensemble (:class:`ogsrl.world.env.EnvConfig`)"""
 
     def __post_init__(self) -> None:
@@ -112,7 +110,7 @@ def fit_models(data: Transitions, stay_labels: npt.ArrayLike, new_model: Callabl
 
 
 def stay_values(model: WorldModel, starts: FloatArray, horizons: npt.NDArray[np.integer], act: ActFn, gamma: float,
-                rollouts: int, mode: str, env_seed: int, act_rng: np.random.Generator) -> npt.NDArray[np.float64]:
+                rollouts: int, mode: Mode, env_seed: int, act_rng: np.random.Generator) -> npt.NDArray[np.float64]:
     """(N, 1 + C) mean discounted reward and cost returns of ``rollouts`` model episodes from each start state.
 
     ``env_seed`` seeds the model's draws (transitions, deaths, discharges): pass the same one for every policy (common
@@ -120,7 +118,7 @@ def stay_values(model: WorldModel, starts: FloatArray, horizons: npt.NDArray[np.
     """
     n = len(starts)
     horizons = np.asarray(horizons, dtype=np.int64)
-    env = WorldModelEnv(model, starts, n * rollouts, EnvConfig(horizon=int(horizons.max()), mode=mode),  # type: ignore[arg-type]
+    env = WorldModelEnv(model, starts, n * rollouts, EnvConfig(horizon=int(horizons.max()), mode=mode),
                         horizons=horizons)
     ro = rollout(env, act, env_seed, start_index=np.tile(np.arange(n), rollouts), act_rng=act_rng)
     disc = gamma ** np.arange(ro.rew.shape[0], dtype=np.float64)

@@ -498,6 +498,11 @@ class PolicyEvaluation:
     """share of the total weight carried by the k heaviest stays"""
 
 
+def policy_streams(seed: int, key: str) -> tuple[np.random.SeedSequence, ...]:
+    """(importance sampling, FQE/DR, model-based) seed streams of the policy ``key`` (from :func:`policy_seed`)."""
+    return tuple(policy_seed(seed, key).spawn(3))
+
+
 def evaluate_policy(policy: Any, key: str, behaviour_model: Any, train: pd.DataFrame, test: pd.DataFrame,
                     columns: Mapping[str, np.ndarray], cd: CriticData, cfg: OPEConfig,
                     world: EvalWorld | None = None) -> PolicyEvaluation:
@@ -510,7 +515,7 @@ def evaluate_policy(policy: Any, key: str, behaviour_model: Any, train: pd.DataF
     who = f"policy {key}"
     lr = log_ratios(policy, behaviour_model, test, who=who)
     episodes = wis.pad_by_stay(test["stay_key"].to_numpy(), {**columns, "log_ratio": lr})
-    s_is, s_critic, s_model = policy_seed(cfg.seed, key).spawn(3)
+    s_is, s_critic, s_model = policy_streams(cfg.seed, key)
     overlap = bool(np.isfinite(lr).any())
     res: dict[tuple[str, str], Estimate] = {}
     if overlap:  # else every weight is 0 and the IS estimators are undefined
