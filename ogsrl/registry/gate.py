@@ -120,6 +120,10 @@ class Evidence:
     (None: not measured — no guardian, or no test split)"""
     logged_return: Estimate | None = None
     """the clinicians' logged (on-policy) return on the same test split (None when missing)"""
+    return_estimator: str | None = None
+    """the OPE estimator ``ope_return`` comes from (named in the return check's reason; None: not recorded)"""
+    cost_estimator: str | None = None
+    """the OPE estimator ``ope_costs`` come from (named in the cost checks' reasons; None: not recorded)"""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (stored with the model version)."""
@@ -136,6 +140,8 @@ class Evidence:
             "guardian_unit": self.guardian_unit,
             "support_reject_share": self.support_reject_share,
             "logged_return": iv(self.logged_return),
+            "return_estimator": self.return_estimator,
+            "cost_estimator": self.cost_estimator,
         }
 
     @classmethod
@@ -156,6 +162,8 @@ class Evidence:
             guardian_unit=d.get("guardian_unit"),
             support_reject_share=None if share is None else float(share),
             logged_return=iv(d.get("logged_return")),
+            return_estimator=d.get("return_estimator"),
+            cost_estimator=d.get("cost_estimator"),
         )
 
 
@@ -322,12 +330,14 @@ def decide(evidence: Evidence, cfg: GateConfig, champion_return: float | None,
         checks.append(_with_band(c, cfg.band("support")))
 
     # cost limits: OPE upper CI of every limited cost
+    upper = f"{evidence.cost_estimator} upper CI" if evidence.cost_estimator else "upper CI"
+    lower = f"{evidence.return_estimator} lower CI" if evidence.return_estimator else "lower CI"
     for name, limit in cfg.cost_limits.items():
         est = evidence.ope_costs.get(name)
         if est is None or not _finite(est.ci_high):
             checks.append(Check(f"cost:{name}", False, f"no finite OPE estimate for {name} (limit {limit:g})"))
             continue
-        c = _compare(f"cost:{name}", est.ci_high, limit, True, "upper CI", "limit")
+        c = _compare(f"cost:{name}", est.ci_high, limit, True, upper, "limit")
         checks.append(_with_band(_with_ess(c, est, cfg.min_ess), cfg.band("cost")))
 
     # return: superiority to the champion, or non-inferiority to the clinicians' logged return
@@ -336,7 +346,7 @@ def decide(evidence: Evidence, cfg: GateConfig, champion_return: float | None,
     if est is None or not _finite(est.ci_low):
         checks.append(Check("return", False, "no finite OPE estimate of the reward return"))
     elif champion_return is not None:
-        c = _compare("return", est.ci_low, champion_return, False, "lower CI",
+        c = _compare("return", est.ci_low, champion_return, False, lower,
                      "champion estimate on the current test split")
         checks.append(_with_band(_with_ess(c, est, cfg.min_ess), cfg.band("return")))
     elif logged is None or not _finite(logged.value):
@@ -344,7 +354,7 @@ def decide(evidence: Evidence, cfg: GateConfig, champion_return: float | None,
                             "(metrics behaviour/onpolicy/<return>)"))
     else:
         need = logged.value - cfg.noninferiority_margin
-        c = _compare("return", est.ci_low, need, False, "no champion yet: non-inferiority, lower CI",
+        c = _compare("return", est.ci_low, need, False, f"no champion yet: non-inferiority, {lower}",
                      f"clinicians' logged return {logged.value:.4g} - margin {cfg.noninferiority_margin:g} =")
         checks.append(_with_band(_with_ess(c, est, cfg.min_ess), cfg.band("return")))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -252,7 +253,7 @@ def test_first_run_creates_champion_then_unsafe_candidate_stays_challenger(proje
     v2 = client.get_model_version("ogsrl-policy", "2")
     assert v2.tags["gate.decision"] == "rejected"
     assert v2.tags["gate.check.cost.cost_total"] == "fail"
-    assert v2.tags["gate.reason.cost.cost_total"] == "upper CI 2.5 > limit 1 (margin -1.5)"
+    assert v2.tags["gate.reason.cost.cost_total"] == "hull_fqe_wdr upper CI 2.5 > limit 1 (margin -1.5)"
     assert "challenger" in v2.aliases
     assert str(client.get_model_version_by_alias("ogsrl-policy", "champion").version) == "1"
 
@@ -267,6 +268,36 @@ def test_first_run_creates_champion_then_unsafe_candidate_stays_challenger(proje
         stage.promote(params, root, version="3")
     with pytest.raises(ValueError, match="ogsrl-policy v9"):
         stage.promote(params, root, version="9")
+
+
+def test_the_gate_reads_the_return_from_estimator_and_the_costs_from_cost_estimator(
+        project: tuple[Path, dict]) -> None:
+    """Defaults: WDR's lower bound for the return, the FQE/WDR hull's upper bound for every cost; each check's
+    reason names the estimator it read, and the evidence records both."""
+    root, params = project
+    metrics_path = root / "data/reports/evaluate/metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    # WDR alone would clear the cost limit 1.0 (upper 0.5); the hull's upper bound 1.4 (FQE's) does not
+    metrics.update({"soc/seed42/hull_fqe_wdr/cost_total/ci_high": 1.4, "soc/seed42/hull_fqe_wdr/return/ci_low": -90.0})
+    metrics_path.write_text(json.dumps(metrics))
+    ev = stage.gather_evidence(stage.registry_config(params), root)
+    assert (ev.return_estimator, ev.cost_estimator) == ("wdr", "hull_fqe_wdr")
+    assert ev.ope_return == Estimate(-50.0, -55.0, -45.0, 100.0)  # WDR's, not the hull's lower bound -90
+    assert ev.ope_costs["cost_total"].ci_high == 1.4 and set(ev.ope_costs) == {"cost_total", "cost_spo2_low"}
+    assert Evidence.from_dict(json.loads(json.dumps(ev.to_dict()))) == ev
+    ev = dataclasses.replace(ev, support_reject_share=0.02)  # measured at registration, not from the metrics
+    dec = gate.decide(ev, stage.registry_config(params).gate, champion_return=None)
+    assert [c.name for c in dec.failed] == ["cost:cost_total"]
+    assert _check(dec, "cost:cost_total").reason == "hull_fqe_wdr upper CI 1.4 > limit 1 (margin -0.4)"
+    assert _check(dec, "return").reason.startswith("no champion yet: non-inferiority, wdr lower CI -55 ≥ ")
+
+    # the same metrics with the gate told to read WDR for the costs: the cost check passes on WDR's 0.5
+    wdr = {**params, "registry": {**params["registry"], "cost_estimator": "wdr"}}
+    ev = dataclasses.replace(stage.gather_evidence(stage.registry_config(wdr), root), support_reject_share=0.02)
+    assert ev.ope_costs["cost_total"].ci_high == 0.5
+    assert gate.decide(ev, stage.registry_config(wdr).gate, champion_return=None).promote
+    with pytest.raises(ConfigError, match="cost_estimator must be a non-empty string"):
+        stage.registry_config({"registry": {"cost_estimator": " "}})
 
 
 def test_the_same_policy_cannot_beat_itself(project: tuple[Path, dict]) -> None:

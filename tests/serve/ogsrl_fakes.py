@@ -110,21 +110,23 @@ def write_trajectories(root: Path) -> None:
 
 
 def write_ope(root: Path, method: str = "soc", ret: tuple[float, float, float] = (-50.0, -55.0, -45.0),
-              cost: tuple[float, float, float] = (0.4, 0.3, 0.5), estimator: str = "wdr",
+              cost: tuple[float, float, float] = (0.4, 0.3, 0.5),
+              estimators: tuple[str, ...] = ("wdr", "hull_fqe_wdr"),
               logged: tuple[float, float, float] = (-52.0, -56.0, -48.0), ess: float = 100.0,
               others: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] | None = None) -> None:
     """OPE metrics in the evaluate stage's flat layout: <run>/seed<seed>/<estimator>/<target>/{value,ci_low,…}
-    (``estimator``: the registry's default, the one the gate reads), the clinicians' logged return
-    (behaviour/onpolicy/return) and the hash of the test split they were computed on. ``others``: more runs,
-    run → (ret, cost)."""
+    (the same numbers under each of ``estimators``: by default the two the gate reads, for the return and the
+    costs), the clinicians' logged return (behaviour/onpolicy/return) and the hash of the test split they were
+    computed on. ``others``: more runs, run → (ret, cost)."""
     from ogsrl.io import file_sha256
 
     m: dict[str, Any] = {}
     for run, (r, c) in {method: (ret, cost), **(others or {})}.items():
-        k = f"{run}/seed42/{estimator}"
-        for target, (v, lo, hi) in {"return": r, "cost_total": c, "cost_spo2_low": c}.items():
-            m.update({f"{k}/{target}/value": v, f"{k}/{target}/ci_low": lo, f"{k}/{target}/ci_high": hi,
-                      f"{k}/{target}/ess": ess})
+        for estimator in estimators:
+            k = f"{run}/seed42/{estimator}"
+            for target, (v, lo, hi) in {"return": r, "cost_total": c, "cost_spo2_low": c}.items():
+                m.update({f"{k}/{target}/value": v, f"{k}/{target}/ci_low": lo, f"{k}/{target}/ci_high": hi,
+                          f"{k}/{target}/ess": ess})
     v, lo, hi = logged
     m.update({"behaviour/onpolicy/return/value": v, "behaviour/onpolicy/return/ci_low": lo,
               "behaviour/onpolicy/return/ci_high": hi, "behaviour/onpolicy/return/ess": 1000.0})
