@@ -219,22 +219,49 @@ def hurdle_nll(
     return -torch.logsumexp(log_w + per_dim.sum(dim=-1), dim=-1)
 
 
+def _far_left_quantile(log_p: torch.Tensor) -> torch.Tensor:
+    """z with log Φ(z) = ``log_p`` where p underflows float64 (log p < −700): Newton steps on log Φ from −√(−2 log p),
+    without gradient, then one implicit step z − (log Φ(z) − log p)/(φ/Φ)(z) that carries the exact derivative
+    dz = d log p / (φ/Φ)(z)."""
+    def inverse_mills(z: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-0.5 * z**2 - 0.5 * math.log(2.0 * math.pi) - torch.special.log_ndtr(z))
+
+    with torch.no_grad():
+        z = -torch.sqrt(-2.0 * log_p)
+        for _ in range(4):
+            z = z - (torch.special.log_ndtr(z) - log_p) / inverse_mills(z)
+        ratio, log_cdf = inverse_mills(z), torch.special.log_ndtr(z)
+    return z - (log_cdf - log_p) / ratio
+
+
+def _left_quantile(log_p: torch.Tensor) -> torch.Tensor:
+    """z ≤ 0 with log Φ(z) = ``log_p`` (p ≤ ½), accurate however small p is, differentiable in ``log_p``."""
+    z = torch.special.ndtri(log_p.clamp(min=-700.0).exp())
+    far = log_p < -700.0  # p below float64's normal range: rare (μ beyond a bound by > 37 σ)
+    if bool(far.any()):
+        z = z.index_put(far.nonzero(as_tuple=True), _far_left_quantile(log_p[far]))
+    return z
+
+
 def truncnorm_rsample(mu: torch.Tensor, std: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Reparameterised draw of y ~ N(μ, σ²) truncated to (0, 1] by the inverse CDF, float64, differentiable in μ, σ:
 
-        y = μ + σ·Φ⁻¹(Φ(lo) + u·(Φ(hi) − Φ(lo))),   lo = −μ/σ, hi = (1 − μ)/σ,   u ~ U(0, 1)
+        y = μ + σ·Φ⁻¹(p),   p = Φ(lo) + u·(Φ(hi) − Φ(lo)),   lo = −μ/σ, hi = (1 − μ)/σ,   u ~ U(0, 1)
 
-    computed in the left tail (mirrored when both bounds sit in the right one) and kept inside [1e-9, 1], so a
-    draw is never the zero-dose atom. ``mu``, ``std`` and ``u`` broadcast.
+    p and 1 − p are both formed in log space (``log_ndtr``), and Φ⁻¹ is taken in whichever tail holds the draw, so the
+    draw is exact wherever the bounds sit: μ far outside [0, 1] against σ (where Φ(lo) and Φ(hi) underflow, or
+    1 + erf cancels) puts it at the near bound, as it should. Kept inside [1e-9, 1], so a draw is never the zero-dose
+    atom. ``mu``, ``std`` and ``u`` broadcast.
     """
     mu, std, u = mu.double(), std.double(), u.double()
-    a, b = -mu / std, (1.0 - mu) / std
-    mirror = a > 0
-    lo, hi = torch.where(mirror, -b, a), torch.where(mirror, -a, b)
-    p_lo, p_hi = torch.special.ndtr(lo), torch.special.ndtr(hi)
-    z = torch.special.ndtri((p_lo + u * (p_hi - p_lo)).clamp(1e-300, 1.0 - 1e-16))
-    y = mu + std * torch.where(mirror, -z, z)
-    return y.clamp(1e-9, 1.0)
+    lo, hi = -mu / std, (1.0 - mu) / std
+    log_lo, log_hi = torch.special.log_ndtr(lo), torch.special.log_ndtr(hi)  # log Φ(lo) ≤ log Φ(hi)
+    log_p = log_hi + torch.log(u + (1.0 - u) * torch.exp(log_lo - log_hi))  # p = u·Φ(hi) + (1 − u)·Φ(lo)
+    log_nlo, log_nhi = torch.special.log_ndtr(-lo), torch.special.log_ndtr(-hi)  # log(1 − Φ(·)), Φ̄(hi) ≤ Φ̄(lo)
+    log_q = log_nlo + torch.log(1.0 - u + u * torch.exp(log_nhi - log_nlo))  # 1 − p = u·Φ̄(hi) + (1 − u)·Φ̄(lo)
+    left = log_p <= log_q
+    z = _left_quantile(torch.where(left, log_p, log_q))
+    return (mu + std * torch.where(left, z, -z)).clamp(1e-9, 1.0)
 
 
 def hurdle_rsample(

@@ -336,8 +336,8 @@ CRITIC_STREAM = 0x46514500  # "FQE": keeps the critics' stream apart from every 
 
 
 HULL = "hull_fqe_wdr"
-"""the interval hull of FQE and WDR (value: FQE's), reported beside them; the gate reads it when
-``registry.estimator`` names it (not the default: docs/policies-and-ope.md)"""
+"""the interval hull of FQE and WDR (value: FQE's), reported beside them; the gate reads its cost upper bounds
+(``registry.cost_estimator``, the default) and, if ``registry.estimator`` names it, its return's lower bound"""
 
 
 def critic_seeds(seed: int) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:

@@ -3,6 +3,8 @@ constraint, the guardian penalty, the hurdle sampler, determinism and config err
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -76,6 +78,55 @@ def test_hurdle_draws_follow_the_density() -> None:
     y_enum, log_p = cql.enumerate_actions(actor(obs), torch.Generator().manual_seed(1))
     assert y_enum.shape == (3, 8, 2)
     np.testing.assert_allclose(log_p.exp().sum(1).detach().numpy(), 1.0, rtol=1e-9)
+
+
+def test_truncated_normal_draws_are_exact_and_differentiable_over_the_actors_whole_range() -> None:
+    """The reparameterised draw equals scipy's inverse CDF wherever the actor's clamps let μ and σ go — μ many σ
+    outside [0, 1] included, where torch's Φ underflows (Φ(−8.3) → 0 through 1 + erf) and a naive inverse CDF put
+    the draw at the far end of the interval — and its gradient matches finite differences."""
+    from scipy import stats
+
+    mu, log_std, u = (a.ravel() for a in np.meshgrid(np.linspace(common.MU_MIN, common.MU_MAX, 41),
+                                                     np.linspace(common.LOG_STD_MIN, common.LOG_STD_MAX, 29),
+                                                     [1e-6, 0.01, 0.3, 0.5, 0.7, 0.99, 1 - 1e-6], indexing="ij"))
+    std = np.exp(log_std)
+    ref = np.clip(stats.truncnorm.ppf(u, -mu / std, (1 - mu) / std, loc=mu, scale=std), 1e-9, 1.0)
+    mu_t, ls_t = torch.tensor(mu, requires_grad=True), torch.tensor(log_std, requires_grad=True)
+    y = common.truncnorm_rsample(mu_t, ls_t.exp(), torch.tensor(u))
+    np.testing.assert_allclose(y.detach().numpy(), ref, rtol=0, atol=1e-9)
+    # e.g. μ = −0.27, σ = 0.031 (8.7 σ below the zero bound): draws sit near it (mean ≈ σ²/|μ| = 0.0036), not at 0.89
+    far = common.truncnorm_rsample(torch.tensor(-0.27), torch.tensor(0.031), torch.tensor([0.01, 0.5, 0.99]))
+    assert float(far.max()) < 0.02
+
+    y.sum().backward()
+    h = 1e-6
+
+    def draw(m: np.ndarray, ls: np.ndarray) -> np.ndarray:
+        return common.truncnorm_rsample(torch.tensor(m), torch.tensor(np.exp(ls)), torch.tensor(u)).numpy()
+
+    inside = (ref > 1e-8) & (ref < 1 - 1e-8)  # the clamp has no derivative
+    np.testing.assert_allclose(mu_t.grad.numpy()[inside], ((draw(mu + h, log_std) - draw(mu - h, log_std))
+                                                           / (2 * h))[inside], atol=1e-6)
+    np.testing.assert_allclose(ls_t.grad.numpy()[inside], ((draw(mu, log_std + h) - draw(mu, log_std - h))
+                                                           / (2 * h))[inside], atol=1e-6)
+
+
+def test_the_actor_losss_entropy_estimate_respects_the_bound_of_a_hurdle_on_the_unit_square() -> None:
+    """On [0, 1]² a hurdle density's entropy is at most 2·ln 2 (the zero/non-zero choices; a density on the unit
+    interval has differential entropy ≤ 0). The actor loss's one-draw-per-configuration estimate, averaged over many
+    states anywhere in the actor's range, must respect it (with wrong far-tail draws it averaged ~17 nats)."""
+    g = torch.Generator().manual_seed(0)
+    n = 20_000
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(n, 1, 2, generator=g, dtype=torch.float64)
+
+    params = (torch.zeros(n, 1, dtype=torch.float64), uniform(-20.0, 20.0), uniform(common.MU_MIN, common.MU_MAX),
+              uniform(common.LOG_STD_MIN, common.LOG_STD_MAX))
+    y, log_p = cql.enumerate_actions(params, g)
+    entropy = -(log_p.exp() * cql.log_prob_rows(params, y)).sum(-1)
+    assert float(entropy.mean()) <= 2 * math.log(2.0)
+    assert torch.isfinite(entropy).all()
 
 
 def test_same_seed_same_weights(logged: tuple) -> None:

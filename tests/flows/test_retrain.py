@@ -29,9 +29,10 @@ cand = json.loads(Path("candidate.json").read_text())
 if cand.get("fail"):
     sys.exit("simulated stage failure")
 m = {}
-for target, (v, lo, hi) in {"return": cand["ret"], "cost_total": cand["cost"]}.items():
-    m.update({f"soc/seed42/wdr/{target}/value": v, f"soc/seed42/wdr/{target}/ci_low": lo,
-              f"soc/seed42/wdr/{target}/ci_high": hi, f"soc/seed42/wdr/{target}/ess": 100.0})
+for (target, (v, lo, hi)), est in ((t, e) for t in {"return": cand["ret"], "cost_total": cand["cost"]}.items()
+                                   for e in ("wdr", "hull_fqe_wdr")):  # the gate's return and cost estimators
+    m.update({f"soc/seed42/{est}/{target}/value": v, f"soc/seed42/{est}/{target}/ci_low": lo,
+              f"soc/seed42/{est}/{target}/ci_high": hi, f"soc/seed42/{est}/{target}/ess": 100.0})
 m.update({"behaviour/onpolicy/return/value": -52.0, "behaviour/onpolicy/return/ci_low": -56.0,
           "behaviour/onpolicy/return/ci_high": -48.0, "behaviour/onpolicy/return/ess": 1000.0})
 Path("data/reports/evaluate").mkdir(parents=True, exist_ok=True)
