@@ -331,7 +331,6 @@ def decide(evidence: Evidence, cfg: GateConfig, champion_return: float | None,
 
     # cost limits: OPE upper CI of every limited cost
     upper = f"{evidence.cost_estimator} upper CI" if evidence.cost_estimator else "upper CI"
-    lower = f"{evidence.return_estimator} lower CI" if evidence.return_estimator else "lower CI"
     for name, limit in cfg.cost_limits.items():
         est = evidence.ope_costs.get(name)
         if est is None or not _finite(est.ci_high):
@@ -341,6 +340,7 @@ def decide(evidence: Evidence, cfg: GateConfig, champion_return: float | None,
         checks.append(_with_band(_with_ess(c, est, cfg.min_ess), cfg.band("cost")))
 
     # return: superiority to the champion, or non-inferiority to the clinicians' logged return
+    lower = f"{evidence.return_estimator} lower CI" if evidence.return_estimator else "lower CI"
     est = candidate_return if candidate_return is not None else evidence.ope_return
     logged = evidence.logged_return
     if est is None or not _finite(est.ci_low):

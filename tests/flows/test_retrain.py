@@ -29,10 +29,10 @@ cand = json.loads(Path("candidate.json").read_text())
 if cand.get("fail"):
     sys.exit("simulated stage failure")
 m = {}
-for (target, (v, lo, hi)), est in ((t, e) for t in {"return": cand["ret"], "cost_total": cand["cost"]}.items()
-                                   for e in ("wdr", "hull_fqe_wdr")):  # the gate's return and cost estimators
-    m.update({f"soc/seed42/{est}/{target}/value": v, f"soc/seed42/{est}/{target}/ci_low": lo,
-              f"soc/seed42/{est}/{target}/ci_high": hi, f"soc/seed42/{est}/{target}/ess": 100.0})
+for est in ("wdr", "hull_fqe_wdr"):  # the gate's return and cost estimators
+    for target, (v, lo, hi) in {"return": cand["ret"], "cost_total": cand["cost"]}.items():
+        k = f"soc/seed42/{est}/{target}"
+        m.update({f"{k}/value": v, f"{k}/ci_low": lo, f"{k}/ci_high": hi, f"{k}/ess": 100.0})
 m.update({"behaviour/onpolicy/return/value": -52.0, "behaviour/onpolicy/return/ci_low": -56.0,
           "behaviour/onpolicy/return/ci_high": -48.0, "behaviour/onpolicy/return/ess": 1000.0})
 Path("data/reports/evaluate").mkdir(parents=True, exist_ok=True)
