@@ -5,10 +5,11 @@ Only environment defaults and project fixtures live here; area-specific fixtures
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -30,6 +31,21 @@ TEST_SALT = "test-secret-salt-0123456789abcdef"
 @pytest.fixture(autouse=True)
 def _secret_salt(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OGSRL_SALT", TEST_SALT)
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_uris_restored(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Undo what ``mlflow.set_tracking_uri``/``set_registry_uri`` leave behind (a process global and an env var
+    each), so a test never reads the registry of an earlier test's deleted project."""
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))  # recorded, so teardown restores the prior state
+        if not os.environ[name]:
+            monkeypatch.delenv(name)
+    yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
 
 
 TINY_STAYS = 40

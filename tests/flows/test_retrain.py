@@ -148,7 +148,8 @@ def test_triggered_runs_promote_then_fail_without_touching_the_champion(tmp_path
 
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{(root / 'mlflow.db').as_posix()}")
+    db = f"sqlite:///{(root / 'mlflow.db').as_posix()}"
+    client = mlflow.MlflowClient(tracking_uri=db, registry_uri=db)
     versions = client.search_model_versions("name='ogsrl-policy'")
     assert [str(v.version) for v in versions] == ["1"]  # the failed run registered nothing
     assert str(client.get_model_version_by_alias("ogsrl-policy", "champion").version) == "1"
@@ -235,7 +236,8 @@ def test_cron_deployment_served_on_a_local_prefect_server_runs_once(tmp_path: Pa
 
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{(root / 'mlflow.db').as_posix()}")
+    db = f"sqlite:///{(root / 'mlflow.db').as_posix()}"
+    client = mlflow.MlflowClient(tracking_uri=db, registry_uri=db)
     assert str(client.get_model_version_by_alias("ogsrl-policy", "champion").version) == "1"
     assert _prefect_processes(tmp_path / ".prefect") == []
     with pytest.raises(OSError):
