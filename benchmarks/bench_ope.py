@@ -625,8 +625,7 @@ def write_report(result: dict[str, Any], args: argparse.Namespace) -> None:
           *([f"This command evaluated only its `--only` policies; estimates and truths of the others were kept from "
              f"`{result['meta']['base']['page']}` ({result['meta']['base']['date']}, "
              f"`{result['meta']['base']['command']}`, {result['meta']['base']['seconds']:.0f} s): "
-             f"{', '.join(result['meta']['base']['kept'])}. Re-evaluating kept policies with the current code gives "
-             "identical estimates (checked on soc/seed42 and gmb_cpo/seed40 in session 16).", ""]
+             f"{', '.join(result['meta']['base']['kept'])}.", ""]
             if result["meta"].get("base") else []),
           *([f"Support shares added by `{result['meta']['support_command']}`.", ""]
             if result["meta"].get("support_command") else []),
