@@ -20,6 +20,11 @@ evaluated with batched matmuls. With D the logged transitions, π the actor, γ 
     λ (CCQL): λᵢ ← max(0, λᵢ + η_λ·(Ĵ_Ci − dᵢ)),  Ĵ_Ci = E_{s₀, a~π}[Q_Ci(s₀, a)] on start states s₀ (the expected
              cost per stay the limits dᵢ bound)
 
+Trained as served (``train_as_served``): π above is replaced by the policy that is served, π̃(·|s) = π's draw a
+where the guardian accepts (s, a), else a draw of the fallback (the clinicians' clone SOC of the same seed), in the
+TD targets' a', the actor's values (a rejected action is valued at the fallback's draw; its gradient flows through
+the probability of drawing it) and Ĵ_Ci: the critics then value, and the multipliers bound, the served policy.
+
 The actor expectation is exact over the discrete parts (mixture component k and which doses are zero: K·2^A
 configurations per state, weighted by their probabilities) and reparameterised over the non-zero amounts
 (:func:`ogsrl.agents.common.truncnorm_rsample`), so its gradient is unbiased although the hurdle has an atom.
@@ -110,6 +115,9 @@ class Config:
     """supervised updates that first regress every critic on the logged returns-to-go (the clinicians' Monte-Carlo
     Q), so CQL starts from values of the right scale instead of propagating a whole stay through Polyak targets;
     0: critics start from their random initialisation"""
+    train_as_served: bool = False
+    """value and constrain the policy as it is served: where the guardian rejects the actor's (s, a), the fallback's
+    draw (needs the run served with the guardian fallback, ``policies.serve_guardian_fallback``)"""
     log_every: int = 1000
     """updates between progress log lines (and learning-curve rows)"""
 
@@ -347,9 +355,34 @@ def _inputs(obs_n: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.cat([obs_n[:, None, :].expand(bsz, n, obs_n.shape[-1]), y.float()], dim=-1).reshape(bsz * n, -1)
 
 
+Serving = tuple[Guard, HurdleActor]
+"""(guardian, fallback actor) of a policy served with the guardian fallback"""
+
+
+def as_served(y: torch.Tensor, obs: torch.Tensor, serving: Serving | None,
+              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The served policy's actions for the actor's scaled draws ``y (B, n, A)`` at physical states ``obs (B, S)``:
+    where the guardian rejects (s, a), one draw of the fallback actor at s instead (no gradient through it).
+
+    Returns (actions ``(B, n, A)``, inside ``(B, n)`` bool); ``serving`` None: ``y`` itself, all inside.
+    """
+    bsz, n, a_dim = y.shape
+    if serving is None:
+        return y, torch.ones(bsz, n, dtype=torch.bool)
+    guard, fallback = serving
+    acts = common.unscale_actions(y.detach().reshape(-1, a_dim).numpy())
+    inside = torch.as_tensor(np.asarray(guard(np.repeat(obs.numpy(), n, axis=0), acts), bool).reshape(bsz, n))
+    if bool(inside.all()):
+        return y, inside
+    with torch.no_grad():
+        y_fb = common.hurdle_rsample(*fallback(obs), n, generator).to(y.dtype)
+    return torch.where(inside[..., None], y, y_fb), inside
+
+
 def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tuple[str, ...],
           cost_limits: FloatArray, seed: int, *, discount: float = 1.0, guard: Guard | None = None,
-          ood_penalty: float = 0.0, label: str = "cql") -> tuple[HurdleActor, dict[str, float], list[dict[str, float]]]:
+          ood_penalty: float = 0.0, serving: Serving | None = None,
+          label: str = "cql") -> tuple[HurdleActor, dict[str, float], list[dict[str, float]]]:
     """Train a copy of ``actor`` by CQL (CCQL when ``config.constrained``) on ``data``.
 
     Args:
@@ -361,6 +394,7 @@ def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tup
         discount: γ of the reward and cost returns.
         guard: GCQL/GCCQL: the guardian on (physical s, physical a); None: not guarded.
         ood_penalty: P, added to the reward times the rejected share of π's draws at s (guarded only).
+        serving: (guardian, fallback actor): train the policy as served (see the module docstring); None: π itself.
         label: prefix of the progress log lines.
     Returns:
         (trained actor, final metrics ``train/…``, one history row per ``log_every`` updates).
@@ -403,7 +437,8 @@ def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tup
             y_next = common.hurdle_rsample(*p_next, big_n + 1, gen)  # the last draw is a' of the TD target
             lp_pi, lp_next = log_prob_rows(p_s, y_pi), log_prob_rows(p_next, y_next[:, :big_n])
             y_rand = reference_draws(n, big_n, a_dim, gen)
-            nxt = _inputs(data.next_obs_n[idx], y_next[:, big_n:])  # (B, S + A)
+            y_next_served, next_inside = as_served(y_next[:, big_n:], data.next_obs[idx], serving, gen)
+            nxt = _inputs(data.next_obs_n[idx], y_next_served)  # (B, S + A)
             q_next = target(nxt)  # (E, B)
             cont = discount * (1.0 - data.done[idx])
             rew = data.rew[idx]
@@ -436,7 +471,8 @@ def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tup
         p_s = actor(obs)
         y_enum, log_p = enumerate_actions(p_s, gen)  # (B, M, A), (B, M)
         lp_enum = log_prob_rows(p_s, y_enum)  # (B, M)
-        q_enum = critic(_inputs(obs_n, y_enum), frozen=True).reshape(critic.members, n, -1)  # (E, B, M)
+        y_valued, _ = as_served(y_enum, obs, serving, gen)
+        q_enum = critic(_inputs(obs_n, y_valued), frozen=True).reshape(critic.members, n, -1)  # (E, B, M)
         value = q_enum[:2].min(dim=0).values - (lam_t[:, None, None] * q_enum[2:]).sum(0)  # (B, M)
         temp = log_temp.exp().detach()
         prob = log_p.exp()
@@ -454,7 +490,7 @@ def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tup
         if n_cost:
             with torch.no_grad():
                 s0 = data.starts[torch.randint(len(data.starts), (n,), generator=gen)]
-                y0 = common.hurdle_rsample(*actor(data.obs[s0]), 1, gen)
+                y0, _ = as_served(common.hurdle_rsample(*actor(data.obs[s0]), 1, gen), data.obs[s0], serving, gen)
                 j_c = critic(_inputs(data.obs_n[s0], y0))[2:].mean(dim=1).double().numpy()  # (C,)
             lam = np.maximum(0.0, lam + config.multiplier_lr * (j_c - limits))
             lam_t = torch.as_tensor(lam, dtype=torch.float32)
@@ -462,6 +498,7 @@ def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tup
                "loss/actor": float(actor_loss.detach()),
                "train/q_data": float(q_data[:2].detach().mean()), "train/temperature": float(temp),
                "train/entropy": entropy, "train/rejected": float(rejected.mean()),
+               **({"train/fallback_share": float(1.0 - next_inside.float().mean())} if serving is not None else {}),
                **{f"train/cost_value/{c}": float(j_c[i]) for i, c in enumerate(cost_names[:n_cost])},
                **{f"train/multiplier/{c}": float(lam[i]) for i, c in enumerate(cost_names[:n_cost])}}
         for k, v in row.items():
@@ -509,15 +546,21 @@ def fit(config: Config, inputs: TrainInputs, seed: int) -> FitResult:
     if inputs.guarded and inputs.make_guard is None:
         raise ValueError(f"run {inputs.run!r}: guarded model-free training needs inputs.make_guard (the guardian)")
     guard = inputs.make_guard() if inputs.guarded and inputs.make_guard is not None else None
+    serving = None
+    if config.train_as_served:
+        if not inputs.serves_fallback or inputs.make_guard is None:
+            raise ValueError(f"run {inputs.run!r}: train_as_served needs the run served with the guardian fallback "
+                             "(policies.serve_guardian_fallback: true, and not the fallback run itself)")
+        serving = (guard or inputs.make_guard(), copy.deepcopy(inputs.behaviour_clone(seed).actor).eval())
     actor = initial_actor(config, inputs, seed)
     actor, metrics, history = train(config, data, actor, inputs.cost_columns, inputs.cost_limits, seed,
                                     discount=inputs.discount, guard=guard, ood_penalty=config.ood_penalty,
-                                    label=f"{inputs.run or 'cql'} seed {seed}")
+                                    serving=serving, label=f"{inputs.run or 'cql'} seed {seed}")
     return FitResult(policy=SavedPolicy(actor, names, "sample", sample_seed=seed), metrics=metrics, history=history)
 
 
 load = SavedPolicy.load
 """loader of a CQL checkpoint (the shared actor format)"""
 
-__all__ = ["Config", "CriticEnsemble", "Transitions", "enumerate_actions", "fit", "load", "returns_to_go", "train",
+__all__ = ["Config", "CriticEnsemble", "Transitions", "as_served", "enumerate_actions", "fit", "load", "returns_to_go", "train",
            "transitions", "warm_start_critics"]

@@ -64,6 +64,9 @@ class TrainInputs:
     make_guard: Callable[[], Any] | None = None
     """``make_guard() -> guard(obs (B, S), act (B, A)) -> inside (B,)``: the calibrated guardian on the run's state
     columns (physical units), for model-free guarded runs; loaded on first use"""
+    serves_fallback: bool = False
+    """the run is served wrapped with the guardian fallback (``PoliciesConfig.wraps``): a rejected (s, a) gets
+    ``behaviour_clone(seed)``'s action"""
     action_space: Any = None
     """the hurdle density's :class:`ogsrl.agents.common.ActionSpace` (None: the canonical fluid_ml, nee_max)"""
 

@@ -383,7 +383,8 @@ def train_unit(params: Mapping[str, Any], root: Path, run: str, seed: int,
         cost_limits=limits, step_h=ctx.window[1], discount=cfg.discount, guarded=spec.guarded,
         make_env=functools.partial(factory.make, state, fallback=functools.partial(clones.get, state)),
         behaviour_clone=functools.partial(clones.get, state), run=run,
-        make_guard=functools.partial(load_guard, root, state, space.columns), action_space=space,
+        make_guard=functools.partial(load_guard, root, state, space.columns), serves_fallback=cfg.wraps(run),
+        action_space=space,
     )
     alg_cfg = cfg.algorithm_config(run)
     result = algo.fit(alg_cfg, inputs, seed)

@@ -30,10 +30,10 @@ def _fit(logged: tuple, seed: int = 0, steps: int = 400, **kw):  # noqa: ANN202
     fields = {"batch_size": 64, "critic_hidden": (32, 32), "hidden": (32, 32), "warm_start": False, "actor_lr": 1e-3,
               "critic_lr": 1e-3, "temperature_lr": 1e-3, "multiplier_lr": 0.05, "alpha": 1.0, "tau": 0.05,
               "n_action_samples": 4, "log_every": 100}
-    cfg = cql.Config(steps=steps, **{**fields, **{k: v for k, v in kw.items() if k != "guard"}})
+    cfg = cql.Config(steps=steps, **{**fields, **{k: v for k, v in kw.items() if k not in ("guard", "serving")}})
     actor = op.fresh_actor(NAMES, (32, 32), 1, frame[list(NAMES)].to_numpy(np.float64), seed)
     actor, metrics, history = cql.train(cfg, data, actor, COSTS, LIMITS, seed, guard=kw.get("guard"),
-                                        ood_penalty=cfg.ood_penalty)
+                                        ood_penalty=cfg.ood_penalty, serving=kw.get("serving"))
     ev = op.evaluate(toy_cmdp.DoseCMDP(2000, seed=9), actor, np.random.default_rng(9), 5, 9, COSTS)
     return actor, metrics, history, ev
 
@@ -61,6 +61,62 @@ def test_the_guardian_penalty_lowers_the_values_where_the_policy_leaves_the_set(
     assert free["train/rejected"] == 0.0 and 0.05 < guarded["train/rejected"] < 1.0
     # the penalty P·ρ(s) enters every TD target: Q on the data drops by about P·ρ per remaining step
     assert guarded["train/q_data"] < free["train/q_data"] - 5.0 * guarded["train/rejected"]
+
+
+class _FullDoses(nn.Module):
+    """A fallback actor that gives both drugs at the top of their range (scaled 1.0): the costly clinician."""
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        b = obs.shape[0]
+        return (torch.zeros(b, 1), torch.full((b, 1, 2), -30.0), torch.ones(b, 1, 2), torch.full((b, 1, 2), -6.0))
+
+
+def _low_fluid(obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+    return common.scale_actions(act)[:, 0] < 0.5
+
+
+def test_as_served_swaps_only_the_rejected_draws_for_the_fallbacks() -> None:
+    gen = torch.Generator().manual_seed(0)
+    y = torch.tensor([[[0.2, 0.3], [0.9, 0.1]], [[0.6, 0.0], [0.1, 0.8]]], dtype=torch.float64, requires_grad=True)
+    obs = torch.zeros(2, len(NAMES))
+    served, inside = cql.as_served(y, obs, (_low_fluid, _FullDoses()), gen)
+    assert inside.tolist() == [[True, False], [False, True]]
+    np.testing.assert_allclose(served[inside].detach().numpy(), y[inside].detach().numpy())
+    np.testing.assert_allclose(served[~inside].detach().numpy(), 1.0, atol=0.01)  # the fallback's full doses
+    served.sum().backward()  # the gradient reaches the accepted draws only
+    np.testing.assert_array_equal(y.grad.numpy(), inside[..., None].expand(2, 2, 2).double().numpy())
+    same, all_in = cql.as_served(y, obs, None, gen)
+    assert same is y and bool(all_in.all())
+
+
+def test_trained_as_served_the_multipliers_bound_the_served_policys_cost(logged: tuple) -> None:
+    """Where the guardian rejects every action the served policy is the costly fallback, whatever the actor does:
+    as served, the cost reading and the multipliers see that cost; trained on the actor alone, they do not."""
+    def reject_all(obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+        return np.zeros(len(act), bool)
+
+    _, plain, _, _ = _fit(logged, steps=300, constrained=True)
+    _, served, _, _ = _fit(logged, steps=300, constrained=True, serving=(reject_all, _FullDoses()))
+    assert served["train/fallback_share"] == 1.0 and "train/fallback_share" not in plain
+    # full doses every step cost ≈ 1 per step in both columns; the multipliers grow three times as fast
+    # (measured 20.4 / 21.4 against 6.9 / 6.5) and the fluid reading is higher (1.76 against 1.39)
+    for c in COSTS:
+        assert served[f"train/multiplier/{c}"] > 2.0 * plain[f"train/multiplier/{c}"] > 0
+    assert served["train/cost_value/fluid_load"] > plain["train/cost_value/fluid_load"] + 0.2
+
+
+def test_training_as_served_needs_a_run_served_with_the_fallback(logged: tuple) -> None:
+    from ogsrl.agents.inputs import TrainInputs
+
+    frame, _ = logged
+    inputs = TrainInputs(train=frame, val=frame, state_features=NAMES, action_names=("fluid_ml", "nee_max"),
+                         cost_columns=COSTS, cost_limits=LIMITS, step_h=4.0, discount=1.0, guarded=False,
+                         make_env=None, behaviour_clone=None, run="ccql", make_guard=lambda: _low_fluid,
+                         serves_fallback=False)
+    with pytest.raises(ValueError, match="run 'ccql': train_as_served needs the run served with the guardian "
+                                         "fallback") as err:
+        cql.fit(cql.Config(train_as_served=True, warm_start=False), inputs, 0)
+    assert "\n" not in str(err.value)
 
 
 def test_hurdle_draws_follow_the_density() -> None:
