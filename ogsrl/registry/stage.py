@@ -18,13 +18,16 @@ to serve and audit each alias.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
+import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ogsrl import config
 from ogsrl.io import dir_sha256, file_sha256, write_json
@@ -121,8 +124,46 @@ def registry_config(params: Mapping[str, Any]) -> RegistryConfig:
     return config.build(RegistryConfig, params.get("registry") or {}, "registry")
 
 
+URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+"""the environment variables ``mlflow.set_tracking_uri`` / ``set_registry_uri`` export besides their globals"""
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@contextmanager
+def mlflow_uris_restored() -> Iterator[None]:
+    """Leave MLflow's process-wide tracking and registry URIs — the module globals and the environment variables
+    they export — as they were on entry, whatever the block pointed them at."""
+    import mlflow
+
+    saved = {name: os.environ.get(name) for name in URI_VARIABLES}
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
+        mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])  # type: ignore[arg-type]
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def restores_mlflow_uris(fn: _F) -> _F:
+    """Run ``fn`` inside :func:`mlflow_uris_restored`: a registry call points MLflow at its project only while it
+    runs, so a caller holding two projects (a notebook, a test) never reads the wrong store afterwards."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with mlflow_uris_restored():
+            return fn(*args, **kwargs)
+    return wrapper  # type: ignore[return-value]
+
+
 def mlflow_client(params: Mapping[str, Any], root: Path, tracking_uri: str | None) -> tuple[Any, str, str]:
-    """(MlflowClient, tracking URI, experiment id); the experiment is created with artefacts under the project."""
+    """(MlflowClient, tracking URI, experiment id); the experiment is created with artefacts under the project.
+
+    Also points MLflow's fluent API (``mlflow.start_run``, ``models:/`` URIs) at the project's store, process-wide:
+    call it inside :func:`mlflow_uris_restored` (the public functions here do, by :func:`restores_mlflow_uris`)."""
     import mlflow
 
     tcfg = tracking_config(params)
@@ -234,6 +275,7 @@ def _algorithm_of(policy_dir: Path) -> str:
 # ---- commands -----------------------------------------------------------------------------------------------------
 
 
+@restores_mlflow_uris
 def register(params: Mapping[str, Any], root: Path, *, run: str | None = None, role: str = "candidate",
              tracking_uri: str | None = None) -> dict[str, Any]:
     """Bundle, log and register the trained policy as a new `challenger` version (`ogsrl register`).
@@ -363,6 +405,7 @@ def _alias_version(client: Any, name: str, alias: str) -> Any | None:
         return None
 
 
+@restores_mlflow_uris
 def promote(
     params: Mapping[str, Any],
     root: Path,
@@ -493,6 +536,7 @@ def unresolvable(client: Any, uri: str, reason: str) -> str:
     return f"cannot resolve {uri}: {reason}; model {name!r} has {have}, e.g. models:/{name}@{sorted(aliases)[0]}"
 
 
+@restores_mlflow_uris
 def lineage(
     params: Mapping[str, Any],
     root: Path,
@@ -565,6 +609,7 @@ def conclusion(model_name: str, steps: list[Mapping[str, Any]], champion: str | 
     return "Gate: " + " | ".join(parts) + ". Now " + "; ".join(how) + "."
 
 
+@restores_mlflow_uris
 def release(params: Mapping[str, Any], root: Path, *, tracking_uri: str | None = None) -> dict[str, Any]:
     """Register and gate the baseline while there is no champion, then the candidate (`ogsrl release`, `make run`).
 

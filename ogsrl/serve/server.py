@@ -272,10 +272,13 @@ def build_server(
     overrides = {k: v for k, v in {"host": host, "port": port, "model_uri": model_uri}.items() if v is not None}
     cfg = dataclasses.replace(cfg, **overrides)  # re-runs __post_init__ validation
     if cfg.model_uri.startswith("models:/"):
-        from ogsrl.registry.stage import mlflow_client
+        from ogsrl.registry.stage import mlflow_client, mlflow_uris_restored
 
-        mlflow_client(params, Path(root), tracking_uri)  # points MLflow's registry at the project store
-    recommender, info = load_recommender(cfg.model_uri, Path(root))
+        with mlflow_uris_restored():
+            mlflow_client(params, Path(root), tracking_uri)  # points MLflow's registry at the project store
+            recommender, info = load_recommender(cfg.model_uri, Path(root))
+    else:
+        recommender, info = load_recommender(cfg.model_uri, Path(root))
     return make_server(recommender, cfg, info), cfg
 
 

@@ -232,7 +232,8 @@ def test_first_run_creates_champion_then_unsafe_candidate_stays_challenger(proje
     assert report["registry/champion"] == "1" and report["registry/challenger"] is None
     assert report["next/lineage"] == "ogsrl lineage models:/ogsrl-policy@champion --verify"
     assert report["next/mlflow_ui"] == f"mlflow ui --backend-store-uri sqlite:///{(root / 'mlflow.db').as_posix()}"
-    client = mlflow.MlflowClient()
+    uri = f"sqlite:///{(root / 'mlflow.db').as_posix()}"  # the calls point MLflow at it only while they run
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     champ = client.get_model_version_by_alias("ogsrl-policy", "champion")
     assert str(champ.version) == "1" and champ.tags["gate.decision"] == "promoted"
     assert champ.tags["gate.check.support"] == "pass"
@@ -369,7 +370,8 @@ def test_release_makes_the_baseline_the_first_champion_and_says_how_to_serve(pro
     assert "serve `ogsrl serve` (= models:/ogsrl-policy@champion)" in text
     assert "`ogsrl serve --model-uri models:/ogsrl-policy@challenger`" in text
     assert "`ogsrl lineage models:/ogsrl-policy@challenger --verify`" in text
-    client = mlflow.MlflowClient()
+    uri = f"sqlite:///{(root / 'mlflow.db').as_posix()}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     assert client.get_model_version("ogsrl-policy", "1").tags["ogsrl.role"] == "baseline"
     # with a champion in place, a second release registers only the candidate
     again = stage.release(params, root)
