@@ -17,8 +17,8 @@ evaluated with batched matmuls. With D the logged transitions, π the actor, γ 
              pushed *up* off the data)
     actor:   min_θ E_s E_{a~π_θ}[ τ·log π_θ(a|s) − min_e Q_e(s, a) + Σᵢ λᵢ Q_Ci(s, a) ]
     τ:       min_τ −τ·E[log π + H̄]  (SAC temperature, H̄ = ``target_entropy``)
-    λ (CCQL): λᵢ ← max(0, λᵢ + η_λ·(Ĵ_Ci − dᵢ)),  Ĵ_Ci = E_{s₀, a~π}[Q_Ci(s₀, a)] on start states s₀ (the expected
-             cost per stay the limits dᵢ bound)
+    λ (CCQL): λᵢ ← max(0, λᵢ + η_λ·(Ĵ_Ci − (1 − m)·dᵢ)),  Ĵ_Ci = E_{s₀, a~π}[Q_Ci(s₀, a)] on start states s₀ (the
+             expected cost per stay the limits dᵢ bound; m = ``cost_margin``, room for the critics' error)
 
 Trained as served (``train_as_served``): π above is replaced by the policy that is served, π̃(·|s) = π's draw a
 where the guardian accepts (s, a), else a draw of the fallback (the clinicians' clone SOC of the same seed), in the
@@ -107,6 +107,9 @@ class Config:
     """η_λ, projected-ascent step of the multipliers per unit of violation"""
     init_multiplier: float = 0.0
     """λᵢ at the start"""
+    cost_margin: float = 0.0
+    """m: share of each cost limit held back, the multipliers drive the cost critics' reading to (1 − m)·limit —
+    room for the critics' error on the learner's own actions, which the data never show them"""
     precision: Literal["float32", "bfloat16", "auto"] = "float32"
     """matmul precision of the critics' hidden layers (heads, targets and losses stay float32): bfloat16 is ~2.7×
     faster than float32 on a CPU with AMX tiles and slower without them; auto picks bfloat16 exactly where the CPU has
@@ -127,6 +130,8 @@ class Config:
                                         "log_every"),
                         unit=("tau",), widths=("hidden", "critic_hidden"),
                         non_negative=("alpha", "cost_alpha", "multiplier_lr", "init_multiplier", "critic_warm_start"))
+        if not 0.0 <= self.cost_margin < 1.0:
+            raise ValueError(f"Config.cost_margin must lie in [0, 1), got {self.cost_margin}")
         if self.precision not in ("float32", "bfloat16", "auto"):
             raise ValueError(f"Config.precision must be float32, bfloat16 or auto, got {self.precision!r}")
 
@@ -402,6 +407,7 @@ def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tup
     limits = np.asarray(cost_limits, dtype=np.float64)
     if limits.shape != (len(cost_names),) or (limits < 0).any():
         raise ValueError(f"cql: cost_limits must be {len(cost_names)} numbers ≥ 0, got {limits.tolist()}")
+    targets = (1.0 - config.cost_margin) * limits
     gen = torch.Generator().manual_seed(seed + 2)
     actor = copy.deepcopy(actor).train()
     n_obs, a_dim = data.obs.shape[1], data.y.shape[1]
@@ -492,7 +498,7 @@ def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tup
                 s0 = data.starts[torch.randint(len(data.starts), (n,), generator=gen)]
                 y0, _ = as_served(common.hurdle_rsample(*actor(data.obs[s0]), 1, gen), data.obs[s0], serving, gen)
                 j_c = critic(_inputs(data.obs_n[s0], y0))[2:].mean(dim=1).double().numpy()  # (C,)
-            lam = np.maximum(0.0, lam + config.multiplier_lr * (j_c - limits))
+            lam = np.maximum(0.0, lam + config.multiplier_lr * (j_c - targets))
             lam_t = torch.as_tensor(lam, dtype=torch.float32)
         row = {"loss/td": float(td_r.detach()), "loss/conservative_gap": float(gap_r.detach()),
                "loss/actor": float(actor_loss.detach()),
@@ -510,7 +516,7 @@ def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tup
             elapsed = time.perf_counter() - t0
             last = history[-1]
             costs = " ".join(f"{c.removeprefix('cost_')} {last[f'train/cost_value/{c}']:.2f}/{d:.2f} "
-                             f"λ {last[f'train/multiplier/{c}']:.2f}" for c, d in zip(cost_names[:n_cost], limits))
+                             f"λ {last[f'train/multiplier/{c}']:.2f}" for c, d in zip(cost_names[:n_cost], targets))
             log.info("%s: step %d/%d  Q(data) %.2f  gap %.2f  τ %.3f  rejected %.3f %s %.0f s, ETA %.0f s", label,
                      step, config.steps, last["train/q_data"], last["loss/conservative_gap"],
                      last["train/temperature"], last["train/rejected"], costs, elapsed,
@@ -521,6 +527,7 @@ def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tup
     metrics = {"train/updates": float(config.steps), "train/seconds": seconds,
                "train/bfloat16_critics": float(precision == "bfloat16"),
                "train/updates_per_s": config.steps / max(seconds, 1e-9), **warm,
+               **{f"train/cost_target/{c}": float(targets[i]) for i, c in enumerate(cost_names[:n_cost])},
                **{k: v for k, v in last.items() if k != "step"}}
     return actor.eval(), metrics, history
 
