@@ -229,7 +229,7 @@ def concordance(est: np.ndarray, true: np.ndarray, half: np.ndarray) -> tuple[fl
 
 
 def model_based_all(root: Path, params: dict, pols: dict[str, Any], names: list[str]) -> dict[str, dict]:
-    """The model-based estimates alone (``mb/<target>``) of each named policy on ``root``'s test split, exactly as
+    """The simulator estimates alone (``mb/<target>``, ``knn/<target>``) of each named policy on ``root``'s test split, exactly as
     the evaluate stage computes them (its fits, its seeds, the policy's FQE/WIS ESS left to the caller)."""
     cfg = ope_stage.ope_config(params)
     test, meta = common.read_split(root / "data/trajectories/test.parquet")
@@ -251,7 +251,8 @@ def evaluate_all(root: Path, params: dict, pols: dict[str, Any], names: list[str
     cfg = ope_stage.ope_config(params)
     train, _ = common.read_split(root / "data/trajectories/train.parquet")
     test, meta = common.read_split(root / "data/trajectories/test.parquet")
-    world = ope_stage.eval_world(params, cfg, root, test, meta) if cfg.model.enabled else None
+    world = ope_stage.eval_world(params, cfg, root, test, meta) if cfg.model.enabled or cfg.neighbour.enabled \
+        else None
     costs = tuple(meta["cost_columns"])
     bmodel = ope_stage.load_behaviour(root)
     last = np.r_[test["stay_key"].to_numpy()[1:] != test["stay_key"].to_numpy()[:-1], True]
@@ -289,7 +290,8 @@ def make_dataset(params: dict, seed: int, stays: int, work: Path) -> Path:
     return ds
 
 
-ESTIMATORS = ("wis", "pdwis", "wis_clip", "pdwis_clip", "fqe", "dr", "wdr", ope_stage.HULL, ope_stage.MB)
+ESTIMATORS = ("wis", "pdwis", "wis_clip", "pdwis_clip", "fqe", "dr", "wdr", ope_stage.HULL, ope_stage.MB,
+              ope_stage.KNN)
 
 
 def add_model_based(result: dict, root: Path, params: dict, pols: dict[str, Any], work: Path, source: str,
@@ -477,12 +479,18 @@ def main() -> None:
     ap.add_argument("--base", metavar="PAGE", help="the saved rank page --only starts from (written as --out)")
     ap.add_argument("--report-only", action="store_true", help="rewrite the .md page from the saved .json")
     ap.add_argument("--add-mb", metavar="PAGE",
-                    help="copy the saved page PAGE (its rank and its coverage parts in --work), add the model-based "
-                         "estimates (params ope.model) of its policies on the same data, write it as --out")
+                    help="copy the saved page PAGE (its rank and its coverage parts in --work), add the simulator "
+                         "estimates (mb: params ope.model; knn: ope.neighbour) of its policies on the same data, "
+                         "write it as --out")
+    ap.add_argument("--only-knn", action="store_true",
+                    help="with --add-mb: add the knn estimates alone (the page's mb estimates are kept)")
     args = ap.parse_args()
     if args.add_mb:
         root = args.root.resolve()
         params = load_params(root / "params.yaml")
+        if args.only_knn:
+            ope = params.get("ope") or {}
+            params = {**params, "ope": {**ope, "model": {**(ope.get("model") or {}), "enabled": False}}}
         t0 = time.perf_counter()
         result = json.loads((HERE / "results" / f"{args.add_mb}.json").read_text())
         train, _ = common.read_split(root / "data/trajectories/train.parquet")
@@ -502,9 +510,11 @@ def main() -> None:
             cov = {k: v for part in parts for k, v in json.loads(part.read_text()).items()}
             c = result["coverage"]
             result["coverage"] = coverage_result(cov, result["truth"], targets, c["policies"], c["stays"], params)
-        result["meta"]["model_based"] = {"command": " ".join(sys.argv), "seconds": round(time.perf_counter() - t0, 1),
-                                         "model": dataclasses.asdict(ope_stage.ope_config(params).model),
-                                         "date": dt.date.today().isoformat()}
+        cfg = ope_stage.ope_config(params)
+        result["meta"]["knn" if args.only_knn else "model_based"] = {
+            "command": " ".join(sys.argv), "seconds": round(time.perf_counter() - t0, 1),
+            "model": dataclasses.asdict(cfg.neighbour if args.only_knn else cfg.model),
+            "date": dt.date.today().isoformat()}
         (HERE / "results" / f"{args.out}.json").write_text(json.dumps(result, indent=1, default=float))
         write_report(result, args)
         return
@@ -612,7 +622,7 @@ def main() -> None:
     write_report(result, args)
 
 
-SHOWN = ("fqe", "wdr", ope_stage.HULL, ope_stage.MB)
+SHOWN = ("fqe", "wdr", ope_stage.HULL, ope_stage.MB, ope_stage.KNN)
 """estimators of the per-policy coverage tables"""
 
 
@@ -629,10 +639,11 @@ def write_report(result: dict[str, Any], args: argparse.Namespace) -> None:
             if result["meta"].get("base") else []),
           *([f"Support shares added by `{result['meta']['support_command']}`.", ""]
             if result["meta"].get("support_command") else []),
-          *([f"Model-based estimates (`mb`, ope.model: {json.dumps(result['meta']['model_based']['model'])}) added "
-             f"on {result['meta']['model_based']['date']} by `{result['meta']['model_based']['command']}` "
-             f"({result['meta']['model_based']['seconds']:.0f} s; same data, policies and truth).", ""]
-            if result["meta"].get("model_based") else []),
+          *(line for key, what in (("model_based", "Model-based estimates (`mb`, ope.model"),
+                                   ("knn", "Nearest-neighbour estimates (`knn`, ope.neighbour"))
+            if (added := result["meta"].get(key))
+            for line in (f"{what}: {json.dumps(added['model'])}) added on {added['date']} by `{added['command']}` "
+                         f"({added['seconds']:.0f} s; same data, policies and truth).", "")),
           f"Machine: {platform.machine()}, {os.cpu_count()} CPUs shared with other jobs, one torch thread; "
           f"{result['meta']['seconds']:.0f} s in all. Truth: `ogsrl truth` code, cohort population, "
           f"{result['meta']['truth_episodes']} patients per policy, seed {result['meta']['truth_seed']} (never an "
@@ -659,12 +670,13 @@ def write_report(result: dict[str, Any], args: argparse.Namespace) -> None:
                  "ESS": pr[n]["estimates"].get("fqe/return", {}).get("ess", float("nan")),
                  "rejected": pr[n].get("support_reject_share", float("nan")),
                  **{e: pr[n]["estimates"].get(f"{e}/return", {}).get("value", float("nan"))
-                    for e in ("wis_clip", "pdwis_clip", "fqe", "dr", "wdr", ope_stage.MB)}} for n in pr]
+                    for e in ("wis_clip", "pdwis_clip", "fqe", "dr", "wdr", ope_stage.MB, ope_stage.KNN)}}
+                for n in pr]
         md += ["Per policy (reward return; estimates' point values):", "",
                table(rows, ["policy", "true return", "±", "true mortality", "true cost_total", "ESS", "rejected",
                             "wis_clip",
                             "pdwis_clip", "fqe",
-                            "dr", "wdr", ope_stage.MB]), ""]
+                            "dr", "wdr", ope_stage.MB, ope_stage.KNN]), ""]
     if "coverage" in result:
         c = result["coverage"]
         cols = ["target", "estimator", "intervals", "coverage",
@@ -677,11 +689,11 @@ def write_report(result: dict[str, Any], args: argparse.Namespace) -> None:
                table(c["summary"], cols), ""]
         if "by_policy" in c:
             keep = [r for r in c["by_policy"] if r["estimator"] in SHOWN]
-            md += ["Per policy (FQE, WDR, their hull, MB):", "", table(keep, [*cols[:2], "policy", *cols[2:]]), ""]
+            md += ["Per policy (FQE, WDR, their hull, MB, kNN):", "", table(keep, [*cols[:2], "policy", *cols[2:]]), ""]
         if c.get("gate_regime"):
             keep = [r for r in c["gate_regime_by_policy"] if r["estimator"] in SHOWN]
             md += [f"### Where the gate decides: intervals with ESS ≥ min_ess = {c['min_ess']:g}", "",
-                   table(c["gate_regime"], cols), "", "Per policy (FQE, WDR, their hull, MB):", "",
+                   table(c["gate_regime"], cols), "", "Per policy (FQE, WDR, their hull, MB, kNN):", "",
                    table(keep, [*cols[:2], "policy", *cols[2:]]), ""]
     (HERE / "results" / f"{args.out}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

@@ -70,7 +70,7 @@ def enough_stays(n_stays: int, cfg: Config) -> bool:
     return n_stays - held_out(n_stays, cfg) >= 2
 
 
-def _stays_of(stay_labels: np.ndarray) -> list[npt.NDArray[np.int64]]:
+def stays_of(stay_labels: np.ndarray) -> list[npt.NDArray[np.int64]]:
     """Row positions of each stay, stays in sorted label order."""
     _, stay = np.unique(stay_labels, return_inverse=True)
     order = np.argsort(stay, kind="stable")
@@ -91,7 +91,7 @@ def fit_models(data: Transitions, stay_labels: npt.ArrayLike, new_model: Callabl
     labels = np.asarray(stay_labels)
     if labels.shape != (len(data),):
         raise ValueError(f"stay_labels must be ({len(data)},), one per row, got {labels.shape}")
-    stays = _stays_of(labels)
+    stays = stays_of(labels)
     n_hold = held_out(len(stays), cfg)
     if not enough_stays(len(stays), cfg):
         raise ValueError(f"model-based OPE needs >= {n_hold + 2} evaluation stays, got {len(stays)}")
@@ -140,6 +140,13 @@ def estimate(models: tuple[WorldModel, ...], starts: FloatArray, horizons: npt.N
     """
     per_model = [stay_values(m, starts, horizons, act, gamma, cfg.rollouts, cfg.mode, env_seed, act_rng)
                  for m in models]
+    return bagged(per_model, boot_rng, n_boot, level, combine)
+
+
+def bagged(per_model: list[FloatArray], boot_rng: np.random.Generator, n_boot: int, level: float,
+           combine: FloatArray | None = None) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """(value, ci_low, ci_high) from each model's (N, 1 + C) per-stay values: the first model's, with the refits'
+    spread (:func:`ogsrl.ope.bootstrap.bagged_interval`); ``combine`` as in :func:`estimate`."""
     if combine is not None:
         per_model = [v @ np.asarray(combine, dtype=np.float64) for v in per_model]
     refits = np.stack(per_model[1:]) if len(per_model) > 2 else None

@@ -12,8 +12,9 @@
 * ``evaluate`` (:func:`run`): for every run × seed on the test split: WIS and PDWIS (plus ``*_clip``), FQE (critic
   fitted on the train split, :mod:`ogsrl.ope.fqe`), and per-decision DR / WDR with that critic
   (:mod:`ogsrl.ope.dr`), and ``hull_fqe_wdr`` (the hull of the FQE and WDR intervals, :func:`estimate.hull`), for
-  the reward return and every cost return, and ``mb`` (the policy's value in world models fitted on the test split,
-  :mod:`ogsrl.ope.model_based`) for the reward and cost returns; writes ``data/reports/evaluate/metrics.json``
+  the reward return and every cost return, ``mb`` (the policy's value in world models fitted on the test split,
+  :mod:`ogsrl.ope.model_based`) and ``knn`` (its value in a simulator made of the test split's own transitions,
+  :mod:`ogsrl.ope.neighbour`) for the reward and cost returns; writes ``data/reports/evaluate/metrics.json``
   (``<run>/seed<seed>/<estimator>/<target>/{value,ci_low,ci_high,ess[,covers_truth]}``, ``<run>/{mean,sd}/…``),
   ``estimates.csv`` and ``weights.csv``. A policy's own random draws (bootstrap, π_e's Monte-Carlo actions) come
   from a seed derived from ``ope.seed`` and the policy key (:func:`estimate.policy_seed`); the critics' init,
@@ -43,7 +44,7 @@ from ogsrl.agents import bc, common, load_policy
 from ogsrl.agents.stage import TRAJECTORY_DIR, policies_config, policy_dir, seed_summary
 from ogsrl.errors import DataError
 from ogsrl.io import atomic_path, dir_sha256, file_sha256, remove_temporaries, write_json
-from ogsrl.ope import behaviour, bootstrap, dr, fqe, model_based, wis
+from ogsrl.ope import behaviour, bootstrap, dr, fqe, model_based, neighbour, wis
 from ogsrl.ope.estimate import Estimate, hull, policy_seed
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ class OPEConfig:
     """the FQE critic, also the DR / WDR critic"""
     model: model_based.Config = field(default_factory=model_based.Config)
     """model-based OPE (``mb``): world models fitted on the test split (architecture: ``world.model``)"""
+    neighbour: neighbour.Config = field(default_factory=neighbour.Config)
+    """nearest-neighbour OPE (``knn``): episodes made of the test split's own transitions"""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.gamma <= 1.0:
@@ -399,16 +402,24 @@ def estimate_fqe_dr(cd: CriticData, policy: Any, train: pd.DataFrame, test: pd.D
 MODEL_STREAM = 0x4D4245  # "MBE": the evaluation world models' stream, apart from the critics' and the policies'
 MB = "mb"
 """estimator name of model-based OPE"""
+NEIGHBOUR_STREAM = 0x4B4E4E  # "KNN": the nearest-neighbour pools' resamples
+KNN = "knn"
+"""estimator name of nearest-neighbour OPE"""
 TOTAL_COST = "cost_total"
 """the cost column that sums the rules (``ogsrl.costs``)"""
 
 
 @dataclass(frozen=True, slots=True)
 class EvalWorld:
-    """Model-based OPE's world models (fitted on the test split) and where their episodes start and stop."""
+    """Model-based and nearest-neighbour OPE's simulators (built from the test split) and where their episodes start
+    and stop."""
 
     models: tuple[Any, ...]
-    """:class:`ogsrl.world.ensemble.WorldModel` fits: the full-data one, then the refits"""
+    """:class:`ogsrl.world.ensemble.WorldModel` fits: the full-data one, then the refits (empty: no ``mb``)"""
+    pools: tuple[neighbour.NeighbourModel, ...]
+    """nearest-neighbour pools: every test stay, then the resamples (empty: no ``knn``)"""
+    state_features: tuple[str, ...]
+    """the simulators' state columns"""
     starts: np.ndarray
     """(N, S) each test stay's first state, in the models' state columns"""
     horizons: np.ndarray
@@ -419,64 +430,99 @@ class EvalWorld:
     combine: np.ndarray
     """(1 + C, len(targets)) each target as a combination of the models' reward and cost returns"""
     env_seed: int
-    """seed of the models' draws in every policy's rollouts (common random numbers)"""
-
-    @property
-    def state_features(self) -> tuple[str, ...]:
-        return tuple(self.models[0].layout.state_features)
+    """seed of the simulators' draws in every policy's rollouts (common random numbers)"""
+    pool_offsets: tuple[np.ndarray, ...] = ()
+    """anchored ``knn``: per pool, (N, 1 + C) the clinicians' logged per-stay returns minus their value in the pool
+    (:func:`ogsrl.ope.neighbour.clinician_offsets`; empty: not anchored)"""
 
 
 def eval_world(params: Mapping[str, Any], cfg: OPEConfig, root: Path, test: pd.DataFrame,
                meta: Mapping[str, Any]) -> EvalWorld | None:
-    """Fit model-based OPE's world models on ``test`` (``world.model`` architecture, seeds from ``ope.seed``); None,
-    with a warning, when the split has too few stays to fit on and hold some out."""
+    """Fit model-based OPE's world models on ``test`` (``world.model`` architecture, seeds from ``ope.seed``) and
+    build the nearest-neighbour pools, as enabled; no world models, with a warning, when the split has too few stays
+    to fit on and hold some out; None when neither is left."""
     from ogsrl.agents.inputs import grid
     from ogsrl.data.contract import read_metadata
     from ogsrl.world import stage as world_stage
     from ogsrl.world.env import start_states, steps_left
 
     n_stays = int(test["stay_key"].nunique())
-    if not model_based.enough_stays(n_stays, cfg.model):
+    fit_mb = cfg.model.enabled and model_based.enough_stays(n_stays, cfg.model)
+    if cfg.model.enabled and not fit_mb:
         log.warning("evaluate: %d test stays are too few for model-based OPE (fit on >= 2, hold out %d); no mb "
                     "estimates", n_stays, model_based.held_out(n_stays, cfg.model))
+    if not (fit_mb or cfg.neighbour.enabled):
         return None
     path = Path(root) / TRAJECTORY_DIR / "test.parquet"
     wcfg = config.build(world_stage.WorldConfig, params.get("world"), "world")
-    layout = world_stage.table_layout(params, read_metadata(path), test, path)
-    data = layout.transitions(test, "test.parquet")
+    table = world_stage.table_layout(params, read_metadata(path), test, path)
+    layout = table.model_layout(wcfg.model)
+    data = table.transitions(test, "test.parquet")
+    stays = test["stay_key"].to_numpy()
     fit_seed, env_seed = np.random.SeedSequence([cfg.seed, MODEL_STREAM]).spawn(2)
     models = model_based.fit_models(
-        data, test["stay_key"].to_numpy(),
-        lambda seed: layout.new_model(dataclasses.replace(wcfg.model, seed=seed)), cfg.model, fit_seed)
-    feats = models[0].layout.state_features
+        data, stays, lambda seed: table.new_model(dataclasses.replace(wcfg.model, seed=seed)), cfg.model,
+        fit_seed) if fit_mb else ()
+    pools = neighbour.fit_pools(data, stays, layout, table.death_charge, cfg.neighbour,
+                                np.random.SeedSequence([cfg.seed, NEIGHBOUR_STREAM])) if cfg.neighbour.enabled else ()
+    feats = layout.state_features
     start, step_h, n_steps = grid(meta, params.get("cohort") or {})
     horizons = np.minimum(steps_left(test, start, step_h, n_steps, "test.parquet"), wcfg.env.horizon)
-    names = (RETURN, *models[0].layout.cost_names)
+    names = (RETURN, *layout.cost_names)
     combine = np.eye(len(names))
     if TOTAL_COST in test.columns and TOTAL_COST not in names:
         names, combine = (*names, TOTAL_COST), np.column_stack([combine, np.r_[0.0, np.ones(len(names) - 1)]])
-    return EvalWorld(models, start_states(test, feats, "test.parquet"), horizons, names, combine,
-                     int(env_seed.generate_state(1)[0]))
+    starts, env = start_states(test, feats, "test.parquet"), int(env_seed.generate_state(1)[0])
+    offsets = neighbour.clinician_offsets(
+        pools, starts, horizons, logged_returns(test, ("reward", *layout.cost_names), horizons, cfg.gamma), cfg.gamma,
+        cfg.neighbour, env) if pools and cfg.neighbour.anchor else ()
+    return EvalWorld(models, pools, tuple(feats), starts, horizons, names, combine, env, offsets)
+
+
+def logged_returns(test: pd.DataFrame, columns: tuple[str, ...], horizons: np.ndarray, gamma: float) -> np.ndarray:
+    """(N, len(columns)) each stay's sum of γ^(t − t₀)·x_t over its decision steps t₀ ≤ t < t₀ + ``horizons[i]``,
+    stays in ``stay_key`` order (:func:`ogsrl.world.env.start_states`' order)."""
+    stay = np.unique(test["stay_key"].to_numpy(), return_inverse=True)[1]
+    step = test["step"].to_numpy(np.int64)
+    first = np.full(len(horizons), np.iinfo(np.int64).max)
+    np.minimum.at(first, stay, step)
+    pos = step - first[stay]
+    kept = (pos < np.asarray(horizons)[stay]).astype(np.float64) * gamma ** pos
+    sums = test[list(columns)].to_numpy(np.float64) * kept[:, None]
+    return np.stack([np.bincount(stay, weights=sums[:, k], minlength=len(horizons)) for k in range(len(columns))],
+                    axis=1)
 
 
 def estimate_model_based(world: EvalWorld, policy: Any, cfg: OPEConfig, seeds: np.random.SeedSequence,
                          ess: float) -> dict[tuple[str, str], Estimate]:
-    """``mb`` estimates of every target the models give; empty when the policy reads columns the models do not
-    predict (flagged ``flags/mb_unavailable`` by :func:`evaluate_policy`). ``ess``: the importance weights' ESS,
-    reported as the estimate's (how far the policy strays from the logged actions, where the models extrapolate)."""
+    """``mb`` and ``knn`` estimates of every target the simulators give (as enabled); empty when the policy reads
+    columns they do not step (flagged ``flags/mb_unavailable`` by :func:`evaluate_policy`). ``ess``: the importance
+    weights' ESS, reported as the estimate's (how far the policy strays from the logged actions: where the world
+    models extrapolate, and where the nearest logged action is far)."""
     feats = world.state_features
     if not set(policy.feature_names) <= set(feats):
         return {}
     cols = [feats.index(n) for n in policy.feature_names]
-    s_act, s_boot = seeds.spawn(2)
+    s_act, s_boot = seeds.spawn(2)  # mb's, drawn first whether it runs or not, so knn's never move it
+    k_act, k_boot = seeds.spawn(2)
 
     def act(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return np.asarray(policy.act(np.asarray(obs, np.float64)[:, cols], rng), np.float32)
 
-    value, lo, hi = model_based.estimate(world.models, world.starts, world.horizons, act, cfg.gamma, cfg.model,
-                                         world.env_seed, np.random.default_rng(s_act), np.random.default_rng(s_boot),
-                                         cfg.n_boot, cfg.ci_level, world.combine)
-    return {(MB, t): Estimate(float(value[k]), float(lo[k]), float(hi[k]), ess) for k, t in enumerate(world.targets)}
+    out: dict[tuple[str, str], Estimate] = {}
+    if world.models:
+        value, lo, hi = model_based.estimate(world.models, world.starts, world.horizons, act, cfg.gamma, cfg.model,
+                                             world.env_seed, np.random.default_rng(s_act),
+                                             np.random.default_rng(s_boot), cfg.n_boot, cfg.ci_level, world.combine)
+        out.update({(MB, t): Estimate(float(value[k]), float(lo[k]), float(hi[k]), ess)
+                    for k, t in enumerate(world.targets)})
+    if world.pools:
+        value, lo, hi = neighbour.estimate(world.pools, world.starts, world.horizons, act, cfg.gamma, cfg.neighbour,
+                                           world.env_seed, np.random.default_rng(k_act), np.random.default_rng(k_boot),
+                                           cfg.n_boot, cfg.ci_level, world.combine, world.pool_offsets)
+        out.update({(KNN, t): Estimate(float(value[k]), float(lo[k]), float(hi[k]), ess)
+                    for k, t in enumerate(world.targets)})
+    return out
 
 
 def weight_concentration(log_ratio: np.ndarray, mask: np.ndarray, clip: float | None, top: int = 100) -> np.ndarray:
@@ -598,7 +644,8 @@ def load_test_split(cfg: OPEConfig, root: Path, params: Mapping[str, Any] | None
         MORTALITY: (test[outcome].to_numpy(bool) & last).astype(np.float64),
         **{c: test[c].to_numpy() for c in costs},
     }
-    world = eval_world(params, cfg, root, test, meta) if params is not None and cfg.model.enabled else None
+    world = eval_world(params, cfg, root, test, meta) \
+        if params is not None and (cfg.model.enabled or cfg.neighbour.enabled) else None
     return SplitData(train, test, costs, columns, critic_data(cfg, train, test, costs, edges, schema), behaviour_model,
                      file_sha256(test_path), schema, world)
 

@@ -157,10 +157,13 @@ class TableLayout:
         return transitions_from_frame(frame, self.state_features, self.cost_columns, table, self.final_hour,
                                       tuple(self.schema.action_columns), self.death_charge, self.step_h)
 
+    def model_layout(self, cfg: EnsembleConfig) -> Layout:
+        """How the model's state columns are stepped (copied, Bernoulli, Gaussian, sums) under ``cfg``."""
+        return Layout.make(self.state_features, self.cost_columns, cfg.copy_features, cfg.sum_features, self.schema)
+
     def new_model(self, cfg: EnsembleConfig) -> WorldModel:
         """An unfitted ensemble over this layout."""
-        return WorldModel(cfg, Layout.make(self.state_features, self.cost_columns, cfg.copy_features,
-                                           cfg.sum_features, self.schema), self.death_charge)
+        return WorldModel(cfg, self.model_layout(cfg), self.death_charge)
 
 
 def table_layout(params: Mapping[str, Any], meta: Mapping[str, object], frame: pd.DataFrame, path: Path

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ogsrl.ope import model_based, stage
+from ogsrl.ope import model_based, neighbour, stage
 from ogsrl.world.data import Layout, transitions_from_frame
 from ogsrl.world.ensemble import EnsembleConfig, StepSample, WorldModel
 from ogsrl.world.toy import toy_trajectories
@@ -110,7 +110,8 @@ def test_fits_hold_stays_out_and_are_reproducible(toy: tuple, monkeypatch: pytes
 
 
 def test_a_policy_reading_unmodelled_columns_gets_no_estimate() -> None:
-    world = stage.EvalWorld((KnownModel(),), _starts(3), np.full(3, 2), ("return",), np.eye(3)[:, :1], 0)
+    world = stage.EvalWorld((KnownModel(),), (), LAYOUT.state_features, _starts(3), np.full(3, 2), ("return",),
+                            np.eye(3)[:, :1], 0)
     cfg = stage.OPEConfig(n_boot=100, model=model_based.Config(refits=0, rollouts=1))
     policy = SimpleNamespace(feature_names=("spo2", "not_a_state_column"))
     assert stage.estimate_model_based(world, policy, cfg, np.random.SeedSequence(0), 5.0) == {}
@@ -129,7 +130,7 @@ def test_bad_config_fails_with_one_line(kw: dict, match: str) -> None:
 def test_too_few_test_stays_skip_the_models_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     import pandas as pd
 
-    cfg = stage.OPEConfig(model=model_based.Config(holdout=0.2))
+    cfg = stage.OPEConfig(model=model_based.Config(holdout=0.2), neighbour=neighbour.Config(enabled=False))
     assert model_based.enough_stays(3, cfg.model) and not model_based.enough_stays(2, cfg.model)
     two = pd.DataFrame({"stay_key": ["a", "a", "b"]})
     with caplog.at_level("WARNING"):

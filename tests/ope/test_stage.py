@@ -48,12 +48,13 @@ def test_evaluate_writes_estimates_for_every_target(trained: Path) -> None:
     # the promotion gate's re-evaluation of a policy gives the stage's numbers for the same key
     again = stage.evaluate_current(_params(), trained, load_policy(trained / "data/models/policies/soc/seed42"),
                                    "soc/seed42")
-    for e in ("wdr", "mb"):
+    for e in ("wdr", "mb", "knn"):
         assert again[(e, "return")].to_dict() == pytest.approx(
             {f: metrics[f"soc/seed42/{e}/return/{f}"] for f in ("value", "ci_low", "ci_high", "ess")})
     costs = ["cost_spo2_low", "cost_urine_low", "cost_total"]
     discounted = ("behaviour/onpolicy", *(f"soc/seed42/{e}" for e in ("wis", "pdwis", "wis_clip", "pdwis_clip",
-                                                                       "fqe", "dr", "wdr", "hull_fqe_wdr", "mb")))
+                                                                       "fqe", "dr", "wdr", "hull_fqe_wdr", "mb",
+                                                                       "knn")))
     keys = [f"{k}/{t}" for k in discounted for t in ("return", *costs)]
     rates = ("mortality_hosp", *(f"rate_{c}" for c in costs))
     keys += [f"{k}/{t}" for k in ("behaviour/onpolicy", "soc/seed42/wis", "soc/seed42/wis_clip") for t in rates]
@@ -92,6 +93,8 @@ def test_evaluate_writes_estimates_for_every_target(trained: Path) -> None:
     assert metrics["soc/seed42/mb/cost_total/value"] == pytest.approx(
         metrics["soc/seed42/mb/cost_spo2_low/value"] + metrics["soc/seed42/mb/cost_urine_low/value"])
     assert metrics["soc/seed42/mb/return/ess"] == metrics["soc/seed42/wis/return/ess"]
+    assert metrics["soc/seed42/knn/cost_total/value"] == pytest.approx(
+        metrics["soc/seed42/knn/cost_spo2_low/value"] + metrics["soc/seed42/knn/cost_urine_low/value"])
 
     again = stage.run(_params(), trained)  # same seeds → same numbers
     assert again == metrics
