@@ -463,8 +463,14 @@ def eval_world(params: Mapping[str, Any], cfg: OPEConfig, root: Path, test: pd.D
     models = model_based.fit_models(
         data, stays, lambda seed: table.new_model(dataclasses.replace(wcfg.model, seed=seed)), cfg.model,
         fit_seed) if fit_mb else ()
+    fit_knn = cfg.neighbour.enabled and len(data) >= cfg.neighbour.k
+    if cfg.neighbour.enabled and not fit_knn:
+        log.warning("evaluate: %d test transitions are fewer than ope.neighbour.k = %d; no knn estimates", len(data),
+                    cfg.neighbour.k)
     pools = neighbour.fit_pools(data, stays, layout, table.death_charge, cfg.neighbour,
-                                np.random.SeedSequence([cfg.seed, NEIGHBOUR_STREAM])) if cfg.neighbour.enabled else ()
+                                np.random.SeedSequence([cfg.seed, NEIGHBOUR_STREAM])) if fit_knn else ()
+    if not (models or pools):
+        return None
     feats = layout.state_features
     start, step_h, n_steps = grid(meta, params.get("cohort") or {})
     horizons = np.minimum(steps_left(test, start, step_h, n_steps, "test.parquet"), wcfg.env.horizon)

@@ -237,3 +237,17 @@ def test_summary_prints_each_seeds_estimates_with_ci_ess_and_truth_coverage() ->
         "soc/seed42/fqe/cost_total": "6.59 [6.11, 7.06]",
         "truth/gmb_cpo/seed42/return": -78.3, "test/stays": 862,
         "metrics_file": "data/reports/evaluate/metrics.json"}
+
+
+def test_too_few_test_transitions_skip_knn_with_a_warning(trained: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from ogsrl.agents import common
+
+    params = _params(model={"enabled": False}, neighbour={"k": 10**6})
+    cfg = stage.ope_config(params)
+    test, meta = common.read_split(trained / "data/trajectories/test.parquet")
+    with caplog.at_level("WARNING"):
+        assert stage.eval_world(params, cfg, trained, test, meta) is None
+    assert "fewer than ope.neighbour.k = 1000000; no knn estimates" in caplog.text
+    world = stage.eval_world(_params(model={"enabled": False}), stage.ope_config(_params(model={"enabled": False})),
+                             trained, test, meta)
+    assert world is not None and not world.models and len(world.pools) == 4 and len(world.pool_offsets) == 4
