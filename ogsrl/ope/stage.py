@@ -558,7 +558,7 @@ def policy_streams(seed: int, key: str) -> tuple[np.random.SeedSequence, ...]:
 def evaluate_policy(policy: Any, key: str, behaviour_model: Any, train: pd.DataFrame, test: pd.DataFrame,
                     columns: Mapping[str, np.ndarray], cd: CriticData, cfg: OPEConfig,
                     world: EvalWorld | None = None) -> PolicyEvaluation:
-    """WIS/PDWIS (+ clipped), FQE, DR and WDR of one policy on the test split, and MB with ``world``.
+    """WIS/PDWIS (+ clipped), FQE, DR and WDR of one policy on the test split, and MB / kNN with ``world``.
 
     All random draws come from ``policy_seed(cfg.seed, key)``. A policy that gives every logged action density 0
     (no overlap) gets FQE (and MB) only, flagged ``flags/no_overlap``; one that reads columns the world models do not
@@ -624,12 +624,12 @@ class SplitData:
     schema: Any
     """the table's declared schema (units a policy must have been trained with)"""
     world: EvalWorld | None = None
-    """model-based OPE's world models (None: ``ope.model.enabled`` false)"""
+    """model-based OPE's world models and the nearest-neighbour pools (None: neither enabled)"""
 
 
 def load_test_split(cfg: OPEConfig, root: Path, params: Mapping[str, Any] | None = None) -> SplitData:
-    """Load the splits, π̂_b and the critic data under ``root`` for :func:`evaluate_policy`; with ``params`` and
-    ``ope.model.enabled``, also fit model-based OPE's world models on the test split."""
+    """Load the splits, π̂_b and the critic data under ``root`` for :func:`evaluate_policy`; with ``params``, also
+    fit model-based OPE's world models and build the nearest-neighbour pools on the test split (as enabled)."""
     root = Path(root)
     test_path = root / TRAJECTORY_DIR / "test.parquet"
     train, _ = common.read_split(root / TRAJECTORY_DIR / "train.parquet")
@@ -706,7 +706,8 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     behaviour_model = ts.behaviour_model
     metrics: dict[str, Any] = {"test/stays": int(test["stay_key"].nunique()), "test/sha256": ts.sha256,
                                "ope/gamma": cfg.gamma, "ope/fqe_action": cfg.fqe.action,
-                               "ope/model_based": ts.world is not None}
+                               "ope/model_based": bool(ts.world and ts.world.models),
+                               "ope/neighbour": bool(ts.world and ts.world.pools)}
 
     truth = read_truth(root, config.section(params, "data").get("source") == "demo")
     metrics["truth/available"] = bool(truth)

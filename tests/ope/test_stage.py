@@ -69,6 +69,7 @@ def test_evaluate_writes_estimates_for_every_target(trained: Path) -> None:
         assert 1.0 <= metrics[f"{key}/ess"] <= 40.0
     assert metrics["behaviour/onpolicy/mortality_hosp/value"] == 0.0  # nobody dies in the fake data
     assert metrics["truth/available"] is False and metrics["test/stays"] == 40
+    assert metrics["ope/model_based"] is True and metrics["ope/neighbour"] is True
     for k in ("wis/return/value", "pdwis/cost_total/ci_high", "weights/top1_share"):  # one seed: mean = it, sd 0
         assert metrics[f"soc/mean/{k}"] == metrics[f"soc/seed42/{k}"] and metrics[f"soc/sd/{k}"] == 0.0
 
