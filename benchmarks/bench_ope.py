@@ -454,6 +454,42 @@ def table(rows: list[dict], cols: list[str]) -> str:
                      + ["| " + " | ".join(f(r[c]) for c in cols) + " |" for r in rows])
 
 
+def union_page(pages: list[str], out: str) -> None:
+    """Rank over the union of saved rank pages' policies (a name in several pages: the last page's estimates and
+    truth), over all and over those the gate's support check admits (each page's own limit); writes
+    results/<out>.json and .md. The pages may come from different projects (test splits): each estimate is still
+    its own split's, as the gate would read it."""
+    saved = {p: json.loads((HERE / "results" / f"{p}.json").read_text()) for p in pages}
+    ranked: dict[str, Any] = {}
+    truths: dict[str, Any] = {}
+    admitted: dict[str, Any] = {}
+    for page, doc in saved.items():
+        if "rank" not in doc:
+            raise SystemExit(f"--union: page {page} has no rank part")
+        limit = doc["rank"].get("support_limit")
+        for name, entry in doc["rank"]["policies"].items():
+            ranked[name], truths[name] = entry, doc["truth"][name]
+            admitted.pop(name, None)
+            if limit is not None and entry.get("support_reject_share", np.inf) <= limit:
+                admitted[name] = entry
+    targets = ["return", *sorted({k.split("/", 1)[1] for r in ranked.values() for k in r["estimates"]
+                                  if k.split("/", 1)[1].startswith("cost_")})]
+    result = {"pages": pages, "policies": sorted(ranked), "admitted": sorted(admitted),
+              "summary": summarise_rank(ranked, truths, targets),
+              "supported_summary": summarise_rank(admitted, truths, targets),
+              "meta": {"date": dt.date.today().isoformat(), "command": " ".join(["benchmarks/bench_ope.py", *sys.argv[1:]])}}
+    (HERE / "results" / f"{out}.json").write_text(json.dumps(result, indent=1, default=float))
+    cols = ["target", "estimator", "policies", "median_rel_error", "spearman", "separated_pairs", "concordance",
+            "regret", "selected"]
+    md = [f"# OPE against simulator truth, over several saved pages: {out} (`benchmarks/bench_ope.py`, "
+          f"{result['meta']['date']})", "", f"Command: `{result['meta']['command']}`", "",
+          f"Pages: {', '.join(f'`{p}`' for p in pages)} ({len(ranked)} distinct policies; a name in several pages "
+          "takes the last page's estimates and truth). Each estimate is its own project's test split's; regret is a "
+          "share of the union's true range.", "", "## All policies", "", table(result["summary"], cols), "",
+          f"## The {len(admitted)} the gate's support check admits", "", table(result["supported_summary"], cols), ""]
+    (HERE / "results" / f"{out}.md").write_text("\n".join(md), encoding="utf-8")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=Path("."))
@@ -484,7 +520,12 @@ def main() -> None:
                          "write it as --out")
     ap.add_argument("--only-knn", action="store_true",
                     help="with --add-mb: add the knn estimates alone (the page's mb estimates are kept)")
+    ap.add_argument("--union", metavar="PAGES", help="comma-separated saved rank pages: rank over their policies' "
+                                                       "union, written as --out (no OPE rerun)")
     args = ap.parse_args()
+    if args.union:
+        union_page([p for p in args.union.split(",") if p], args.out)
+        return
     if args.add_mb:
         root = args.root.resolve()
         params = load_params(root / "params.yaml")

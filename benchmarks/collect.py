@@ -7,7 +7,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = ("synth", "blanket", "best_known", "policies_s16", "served17_H12probe", "served17_H5probe", "served17_H34probe", "served17_G1probe", "served17_D6probe", "served17_D7probe", "cql_fix_s16", "cql_served_s16", "cql_served_lr_s16", "cql_served_lr2_s16", "served16_D1", "served16_D2", "served16_D3", "served16_D4", "served16_D5", "cql_fix_s15", "cql_costs_s15", "cql_templr_s15", "policies_s13", "cql_costs_s13", "policies_s12", "policies_s9", "policies_s8", "policies", "policies_s8_it120_k0", "policies_default", "sweep", "extract", "extract_full", "world", "world_truth", "guardian", "certificate",
-         "ope_rank_s18knn", "ope_rank_s18knn_spread", "ope_coverage_s18knn", "ope_coverage_s18knn_own", "ope_rank_s16learners", "mb_bias_s17", "ope_rank_s14learners", "ope_rank_s14mb", "ope_coverage_s14own_mb", "ope_coverage_s14_mb", "ope_coverage_s13own", "ope_coverage_s12own", "ope_coverage_s12", "ope_rank_s11b", "ope_rank_s11", "ope_coverage_s11", "ope_hull_s11", "ope_rank_s10", "ope_rank", "ope_coverage", "cql_s15", "cql_s13", "cql", "cql_s12_noamx", "ope_rank_s16a")
+         "ope_rank_s18union", "ope_rank_s18knn", "ope_rank_s18knn_spread", "ope_rank_s18knn_s14set", "ope_coverage_s18knn", "ope_coverage_s18knn_own", "ope_rank_s16learners", "mb_bias_s17", "ope_rank_s14learners", "ope_rank_s14mb", "ope_coverage_s14own_mb", "ope_coverage_s14_mb", "ope_coverage_s13own", "ope_coverage_s12own", "ope_coverage_s12", "ope_rank_s11b", "ope_rank_s11", "ope_coverage_s11", "ope_hull_s11", "ope_rank_s10", "ope_rank", "ope_coverage", "cql_s15", "cql_s13", "cql", "cql_s12_noamx", "ope_rank_s16a")
 
 
 def main() -> None:
