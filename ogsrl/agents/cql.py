@@ -17,8 +17,11 @@ evaluated with batched matmuls. With D the logged transitions, π the actor, γ 
              pushed *up* off the data)
     actor:   min_θ E_s E_{a~π_θ}[ τ·log π_θ(a|s) − min_e Q_e(s, a) + Σᵢ λᵢ Q_Ci(s, a) ]
     τ:       min_τ −τ·E[log π + H̄]  (SAC temperature, H̄ = ``target_entropy``)
-    λ (CCQL): λᵢ ← max(0, λᵢ + η_λ·(Ĵ_Ci − (1 − m)·dᵢ)),  Ĵ_Ci = E_{s₀, a~π}[Q_Ci(s₀, a)] on start states s₀ (the
-             expected cost per stay the limits dᵢ bound; m = ``cost_margin``, room for the critics' error)
+    λ (CCQL): λᵢ ← max(0, λᵢ + η_λ·(Ĵ_Ci + bᵢ − (1 − m)·dᵢ)),  Ĵ_Ci = E_{s₀, a~π}[Q_Ci(s₀, a)] on start states s₀
+             (the expected cost per stay the limits dᵢ bound; m = ``cost_margin``, room for the critics' error)
+    check:   bᵢ = 0, or with ``cost_check_every`` = K: every K updates bᵢ ← J^NN_Ci − Ĵ_Ci(all s₀), J^NN_Ci the
+             served actor's cost per stay in episodes made of the train split's own transitions, anchored on the
+             clinicians' logged costs (:mod:`ogsrl.ope.neighbour`, the ``knn`` OPE estimator's simulator)
 
 Trained as served (``train_as_served``): π above is replaced by the policy that is served, π̃(·|s) = π's draw a
 where the guardian accepts (s, a), else a draw of the fallback (the clinicians' clone SOC of the same seed), in the
@@ -110,6 +113,15 @@ class Config:
     cost_margin: float = 0.0
     """m: share of each cost limit held back, the multipliers drive the cost critics' reading to (1 − m)·limit —
     room for the critics' error on the learner's own actions, which the data never show them"""
+    cost_check_every: int = 0
+    """CCQL: every this many updates, read the served actor's expected cost per stay in a simulator made of the train
+    split's own transitions (:class:`ogsrl.ope.neighbour.AnchoredPool`) and shift the cost critics' reading Ĵ_C by
+    the gap, so the multipliers bound the checked cost, not the critics' error on actions the data never show them;
+    0: the critics alone"""
+    cost_check_stays: int = 1000
+    """train stays a cost check starts episodes from (all when fewer)"""
+    cost_check_rollouts: int = 4
+    """episodes per start state and cost check"""
     precision: Literal["float32", "bfloat16", "auto"] = "float32"
     """matmul precision of the critics' hidden layers (heads, targets and losses stay float32): bfloat16 is ~2.7×
     faster than float32 on a CPU with AMX tiles and slower without them; auto picks bfloat16 exactly where the CPU has
@@ -127,9 +139,10 @@ class Config:
     def __post_init__(self) -> None:
         op.check_config(self, positive=("steps", "batch_size", "components", "actor_lr", "critic_lr",
                                         "temperature_lr", "initial_temperature", "n_action_samples", "guard_draws",
-                                        "log_every"),
+                                        "log_every", "cost_check_stays", "cost_check_rollouts"),
                         unit=("tau",), widths=("hidden", "critic_hidden"),
-                        non_negative=("alpha", "cost_alpha", "multiplier_lr", "init_multiplier", "critic_warm_start"))
+                        non_negative=("alpha", "cost_alpha", "multiplier_lr", "init_multiplier", "critic_warm_start",
+                                      "cost_check_every"))
         if not 0.0 <= self.cost_margin < 1.0:
             raise ValueError(f"Config.cost_margin must lie in [0, 1), got {self.cost_margin}")
         if self.precision not in ("float32", "bfloat16", "auto"):
@@ -384,9 +397,37 @@ def as_served(y: torch.Tensor, obs: torch.Tensor, serving: Serving | None,
     return torch.where(inside[..., None], y, y_fb), inside
 
 
+CostReading = Callable[[Callable[[np.ndarray, np.random.Generator], np.ndarray], np.random.Generator], np.ndarray]
+"""(act (obs (B, S) physical, rng) → actions (B, A) physical, rng) → (C,) that policy's expected cost per stay"""
+
+
+def served_act(actor: HurdleActor, serving: Serving | None, generator: torch.Generator
+               ) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
+    """The served policy (the actor's draw, the fallback's where the guardian rejects it) as a simulator's act
+    function on physical states; draws from ``generator`` (the simulator's own ``rng`` is not used)."""
+
+    def act(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        obs_t = torch.tensor(np.asarray(obs), dtype=torch.float64)
+        with torch.no_grad():
+            y, _ = as_served(common.hurdle_rsample(*actor(obs_t), 1, generator), obs_t, serving, generator)
+        return common.unscale_actions(y[:, 0].double().numpy())
+
+    return act
+
+
+def neighbour_cost_reading(reading: Any, cost_names: tuple[str, ...]) -> CostReading:
+    """An :class:`ogsrl.ope.neighbour.AnchoredPool` as a :data:`CostReading` over ``cost_names`` (ValueError naming
+    the columns the pool does not simulate)."""
+    missing = [c for c in cost_names if c not in reading.cost_names]
+    if missing:
+        raise ValueError(f"cql: the nearest-neighbour cost check simulates {list(reading.cost_names)}, not {missing}")
+    cols = [1 + reading.cost_names.index(c) for c in cost_names]
+    return lambda act, rng: reading.value(act, rng)[cols]
+
+
 def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tuple[str, ...],
           cost_limits: FloatArray, seed: int, *, discount: float = 1.0, guard: Guard | None = None,
-          ood_penalty: float = 0.0, serving: Serving | None = None,
+          ood_penalty: float = 0.0, serving: Serving | None = None, cost_reading: CostReading | None = None,
           label: str = "cql") -> tuple[HurdleActor, dict[str, float], list[dict[str, float]]]:
     """Train a copy of ``actor`` by CQL (CCQL when ``config.constrained``) on ``data``.
 
@@ -400,6 +441,8 @@ def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tup
         guard: GCQL/GCCQL: the guardian on (physical s, physical a); None: not guarded.
         ood_penalty: P, added to the reward times the rejected share of π's draws at s (guarded only).
         serving: (guardian, fallback actor): train the policy as served (see the module docstring); None: π itself.
+        cost_reading: CCQL with ``config.cost_check_every``: (act, rng) → (C,) a policy's expected cost per stay in
+            ``cost_names`` order, independent of the critics (:func:`neighbour_cost_reading`).
         label: prefix of the progress log lines.
     Returns:
         (trained actor, final metrics ``train/…``, one history row per ``log_every`` updates).
@@ -408,6 +451,9 @@ def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tup
     if limits.shape != (len(cost_names),) or (limits < 0).any():
         raise ValueError(f"cql: cost_limits must be {len(cost_names)} numbers ≥ 0, got {limits.tolist()}")
     targets = (1.0 - config.cost_margin) * limits
+    checks = config.constrained and config.cost_check_every > 0
+    if checks and cost_reading is None:
+        raise ValueError("cql: cost_check_every needs a cost_reading (the train split's nearest-neighbour simulator)")
     gen = torch.Generator().manual_seed(seed + 2)
     actor = copy.deepcopy(actor).train()
     n_obs, a_dim = data.obs.shape[1], data.y.shape[1]
@@ -433,7 +479,25 @@ def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tup
     log_q0 = a_dim * math.log(0.5)
     history: list[dict[str, float]] = []
     sums: dict[str, float] = {}
+    check_gen = torch.Generator().manual_seed(seed + 3)
+    check_rng = np.random.default_rng(seed + 3)
+    offset, checked = np.zeros(n_cost), np.full(n_cost, np.nan)
+
+    def check() -> None:
+        """bᵢ ← J^NN_Ci − Ĵ_Ci over every start state (see the module docstring)."""
+        nonlocal offset, checked
+        assert cost_reading is not None
+        checked = np.asarray(cost_reading(served_act(actor, serving, check_gen), check_rng), dtype=np.float64)
+        with torch.no_grad():
+            s0 = data.starts
+            y0, _ = as_served(common.hurdle_rsample(*actor(data.obs[s0]), 1, check_gen), data.obs[s0], serving,
+                              check_gen)
+            read = critic(_inputs(data.obs_n[s0], y0))[2:].mean(dim=1).double().numpy()
+        offset = checked - read
+
     for step in range(1, config.steps + 1):
+        if checks and (step - 1) % config.cost_check_every == 0:
+            check()
         idx = torch.randint(len(data.rew), (n,), generator=gen)
         obs, obs_n, y_data = data.obs[idx], data.obs_n[idx], data.y[idx]
         with torch.no_grad():
@@ -497,7 +561,7 @@ def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tup
             with torch.no_grad():
                 s0 = data.starts[torch.randint(len(data.starts), (n,), generator=gen)]
                 y0, _ = as_served(common.hurdle_rsample(*actor(data.obs[s0]), 1, gen), data.obs[s0], serving, gen)
-                j_c = critic(_inputs(data.obs_n[s0], y0))[2:].mean(dim=1).double().numpy()  # (C,)
+                j_c = critic(_inputs(data.obs_n[s0], y0))[2:].mean(dim=1).double().numpy() + offset  # (C,)
             lam = np.maximum(0.0, lam + config.multiplier_lr * (j_c - targets))
             lam_t = torch.as_tensor(lam, dtype=torch.float32)
         row = {"loss/td": float(td_r.detach()), "loss/conservative_gap": float(gap_r.detach()),
@@ -506,7 +570,9 @@ def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tup
                "train/entropy": entropy, "train/rejected": float(rejected.mean()),
                **({"train/fallback_share": float(1.0 - next_inside.float().mean())} if serving is not None else {}),
                **{f"train/cost_value/{c}": float(j_c[i]) for i, c in enumerate(cost_names[:n_cost])},
-               **{f"train/multiplier/{c}": float(lam[i]) for i, c in enumerate(cost_names[:n_cost])}}
+               **{f"train/multiplier/{c}": float(lam[i]) for i, c in enumerate(cost_names[:n_cost])},
+               **({f"train/cost_checked/{c}": float(checked[i]) for i, c in enumerate(cost_names[:n_cost])}
+                  if checks else {})}
         for k, v in row.items():
             sums[k] = sums.get(k, 0.0) + v
         if step % config.log_every == 0 or step == config.steps:
@@ -524,6 +590,12 @@ def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tup
     seconds = time.perf_counter() - t0
     log.info("%s: %d updates in %.1f s (%.1f updates/s)", label, config.steps, seconds, config.steps / seconds)
     last = history[-1]
+    if checks:  # the trained actor's own check (not a training update: outside the timed loop)
+        check()
+        last = {**last, **{f"train/cost_checked/{c}": float(checked[i]) for i, c in enumerate(cost_names[:n_cost])}}
+        log.info("%s: served cost per stay by the nearest-neighbour check: %s", label,
+                 " ".join(f"{c.removeprefix('cost_')} {checked[i]:.2f}/{limits[i]:.2f}"
+                          for i, c in enumerate(cost_names[:n_cost])))
     metrics = {"train/updates": float(config.steps), "train/seconds": seconds,
                "train/bfloat16_critics": float(precision == "bfloat16"),
                "train/updates_per_s": config.steps / max(seconds, 1e-9), **warm,
@@ -559,15 +631,23 @@ def fit(config: Config, inputs: TrainInputs, seed: int) -> FitResult:
             raise ValueError(f"run {inputs.run!r}: train_as_served needs the run served with the guardian fallback "
                              "(policies.serve_guardian_fallback: true, and not the fallback run itself)")
         serving = (guard or inputs.make_guard(), copy.deepcopy(inputs.behaviour_clone(seed).actor).eval())
+    reading = None
+    if config.constrained and config.cost_check_every:
+        if inputs.make_neighbour_reading is None:
+            raise ValueError(f"run {inputs.run!r}: cost_check_every needs the train split's nearest-neighbour "
+                             "simulator (inputs.make_neighbour_reading)")
+        reading = neighbour_cost_reading(
+            inputs.make_neighbour_reading(config.cost_check_stays, config.cost_check_rollouts, seed),
+            inputs.cost_columns)
     actor = initial_actor(config, inputs, seed)
     actor, metrics, history = train(config, data, actor, inputs.cost_columns, inputs.cost_limits, seed,
                                     discount=inputs.discount, guard=guard, ood_penalty=config.ood_penalty,
-                                    serving=serving, label=f"{inputs.run or 'cql'} seed {seed}")
+                                    serving=serving, cost_reading=reading, label=f"{inputs.run or 'cql'} seed {seed}")
     return FitResult(policy=SavedPolicy(actor, names, "sample", sample_seed=seed), metrics=metrics, history=history)
 
 
 load = SavedPolicy.load
 """loader of a CQL checkpoint (the shared actor format)"""
 
-__all__ = ["Config", "CriticEnsemble", "Transitions", "as_served", "enumerate_actions", "fit", "load", "returns_to_go", "train",
-           "transitions", "warm_start_critics"]
+__all__ = ["Config", "CostReading", "CriticEnsemble", "Transitions", "as_served", "enumerate_actions", "fit", "load",
+           "neighbour_cost_reading", "returns_to_go", "served_act", "train", "transitions", "warm_start_critics"]

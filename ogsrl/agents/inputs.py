@@ -25,6 +25,7 @@ from ogsrl.errors import DataError
 log = logging.getLogger(__name__)
 
 WORLD_DIR = Path("data/models/world")
+NEIGHBOUR_READING_STREAM = 0x4E52  # "NR": which stays a learner's nearest-neighbour reading starts from
 GUARDIAN_DIR = Path("data/models/guardian/christoffel")
 STATE_SETS: tuple[str, ...] = ("model", "all")
 """model: the parquet's ``ogsrl.state_features`` (params ``cohort.state_features``); all: every canonical feature
@@ -67,6 +68,10 @@ class TrainInputs:
     serves_fallback: bool = False
     """the run is served wrapped with the guardian fallback (``PoliciesConfig.wraps``): a rejected (s, a) gets
     ``behaviour_clone(seed)``'s action"""
+    make_neighbour_reading: Callable[[int, int, int], Any] | None = None
+    """``make_neighbour_reading(stays, rollouts, seed) -> ogsrl.ope.neighbour.AnchoredPool``: a simulator made of the
+    train split's own transitions, anchored on the clinicians' logged returns (:meth:`EnvFactory.neighbour_reading`);
+    loaded on first use"""
     action_space: Any = None
     """the hurdle density's :class:`ogsrl.agents.common.ActionSpace` (None: the canonical fluid_ml, nee_max)"""
 
@@ -166,6 +171,31 @@ class EnvFactory:
             act = fallback(int(seed)).act
         return WorldModelEnv(world, starts, num_envs, cfg, guard=guard, horizons=horizons,
                              ood_cost_rates=self.clinician_cost_rates(world.layout.cost_names), fallback=act)
+
+    def neighbour_reading(self, state_features: tuple[str, ...], stays: int, rollouts: int, seed: int,
+                          gamma: float) -> Any:
+        """:class:`ogsrl.ope.neighbour.AnchoredPool` over the train split's transitions (the world model's columns and
+        death charge; k and the action weight as ``ope.neighbour``'s defaults), started from ``stays`` of its stays
+        drawn with ``seed`` (all when fewer), ``rollouts`` episodes each, returns discounted by ``gamma``: a learner's reading of its own returns
+        that rests on no fitted model."""
+        from ogsrl.ope import neighbour
+        from ogsrl.world.data import transitions_from_frame
+        from ogsrl.world.env import logged_returns
+
+        world, _, starts, horizons = self._load()
+        if tuple(state_features) != tuple(world.layout.state_features):
+            raise ValueError(f"the run reads {list(state_features)}, the world model's columns are "
+                             f"{list(world.layout.state_features)}: a nearest-neighbour cost reading needs state: model")
+        layout = world.layout
+        final_hour = self.window_start_h + (self.n_steps - 1) * self.step_h
+        data = transitions_from_frame(self.train, layout.state_features, layout.cost_names, "train", final_hour,
+                                      self.action_names, world.death_charge, self.step_h)
+        logged = logged_returns(self.train, ("reward", *layout.cost_names), horizons, gamma, "train")
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), NEIGHBOUR_READING_STREAM]))
+        pick = np.sort(rng.choice(len(starts), size=min(int(stays), len(starts)), replace=False))
+        cfg = neighbour.Config(rollouts=int(rollouts), refits=0)
+        return neighbour.anchored_pool(data, starts[pick], horizons[pick], logged[pick], layout, world.death_charge,
+                                       gamma, cfg, int(rng.integers(2**31)))
 
     def clinician_cost_rates(self, cost_names: tuple[str, ...]) -> np.ndarray:
         """(C,) the clinicians' mean cost per logged step (train split), what an episode the guardian ends is charged

@@ -384,6 +384,8 @@ def train_unit(params: Mapping[str, Any], root: Path, run: str, seed: int,
         make_env=functools.partial(factory.make, state, fallback=functools.partial(clones.get, state)),
         behaviour_clone=functools.partial(clones.get, state), run=run,
         make_guard=functools.partial(load_guard, root, state, space.columns), serves_fallback=cfg.wraps(run),
+        make_neighbour_reading=lambda stays, rollouts, seed: factory.neighbour_reading(state, stays, rollouts, seed,
+                                                                                       cfg.discount),
         action_space=space,
     )
     alg_cfg = cfg.algorithm_config(run)

@@ -187,3 +187,43 @@ def estimate(pools: tuple[NeighbourModel, ...], starts: FloatArray, horizons: np
     if offsets:
         per_pool = [v + o for v, o in zip(per_pool, offsets)]
     return model_based.bagged(per_pool, boot_rng, n_boot, level, combine)
+
+
+@dataclass(frozen=True, slots=True)
+class AnchoredPool:
+    """One pool, its start states and its anchor: a policy's mean anchored per-stay returns, cheap enough to read
+    inside a training loop (a constrained learner's check on its own cost critics)."""
+
+    pool: NeighbourModel
+    starts: FloatArray
+    """(N, S) the stays' first states"""
+    horizons: npt.NDArray[np.int64]
+    """(N,) steps each stay had left"""
+    offsets: npt.NDArray[np.float64]
+    """(N, 1 + C) G_i − V(π_b; s_i,0): the stays' logged returns minus the clinicians' value in the pool"""
+    gamma: float
+    rollouts: int
+    """episodes per start state"""
+    env_seed: int
+    """seeds the pool's draws, the same for every reading (common random numbers)"""
+
+    @property
+    def cost_names(self) -> tuple[str, ...]:
+        """The C cost columns, in the order of :meth:`value`'s last C entries."""
+        return tuple(self.pool.layout.cost_names)
+
+    def value(self, act: model_based.ActFn, act_rng: np.random.Generator) -> npt.NDArray[np.float64]:
+        """(1 + C,) the policy's anchored mean reward return, then each cost return, per stay."""
+        v = model_based.stay_values(self.pool, self.starts, self.horizons, act,  # type: ignore[arg-type]
+                                    self.gamma, self.rollouts, "random_elite", self.env_seed, act_rng)
+        return (v + self.offsets).mean(0)
+
+
+def anchored_pool(data: Transitions, starts: FloatArray, horizons: npt.NDArray[np.integer], logged: FloatArray,
+                  layout: Layout, death_charge: float, gamma: float, cfg: Config, env_seed: int) -> AnchoredPool:
+    """An :class:`AnchoredPool` of every row of ``data``; ``starts``, ``horizons`` and ``logged`` (their stays' logged
+    (1 + C) returns over the horizons) may be a subset of its stays."""
+    pool = NeighbourModel(data, layout, cfg.k, cfg.action_weight, death_charge)
+    offsets = clinician_offsets((pool,), starts, horizons, logged, gamma, cfg, env_seed)[0]
+    return AnchoredPool(pool, np.asarray(starts, dtype=np.float32), np.asarray(horizons, dtype=np.int64), offsets,
+                        float(gamma), cfg.rollouts, int(env_seed))

@@ -444,7 +444,7 @@ def eval_world(params: Mapping[str, Any], cfg: OPEConfig, root: Path, test: pd.D
     from ogsrl.agents.inputs import grid
     from ogsrl.data.contract import read_metadata
     from ogsrl.world import stage as world_stage
-    from ogsrl.world.env import start_states, steps_left
+    from ogsrl.world.env import logged_returns, start_states, steps_left
 
     n_stays = int(test["stay_key"].nunique())
     fit_mb = cfg.model.enabled and model_based.enough_stays(n_stays, cfg.model)
@@ -479,24 +479,10 @@ def eval_world(params: Mapping[str, Any], cfg: OPEConfig, root: Path, test: pd.D
     if TOTAL_COST in test.columns and TOTAL_COST not in names:
         names, combine = (*names, TOTAL_COST), np.column_stack([combine, np.r_[0.0, np.ones(len(names) - 1)]])
     starts, env = start_states(test, feats, "test.parquet"), int(env_seed.generate_state(1)[0])
-    offsets = neighbour.clinician_offsets(
-        pools, starts, horizons, logged_returns(test, ("reward", *layout.cost_names), horizons, cfg.gamma), cfg.gamma,
-        cfg.neighbour, env) if pools and cfg.neighbour.anchor else ()
+    logged = logged_returns(test, ("reward", *layout.cost_names), horizons, cfg.gamma, "test.parquet")
+    offsets = neighbour.clinician_offsets(pools, starts, horizons, logged, cfg.gamma, cfg.neighbour,
+                                          env) if pools and cfg.neighbour.anchor else ()
     return EvalWorld(models, pools, tuple(feats), starts, horizons, names, combine, env, offsets)
-
-
-def logged_returns(test: pd.DataFrame, columns: tuple[str, ...], horizons: np.ndarray, gamma: float) -> np.ndarray:
-    """(N, len(columns)) each stay's sum of γ^(t − t₀)·x_t over its decision steps t₀ ≤ t < t₀ + ``horizons[i]``,
-    stays in ``stay_key`` order (:func:`ogsrl.world.env.start_states`' order)."""
-    stay = np.unique(test["stay_key"].to_numpy(), return_inverse=True)[1]
-    step = test["step"].to_numpy(np.int64)
-    first = np.full(len(horizons), np.iinfo(np.int64).max)
-    np.minimum.at(first, stay, step)
-    pos = step - first[stay]
-    kept = (pos < np.asarray(horizons)[stay]).astype(np.float64) * gamma ** pos
-    sums = test[list(columns)].to_numpy(np.float64) * kept[:, None]
-    return np.stack([np.bincount(stay, weights=sums[:, k], minlength=len(horizons)) for k in range(len(columns))],
-                    axis=1)
 
 
 def estimate_model_based(world: EvalWorld, policy: Any, cfg: OPEConfig, seeds: np.random.SeedSequence,

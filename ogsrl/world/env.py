@@ -134,6 +134,28 @@ def start_states(frame: pd.DataFrame, state_features: tuple[str, ...], table: st
     return first
 
 
+def logged_returns(frame: pd.DataFrame, columns: tuple[str, ...], horizons: npt.ArrayLike, gamma: float,
+                   table: str = "train") -> FloatArray:
+    """(N, len(columns)) each stay's sum of γ^(t − t₀)·x_t over its decision steps t₀ ≤ t < t₀ + ``horizons[i]``,
+    stays in ``stay_key`` order (:func:`start_states`' order): the logged reward and cost returns an anchored
+    estimate adds back."""
+    missing = [c for c in ("stay_key", "step", *columns) if c not in frame.columns]
+    if missing:
+        raise DataError(f"missing column(s) {missing}", table=table)
+    keys, stay = np.unique(frame["stay_key"].to_numpy(), return_inverse=True)
+    horizons = np.asarray(horizons)
+    if horizons.shape != (len(keys),):
+        raise ValueError(f"horizons: one per stay ({len(keys)}), got shape {horizons.shape}")
+    step = frame["step"].to_numpy(np.int64)
+    first = np.full(len(horizons), np.iinfo(np.int64).max)
+    np.minimum.at(first, stay, step)
+    pos = step - first[stay]
+    kept = (pos < horizons[stay]).astype(np.float64) * gamma ** pos
+    sums = frame[list(columns)].to_numpy(np.float64) * kept[:, None]
+    return np.stack([np.bincount(stay, weights=sums[:, k], minlength=len(horizons)) for k in range(len(columns))],
+                    axis=1)
+
+
 class WorldModelEnv(VectorEnv):
     """``num_envs`` simulated patients stepped together by a :class:`WorldModel`.
 

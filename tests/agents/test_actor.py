@@ -157,6 +157,39 @@ def test_make_env_loads_once_and_raises_on_a_state_set_mismatch(traj_root: Path,
         factory.make(features.ALL, 2, 7, False)
 
 
+def test_the_neighbour_reading_starts_from_drawn_train_stays_and_anchors_on_their_logged_returns(
+        traj_root: Path, guardian_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import pandas as pd
+
+    from ogsrl.world.env import logged_returns
+
+    _world(tmp_path)
+    shutil.copytree(guardian_dir, tmp_path / GUARDIAN_DIR)
+    train = pd.read_parquet(traj_root / "data/trajectories/train.parquet").sort_values(["stay_key", "step"])
+    factory = EnvFactory(tmp_path, train, EnvConfig(horizon=5), -24.0, 4.0, 20)
+    reading = factory.neighbour_reading(STATE, 30, 2, 5, 1.0)
+    again = factory.neighbour_reading(STATE, 30, 2, 5, 1.0)
+    np.testing.assert_array_equal(reading.starts, again.starts)
+    assert reading.starts.shape == (30, len(STATE)) and reading.cost_names == COSTS and reading.rollouts == 2
+    assert len(reading.pool._pool) == len(train)  # every train transition, whichever stays episodes start from
+    _, _, starts, horizons = factory._load()
+    logged = logged_returns(train, ("reward", *COSTS), horizons, 1.0)
+    picked = np.flatnonzero((starts[:, None] == reading.starts[None]).all(-1).any(1))
+    assert len(picked) == 30
+    # the clinicians in the pool, drawn as the anchor drew them, land exactly on each picked stay's logged returns
+    from ogsrl.ope.model_based import stay_values
+
+    rng = np.random.default_rng(np.random.SeedSequence([reading.env_seed, 0]))
+    clinicians = stay_values(reading.pool, reading.starts, reading.horizons, reading.pool.logged_action, 1.0, 2,
+                             "random_elite", reading.env_seed, rng)
+    np.testing.assert_allclose(clinicians + reading.offsets, logged[picked], rtol=1e-5, atol=1e-5)
+    assert len(factory.neighbour_reading(STATE, 10**6, 1, 5, 1.0).starts) == train["stay_key"].nunique()
+    with pytest.raises(ValueError, match="needs state: model"):
+        factory.neighbour_reading(features.ALL, 30, 2, 5, 1.0)
+
+
 def test_a_policy_scored_on_a_table_with_other_units_is_refused_naming_the_column() -> None:
     import dataclasses
 

@@ -30,10 +30,12 @@ def _fit(logged: tuple, seed: int = 0, steps: int = 400, **kw):  # noqa: ANN202
     fields = {"batch_size": 64, "critic_hidden": (32, 32), "hidden": (32, 32), "warm_start": False, "actor_lr": 1e-3,
               "critic_lr": 1e-3, "temperature_lr": 1e-3, "multiplier_lr": 0.05, "alpha": 1.0, "tau": 0.05,
               "n_action_samples": 4, "log_every": 100}
-    cfg = cql.Config(steps=steps, **{**fields, **{k: v for k, v in kw.items() if k not in ("guard", "serving")}})
+    cfg = cql.Config(steps=steps, **{**fields, **{k: v for k, v in kw.items()
+                                                  if k not in ("guard", "serving", "cost_reading")}})
     actor = op.fresh_actor(NAMES, (32, 32), 1, frame[list(NAMES)].to_numpy(np.float64), seed)
     actor, metrics, history = cql.train(cfg, data, actor, COSTS, LIMITS, seed, guard=kw.get("guard"),
-                                        ood_penalty=cfg.ood_penalty, serving=kw.get("serving"))
+                                        ood_penalty=cfg.ood_penalty, serving=kw.get("serving"),
+                                        cost_reading=kw.get("cost_reading"))
     ev = op.evaluate(toy_cmdp.DoseCMDP(2000, seed=9), actor, np.random.default_rng(9), 5, 9, COSTS)
     return actor, metrics, history, ev
 
@@ -114,6 +116,41 @@ def test_a_cost_margin_makes_the_multipliers_aim_below_the_limits(logged: tuple)
         assert held[f"train/cost_target/{c}"] == pytest.approx(0.5 * LIMITS[i])
         assert plain[f"train/cost_target/{c}"] == pytest.approx(LIMITS[i])
         assert held[f"train/multiplier/{c}"] > 1.3 * plain[f"train/multiplier/{c}"] > 0
+
+
+def test_a_cost_check_moves_the_multipliers_to_the_checked_cost_not_the_critics(logged: tuple) -> None:
+    """The critics' reading is shifted by the gap to the check: a check reading 0 keeps every multiplier at 0, one
+    reading 3 per stay (over both limits) drives them four times as high as the critics alone (measured 27.4 / 30.8
+    against 6.9 / 6.5 after 300 updates); the check runs every 100 updates and once on the trained actor."""
+    frame, _ = logged
+    states = frame[list(NAMES)].to_numpy(np.float64)[:50]
+    calls: list[np.ndarray] = []
+
+    def checked(level: float) -> cql.CostReading:
+        def reading(act: object, rng: np.random.Generator) -> np.ndarray:
+            calls.append(act(states, rng))  # type: ignore[operator]
+            return np.full(len(COSTS), level)
+        return reading
+
+    _, plain, _, _ = _fit(logged, steps=300, constrained=True)
+    _, low, history, _ = _fit(logged, steps=300, constrained=True, cost_check_every=100, cost_reading=checked(0.0))
+    assert len(calls) == 4 and all(a.shape == (50, 2) and (a >= 0).all() for a in calls)
+    _, high, _, _ = _fit(logged, steps=300, constrained=True, cost_check_every=100, cost_reading=checked(3.0))
+    for c in COSTS:
+        assert low[f"train/multiplier/{c}"] == 0.0 and low[f"train/cost_checked/{c}"] == 0.0
+        assert high[f"train/multiplier/{c}"] > 2.5 * plain[f"train/multiplier/{c}"] > 0
+        assert high[f"train/cost_value/{c}"] == pytest.approx(3.0, abs=0.1)  # the reading the multipliers saw
+        assert high[f"train/cost_checked/{c}"] == 3.0 and "train/cost_checked/" + c not in plain
+        assert all(row[f"train/cost_checked/{c}"] == 0.0 for row in history)
+    with pytest.raises(ValueError, match="cost_check_every needs a cost_reading"):
+        _fit(logged, steps=10, constrained=True, cost_check_every=5)
+
+
+def test_a_cost_reading_maps_the_simulators_columns_to_the_runs() -> None:
+    pool = type("Pool", (), {"cost_names": ("b", "a"), "value": lambda self, act, rng: np.array([9.0, 1.0, 2.0])})()
+    assert cql.neighbour_cost_reading(pool, ("a", "b"))(None, None).tolist() == [2.0, 1.0]  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"simulates \['b', 'a'\], not \['c'\]"):
+        cql.neighbour_cost_reading(pool, ("a", "c"))
 
 
 def test_training_as_served_needs_a_run_served_with_the_fallback(logged: tuple) -> None:
@@ -273,7 +310,8 @@ def test_auto_precision_picks_bfloat16_only_with_amx(logged: tuple, monkeypatch:
 
 @pytest.mark.parametrize(("key", "value", "match"), [
     ("critic_warm_start", -1, "critic_warm_start must be ≥ 0"), ("alpha", -1.0, "alpha must be ≥ 0"), ("tau", 0.0, "tau must lie in"), ("n_action_samples", 0, "n_action_samples"),
-    ("precision", "float16", "precision"), ("cost_margin", 1.0, r"cost_margin must lie in \[0, 1\)"), ("nonsense", 1, r"unknown key\(s\) policies.algorithms.cql.nonsense"),
+    ("precision", "float16", "precision"), ("cost_margin", 1.0, r"cost_margin must lie in \[0, 1\)"),
+    ("cost_check_every", -1, "cost_check_every must be ≥ 0"), ("cost_check_stays", 0, "cost_check_stays"), ("nonsense", 1, r"unknown key\(s\) policies.algorithms.cql.nonsense"),
 ])
 def test_bad_params_are_one_line_errors(key: str, value: object, match: str) -> None:
     with pytest.raises(ConfigError, match=match) as err:

@@ -165,11 +165,17 @@ def test_anchoring_returns_the_clinicians_logged_value_and_keeps_differences() -
         neighbour.clinician_offsets((pool,), starts, horizons, logged[:2], 1.0, cfg, env_seed=0)
 
 
-def test_logged_returns_discount_from_each_stays_first_step_and_stop_at_its_horizon() -> None:
-    import pandas as pd
-
-    test = pd.DataFrame({"stay_key": ["b", "a", "a", "a", "b"], "step": [3, 5, 6, 8, 4],
-                         "reward": [1.0, 2.0, 4.0, 8.0, 16.0], "cost_x": [0.0, 1.0, 1.0, 1.0, 1.0]})
-    got = stage.logged_returns(test, ("reward", "cost_x"), np.array([3, 1]), 0.5)
-    # stay a (first step 5): steps 5 and 6 kept (8 is 3 steps on), b (first step 3): only step 3
-    np.testing.assert_allclose(got, [[2.0 + 0.5 * 4.0, 1.0 + 0.5], [1.0, 0.0]])
+def test_an_anchored_pool_reads_the_clinicians_logged_means_and_a_policys_difference_to_them() -> None:
+    data = _three_states()
+    starts, horizons = data.obs[:2], np.array([4, 2])  # a subset of the pool's stays
+    logged = np.array([[-7.0, 1.0, 0.0], [3.0, 0.0, 2.0]])
+    cfg = neighbour.Config(k=1, refits=0, rollouts=2)
+    reading = neighbour.anchored_pool(data, starts, horizons, logged, LAYOUT, 0.0, 1.0, cfg, env_seed=0)
+    assert reading.cost_names == LAYOUT.cost_names and reading.offsets.shape == (2, 3)
+    pool = reading.pool
+    np.testing.assert_allclose(reading.value(lambda obs, rng: pool.logged_action(obs, rng), np.random.default_rng(1)),
+                               logged.mean(0), rtol=1e-5, atol=1e-6)
+    # dose 0.5 from Glasgow 6 and 10 lands on the Glasgow-14 transition (reward 5 a step): 10·(0.5 − dose_i)·h_i more
+    gain = 10 * (0.5 - np.array([0.1, 0.3])) * horizons
+    np.testing.assert_allclose(reading.value(_dose(0.5), np.random.default_rng(1))[0], logged[:, 0].mean() + gain.mean(),
+                               rtol=1e-5)

@@ -11,7 +11,7 @@ import torch
 
 from ogsrl.errors import DataError
 from ogsrl.world.ensemble import WorldModel
-from ogsrl.world.env import EnvConfig, WorldModelEnv, rollout, start_states, steps_left
+from ogsrl.world.env import EnvConfig, WorldModelEnv, logged_returns, rollout, start_states, steps_left
 
 from .conftest import COSTS, STATE
 
@@ -312,3 +312,15 @@ def test_reset_can_start_from_given_rows(tiny_model: WorldModel, starts: np.ndar
     for bad in (np.array([0, 1]), np.array([0, 1, 2, len(starts)]), np.array([0.0, 1.0, 2.0, 3.0])):
         with pytest.raises(ValueError, match="start_index"):
             env.reset(options={"start_index": bad})
+
+
+def test_logged_returns_discount_from_each_stays_first_step_and_stop_at_its_horizon() -> None:
+    test = pd.DataFrame({"stay_key": ["b", "a", "a", "a", "b"], "step": [3, 5, 6, 8, 4],
+                         "reward": [1.0, 2.0, 4.0, 8.0, 16.0], "cost_x": [0.0, 1.0, 1.0, 1.0, 1.0]})
+    got = logged_returns(test, ("reward", "cost_x"), np.array([3, 1]), 0.5)
+    # stay a (first step 5): steps 5 and 6 kept (8 is 3 steps on), b (first step 3): only step 3
+    np.testing.assert_allclose(got, [[2.0 + 0.5 * 4.0, 1.0 + 0.5], [1.0, 0.0]])
+    with pytest.raises(DataError, match=r"'test.parquet'.*cost_y"):
+        logged_returns(test, ("reward", "cost_y"), np.array([3, 1]), 0.5, "test.parquet")
+    with pytest.raises(ValueError, match="one per stay"):
+        logged_returns(test, ("reward",), np.array([3, 1, 2]), 0.5)
