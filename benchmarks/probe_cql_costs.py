@@ -2,7 +2,9 @@
 cost per stay of the raw learner (``<checkpoint>/policy``, no guardian fallback) beside the policy as served
 (fallback to SOC where the guardian rejects an action), and the cost critics' closing reading of the expected cost
 per stay (``train/cost_value/<c>`` in ``train.json``: the mean over the last ``log_every`` updates — what the
-multipliers drive to the limit).
+multipliers drive to the limit; with ``cost_check_every`` already shifted by the check) and, for runs with the cost
+check, the check's reading of the trained actor (``train/cost_checked/<c>``: its cost per stay in the train split's
+nearest-neighbour simulator).
 
 Usage (after ``ogsrl train-policies`` in each root; same patients for every policy):
   .venv/bin/python benchmarks/probe_cql_costs.py --root A --root B [--episodes 5000] [--seed 11] [--workers 2]
@@ -59,6 +61,7 @@ def main() -> None:
     rows: dict[str, dict] = {}
     for (root, label, form, _), t in zip(jobs, truths):
         row = rows.setdefault(label, {"critic": {c: train[root].get(f"{label}/train/cost_value/{c}") for c in costs},
+                                      "check": {c: train[root].get(f"{label}/train/cost_checked/{c}") for c in costs},
                                       "rejected_in_training": train[root].get(f"{label}/train/rejected")})
         row[form] = {"mortality": t["truth/mortality_hosp"], "return": t["truth/return"],
                      **{c: t[f"truth/cost_return_{c}"] for c in costs}}
@@ -76,15 +79,17 @@ def main() -> None:
              f"{args.episodes} --seed {args.seed} --out {args.out}`. {args.episodes} simulated patients per policy "
              f"(seed {args.seed}, cohort population). Limits: "
              + ", ".join(f"{c} {limits[c]:.2f}" for c in costs) + ". Critic: the cost critics' closing reading of the "
-             "expected cost per stay (constrained runs only). Over: served cost / limit − 1 where above.\n",
-             "| checkpoint | " + " | ".join(f"{c}: critic / raw / served (over)" for c in costs)
+             "expected cost per stay (constrained runs only; shifted by the check where it ran). Check: the trained actor's "
+             "cost per stay in the train split's nearest-neighbour simulator (runs with `cost_check_every`). Over: "
+             "served cost / limit − 1 where above.\n",
+             "| checkpoint | " + " | ".join(f"{c}: critic / check / raw / served (over)" for c in costs)
              + " | mortality raw / served | return raw / served |",
              "|---|" + "---|" * (len(costs) + 2)]
     for label, r in rows.items():
         cells = []
         for c in costs:
             over = r["served"][c] / limits[c] - 1
-            cells.append(f"{cell(r['critic'][c])} / {r['raw'][c]:.2f} / {r['served'][c]:.2f}"
+            cells.append(f"{cell(r['critic'][c])} / {cell(r['check'][c])} / {r['raw'][c]:.2f} / {r['served'][c]:.2f}"
                          + (f" (+{100 * over:.0f} %)" if over > 0 else ""))
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {r['raw']['mortality']:.3f} / "
                      f"{r['served']['mortality']:.3f} | {r['raw']['return']:.1f} / {r['served']['return']:.1f} |")

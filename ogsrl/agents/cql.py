@@ -494,6 +494,8 @@ def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tup
                               check_gen)
             read = critic(_inputs(data.obs_n[s0], y0))[2:].mean(dim=1).double().numpy()
         offset = checked - read
+        log.info("%s: cost check: %s", label, " ".join(f"{c.removeprefix('cost_')} {checked[i]:.2f} (critics "
+                                                      f"{read[i]:.2f})" for i, c in enumerate(cost_names[:n_cost])))
 
     for step in range(1, config.steps + 1):
         if checks and (step - 1) % config.cost_check_every == 0:

@@ -87,8 +87,6 @@ class NeighbourModel:
         self._scale = weight / np.where(sd > 1e-6, sd, 1.0)
         self._index = NearestNeighbors(n_neighbors=k).fit((x - self._mean) * self._scale)
         self._state_index: NearestNeighbors | None = None
-        self._lo, self._hi = layout.state_bounds()
-        self._cum = np.array([f.endswith("_cum") for f in layout.state_features])
 
     def _inputs(self, obs: np.ndarray, act: np.ndarray) -> npt.NDArray[np.float64]:
         return np.concatenate([obs, self.layout.action_input(np.asarray(act, dtype=np.float32))],
@@ -123,7 +121,7 @@ class NeighbourModel:
         binary = list(self.layout.binary_idx)
         nxt[:, binary] = pool.next_obs[j][:, binary]
         self.layout.apply_sums(obs, np.asarray(act, dtype=np.float32), nxt)
-        nxt = np.clip(nxt, np.where(self._cum, np.maximum(obs, self._lo), self._lo), self._hi).astype(np.float32)
+        nxt = self.layout.clip_state(obs, nxt)
         cost = pool.cost[j].astype(np.float32)
         return StepSample(next_obs=nxt, rew=pool.rew[j].astype(np.float32), cost_prob=cost,
                           death_prob=pool.death[j].astype(np.float32),

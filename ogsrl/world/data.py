@@ -172,6 +172,13 @@ class Layout:
         feats = [self.schema.feature(f) for f in self.state_features]
         return (np.array([f.low for f in feats], dtype=np.float32), np.array([f.high for f in feats], dtype=np.float32))
 
+    def clip_state(self, obs: np.ndarray, nxt: np.ndarray) -> FloatArray:
+        """s' clipped to each state feature's plausible range (:meth:`state_bounds`), float32; cumulative features
+        (``*_cum``) never fall below their value in s."""
+        lo, hi = self.state_bounds()
+        cum = np.array([f.endswith("_cum") for f in self.state_features])
+        return np.clip(nxt, np.where(cum, np.maximum(obs, lo), lo), hi).astype(np.float32)
+
     def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """(A,) low and high of each action column (discrete: ids 0 … n−1)."""
         if self.schema is None:

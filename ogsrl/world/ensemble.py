@@ -170,7 +170,6 @@ class WorldModel:
         self.net = EnsembleNet(cfg.n_members, n_in, cfg.hidden, layout.n_gauss, layout.n_logit, cfg.n_elites,
                                self._gen)
         self._lo, self._hi = layout.state_bounds()
-        self._cum = np.array([f.endswith("_cum") for f in layout.state_features])
 
     # ---- data → tensors -----------------------------------------------------------------------------------
     def _targets(self, d: Transitions) -> tuple[torch.Tensor, torch.Tensor]:
@@ -379,9 +378,8 @@ class WorldModel:
         return nxt
 
     def clip_state(self, obs: np.ndarray, nxt: np.ndarray) -> FloatArray:
-        """Clip s' to the plausible range of each feature; cumulative features never decrease."""
-        lo = np.where(self._cum, np.maximum(obs, self._lo), self._lo)
-        return np.clip(nxt, lo, self._hi).astype(np.float32)
+        """:meth:`ogsrl.world.data.Layout.clip_state` of this model's layout."""
+        return self.layout.clip_state(obs, nxt)
 
     def step(self, obs: np.ndarray, act: np.ndarray, mode: Mode, rng: np.random.Generator,
              member: np.ndarray | None = None) -> StepSample:
