@@ -143,6 +143,8 @@ class Config:
                         unit=("tau",), widths=("hidden", "critic_hidden"),
                         non_negative=("alpha", "cost_alpha", "multiplier_lr", "init_multiplier", "critic_warm_start",
                                       "cost_check_every"))
+        if self.cost_check_every and not self.constrained:
+            raise ValueError("Config.cost_check_every checks the cost the multipliers bound: it needs constrained: true")
         if not 0.0 <= self.cost_margin < 1.0:
             raise ValueError(f"Config.cost_margin must lie in [0, 1), got {self.cost_margin}")
         if self.precision not in ("float32", "bfloat16", "auto"):

@@ -311,7 +311,7 @@ def test_auto_precision_picks_bfloat16_only_with_amx(logged: tuple, monkeypatch:
 @pytest.mark.parametrize(("key", "value", "match"), [
     ("critic_warm_start", -1, "critic_warm_start must be ≥ 0"), ("alpha", -1.0, "alpha must be ≥ 0"), ("tau", 0.0, "tau must lie in"), ("n_action_samples", 0, "n_action_samples"),
     ("precision", "float16", "precision"), ("cost_margin", 1.0, r"cost_margin must lie in \[0, 1\)"),
-    ("cost_check_every", -1, "cost_check_every must be ≥ 0"), ("cost_check_stays", 0, "cost_check_stays"), ("nonsense", 1, r"unknown key\(s\) policies.algorithms.cql.nonsense"),
+    ("cost_check_every", -1, "cost_check_every must be ≥ 0"), ("cost_check_every", 5, "needs constrained: true"), ("cost_check_stays", 0, "cost_check_stays"), ("nonsense", 1, r"unknown key\(s\) policies.algorithms.cql.nonsense"),
 ])
 def test_bad_params_are_one_line_errors(key: str, value: object, match: str) -> None:
     with pytest.raises(ConfigError, match=match) as err:
