@@ -453,7 +453,7 @@ def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tup
     if limits.shape != (len(cost_names),) or (limits < 0).any():
         raise ValueError(f"cql: cost_limits must be {len(cost_names)} numbers ≥ 0, got {limits.tolist()}")
     targets = (1.0 - config.cost_margin) * limits
-    checks = config.constrained and config.cost_check_every > 0
+    checks = config.cost_check_every > 0  # Config makes it need constrained
     if checks and cost_reading is None:
         raise ValueError("cql: cost_check_every needs a cost_reading (the train split's nearest-neighbour simulator)")
     gen = torch.Generator().manual_seed(seed + 2)
@@ -484,6 +484,10 @@ def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tup
     check_gen = torch.Generator().manual_seed(seed + 3)
     check_rng = np.random.default_rng(seed + 3)
     offset, checked = np.zeros(n_cost), np.full(n_cost, np.nan)
+
+    def checked_metrics() -> dict[str, float]:
+        return {f"train/cost_checked/{c}": float(checked[i]) for i, c in enumerate(cost_names[:n_cost])} \
+            if checks else {}
 
     def check() -> None:
         """bᵢ ← J^NN_Ci − Ĵ_Ci over every start state (see the module docstring)."""
@@ -575,8 +579,7 @@ def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tup
                **({"train/fallback_share": float(1.0 - next_inside.float().mean())} if serving is not None else {}),
                **{f"train/cost_value/{c}": float(j_c[i]) for i, c in enumerate(cost_names[:n_cost])},
                **{f"train/multiplier/{c}": float(lam[i]) for i, c in enumerate(cost_names[:n_cost])},
-               **({f"train/cost_checked/{c}": float(checked[i]) for i, c in enumerate(cost_names[:n_cost])}
-                  if checks else {})}
+               **checked_metrics()}
         for k, v in row.items():
             sums[k] = sums.get(k, 0.0) + v
         if step % config.log_every == 0 or step == config.steps:
@@ -596,7 +599,7 @@ def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tup
     last = history[-1]
     if checks:  # the trained actor's own check (not a training update: outside the timed loop)
         check()
-        last = {**last, **{f"train/cost_checked/{c}": float(checked[i]) for i, c in enumerate(cost_names[:n_cost])}}
+        last = {**last, **checked_metrics()}
         log.info("%s: served cost per stay by the nearest-neighbour check: %s", label,
                  " ".join(f"{c.removeprefix('cost_')} {checked[i]:.2f}/{limits[i]:.2f}"
                           for i, c in enumerate(cost_names[:n_cost])))
@@ -636,7 +639,7 @@ def fit(config: Config, inputs: TrainInputs, seed: int) -> FitResult:
                              "(policies.serve_guardian_fallback: true, and not the fallback run itself)")
         serving = (guard or inputs.make_guard(), copy.deepcopy(inputs.behaviour_clone(seed).actor).eval())
     reading = None
-    if config.constrained and config.cost_check_every:
+    if config.cost_check_every:
         if inputs.make_neighbour_reading is None:
             raise ValueError(f"run {inputs.run!r}: cost_check_every needs the train split's nearest-neighbour "
                              "simulator (inputs.make_neighbour_reading)")

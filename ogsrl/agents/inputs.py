@@ -176,8 +176,8 @@ class EnvFactory:
                           gamma: float) -> Any:
         """:class:`ogsrl.ope.neighbour.AnchoredPool` over the train split's transitions (the world model's columns and
         death charge; k and the action weight as ``ope.neighbour``'s defaults), started from ``stays`` of its stays
-        drawn with ``seed`` (all when fewer), ``rollouts`` episodes each, returns discounted by ``gamma``: a learner's reading of its own returns
-        that rests on no fitted model."""
+        drawn with ``seed`` (all when fewer), ``rollouts`` episodes each, returns discounted by ``gamma``: a
+        learner's reading of its own returns that rests on no fitted model."""
         from ogsrl.ope import neighbour
         from ogsrl.world.data import transitions_from_frame
         from ogsrl.world.env import logged_returns

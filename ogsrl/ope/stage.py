@@ -479,9 +479,10 @@ def eval_world(params: Mapping[str, Any], cfg: OPEConfig, root: Path, test: pd.D
     if TOTAL_COST in test.columns and TOTAL_COST not in names:
         names, combine = (*names, TOTAL_COST), np.column_stack([combine, np.r_[0.0, np.ones(len(names) - 1)]])
     starts, env = start_states(test, feats, "test.parquet"), int(env_seed.generate_state(1)[0])
-    logged = logged_returns(test, ("reward", *layout.cost_names), horizons, cfg.gamma, "test.parquet")
-    offsets = neighbour.clinician_offsets(pools, starts, horizons, logged, cfg.gamma, cfg.neighbour,
-                                          env) if pools and cfg.neighbour.anchor else ()
+    offsets: tuple[np.ndarray, ...] = ()
+    if pools and cfg.neighbour.anchor:
+        logged = logged_returns(test, ("reward", *layout.cost_names), horizons, cfg.gamma, "test.parquet")
+        offsets = neighbour.clinician_offsets(pools, starts, horizons, logged, cfg.gamma, cfg.neighbour, env)
     return EvalWorld(models, pools, tuple(feats), starts, horizons, names, combine, env, offsets)
 
 
