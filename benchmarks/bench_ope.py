@@ -380,6 +380,47 @@ OWN = "own:"
 """coverage-policy prefix: a policy built from each dataset's own π̂_b (see the module docstring)"""
 
 
+def resummarise(rank: dict, truths: dict, targets: list[str]) -> None:
+    """Recompute a rank page's summaries (all policies, and those the support check admits) from its estimates."""
+    rank["summary"] = summarise_rank(rank["policies"], truths, targets)
+    if "support_limit" in rank:
+        kept = {n: r for n, r in rank["policies"].items() if r["support_reject_share"] <= rank["support_limit"]}
+        rank["supported_summary"] = summarise_rank(kept, truths, targets)
+
+
+def retruth_page(args: argparse.Namespace) -> dict[str, Any]:
+    """The saved rank page ``args.retruth`` scored against new truths of ``args.truth_episodes`` patients per policy
+    (seed ``args.truth_seed``): the estimates are kept as they are, the page's truths move to ``truth_previous``."""
+    root = args.root.resolve()
+    params = load_params(root / "params.yaml")
+    result = json.loads((HERE / "results" / f"{args.retruth}.json").read_text())
+    if "rank" not in result:
+        raise SystemExit(f"--retruth: {args.retruth} has no rank page")
+    train, _ = common.read_split(root / "data/trajectories/train.parquet")
+    val, meta = common.read_split(root / "data/trajectories/val.parquet")
+    pols = build_policies(root, params, train, val, args.work, spread=args.spread, trained_only=args.trained_only)
+    ranked = result["rank"]["policies"]
+    missing = sorted(set(ranked) - set(pols))
+    if missing:
+        raise SystemExit(f"--retruth: policies {missing} of {args.retruth} are not built here (pass --spread or "
+                         "--trained-only as its rank run did?)")
+    t0 = time.perf_counter()
+    truths = {}
+    for n in ranked:
+        truths[n] = truth_of(n, pols[n], params, args.truth_episodes, args.truth_seed, args.work)
+        print(f"truth {n}: return {truths[n]['return']:.2f} (was {result['truth'][n]['return']:.2f})",
+              file=sys.stderr, flush=True)
+    result["truth_previous"] = {"episodes": result["meta"]["truth_episodes"], "seed": result["meta"]["truth_seed"],
+                                "truth": {n: result["truth"][n] for n in ranked}}
+    result["truth"] = truths
+    resummarise(result["rank"], truths, ["return", *meta["cost_columns"]])
+    result["meta"].update(truth_episodes=args.truth_episodes, truth_seed=args.truth_seed,
+                          retruth={"page": args.retruth, "command": " ".join(["benchmarks/bench_ope.py", *sys.argv[1:]]),
+                                   "seconds": round(time.perf_counter() - t0, 1), "date": dt.date.today().isoformat()})
+    (HERE / "results" / f"{args.out}.json").write_text(json.dumps(result, indent=1, default=float))
+    return result
+
+
 def own_policies(ds: Path, pols: dict[str, Any], names: list[str]) -> dict[str, Any]:
     """The ``own:`` coverage policies of dataset ``ds``: its π̂_b (``own:clone``), or the mixture of it with
     ``pols[<name>]`` (``own:mix<p>_<name>``: π̂_b's share p %, 50 when omitted)."""
@@ -522,7 +563,14 @@ def main() -> None:
                     help="with --add-mb: add the knn estimates alone (the page's mb estimates are kept)")
     ap.add_argument("--union", metavar="PAGES", help="comma-separated saved rank pages: rank over their policies' "
                                                        "union, written as --out (no OPE rerun)")
+    ap.add_argument("--retruth", metavar="PAGE",
+                    help="score the saved rank page PAGE against new truths (--truth-episodes, --truth-seed) of its "
+                         "policies (built from --root, --work, --spread / --trained-only as its run), written as "
+                         "--out (no OPE rerun)")
     args = ap.parse_args()
+    if args.retruth:
+        write_report(retruth_page(args), args)
+        return
     if args.union:
         union_page([p for p in args.union.split(",") if p], args.out)
         return
@@ -541,11 +589,7 @@ def main() -> None:
                           trained_only=args.trained_only)
         add_model_based(result, root, params, pols, args.work, args.add_mb, args.out)
         if "rank" in result:
-            result["rank"]["summary"] = summarise_rank(result["rank"]["policies"], result["truth"], targets)
-            if "support_limit" in result["rank"]:
-                lim = result["rank"]["support_limit"]
-                kept = {n: r for n, r in result["rank"]["policies"].items() if r["support_reject_share"] <= lim}
-                result["rank"]["supported_summary"] = summarise_rank(kept, result["truth"], targets)
+            resummarise(result["rank"], result["truth"], targets)
         parts = sorted(args.work.glob(f"coverage_{args.out}_[0-9]*.json"))
         if parts and "coverage" in result:
             cov = {k: v for part in parts for k, v in json.loads(part.read_text()).items()}
@@ -667,6 +711,19 @@ SHOWN = ("fqe", "wdr", ope_stage.HULL, ope_stage.MB, ope_stage.KNN)
 """estimators of the per-policy coverage tables"""
 
 
+def retruth_lines(result: dict[str, Any]) -> list[str]:
+    """How the page's previous truths compare with the new ones (the stated precision of the old, checked)."""
+    re_, prev = result["meta"]["retruth"], result["truth_previous"]
+    names = sorted(prev["truth"])
+    delta = np.array([prev["truth"][n]["return"] - result["truth"][n]["return"] for n in names])
+    held = sum(prev["truth"][n]["return_ci_lo"] <= result["truth"][n]["return"] <= prev["truth"][n]["return_ci_hi"]
+               for n in names)
+    return [f"Truths re-simulated on {re_['date']} by `{re_['command']}` ({re_['seconds']:.0f} s): the estimates are "
+            f"`{re_['page']}`'s, unchanged. Its previous truths ({prev['episodes']} patients, seed {prev['seed']}) "
+            f"differ from these in the return by a median |Δ| of {np.median(np.abs(delta)):.2f} (max "
+            f"{np.max(np.abs(delta)):.2f}); their 95 % intervals hold the new value for {held} of {len(names)}.", ""]
+
+
 def write_report(result: dict[str, Any], args: argparse.Namespace) -> None:
     import os
     import platform
@@ -685,6 +742,7 @@ def write_report(result: dict[str, Any], args: argparse.Namespace) -> None:
             if (added := result["meta"].get(key))
             for line in (f"{what}: {json.dumps(added['model'])}) added on {added['date']} by `{added['command']}` "
                          f"({added['seconds']:.0f} s; same data, policies and truth).", "")),
+          *(retruth_lines(result) if result["meta"].get("retruth") else []),
           f"Machine: {platform.machine()}, {os.cpu_count()} CPUs shared with other jobs, one torch thread; "
           f"{result['meta']['seconds']:.0f} s in all. Truth: `ogsrl truth` code, cohort population, "
           f"{result['meta']['truth_episodes']} patients per policy, seed {result['meta']['truth_seed']} (never an "
