@@ -718,10 +718,21 @@ def retruth_lines(result: dict[str, Any]) -> list[str]:
     delta = np.array([prev["truth"][n]["return"] - result["truth"][n]["return"] for n in names])
     held = sum(prev["truth"][n]["return_ci_lo"] <= result["truth"][n]["return"] <= prev["truth"][n]["return_ci_hi"]
                for n in names)
+    rank = result["rank"]
+    admitted = [n for n in names if rank["policies"][n].get("support_reject_share", 0.0) <= rank.get("support_limit",
+                                                                                                     np.inf)]
+
+    def rho(among: list[str]) -> float:
+        return float(stats.spearmanr([prev["truth"][n]["return"] for n in among],
+                                     [result["truth"][n]["return"] for n in among]).statistic)
+
     return [f"Truths re-simulated on {re_['date']} by `{re_['command']}` ({re_['seconds']:.0f} s): the estimates are "
             f"`{re_['page']}`'s, unchanged. Its previous truths ({prev['episodes']} patients, seed {prev['seed']}) "
             f"differ from these in the return by a median |Δ| of {np.median(np.abs(delta)):.2f} (max "
-            f"{np.max(np.abs(delta)):.2f}); their 95 % intervals hold the new value for {held} of {len(names)}.", ""]
+            f"{np.max(np.abs(delta)):.2f}); their 95 % intervals hold the new value for {held} of {len(names)}. "
+            f"Read as an estimator of these truths, the previous truths rank the return at Spearman {rho(names):.3f} "
+            f"over all {len(names)}" + (f" and {rho(admitted):.3f} over the {len(admitted)} admitted"
+                                        if len(admitted) < len(names) else "") + ".", ""]
 
 
 def write_report(result: dict[str, Any], args: argparse.Namespace) -> None:

@@ -39,7 +39,7 @@ def percentile_ci(stats: npt.NDArray[np.floating], level: float) -> tuple[float,
 
 
 def bagged_interval(v0: npt.NDArray[np.floating], v0_refits: npt.NDArray[np.floating] | None,
-                    rng: np.random.Generator, n_boot: int, level: float
+                    rng: np.random.Generator, n_boot: int, level: float, bag_value: bool = True
                     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Value and normal interval per target of a fitted estimator (FQE's critic, a world model) from per-stay values.
 
@@ -52,9 +52,14 @@ def bagged_interval(v0: npt.NDArray[np.floating], v0_refits: npt.NDArray[np.floa
     term sees the fitted model's bias (function class, extrapolation to actions the clinicians never took): that is
     what the DR correction and the benchmark's coverage check are for.
 
+    With ``bag_value`` False, V̂ is the full-data fit's mean alone and the refits only widen the interval: for a fit
+    without randomness of its own (a pool of logged transitions), a resample is a thinner copy of the same data and
+    averaging it in only adds the resample's noise.
+
     Args:
         v0: (N, K) per-stay values of the full-data fit.
         v0_refits: (B, N, K) the same for B refits, or None.
+        bag_value: average the refits into V̂ (True) or take the full-data fit's (False).
     Returns:
         (value, ci_low, ci_high), each (K,).
     """
@@ -66,7 +71,8 @@ def bagged_interval(v0: npt.NDArray[np.floating], v0_refits: npt.NDArray[np.floa
     value = v0.mean(axis=0)
     if v0_refits is not None and len(v0_refits) >= 2:
         per_fit = v0_refits.mean(axis=1)  # (B, K)
-        value = (value + per_fit.sum(axis=0)) / (1 + len(per_fit))
+        if bag_value:
+            value = (value + per_fit.sum(axis=0)) / (1 + len(per_fit))
         se2 = se2 + per_fit.var(axis=0, ddof=1)
     half = norm.ppf((1.0 + level) / 2.0) * np.sqrt(se2)
     return value, value - half, value + half

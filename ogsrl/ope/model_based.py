@@ -144,10 +144,11 @@ def estimate(models: tuple[WorldModel, ...], starts: FloatArray, horizons: npt.N
 
 
 def bagged(per_model: list[FloatArray], boot_rng: np.random.Generator, n_boot: int, level: float,
-           combine: FloatArray | None = None) -> tuple[FloatArray, FloatArray, FloatArray]:
+           combine: FloatArray | None = None, bag_value: bool = True) -> tuple[FloatArray, FloatArray, FloatArray]:
     """(value, ci_low, ci_high) from each model's (N, 1 + C) per-stay values: the first model's, with the refits'
-    spread (:func:`ogsrl.ope.bootstrap.bagged_interval`); ``combine`` as in :func:`estimate`."""
+    spread (:func:`ogsrl.ope.bootstrap.bagged_interval`, ``bag_value`` as there); ``combine`` as in
+    :func:`estimate`."""
     if combine is not None:
         per_model = [v @ np.asarray(combine, dtype=np.float64) for v in per_model]
     refits = np.stack(per_model[1:]) if len(per_model) > 2 else None
-    return bagged_interval(per_model[0], refits, boot_rng, n_boot, level)
+    return bagged_interval(per_model[0], refits, boot_rng, n_boot, level, bag_value)

@@ -57,12 +57,17 @@ class Config:
     anchor: bool = True
     """estimate the difference to the clinicians in the pool and add their logged per-stay returns (False: the
     pools' own level)"""
+    point: str = "bagged"
+    """the point value: ``bagged`` (the mean over the full pool and its resamples) | ``full`` (the full pool's alone;
+    the resamples only widen the interval)"""
 
     def __post_init__(self) -> None:
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
         if not self.action_weight > 0:
             raise ValueError(f"action_weight must be > 0, got {self.action_weight}")
+        if self.point not in ("bagged", "full"):
+            raise ValueError(f"point must be 'bagged' or 'full', got {self.point!r}")
         model_based.Config(refits=self.refits, rollouts=self.rollouts)  # the same checks as ``ope.model``
 
 
@@ -177,14 +182,15 @@ def estimate(pools: tuple[NeighbourModel, ...], starts: FloatArray, horizons: np
              boot_rng: np.random.Generator, n_boot: int, level: float, combine: FloatArray | None = None,
              offsets: tuple[npt.NDArray[np.float64], ...] = ()) -> tuple[FloatArray, FloatArray, FloatArray]:
     """(value, ci_low, ci_high) of each target: the pools' per-stay values (plus, anchored, each pool's
-    :func:`clinician_offsets`), bagged and bootstrapped as :func:`ogsrl.ope.model_based.estimate` does."""
+    :func:`clinician_offsets`), bagged (as ``cfg.point`` says) and bootstrapped as
+    :func:`ogsrl.ope.model_based.estimate` does."""
     if offsets and len(offsets) != len(pools):
         raise ValueError(f"offsets: one per pool ({len(pools)}), got {len(offsets)}")
     per_pool = [model_based.stay_values(p, starts, horizons, act, gamma, cfg.rollouts,  # type: ignore[arg-type]
                                         "random_elite", env_seed, act_rng) for p in pools]
     if offsets:
         per_pool = [v + o for v, o in zip(per_pool, offsets)]
-    return model_based.bagged(per_pool, boot_rng, n_boot, level, combine)
+    return model_based.bagged(per_pool, boot_rng, n_boot, level, combine, bag_value=cfg.point == "bagged")
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,3 +21,7 @@ def test_bagged_value_averages_the_full_fit_and_the_refits() -> None:
     value, lo, hi = bootstrap.bagged_interval(v0, refits, np.random.default_rng(1), 200, 0.95)
     np.testing.assert_allclose(value, v0.mean(axis=0) + 9.0 / 4)  # (0 + 2 + 2 + 5) / 4 fits
     np.testing.assert_allclose((lo + hi) / 2, value)
+    full, lo_f, hi_f = bootstrap.bagged_interval(v0, refits, np.random.default_rng(1), 200, 0.95, bag_value=False)
+    np.testing.assert_allclose(full, v0.mean(axis=0))  # the full fit's value; the refits only widen the interval
+    np.testing.assert_allclose(hi_f - lo_f, hi - lo)
+    np.testing.assert_allclose((lo_f + hi_f) / 2, full)

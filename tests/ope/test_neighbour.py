@@ -98,6 +98,25 @@ def test_pools_resample_whole_stays_reproducibly() -> None:
         neighbour.fit_pools(data, stays[:-1], LAYOUT, 0.0, cfg, np.random.SeedSequence(1))
 
 
+def test_the_full_point_is_the_full_pools_value_whatever_the_resamples() -> None:
+    base = _pool()
+    data = Transitions(obs=np.repeat(base.obs, 4, 0), act=np.tile(base.act, (4, 1)),
+                       next_obs=np.repeat(base.next_obs, 4, 0), rew=np.arange(12, dtype=np.float32),
+                       cost=np.zeros((12, 2), np.float32), death=np.zeros(12, np.float32))
+    stays, starts, horizons = np.repeat(np.arange(4), 3), base.obs, np.array([2, 3, 1])
+
+    def value(point: str, seed: int) -> np.ndarray:
+        cfg = neighbour.Config(k=1, refits=3, rollouts=2, point=point)
+        pools = neighbour.fit_pools(data, stays, LAYOUT, 0.0, cfg, np.random.SeedSequence(seed))
+        return neighbour.estimate(pools, starts, horizons, _dose(0.5), 1.0, cfg, 0, np.random.default_rng(1),
+                                  np.random.default_rng(2), 100, 0.95)[0]
+
+    full = [value("full", seed) for seed in range(4)]
+    np.testing.assert_allclose(full[1:], [full[0]] * 3)  # another resample seed moves the interval, not the value
+    bagged = [value("bagged", seed)[0] for seed in range(4)]
+    assert np.ptp(bagged) > 0.1  # bagging averages in resamples that differ by seed
+
+
 def test_the_stage_reports_knn_beside_mb_without_moving_it() -> None:
     pools = neighbour.fit_pools(_pool(), np.arange(3), LAYOUT, 0.0, neighbour.Config(k=1, refits=0),
                                 np.random.SeedSequence(0))
@@ -117,7 +136,8 @@ def test_the_stage_reports_knn_beside_mb_without_moving_it() -> None:
 
 
 @pytest.mark.parametrize(("kw", "match"), [({"k": 0}, "k must"), ({"action_weight": 0.0}, "action_weight"),
-                                           ({"refits": 1}, "refits"), ({"rollouts": 0}, "rollouts")])
+                                           ({"refits": 1}, "refits"), ({"rollouts": 0}, "rollouts"),
+                                           ({"point": "mean"}, "point must be 'bagged' or 'full'")])
 def test_bad_config_fails_with_one_line(kw: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         neighbour.Config(**kw)
