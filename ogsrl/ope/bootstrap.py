@@ -52,9 +52,9 @@ def bagged_interval(v0: npt.NDArray[np.floating], v0_refits: npt.NDArray[np.floa
     term sees the fitted model's bias (function class, extrapolation to actions the clinicians never took): that is
     what the DR correction and the benchmark's coverage check are for.
 
-    With ``bag_value`` False, V̂ is the full-data fit's mean alone and the refits only widen the interval: for a fit
-    without randomness of its own (a pool of logged transitions), a resample is a thinner copy of the same data and
-    averaging it in only adds the resample's noise.
+    With ``bag_value`` False, V̂ is the full-data fit's mean alone and the refits only widen the interval: V̂ then
+    does not move with the resamples' seed (for kNN's pools it also ranked policies worse than the bagged value:
+    docs/policies-and-ope.md, session 20).
 
     Args:
         v0: (N, K) per-stay values of the full-data fit.
