@@ -70,7 +70,7 @@ from ogsrl.agents.actor import SavedPolicy
 from ogsrl.config import load_params
 from ogsrl.ope import behaviour
 from ogsrl.ope import stage as ope_stage
-from ogsrl.ope.estimate import Estimate, hull
+from ogsrl.ope.estimate import Estimate, consensus, hull
 from ogsrl.synth import policies as synth_policies
 
 HERE = Path(__file__).resolve().parent
@@ -291,7 +291,9 @@ def make_dataset(params: dict, seed: int, stays: int, work: Path) -> Path:
 
 
 ESTIMATORS = ("wis", "pdwis", "wis_clip", "pdwis_clip", "fqe", "dr", "wdr", ope_stage.HULL, ope_stage.MB,
-              ope_stage.KNN)
+              ope_stage.KNN, ope_stage.CONSENSUS)
+CONSENSUS_MEMBERS = ope_stage.OPEConfig().consensus
+"""the parts of ``consensus`` derived on pages saved before the evaluate stage reported it (the default's)"""
 
 
 def add_model_based(result: dict, root: Path, params: dict, pols: dict[str, Any], work: Path, source: str,
@@ -356,7 +358,7 @@ def summarise_rank(rank: dict, truths: dict, targets: list[str]) -> list[dict]:
         half = np.array([true_half_width(truths[n], target) for n in names])
         rng_ = true.max() - true.min()
         for e in (e for e in ESTIMATORS if e != ope_stage.HULL):  # the hull's value is FQE's
-            est = np.array([rank[n]["estimates"].get(f"{e}/{target}", {}).get("value", np.nan) for n in names])
+            est = np.array([(estimate_of(rank[n], e, target) or {}).get("value", np.nan) for n in names])
             ok = np.isfinite(est)
             if ok.sum() < 3:
                 continue
@@ -439,13 +441,17 @@ def own_policies(ds: Path, pols: dict[str, Any], names: list[str]) -> dict[str, 
 
 
 def estimate_of(r: dict, e: str, target: str) -> dict | None:
-    """``r``'s estimate of ``target`` by ``e``; the hull of FQE and WDR recomputed from its parts on pages saved
-    before the evaluate stage reported it."""
+    """``r``'s estimate of ``target`` by ``e``; the hull of FQE and WDR and the consensus (of
+    :data:`CONSENSUS_MEMBERS`) recomputed from their parts on pages saved before the evaluate stage reported them."""
     got = r["estimates"].get(f"{e}/{target}")
-    if got is not None or e != ope_stage.HULL:
+    if got is not None or e not in (ope_stage.HULL, ope_stage.CONSENSUS):
         return got
-    parts = [r["estimates"].get(f"{p}/{target}") for p in ("fqe", "wdr")]
-    return None if None in parts else hull(*(Estimate.from_dict(p) for p in parts)).to_dict()
+    names = ("fqe", "wdr") if e == ope_stage.HULL else CONSENSUS_MEMBERS
+    parts = [r["estimates"].get(f"{p}/{target}") for p in names]
+    if None in parts:
+        return None
+    ests = [Estimate.from_dict(p) for p in parts]
+    return (hull(*ests) if e == ope_stage.HULL else consensus(ests)).to_dict()
 
 
 def summarise_coverage(cov: dict, truths: dict, targets: list[str], by_policy: bool = False,
@@ -579,7 +585,8 @@ def main() -> None:
         params = load_params(root / "params.yaml")
         if args.only_knn:
             ope = params.get("ope") or {}
-            params = {**params, "ope": {**ope, "model": {**(ope.get("model") or {}), "enabled": False}}}
+            params = {**params, "ope": {**ope, "model": {**(ope.get("model") or {}), "enabled": False},
+                                        "consensus": []}}  # the page's consensus is derived from its parts
         t0 = time.perf_counter()
         result = json.loads((HERE / "results" / f"{args.add_mb}.json").read_text())
         train, _ = common.read_split(root / "data/trajectories/train.parquet")
@@ -707,7 +714,7 @@ def main() -> None:
     write_report(result, args)
 
 
-SHOWN = ("fqe", "wdr", ope_stage.HULL, ope_stage.MB, ope_stage.KNN)
+SHOWN = ("fqe", "wdr", ope_stage.HULL, ope_stage.MB, ope_stage.KNN, ope_stage.CONSENSUS)
 """estimators of the per-policy coverage tables"""
 
 

@@ -5,15 +5,18 @@
 * :class:`Episodes` / :func:`pad_by_stay` — a trajectory table (rows sorted by stay and step) as ``(N, T)`` arrays,
   padded as an absorbing state: every value 0 after a stay's last step, ``mask`` False there.
 * :func:`hull` — the interval hull of several estimators' intervals (``hull_fqe_wdr`` in the OPE metrics).
+* :func:`consensus` — the mean of several estimators' values inside the hull of their intervals (``consensus`` in the
+  OPE metrics).
 * :func:`policy_seed` — a bootstrap seed derived from the base seed and a policy key, so adding or removing a policy
   never changes another policy's random draws.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,3 +115,23 @@ def hull(primary: Estimate, *others: Estimate) -> Estimate:
     ess = [p.ess for p in parts if math.isfinite(p.ess)]
     return Estimate(primary.value, min(p.ci_low for p in parts), max(p.ci_high for p in parts),
                     min(ess) if ess else math.nan)
+
+
+def consensus(parts: Sequence[Estimate]) -> Estimate:
+    """The consensus of ``m ≥ 2`` estimates of one quantity: their mean value inside the hull of their intervals.
+
+    V̂ = (1/m) Σ_j V̂_j, interval [min_j ℓ_j, max_j u_j] (ℓ_j, u_j: part j's bounds).
+
+    Equal weights, nothing fitted: parts of different classes (a nearest-neighbour simulator, fitted world models, a
+    fitted critic) err differently policy by policy, and on the demo's benchmark their mean ranked and selected
+    better than any one of them (docs/policies-and-ope.md). The interval is the hull's (:func:`hull`), so it covers
+    the truth whenever any part does, and it holds the mean. ESS: the smallest finite part's (NaN if none).
+
+    Raises ValueError with fewer than two parts or a non-finite value.
+    """
+    if len(parts) < 2:
+        raise ValueError(f"consensus needs at least two estimates, got {len(parts)}")
+    values = [p.value for p in parts]
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"consensus of non-finite values {values}")
+    return dataclasses.replace(hull(*parts), value=math.fsum(values) / len(values))

@@ -14,7 +14,8 @@
   (:mod:`ogsrl.ope.dr`), and ``hull_fqe_wdr`` (the hull of the FQE and WDR intervals, :func:`estimate.hull`), for
   the reward return and every cost return, ``mb`` (the policy's value in world models fitted on the test split,
   :mod:`ogsrl.ope.model_based`) and ``knn`` (its value in a simulator made of the test split's own transitions,
-  :mod:`ogsrl.ope.neighbour`) for the reward and cost returns; writes ``data/reports/evaluate/metrics.json``
+  :mod:`ogsrl.ope.neighbour`) for the reward and cost returns, and ``consensus`` (the mean of ``ope.consensus``'s
+  estimators inside the hull of their intervals, :func:`estimate.consensus`); writes ``data/reports/evaluate/metrics.json``
   (``<run>/seed<seed>/<estimator>/<target>/{value,ci_low,ci_high,ess[,covers_truth]}``, ``<run>/{mean,sd}/…``),
   ``estimates.csv`` and ``weights.csv``. A policy's own random draws (bootstrap, π_e's Monte-Carlo actions) come
   from a seed derived from ``ope.seed`` and the policy key (:func:`estimate.policy_seed`); the critics' init,
@@ -45,7 +46,7 @@ from ogsrl.agents.stage import TRAJECTORY_DIR, policies_config, policy_dir, seed
 from ogsrl.errors import DataError
 from ogsrl.io import atomic_path, dir_sha256, file_sha256, remove_temporaries, write_json
 from ogsrl.ope import behaviour, bootstrap, dr, fqe, model_based, neighbour, wis
-from ogsrl.ope.estimate import Estimate, hull, policy_seed
+from ogsrl.ope.estimate import Estimate, consensus, hull, policy_seed
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,10 @@ MORTALITY = "mortality_hosp"
 """target name of in-hospital mortality (``ogsrl truth`` reports the same key)"""
 BEHAVIOUR = "behaviour"
 """policy key of the clinicians (the logged behaviour policy)"""
+CONSENSUS = "consensus"
+"""estimator name of the consensus of ``ope.consensus``'s estimators (:func:`estimate.consensus`)"""
+COMBINABLE: tuple[str, ...] = ("wis", "pdwis", "wis_clip", "pdwis_clip", "fqe", "dr", "wdr", "mb", "knn")
+"""estimators of the reward and every cost return, which ``ope.consensus`` may combine"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +92,24 @@ class OPEConfig:
     """model-based OPE (``mb``): world models fitted on the test split (architecture: ``world.model``)"""
     neighbour: neighbour.Config = field(default_factory=neighbour.Config)
     """nearest-neighbour OPE (``knn``): episodes made of the test split's own transitions"""
+    consensus: tuple[str, ...] = ("knn", "mb", "fqe")
+    """estimators whose mean (inside the hull of their intervals) is reported as ``consensus`` for every policy and
+    target they all estimate (:func:`estimate.consensus`); empty: none"""
 
     def __post_init__(self) -> None:
+        unknown = [e for e in self.consensus if e not in COMBINABLE]
+        if unknown:
+            raise ValueError(f"consensus: unknown estimator(s) {unknown}; allowed: {list(COMBINABLE)}")
+        if self.consensus and len(set(self.consensus)) != len(self.consensus):
+            raise ValueError(f"consensus lists an estimator twice: {list(self.consensus)}")
+        if len(self.consensus) == 1:
+            raise ValueError(f"consensus needs at least two estimators (or none), got {list(self.consensus)}")
+        off = [e for e, on in (("mb", self.model.enabled), ("knn", self.neighbour.enabled),
+                               ("wis_clip", self.weight_clip is not None), ("pdwis_clip", self.weight_clip is not None))
+               if e in self.consensus and not on]
+        if off:
+            raise ValueError(f"consensus combines {off}, which this configuration does not compute (ope.model.enabled, "
+                             "ope.neighbour.enabled, ope.weight_clip); list only computed estimators, or [] for none")
         if not 0.0 < self.gamma <= 1.0:
             raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
         if self.weight_clip is not None and self.weight_clip <= 0:
@@ -575,7 +596,22 @@ def evaluate_policy(policy: Any, key: str, behaviour_model: Any, train: pd.DataF
             log.warning("evaluate: %s reads columns the world models do not predict; no model-based estimate", key)
     if overlap:
         diag["weights/mean_log_ratio"] = float(lr[np.isfinite(lr)].mean())
+    if cfg.consensus:
+        agreed = consensus_of(res, cfg.consensus)
+        res.update(agreed)
+        diag["flags/consensus_unavailable"] = not agreed
+        if not agreed:
+            log.warning("evaluate: %s lacks %s estimates; no consensus", key,
+                        [e for e in cfg.consensus if (e, RETURN) not in res])
     return PolicyEvaluation(res, diag, share)
+
+
+def consensus_of(estimates: Mapping[tuple[str, str], Estimate], members: tuple[str, ...]
+                 ) -> dict[tuple[str, str], Estimate]:
+    """``(consensus, target)`` for every target that each of ``members`` estimates (:func:`estimate.consensus`)."""
+    targets = [t for e, t in estimates if e == members[0]]
+    return {(CONSENSUS, t): consensus([estimates[(e, t)] for e in members]) for t in targets
+            if all((e, t) in estimates for e in members)}
 
 
 def read_truth(root: Path, demo: bool) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ogsrl.ope.estimate import Estimate, hull, pad_by_stay, policy_seed
+from ogsrl.ope.estimate import Estimate, consensus, hull, pad_by_stay, policy_seed
 
 ROOT = str(Path(__file__).resolve().parents[2])  # this checkout's ogsrl, not an installed one
 
@@ -30,6 +30,18 @@ def test_hull_spans_every_part_and_keeps_the_primary_value() -> None:
     assert h.covers(-89.0) and not fqe.covers(-89.0) and h.covers(-105.0) and not wdr.covers(-105.0)
     assert not h.covers(-87.9) and not h.covers(-105.7)
     assert math.isnan(hull(Estimate(1.0, 0.0, 2.0)).ess) and hull(Estimate(1.0, 0.0, 2.0), wdr).ess == 861.5
+
+
+def test_consensus_is_the_mean_inside_the_hull() -> None:
+    knn, mb, fqe = Estimate(-90.0, -95.0, -85.0), Estimate(-88.0, -92.0, -80.0, 30.0), Estimate(-94.0, -99.0, -91.0, 12.0)
+    c = consensus([knn, mb, fqe])
+    assert c.value == pytest.approx(-272.0 / 3) and (c.ci_low, c.ci_high, c.ess) == (-99.0, -80.0, 12.0)
+    assert c.covers(-80.5) and c.covers(-98.5)  # whatever a part covers
+    assert consensus([mb, knn]).value == consensus([knn, mb]).value == -89.0  # order does not matter
+    with pytest.raises(ValueError, match="at least two estimates, got 1"):
+        consensus([knn])
+    with pytest.raises(ValueError, match="non-finite"):
+        consensus([knn, Estimate(math.nan, -1.0, 1.0)])
 
 
 def test_pad_by_stay_records_source_rows() -> None:

@@ -130,7 +130,8 @@ def test_bad_config_fails_with_one_line(kw: dict, match: str) -> None:
 def test_too_few_test_stays_skip_the_models_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     import pandas as pd
 
-    cfg = stage.OPEConfig(model=model_based.Config(holdout=0.2), neighbour=neighbour.Config(enabled=False))
+    cfg = stage.OPEConfig(model=model_based.Config(holdout=0.2), neighbour=neighbour.Config(enabled=False),
+                          consensus=())
     assert model_based.enough_stays(3, cfg.model) and not model_based.enough_stays(2, cfg.model)
     two = pd.DataFrame({"stay_key": ["a", "a", "b"]})
     with caplog.at_level("WARNING"):

@@ -54,7 +54,7 @@ def test_evaluate_writes_estimates_for_every_target(trained: Path) -> None:
     costs = ["cost_spo2_low", "cost_urine_low", "cost_total"]
     discounted = ("behaviour/onpolicy", *(f"soc/seed42/{e}" for e in ("wis", "pdwis", "wis_clip", "pdwis_clip",
                                                                        "fqe", "dr", "wdr", "hull_fqe_wdr", "mb",
-                                                                       "knn")))
+                                                                       "knn", "consensus")))
     keys = [f"{k}/{t}" for k in discounted for t in ("return", *costs)]
     rates = ("mortality_hosp", *(f"rate_{c}" for c in costs))
     keys += [f"{k}/{t}" for k in ("behaviour/onpolicy", "soc/seed42/wis", "soc/seed42/wis_clip") for t in rates]
@@ -63,6 +63,13 @@ def test_evaluate_writes_estimates_for_every_target(trained: Path) -> None:
                    for e in ("fqe", "wdr", "hull_fqe_wdr"))
         assert h == {"value": f["value"], "ci_low": min(f["ci_low"], w["ci_low"]),
                      "ci_high": max(f["ci_high"], w["ci_high"]), "ess": w["ess"]}
+    for t in ("return", *costs):  # the consensus: kNN's, MB's and FQE's mean inside the hull of their intervals
+        k, m, f, c = ({k: metrics[f"soc/seed42/{e}/{t}/{k}"] for k in ("value", "ci_low", "ci_high")}
+                      for e in ("knn", "mb", "fqe", "consensus"))
+        assert c == pytest.approx({"value": (k["value"] + m["value"] + f["value"]) / 3,
+                                   "ci_low": min(k["ci_low"], m["ci_low"], f["ci_low"]),
+                                   "ci_high": max(k["ci_high"], m["ci_high"], f["ci_high"])})
+    assert metrics["soc/seed42/flags/consensus_unavailable"] is False
     for key in keys:
         lo, v, hi = (metrics[f"{key}/{k}"] for k in ("ci_low", "value", "ci_high"))
         assert lo <= hi and np.isfinite(v)
@@ -220,6 +227,12 @@ def test_bad_ope_params_are_config_errors(trained: Path) -> None:
         stage.run(_params(gamma=1.5), trained)
     with pytest.raises(ConfigError, match="weight_clip"):
         stage.run(_params(weight_clip=-1.0), trained)
+    with pytest.raises(ConfigError, match=r"consensus: unknown estimator\(s\) \['hull'\]"):
+        stage.run(_params(consensus=["fqe", "hull"]), trained)
+    with pytest.raises(ConfigError, match="consensus needs at least two estimators"):
+        stage.run(_params(consensus=["fqe"]), trained)
+    with pytest.raises(ConfigError, match=r"consensus combines \['mb'\], which this configuration does not compute"):
+        stage.run(_params(model={"enabled": False}), trained)
 
 
 def test_summary_prints_each_seeds_estimates_with_ci_ess_and_truth_coverage() -> None:
@@ -243,12 +256,12 @@ def test_summary_prints_each_seeds_estimates_with_ci_ess_and_truth_coverage() ->
 def test_too_few_test_transitions_skip_knn_with_a_warning(trained: Path, caplog: pytest.LogCaptureFixture) -> None:
     from ogsrl.agents import common
 
-    params = _params(model={"enabled": False}, neighbour={"k": 10**6})
+    params = _params(model={"enabled": False}, neighbour={"k": 10**6}, consensus=[])
     cfg = stage.ope_config(params)
     test, meta = common.read_split(trained / "data/trajectories/test.parquet")
     with caplog.at_level("WARNING"):
         assert stage.eval_world(params, cfg, trained, test, meta) is None
     assert "fewer than ope.neighbour.k = 1000000; no knn estimates" in caplog.text
-    world = stage.eval_world(_params(model={"enabled": False}), stage.ope_config(_params(model={"enabled": False})),
-                             trained, test, meta)
+    no_mb = _params(model={"enabled": False}, consensus=[])
+    world = stage.eval_world(no_mb, stage.ope_config(no_mb), trained, test, meta)
     assert world is not None and not world.models and len(world.pools) == 4 and len(world.pool_offsets) == 4
