@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ogsrl import config
@@ -227,6 +228,7 @@ def ope_table(est: pd.DataFrame, truth: Mapping[str, Mapping[str, float]], targe
     policies = sorted(rows_t["policy"].unique(), key=lambda p: (p != inputs.CLINICIANS, p))
     has_truth = any(inputs.truth_of(truth.get(p, {}), target) is not None for p in policies)
     header = ["policy", *estimators, *(["truth"] if has_truth else [])]
+    picks = selected(rows_t, estimators, target)
     rows = []
     for p in policies:
         cells = [html.escape("clinicians (on-policy)" if p == inputs.CLINICIANS else p)]
@@ -245,11 +247,29 @@ def ope_table(est: pd.DataFrame, truth: Mapping[str, Mapping[str, float]], targe
             ess = x.get("ess")
             if isinstance(ess, float) and math.isfinite(ess) and p != inputs.CLINICIANS:
                 text += f" <span class='ci'>ESS {ess:.0f}</span>"
+            if picks.get(e) == p:
+                text += " <span class='ok' title='this estimator ranks this policy best'>▲</span>"
             cells.append(text)
         if has_truth:
             cells.append(_fmt(inputs.truth_of(truth.get(p, {}), target)))
         rows.append(cells)
-    return f"<h3>{html.escape(target)}</h3>" + _table(header, rows)
+    note = (f"<p class='muted'>▲: the policy each estimator ranks best ({'highest' if target == 'return' else 'lowest'}"
+            f" {html.escape(target)}); to choose among runs and seeds read <code>consensus</code> among the policies "
+            "the gate's support check admits (docs/policies-and-ope.md).</p>") if picks else ""
+    return f"<h3>{html.escape(target)}</h3>" + _table(header, rows) + note
+
+
+def selected(rows: pd.DataFrame, estimators: Sequence[str], target: str) -> dict[str, str]:
+    """Estimator → the learned policy it ranks best on ``target`` (highest return, lowest cost or mortality), for
+    estimators that estimate at least two learned policies (the clinicians are the reference, never picked)."""
+    out = {}
+    for e in estimators:
+        r = rows[(rows["estimator"] == e) & (rows["policy"] != inputs.CLINICIANS)]
+        r = r[np.isfinite(r["value"].to_numpy(dtype=float))]
+        if r["policy"].nunique() >= 2:
+            best = r["value"].idxmax() if target == "return" else r["value"].idxmin()
+            out[e] = str(r.loc[best, "policy"])
+    return out
 
 
 def _seeds(est: pd.DataFrame, clin: Mapping[str, Any]) -> tuple[list[str], dict[str, list[int]]]:

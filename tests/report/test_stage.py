@@ -75,6 +75,13 @@ def test_report_has_the_comparison_tables_every_figure_and_no_external_reference
     soc = ope[0]["rows"][3]
     assert soc[3].startswith("-80.000 [-82.000, -78.000] ✔ ESS 5") and soc[-1] == "-88.000"
     assert soc[1].startswith("-78.000") and "✘" in soc[1]
+    # ▲ marks, per estimator, the learned policy with the highest return (lowest cost, mortality); never the clinicians
+    for table, best in zip(ope, (max, min, min)):
+        for col in range(1, len(table["header"]) - 1):
+            values = {r[0]: float(r[col].split()[0]) for r in table["rows"][1:] if r[col] != "—"}
+            marked = [r[0] for r in table["rows"] if "▲" in r[col]]
+            assert marked == ([best(values, key=values.get)] if len(values) >= 2 else []), (table["header"][col], values)
+    assert sum("▲" in c for r in ope[0]["rows"] for c in r) >= 2
     # the clinical metrics table: clinicians, soc (one seed: its value and CI), gmb_cpo (two seeds: mean ± sd)
     clin = next(t for t in page.tables if t["header"][:2] == ["method", "ME (95 % CI)"])
     assert [r[0] for r in clin["rows"]] == ["clinicians (logged)", "gmb_cpo (2 seeds)", "soc"]
