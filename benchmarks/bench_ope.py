@@ -770,7 +770,7 @@ def write_report(result: dict[str, Any], args: argparse.Namespace) -> None:
         md += ["## Ranking and selection (project test split)", "",
                table(result["rank"]["summary"], ["target", "estimator", "policies", "median_rel_error", "spearman",
                                                  *(["separated_pairs", "concordance"] if "concordance" in
-                                                   result["rank"]["summary"][0] else []),
+                                                   (result["rank"]["summary"] or [{"concordance": 0}])[0] else []),
                                                  "regret", "selected"]), ""]
         if result["rank"].get("supported_summary"):
             md += [f"Over the policies the gate's support check admits (the guardian rejects ≤ "
@@ -787,13 +787,14 @@ def write_report(result: dict[str, Any], args: argparse.Namespace) -> None:
                  "ESS": pr[n]["estimates"].get("fqe/return", {}).get("ess", float("nan")),
                  "rejected": pr[n].get("support_reject_share", float("nan")),
                  **{e: pr[n]["estimates"].get(f"{e}/return", {}).get("value", float("nan"))
-                    for e in ("wis_clip", "pdwis_clip", "fqe", "dr", "wdr", ope_stage.MB, ope_stage.KNN)}}
+                    for e in ("wis_clip", "pdwis_clip", "fqe", "dr", "wdr", ope_stage.MB, ope_stage.KNN,
+                              ope_stage.CONSENSUS)}}
                 for n in pr]
         md += ["Per policy (reward return; estimates' point values):", "",
                table(rows, ["policy", "true return", "±", "true mortality", "true cost_total", "ESS", "rejected",
                             "wis_clip",
                             "pdwis_clip", "fqe",
-                            "dr", "wdr", ope_stage.MB, ope_stage.KNN]), ""]
+                            "dr", "wdr", ope_stage.MB, ope_stage.KNN, ope_stage.CONSENSUS]), ""]
     if "coverage" in result:
         c = result["coverage"]
         cols = ["target", "estimator", "intervals", "coverage",
@@ -806,11 +807,12 @@ def write_report(result: dict[str, Any], args: argparse.Namespace) -> None:
                table(c["summary"], cols), ""]
         if "by_policy" in c:
             keep = [r for r in c["by_policy"] if r["estimator"] in SHOWN]
-            md += ["Per policy (FQE, WDR, their hull, MB, kNN):", "", table(keep, [*cols[:2], "policy", *cols[2:]]), ""]
+            md += ["Per policy (FQE, WDR, their hull, MB, kNN, consensus):", "",
+                   table(keep, [*cols[:2], "policy", *cols[2:]]), ""]
         if c.get("gate_regime"):
             keep = [r for r in c["gate_regime_by_policy"] if r["estimator"] in SHOWN]
             md += [f"### Where the gate decides: intervals with ESS ≥ min_ess = {c['min_ess']:g}", "",
-                   table(c["gate_regime"], cols), "", "Per policy (FQE, WDR, their hull, MB, kNN):", "",
+                   table(c["gate_regime"], cols), "", "Per policy (FQE, WDR, their hull, MB, kNN, consensus):", "",
                    table(keep, [*cols[:2], "policy", *cols[2:]]), ""]
     (HERE / "results" / f"{args.out}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
