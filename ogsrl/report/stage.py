@@ -254,8 +254,9 @@ def ope_table(est: pd.DataFrame, truth: Mapping[str, Mapping[str, float]], targe
             cells.append(_fmt(inputs.truth_of(truth.get(p, {}), target)))
         rows.append(cells)
     note = (f"<p class='muted'>▲: the policy each estimator ranks best ({'highest' if target == 'return' else 'lowest'}"
-            f" {html.escape(target)}); to choose among runs and seeds read <code>consensus</code> among the policies "
-            "the gate's support check admits (docs/policies-and-ope.md).</p>") if picks else ""
+            f" {html.escape(target)}). On the demo's benchmark sets no estimator ranked or picked best on every set: "
+            "<code>consensus</code> ranked the most steadily and <code>mb</code>'s picks strayed least from the best "
+            "(docs/policies-and-ope.md). Compare only policies the gate's support check admits.</p>") if picks else ""
     return f"<h3>{html.escape(target)}</h3>" + _table(header, rows) + note
 
 
