@@ -123,8 +123,8 @@ def consensus(parts: Sequence[Estimate]) -> Estimate:
     V̂ = (1/m) Σ_j V̂_j, interval [min_j ℓ_j, max_j u_j] (ℓ_j, u_j: part j's bounds).
 
     Equal weights, nothing fitted: parts of different classes (a nearest-neighbour simulator, fitted world models, a
-    fitted critic) err differently policy by policy, and on the demo's benchmark their mean ranked and selected
-    better than any one of them (docs/policies-and-ope.md). The interval is the hull's (:func:`hull`), so it covers
+    fitted critic) err differently policy by policy; on the demo's benchmark sets their mean ranked policies more
+    steadily than any one of them (docs/policies-and-ope.md). The interval is the hull's (:func:`hull`), so it covers
     the truth whenever any part does, and it holds the mean. ESS: the smallest finite part's (NaN if none).
 
     Raises ValueError with fewer than two parts or a non-finite value.
