@@ -786,7 +786,7 @@ def write_report(result: dict[str, Any], args: argparse.Namespace) -> None:
                  "true cost_total": result["truth"][n]["cost_return_cost_total"],
                  "ESS": pr[n]["estimates"].get("fqe/return", {}).get("ess", float("nan")),
                  "rejected": pr[n].get("support_reject_share", float("nan")),
-                 **{e: pr[n]["estimates"].get(f"{e}/return", {}).get("value", float("nan"))
+                 **{e: (estimate_of(pr[n], e, "return") or {}).get("value", float("nan"))
                     for e in ("wis_clip", "pdwis_clip", "fqe", "dr", "wdr", ope_stage.MB, ope_stage.KNN,
                               ope_stage.CONSENSUS)}}
                 for n in pr]
