@@ -202,8 +202,30 @@ def truth_of(name: str, policy: Any, params: dict, episodes: int, seed: int, wor
                           cohort=build(CohortConfig, params.get("cohort"), "cohort"), costs=build_costs(params))
     out = {k.removeprefix("truth/"): v for k, v in res.to_dict().items() if isinstance(v, (int, float))}
     cache.parent.mkdir(parents=True, exist_ok=True)
+    per_stay = cache.with_suffix(".parquet")
+    res.per_stay.set_axis(res.per_stay.index.astype(str)).to_parquet(per_stay.with_suffix(".tmp"))
+    per_stay.with_suffix(".tmp").replace(per_stay)
     cache.write_text(json.dumps(out))
     return out
+
+
+def per_stay_truths(work: Path | None, names: list[str], episodes: int, seed: int) -> dict[str, pd.DataFrame]:
+    """The per-patient truths :func:`truth_of` kept in ``work`` for each named policy that has them (one seed and
+    patient count: the same simulated patients under every policy)."""
+    if work is None:
+        return {}
+    files = {n: work / "truth" / f"{n.replace('/', '__')}_{episodes}_{seed}.parquet" for n in names}
+    return {n: pd.read_parquet(f) for n, f in files.items() if f.is_file()}
+
+
+def paired_gap(a: pd.DataFrame, b: pd.DataFrame, column: str) -> tuple[float, float, int]:
+    """Mean of a − b over the patients both truths score, its 95 % half-width (normal, over patients) and their
+    number: common random numbers make it far more precise than the two truths' own intervals."""
+    common_ = a.index.intersection(b.index)
+    d = a.loc[common_, column].to_numpy(np.float64) - b.loc[common_, column].to_numpy(np.float64)
+    if len(d) < 2:
+        return float("nan"), float("nan"), len(d)
+    return float(d.mean()), float(1.959963984540054 * d.std(ddof=1) / np.sqrt(len(d))), len(d)
 
 
 def true_target(truth: dict[str, float], target: str) -> float:
@@ -332,7 +354,8 @@ def add_model_based(result: dict, root: Path, params: dict, pols: dict[str, Any]
         print(f"dataset {seed}: {time.perf_counter() - t1:.0f} s", file=sys.stderr, flush=True)
 
 
-def add_support(rank: dict, root: Path, params: dict, pols: dict[str, Any], truths: dict, targets: list[str]) -> None:
+def add_support(rank: dict, root: Path, params: dict, pols: dict[str, Any], truths: dict, targets: list[str],
+                per_stay: dict[str, pd.DataFrame] | None = None) -> None:
     """Each ranked policy's share of own actions on the test states that the project's guardian rejects (the gate's
     support check, seed ``registry.gate.support_seed``), and the ranking over the policies the gate would consider
     (share ≤ ``registry.gate.max_support_reject_share``): OPE cannot know the value of doses the data never shows."""
@@ -347,12 +370,31 @@ def add_support(rank: dict, root: Path, params: dict, pols: dict[str, Any], trut
         r["support_reject_share"] = support_reject_share(pols[n], g, root / "data/trajectories/test.parquet", seed)
     kept = {n: r for n, r in rank["policies"].items() if r["support_reject_share"] <= limit}
     rank["support_limit"] = limit
-    rank["supported_summary"] = summarise_rank(kept, truths, targets)
+    rank["supported_summary"] = summarise_rank(kept, truths, targets, per_stay)
 
 
-def summarise_rank(rank: dict, truths: dict, targets: list[str]) -> list[dict]:
+def summarise_rank(rank: dict, truths: dict, targets: list[str],
+                   per_stay: dict[str, pd.DataFrame] | None = None) -> list[dict]:
+    """Per target and estimator: accuracy, rank agreement and the regret of the policy it selects — by its point
+    value and, ``lcb``, by its interval's bound on the pessimistic side (highest lower bound of the return, lowest
+    upper bound of a cost). With ``per_stay`` truths of the selected and the truly best policy, the regret's 95 %
+    interval from their paired per-patient difference (:func:`paired_gap`)."""
     rows = []
     names = list(rank)
+    per_stay = per_stay or {}
+
+    def regret_of(pick: int, true: np.ndarray, target: str, span: float) -> tuple[float, float, float]:
+        best = int(np.argmax(true) if target == "return" else np.argmin(true))
+        point = (true[best] - true[pick] if target == "return" else true[pick] - true[best]) / span
+        a, b = names[best], names[pick]
+        if pick == best:
+            return point, 0.0, 0.0
+        if a not in per_stay or b not in per_stay:
+            return point, float("nan"), float("nan")
+        col = "return" if target == "return" else f"cost_return_{target}"
+        gap, half, _ = paired_gap(per_stay[a], per_stay[b], col) if target == "return" else \
+            paired_gap(per_stay[b], per_stay[a], col)
+        return point, (gap - half) / span, (gap + half) / span
     for target in targets:
         true = np.array([true_target(truths[n], target) for n in names])
         half = np.array([true_half_width(truths[n], target) for n in names])
@@ -364,17 +406,22 @@ def summarise_rank(rank: dict, truths: dict, targets: list[str]) -> list[dict]:
                 continue
             rel = np.abs(est[ok] - true[ok]) / np.abs(true[ok])
             rho = stats.spearmanr(est[ok], true[ok]).statistic
+            side = "ci_low" if target == "return" else "ci_high"
+            bound = np.array([(estimate_of(rank[n], e, target) or {}).get(side, np.nan) for n in names])
             if target == "return":
-                pick = np.nanargmax(np.where(ok, est, -np.inf))
-                regret = (true.max() - true[pick]) / rng_
+                pick = int(np.nanargmax(np.where(ok, est, -np.inf)))
+                pick_lcb = int(np.nanargmax(np.where(ok & np.isfinite(bound), bound, -np.inf)))
             else:
-                pick = np.nanargmin(np.where(ok, est, np.inf))
-                regret = (true[pick] - true.min()) / rng_
+                pick = int(np.nanargmin(np.where(ok, est, np.inf)))
+                pick_lcb = int(np.nanargmin(np.where(ok & np.isfinite(bound), bound, np.inf)))
+            regret, regret_lo, regret_hi = regret_of(pick, true, target, rng_)
             conc, pairs = concordance(est[ok], true[ok], half[ok])
             rows.append({"target": target, "estimator": e, "policies": int(ok.sum()),
                          "median_rel_error": float(np.median(rel)), "spearman": float(rho),
                          "separated_pairs": pairs, "concordance": conc,
-                         "regret": float(regret), "selected": names[pick]})
+                         "regret": float(regret), "regret_lo": regret_lo, "regret_hi": regret_hi,
+                         "selected": names[pick], "regret_lcb": regret_of(pick_lcb, true, target, rng_)[0],
+                         "selected_lcb": names[pick_lcb]})
     return rows
 
 
@@ -501,6 +548,14 @@ def table(rows: list[dict], cols: list[str]) -> str:
                      + ["| " + " | ".join(f(r[c]) for c in cols) + " |" for r in rows])
 
 
+RANK_COLUMNS = ["target", "estimator", "policies", "median_rel_error", "spearman", "separated_pairs", "concordance",
+                "regret", "regret_lo", "regret_hi", "selected", "regret_lcb", "selected_lcb"]
+"""the columns of a ranking table"""
+REGRET_NOTE = ("`regret_lo`–`regret_hi`: the regret's 95 % interval from the selected and the truly best policy's "
+               "per-patient truths, paired (nan: a page without them); `regret_lcb`, `selected_lcb`: selecting by "
+               "the interval's pessimistic bound (highest lower bound of the return, lowest upper bound of a cost).")
+
+
 def union_page(pages: list[str], out: str) -> None:
     """Rank over the union of saved rank pages' policies (a name in several pages: the last page's estimates and
     truth), over all and over those the gate's support check admits (each page's own limit); writes
@@ -510,29 +565,37 @@ def union_page(pages: list[str], out: str) -> None:
     ranked: dict[str, Any] = {}
     truths: dict[str, Any] = {}
     admitted: dict[str, Any] = {}
+    per_stay: dict[str, pd.DataFrame] = {}
     for page, doc in saved.items():
         if "rank" not in doc:
             raise SystemExit(f"--union: page {page} has no rank part")
         limit = doc["rank"].get("support_limit")
+        meta = doc.get("meta", {})
+        kept = per_stay_truths(Path(meta["work"]) if meta.get("work") else None, list(doc["rank"]["policies"]),
+                               meta.get("truth_episodes", 0), meta.get("truth_seed", 0))
         for name, entry in doc["rank"]["policies"].items():
             ranked[name], truths[name] = entry, doc["truth"][name]
+            per_stay.pop(name, None)
+            if name in kept:
+                per_stay[name] = kept[name]
             admitted.pop(name, None)
             if limit is not None and entry.get("support_reject_share", np.inf) <= limit:
                 admitted[name] = entry
     targets = ["return", *sorted({k.split("/", 1)[1] for r in ranked.values() for k in r["estimates"]
                                   if k.split("/", 1)[1].startswith("cost_")})]
+    settings = {(d.get("meta", {}).get("truth_episodes"), d.get("meta", {}).get("truth_seed")) for d in saved.values()}
+    paired = per_stay if len(settings) == 1 else {}  # the same simulated patients only under one seed and count
     result = {"pages": pages, "policies": sorted(ranked), "admitted": sorted(admitted),
-              "summary": summarise_rank(ranked, truths, targets),
-              "supported_summary": summarise_rank(admitted, truths, targets),
+              "summary": summarise_rank(ranked, truths, targets, paired),
+              "supported_summary": summarise_rank(admitted, truths, targets, paired),
               "meta": {"date": dt.date.today().isoformat(), "command": " ".join(["benchmarks/bench_ope.py", *sys.argv[1:]])}}
     (HERE / "results" / f"{out}.json").write_text(json.dumps(result, indent=1, default=float))
-    cols = ["target", "estimator", "policies", "median_rel_error", "spearman", "separated_pairs", "concordance",
-            "regret", "selected"]
+    cols = RANK_COLUMNS
     md = [f"# OPE against simulator truth, over several saved pages: {out} (`benchmarks/bench_ope.py`, "
           f"{result['meta']['date']})", "", f"Command: `{result['meta']['command']}`", "",
           f"Pages: {', '.join(f'`{p}`' for p in pages)} ({len(ranked)} distinct policies; a name in several pages "
           "takes the last page's estimates and truth). Each estimate is its own project's test split's; regret is a "
-          "share of the union's true range.", "", "## All policies", "", table(result["summary"], cols), "",
+          f"share of the union's true range. {REGRET_NOTE}", "", "## All policies", "", table(result["summary"], cols), "",
           f"## The {len(admitted)} the gate's support check admits", "", table(result["supported_summary"], cols), ""]
     (HERE / "results" / f"{out}.md").write_text("\n".join(md), encoding="utf-8")
 
@@ -663,23 +726,24 @@ def main() -> None:
         truths[n] = truth_of(n, pols[n], params, args.truth_episodes, args.truth_seed, args.work, refresh=bool(only))
         print(f"truth {n}: return {truths[n]['return']:.2f}", file=sys.stderr, flush=True)
     result["truth"] = {**result.get("truth", {}), **truths}
+    paired = per_stay_truths(args.work, list(result["truth"]), args.truth_episodes, args.truth_seed)
     if only:
         rank = {**result["rank"]["policies"], **evaluate_all(root, params, pols, only)}
         truths = result["truth"]
-        result["rank"] = {"policies": rank, "summary": summarise_rank(rank, truths, targets)}
+        result["rank"] = {"policies": rank, "summary": summarise_rank(rank, truths, targets, paired)}
         result["meta"]["base"] = {"page": args.base, "command": result["meta"]["command"],
                                   "date": result["meta"]["date"], "seconds": result["meta"]["seconds"],
                                   "kept": sorted(set(rank) - set(only))}
     elif args.rank:
         rank = evaluate_all(root, params, pols, list(pols))
-        result["rank"] = {"policies": rank, "summary": summarise_rank(rank, truths, targets)}
+        result["rank"] = {"policies": rank, "summary": summarise_rank(rank, truths, targets, paired)}
     if args.rank or args.support:  # --support alone: add the shares to the saved rank page's policies
         missing = sorted(set(result.get("rank", {}).get("policies", {})) - set(pols)) if "rank" in result else None
         if missing is None or missing:
             raise SystemExit(f"--support: {out_json} has no rank page" if missing is None else
                              f"--support: policies {missing} of {out_json} are not built here (pass --spread as its "
                              "rank run did?)")
-        add_support(result["rank"], root, params, pols, truths or result["truth"], targets)
+        add_support(result["rank"], root, params, pols, truths or result["truth"], targets, paired)
     if args.datasets:
         names = [n for n in args.coverage_policies.split(",") if n]
         cov: dict[str, Any] = {}
@@ -708,6 +772,7 @@ def main() -> None:
         result["meta"] = {"date": dt.date.today().isoformat(), "command": " ".join(sys.argv),
                           "seconds": round(time.perf_counter() - t0, 1), "truth_episodes": args.truth_episodes,
                           "truth_seed": args.truth_seed, "fqe": params["ope"].get("fqe"),
+                          "work": str(args.work.resolve()),  # per-patient truths (scratch) for paired regrets
                           **({"base": result["meta"]["base"]} if only else {})}
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(result, indent=1, default=float))
@@ -768,17 +833,14 @@ def write_report(result: dict[str, Any], args: argparse.Namespace) -> None:
           f"the project's params (ope.fqe: {json.dumps(result['meta']['fqe'])}).", ""]
     if "rank" in result:
         md += ["## Ranking and selection (project test split)", "",
-               table(result["rank"]["summary"], ["target", "estimator", "policies", "median_rel_error", "spearman",
-                                                 *(["separated_pairs", "concordance"] if "concordance" in
-                                                   (result["rank"]["summary"] or [{"concordance": 0}])[0] else []),
-                                                 "regret", "selected"]), ""]
+               table(result["rank"]["summary"], [c for c in RANK_COLUMNS
+                                                 if c in (result["rank"]["summary"] or [{}])[0]]), REGRET_NOTE, ""]
         if result["rank"].get("supported_summary"):
             md += [f"Over the policies the gate's support check admits (the guardian rejects ≤ "
                    f"{result['rank']['support_limit']:g} of their own actions on the test states; column "
                    "`rejected` below):", "",
-                   table(result["rank"]["supported_summary"], ["target", "estimator", "policies", "median_rel_error",
-                                                               "spearman", "separated_pairs", "concordance",
-                                                               "regret", "selected"]), ""]
+                   table(result["rank"]["supported_summary"], [c for c in RANK_COLUMNS
+                                                               if c in result["rank"]["supported_summary"][0]]), ""]
         pr = result["rank"]["policies"]
         rows = [{"policy": n, "true return": result["truth"][n]["return"],
                  "±": true_half_width(result["truth"][n], "return"),

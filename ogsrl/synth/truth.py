@@ -76,6 +76,10 @@ class TruthResult:
     """who is scored: every simulated septic patient, or those the cohort extraction keeps"""
     stays: int = 0
     """patients scored: with a kept decision step (simulator) or in the extracted cohort (cohort)"""
+    per_stay: pd.DataFrame | None = field(default=None, compare=False, repr=False)
+    """one row per scored patient: ``return``, ``cost_return_<column>`` and ``died_in_hosp``, indexed by a key that
+    names the same simulated patient under every policy scored with the same seed, chunk and settings (the stay key
+    of the cohort population, the patient's simulation index otherwise), so two policies' truths can be paired"""
 
     def to_dict(self) -> dict[str, float | int | str]:
         """Flat JSON-ready dict (``truth/<metric>``, ``…_ci_lo``, ``…_ci_hi``)."""
@@ -174,7 +178,7 @@ def evaluate_policy(policy: Policy | None, episodes: int, seed: int, *, world: W
     observer = observer or cohort_observer()
     t0 = time.perf_counter()
     cost_cols = [*costs.columns, "cost_total"]
-    all_steps, all_stays = [], []
+    all_steps, all_stays, all_keys = [], [], []
     offset = 0  # stays scored so far: cohort stays are numbered consecutively across chunks
     for c, start in enumerate(range(0, episodes, chunk)):
         n = min(chunk, episodes - start)
@@ -187,11 +191,13 @@ def evaluate_policy(policy: Policy | None, episodes: int, seed: int, *, world: W
             steps = rows[["reward", *cost_cols]].assign(stay=codes + offset)
             stays = rows.groupby("stay_key")[["died_in_hosp", "died_90d"]].first().reindex(keys)
             stays = stays.reset_index(drop=True).assign(stay=np.arange(len(keys)) + offset)
+            all_keys.append(np.asarray(keys, dtype=object))
         else:
             steps, stays = res.steps.copy(), res.stays.copy()
             steps["reward"] = rewards(steps, stays, reward)
             steps["stay"] += offset
             stays["stay"] += offset
+            all_keys.append(start + np.arange(len(stays)))
         offset += len(stays)
         all_steps.append(steps)
         all_stays.append(stays)
@@ -207,13 +213,18 @@ def evaluate_policy(policy: Policy | None, episodes: int, seed: int, *, world: W
     n_steps = np.bincount(by, minlength=len(stays)).astype(float)
     has = n_steps > 0
     rates, cost_returns = {}, {}
+    per_stay = {"return": ret}
     for col in cost.columns:
         c_sum = np.bincount(by, weights=cost[col].to_numpy(np.float64), minlength=len(stays))
         rates[col] = ratio_ci(c_sum[has], n_steps[has])
         cost_returns[col] = mean_ci(c_sum[has])
+        per_stay[f"cost_return_{col}"] = c_sum
+    per_stay["died_in_hosp"] = stays["died_in_hosp"].to_numpy(float)
+    index = pd.Index(np.concatenate(all_keys), name="patient")
     return TruthResult(
         episodes=episodes, steps=len(steps), mean_return=mean_ci(ret[has]),
         mortality_hosp=mean_ci(stays["died_in_hosp"].to_numpy(float)),
         mortality_90d=mean_ci(stays["died_90d"].to_numpy(float)),
         cost_rates=rates, cost_returns=cost_returns, seconds=time.perf_counter() - t0,
-        population="simulator" if cohort is None else "cohort", stays=int(has.sum()))
+        population="simulator" if cohort is None else "cohort", stays=int(has.sum()),
+        per_stay=pd.DataFrame(per_stay, index=index)[has])

@@ -31,6 +31,34 @@ def test_truth_is_deterministic_and_reports_cis() -> None:
         d["truth/rate_cost_total"] * d["truth/steps"] / d["truth/stays"])
 
 
+def test_per_stay_truths_reproduce_the_means_and_pair_policies_on_the_same_patients() -> None:
+    """Per-patient returns reproduce every mean the result reports, and name the same simulated patients under two
+    policies scored with one seed (what lets a benchmark compare them paired)."""
+    from ogsrl.cohort.extract import CohortConfig
+
+    short = E.WorldConfig(n_steps=8)
+    a = truth.evaluate_policy(policies.get_policy("heuristic"), 60, seed=4, chunk=30, world=short)
+    b = truth.evaluate_policy(policies.get_policy("no-treatment"), 60, seed=4, chunk=30, world=short)
+    for res in (a, b):
+        per = res.per_stay
+        assert per is not None and per.index.is_unique and len(per) == res.stays
+        assert per["return"].mean() == pytest.approx(res.mean_return.value)
+        for col, est in res.cost_returns.items():
+            assert per[f"cost_return_{col}"].mean() == pytest.approx(est.value)
+    both = a.per_stay.index.intersection(b.per_stay.index)  # the chunk draws its patients before anyone acts
+    assert len(both) >= 0.9 * 60 and a.per_stay.index.max() < 60
+    assert (a.per_stay.loc[both, "return"] != b.per_stay.loc[both, "return"]).any()
+    cohort = CohortConfig(n_steps=8)
+    c = truth.evaluate_policy(None, 120, seed=4, chunk=60, world=short, cohort=cohort)
+    d = truth.evaluate_policy(policies.get_policy("no-treatment"), 120, seed=4, chunk=60, world=short, cohort=cohort)
+    for res in (c, d):
+        assert res.per_stay.index.is_unique and len(res.per_stay) == res.stays
+        assert res.per_stay["return"].mean() == pytest.approx(res.mean_return.value)
+        assert res.per_stay["died_in_hosp"].mean() == pytest.approx(res.mortality_hosp.value)
+    common = c.per_stay.index.intersection(d.per_stay.index)
+    assert len(common) >= 0.8 * min(c.stays, d.stays)
+
+
 def test_rewards_follow_the_cohort_schemes() -> None:
     steps = pd.DataFrame({"stay": [0, 0, 1], "step": [0, 1, 3], "next_sofa": [1.0, 20.0, 7.0],
                           "death_in_step": [False, False, True], "done": [False, True, True]})
