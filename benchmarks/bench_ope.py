@@ -218,14 +218,16 @@ def per_stay_truths(work: Path | None, names: list[str], episodes: int, seed: in
     return {n: pd.read_parquet(f) for n, f in files.items() if f.is_file()}
 
 
-def paired_gap(a: pd.DataFrame, b: pd.DataFrame, column: str) -> tuple[float, float, int]:
-    """Mean of a − b over the patients both truths score, its 95 % half-width (normal, over patients) and their
-    number: common random numbers make it far more precise than the two truths' own intervals."""
-    common_ = a.index.intersection(b.index)
-    d = a.loc[common_, column].to_numpy(np.float64) - b.loc[common_, column].to_numpy(np.float64)
-    if len(d) < 2:
-        return float("nan"), float("nan"), len(d)
-    return float(d.mean()), float(1.959963984540054 * d.std(ddof=1) / np.sqrt(len(d))), len(d)
+def paired_gap(a: pd.DataFrame, b: pd.DataFrame, column: str) -> tuple[float, float]:
+    """Mean of a − b over the patients both truths score and its 95 % half-width
+    (:func:`ogsrl.synth.truth.paired_difference`); nan when they share fewer than two."""
+    from ogsrl.synth.truth import paired_difference
+
+    try:
+        d = paired_difference(a[[column]], b[[column]])[column]
+    except ValueError:
+        return float("nan"), float("nan")
+    return d.value, d.ci_high - d.value
 
 
 def true_target(truth: dict[str, float], target: str) -> float:
@@ -392,7 +394,7 @@ def summarise_rank(rank: dict, truths: dict, targets: list[str],
         if a not in per_stay or b not in per_stay:
             return point, float("nan"), float("nan"), float("nan")
         col = "return" if target == "return" else f"cost_return_{target}"
-        gap, half, _ = paired_gap(per_stay[a], per_stay[b], col) if target == "return" else \
+        gap, half = paired_gap(per_stay[a], per_stay[b], col) if target == "return" else \
             paired_gap(per_stay[b], per_stay[a], col)
         return point, gap / span, (gap - half) / span, (gap + half) / span
     for target in targets:

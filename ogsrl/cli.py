@@ -328,11 +328,26 @@ def _cmd_synth_filler(args: argparse.Namespace) -> int:
 
 def _cmd_truth(args: argparse.Namespace) -> int:
     from ogsrl.config import load_params
+    from ogsrl.io import write_parquet
     from ogsrl.synth import stage as synth_stage
+    from ogsrl.synth.truth import paired_difference
 
     root = Path(args.root).resolve()
     params = load_params(Path(args.params) if args.params else root / "params.yaml")
-    result = synth_stage.run_truth(params, root, args.policy, args.episodes, args.seed)
+    res = synth_stage.truth_result(params, root, args.policy, args.episodes, args.seed)
+    result: dict[str, Any] = {"truth/policy": args.policy, "truth/seed": args.seed, **res.to_dict()}
+    if args.against:
+        other = synth_stage.truth_result(params, root, args.against, args.episodes, args.seed)
+        pairs = paired_difference(res.per_stay, other.per_stay)
+        result["truth/against"] = args.against
+        result["truth/paired/patients"] = next(iter(pairs.values())).ess
+        for col, est in pairs.items():
+            result[f"truth/paired/{col}"] = est.value
+            result[f"truth/paired/{col}_ci_lo"] = est.ci_low
+            result[f"truth/paired/{col}_ci_hi"] = est.ci_high
+    if args.per_patient:
+        write_parquet(args.per_patient, res.per_stay.reset_index())
+        print(f"ogsrl truth: wrote {len(res.per_stay)} patients' values to {args.per_patient}", file=sys.stderr)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True, default=str))
     else:
@@ -504,6 +519,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=_positive_int, default=1000, help="simulated episodes (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--against", metavar="POLICY",
+                   help="also simulate POLICY on the same patients and report --policy minus it per patient "
+                        "(truth/paired/...: mean difference and 95 %% CI over the patients both cohorts keep)")
+    p.add_argument("--per-patient", metavar="PATH",
+                   help="write --policy's per-patient values (return, cost returns, in-hospital death) to a parquet file")
     p.set_defaults(func=_cmd_truth)
 
     p = sub.add_parser("register", help="register the trained policy bundle in MLflow as the `challenger`")

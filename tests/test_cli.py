@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -306,6 +307,27 @@ def test_truth_command_prints_json_and_rejects_unknown_policies(
     assert result["truth/policy"] == "heuristic" and result["truth/seed"] == 1
     assert cli.main(["truth", "--root", str(tmp_project), "--policy", "no-such-policy", "--episodes", "2"]) == 2
     assert "unknown policy" in capsys.readouterr().err
+
+
+def test_truth_command_pairs_two_policies_on_the_same_patients(
+    tmp_project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_project / "per_patient.parquet"
+    argv = ["truth", "--root", str(tmp_project), "--policy", "heuristic", "--episodes", "40", "--seed", "2",
+            "--against", "no-treatment", "--per-patient", str(out), "--json"]
+    assert cli.main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    per = pd.read_parquet(out).set_index("patient")
+    assert len(per) == result["truth/stays"] and per["return"].mean() == pytest.approx(result["truth/return"])
+    assert result["truth/against"] == "no-treatment" and 2 <= result["truth/paired/patients"] <= len(per)
+    lo, mid, hi = (result[f"truth/paired/return{s}"] for s in ("_ci_lo", "", "_ci_hi"))
+    assert lo < mid < hi
+    assert {"truth/paired/died_in_hosp", "truth/paired/cost_return_cost_total"} <= set(result)
+    # the same seed pairs a policy with itself exactly: every patient's difference is 0
+    assert cli.main([*argv[:-5], "--against", "heuristic", "--json"]) == 0
+    same = json.loads(capsys.readouterr().out)
+    assert same["truth/paired/return"] == 0.0 == same["truth/paired/return_ci_hi"]
+    assert same["truth/paired/patients"] == same["truth/stays"]
 
 
 def test_stage_summaries_keep_the_headline_and_drop_the_detail() -> None:

@@ -18,7 +18,7 @@ from ogsrl.costs import build_costs
 from ogsrl.io import atomic_path
 from ogsrl.synth import engine as E
 from ogsrl.synth.policies import BUILTINS, get_policy
-from ogsrl.synth.truth import RewardConfig, evaluate_policy
+from ogsrl.synth.truth import RewardConfig, TruthResult, evaluate_policy
 from ogsrl.synth.writer import FORMATS, TableWriter
 from ogsrl.synth import tables as T
 
@@ -151,6 +151,12 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
 
 def run_truth(params: Mapping[str, Any], root: Path, policy_spec: str, episodes: int, seed: int) -> dict[str, Any]:
     """`ogsrl truth`: true mean return, mortality and cost rates (95 % CIs) of a policy, as a flat dict."""
+    return {"truth/policy": policy_spec, "truth/seed": seed,
+            **truth_result(params, root, policy_spec, episodes, seed).to_dict()}
+
+
+def truth_result(params: Mapping[str, Any], root: Path, policy_spec: str, episodes: int, seed: int) -> TruthResult:
+    """:func:`run_truth`'s result with its per-patient values (``per_stay``)."""
     spec = policy_spec
     if spec not in (*BUILTINS, "behaviour-marginal"):
         p = Path(spec)
@@ -165,4 +171,4 @@ def run_truth(params: Mapping[str, Any], root: Path, policy_spec: str, episodes:
     else:
         res = evaluate_policy(policy, episodes, seed, world=world, reward=reward_from_params(params),
                               rules=build_costs(params).rules, chunk=cfg.chunk_stays)
-    return {"truth/policy": policy_spec, "truth/seed": seed, **res.to_dict()}
+    return res

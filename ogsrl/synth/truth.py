@@ -119,6 +119,23 @@ def ratio_ci(num: np.ndarray, den: np.ndarray) -> Estimate:
     return Estimate(float(r), float(r - Z95 * se), float(r + Z95 * se), m)
 
 
+def paired_difference(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, Estimate]:
+    """Policy A against policy B on the same simulated patients: per column both ``per_stay`` frames hold, the mean
+    of d_i = a_i − b_i over the patients both score, ± 1.96 SD(d)/√n (``ess``: n).
+
+    Both truths must come from one seed, patient count and chunking (:func:`evaluate_policy`), so patient i met
+    policy A and policy B with the same case mix and traits. Sharing those makes the difference far more precise than
+    the two means' own intervals. Each cohort keeps a few patients the other does not (the Sepsis-3 criteria read
+    SOFA, which treatment moves); they are left out, so the mean difference can differ from the difference of the
+    means.
+    """
+    common = a.index.intersection(b.index)
+    if len(common) < 2:
+        raise ValueError(f"the two truths share {len(common)} patients; pair truths of one seed and patient count")
+    return {col: mean_ci(a.loc[common, col].to_numpy(np.float64) - b.loc[common, col].to_numpy(np.float64))
+            for col in a.columns if col in b.columns}
+
+
 def rewards(steps: pd.DataFrame, stays: pd.DataFrame, cfg: RewardConfig) -> np.ndarray:
     """r_k per step row (docs/data-contract.md §2)."""
     lo, hi = cfg.clip

@@ -59,6 +59,21 @@ def test_per_stay_truths_reproduce_the_means_and_pair_policies_on_the_same_patie
     assert len(common) >= 0.8 * min(c.stays, d.stays)
 
 
+def test_paired_difference_is_the_mean_over_the_common_patients() -> None:
+    a = pd.DataFrame({"return": [-10.0, -20.0, -30.0, -99.0], "died_in_hosp": [0.0, 1.0, 0.0, 1.0]},
+                     index=pd.Index(["p1", "p2", "p3", "p9"], name="patient"))
+    b = pd.DataFrame({"return": [-14.0, -21.0, -32.0, -50.0], "cost_return_cost_total": [1.0, 2.0, 3.0, 4.0],
+                      "died_in_hosp": [1.0, 1.0, 0.0, 0.0]}, index=pd.Index(["p1", "p2", "p3", "p4"], name="patient"))
+    d = truth.paired_difference(a, b)
+    assert set(d) == {"return", "died_in_hosp"}  # columns both hold; p9 and p4 are in one cohort only
+    # differences 4, 1, 2: mean 7/3, SD 1.5275, half-width 1.96 · 1.5275 / √3
+    assert d["return"].value == pytest.approx(7 / 3) and d["return"].ess == 3
+    assert d["return"].ci_high - d["return"].value == pytest.approx(truth.Z95 * np.std([4, 1, 2], ddof=1) / np.sqrt(3))
+    assert d["died_in_hosp"].value == pytest.approx(-1 / 3)
+    with pytest.raises(ValueError, match="share 1 patients"):
+        truth.paired_difference(a.iloc[:1], b)
+
+
 def test_rewards_follow_the_cohort_schemes() -> None:
     steps = pd.DataFrame({"stay": [0, 0, 1], "step": [0, 1, 3], "next_sofa": [1.0, 20.0, 7.0],
                           "death_in_step": [False, False, True], "done": [False, True, True]})
