@@ -343,8 +343,11 @@ def test_stage_summaries_keep_the_headline_and_drop_the_detail() -> None:
                                             "christoffel/level": 2.0})
     assert set(guardian) == {"alpha_c", "kde/test_coverage_stay", "metrics_file"}
     truth = short("simulate-truth", {"truth/available": True, "truth/soc/seed42/return": -80.0,
-                                     "truth/soc/seed42/return_ci_lo": -82.0, "truth/cached_policies": 1})
-    assert set(truth) == {"truth/available", "truth/soc/seed42/return", "truth/cached_policies", "metrics_file"}
+                                     "truth/soc/seed42/return_ci_lo": -82.0, "truth/cached_policies": 1,
+                                     "truth/soc/seed42/vs_behaviour_return": 2.0,
+                                     "truth/soc/seed42/vs_behaviour_return_ci_lo": 1.0})
+    assert set(truth) == {"truth/available", "truth/soc/seed42/return", "truth/cached_policies", "metrics_file",
+                          "truth/soc/seed42/vs_behaviour_return"}
     clinical = short("clinical", {"clinicians/me": 0.2, "soc/mean/mcr": 0.5, "soc/seed42/mcr": 0.5,
                                   "soc/mean/acp/fluid_ml": 1.0, "me_relation/spearman": -0.3})
     assert set(clinical) == {"clinicians/me", "soc/mean/mcr", "me_relation/spearman", "metrics_file"}

@@ -44,7 +44,7 @@ from ogsrl import config, features
 from ogsrl.agents import bc, common, load_policy
 from ogsrl.agents.stage import TRAJECTORY_DIR, policies_config, policy_dir, seed_summary
 from ogsrl.errors import DataError
-from ogsrl.io import atomic_path, dir_sha256, file_sha256, remove_temporaries, write_json
+from ogsrl.io import atomic_path, dir_sha256, file_sha256, remove_temporaries, write_json, write_parquet
 from ogsrl.ope import behaviour, bootstrap, dr, fqe, model_based, neighbour, wis
 from ogsrl.ope.estimate import Estimate, consensus, hull, policy_seed
 
@@ -232,29 +232,57 @@ def run_truth(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     remove_temporaries(root / TRUTH_DIR)  # a killed earlier run's half-written cache entries
     out = {"truth/available": True, "truth/episodes": cfg.truth_episodes, "truth/seed": cfg.seed}
     cached = 0
+    per_patient: dict[str, pd.DataFrame] = {}
     for key in keys:
         spec = BEHAVIOUR if key == BEHAVIOUR else str(root / policy_dir(*_split_key(key)))
         ident = hashlib.sha256((base + (BEHAVIOUR if key == BEHAVIOUR else _policy_hash(Path(spec)))).encode())
         cache = root / TRUTH_DIR / f"{key.replace('/', '__')}.json"
+        patients = cache.with_suffix(".parquet")
         doc = json.loads(cache.read_text()) if cache.is_file() else {}
-        if doc.get("id") != ident.hexdigest():
-            res = synth_stage.run_truth(params, root, spec, cfg.truth_episodes, cfg.seed)
-            values = {k.removeprefix("truth/"): v for k, v in res.items()
+        if doc.get("id") != ident.hexdigest() or not patients.is_file():
+            res = synth_stage.truth_result(params, root, spec, cfg.truth_episodes, cfg.seed)
+            values = {k.removeprefix("truth/"): v for k, v in res.to_dict().items()
                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
             doc = {"id": ident.hexdigest(), "values": values}
+            write_parquet(patients, res.per_stay.set_axis(res.per_stay.index.astype(str)).reset_index())
             write_json(cache, doc)
         else:
             cached += 1
+        per_patient[key] = pd.read_parquet(patients).set_index("patient")
         out.update({f"truth/{key}/{k}": v for k, v in doc["values"].items()})
+    for key in keys[1:]:
+        out.update({f"truth/{key}/{k}": v for k, v in against_behaviour(per_patient[key],
+                                                                         per_patient[BEHAVIOUR]).items()})
     write_json(root / TRUTH_REPORT, out)  # a dependency of evaluate: only what the values depend on
     log.info("simulate-truth: %d of %d policies from the cache", cached, len(keys))
     return {**out, "truth/cached_policies": cached}
 
 
+VS_BEHAVIOUR = "vs_behaviour_"
+"""prefix of a policy's true differences to the clinicians on the same simulated patients"""
+
+
+def against_behaviour(policy: pd.DataFrame, clinicians: pd.DataFrame) -> dict[str, float]:
+    """The policy's true return, in-hospital mortality and total cost return minus the clinicians', per simulated
+    patient (both truths score the same patients: one seed), averaged over the patients both cohorts keep, with 95 %
+    CIs (:func:`ogsrl.synth.truth.paired_difference`): ``vs_behaviour_<metric>`` (``_ci_lo``, ``_ci_hi``) and
+    ``vs_behaviour_patients``."""
+    from ogsrl.synth.truth import paired_difference
+
+    cols = [c for c in ("return", "died_in_hosp", f"cost_return_{TOTAL_COST}") if c in policy and c in clinicians]
+    diff = paired_difference(policy[cols], clinicians[cols])
+    out: dict[str, float] = {f"{VS_BEHAVIOUR}patients": diff[cols[0]].ess}
+    for col, est in diff.items():
+        name = "mortality_hosp" if col == "died_in_hosp" else col
+        out.update({f"{VS_BEHAVIOUR}{name}": est.value, f"{VS_BEHAVIOUR}{name}_ci_lo": est.ci_low,
+                    f"{VS_BEHAVIOUR}{name}_ci_hi": est.ci_high})
+    return out
+
+
 def truth_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The short form ``simulate-truth`` prints: per policy the true return, in-hospital mortality and total cost
     return, and how many policies came from the cache (all values with their CIs: ``data/reports/truth.json``)."""
-    true = re.compile(r"truth/(.+)/(return|mortality_hosp|cost_return_cost_total)")
+    true = re.compile(r"truth/(.+)/((vs_behaviour_)?(return|mortality_hosp|cost_return_cost_total))")
     out = {k: v for k, v in metrics.items() if true.fullmatch(k) or "/" not in k.removeprefix("truth/")}
     out["metrics_file"] = str(TRUTH_REPORT)
     return out
@@ -712,7 +740,7 @@ def summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
         if (covers := metrics.get(stem + "/covers_truth")) is not None:
             text += f", covers truth: {'yes' if covers else 'no'}"
         out[stem] = text
-    true = re.compile(r"truth/(.+)/(return|mortality_hosp|cost_return_cost_total)")
+    true = re.compile(r"truth/(.+)/((vs_behaviour_)?(return|mortality_hosp|cost_return_cost_total))")
     out.update({k: v for k, v in metrics.items() if true.fullmatch(k)})
     out["test/stays"] = metrics.get("test/stays")
     out["metrics_file"] = "data/reports/evaluate/metrics.json"

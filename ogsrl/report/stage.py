@@ -220,6 +220,35 @@ def clinical_table(clin: Mapping[str, Any], runs: Sequence[str], seeds_of: Mappi
               "seeds: mean ± sd over seeds. Definitions: docs/metrics.md.</p>")
 
 
+def vs_clinicians_table(truth: Mapping[str, Mapping[str, float]], runs: Sequence[str],
+                        seeds_of: Mapping[str, list[int]]) -> str:
+    """Each policy's true difference to the clinicians on the same simulated patients (demo truth, paired): return,
+    in-hospital mortality and total cost return with 95 % CIs; empty without such truths."""
+    metrics = (("return", "return"), ("mortality_hosp", "in-hospital mortality"),
+               ("cost_return_cost_total", "total cost per stay"))
+    rows = []
+    for run in runs:
+        for seed in seeds_of.get(run, []):
+            t = truth.get(f"{run}/seed{seed}", {})
+            if "vs_behaviour_return" not in t:
+                continue
+            n = t.get("vs_behaviour_patients")
+            cells = [html.escape(f"{run}/seed{seed}"), _fmt(None if n is None else int(n))]
+            for key, _ in metrics:
+                k = f"vs_behaviour_{key}"
+                cells.append(f"{_fmt(t.get(k))} <span class='ci'>[{_fmt(t.get(f'{k}_ci_lo'))}, "
+                             f"{_fmt(t.get(f'{k}_ci_hi'))}]</span>" if k in t else "–")
+            rows.append(cells)
+    if not rows:
+        return ""
+    note = ("Demo truth: each policy and the clinicians simulated on the same patients (one seed); per patient the "
+            "policy's value minus the clinicians', averaged over the patients both cohorts keep, with a 95 % CI. "
+            "Return: higher is better; mortality and cost: lower is better.")
+    return (f"<h3>Against the clinicians on the same simulated patients (truth, paired)</h3>"
+            f"<p class='note'>{html.escape(note)}</p>"
+            + _table(["policy", "patients", *[f"Δ {label} (95 % CI)" for _, label in metrics]], rows))
+
+
 def ope_table(est: pd.DataFrame, truth: Mapping[str, Mapping[str, float]], target: str,
               estimators: Sequence[str]) -> str:
     rows_t = est[est["target"] == target]
@@ -346,6 +375,7 @@ policies: {html.escape(', '.join(runs) or 'none')} · estimators: {html.escape('
 {guardian_section(docs['guardian'])}
 <section id="comparison"><h2>Comparison of methods (test split)</h2>
 <h3>Clinical metrics</h3>{clinical_table(clin, runs, seeds_of)}
+{vs_clinicians_table(truth, runs, seeds_of)}
 <h3>Off-policy estimates (methods × estimators, 95 % CI)</h3>
 <p class="note">{html.escape(truth_note)} ESS: effective sample size of the importance weights (of the test stays).</p>
 {ope_html}</section>

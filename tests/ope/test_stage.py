@@ -118,15 +118,24 @@ def test_weight_clip_adds_capped_estimators(trained: Path) -> None:
 
 
 def _fake_truth(monkeypatch: pytest.MonkeyPatch, calls: list) -> None:
-    def run_truth(params: dict, root: Path, policy: str, episodes: int, seed: int) -> dict:
+    """Every policy's true means as below; per patient, the clinicians score patients a, b, c and any other policy
+    a, b, d (a patient only one cohort keeps), so against the clinicians it gains (3 − 1)/2 = 1.0 in return and
+    (0 − 1)/2 = −0.5 in mortality on the two patients both keep."""
+    def truth_result(params: dict, root: Path, policy: str, episodes: int, seed: int) -> types.SimpleNamespace:
         calls.append((policy, episodes, seed))
         if policy != "behaviour":  # the saved policy directory is loadable as the same stochastic policy
             load_policy(policy)
-        return {"truth/policy": policy, "truth/return": -15.0, "truth/mortality_hosp": 0.2,
-                "truth/rate_cost_total": 0.3, "truth/cost_return_cost_total": 4.0, "truth/episodes": episodes}
+        values = {"truth/return": -15.0, "truth/mortality_hosp": 0.2, "truth/rate_cost_total": 0.3,
+                  "truth/cost_return_cost_total": 4.0, "truth/episodes": episodes}
+        clinicians = policy == "behaviour"
+        per_stay = pd.DataFrame({"return": [-16.0, -14.0, -15.0] if clinicians else [-13.0, -15.0, -17.0],
+                                 "died_in_hosp": [0.0, 1.0, 0.0] if clinicians else [0.0, 0.0, 1.0],
+                                 "cost_return_cost_total": [4.0, 4.0, 4.0]},
+                                index=pd.Index(["a", "b", "c"] if clinicians else ["a", "b", "d"], name="patient"))
+        return types.SimpleNamespace(to_dict=lambda: values, per_stay=per_stay)
 
     fake = types.ModuleType("ogsrl.synth.stage")
-    fake.run_truth = run_truth  # type: ignore[attr-defined]
+    fake.truth_result = truth_result  # type: ignore[attr-defined]
     import ogsrl.synth
 
     monkeypatch.setitem(sys.modules, "ogsrl.synth.stage", fake)
@@ -140,8 +149,14 @@ def test_demo_source_puts_true_values_beside_the_estimates(trained: Path, monkey
     assert [c[0] for c in calls] == ["behaviour", str(trained / "data/models/policies/soc/seed42")]
     assert all(c[1:] == (7, 42) for c in calls)
     assert truth["truth/soc/seed42/cost_return_cost_total"] == 4.0 and truth["truth/cached_policies"] == 0
+    paired = {k.removeprefix("truth/soc/seed42/vs_behaviour_"): v for k, v in truth.items() if "vs_behaviour_" in k}
+    assert paired["patients"] == 2 and paired["return"] == 1.0 and paired["mortality_hosp"] == -0.5
+    assert paired["cost_return_cost_total"] == 0.0 == paired["cost_return_cost_total_ci_hi"]
+    assert paired["return_ci_lo"] == pytest.approx(1.0 - 1.959963984540054 * np.sqrt(8.0) / np.sqrt(2))
+    assert not any(k.startswith("truth/behaviour/vs_behaviour") for k in truth)
     again = stage.run_truth(_params(source="demo"), trained)  # cached: nothing simulated again
     assert len(calls) == 2 and again["truth/cached_policies"] == 2
+    assert again == {**truth, "truth/cached_policies": 2}  # the per-patient values come back from the cache
     written = json.loads((trained / "data/reports/truth.json").read_text())
     assert "truth/cached_policies" not in written  # a cache hit must not change evaluate's dependency
     assert written == {k: v for k, v in again.items() if k != "truth/cached_policies"}

@@ -100,6 +100,24 @@ def test_report_has_the_comparison_tables_every_figure_and_no_external_reference
     assert "passed" in index.read_text() and "failed" in index.read_text()  # the two gates' status
 
 
+def test_paired_truth_against_the_clinicians_is_tabled_when_simulated(reports_root: Path) -> None:
+    stage.run({}, reports_root)
+    assert not any(t["header"][:2] == ["policy", "patients"] for t in parse(
+        reports_root / "data/reports/index.html").tables)  # no paired truths: no table
+    gain = {"vs_behaviour_patients": 1900.0, "vs_behaviour_return": 2.5, "vs_behaviour_return_ci_lo": 1.25,
+            "vs_behaviour_return_ci_hi": 3.75, "vs_behaviour_mortality_hosp": -0.04,
+            "vs_behaviour_mortality_hosp_ci_lo": -0.06, "vs_behaviour_mortality_hosp_ci_hi": -0.02}
+    doc = {"truth/available": True, "truth/behaviour/return": -88.0,
+           **{f"truth/soc/seed42/{k}": v for k, v in gain.items()}}
+    (reports_root / "data/reports/truth.json").write_text(json.dumps(doc), encoding="utf-8")
+    stage.run({}, reports_root)
+    table = next(t for t in parse(reports_root / "data/reports/index.html").tables
+                 if t["header"][:2] == ["policy", "patients"])
+    assert table["header"][2:] == ["Δ return (95 % CI)", "Δ in-hospital mortality (95 % CI)",
+                                   "Δ total cost per stay (95 % CI)"]
+    assert table["rows"] == [["soc/seed42", "1,900", "2.500 [1.250, 3.750]", "-0.040 [-0.060, -0.020]", "–"]]
+
+
 def test_estimators_and_targets_follow_params(reports_root: Path) -> None:
     stage.run({"report": {"estimators": ["wis", "dr"], "targets": ["mortality_hosp", "nope"]}}, reports_root)
     page = parse(reports_root / "data/reports/index.html")
