@@ -244,11 +244,12 @@ def run_truth(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
             values = {k.removeprefix("truth/"): v for k, v in res.to_dict().items()
                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
             doc = {"id": ident.hexdigest(), "values": values}
-            write_parquet(patients, res.per_stay.set_axis(res.per_stay.index.astype(str)).reset_index())
+            per_patient[key] = res.per_stay.set_axis(res.per_stay.index.astype(str))
+            write_parquet(patients, per_patient[key].reset_index())
             write_json(cache, doc)
         else:
             cached += 1
-        per_patient[key] = pd.read_parquet(patients).set_index("patient")
+            per_patient[key] = pd.read_parquet(patients).set_index("patient")
         out.update({f"truth/{key}/{k}": v for k, v in doc["values"].items()})
     for key in keys[1:]:
         out.update({f"truth/{key}/{k}": v for k, v in against_behaviour(per_patient[key],
@@ -279,11 +280,15 @@ def against_behaviour(policy: pd.DataFrame, clinicians: pd.DataFrame) -> dict[st
     return out
 
 
+HEADLINE_TRUTH = re.compile(r"truth/(.+)/((vs_behaviour_)?(return|mortality_hosp|cost_return_cost_total))")
+"""the true values a stage's printed summary keeps: each policy's return, mortality and total cost, and the same
+against the clinicians"""
+
+
 def truth_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The short form ``simulate-truth`` prints: per policy the true return, in-hospital mortality and total cost
     return, and how many policies came from the cache (all values with their CIs: ``data/reports/truth.json``)."""
-    true = re.compile(r"truth/(.+)/((vs_behaviour_)?(return|mortality_hosp|cost_return_cost_total))")
-    out = {k: v for k, v in metrics.items() if true.fullmatch(k) or "/" not in k.removeprefix("truth/")}
+    out = {k: v for k, v in metrics.items() if HEADLINE_TRUTH.fullmatch(k) or "/" not in k.removeprefix("truth/")}
     out["metrics_file"] = str(TRUTH_REPORT)
     return out
 
@@ -740,8 +745,7 @@ def summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
         if (covers := metrics.get(stem + "/covers_truth")) is not None:
             text += f", covers truth: {'yes' if covers else 'no'}"
         out[stem] = text
-    true = re.compile(r"truth/(.+)/((vs_behaviour_)?(return|mortality_hosp|cost_return_cost_total))")
-    out.update({k: v for k, v in metrics.items() if true.fullmatch(k)})
+    out.update({k: v for k, v in metrics.items() if HEADLINE_TRUTH.fullmatch(k)})
     out["test/stays"] = metrics.get("test/stays")
     out["metrics_file"] = "data/reports/evaluate/metrics.json"
     return out
