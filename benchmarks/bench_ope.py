@@ -70,7 +70,7 @@ from ogsrl.agents.actor import SavedPolicy
 from ogsrl.config import load_params
 from ogsrl.ope import behaviour
 from ogsrl.ope import stage as ope_stage
-from ogsrl.ope.estimate import Estimate, consensus, hull
+from ogsrl.ope.estimate import Estimate, cautious, consensus, hull
 from ogsrl.synth import policies as synth_policies
 
 HERE = Path(__file__).resolve().parent
@@ -315,9 +315,12 @@ def make_dataset(params: dict, seed: int, stays: int, work: Path) -> Path:
 
 
 ESTIMATORS = ("wis", "pdwis", "wis_clip", "pdwis_clip", "fqe", "dr", "wdr", ope_stage.HULL, ope_stage.MB,
-              ope_stage.KNN, ope_stage.CONSENSUS)
+              ope_stage.KNN, ope_stage.CONSENSUS, ope_stage.CAUTIOUS)
 CONSENSUS_MEMBERS = ope_stage.OPEConfig().consensus
-"""the parts of ``consensus`` derived on pages saved before the evaluate stage reported it (the default's)"""
+"""the parts of ``consensus`` and ``cautious`` derived on pages saved before the evaluate stage reported them (the
+default's)"""
+CAUTIOUS_K = ope_stage.OPEConfig().cautious_k
+"""``cautious``'s k where it is derived from its parts (the default's)"""
 
 
 def add_model_based(result: dict, root: Path, params: dict, pols: dict[str, Any], work: Path, source: str,
@@ -492,17 +495,21 @@ def own_policies(ds: Path, pols: dict[str, Any], names: list[str]) -> dict[str, 
 
 
 def estimate_of(r: dict, e: str, target: str) -> dict | None:
-    """``r``'s estimate of ``target`` by ``e``; the hull of FQE and WDR and the consensus (of
+    """``r``'s estimate of ``target`` by ``e``; the hull of FQE and WDR, the consensus and the cautious consensus (of
     :data:`CONSENSUS_MEMBERS`) recomputed from their parts on pages saved before the evaluate stage reported them."""
     got = r["estimates"].get(f"{e}/{target}")
-    if got is not None or e not in (ope_stage.HULL, ope_stage.CONSENSUS):
+    if got is not None or e not in (ope_stage.HULL, ope_stage.CONSENSUS, ope_stage.CAUTIOUS):
         return got
     names = ("fqe", "wdr") if e == ope_stage.HULL else CONSENSUS_MEMBERS
     parts = [r["estimates"].get(f"{p}/{target}") for p in names]
     if None in parts:
         return None
     ests = [Estimate.from_dict(p) for p in parts]
-    return (hull(*ests) if e == ope_stage.HULL else consensus(ests)).to_dict()
+    if e == ope_stage.HULL:
+        return hull(*ests).to_dict()
+    if e == ope_stage.CONSENSUS:
+        return consensus(ests).to_dict()
+    return cautious(ests, CAUTIOUS_K).to_dict() if target == "return" else None
 
 
 def summarise_coverage(cov: dict, truths: dict, targets: list[str], by_policy: bool = False,
@@ -858,13 +865,13 @@ def write_report(result: dict[str, Any], args: argparse.Namespace) -> None:
                  "rejected": pr[n].get("support_reject_share", float("nan")),
                  **{e: (estimate_of(pr[n], e, "return") or {}).get("value", float("nan"))
                     for e in ("wis_clip", "pdwis_clip", "fqe", "dr", "wdr", ope_stage.MB, ope_stage.KNN,
-                              ope_stage.CONSENSUS)}}
+                              ope_stage.CONSENSUS, ope_stage.CAUTIOUS)}}
                 for n in pr]
         md += ["Per policy (reward return; estimates' point values):", "",
                table(rows, ["policy", "true return", "±", "true mortality", "true cost_total", "ESS", "rejected",
                             "wis_clip",
                             "pdwis_clip", "fqe",
-                            "dr", "wdr", ope_stage.MB, ope_stage.KNN, ope_stage.CONSENSUS]), ""]
+                            "dr", "wdr", ope_stage.MB, ope_stage.KNN, ope_stage.CONSENSUS, ope_stage.CAUTIOUS]), ""]
     if "coverage" in result:
         c = result["coverage"]
         cols = ["target", "estimator", "intervals", "coverage",

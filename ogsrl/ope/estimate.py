@@ -6,7 +6,8 @@
   padded as an absorbing state: every value 0 after a stay's last step, ``mask`` False there.
 * :func:`hull` — the interval hull of several estimators' intervals (``hull_fqe_wdr`` in the OPE metrics).
 * :func:`consensus` — the mean of several estimators' values inside the hull of their intervals (``consensus`` in the
-  OPE metrics).
+  OPE metrics); :func:`cautious` — that mean of a return lowered by the estimators' disagreement, for choosing between
+  policies (``cautious``).
 * :func:`policy_seed` — a bootstrap seed derived from the base seed and a policy key, so adding or removing a policy
   never changes another policy's random draws.
 """
@@ -135,3 +136,23 @@ def consensus(parts: Sequence[Estimate]) -> Estimate:
     if not all(math.isfinite(v) for v in values):
         raise ValueError(f"consensus of non-finite values {values}")
     return dataclasses.replace(hull(*parts), value=math.fsum(values) / len(values))
+
+
+def cautious(parts: Sequence[Estimate], k: float) -> Estimate:
+    """The :func:`consensus` of a return lowered by ``k`` times its parts' disagreement: a score to choose a policy by.
+
+    V̂_c = V̂ − k·s, with V̂ = (1/m) Σ_j V̂_j the parts' mean and s = √((1/m) Σ_j (V̂_j − V̂)²) their spread (population
+    standard deviation); interval: the hull of the parts' intervals, as the consensus'.
+
+    Estimators of different classes disagree where at least one of them extrapolates (a fitted critic at doses the
+    data rarely shows, world models scoring a policy trained in a world model), and there they have read returns too
+    high. Ranking by V̂_c prefers a policy the estimators agree on to one that only some read well: the pessimism
+    offline RL applies to an ensemble's disagreement, here across estimator classes. Deliberately biased (by k·s):
+    report the consensus as the value, choose by this. For the returns only: on the benchmark, choosing the lowest
+    cost by the consensus plus its spread did worse than by the consensus (docs/policies-and-ope.md, issue 12).
+    ESS: the consensus'. Raises ValueError for ``k < 0`` or where :func:`consensus` does.
+    """
+    if not (math.isfinite(k) and k >= 0):
+        raise ValueError(f"cautious: k must be a finite number ≥ 0, got {k}")
+    mean = consensus(parts)
+    return dataclasses.replace(mean, value=mean.value - k * float(np.std([p.value for p in parts])))

@@ -31,6 +31,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ from ogsrl.agents.stage import TRAJECTORY_DIR, policies_config, policy_dir, seed
 from ogsrl.errors import DataError
 from ogsrl.io import atomic_path, dir_sha256, file_sha256, remove_temporaries, write_json, write_parquet
 from ogsrl.ope import behaviour, bootstrap, dr, fqe, model_based, neighbour, wis
-from ogsrl.ope.estimate import Estimate, consensus, hull, policy_seed
+from ogsrl.ope.estimate import Estimate, cautious, consensus, hull, policy_seed
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ BEHAVIOUR = "behaviour"
 """policy key of the clinicians (the logged behaviour policy)"""
 CONSENSUS = "consensus"
 """estimator name of the consensus of ``ope.consensus``'s estimators (:func:`estimate.consensus`)"""
+CAUTIOUS = "cautious"
+"""estimator name of the consensus of the reward return lowered by its parts' disagreement (:func:`estimate.cautious`)"""
 COMBINABLE: tuple[str, ...] = ("wis", "pdwis", "wis_clip", "pdwis_clip", "fqe", "dr", "wdr", "mb", "knn")
 """estimators of the reward and every cost return, which ``ope.consensus`` may combine"""
 
@@ -95,6 +98,9 @@ class OPEConfig:
     consensus: tuple[str, ...] = ("knn", "mb", "fqe")
     """estimators whose mean (inside the hull of their intervals) is reported as ``consensus`` for every policy and
     target they all estimate (:func:`estimate.consensus`); empty: none"""
+    cautious_k: float = 1.0
+    """``cautious``: the consensus of the reward return minus this many standard deviations of its parts' values, the
+    score to choose a policy by (:func:`estimate.cautious`); 0: the consensus' value"""
 
     def __post_init__(self) -> None:
         unknown = [e for e in self.consensus if e not in COMBINABLE]
@@ -110,6 +116,8 @@ class OPEConfig:
         if off:
             raise ValueError(f"consensus combines {off}, which this configuration does not compute (ope.model.enabled, "
                              "ope.neighbour.enabled, ope.weight_clip); list only computed estimators, or [] for none")
+        if not (math.isfinite(self.cautious_k) and self.cautious_k >= 0):
+            raise ValueError(f"cautious_k must be a finite number ≥ 0, got {self.cautious_k}")
         if not 0.0 < self.gamma <= 1.0:
             raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
         if self.weight_clip is not None and self.weight_clip <= 0:
@@ -630,7 +638,7 @@ def evaluate_policy(policy: Any, key: str, behaviour_model: Any, train: pd.DataF
     if overlap:
         diag["weights/mean_log_ratio"] = float(lr[np.isfinite(lr)].mean())
     if cfg.consensus:
-        agreed = consensus_of(res, cfg.consensus)
+        agreed = consensus_of(res, cfg.consensus, cfg.cautious_k)
         res.update(agreed)
         diag["flags/consensus_unavailable"] = not agreed
         if not agreed:
@@ -639,12 +647,15 @@ def evaluate_policy(policy: Any, key: str, behaviour_model: Any, train: pd.DataF
     return PolicyEvaluation(res, diag, share)
 
 
-def consensus_of(estimates: Mapping[tuple[str, str], Estimate], members: tuple[str, ...]
+def consensus_of(estimates: Mapping[tuple[str, str], Estimate], members: tuple[str, ...], k: float
                  ) -> dict[tuple[str, str], Estimate]:
-    """``(consensus, target)`` for every target that each of ``members`` estimates (:func:`estimate.consensus`)."""
-    targets = [t for e, t in estimates if e == members[0]]
-    return {(CONSENSUS, t): consensus([estimates[(e, t)] for e in members]) for t in targets
-            if all((e, t) in estimates for e in members)}
+    """``(consensus, target)`` for every target that each of ``members`` estimates (:func:`estimate.consensus`), and
+    ``(cautious, return)`` (:func:`estimate.cautious` with ``k``)."""
+    targets = [t for e, t in estimates if e == members[0] and all((m, t) in estimates for m in members)]
+    out = {(CONSENSUS, t): consensus([estimates[(e, t)] for e in members]) for t in targets}
+    if RETURN in targets:
+        out[(CAUTIOUS, RETURN)] = cautious([estimates[(e, RETURN)] for e in members], k)
+    return out
 
 
 def read_truth(root: Path, demo: bool) -> dict[str, Any]:

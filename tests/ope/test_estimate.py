@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ogsrl.ope.estimate import Estimate, consensus, hull, pad_by_stay, policy_seed
+from ogsrl.ope.estimate import Estimate, cautious, consensus, hull, pad_by_stay, policy_seed
 
 ROOT = str(Path(__file__).resolve().parents[2])  # this checkout's ogsrl, not an installed one
 
@@ -42,6 +42,23 @@ def test_consensus_is_the_mean_inside_the_hull() -> None:
         consensus([knn])
     with pytest.raises(ValueError, match="non-finite"):
         consensus([knn, Estimate(math.nan, -1.0, 1.0)])
+
+
+def test_cautious_lowers_the_consensus_by_the_parts_spread() -> None:
+    knn, mb, fqe = Estimate(-90.0, -95.0, -85.0), Estimate(-88.0, -92.0, -80.0, 30.0), Estimate(-95.0, -99.0, -91.0, 12.0)
+    # mean -91, deviations 1, 3, -4: population sd sqrt(26 / 3)
+    c = cautious([knn, mb, fqe], 2.0)
+    assert c.value == pytest.approx(-91.0 - 2 * math.sqrt(26.0 / 3.0))
+    assert (c.ci_low, c.ci_high, c.ess) == (-99.0, -80.0, 12.0)  # the consensus' hull and ESS
+    assert cautious([knn, mb, fqe], 0.0) == consensus([knn, mb, fqe])
+    # two policies with one mean: the one its estimators agree on scores higher
+    agreed = [Estimate(-91.0, -95.0, -87.0)] * 3
+    assert cautious(agreed, 1.0).value == -91.0 > cautious([knn, mb, fqe], 1.0).value
+    for k in (-0.5, math.nan, math.inf):
+        with pytest.raises(ValueError, match="k must be a finite number ≥ 0"):
+            cautious(agreed, k)
+    with pytest.raises(ValueError, match="at least two estimates"):
+        cautious([knn], 1.0)
 
 
 def test_pad_by_stay_records_source_rows() -> None:

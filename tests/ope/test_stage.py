@@ -58,6 +58,7 @@ def test_evaluate_writes_estimates_for_every_target(trained: Path) -> None:
     keys = [f"{k}/{t}" for k in discounted for t in ("return", *costs)]
     rates = ("mortality_hosp", *(f"rate_{c}" for c in costs))
     keys += [f"{k}/{t}" for k in ("behaviour/onpolicy", "soc/seed42/wis", "soc/seed42/wis_clip") for t in rates]
+    keys.append("soc/seed42/cautious/return")
     for t in ("return", *costs):  # the hull of FQE and WDR, with FQE's value and WDR's ESS
         f, w, h = ({k: metrics[f"soc/seed42/{e}/{t}/{k}"] for k in ("value", "ci_low", "ci_high", "ess")}
                    for e in ("fqe", "wdr", "hull_fqe_wdr"))
@@ -69,6 +70,12 @@ def test_evaluate_writes_estimates_for_every_target(trained: Path) -> None:
         assert c == pytest.approx({"value": (k["value"] + m["value"] + f["value"]) / 3,
                                    "ci_low": min(k["ci_low"], m["ci_low"], f["ci_low"]),
                                    "ci_high": max(k["ci_high"], m["ci_high"], f["ci_high"])})
+        if t == "return":  # cautious: the return's consensus lowered by its parts' spread; no cost has one
+            spread = float(np.std([k["value"], m["value"], f["value"]]))
+            assert metrics["soc/seed42/cautious/return/value"] == pytest.approx(c["value"] - spread) and spread > 0
+            assert metrics["soc/seed42/cautious/return/ci_low"] == c["ci_low"]
+        else:
+            assert f"soc/seed42/cautious/{t}/value" not in metrics
     assert metrics["soc/seed42/flags/consensus_unavailable"] is False
     for key in keys:
         lo, v, hi = (metrics[f"{key}/{k}"] for k in ("ci_low", "value", "ci_high"))
@@ -246,6 +253,8 @@ def test_bad_ope_params_are_config_errors(trained: Path) -> None:
         stage.run(_params(consensus=["fqe", "hull"]), trained)
     with pytest.raises(ConfigError, match="consensus needs at least two estimators"):
         stage.run(_params(consensus=["fqe"]), trained)
+    with pytest.raises(ConfigError, match="cautious_k must be a finite number ≥ 0, got -1.0"):
+        stage.run(_params(cautious_k=-1.0), trained)
     with pytest.raises(ConfigError, match=r"consensus combines \['mb'\], which this configuration does not compute"):
         stage.run(_params(model={"enabled": False}), trained)
 
