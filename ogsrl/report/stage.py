@@ -287,11 +287,11 @@ def ope_table(est: pd.DataFrame, truth: Mapping[str, Mapping[str, float]], targe
               "within 3 % of the return range of the truly best policy on every one; <code>consensus</code> is the "
               "value to read"
               if target == "return" else
-              "On the demo's benchmark sets no estimator picked the lowest cost reliably; <code>consensus</code> "
-              "ranked the most steadily")
+              "On the demo's benchmark sets no estimator picked the lowest cost return reliably; "
+              "<code>consensus</code> ranked the most steadily" if target.startswith("cost_") else "")
     note = (f"<p class='muted'>▲: the policy each estimator ranks best ({'highest' if target == 'return' else 'lowest'}"
-            f" {html.escape(target)}). {advice} (docs/policies-and-ope.md). Compare only policies the gate's support "
-            "check admits.</p>") if picks else ""
+            f" {html.escape(target)}). {advice + ' (docs/policies-and-ope.md). ' if advice else ''}Compare only "
+            "policies the gate's support check admits.</p>") if picks else ""
     return f"<h3>{html.escape(target)}</h3>" + _table(header, rows) + note
 
 

@@ -82,6 +82,13 @@ def test_report_has_the_comparison_tables_every_figure_and_no_external_reference
             marked = [r[0] for r in table["rows"] if "▲" in r[col]]
             assert marked == ([best(values, key=values.get)] if len(values) >= 2 else []), (table["header"][col], values)
     assert sum("▲" in c for r in ope[0]["rows"] for c in r) >= 2
+    # the note under each table: choose the return by `cautious`; no advice the benchmark does not back elsewhere
+    text = index.read_text(encoding="utf-8")
+    notes = {t: text.split(f"<h3>{t}</h3>", 1)[1].split("</table>", 1)[1].split("</p>", 1)[0]
+             for t in ("return", "cost_total", "mortality_hosp")}
+    assert "Choose by <code>cautious</code>" in notes["return"]
+    assert "lowest cost return" in notes["cost_total"] and "cautious" not in notes["cost_total"]
+    assert "cautious" not in notes["mortality_hosp"] and "cost" not in notes["mortality_hosp"]
     # the clinical metrics table: clinicians, soc (one seed: its value and CI), gmb_cpo (two seeds: mean ± sd)
     clin = next(t for t in page.tables if t["header"][:2] == ["method", "ME (95 % CI)"])
     assert [r[0] for r in clin["rows"]] == ["clinicians (logged)", "gmb_cpo (2 seeds)", "soc"]
