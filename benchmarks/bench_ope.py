@@ -71,6 +71,7 @@ from ogsrl.config import load_params
 from ogsrl.ope import behaviour
 from ogsrl.ope import stage as ope_stage
 from ogsrl.ope.estimate import Estimate, cautious, consensus, hull
+from ogsrl.ope.selection import constrained_choice, feasibility, score_choice
 from ogsrl.synth import policies as synth_policies
 
 HERE = Path(__file__).resolve().parent
@@ -431,6 +432,73 @@ def summarise_rank(rank: dict, truths: dict, targets: list[str],
     return rows
 
 
+CHOICE_RETURN = (ope_stage.CAUTIOUS, ope_stage.CONSENSUS, "wdr")
+"""return estimators of the constrained choice (``--limits``): the one the benchmark backs, the mean, the gate's"""
+CHOICE_COST = (ope_stage.MB, ope_stage.KNN, "fqe", ope_stage.CONSENSUS, ope_stage.HULL)
+"""cost estimators of the constrained choice, each read at its point value and at its interval's upper bound"""
+
+
+def summarise_constrained(rank: dict, truths: dict, limits: dict[str, float]) -> dict[str, list[dict]]:
+    """The constrained choice (:mod:`ogsrl.ope.selection`) over ``rank``'s policies: per return estimator × cost
+    estimator × bound (``value`` or ``ci_high``) the chosen policy, its regret against the best policy truly within
+    every limit and its excess over the limits (``choice``); per cost, estimator and bound, the policies read within
+    the limit that truly break it and the truly-within ones read above it (``feasibility``)."""
+    names = list(rank)
+    costs = list(limits)
+    d = np.array([limits[c] for c in costs])
+    true_value = np.array([true_target(truths[n], "return") for n in names])
+    true_costs = np.array([[true_target(truths[n], c) for c in costs] for n in names])
+
+    def read(e: str, target: str, side: str) -> np.ndarray:
+        return np.array([(estimate_of(rank[n], e, target) or {}).get(side, np.nan) for n in names])
+
+    def listed(rows: tuple[int, ...]) -> str:
+        return ", ".join(names[i] for i in rows) or "–"
+
+    choice, feas = [], []
+    for r in CHOICE_RETURN:
+        value = read(r, "return", "value")
+        for e in CHOICE_COST:
+            for side in ("value", "ci_high"):
+                est = np.stack([read(e, c, side) for c in costs], axis=1)
+                s = score_choice(constrained_choice(value, est, d), true_value, true_costs, d)
+                choice.append({"return_estimator": r, "cost_estimator": e, "cost_bound": side,
+                               "read_within": int((np.isfinite(est) & (est <= d)).all(axis=1).sum()),
+                               "truly_within": int((true_costs <= d).all(axis=1).sum()),
+                               "chosen": names[s.chosen] if s.chosen is not None else "none",
+                               "truly_best": names[s.best] if s.best is not None else "none",
+                               "regret": s.regret, "excess": s.excess})
+    for j, c in enumerate(costs):
+        for e in CHOICE_COST:
+            for side in ("value", "ci_high"):
+                f = feasibility(read(e, c, side), true_costs[:, j], float(d[j]))
+                feas.append({"cost": c, "limit": float(d[j]), "estimator": e, "bound": side,
+                             "read_within": f.read_within, "truly_within": f.truly_within,
+                             "false_within": len(f.false_within), "missed": len(f.missed),
+                             "false_within_policies": listed(f.false_within), "missed_policies": listed(f.missed)})
+    return {"limits": dict(limits), "choice": choice, "feasibility": feas}
+
+
+CHOICE_COLUMNS = ["return_estimator", "cost_estimator", "cost_bound", "read_within", "truly_within", "chosen",
+                  "truly_best", "regret", "excess"]
+FEASIBILITY_COLUMNS = ["cost", "limit", "estimator", "bound", "read_within", "truly_within", "false_within", "missed",
+                       "false_within_policies", "missed_policies"]
+
+
+def parse_limits(text: str) -> dict[str, float]:
+    """``cost_a=0.8,cost_b=4.6`` → {cost column: limit}; SystemExit naming a malformed item."""
+    out = {}
+    for item in (t for t in text.split(",") if t):
+        name, _, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise SystemExit(f"--limits: {item!r} is not cost_column=number") from None
+        if not name.strip().startswith("cost_") or not np.isfinite(out[name.strip()]) or out[name.strip()] < 0:
+            raise SystemExit(f"--limits: {item!r} needs a cost_ column and a finite limit ≥ 0")
+    return out
+
+
 OWN = "own:"
 """coverage-policy prefix: a policy built from each dataset's own π̂_b (see the module docstring)"""
 
@@ -569,10 +637,10 @@ REGRET_NOTE = ("`regret_paired` (`regret_lo`–`regret_hi`, 95 %): the regret on
                "lower bound of the return, lowest upper bound of a cost).")
 
 
-def union_page(pages: list[str], out: str) -> None:
+def union_page(pages: list[str], out: str, limits: dict[str, float] | None = None) -> None:
     """Rank over the union of saved rank pages' policies (a name in several pages: the last page's estimates and
-    truth), over all and over those the gate's support check admits (each page's own limit); writes
-    results/<out>.json and .md. The pages may come from different projects (test splits): each estimate is still
+    truth), over all and over those the gate's support check admits (each page's own limit); with ``limits``, the
+    constrained choice among the admitted ones (:func:`summarise_constrained`); writes results/<out>.json and .md. The pages may come from different projects (test splits): each estimate is still
     its own split's, as the gate would read it."""
     saved = {p: json.loads((HERE / "results" / f"{p}.json").read_text()) for p in pages}
     ranked: dict[str, Any] = {}
@@ -602,6 +670,11 @@ def union_page(pages: list[str], out: str) -> None:
               "summary": summarise_rank(ranked, truths, targets, paired),
               "supported_summary": summarise_rank(admitted, truths, targets, paired),
               "meta": {"date": dt.date.today().isoformat(), "command": " ".join(["benchmarks/bench_ope.py", *sys.argv[1:]])}}
+    if limits:
+        missing = sorted(set(limits) - set(targets))
+        if missing:
+            raise SystemExit(f"--limits: the pages estimate no {missing} (costs: {targets[1:]})")
+        result["constrained"] = summarise_constrained(admitted, truths, limits)
     (HERE / "results" / f"{out}.json").write_text(json.dumps(result, indent=1, default=float))
     cols = RANK_COLUMNS
     md = [f"# OPE against simulator truth, over several saved pages: {out} (`benchmarks/bench_ope.py`, "
@@ -610,7 +683,23 @@ def union_page(pages: list[str], out: str) -> None:
           "takes the last page's estimates and truth). Each estimate is its own project's test split's; regret is a "
           f"share of the union's true range. {REGRET_NOTE}", "", "## All policies", "", table(result["summary"], cols), "",
           f"## The {len(admitted)} the gate's support check admits", "", table(result["supported_summary"], cols), ""]
+    if limits:
+        md += constrained_lines(result["constrained"], len(admitted))
     (HERE / "results" / f"{out}.md").write_text("\n".join(md), encoding="utf-8")
+
+
+def constrained_lines(part: dict, admitted: int) -> list[str]:
+    """The constrained choice's markdown section (:func:`summarise_constrained`)."""
+    lim = ", ".join(f"{c} ≤ {v:g}" for c, v in part["limits"].items())
+    return [f"## Choosing under the cost limits ({lim} per stay), among the {admitted} admitted", "",
+            "The policy with the highest estimated return among those whose estimated cost returns are within every "
+            "limit (`cost_bound` value: the point estimate; ci_high: the 95 % interval's upper bound), scored by "
+            "the truth: `regret` against the best policy truly within every limit (share of the true return range), "
+            "`excess` the chosen policy's largest true relative excess over a limit (> 0: it breaks one). "
+            "`read_within` / `truly_within`: policies within every limit by the estimates / by the truth "
+            "(`ogsrl.ope.selection`).", "", table(part["choice"], CHOICE_COLUMNS), "",
+            "Per cost: `false_within`, policies read within the limit that truly break it (the unsafe error); "
+            "`missed`, truly-within policies read above it.", "", table(part["feasibility"], FEASIBILITY_COLUMNS), ""]
 
 
 def main() -> None:
@@ -645,6 +734,9 @@ def main() -> None:
                     help="with --add-mb: add the knn estimates alone (the page's mb estimates are kept)")
     ap.add_argument("--union", metavar="PAGES", help="comma-separated saved rank pages: rank over their policies' "
                                                        "union, written as --out (no OPE rerun)")
+    ap.add_argument("--limits", metavar="COSTS", type=parse_limits,
+                    help="with --union: cost limits per stay, e.g. cost_spo2_low=0.833,cost_urine_low=4.594 (the "
+                         "learners' own): adds the constrained choice among the admitted policies")
     ap.add_argument("--retruth", metavar="PAGE",
                     help="score the saved rank page PAGE against new truths (--truth-episodes, --truth-seed) of its "
                          "policies (built from --root, --work, --spread / --trained-only as its run), written as "
@@ -654,7 +746,7 @@ def main() -> None:
         write_report(retruth_page(args), args)
         return
     if args.union:
-        union_page([p for p in args.union.split(",") if p], args.out)
+        union_page([p for p in args.union.split(",") if p], args.out, args.limits)
         return
     if args.add_mb:
         root = args.root.resolve()
