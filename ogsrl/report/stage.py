@@ -22,6 +22,8 @@ import pandas as pd
 
 from ogsrl import config
 from ogsrl.io import atomic_path, write_text
+from ogsrl.ope.selection import constrained_choice
+from ogsrl.ope.stage import CAUTIOUS, CONSENSUS
 from ogsrl.registry.gate import GateConfig
 from ogsrl.report import figures, inputs
 
@@ -295,6 +297,59 @@ def ope_table(est: pd.DataFrame, truth: Mapping[str, Mapping[str, float]], targe
     return f"<h3>{html.escape(target)}</h3>" + _table(header, rows) + note
 
 
+def limits_of(train: Mapping[str, Any] | None) -> dict[str, float]:
+    """The cost limits per stay the learners trained under (``cost_limit/<cost>`` of train.json)."""
+    return {k.removeprefix("cost_limit/"): float(v) for k, v in (train or {}).items()
+            if k.startswith("cost_limit/") and not k.endswith("/from_params") and v is not None}
+
+
+def choice_under_limits(est: pd.DataFrame, train: Mapping[str, Any] | None) -> str:
+    """The learned policy with the highest ``cautious`` return among those whose ``consensus`` point cost returns are
+    within every training cost limit (:func:`ogsrl.ope.selection.constrained_choice`), with what the benchmark says
+    of that rule and a warning for any limit above the clinicians' own cost level; "" without limits or estimates."""
+    limits = limits_of(train)
+    learned = est[est["policy"] != inputs.CLINICIANS]
+    if not limits or learned.empty:
+        return ""
+
+    def values(estimator: str, target: str) -> dict[str, float]:
+        r = learned[(learned["estimator"] == estimator) & (learned["target"] == target)]
+        return dict(zip(r["policy"], r["value"].astype(float)))
+
+    value = values(CAUTIOUS, "return")
+    costs = {c: values(CONSENSUS, c) for c in limits}
+    if not value or not all(costs.values()):
+        return ""
+    names = sorted(value)
+    d = np.array(list(limits.values()))
+    matrix = np.array([[costs[c].get(p, math.nan) for c in limits] for p in names])
+    pick = constrained_choice(np.array([value[p] for p in names]), matrix, d)
+    within = int((np.isfinite(matrix) & (matrix <= d)).all(axis=1).sum())
+    clin = {c: (train or {}).get(f"clinicians/cost_return/{c}") for c in limits}
+    lim_text = ", ".join(f"{html.escape(c)} ≤ {_fmt(v)}" + (f" (clinicians {_fmt(clin[c])})" if clin[c] is not None
+                                                             else "") for c, v in limits.items())
+    if pick is None:
+        verdict = (f"No learned policy reads within every limit by its <code>consensus</code> cost returns: "
+                   f"<b>insufficient evidence</b> to choose under these limits ({len(names)} policies).")
+    else:
+        p = names[pick]
+        verdict = (f"{within} of {len(names)} learned policies read within every limit by their "
+                   f"<code>consensus</code> cost returns; the highest <code>cautious</code> return among them: "
+                   f"<b>{html.escape(p)}</b> (return {_fmt(value[p])}; "
+                   + ", ".join(f"{html.escape(c)} {_fmt(costs[c][p])}" for c in limits) + ").")
+    above = [c for c in limits if clin[c] is not None and limits[c] > float(clin[c])]
+    warning = (f" <span class='bad'>{html.escape(', '.join(above))}: the limit lies above the clinicians' level, "
+               "where the estimators' pull towards it reads costly policies within the limit (measured): do not "
+               "rely on this choice there.</span>") if above else ""
+    evidence = ("On the demo's benchmark unions, with limits below the clinicians' level, this rule never chose a "
+                "policy over a limit (the estimators pull costs towards the clinicians', so safe learners are missed, "
+                "not unsafe ones admitted); it came within 0.03 of the true return range of the best policy within "
+                "the limits on two of four (docs/policies-and-ope.md, \"Choosing under the cost limits\"). The gate "
+                "decides promotion on intervals, not on this choice.")
+    return (f"<h3>Choice under the cost limits</h3><p class='note'>Limits per stay: {lim_text}. {verdict}{warning} "
+            f"{html.escape(evidence)}</p>")
+
+
 def selected(rows: pd.DataFrame, estimators: Sequence[str], target: str) -> dict[str, str]:
     """Estimator → the learned policy it ranks best on ``target`` (highest return, lowest cost or mortality), for
     estimators that estimate at least two learned policies (the clinicians are the reference, never picked)."""
@@ -328,6 +383,7 @@ def build(root: Path, cfg: ReportConfig) -> tuple[str, dict[str, str], dict[str,
     root = Path(root)
     docs = {n: inputs.read_json(root, n) for n in ("cohort", "validation_raw", "validation_trajectories", "world",
                                                      "guardian", "ope", "clinical")}
+    train_doc = inputs.read_json(root, "train", required=False)
     truth_doc = inputs.read_json(root, "truth", required=False)
     est = inputs.ope_estimates(docs["ope"])
     truth = inputs.truth_values(docs["ope"], truth_doc)
@@ -384,7 +440,7 @@ policies: {html.escape(', '.join(runs) or 'none')} · estimators: {html.escape('
 {vs_clinicians_table(truth, runs, seeds_of)}
 <h3>Off-policy estimates (methods × estimators, 95 % CI)</h3>
 <p class="note">{html.escape(truth_note)} ESS: effective sample size of the importance weights (of the test stays).</p>
-{ope_html}</section>
+{ope_html}{choice_under_limits(est, train_doc)}</section>
 <section id="figures"><h2>Figures</h2><div class="grid">{fig_ope}
 {_figure(figs.get('learning_curves'), 'Training curves per run and seed.')}
 {_figure(figs.get('mortality_relation'), 'The return → mortality relation ME reads, with each policy at its estimated return.')}

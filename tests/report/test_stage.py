@@ -169,3 +169,43 @@ def test_report_renders_in_headless_chromium(reports_root: Path, tmp_path: Path)
     assert hi - lo > 100  # something was drawn (a blank or unstyled-error page is one colour)
     band = list(img.crop((0, 0, 1200, 30)).getdata())
     assert sum(band) / len(band) < 100  # the dark page header (white text on it): the inline CSS applied
+
+
+def _with_choice_inputs(root: Path, limits: dict[str, float], clinicians: dict[str, float]) -> None:
+    """Add cautious / consensus estimates and the training cost limits to the fake tree."""
+    path = root / "data/reports/evaluate/metrics.json"
+    m = json.loads(path.read_text(encoding="utf-8"))
+    #                   cautious return, consensus spo2 cost, consensus urine cost
+    for policy, (ret, spo2, urine) in {"soc/seed42": (-95.0, 1.0, 5.8), "gmb_cpo/seed42": (-90.0, 0.7, 4.9),
+                                       "gmb_cpo/seed43": (-92.0, 0.8, 4.4)}.items():
+        m[f"{policy}/cautious/return/value"] = ret
+        m[f"{policy}/consensus/cost_spo2_low/value"] = spo2
+        m[f"{policy}/consensus/cost_urine_low/value"] = urine
+    path.write_text(json.dumps(m), encoding="utf-8")
+    train = {**{f"cost_limit/{c}": v for c, v in limits.items()}, "cost_limit/cost_spo2_low/from_params": False,
+             **{f"clinicians/cost_return/{c}": v for c, v in clinicians.items()}}
+    (root / "data/reports/train.json").write_text(json.dumps(train), encoding="utf-8")
+
+
+def choice_note(root: Path) -> str:
+    text = (root / "data/reports/index.html").read_text(encoding="utf-8")
+    return text.split("<h3>Choice under the cost limits</h3>", 1)[1].split("</p>", 1)[0] \
+        if "<h3>Choice under the cost limits</h3>" in text else ""
+
+
+def test_choice_under_the_cost_limits(reports_root: Path) -> None:
+    stage.run({}, reports_root)
+    assert choice_note(reports_root) == ""  # no training limits, no choice
+    clinicians = {"cost_spo2_low": 1.0, "cost_urine_low": 5.75}
+    _with_choice_inputs(reports_root, {"cost_spo2_low": 0.83, "cost_urine_low": 4.6}, clinicians)
+    stage.run({}, reports_root)
+    note = choice_note(reports_root)
+    # gmb_cpo/seed42 has the best cautious return but reads over the urine limit; seed43 is the only one within both
+    assert "1 of 3 learned policies read within every limit" in note
+    assert "<b>gmb_cpo/seed43</b> (return -92.000; cost_spo2_low 0.800, cost_urine_low 4.400)" in note
+    assert "class='bad'" not in note  # both limits below the clinicians' level
+    _with_choice_inputs(reports_root, {"cost_spo2_low": 0.5, "cost_urine_low": 6.0}, clinicians)
+    stage.run({}, reports_root)
+    note = choice_note(reports_root)
+    assert "insufficient evidence" in note and "<b>gmb_cpo" not in note
+    assert "cost_urine_low: the limit lies above the clinicians' level" in note  # 6.0 > 5.75; spo2 0.5 < 1.0
