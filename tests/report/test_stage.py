@@ -177,7 +177,7 @@ def _with_choice_inputs(root: Path, limits: dict[str, float], clinicians: dict[s
     m = json.loads(path.read_text(encoding="utf-8"))
     #                   cautious return, consensus spo2 cost, consensus urine cost
     for policy, (ret, spo2, urine) in {"soc/seed42": (-95.0, 1.0, 5.8), "gmb_cpo/seed42": (-90.0, 0.7, 4.9),
-                                       "gmb_cpo/seed43": (-92.0, 0.8, 4.4)}.items():
+                                       "gmb_cpo/seed43": (-92.0, 0.6, 4.0)}.items():
         m[f"{policy}/cautious/return/value"] = ret
         m[f"{policy}/consensus/cost_spo2_low/value"] = spo2
         m[f"{policy}/consensus/cost_urine_low/value"] = urine
@@ -202,8 +202,15 @@ def test_choice_under_the_cost_limits(reports_root: Path) -> None:
     note = choice_note(reports_root)
     # gmb_cpo/seed42 has the best cautious return but reads over the urine limit; seed43 is the only one within both
     assert "1 of 3 learned policies read within every limit" in note
-    assert "<b>gmb_cpo/seed43</b> (return -92.000; cost_spo2_low 0.800, cost_urine_low 4.400)" in note
-    assert "class='bad'" not in note  # both limits below the clinicians' level
+    assert ("<b>gmb_cpo/seed43</b> (return -92.000; cost_spo2_low 0.600, margin +28%, cost_urine_low 4.000, "
+            "margin +13%)") in note
+    assert "class='bad'" not in note  # both limits below the clinicians' level, both margins above 10 %
+    _with_choice_inputs(reports_root, {"cost_spo2_low": 0.83, "cost_urine_low": 4.2}, clinicians)
+    stage.run({}, reports_root)
+    note = choice_note(reports_root)
+    assert "cost_urine_low 4.000, margin +5%" in note  # (4.2 - 4.0) / 4.2
+    assert "cost_urine_low: within 10% of the limit" in note and "insufficient evidence that it keeps it" in note
+    assert "cost_spo2_low: within" not in note
     _with_choice_inputs(reports_root, {"cost_spo2_low": 0.5, "cost_urine_low": 6.0}, clinicians)
     stage.run({}, reports_root)
     note = choice_note(reports_root)
