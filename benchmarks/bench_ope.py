@@ -71,7 +71,7 @@ from ogsrl.config import load_params
 from ogsrl.ope import behaviour
 from ogsrl.ope import stage as ope_stage
 from ogsrl.ope.estimate import Estimate, cautious, consensus, hull
-from ogsrl.ope.selection import constrained_choice, feasibility, score_choice
+from ogsrl.ope.selection import constrained_choice, feasibility, score_choice, within_limits
 from ogsrl.synth import policies as synth_policies
 
 HERE = Path(__file__).resolve().parent
@@ -463,8 +463,8 @@ def summarise_constrained(rank: dict, truths: dict, limits: dict[str, float]) ->
                 est = np.stack([read(e, c, side) for c in costs], axis=1)
                 s = score_choice(constrained_choice(value, est, d), true_value, true_costs, d)
                 choice.append({"return_estimator": r, "cost_estimator": e, "cost_bound": side,
-                               "read_within": int((np.isfinite(est) & (est <= d)).all(axis=1).sum()),
-                               "truly_within": int((true_costs <= d).all(axis=1).sum()),
+                               "read_within": int(within_limits(est, d).sum()),
+                               "truly_within": int(within_limits(true_costs, d).sum()),
                                "chosen": names[s.chosen] if s.chosen is not None else "none",
                                "truly_best": names[s.best] if s.best is not None else "none",
                                "regret": s.regret, "excess": s.excess})

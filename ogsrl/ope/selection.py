@@ -20,7 +20,7 @@ import numpy as np
 
 from ogsrl.ope.estimate import FloatArray
 
-__all__ = ["Choice", "Feasibility", "constrained_choice", "feasibility", "score_choice"]
+__all__ = ["Choice", "Feasibility", "constrained_choice", "feasibility", "score_choice", "within_limits"]
 
 
 def _check(value: FloatArray, costs: FloatArray, limits: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -32,11 +32,18 @@ def _check(value: FloatArray, costs: FloatArray, limits: FloatArray) -> tuple[Fl
     return v, c, d
 
 
+def within_limits(costs: FloatArray, limits: FloatArray) -> np.ndarray:
+    """(P,) bool: the rows of ``costs`` (P, C) that are all ≤ ``limits`` (C,); a NaN cost is not within (no
+    evidence)."""
+    c, d = np.asarray(costs, dtype=np.float64), np.asarray(limits, dtype=np.float64)
+    return np.isfinite(c).all(axis=1) & (c <= d).all(axis=1)
+
+
 def constrained_choice(value: FloatArray, costs: FloatArray, limits: FloatArray) -> int | None:
     """Index of the highest ``value`` (P,) among rows whose ``costs`` (P, C) are all ≤ ``limits`` (C,); None when no
     row is within every limit. A row with a NaN value or cost is never chosen (no evidence); ties go to the first."""
     v, c, d = _check(value, costs, limits)
-    eligible = np.isfinite(v) & np.isfinite(c).all(axis=1) & (c <= d).all(axis=1)
+    eligible = np.isfinite(v) & within_limits(c, d)
     if not eligible.any():
         return None
     return int(np.argmax(np.where(eligible, v, -np.inf)))

@@ -22,7 +22,7 @@ import pandas as pd
 
 from ogsrl import config
 from ogsrl.io import atomic_path, write_text
-from ogsrl.ope.selection import constrained_choice
+from ogsrl.ope.selection import constrained_choice, within_limits
 from ogsrl.ope.stage import CAUTIOUS, CONSENSUS
 from ogsrl.registry.gate import GateConfig
 from ogsrl.report import figures, inputs
@@ -329,7 +329,7 @@ def choice_under_limits(est: pd.DataFrame, train: Mapping[str, Any] | None) -> s
     d = np.array(list(limits.values()))
     matrix = np.array([[costs[c].get(p, math.nan) for c in limits] for p in names])
     pick = constrained_choice(np.array([value[p] for p in names]), matrix, d)
-    within = int((np.isfinite(matrix) & (matrix <= d)).all(axis=1).sum())
+    within = int(within_limits(matrix, d).sum())
     clin = {c: (train or {}).get(f"clinicians/cost_return/{c}") for c in limits}
     lim_text = ", ".join(f"{html.escape(c)} ≤ {_fmt(v)}" + (f" (clinicians {_fmt(clin[c])})" if clin[c] is not None
                                                              else "") for c, v in limits.items())

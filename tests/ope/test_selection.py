@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ogsrl.ope.selection import constrained_choice, feasibility, score_choice
+from ogsrl.ope.selection import constrained_choice, feasibility, score_choice, within_limits
 
 VALUE = np.array([-90.0, -85.0, -95.0, -88.0])
 COSTS = np.array([[0.5, 4.0], [1.2, 3.0], [0.2, 2.0], [0.7, 4.5]])
@@ -13,6 +13,12 @@ def test_choice_is_the_best_value_within_every_limit() -> None:
     assert constrained_choice(VALUE, COSTS, LIMITS) == 3
     assert constrained_choice(VALUE, COSTS, np.array([10.0, 10.0])) == 1
     assert constrained_choice(VALUE, COSTS, np.array([0.1, 10.0])) is None
+
+
+def test_within_limits_marks_rows_within_every_limit() -> None:
+    costs = COSTS.copy()
+    costs[2, 0] = np.nan
+    assert within_limits(costs, LIMITS).tolist() == [True, False, False, True]
 
 
 def test_a_limit_met_with_equality_is_within_and_nan_is_never_chosen() -> None:
