@@ -205,9 +205,12 @@ def hurdle_nll(
     Returns:
         ``(B,)`` = −log p(y) w.r.t. (δ0 + Lebesgue on the scaled axis); the Jacobian to physical units is a
         constant of the data and left out.
+
+    Leading dimensions broadcast: parameters ``(B, 1, K[, A])`` with ``y (B, n, A)`` score n actions per state
+    (each state's normaliser computed once) → ``(B, n)``.
     """
     logit_w, logit0, mu, log_std = logit_w.double(), logit0.double(), mu.double(), log_std.double()
-    y = y.double()[:, None, :]  # (B, A) → (B, 1, A)
+    y = y.double()[..., None, :]  # (…, A) → (…, 1, A)
     std = log_std.exp()
     zsc = (y - mu) / std
     log_cont = (

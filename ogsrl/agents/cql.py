@@ -213,59 +213,71 @@ def transitions(frame: pd.DataFrame, names: tuple[str, ...], cost_names: tuple[s
 # ---- critics ------------------------------------------------------------------------------------------------------
 
 
-def _linear_relu(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _linear_relu(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
     """relu(x·wᵀ + b) as one oneDNN kernel where torch has it (the ReLU fused into the matmul's epilogue)."""
     if torch.backends.mkldnn.is_available():
         return torch.ops.mkldnn._linear_pointwise(x, w, b, "relu", [], "")
-    return torch.addmm(b, x, w.t()).relu_()
+    return (x @ w.t() if b is None else torch.addmm(b, x, w.t())).relu_()
 
 
 class _FusedMLP(torch.autograd.Function):
     """One critic with a written-out backward: hidden layers in ``dtype`` (float32 weight masters), float32 head.
 
-    Faster on a CPU than autograd over the same layers (docs/policies-and-ope.md, "Speed against d3rlpy"): the ReLU
-    runs inside the matmul (one pass over each activation fewer), the head's input gradient is an outer product
-    instead of a rank-1 matmul, no graph is recorded, and weight gradients are computed only when asked for (the
+    Faster on a CPU than autograd over the same layers (docs/policies-and-ope.md, "Speed against d3rlpy"): each
+    pass over the N × H activations that can be saved is. The ReLU runs inside the matmul; the first layer's bias is
+    a weight on a constant input column, so its gradient comes out of the weight gradient's matmul; the head's weights
+    scale the top layer's gradient matrix instead of an outer product over all rows (1[h > 0] ⊙ (∂q ⊗ w) =
+    (1[h > 0] ⊙ ∂q) · diag(w)); no graph is recorded, and weight gradients are computed only when asked for (the
     actor's step needs the input's gradient alone). ``dtype`` bfloat16 pays only on CPUs with AMX tiles.
 
-    ``apply(dtype, x (N, D) float32, w₀, b₀, …, w_L (1, H), b_L (1,))`` → q ``(N,)`` float32.
+    ``apply(dtype, x1 (N, D + 1) in dtype, its last column 1s, w₀ (H, D), b₀, …, w_L (1, H), b_L (1,))`` → q ``(N,)``
+    float32.
     """
 
     @staticmethod
-    def forward(ctx: Any, dtype: torch.dtype, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        hidden = [(params[i].to(dtype), params[i + 1].to(dtype)) for i in range(0, len(params) - 2, 2)]
-        acts = [x.to(dtype)]
-        for w, b in hidden:
+    def forward(ctx: Any, dtype: torch.dtype, x1: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        weights = [params[i].to(dtype) for i in range(0, len(params) - 2, 2)]
+        biases = [params[i].to(dtype) for i in range(1, len(params) - 2, 2)]
+        weights[0] = torch.cat([weights[0], biases[0][:, None]], dim=1)  # (H, D + 1)
+        acts = [x1, _linear_relu(x1, weights[0], None)]
+        for w, b in zip(weights[1:], biases[1:]):
             acts.append(_linear_relu(acts[-1], w, b))
-        top = acts[-1].float()
         w_head, b_head = params[-2], params[-1]
-        ctx.save_for_backward(*acts, top, w_head, *(w for w, _ in hidden))
-        ctx.layers, ctx.dtype = len(hidden), dtype
-        return torch.mv(top, w_head[0]) + b_head
+        ctx.save_for_backward(*acts, w_head, *weights)
+        ctx.layers, ctx.dtype = len(weights), dtype
+        return torch.mv(acts[-1].float(), w_head[0]) + b_head
 
     @staticmethod
     def backward(ctx: Any, grad_q: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
         saved, layers, dtype = ctx.saved_tensors, ctx.layers, ctx.dtype
-        acts, top, w_head, weights = saved[:layers + 1], saved[layers + 1], saved[layers + 2], saved[layers + 3:]
+        acts, w_head, weights = saved[:layers + 1], saved[layers + 1], saved[layers + 2:]
         needs = ctx.needs_input_grad[1:]  # (x, w₀, b₀, …, w_L, b_L)
         grads: list[torch.Tensor | None] = [None] * (2 * layers + 2)
+        grad_q_low = grad_q.to(dtype)
         if needs[-2]:
-            grads[-2] = torch.mv(top.t(), grad_q)[None, :]
+            grads[-2] = torch.mv(acts[-1].t(), grad_q_low).float()[None, :]
         if needs[-1]:
             grads[-1] = grad_q.sum().reshape(1)
-        g = torch.outer(grad_q.to(dtype), w_head[0].to(dtype))  # ∂/∂(top layer)
-        grad_x = None
+        g = torch.ops.aten.threshold_backward(grad_q_low[:, None].expand(acts[-1].shape), acts[-1], 0.0)
+        column_scale: torch.Tensor | None = w_head[0]  # g · diag(w_head) is the top layer's true gradient
         for i in range(layers - 1, -1, -1):
-            g = torch.ops.aten.threshold_backward(g, acts[i + 1], 0.0)
-            if needs[1 + 2 * i]:
-                grads[2 * i] = (g.t() @ acts[i]).float()
-            if needs[2 + 2 * i]:
-                grads[2 * i + 1] = g.sum(0).float()
+            if i < layers - 1:
+                g = torch.ops.aten.threshold_backward(g, acts[i + 1], 0.0)
+            if needs[1 + 2 * i] or needs[2 + 2 * i]:
+                grad_w = (g.t() @ acts[i]).float()
+                if column_scale is not None:
+                    grad_w.mul_(column_scale[:, None])
+                if i == 0:
+                    grads[0], grads[1] = grad_w[:, :-1], grad_w[:, -1]
+                else:
+                    grads[2 * i], grads[2 * i + 1] = grad_w, g.sum(0).float()
+                    if column_scale is not None:
+                        grads[2 * i + 1].mul_(column_scale)
             if i > 0 or needs[0]:
-                g = g @ weights[i]
-        if needs[0]:
-            grad_x = g.float()
-        return (None, grad_x, *grads)
+                w = weights[i] if column_scale is None else (weights[i].float() * column_scale[:, None]).to(dtype)
+                g = g @ w
+            column_scale = None
+        return (None, g if needs[0] else None, *grads)
 
 
 class CriticEnsemble(nn.Module):
@@ -292,10 +304,11 @@ class CriticEnsemble(nn.Module):
     def forward(self, x: torch.Tensor, frozen: bool = False) -> torch.Tensor:
         """``x (N, S + A)`` → Q ``(E, N)``, float32. With ``frozen`` the weights are detached (gradients reach ``x``
         only: the actor's step computes no critic gradients)."""
+        x1 = torch.cat([x, x.new_ones(len(x), 1)], dim=1).to(self.dtype)  # the first bias is a weight on the 1s
         out = []
         for e in range(self.members):
             params = [t[e].detach() if frozen else t[e] for pair in zip(self.weights, self.biases) for t in pair]
-            out.append(_FusedMLP.apply(self.dtype, x, *params))
+            out.append(_FusedMLP.apply(self.dtype, x1, *params))
         return torch.stack(out)
 
 
@@ -323,9 +336,7 @@ def enumerate_actions(params: tuple[torch.Tensor, ...], generator: torch.Generat
 
 def log_prob_rows(params: tuple[torch.Tensor, ...], y: torch.Tensor) -> torch.Tensor:
     """log π(y|s) ``(B, n)`` of ``n`` scaled actions per state ``y (B, n, A)`` (params of B states)."""
-    bsz, n, a_dim = y.shape
-    rep = tuple(t.repeat_interleave(n, dim=0) for t in params)  # (B, …) → (B·n, …)
-    return -common.hurdle_nll(*rep, y.reshape(-1, a_dim)).reshape(bsz, n)
+    return -common.hurdle_nll(*(t[:, None] for t in params), y)  # (B, 1, …) against (B, n, A)
 
 
 def reference_draws(bsz: int, n: int, a_dim: int, generator: torch.Generator) -> torch.Tensor:
@@ -471,8 +482,8 @@ def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tup
         log.info("%s: critics warm-started on the logged returns-to-go (%d updates, MSE %.2f)", label,
                  config.critic_warm_start, warm["train/critic_warm_start_mse"])
     target = copy.deepcopy(critic).requires_grad_(False)
-    actor_opt = torch.optim.Adam(actor.net.parameters(), lr=config.actor_lr)
-    critic_opt = torch.optim.Adam(critic.parameters(), lr=config.critic_lr)
+    actor_opt = torch.optim.Adam(actor.net.parameters(), lr=config.actor_lr, fused=True)  # one kernel per tensor
+    critic_opt = torch.optim.Adam(critic.parameters(), lr=config.critic_lr, fused=True)
     log_temp = torch.tensor(math.log(config.initial_temperature), requires_grad=True)
     temp_opt = torch.optim.Adam([log_temp], lr=config.temperature_lr)
     lam = np.full(n_cost, config.init_multiplier)
@@ -508,12 +519,13 @@ def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tup
             check()
         idx = torch.randint(len(data.rew), (n,), generator=gen)
         obs, obs_n, y_data = data.obs[idx], data.obs_n[idx], data.y[idx]
+        p_s = actor(obs)  # the critics' step leaves the actor as it is: one forward serves both steps
         with torch.no_grad():
-            p_s = actor(obs)
+            p_s_fixed = tuple(t.detach() for t in p_s)
             p_next = actor(data.next_obs[idx])
-            y_pi = common.hurdle_rsample(*p_s, big_n, gen)  # (B, N, A)
+            y_pi = common.hurdle_rsample(*p_s_fixed, big_n, gen)  # (B, N, A)
             y_next = common.hurdle_rsample(*p_next, big_n + 1, gen)  # the last draw is a' of the TD target
-            lp_pi, lp_next = log_prob_rows(p_s, y_pi), log_prob_rows(p_next, y_next[:, :big_n])
+            lp_pi, lp_next = log_prob_rows(p_s_fixed, y_pi), log_prob_rows(p_next, y_next[:, :big_n])
             y_rand = reference_draws(n, big_n, a_dim, gen)
             y_next_served, next_inside = as_served(y_next[:, big_n:], data.next_obs[idx], serving, gen)
             nxt = _inputs(data.next_obs_n[idx], y_next_served)  # (B, S + A)
@@ -546,7 +558,6 @@ def train(config: Config, data: Transitions, actor: HurdleActor, cost_names: tup
         loss.backward()
         critic_opt.step()
         # actor: exact over components and zero patterns, reparameterised amounts
-        p_s = actor(obs)
         y_enum, log_p = enumerate_actions(p_s, gen)  # (B, M, A), (B, M)
         lp_enum = log_prob_rows(p_s, y_enum)  # (B, M)
         y_valued, _ = as_served(y_enum, obs, serving, gen)

@@ -241,11 +241,13 @@ def test_same_seed_same_weights(logged: tuple) -> None:
     assert ma["loss/td"] == mb["loss/td"]
 
 
+@pytest.mark.parametrize("hidden", [(64, 32), (48,), (16, 24, 32)])
 @pytest.mark.parametrize(("precision", "tolerance"), [("float32", 1e-5), ("bfloat16", 0.02)])
-def test_the_fused_critic_matches_autograd_over_the_same_layers(precision: str, tolerance: float) -> None:
+def test_the_fused_critic_matches_autograd_over_the_same_layers(precision: str, tolerance: float,
+                                                                hidden: tuple[int, ...]) -> None:
     torch.manual_seed(0)
     dtype = getattr(torch, precision)
-    low = cql.CriticEnsemble(6, (64, 32), 3, torch.Generator().manual_seed(1), precision)
+    low = cql.CriticEnsemble(6, hidden, 3, torch.Generator().manual_seed(1), precision)
     x = torch.randn(500, 6, requires_grad=True)
     weight = torch.rand(3, 500)
 
