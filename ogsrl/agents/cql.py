@@ -224,11 +224,12 @@ class _FusedMLP(torch.autograd.Function):
     """One critic with a written-out backward: hidden layers in ``dtype`` (float32 weight masters), float32 head.
 
     Faster on a CPU than autograd over the same layers (docs/policies-and-ope.md, "Speed against d3rlpy"): each
-    pass over the N × H activations that can be saved is. The ReLU runs inside the matmul; the first layer's bias is
-    a weight on a constant input column, so its gradient comes out of the weight gradient's matmul; the head's weights
-    scale the top layer's gradient matrix instead of an outer product over all rows (1[h > 0] ⊙ (∂q ⊗ w) =
-    (1[h > 0] ⊙ ∂q) · diag(w)); no graph is recorded, and weight gradients are computed only when asked for (the
-    actor's step needs the input's gradient alone). ``dtype`` bfloat16 pays only on CPUs with AMX tiles.
+    pass over the N × H activations that can be saved is. The ReLU runs inside the matmul; biases are weights on a
+    constant input (a column of 1s for the first layer, a constant unit below the top), so their gradients come out
+    of the weight gradients' matmuls; the head's weights scale the top layer's gradient matrix instead of an outer
+    product over all rows (1[h > 0] ⊙ (∂q ⊗ w) = (1[h > 0] ⊙ ∂q) · diag(w)); no graph is recorded, and weight
+    gradients are computed only when asked for (the actor's step needs the input's gradient alone). ``dtype``
+    bfloat16 pays only on CPUs with AMX tiles.
 
     ``apply(dtype, x1 (N, D + 1) in dtype, its last column 1s, w₀ (H, D), b₀, …, w_L (1, H), b_L (1,))`` → q ``(N,)``
     float32.
@@ -236,21 +237,27 @@ class _FusedMLP(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, dtype: torch.dtype, x1: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        weights = [params[i].to(dtype) for i in range(0, len(params) - 2, 2)]
-        biases = [params[i].to(dtype) for i in range(1, len(params) - 2, 2)]
-        weights[0] = torch.cat([weights[0], biases[0][:, None]], dim=1)  # (H, D + 1)
-        acts = [x1, _linear_relu(x1, weights[0], None)]
-        for w, b in zip(weights[1:], biases[1:]):
-            acts.append(_linear_relu(acts[-1], w, b))
+        layers = (len(params) - 2) // 2
+        applied = []  # [w | b], and below the top a constant unit's row [0 … 0 | 1]
+        for i in range(layers):
+            w = torch.cat([params[2 * i], params[2 * i + 1][:, None]], dim=1)
+            if i < layers - 1:
+                unit = torch.zeros(1, w.shape[1])
+                unit[0, -1] = 1.0
+                w = torch.cat([w, unit], dim=0)
+            applied.append(w.to(dtype))
+        acts = [x1]
+        for w in applied:
+            acts.append(_linear_relu(acts[-1], w, None))
         w_head, b_head = params[-2], params[-1]
-        ctx.save_for_backward(*acts, w_head, *weights)
-        ctx.layers, ctx.dtype = len(weights), dtype
+        ctx.save_for_backward(*acts, w_head, *applied)
+        ctx.layers, ctx.dtype = layers, dtype
         return torch.mv(acts[-1].float(), w_head[0]) + b_head
 
     @staticmethod
     def backward(ctx: Any, grad_q: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
         saved, layers, dtype = ctx.saved_tensors, ctx.layers, ctx.dtype
-        acts, w_head, weights = saved[:layers + 1], saved[layers + 1], saved[layers + 2:]
+        acts, w_head, applied = saved[:layers + 1], saved[layers + 1], saved[layers + 2:]
         needs = ctx.needs_input_grad[1:]  # (x, w₀, b₀, …, w_L, b_L)
         grads: list[torch.Tensor | None] = [None] * (2 * layers + 2)
         grad_q_low = grad_q.to(dtype)
@@ -262,19 +269,16 @@ class _FusedMLP(torch.autograd.Function):
         column_scale: torch.Tensor | None = w_head[0]  # g · diag(w_head) is the top layer's true gradient
         for i in range(layers - 1, -1, -1):
             if i < layers - 1:
-                g = torch.ops.aten.threshold_backward(g, acts[i + 1], 0.0)
+                g = torch.ops.aten.threshold_backward(g, acts[i + 1][:, :-1], 0.0)
             if needs[1 + 2 * i] or needs[2 + 2 * i]:
                 grad_w = (g.t() @ acts[i]).float()
                 if column_scale is not None:
                     grad_w.mul_(column_scale[:, None])
-                if i == 0:
-                    grads[0], grads[1] = grad_w[:, :-1], grad_w[:, -1]
-                else:
-                    grads[2 * i], grads[2 * i + 1] = grad_w, g.sum(0).float()
-                    if column_scale is not None:
-                        grads[2 * i + 1].mul_(column_scale)
+                grads[2 * i], grads[2 * i + 1] = grad_w[:, :-1], grad_w[:, -1]
             if i > 0 or needs[0]:
-                w = weights[i] if column_scale is None else (weights[i].float() * column_scale[:, None]).to(dtype)
+                w = applied[i][:g.shape[1], :-1 if i > 0 else None]
+                if column_scale is not None:
+                    w = (w.float() * column_scale[:, None]).to(dtype)
                 g = g @ w
             column_scale = None
         return (None, g if needs[0] else None, *grads)
