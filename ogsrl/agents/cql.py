@@ -240,12 +240,12 @@ class _FusedMLP(torch.autograd.Function):
         layers = (len(params) - 2) // 2
         applied = []  # [w | b], and below the top a constant unit's row [0 … 0 | 1]
         for i in range(layers):
-            w = torch.cat([params[2 * i], params[2 * i + 1][:, None]], dim=1)
-            if i < layers - 1:
-                unit = torch.zeros(1, w.shape[1])
-                unit[0, -1] = 1.0
-                w = torch.cat([w, unit], dim=0)
-            applied.append(w.to(dtype))
+            w, b = params[2 * i], params[2 * i + 1]
+            out = w.new_zeros(len(w) + (i < layers - 1), w.shape[1] + 1, dtype=dtype)
+            out[:len(w), :-1] = w
+            out[:len(w), -1] = b
+            out[len(w):, -1] = 1.0
+            applied.append(out)
         acts = [x1]
         for w in applied:
             acts.append(_linear_relu(acts[-1], w, None))
