@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -155,6 +156,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=11, help="truth patients")
     ap.add_argument("--train-seed", type=int, default=42)
     ap.add_argument("--out", default="cql", help="result page name under benchmarks/results/")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="speed rounds in all: after the main run, alternate d3rlpy and ours (default precision) "
+                         "for --round-steps updates each, and report every round's ratio, the median and the lowest")
+    ap.add_argument("--round-steps", type=int, default=300, help="updates per library in each extra round")
     args = ap.parse_args()
     torch.set_num_threads(1)
     allocator = env.keep_freed_memory()
@@ -177,23 +182,25 @@ def main() -> None:
         spec = {"data": str(npz), "gamma": args.gamma, "hidden": args.hidden, "seed": args.train_seed,
                 "warmup": args.warmup, "steps": args.steps, "policy": policy_file}
         same_allocator = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
-        for key, steps, extra in (("d3rlpy", args.steps, {}),
-                                  ("d3rlpy_allocator", max(args.steps // 5, 50), same_allocator)):
-            run_spec = {**spec, "steps": steps,
-                        "policy": policy_file if key == "d3rlpy" else str(Path(tmp) / "d3_speed_only.pt")}
+        def run_d3(key: str, steps: int, extra: dict[str, str], policy: str) -> dict:
             print(f"{key}: {steps} updates ...", flush=True)
-            proc = subprocess.run([args.d3_python, "-c", D3_SCRIPT, json.dumps(run_spec)], capture_output=True,
-                                  text=True, env={**os.environ, "OMP_NUM_THREADS": "1", **extra}, check=False)
+            proc = subprocess.run([args.d3_python, "-c", D3_SCRIPT, json.dumps({**spec, "steps": steps,
+                                                                                "policy": policy})],
+                                  capture_output=True, text=True,
+                                  env={**os.environ, "OMP_NUM_THREADS": "1", **extra}, check=False)
             if proc.returncode:
                 raise SystemExit(f"d3rlpy run failed: {proc.stderr.strip().splitlines()[-1]}")
-            d3 = {**json.loads(proc.stdout.strip().splitlines()[-1]), "steps": steps}
-            out["speed"][key] = d3
-            print(f"  {steps / d3['wall']:.2f} updates/s wall, {steps / d3['cpu']:.2f} per CPU second", flush=True)
+            res = {**json.loads(proc.stdout.strip().splitlines()[-1]), "steps": steps}
+            print(f"  {steps / res['wall']:.2f} updates/s wall, {steps / res['cpu']:.2f} per CPU second", flush=True)
+            return res
+
+        speed_only = str(Path(tmp) / "d3_speed_only.pt")
+        out["speed"]["d3rlpy"] = d3 = run_d3("d3rlpy", args.steps, {}, policy_file)
+        out["speed"]["d3rlpy_allocator"] = run_d3("d3rlpy_allocator", max(args.steps // 5, 50), same_allocator,
+                                                  speed_only)
         d3_policy = TorchScriptPolicy(policy_file, names, mean, std)
-        ours = {}
-        default = cql.resolve_precision("auto")
-        for precision in (default, *({"bfloat16", "float32"} - {default})):
-            steps = args.steps if precision == default else max(args.steps // 5, 50)  # the other: speed only
+
+        def run_ours(precision: str, steps: int) -> tuple[dict, Any]:
             cfg = cql.Config(steps=steps, batch_size=256, critic_hidden=tuple(args.hidden), hidden=tuple(args.hidden),
                              warm_start=False, critic_warm_start=0, alpha=5.0, precision=precision,
                              log_every=max(steps // 4, 1))
@@ -206,10 +213,19 @@ def main() -> None:
             w, c = time.perf_counter(), time.process_time()
             trained, _, _ = cql.train(cfg, data, actor, COSTS, np.zeros(2), args.train_seed, discount=args.gamma)
             w, c = time.perf_counter() - w, time.process_time() - c
-            out["speed"][f"ours_{precision}"] = {"wall": w, "cpu": c, "steps": steps}
             print(f"  {steps / w:.2f} updates/s wall, {steps / c:.2f} per CPU second", flush=True)
-            if precision == default:
-                ours = trained
+            return {"wall": w, "cpu": c, "steps": steps}, trained
+
+        default = cql.resolve_precision("auto")
+        out["speed"][f"ours_{default}"], ours = run_ours(default, args.steps)
+        for precision in {"bfloat16", "float32"} - {default}:  # speed only
+            out["speed"][f"ours_{precision}"], _ = run_ours(precision, max(args.steps // 5, 50))
+        rounds = [(args.steps / d3["wall"], args.steps / out["speed"][f"ours_{default}"]["wall"])]
+        for _ in range(args.rounds - 1):
+            extra_d3 = run_d3("d3rlpy", args.round_steps, {}, speed_only)
+            extra_ours, _ = run_ours(default, args.round_steps)
+            rounds.append((args.round_steps / extra_d3["wall"], args.round_steps / extra_ours["wall"]))
+        out["rounds"] = [{"d3rlpy": a, "ours": b, "ratio": b / a} for a, b in rounds]
         out["ceiling"] = ceiling(len(names), 2, tuple(args.hidden), 256, 10)
     from ogsrl.agents.actor import SavedPolicy
 
@@ -226,10 +242,11 @@ def main() -> None:
     out["ratio"] = ratio
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / f"{args.out}.json").write_text(json.dumps(out, indent=2, default=str) + "\n", encoding="utf-8")
+    rounds_flags = f" --rounds {args.rounds} --round-steps {args.round_steps}" if args.rounds > 1 else ""
     lines = [f"# CQL vs d3rlpy {d3['version']} on a CPU {'with' if amx else 'without'} AMX (`benchmarks/bench_cql.py`, "
              f"{out['date']})\n",
              f"Command: `.venv/bin/python benchmarks/bench_cql.py --root {args.root} --d3-python {args.d3_python} "
-             f"--steps {args.steps} --out {args.out}`. {out['machine']}, load average before the run "
+             f"--steps {args.steps} --out {args.out}{rounds_flags}`. {out['machine']}, load average before the run "
              f"{out['load_before']}, one "
              f"torch thread each (ours with glibc keeping freed blocks: {allocator}); "
              f"{len(frame)} train transitions ({len(names)}-d state, 2-d dose), networks {args.hidden}, batch 256, "
@@ -244,6 +261,14 @@ def main() -> None:
     labels[f"ours_{default}"] += " (`precision: auto` here)"
     for k in ("d3rlpy", "d3rlpy_allocator", "ours_bfloat16", "ours_float32"):
         lines.append(f"| {labels[k]} | {rate[k][0]:.2f} | {rate[k][1]:.2f} | {ratio[k][0]:.2f} / {ratio[k][1]:.2f} |")
+    if len(rounds) > 1:
+        ratios = sorted(r["ratio"] for r in out["rounds"])
+        lines += ["", f"Speed rounds (the main run, then {len(rounds) - 1} alternating rounds of {args.round_steps} "
+                  f"updates each, d3rlpy as installed against ours in `{default}`, wall clock): ratio median "
+                  f"**{float(np.median(ratios)):.2f}×**, lowest {ratios[0]:.2f}×, highest {ratios[-1]:.2f}×.", "",
+                  "| round | d3rlpy updates/s | ours updates/s | ratio |", "|---|---|---|---|"]
+        lines += [f"| {i} | {r['d3rlpy']:.2f} | {r['ours']:.2f} | {r['ratio']:.2f} |"
+                  for i, r in enumerate(out["rounds"])]
     top = out["ceiling"]
     best = max(top["gemm_flops_per_s"].values())
     lines += ["", f"Arithmetic ceiling (`ceiling()`): the critics' matmuls alone are {top['flops_ours'] / 1e9:.2f} GFLOP "
