@@ -220,76 +220,103 @@ def _linear_relu(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> to
     return (x @ w.t() if b is None else torch.addmm(b, x, w.t())).relu_()
 
 
-class _FusedMLP(torch.autograd.Function):
-    """One critic with a written-out backward: hidden layers in ``dtype`` (float32 weight masters), float32 head.
+class _FusedCritics(torch.autograd.Function):
+    """E MLP critics with a written-out backward: hidden layers in ``dtype`` (float32 weight masters), float32 heads.
 
     Faster on a CPU than autograd over the same layers (docs/policies-and-ope.md, "Speed against d3rlpy"): each
     pass over the N × H activations that can be saved is. The ReLU runs inside the matmul; biases are weights on a
     constant input (a column of 1s for the first layer, a constant unit below the top), so their gradients come out
     of the weight gradients' matmuls; the head's weights scale the top layer's gradient matrix instead of an outer
-    product over all rows (1[h > 0] ⊙ (∂q ⊗ w) = (1[h > 0] ⊙ ∂q) · diag(w)); no graph is recorded, and weight
-    gradients are computed only when asked for (the actor's step needs the input's gradient alone). ``dtype``
-    bfloat16 pays only on CPUs with AMX tiles.
+    product over all rows (1[h > 0] ⊙ (∂q ⊗ w) = (1[h > 0] ⊙ ∂q) · diag(w)); the members' weights are packed once
+    per call and their gradients written straight into the stacked tensors; no graph is recorded, and weight
+    gradients are computed only when asked for (the actor's step needs the input's gradient alone). Members run one
+    after another as 2-D matmuls (faster on a CPU than batched ones). ``dtype`` bfloat16 pays only on CPUs with AMX.
 
-    ``apply(dtype, x1 (N, D + 1) in dtype, its last column 1s, w₀ (H, D), b₀, …, w_L (1, H), b_L (1,))`` → q ``(N,)``
-    float32.
+    ``apply(dtype, x1 (N, D + 1) in dtype, its last column 1s, w₀ (E, H, D), b₀ (E, H), …, w_L (E, 1, H), b_L (E, 1))``
+    → q ``(E, N)`` float32.
     """
 
     @staticmethod
     def forward(ctx: Any, dtype: torch.dtype, x1: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:  # noqa: D102
         layers = (len(params) - 2) // 2
-        applied = []  # [w | b], and below the top a constant unit's row [0 … 0 | 1]
+        applied = []  # per layer (E, H (+1), D + 1): [w | b], and below the top a constant unit's row [0 … 0 | 1]
         for i in range(layers):
             w, b = params[2 * i], params[2 * i + 1]
-            out = w.new_zeros(len(w) + (i < layers - 1), w.shape[1] + 1, dtype=dtype)
-            out[:len(w), :-1] = w
-            out[:len(w), -1] = b
-            out[len(w):, -1] = 1.0
+            members, rows, cols = w.shape
+            out = w.new_zeros(members, rows + (i < layers - 1), cols + 1, dtype=dtype)
+            out[:, :rows, :-1] = w
+            out[:, :rows, -1] = b
+            out[:, rows:, -1] = 1.0
             applied.append(out)
-        acts = [x1]
-        for w in applied:
-            acts.append(_linear_relu(acts[-1], w, None))
         w_head, b_head = params[-2], params[-1]
-        ctx.save_for_backward(*acts, w_head, *applied)
+        q = torch.empty(len(w_head), len(x1))
+        saved = []
+        for e in range(len(w_head)):
+            acts = [x1]
+            for w in applied:
+                acts.append(_linear_relu(acts[-1], w[e], None))
+            torch.mv(acts[-1].float(), w_head[e, 0], out=q[e])
+            saved += acts[1:]
+        ctx.save_for_backward(x1, w_head, *applied, *saved)
         ctx.layers, ctx.dtype = layers, dtype
-        return torch.mv(acts[-1].float(), w_head[0]) + b_head
+        return q.add_(b_head)
 
     @staticmethod
     def backward(ctx: Any, grad_q: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
-        saved, layers, dtype = ctx.saved_tensors, ctx.layers, ctx.dtype
-        acts, w_head, applied = saved[:layers + 1], saved[layers + 1], saved[layers + 2:]
-        needs = ctx.needs_input_grad[1:]  # (x, w₀, b₀, …, w_L, b_L)
+        layers, dtype = ctx.layers, ctx.dtype
+        x1, w_head, *rest = ctx.saved_tensors
+        applied, saved = rest[:layers], rest[layers:]
+        needs = ctx.needs_input_grad[1:]  # (x1, w₀, b₀, …, w_L, b_L)
+        members = len(w_head)
         grads: list[torch.Tensor | None] = [None] * (2 * layers + 2)
-        grad_q_low = grad_q.to(dtype)
-        if needs[-2]:
-            grads[-2] = torch.mv(acts[-1].t(), grad_q_low).float()[None, :]
-        if needs[-1]:
-            grads[-1] = grad_q.sum().reshape(1)
-        g = torch.ops.aten.threshold_backward(grad_q_low[:, None].expand(acts[-1].shape), acts[-1], 0.0)
-        column_scale: torch.Tensor | None = w_head[0]  # g · diag(w_head) is the top layer's true gradient
-        for i in range(layers - 1, -1, -1):
-            if i < layers - 1:
-                g = torch.ops.aten.threshold_backward(g, acts[i + 1][:, :-1], 0.0)
+        for i in range(layers):
             if needs[1 + 2 * i] or needs[2 + 2 * i]:
-                grad_w = (g.t() @ acts[i]).float()
-                if column_scale is not None:
-                    grad_w.mul_(column_scale[:, None])
-                grads[2 * i], grads[2 * i + 1] = grad_w[:, :-1], grad_w[:, -1]
-            if i > 0 or needs[0]:
-                w = applied[i][:g.shape[1], :-1 if i > 0 else None]
-                if column_scale is not None:
-                    w = (w.float() * column_scale[:, None]).to(dtype)
-                g = g @ w
-            column_scale = None
-        return (None, g if needs[0] else None, *grads)
+                grads[2 * i] = torch.empty(members, *applied[i].shape[1:])  # (E, H (+1), D + 1) → split below
+        if needs[-2]:
+            grads[-2] = torch.empty_like(w_head)
+        if needs[-1]:
+            grads[-1] = grad_q.sum(dim=1, keepdim=True)
+        grad_x = torch.zeros(x1.shape, dtype=dtype) if needs[0] else None
+        grad_q_low = grad_q.to(dtype)
+        for e in range(members):
+            acts = [x1, *saved[e * layers:(e + 1) * layers]]
+            if needs[-2]:
+                grads[-2][e, 0] = torch.mv(acts[-1].t(), grad_q_low[e])
+            g = torch.ops.aten.threshold_backward(grad_q_low[e, :, None].expand(acts[-1].shape), acts[-1], 0.0)
+            column_scale: torch.Tensor | None = w_head[e, 0]  # g · diag(w_head) is the top layer's true gradient
+            for i in range(layers - 1, -1, -1):
+                if i < layers - 1:
+                    g = torch.ops.aten.threshold_backward(g, acts[i + 1][:, :-1], 0.0)
+                if grads[2 * i] is not None:
+                    grad_w = grads[2 * i][e, :g.shape[1]]
+                    if dtype == torch.float32:
+                        torch.mm(g.t(), acts[i], out=grad_w)
+                    else:
+                        grad_w.copy_(g.t() @ acts[i])
+                    if column_scale is not None:
+                        grad_w.mul_(column_scale[:, None])
+                if i > 0 or needs[0]:
+                    w = applied[i][e, :g.shape[1], :-1 if i > 0 else None]
+                    if column_scale is not None:
+                        w = (w.float() * column_scale[:, None]).to(dtype)
+                    if i > 0:
+                        g = g @ w
+                    else:
+                        grad_x.addmm_(g, w)
+                column_scale = None
+        for i in range(layers):
+            if grads[2 * i] is not None:
+                full = grads[2 * i]
+                rows = full.shape[1] - (i < layers - 1)
+                grads[2 * i], grads[2 * i + 1] = full[:, :rows, :-1], full[:, :rows, -1]
+        return (None, grad_x, *grads)
 
 
 class CriticEnsemble(nn.Module):
     """E independent MLP critics (normalised s, y) (N, S + A) → Q (E, N), each initialised like :func:`common.mlp`.
 
-    Weights ``(E, d_out, d_in)`` and biases ``(E, d_out)`` (float32 masters). Members run one after another as 2-D
-    matmuls (faster on a CPU than batched ones), each one :class:`_FusedMLP`; ``precision="bfloat16"`` runs the hidden
-    layers in bfloat16 (head and outputs stay float32).
+    Weights ``(E, d_out, d_in)`` and biases ``(E, d_out)`` (float32 masters), evaluated by :class:`_FusedCritics`;
+    ``precision="bfloat16"`` runs the hidden layers in bfloat16 (heads and outputs stay float32).
     """
 
     def __init__(self, n_in: int, hidden: tuple[int, ...], members: int, generator: torch.Generator,
@@ -309,11 +336,8 @@ class CriticEnsemble(nn.Module):
         """``x (N, S + A)`` → Q ``(E, N)``, float32. With ``frozen`` the weights are detached (gradients reach ``x``
         only: the actor's step computes no critic gradients)."""
         x1 = torch.cat([x, x.new_ones(len(x), 1)], dim=1).to(self.dtype)  # the first bias is a weight on the 1s
-        out = []
-        for e in range(self.members):
-            params = [t[e].detach() if frozen else t[e] for pair in zip(self.weights, self.biases) for t in pair]
-            out.append(_FusedMLP.apply(self.dtype, x1, *params))
-        return torch.stack(out)
+        params = [t.detach() if frozen else t for pair in zip(self.weights, self.biases) for t in pair]
+        return _FusedCritics.apply(self.dtype, x1, *params)
 
 
 # ---- the actor's expectation and draws ---------------------------------------------------------------------------
