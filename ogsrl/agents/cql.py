@@ -220,6 +220,11 @@ def _linear_relu(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> to
     return (x @ w.t() if b is None else torch.addmm(b, x, w.t())).relu_()
 
 
+CONSTANT_BLOCK = 32
+"""units appended below the top layer: a constant unit (1, the next layer's bias is its weight) and zero units that
+keep each activation row 64-byte aligned (32 bfloat16; −0.4 ms per update against one unit on the AMX CPU)"""
+
+
 class _FusedCritics(torch.autograd.Function):
     """E MLP critics with a written-out backward: hidden layers in ``dtype`` (float32 weight masters), float32 heads.
 
@@ -239,14 +244,16 @@ class _FusedCritics(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, dtype: torch.dtype, x1: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:  # noqa: D102
         layers = (len(params) - 2) // 2
-        applied = []  # per layer (E, H (+1), D + 1): [w | b], and below the top a constant unit's row [0 … 0 | 1]
+        applied = []  # per layer (E, H (+block), D + 1 or + block): [w | b | 0], below the top a unit [0 … 0 | 1 | 0]
         for i in range(layers):
             w, b = params[2 * i], params[2 * i + 1]
             members, rows, cols = w.shape
-            out = w.new_zeros(members, rows + (i < layers - 1), cols + 1, dtype=dtype)
-            out[:, :rows, :-1] = w
-            out[:, :rows, -1] = b
-            out[:, rows:, -1] = 1.0
+            out = w.new_zeros(members, rows + (CONSTANT_BLOCK if i < layers - 1 else 0),
+                              cols + (1 if i == 0 else CONSTANT_BLOCK), dtype=dtype)
+            out[:, :rows, :cols] = w
+            out[:, :rows, cols] = b
+            if i < layers - 1:
+                out[:, rows, cols] = 1.0
             applied.append(out)
         w_head, b_head = params[-2], params[-1]
         q = torch.empty(len(w_head), len(x1))
@@ -259,6 +266,7 @@ class _FusedCritics(torch.autograd.Function):
             saved += acts[1:]
         ctx.save_for_backward(x1, w_head, *applied, *saved)
         ctx.layers, ctx.dtype = layers, dtype
+        ctx.shapes = [tuple(params[2 * i].shape[1:]) for i in range(layers)]
         return q.add_(b_head)
 
     @staticmethod
@@ -286,7 +294,7 @@ class _FusedCritics(torch.autograd.Function):
             column_scale: torch.Tensor | None = w_head[e, 0]  # g · diag(w_head) is the top layer's true gradient
             for i in range(layers - 1, -1, -1):
                 if i < layers - 1:
-                    g = torch.ops.aten.threshold_backward(g, acts[i + 1][:, :-1], 0.0)
+                    g = torch.ops.aten.threshold_backward(g, acts[i + 1][:, :g.shape[1]], 0.0)
                 if grads[2 * i] is not None:
                     grad_w = grads[2 * i][e, :g.shape[1]]
                     if dtype == torch.float32:
@@ -296,7 +304,7 @@ class _FusedCritics(torch.autograd.Function):
                     if column_scale is not None:
                         grad_w.mul_(column_scale[:, None])
                 if i > 0 or needs[0]:
-                    w = applied[i][e, :g.shape[1], :-1 if i > 0 else None]
+                    w = applied[i][e, :g.shape[1], :ctx.shapes[i][1] if i > 0 else None]
                     if column_scale is not None:
                         w = (w.float() * column_scale[:, None]).to(dtype)
                     if i > 0:
@@ -307,8 +315,8 @@ class _FusedCritics(torch.autograd.Function):
         for i in range(layers):
             if grads[2 * i] is not None:
                 full = grads[2 * i]
-                rows = full.shape[1] - (i < layers - 1)
-                grads[2 * i], grads[2 * i + 1] = full[:, :rows, :-1], full[:, :rows, -1]
+                rows, cols = ctx.shapes[i]
+                grads[2 * i], grads[2 * i + 1] = full[:, :rows, :cols], full[:, :rows, cols]
         return (None, grad_x, *grads)
 
 
