@@ -279,7 +279,7 @@ class _FusedCritics(torch.autograd.Function):
         grads: list[torch.Tensor | None] = [None] * (2 * layers + 2)
         for i in range(layers):
             if needs[1 + 2 * i] or needs[2 + 2 * i]:
-                grads[2 * i] = torch.empty(members, *applied[i].shape[1:])  # (E, H (+1), D + 1) → split below
+                grads[2 * i] = torch.empty(members, *applied[i].shape[1:])  # [w | b | block] per member, split below
         if needs[-2]:
             grads[-2] = torch.empty_like(w_head)
         if needs[-1]:
