@@ -75,9 +75,12 @@ class HurdleActor(nn.Module):
         self.obs_mean.copy_(torch.as_tensor(mean, dtype=torch.float64))
         self.obs_std.copy_(torch.as_tensor(std, dtype=torch.float64))
 
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, obs: torch.Tensor, hidden_dtype: torch.dtype = torch.float32
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Parameters for physical states ``obs (B, S)``; ``hidden_dtype`` bfloat16 runs the hidden layers' matmuls in
+        bfloat16 (training speed, :func:`common.mlp_forward`; the output layer stays float32)."""
         x = ((obs.double() - self.obs_mean) / self.obs_std).float()
-        out = self.net(x)  # (B, K + 3KA)
+        out = common.mlp_forward(self.net, x, hidden_dtype)  # (B, K + 3KA)
         logit_w, rest = out[:, : self.k], out[:, self.k :].reshape(-1, 3, self.k, self.n_act)  # → (B, 3, K, A)
         logit0, raw_mu, raw_log_std = rest.unbind(dim=1)
         mu = common.soft_clamp(raw_mu, common.MU_MIN, common.MU_MAX)

@@ -151,6 +151,19 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, generator: torch.Gener
     return nn.Sequential(*layers)
 
 
+def mlp_forward(net: nn.Sequential, x: torch.Tensor, hidden_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """An :func:`mlp`'s output for ``x``, its hidden layers' matmuls in ``hidden_dtype`` (weights cast from their
+    float32 masters, gradients flow back to them) and its output layer in float32. bfloat16 is ~4× faster than float32
+    on a CPU with AMX tiles for a 256-wide layer on 256 rows."""
+    if hidden_dtype == torch.float32:
+        return net(x)
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    h = x.to(hidden_dtype)
+    for lin in linears[:-1]:
+        h = nn.functional.linear(h, lin.weight.to(hidden_dtype), lin.bias.to(hidden_dtype)).relu()
+    return nn.functional.linear(h.float(), linears[-1].weight, linears[-1].bias)
+
+
 def soft_clamp(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """Smoothly map ℝ → (low, high) (tanh), so a parameter stays bounded without killing gradients."""
     return low + 0.5 * (high - low) * (torch.tanh(x) + 1.0)
@@ -256,11 +269,24 @@ def truncnorm_rsample(mu: torch.Tensor, std: torch.Tensor, u: torch.Tensor) -> t
     1 + erf cancels) puts it at the near bound, as it should. Kept inside [1e-9, 1], so a draw is never the zero-dose
     atom. ``mu``, ``std`` and ``u`` broadcast.
     """
-    mu, std, u = mu.double(), std.double(), u.double()
+    mu, std = mu.double(), std.double()
+    return _truncnorm_quantile(mu, std, truncnorm_bounds(mu, std), u)
+
+
+def truncnorm_bounds(mu: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(log Φ(lo), log Φ(hi), log Φ̄(lo), log Φ̄(hi)), lo = −μ/σ, hi = (1 − μ)/σ: what :func:`truncnorm_rsample`
+    needs of the bounds, computed once per distribution (then gathered per draw)."""
     lo, hi = -mu / std, (1.0 - mu) / std
-    log_lo, log_hi = torch.special.log_ndtr(lo), torch.special.log_ndtr(hi)  # log Φ(lo) ≤ log Φ(hi)
+    return (torch.special.log_ndtr(lo), torch.special.log_ndtr(hi), torch.special.log_ndtr(-lo),
+            torch.special.log_ndtr(-hi))
+
+
+def _truncnorm_quantile(mu: torch.Tensor, std: torch.Tensor, bounds: tuple[torch.Tensor, ...],
+                        u: torch.Tensor) -> torch.Tensor:
+    """The draw of :func:`truncnorm_rsample` at ``u`` from float64 ``mu``, ``std`` and their :func:`truncnorm_bounds`."""
+    log_lo, log_hi, log_nlo, log_nhi = bounds  # log Φ(lo) ≤ log Φ(hi); log(1 − Φ(·)), Φ̄(hi) ≤ Φ̄(lo)
+    u = u.double()
     log_p = log_hi + torch.log(u + (1.0 - u) * torch.exp(log_lo - log_hi))  # p = u·Φ(hi) + (1 − u)·Φ(lo)
-    log_nlo, log_nhi = torch.special.log_ndtr(-lo), torch.special.log_ndtr(-hi)  # log(1 − Φ(·)), Φ̄(hi) ≤ Φ̄(lo)
     log_q = log_nlo + torch.log(1.0 - u + u * torch.exp(log_nhi - log_nlo))  # 1 − p = u·Φ̄(hi) + (1 − u)·Φ̄(lo)
     left = log_p <= log_q
     z = _left_quantile(torch.where(left, log_p, log_q))
@@ -283,7 +309,8 @@ def hurdle_rsample(
 
     u0 = torch.rand(bsz, n, a_dim, generator=generator, dtype=torch.float64)
     u = torch.rand(bsz, n, a_dim, generator=generator, dtype=torch.float64)
-    y = truncnorm_rsample(pick(mu), pick(log_std).double().exp(), u)
+    mu, std = mu.double(), log_std.double().exp()
+    y = _truncnorm_quantile(pick(mu), pick(std), tuple(pick(b) for b in truncnorm_bounds(mu, std)), u)
     return torch.where(u0 < torch.sigmoid(pick(logit0).double()), torch.zeros_like(y), y)
 
 

@@ -35,6 +35,23 @@ def _policy(seed: int, mode: str = "sample") -> SavedPolicy:
     return SavedPolicy(actor, ("map",), mode, sample_seed=seed)  # type: ignore[arg-type]
 
 
+def test_bfloat16_hidden_layers_round_the_parameters_and_their_gradients_reach_the_float32_weights() -> None:
+    actor = HurdleActor(5, (64, 64), 3, torch.Generator().manual_seed(0))
+    obs = torch.randn(300, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    grads = []
+    for dtype in (torch.float32, torch.bfloat16):
+        actor.zero_grad()
+        params = actor(obs, dtype)
+        sum(p.double().sum() for p in params).backward()
+        grads.append((params, [p.grad.clone() for p in actor.parameters()]))
+    (ref, ref_grads), (low, low_grads) = grads
+    assert all(p.dtype == torch.float32 for p in low)  # the output layer stays float32
+    for a, b in zip(low, ref):  # bfloat16 rounding (8 bits) of inputs, weights and activations, nothing more
+        assert 1e-5 < float((a - b).detach().abs().max()) < 0.03
+    for a, b in zip(low_grads, ref_grads):
+        assert a.dtype == torch.float32 and float((a - b).norm() / b.norm()) < 0.02
+
+
 @pytest.fixture()
 def guarded() -> GuardedPolicy:
     return GuardedPolicy(_policy(0), _policy(1), FluidGuardian(), mc_samples=4000, mc_seed=3)
