@@ -250,7 +250,8 @@ class _FusedCritics(torch.autograd.Function):
     pass over the N × H activations that can be saved is. The ReLU runs inside the matmul; biases are weights on a
     constant input (a column of 1s for the first layer, a constant unit below the top), so their gradients come out
     of the weight gradients' matmuls; the head's weights scale the top layer's gradient matrix instead of an outer
-    product over all rows (1[h > 0] ⊙ (∂q ⊗ w) = (1[h > 0] ⊙ ∂q) · diag(w)); the members' weights are packed once
+    product over all rows (1[h > 0] ⊙ (∂q ⊗ w) = (1[h > 0] ⊙ ∂q) · diag(w)), and the head's weight gradient comes from
+    the top layer's, Σₙ ∂qₙ·hₙⱼ = Σₖ Wⱼₖ·Gⱼₖ (no pass over the rows); the members' weights are packed once
     per call and their gradients written straight into the stacked tensors; no graph is recorded, and weight
     gradients are computed only when asked for (the actor's step needs the input's gradient alone). Members run one
     after another as 2-D matmuls (faster on a CPU than batched ones). ``dtype`` bfloat16 pays only on CPUs with AMX.
@@ -304,9 +305,10 @@ class _FusedCritics(torch.autograd.Function):
             grads[-1] = grad_q.sum(dim=1, keepdim=True)
         grad_x = torch.zeros(x1.shape, dtype=dtype) if needs[0] else None
         grad_q_low = grad_q.to(dtype)
+        head_from_top = needs[-2] and grads[2 * (layers - 1)] is not None
         for e in range(members):
             acts = [x1, *saved[e * layers:(e + 1) * layers]]
-            if needs[-2]:
+            if needs[-2] and not head_from_top:
                 grads[-2][e, 0] = torch.mv(acts[-1].t(), grad_q_low[e])
             g = torch.ops.aten.threshold_backward(grad_q_low[e, :, None].expand(acts[-1].shape), acts[-1], 0.0)
             column_scale: torch.Tensor | None = w_head[e, 0]  # g · diag(w_head) is the top layer's true gradient
@@ -322,6 +324,8 @@ class _FusedCritics(torch.autograd.Function):
                     else:
                         grad_w.copy_(g.t() @ acts[i])
                     if column_scale is not None:
+                        if head_from_top:  # Σₙ ∂qₙ·hₙⱼ = Σₖ Wⱼₖ·Gⱼₖ, as h = relu(a·Wᵀ) and G = (1[h > 0] ⊙ ∂q)ᵀ·a
+                            grads[-2][e, 0] = (applied[i][e, :g.shape[1]] * grad_w).sum(dim=1)
                         grad_w.mul_(column_scale[:, None])
                 if i > 0 or needs[0]:
                     w = applied[i][e, :g.shape[1], :ctx.shapes[i][1] if i > 0 else None]
