@@ -158,6 +158,8 @@ def mlp_forward(net: nn.Sequential, x: torch.Tensor, hidden_dtype: torch.dtype =
     if hidden_dtype == torch.float32:
         return net(x)
     linears = [m for m in net if isinstance(m, nn.Linear)]
+    if [type(m) for m in net] != [nn.Linear, nn.ReLU] * (len(linears) - 1) + [nn.Linear]:
+        raise ValueError(f"mlp_forward runs networks built by mlp() (Linear and ReLU layers), got {net}")
     h = x.to(hidden_dtype)
     for lin in linears[:-1]:
         h = nn.functional.linear(h, lin.weight.to(hidden_dtype), lin.bias.to(hidden_dtype)).relu()

@@ -50,6 +50,9 @@ def test_bfloat16_hidden_layers_round_the_parameters_and_their_gradients_reach_t
         assert 1e-5 < float((a - b).detach().abs().max()) < 0.03
     for a, b in zip(low_grads, ref_grads):
         assert a.dtype == torch.float32 and float((a - b).norm() / b.norm()) < 0.02
+    actor.net.insert(1, torch.nn.Tanh())  # a layer the low-precision path would skip: refused, not dropped
+    with pytest.raises(ValueError, match="Linear and ReLU"):
+        actor(obs, torch.bfloat16)
 
 
 @pytest.fixture()
