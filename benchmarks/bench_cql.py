@@ -90,6 +90,14 @@ class TorchScriptPolicy:
         return np.where(dose < common.ACTION_RESOLUTION, 0.0, np.minimum(dose, common.ACTION_MAX))
 
 
+SAMPLED_NOTE = ("The update budget here is a speed budget from a fresh actor, not a training recipe: our sampled "
+                "policy still carries the SAC entropy (the temperature starts at 1 and barely moves in a budget this short), "
+                "and draws from that spread are harmful doses — raw, without the guardian fallback, as here. Its mode "
+                "shows what the critics learnt. The pipeline's CQL runs start from SOC, train 5,000 updates and are "
+                "served with the guardian fallback (docs/policies-and-ope.md, \"Unconstrained CQL's raw actor is "
+                "dangerous\"; `benchmarks/results/policies_s19.md`).")
+
+
 def truth(params: dict, root: Path, policy: object, episodes: int, seed: int) -> dict:
     """``ogsrl truth`` (cohort population) for a policy object."""
     from ogsrl.cohort.extract import CohortConfig
@@ -289,6 +297,7 @@ def main() -> None:
                      f" | {r['truth/mortality_hosp']:.3f} [{r['truth/mortality_hosp_ci_lo']:.3f}, "
                      f"{r['truth/mortality_hosp_ci_hi']:.3f}] | {r['truth/cost_return_cost_spo2_low']:.2f} / "
                      f"{r['truth/cost_return_cost_urine_low']:.2f} |")
+    lines += ["", SAMPLED_NOTE]
     text = "\n".join(lines) + "\n"
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / f"{args.out}.md").write_text(text, encoding="utf-8")
