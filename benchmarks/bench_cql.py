@@ -91,9 +91,9 @@ class TorchScriptPolicy:
 
 
 SAMPLED_NOTE = ("The update budget here is a speed budget from a fresh actor, not a training recipe: our sampled "
-                "policy still carries the SAC entropy (the temperature starts at 1 and barely moves in a budget this short), "
-                "and draws from that spread are harmful doses — raw, without the guardian fallback, as here. Its mode "
-                "shows what the critics learnt. The pipeline's CQL runs start from SOC, train 5,000 updates and are "
+                "policy still carries the SAC entropy (the temperature starts at 1 and barely moves in a budget this "
+                "short), and draws from that spread are harmful doses — raw, without the guardian fallback, as here. "
+                "Its mode shows what the critics learnt. The pipeline's CQL runs start from SOC, train 5,000 updates and are "
                 "served with the guardian fallback (docs/policies-and-ope.md, \"Unconstrained CQL's raw actor is "
                 "dangerous\"; `benchmarks/results/policies_s19.md`).")
 

@@ -68,7 +68,8 @@ def main() -> None:
              "policies (data only); its slope beside the true 1/b.\n"]
     for cost in COSTS:
         lines += [f"## {cost}\n", "| union | policies | MB reads a + b·truth | r | fixed point | MB error | oracle | "
-                  "WIS-calibrated | PDWIS-calibrated | slope WIS / PDWIS (true 1/b) |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "WIS-calibrated | PDWIS-calibrated | slope WIS / PDWIS (true 1/b) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for union in args.unions.split(","):
             rows, names = union_rows(union)
             truth = np.array([rows[k][0][f"cost_return_{cost}"] for k in names])

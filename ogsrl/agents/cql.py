@@ -125,7 +125,8 @@ class Config:
     precision: Literal["float32", "bfloat16", "auto"] = "float32"
     """matmul precision of the critics' hidden layers and, during training, the actor's (heads, targets, losses, the
     density and the served actor stay float32 / float64): bfloat16 is ~2.7× faster than float32 on a CPU with AMX
-    tiles and slower without them; auto picks bfloat16 exactly where the CPU has AMX (:func:`resolve_precision`; the choice is in the metrics as ``train/bfloat16_critics``)"""
+    tiles and slower without them; auto picks bfloat16 exactly where the CPU has AMX (:func:`resolve_precision`; the
+    choice is in the metrics as ``train/bfloat16_critics``)"""
     critic_warm_start: int = 1000
     """supervised updates that first regress every critic on the logged returns-to-go (the clinicians' Monte-Carlo
     Q), so CQL starts from values of the right scale instead of propagating a whole stay through Polyak targets;
