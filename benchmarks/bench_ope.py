@@ -332,6 +332,7 @@ def add_model_based(result: dict, root: Path, params: dict, pols: dict[str, Any]
     def merge(entry: dict, mb: dict) -> None:
         ess = entry["estimates"].get("fqe/return", {}).get("ess", float("nan"))
         entry["estimates"].update({k: {**v, "ess": ess} for k, v in mb.items()})
+        drop_derived(entry)
 
     if "rank" in result:
         ranked = result["rank"]["policies"]
@@ -560,6 +561,13 @@ def own_policies(ds: Path, pols: dict[str, Any], names: list[str]) -> dict[str, 
         else:
             raise SystemExit(f"--coverage-policies: unknown {n!r} (own:clone or own:mix[<clone %>]_<policy>)")
     return out
+
+
+def drop_derived(entry: dict) -> None:
+    """Forget ``entry``'s consensus and cautious estimates (after its parts changed): :func:`estimate_of` recomputes
+    them from the parts."""
+    for key in [k for k in entry["estimates"] if k.split("/")[0] in (ope_stage.CONSENSUS, ope_stage.CAUTIOUS)]:
+        del entry["estimates"][key]
 
 
 def estimate_of(r: dict, e: str, target: str) -> dict | None:

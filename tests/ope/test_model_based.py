@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ogsrl.ope import model_based, neighbour, stage
-from ogsrl.world.data import Layout, transitions_from_frame
+from ogsrl.world.data import Layout, Transitions, transitions_from_frame
 from ogsrl.world.ensemble import EnsembleConfig, StepSample, WorldModel
 from ogsrl.world.toy import toy_trajectories
 from tests.world.conftest import COSTS, STATE, TINY
@@ -96,7 +96,7 @@ def test_fits_hold_stays_out_and_are_reproducible(toy: tuple, monkeypatch: pytes
         return fit(self, train, val)  # type: ignore[arg-type]
 
     monkeypatch.setattr(WorldModel, "fit", spy)
-    cfg = model_based.Config(refits=2, holdout=0.25)
+    cfg = model_based.Config(refits=2, holdout=0.25, cost_reader="model")
     a = model_based.fit_models(data, keys, _new, cfg, np.random.SeedSequence(5))
     assert len(a) == 3 and len(set(sizes[i][1] for i in range(3))) == 1  # one held-out set for every fit
     assert sizes[0][0] + sizes[0][1] == len(data)  # the full-data fit: every row in exactly one part
@@ -120,8 +120,63 @@ def test_a_policy_reading_unmodelled_columns_gets_no_estimate() -> None:
     assert got[("mb", "return")].value == pytest.approx(10.0) and got[("mb", "return")].ess == 5.0
 
 
+def _rule_data(n: int, seed: int) -> Transitions:
+    """States spread over the layout's box; cost 0 = 1[SpO₂ < 92] (a rule of s), cost 1 = 1[NE dose > 0.3] (of a)."""
+    rng = np.random.default_rng(seed)
+    lo, hi = LAYOUT.state_bounds()
+    a_lo, a_hi = LAYOUT.action_bounds()
+    obs = (lo + (hi - lo) * rng.random((n, len(lo)))).astype(np.float32)
+    act = (a_lo + (a_hi - a_lo) * rng.random((n, len(a_lo)))).astype(np.float32)
+    cost = np.column_stack([obs[:, LAYOUT.state_features.index("spo2")] < 92, act[:, 1] > 0.3]).astype(np.float32)
+    zeros = np.zeros(n, np.float32)
+    return Transitions(obs=obs, act=act, next_obs=obs, rew=zeros, cost=cost, death=zeros)
+
+
+def test_boosted_costs_read_the_cost_rules_and_leave_the_rest_of_the_step(toy: tuple) -> None:
+    fit, stop, fresh = _rule_data(3000, 0), _rule_data(600, 1), _rule_data(400, 2)
+    model = KnownModel()
+    read = model_based.BoostedCosts.fit(model, fit, stop, seed=3)  # type: ignore[arg-type]
+    p = read.cost_prob(fresh.obs, fresh.act)
+    assert p.shape == (400, 2) and ((p >= 0) & (p <= 1)).all()
+    assert np.mean((p > 0.5) == (fresh.cost > 0.5)) > 0.97  # both rules learnt, on unseen rows
+    again = model_based.BoostedCosts.fit(model, fit, stop, seed=3)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(again.cost_prob(fresh.obs, fresh.act), p)
+    base = model.step(fresh.obs, fresh.act, "random_elite", np.random.default_rng(0))
+    step = read.step(fresh.obs, fresh.act, "random_elite", np.random.default_rng(0))
+    np.testing.assert_array_equal(step.cost_prob, p)
+    np.testing.assert_array_equal(step.next_obs, base.next_obs)
+    np.testing.assert_array_equal(step.rew, base.rew)
+    assert read.layout is LAYOUT and read.elites is model.elites
+
+
+def test_a_cost_never_seen_reads_its_constant_rate() -> None:
+    fit, stop = _rule_data(500, 0), _rule_data(100, 1)
+    never = Transitions(obs=fit.obs, act=fit.act, next_obs=fit.obs, rew=fit.rew,
+                        cost=np.column_stack([fit.cost[:, 0], np.zeros(len(fit))]), death=fit.death)
+    read = model_based.BoostedCosts.fit(KnownModel(), never, stop, seed=0)  # type: ignore[arg-type]
+    assert read.trees[1] == 0.0
+    np.testing.assert_array_equal(read.cost_prob(stop.obs, stop.act)[:, 1], 0.0)
+    with pytest.raises(ValueError, match="one classifier per cost"):
+        model_based.BoostedCosts(KnownModel(), read.trees[:1])  # type: ignore[arg-type]
+
+
+def test_boosted_fits_share_one_set_of_trees_beside_the_same_models(toy: tuple) -> None:
+    data, keys = toy
+    cfg = model_based.Config(refits=2, holdout=0.25)
+    fits = model_based.fit_models(data, keys, _new, cfg, np.random.SeedSequence(5))
+    assert all(isinstance(f, model_based.BoostedCosts) and f.trees is fits[0].trees for f in fits)  # shared trees
+    plain = model_based.fit_models(data, keys, _new, model_based.Config(refits=2, holdout=0.25, cost_reader="model"),
+                                   np.random.SeedSequence(5))
+    obs, act = data.obs[:7], data.act[:7]
+    for f, m in zip(fits, plain):  # the same models, now beside their trees
+        np.testing.assert_array_equal(f.model.predict(obs, act).rew_mean, m.predict(obs, act).rew_mean)
+    v = model_based.estimate(fits, data.obs[:4], np.full(4, 3), _dose(0.2), 1.0, cfg, 0, np.random.default_rng(0),
+                             np.random.default_rng(1), 50, 0.95)[0]
+    assert np.isfinite(v).all() and (v[1:] >= 0).all() and (v[1:] <= 3).all()  # expected counts over 3 steps
+
+
 @pytest.mark.parametrize(("kw", "match"), [({"refits": 1}, "refits"), ({"rollouts": 0}, "rollouts"),
-                                           ({"holdout": 0.6}, "holdout")])
+                                           ({"holdout": 0.6}, "holdout"), ({"cost_reader": "head"}, "cost_reader")])
 def test_bad_config_fails_with_one_line(kw: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         model_based.Config(**kw)
