@@ -9,10 +9,10 @@ averaged over the evaluation stays i and the models m (:func:`ogsrl.ope.bootstra
 the interval: the stays' bootstrap SE plus the spread between models). Each of the R episodes from a stay's first
 state runs for the H_i decision steps that stay had left in the window — as the truth and the logged returns stop
 there — and ends early on a sampled death (which charges the death reward, as the data do) or discharge. Costs are
-expected costs (probabilities), so a cost return is an expected count: by default (``cost_reader: boosted``) each
-step's P(c = 1 | s_t, a_t) comes from gradient-boosted trees fitted per cost on the full-data fit's rows (early
-stopping on its held-out stays), the world models only stepping the states; ``model`` reads each model's cost
-head (docs/policies-and-ope.md, "Model-based OPE's cost readings").
+expected costs (probabilities), so a cost return is an expected count: by default (``cost_reader: model``) each
+step's P(c = 1 | s_t, a_t) is the model's cost head; with ``boosted`` it comes from gradient-boosted trees fitted per
+cost on the full-data fit's rows (early stopping on its held-out stays), the world models only stepping the states
+(docs/policies-and-ope.md, "Model-based OPE's cost readings").
 
 The models are the learners' ensemble (``world.model``) but fitted on the evaluation split alone: no learner was
 trained against them, so a policy cannot have learned their errors. Each fit holds a share of the stays out for early
@@ -57,9 +57,10 @@ class Config:
     """share of the evaluation stays each fit holds out for early stopping and elite selection"""
     mode: Mode = "random_elite"
     """how a step uses the ensemble (:class:`ogsrl.world.env.EnvConfig`)"""
-    cost_reader: Literal["boosted", "model"] = "boosted"
-    """where a step's cost probability comes from: gradient-boosted trees per cost on (s, a), fitted once beside the
-    full-data model (:class:`BoostedCosts`), or each world model's cost head"""
+    cost_reader: Literal["model", "boosted"] = "model"
+    """where a step's cost probability comes from: each world model's cost head, or gradient-boosted trees per cost
+    on (s, a) fitted once beside the full-data model (:class:`BoostedCosts`: ranks the costs better, but reads the
+    SpO₂ cost low near the clinicians' level — docs/policies-and-ope.md, session 27)"""
 
     def __post_init__(self) -> None:
         if self.refits == 1 or self.refits < 0:

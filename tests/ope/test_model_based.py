@@ -162,7 +162,7 @@ def test_a_cost_never_seen_reads_its_constant_rate() -> None:
 
 def test_boosted_fits_share_one_set_of_trees_beside_the_same_models(toy: tuple) -> None:
     data, keys = toy
-    cfg = model_based.Config(refits=2, holdout=0.25)
+    cfg = model_based.Config(refits=2, holdout=0.25, cost_reader="boosted")
     fits = model_based.fit_models(data, keys, _new, cfg, np.random.SeedSequence(5))
     assert all(isinstance(f, model_based.BoostedCosts) and f.trees is fits[0].trees for f in fits)  # shared trees
     plain = model_based.fit_models(data, keys, _new, model_based.Config(refits=2, holdout=0.25, cost_reader="model"),
