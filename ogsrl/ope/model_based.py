@@ -77,6 +77,24 @@ BOOST = {"max_iter": 300, "learning_rate": 0.05, "max_leaf_nodes": 31, "n_iter_n
 """the trees' settings (scikit-learn's defaults but a slower rate); early stopping on the fit's held-out stays"""
 
 
+CostTrees = tuple[HistGradientBoostingClassifier | float, ...]
+"""one fitted classifier per cost, or the constant rate of a cost never (or always) seen"""
+
+
+def fit_cost_trees(fit: Transitions, stop: Transitions, seed: int) -> CostTrees:
+    """Gradient-boosted trees for P(c = 1 | s, a) of each cost column of ``fit`` (early stopping on ``stop``)."""
+    x, x_stop = np.column_stack([fit.obs, fit.act]), np.column_stack([stop.obs, stop.act])
+    trees: list[HistGradientBoostingClassifier | float] = []
+    for c in range(fit.cost.shape[1]):
+        y, y_stop = fit.cost[:, c] > 0.5, stop.cost[:, c] > 0.5
+        if y.all() or not y.any() or y_stop.all() or not y_stop.any():
+            trees.append(float(y.mean()))
+            continue
+        clf = HistGradientBoostingClassifier(**BOOST, early_stopping=True, random_state=seed)
+        trees.append(clf.fit(x, y, X_val=x_stop, y_val=y_stop))
+    return tuple(trees)
+
+
 class BoostedCosts:
     """A fitted world model whose steps read each cost's probability from gradient-boosted trees on (s, a).
 
@@ -85,7 +103,7 @@ class BoostedCosts:
     constant rate.
     """
 
-    def __init__(self, model: WorldModel, trees: tuple[HistGradientBoostingClassifier | float, ...]) -> None:
+    def __init__(self, model: WorldModel, trees: CostTrees) -> None:
         if len(trees) != len(model.layout.cost_names):
             raise ValueError(f"one classifier per cost {list(model.layout.cost_names)}, got {len(trees)}")
         self.model, self.trees = model, trees
@@ -101,20 +119,6 @@ class BoostedCosts:
     @property
     def death_charge(self) -> float:
         return self.model.death_charge
-
-    @staticmethod
-    def fit(model: WorldModel, fit: Transitions, stop: Transitions, seed: int) -> BoostedCosts:
-        """Trees for each cost column of ``fit`` (early stopping on ``stop``) beside the fitted ``model``."""
-        x, x_stop = np.column_stack([fit.obs, fit.act]), np.column_stack([stop.obs, stop.act])
-        trees: list[HistGradientBoostingClassifier | float] = []
-        for c in range(fit.cost.shape[1]):
-            y, y_stop = fit.cost[:, c] > 0.5, stop.cost[:, c] > 0.5
-            if y.all() or not y.any() or y_stop.all() or not y_stop.any():
-                trees.append(float(y.mean()))
-                continue
-            clf = HistGradientBoostingClassifier(**BOOST, early_stopping=True, random_state=seed)
-            trees.append(clf.fit(x, y, X_val=x_stop, y_val=y_stop))
-        return BoostedCosts(model, tuple(trees))
 
     def cost_prob(self, obs: np.ndarray, act: np.ndarray) -> npt.NDArray[np.float32]:
         """(B, C) P(c = 1 | s, a) of each cost."""
@@ -183,7 +187,7 @@ def fit_models(data: Transitions, stay_labels: npt.ArrayLike, new_model: Callabl
         models.append(model)
     if cfg.cost_reader == "model":
         return tuple(models)
-    trees = BoostedCosts.fit(models[0], data.take(np.concatenate(kept)), stop, int(init_seeds[0])).trees
+    trees = fit_cost_trees(data.take(np.concatenate(kept)), stop, int(init_seeds[0]))
     return tuple(BoostedCosts(m, trees) for m in models)
 
 

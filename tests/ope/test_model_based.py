@@ -135,11 +135,11 @@ def _rule_data(n: int, seed: int) -> Transitions:
 def test_boosted_costs_read_the_cost_rules_and_leave_the_rest_of_the_step(toy: tuple) -> None:
     fit, stop, fresh = _rule_data(3000, 0), _rule_data(600, 1), _rule_data(400, 2)
     model = KnownModel()
-    read = model_based.BoostedCosts.fit(model, fit, stop, seed=3)  # type: ignore[arg-type]
+    read = model_based.BoostedCosts(model, model_based.fit_cost_trees(fit, stop, seed=3))  # type: ignore[arg-type]
     p = read.cost_prob(fresh.obs, fresh.act)
     assert p.shape == (400, 2) and ((p >= 0) & (p <= 1)).all()
     assert np.mean((p > 0.5) == (fresh.cost > 0.5)) > 0.97  # both rules learnt, on unseen rows
-    again = model_based.BoostedCosts.fit(model, fit, stop, seed=3)  # type: ignore[arg-type]
+    again = model_based.BoostedCosts(model, model_based.fit_cost_trees(fit, stop, seed=3))  # type: ignore[arg-type]
     np.testing.assert_array_equal(again.cost_prob(fresh.obs, fresh.act), p)
     base = model.step(fresh.obs, fresh.act, "random_elite", np.random.default_rng(0))
     step = read.step(fresh.obs, fresh.act, "random_elite", np.random.default_rng(0))
@@ -153,7 +153,8 @@ def test_a_cost_never_seen_reads_its_constant_rate() -> None:
     fit, stop = _rule_data(500, 0), _rule_data(100, 1)
     never = Transitions(obs=fit.obs, act=fit.act, next_obs=fit.obs, rew=fit.rew,
                         cost=np.column_stack([fit.cost[:, 0], np.zeros(len(fit))]), death=fit.death)
-    read = model_based.BoostedCosts.fit(KnownModel(), never, stop, seed=0)  # type: ignore[arg-type]
+    trees = model_based.fit_cost_trees(never, stop, seed=0)
+    read = model_based.BoostedCosts(KnownModel(), trees)  # type: ignore[arg-type]
     assert read.trees[1] == 0.0
     np.testing.assert_array_equal(read.cost_prob(stop.obs, stop.act)[:, 1], 0.0)
     with pytest.raises(ValueError, match="one classifier per cost"):
