@@ -1,0 +1,204 @@
+"""Model-based OPE with history: evaluation world models whose state carries the previous steps' values (issue 12).
+
+The ``mb`` estimator's world model is Markov in the observed state, so a simulated patient forgets its own course
+and re-draws its noise at every step (``probe_mb_states.py``). Here the evaluation split's state is extended by lag
+columns ``prev_<f>`` (the value one step back; ``prev<k>_<f>``: k steps back; at a stay's first step every lag
+equals the current value) and a model of the same architecture is fitted on it. The lags are **copied by identity**,
+never learned: the ensemble copies them unchanged (``world.model.copy_features``) and each simulated step then
+shifts them (``prev_f ← f``, ``prev<k>_f ← prev<k-1>_f`` of the state it left). For every policy of the saved rank
+pages, the value averaged over ``--fits`` fits — as ``mb`` computes it, same seeds — with and without the lags, against
+the truth (10,000 patients, seed 13): median relative error, Spearman and the line ``estimate = a + b·truth`` of the
+return and each cost return, over all policies and over those the pages' union admits.
+
+Usage:
+  .venv/bin/python benchmarks/probe_mb_lags.py --root /work/s21/S \
+      --pages ope_rank_s21spread_fresh,ope_rank_s24seed58_a,ope_rank_s24seed58_b --policy-roots /work/s24/E,/work/s24/F \
+      --work /work/s21/w_spread --admitted ope_rank_s24union58 \
+      --lags spo2,fio2,pf_ratio,pao2,map,lactate,urine_step,hr,rr,sofa --depths 1,2 [--fits 4] [--out mb_lags]
+Writes benchmarks/results/<out>.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_ope  # noqa: E402
+import probe_mb_states  # noqa: E402
+
+import ogsrl.features as F  # noqa: E402
+from ogsrl.agents import common  # noqa: E402
+from ogsrl.config import build, load_params  # noqa: E402
+from ogsrl.data.contract import read_metadata  # noqa: E402
+from ogsrl.ope import model_based  # noqa: E402
+from ogsrl.ope import stage as ope_stage  # noqa: E402
+from ogsrl.world import stage as world_stage  # noqa: E402
+from ogsrl.world.ensemble import StepSample, WorldModel  # noqa: E402
+from ogsrl.world.env import start_states  # noqa: E402
+
+
+def lag_name(feature: str, k: int) -> str:
+    return f"prev_{feature}" if k == 1 else f"prev{k}_{feature}"
+
+
+def with_lags(frame: pd.DataFrame, features: list[str], depth: int) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """``frame`` (rows in stay and time order) with lag columns and their ``next_`` values; (lag, source) pairs."""
+    out = frame.copy()
+    by_stay = out.groupby("stay_key", sort=False)
+    pairs = []
+    for k in range(1, depth + 1):
+        for f in features:
+            lag, src = lag_name(f, k), (f if k == 1 else lag_name(f, k - 1))
+            out[lag] = by_stay[f].shift(k).fillna(out[src])
+            out[f"next_{lag}"] = out[src]
+            pairs.append((lag, src))
+    return out, pairs
+
+
+class Shifted:
+    """A fitted model over a lag-extended state whose steps set every lag by identity from the state they left."""
+
+    def __init__(self, model: WorldModel, lag_idx: list[int], src_idx: list[int]) -> None:
+        self.model, self.lag_idx, self.src_idx = model, lag_idx, src_idx
+
+    layout = property(lambda self: self.model.layout)
+    elites = property(lambda self: self.model.elites)
+    death_charge = property(lambda self: self.model.death_charge)
+
+    def step(self, obs: np.ndarray, act: np.ndarray, mode: Any, rng: np.random.Generator,
+             member: np.ndarray | None = None) -> StepSample:
+        s = self.model.step(obs, act, mode, rng, member)
+        nxt = s.next_obs.copy()
+        nxt[:, self.lag_idx] = np.asarray(obs)[:, self.src_idx]
+        return dataclasses.replace(s, next_obs=nxt)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", type=Path, required=True, help="project whose test split the evaluation models fit")
+    ap.add_argument("--pages", required=True, help="saved rank pages with the policies' truth")
+    ap.add_argument("--policy-roots", default="", help="more projects whose trained policies to read")
+    ap.add_argument("--work", type=Path, required=True, help="bench_ope's work directory (cached rule clones)")
+    ap.add_argument("--admitted", default="", help="a saved union page whose admitted policies form the subset")
+    ap.add_argument("--lags", required=True, help="state features whose previous values join the state")
+    ap.add_argument("--depths", default="1", help="lag depths to try (1: one step back)")
+    ap.add_argument("--fits", type=int, default=1, help="fits averaged: 1 = the full-data fit; n ≥ 3 = it and n − 1 "
+                    "stay-bootstrap refits, as mb bags them (the root's ope.model.refits + 1 at most)")
+    ap.add_argument("--out", default="mb_lags")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    root = args.root.resolve()
+    params = load_params(root / "params.yaml")
+    cfg = ope_stage.ope_config(params)
+    train, _ = common.read_split(root / "data/trajectories/train.parquet")
+    val, _ = common.read_split(root / "data/trajectories/val.parquet")
+    test, meta = common.read_split(root / "data/trajectories/test.parquet")
+    world = ope_stage.eval_world(params, cfg, root, test, meta)
+    if world is None or not world.models:
+        raise SystemExit("no evaluation models on this root")
+    path = root / "data/trajectories/test.parquet"
+    table = world_stage.table_layout(params, read_metadata(path), test, path)
+    wcfg = build(world_stage.WorldConfig, params.get("world"), "world")
+    costs = list(table.cost_columns)
+    lags = [f for f in args.lags.split(",") if f]
+    unknown = [f for f in lags if f not in table.state_features]
+    if unknown:
+        raise SystemExit(f"--lags {unknown} are not state features of {root}")
+    pols = bench_ope.build_policies(root, params, train, val, args.work, spread=True)
+    for r in filter(None, args.policy_roots.split(",")):
+        pols.update(bench_ope.build_policies(Path(r), params, None, None, Path("/nonexistent"),  # type: ignore
+                                             trained_only=True))
+    truth: dict[str, dict] = {}
+    for page in args.pages.split(","):
+        truth.update(json.loads((bench_ope.HERE / "results" / f"{page}.json").read_text())["truth"])
+    admitted = (json.loads((bench_ope.HERE / "results" / f"{args.admitted}.json").read_text())["admitted"]
+                if args.admitted else [])
+    fit_seed = np.random.SeedSequence([cfg.seed, ope_stage.MODEL_STREAM]).spawn(2)[0]
+
+    def values(models: list[Any], starts: np.ndarray, feats: list[str]) -> dict[str, list[float]]:
+        """Each policy's value averaged over the fits, each fit's from the policy's own action stream (as mb)."""
+        out = {}
+        for name in truth:
+            per_fit = []
+            for model in models:
+                s_act, _ = ope_stage.policy_streams(cfg.seed, name)[2].spawn(2)
+                per_fit.append(model_based.stay_values(model, starts, world.horizons,
+                                                       probe_mb_states.act_fn(pols[name], feats), 1.0,
+                                                       cfg.model.rollouts, cfg.model.mode, world.env_seed,
+                                                       np.random.default_rng(s_act)).mean(0))
+            out[name] = [float(x) for x in np.mean(per_fit, axis=0)]
+        return out
+
+    plain = [m.model if isinstance(m, model_based.BoostedCosts) else m for m in world.models]
+    if args.fits < 1 or args.fits == 2 or args.fits > len(plain):
+        raise SystemExit(f"--fits must be 1 or 3 … {len(plain)} (the root's ope.model.refits + 1), got {args.fits}")
+    variants: dict[str, dict[str, list[float]]] = {"none": values(plain[:args.fits], world.starts,
+                                                                  list(world.state_features))}
+    print("none done", file=sys.stderr, flush=True)
+    for depth in (int(d) for d in args.depths.split(",")):
+        frame, pairs = with_lags(test, lags, depth)
+        for lag, _ in pairs:  # a lag's plausible range is its feature's (the model clips states to them)
+            base = F.BY_NAME[lag.split("_", 1)[1]]
+            F.BY_NAME.setdefault(lag, dataclasses.replace(base, name=lag, kind="continuous"))
+        feats = [*table.state_features, *(lag for lag, _ in pairs)]
+        lagged = dataclasses.replace(table, state_features=tuple(feats))
+        mcfg = dataclasses.replace(wcfg.model, copy_features=(*wcfg.model.copy_features, *(lag for lag, _ in pairs)))
+        fitted = model_based.fit_models(lagged.transitions(frame, "test"), frame["stay_key"].to_numpy(),
+                                        lambda seed: lagged.new_model(dataclasses.replace(mcfg, seed=seed)),
+                                        dataclasses.replace(cfg.model, refits=args.fits - 1 if args.fits > 1 else 0),
+                                        fit_seed)
+        shifted = [Shifted(m, [feats.index(a) for a, _ in pairs], [feats.index(b) for _, b in pairs]) for m in fitted]
+        variants[f"depth {depth}"] = values(shifted, start_states(frame, tuple(feats), "test"), feats)
+        print(f"depth {depth} done", file=sys.stderr, flush=True)
+
+    targets = ["return", *costs, "cost_total"]
+
+    def true_of(name: str, target: str) -> float:
+        return float(truth[name]["return" if target == "return" else f"cost_return_{target}"])
+
+    def est_of(v: list[float], target: str) -> float:
+        return v[0] if target == "return" else (sum(v[1:]) if target == "cost_total" else v[1 + costs.index(target)])
+
+    summary = []
+    for subset, names in (("all", list(truth)), ("admitted", [n for n in truth if n in admitted])):
+        if len(names) < 3:
+            continue
+        for target in targets:
+            true = np.array([true_of(n, target) for n in names])
+            for variant, vals in variants.items():
+                est = np.array([est_of(vals[n], target) for n in names])
+                line = stats.linregress(true, est)
+                summary.append({"subset": subset, "policies": len(names), "target": target, "variant": variant,
+                                "median_rel_error": float(np.median(np.abs(est - true) / np.abs(true))),
+                                "spearman": float(stats.spearmanr(est, true)[0]), "a": float(line.intercept),
+                                "b": float(line.slope)})
+    page = {"summary": summary, "values": variants, "lags": lags,
+            "meta": {"date": dt.date.today().isoformat(), "seconds": round(time.perf_counter() - t0, 1),
+                     "command": " ".join(["benchmarks/probe_mb_lags.py", *sys.argv[1:]])}}
+    (bench_ope.HERE / "results" / f"{args.out}.json").write_text(json.dumps(page, indent=1))
+    md = [f"# Model-based OPE with history: lags copied by identity (`{args.out}`, {page['meta']['date']})", "",
+          f"Command: `{page['meta']['command']}` ({page['meta']['seconds']:.0f} s).", "",
+          f"Values averaged over {args.fits} evaluation fit(s) (the first on all stays, then stay-bootstrap refits: "
+          f"the `mb` estimator's fits, seeds and rollouts); lags of {', '.join(lags)}; truth from "
+          f"{args.pages} (10,000 patients, seed 13); *admitted*: the policies {args.admitted or '–'} admits.", "",
+          "| subset | target | variant | median relative error | Spearman | estimate = a + b·truth |",
+          "|---|---|---|---|---|---|"]
+    md += [f"| {r['subset']} ({r['policies']}) | {r['target']} | {r['variant']} | {r['median_rel_error']:.3f} | "
+           f"{r['spearman']:.3f} | {r['a']:.2f} + {r['b']:.3f}·truth |" for r in summary]
+    (bench_ope.HERE / "results" / f"{args.out}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
