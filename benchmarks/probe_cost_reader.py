@@ -30,18 +30,16 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_ope  # noqa: E402
+import probe_common  # noqa: E402
 
-from ogsrl.agents import common  # noqa: E402
 from ogsrl.cohort.extract import CohortConfig  # noqa: E402
-from ogsrl.config import build, load_params  # noqa: E402
+from ogsrl.config import build  # noqa: E402
 from ogsrl.costs import build_costs  # noqa: E402
-from ogsrl.data.contract import read_metadata  # noqa: E402
 from ogsrl.ope import model_based  # noqa: E402
 from ogsrl.ope import stage as ope_stage  # noqa: E402
 from ogsrl.synth.engine import cohort_observer, simulate  # noqa: E402
 from ogsrl.synth.stage import SynthConfig, world_from_params  # noqa: E402
 from ogsrl.synth.truth import extract_chunk  # noqa: E402
-from ogsrl.world import stage as world_stage  # noqa: E402
 from ogsrl.world.env import EnvConfig, WorldModelEnv, rollout  # noqa: E402
 
 READINGS = ("true_states_head", "true_states_trees", "model_states_head", "model_states_trees")
@@ -63,36 +61,17 @@ def true_rows(policy: object, params: dict, patients: int, seed: int) -> pd.Data
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--root", type=Path, required=True, help="project whose test split the evaluation models fit")
-    ap.add_argument("--pages", required=True, help="saved rank pages with the policies' truth")
-    ap.add_argument("--policy-roots", default="", help="more projects whose trained policies to read")
-    ap.add_argument("--work", type=Path, required=True, help="bench_ope's work directory (cached rule clones)")
+    probe_common.add_args(ap)
     ap.add_argument("--patients", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--out", default="cost_reader")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    root = args.root.resolve()
-    params = load_params(root / "params.yaml")
-    cfg = ope_stage.ope_config(params)
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, cost_reader="boosted"))
-    train, _ = common.read_split(root / "data/trajectories/train.parquet")
-    val, _ = common.read_split(root / "data/trajectories/val.parquet")
-    test, meta = common.read_split(root / "data/trajectories/test.parquet")
-    world = ope_stage.eval_world(params, cfg, root, test, meta)
-    if world is None or not world.models:
-        raise SystemExit("no evaluation models on this root")
+    ps = probe_common.load(args, lambda c: dataclasses.replace(c, model=dataclasses.replace(c.model,
+                                                                                            cost_reader="boosted")))
+    params, cfg, world, table, pols, truth = ps.params, ps.cfg, ps.world, ps.table, ps.policies, ps.truth
     fit: model_based.BoostedCosts = world.models[0]
-    path = root / "data/trajectories/test.parquet"
-    table = world_stage.table_layout(params, read_metadata(path), test, path)
     costs = list(table.cost_columns)
-    pols = bench_ope.build_policies(root, params, train, val, args.work, spread=True)
-    for r in filter(None, args.policy_roots.split(",")):
-        pols.update(bench_ope.build_policies(Path(r), params, None, None, Path("/nonexistent"),  # type: ignore
-                                             trained_only=True))
-    truth = {}
-    for page in args.pages.split(","):
-        truth.update(json.loads((bench_ope.HERE / "results" / f"{page}.json").read_text())["truth"])
     feats = list(world.state_features)
     res: dict[str, dict[str, dict[str, float]]] = {}
     for name in [n for n in pols if n in truth]:
@@ -102,11 +81,7 @@ def main() -> None:
         n_true = rows["stay_key"].nunique()
         head = fit.model.predict(tr.obs, tr.act).cost_prob[fit.model.elites].mean(0)
         trees = fit.cost_prob(tr.obs, tr.act)
-        cols = [feats.index(f) for f in pol.feature_names]
-
-        def act(obs: np.ndarray, rng: np.random.Generator, pol: object = pol, cols: list = cols) -> np.ndarray:
-            return np.asarray(pol.act(np.asarray(obs, np.float64)[:, cols], rng), np.float32)  # type: ignore
-
+        act = probe_common.act_fn(pol, feats)
         s_act, _ = ope_stage.policy_streams(cfg.seed, name)[2].spawn(2)
         n = len(world.starts)
         env = WorldModelEnv(fit.model, world.starts, n * cfg.model.rollouts,

@@ -35,12 +35,10 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_ope  # noqa: E402
-import probe_mb_states  # noqa: E402
+import probe_common  # noqa: E402
 
 import ogsrl.features as F  # noqa: E402
-from ogsrl.agents import common  # noqa: E402
-from ogsrl.config import build, load_params  # noqa: E402
-from ogsrl.data.contract import read_metadata  # noqa: E402
+from ogsrl.config import build  # noqa: E402
 from ogsrl.ope import model_based  # noqa: E402
 from ogsrl.ope import stage as ope_stage  # noqa: E402
 from ogsrl.world import stage as world_stage  # noqa: E402
@@ -86,10 +84,7 @@ class Shifted:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--root", type=Path, required=True, help="project whose test split the evaluation models fit")
-    ap.add_argument("--pages", required=True, help="saved rank pages with the policies' truth")
-    ap.add_argument("--policy-roots", default="", help="more projects whose trained policies to read")
-    ap.add_argument("--work", type=Path, required=True, help="bench_ope's work directory (cached rule clones)")
+    probe_common.add_args(ap)
     ap.add_argument("--admitted", default="", help="a saved union page whose admitted policies form the subset")
     ap.add_argument("--lags", required=True, help="state features whose previous values join the state")
     ap.add_argument("--depths", default="1", help="lag depths to try (1: one step back)")
@@ -98,30 +93,15 @@ def main() -> None:
     ap.add_argument("--out", default="mb_lags")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    root = args.root.resolve()
-    params = load_params(root / "params.yaml")
-    cfg = ope_stage.ope_config(params)
-    train, _ = common.read_split(root / "data/trajectories/train.parquet")
-    val, _ = common.read_split(root / "data/trajectories/val.parquet")
-    test, meta = common.read_split(root / "data/trajectories/test.parquet")
-    world = ope_stage.eval_world(params, cfg, root, test, meta)
-    if world is None or not world.models:
-        raise SystemExit("no evaluation models on this root")
-    path = root / "data/trajectories/test.parquet"
-    table = world_stage.table_layout(params, read_metadata(path), test, path)
+    ps = probe_common.load(args)
+    root, params, cfg, test, world, table, pols, truth = (ps.root, ps.params, ps.cfg, ps.test, ps.world, ps.table,
+                                                          ps.policies, ps.truth)
     wcfg = build(world_stage.WorldConfig, params.get("world"), "world")
     costs = list(table.cost_columns)
     lags = [f for f in args.lags.split(",") if f]
     unknown = [f for f in lags if f not in table.state_features]
     if unknown:
         raise SystemExit(f"--lags {unknown} are not state features of {root}")
-    pols = bench_ope.build_policies(root, params, train, val, args.work, spread=True)
-    for r in filter(None, args.policy_roots.split(",")):
-        pols.update(bench_ope.build_policies(Path(r), params, None, None, Path("/nonexistent"),  # type: ignore
-                                             trained_only=True))
-    truth: dict[str, dict] = {}
-    for page in args.pages.split(","):
-        truth.update(json.loads((bench_ope.HERE / "results" / f"{page}.json").read_text())["truth"])
     admitted = (json.loads((bench_ope.HERE / "results" / f"{args.admitted}.json").read_text())["admitted"]
                 if args.admitted else [])
     fit_seed = np.random.SeedSequence([cfg.seed, ope_stage.MODEL_STREAM]).spawn(2)[0]
@@ -134,7 +114,7 @@ def main() -> None:
             for model in models:
                 s_act, _ = ope_stage.policy_streams(cfg.seed, name)[2].spawn(2)
                 per_fit.append(model_based.stay_values(model, starts, world.horizons,
-                                                       probe_mb_states.act_fn(pols[name], feats), 1.0,
+                                                       probe_common.act_fn(pols[name], feats), 1.0,
                                                        cfg.model.rollouts, cfg.model.mode, world.env_seed,
                                                        np.random.default_rng(s_act)).mean(0))
             out[name] = [float(x) for x in np.mean(per_fit, axis=0)]

@@ -35,16 +35,13 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_ope  # noqa: E402
+import probe_common  # noqa: E402
 import probe_cost_reader  # noqa: E402
 
-from ogsrl.agents import common  # noqa: E402
-from ogsrl.config import load_params  # noqa: E402
 from ogsrl.costs import build_costs  # noqa: E402
-from ogsrl.data.contract import read_metadata  # noqa: E402
 from ogsrl.features import BY_NAME  # noqa: E402
 from ogsrl.ope import model_based  # noqa: E402
 from ogsrl.ope import stage as ope_stage  # noqa: E402
-from ogsrl.world import stage as world_stage  # noqa: E402
 from ogsrl.world.ensemble import WorldModel  # noqa: E402
 from ogsrl.world.env import EnvConfig, WorldModelEnv, rollout  # noqa: E402
 
@@ -68,17 +65,9 @@ def tempered(model: WorldModel, tau: float) -> Iterator[WorldModel]:
         del model.predict
 
 
-def act_fn(pol: Any, feats: list[str]) -> Any:
-    cols = [feats.index(f) for f in pol.feature_names]
-    return lambda obs, rng: np.asarray(pol.act(np.asarray(obs, np.float64)[:, cols], rng), np.float32)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--root", type=Path, required=True, help="project whose test split the evaluation models fit")
-    ap.add_argument("--pages", required=True, help="saved rank pages with the policies' truth")
-    ap.add_argument("--policy-roots", default="", help="more projects whose trained policies to read")
-    ap.add_argument("--work", type=Path, required=True, help="bench_ope's work directory (cached rule clones)")
+    probe_common.add_args(ap)
     ap.add_argument("--show", default="clin_both0.25,heuristic1.0,soc/seed42", help="policies of the per-step table")
     ap.add_argument("--taus", default="1,0.7,0.5", help="noise temperatures (1 = mb as shipped)")
     ap.add_argument("--patients", type=int, default=2000)
@@ -86,37 +75,21 @@ def main() -> None:
     ap.add_argument("--out", default="mb_states")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    root = args.root.resolve()
-    params = load_params(root / "params.yaml")
-    cfg = ope_stage.ope_config(params)
-    train, _ = common.read_split(root / "data/trajectories/train.parquet")
-    val, _ = common.read_split(root / "data/trajectories/val.parquet")
-    test, meta = common.read_split(root / "data/trajectories/test.parquet")
-    world = ope_stage.eval_world(params, cfg, root, test, meta)
-    if world is None or not world.models:
-        raise SystemExit("no evaluation models on this root")
+    ps = probe_common.load(args)
+    params, cfg, test, world, table, truth = ps.params, ps.cfg, ps.test, ps.world, ps.table, ps.truth
+    pols = {**ps.policies, "clinician_clone": ope_stage.load_policy(ps.root / ope_stage.BEHAVIOUR_DIR)}
     first = world.models[0]
     model: WorldModel = first.model if isinstance(first, model_based.BoostedCosts) else first
-    path = root / "data/trajectories/test.parquet"
-    table = world_stage.table_layout(params, read_metadata(path), test, path)
     costs = list(table.cost_columns)
     rules = {f"cost_{r.name}": r for r in build_costs(params).rules}
     feats = list(world.state_features)
-    pols = bench_ope.build_policies(root, params, train, val, args.work, spread=True)
-    for r in filter(None, args.policy_roots.split(",")):
-        pols.update(bench_ope.build_policies(Path(r), params, None, None, Path("/nonexistent"),  # type: ignore
-                                             trained_only=True))
-    pols["clinician_clone"] = ope_stage.load_policy(root / ope_stage.BEHAVIOUR_DIR)
-    truth: dict[str, dict] = {}
-    for page in args.pages.split(","):
-        truth.update(json.loads((bench_ope.HERE / "results" / f"{page}.json").read_text())["truth"])
     n = len(world.starts)
 
     def model_rollout(name: str) -> Any:
         s_act, _ = ope_stage.policy_streams(cfg.seed, name)[2].spawn(2)
         env = WorldModelEnv(model, world.starts, n * cfg.model.rollouts,
                             EnvConfig(horizon=int(world.horizons.max()), mode=cfg.model.mode), horizons=world.horizons)
-        return rollout(env, act_fn(pols[name], feats), world.env_seed,
+        return rollout(env, probe_common.act_fn(pols[name], feats), world.env_seed,
                        start_index=np.tile(np.arange(n), cfg.model.rollouts), act_rng=np.random.default_rng(s_act))
 
     per_step: dict[str, list[dict]] = {}
@@ -151,9 +124,9 @@ def main() -> None:
         with tempered(model, tau):
             for name in [*truth, "clinician_clone"]:
                 s_act, _ = ope_stage.policy_streams(cfg.seed, name)[2].spawn(2)
-                v = model_based.stay_values(model, world.starts, world.horizons, act_fn(pols[name], feats), 1.0,
-                                            cfg.model.rollouts, cfg.model.mode, world.env_seed,
-                                            np.random.default_rng(s_act)).mean(0)
+                act = probe_common.act_fn(pols[name], feats)
+                v = model_based.stay_values(model, world.starts, world.horizons, act, 1.0, cfg.model.rollouts,
+                                            cfg.model.mode, world.env_seed, np.random.default_rng(s_act)).mean(0)
                 values[name] = {"return": float(v[0]), **{c: float(v[1 + i]) for i, c in enumerate(costs)},
                                 "cost_total": float(v[1:].sum())}
         summary = {}
