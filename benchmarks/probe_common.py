@@ -71,3 +71,47 @@ def act_fn(pol: Any, feats: list[str]) -> Callable[[np.ndarray, np.random.Genera
     """``pol`` acting on states in the columns ``feats``."""
     cols = [feats.index(f) for f in pol.feature_names]
     return lambda obs, rng: np.asarray(pol.act(np.asarray(obs, np.float64)[:, cols], rng), np.float32)
+
+
+def score(variants: dict[str, dict[str, list[float]]], truth: dict[str, dict], costs: list[str],
+          admitted: list[str]) -> list[dict[str, Any]]:
+    """Per subset (all policies; those ``admitted``, when ≥ 3), target (the return, each cost, their total) and
+    variant: median relative error, Spearman and the line ``estimate = a + b·truth`` of the variant's values
+    (``[return, cost…]`` per policy) against the truth."""
+    from scipy import stats
+
+    def true_of(name: str, target: str) -> float:
+        return float(truth[name]["return" if target == "return" else f"cost_return_{target}"])
+
+    def est_of(v: list[float], target: str) -> float:
+        return v[0] if target == "return" else (sum(v[1:]) if target == "cost_total" else v[1 + costs.index(target)])
+
+    summary = []
+    for subset, names in (("all", list(truth)), ("admitted", [n for n in truth if n in admitted])):
+        if len(names) < 3:
+            continue
+        for target in ["return", *costs, "cost_total"]:
+            true = np.array([true_of(n, target) for n in names])
+            for variant, vals in variants.items():
+                est = np.array([est_of(vals[n], target) for n in names])
+                line = stats.linregress(true, est)
+                summary.append({"subset": subset, "policies": len(names), "target": target, "variant": variant,
+                                "median_rel_error": float(np.median(np.abs(est - true) / np.abs(true))),
+                                "spearman": float(stats.spearmanr(est, true)[0]), "a": float(line.intercept),
+                                "b": float(line.slope)})
+    return summary
+
+
+def score_table(summary: list[dict[str, Any]]) -> list[str]:
+    """:func:`score`'s rows as a markdown table."""
+    md = ["| subset | target | variant | median relative error | Spearman | estimate = a + b·truth |",
+          "|---|---|---|---|---|---|"]
+    return md + [f"| {r['subset']} ({r['policies']}) | {r['target']} | {r['variant']} | {r['median_rel_error']:.3f} | "
+                 f"{r['spearman']:.3f} | {r['a']:.2f} + {r['b']:.3f}·truth |" for r in summary]
+
+
+def write_page(out: str, page: dict[str, Any], md: list[str]) -> None:
+    """benchmarks/results/<out>.json and .md; the markdown printed."""
+    (bench_ope.HERE / "results" / f"{out}.json").write_text(json.dumps(page, indent=1))
+    (bench_ope.HERE / "results" / f"{out}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))

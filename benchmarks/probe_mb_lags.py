@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_ope  # noqa: E402
@@ -142,42 +141,17 @@ def main() -> None:
         variants[f"depth {depth}"] = values(shifted, start_states(frame, tuple(feats), "test"), feats)
         print(f"depth {depth} done", file=sys.stderr, flush=True)
 
-    targets = ["return", *costs, "cost_total"]
-
-    def true_of(name: str, target: str) -> float:
-        return float(truth[name]["return" if target == "return" else f"cost_return_{target}"])
-
-    def est_of(v: list[float], target: str) -> float:
-        return v[0] if target == "return" else (sum(v[1:]) if target == "cost_total" else v[1 + costs.index(target)])
-
-    summary = []
-    for subset, names in (("all", list(truth)), ("admitted", [n for n in truth if n in admitted])):
-        if len(names) < 3:
-            continue
-        for target in targets:
-            true = np.array([true_of(n, target) for n in names])
-            for variant, vals in variants.items():
-                est = np.array([est_of(vals[n], target) for n in names])
-                line = stats.linregress(true, est)
-                summary.append({"subset": subset, "policies": len(names), "target": target, "variant": variant,
-                                "median_rel_error": float(np.median(np.abs(est - true) / np.abs(true))),
-                                "spearman": float(stats.spearmanr(est, true)[0]), "a": float(line.intercept),
-                                "b": float(line.slope)})
+    summary = probe_common.score(variants, truth, costs, admitted)
     page = {"summary": summary, "values": variants, "lags": lags,
             "meta": {"date": dt.date.today().isoformat(), "seconds": round(time.perf_counter() - t0, 1),
                      "command": " ".join(["benchmarks/probe_mb_lags.py", *sys.argv[1:]])}}
-    (bench_ope.HERE / "results" / f"{args.out}.json").write_text(json.dumps(page, indent=1))
     md = [f"# Model-based OPE with history: lags copied by identity (`{args.out}`, {page['meta']['date']})", "",
           f"Command: `{page['meta']['command']}` ({page['meta']['seconds']:.0f} s).", "",
           f"Values averaged over {args.fits} evaluation fit(s) (the first on all stays, then stay-bootstrap refits: "
           f"the `mb` estimator's fits, seeds and rollouts); lags of {', '.join(lags)}; truth from "
           f"{args.pages} (10,000 patients, seed 13); *admitted*: the policies {args.admitted or '–'} admits.", "",
-          "| subset | target | variant | median relative error | Spearman | estimate = a + b·truth |",
-          "|---|---|---|---|---|---|"]
-    md += [f"| {r['subset']} ({r['policies']}) | {r['target']} | {r['variant']} | {r['median_rel_error']:.3f} | "
-           f"{r['spearman']:.3f} | {r['a']:.2f} + {r['b']:.3f}·truth |" for r in summary]
-    (bench_ope.HERE / "results" / f"{args.out}.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+          *probe_common.score_table(summary)]
+    probe_common.write_page(args.out, page, md)
 
 
 if __name__ == "__main__":
