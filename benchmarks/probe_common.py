@@ -76,8 +76,9 @@ def act_fn(pol: Any, feats: list[str]) -> Callable[[np.ndarray, np.random.Genera
 def score(variants: dict[str, dict[str, list[float]]], truth: dict[str, dict], costs: list[str],
           admitted: list[str]) -> list[dict[str, Any]]:
     """Per subset (all policies; those ``admitted``, when ≥ 3), target (the return, each cost, their total) and
-    variant: median relative error, Spearman and the line ``estimate = a + b·truth`` of the variant's values
-    (``[return, cost…]`` per policy) against the truth."""
+    variant: median relative error, Spearman, the regret of the variant's pick (the highest return, the lowest cost:
+    its true shortfall from the truly best as a share of the true range, as ``bench_ope.py``'s point regret) and the
+    line ``estimate = a + b·truth`` of the variant's values (``[return, cost…]`` per policy) against the truth."""
     from scipy import stats
 
     def true_of(name: str, target: str) -> float:
@@ -95,19 +96,22 @@ def score(variants: dict[str, dict[str, list[float]]], truth: dict[str, dict], c
             for variant, vals in variants.items():
                 est = np.array([est_of(vals[n], target) for n in names])
                 line = stats.linregress(true, est)
+                sign = 1.0 if target == "return" else -1.0
+                regret = (sign * true).max() - sign * true[int(np.argmax(sign * est))]
                 summary.append({"subset": subset, "policies": len(names), "target": target, "variant": variant,
                                 "median_rel_error": float(np.median(np.abs(est - true) / np.abs(true))),
-                                "spearman": float(stats.spearmanr(est, true)[0]), "a": float(line.intercept),
+                                "spearman": float(stats.spearmanr(est, true)[0]),
+                                "regret": float(regret / (true.max() - true.min())), "a": float(line.intercept),
                                 "b": float(line.slope)})
     return summary
 
 
 def score_table(summary: list[dict[str, Any]]) -> list[str]:
     """:func:`score`'s rows as a markdown table."""
-    md = ["| subset | target | variant | median relative error | Spearman | estimate = a + b·truth |",
-          "|---|---|---|---|---|---|"]
+    md = ["| subset | target | variant | median relative error | Spearman | regret | estimate = a + b·truth |",
+          "|---|---|---|---|---|---|---|"]
     return md + [f"| {r['subset']} ({r['policies']}) | {r['target']} | {r['variant']} | {r['median_rel_error']:.3f} | "
-                 f"{r['spearman']:.3f} | {r['a']:.2f} + {r['b']:.3f}·truth |" for r in summary]
+                 f"{r['spearman']:.3f} | {r['regret']:.3f} | {r['a']:.2f} + {r['b']:.3f}·truth |" for r in summary]
 
 
 def write_page(out: str, page: dict[str, Any], md: list[str]) -> None:
@@ -115,3 +119,35 @@ def write_page(out: str, page: dict[str, Any], md: list[str]) -> None:
     (bench_ope.HERE / "results" / f"{out}.json").write_text(json.dumps(page, indent=1))
     (bench_ope.HERE / "results" / f"{out}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
+
+
+def mb_values(ps: ProbeSet, models: list[Any], starts: np.ndarray | None = None, feats: list[str] | None = None
+              ) -> dict[str, list[float]]:
+    """Each truth policy's ``[return, cost…]`` as ``mb`` reads it (undiscounted), averaged over ``models``, each
+    rolled out with the policy's own action stream and the evaluation world's draws (as the evaluate stage).
+    ``starts``/``feats``: start states in other state columns (default: the evaluation world's)."""
+    from ogsrl.ope import model_based
+
+    feats = list(ps.world.state_features) if feats is None else feats
+    starts = ps.world.starts if starts is None else starts
+    out = {}
+    for name in ps.truth:
+        per_fit = []
+        for model in models:
+            s_act, _ = ope_stage.policy_streams(ps.cfg.seed, name)[2].spawn(2)
+            per_fit.append(model_based.stay_values(model, starts, ps.world.horizons,
+                                                   act_fn(ps.policies[name], feats), 1.0, ps.cfg.model.rollouts,
+                                                   ps.cfg.model.mode, ps.world.env_seed,
+                                                   np.random.default_rng(s_act)).mean(0))
+        out[name] = [float(x) for x in np.mean(per_fit, axis=0)]
+    return out
+
+
+def plain_models(ps: ProbeSet, fits: int) -> list[Any]:
+    """The first ``fits`` evaluation world models, without a boosted cost reader."""
+    from ogsrl.ope import model_based
+
+    models = [m.model if isinstance(m, model_based.BoostedCosts) else m for m in ps.world.models]
+    if fits < 1 or fits == 2 or fits > len(models):
+        raise SystemExit(f"--fits must be 1 or 3 … {len(models)} (the root's ope.model.refits + 1), got {fits}")
+    return models[:fits]

@@ -105,25 +105,8 @@ def main() -> None:
                 if args.admitted else [])
     fit_seed = np.random.SeedSequence([cfg.seed, ope_stage.MODEL_STREAM]).spawn(2)[0]
 
-    def values(models: list[Any], starts: np.ndarray, feats: list[str]) -> dict[str, list[float]]:
-        """Each policy's value averaged over the fits, each fit's from the policy's own action stream (as mb)."""
-        out = {}
-        for name in truth:
-            per_fit = []
-            for model in models:
-                s_act, _ = ope_stage.policy_streams(cfg.seed, name)[2].spawn(2)
-                per_fit.append(model_based.stay_values(model, starts, world.horizons,
-                                                       probe_common.act_fn(pols[name], feats), 1.0,
-                                                       cfg.model.rollouts, cfg.model.mode, world.env_seed,
-                                                       np.random.default_rng(s_act)).mean(0))
-            out[name] = [float(x) for x in np.mean(per_fit, axis=0)]
-        return out
-
-    plain = [m.model if isinstance(m, model_based.BoostedCosts) else m for m in world.models]
-    if args.fits < 1 or args.fits == 2 or args.fits > len(plain):
-        raise SystemExit(f"--fits must be 1 or 3 … {len(plain)} (the root's ope.model.refits + 1), got {args.fits}")
-    variants: dict[str, dict[str, list[float]]] = {"none": values(plain[:args.fits], world.starts,
-                                                                  list(world.state_features))}
+    plain = probe_common.plain_models(ps, args.fits)
+    variants: dict[str, dict[str, list[float]]] = {"none": probe_common.mb_values(ps, plain)}
     print("none done", file=sys.stderr, flush=True)
     for depth in (int(d) for d in args.depths.split(",")):
         frame, pairs = with_lags(test, lags, depth)
@@ -138,7 +121,8 @@ def main() -> None:
                                         dataclasses.replace(cfg.model, refits=args.fits - 1 if args.fits > 1 else 0),
                                         fit_seed)
         shifted = [Shifted(m, [feats.index(a) for a, _ in pairs], [feats.index(b) for _, b in pairs]) for m in fitted]
-        variants[f"depth {depth}"] = values(shifted, start_states(frame, tuple(feats), "test"), feats)
+        variants[f"depth {depth}"] = probe_common.mb_values(ps, shifted, start_states(frame, tuple(feats), "test"),
+                                                            feats)
         print(f"depth {depth} done", file=sys.stderr, flush=True)
 
     summary = probe_common.score(variants, truth, costs, admitted)

@@ -24,7 +24,6 @@ Writes benchmarks/results/<out>.json and .md.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import json
 import sys
@@ -34,13 +33,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_ope  # noqa: E402
 import probe_common  # noqa: E402
 
-from ogsrl.ope import model_based  # noqa: E402
 from ogsrl.ope import stage as ope_stage  # noqa: E402
 from ogsrl.world.data import Transitions  # noqa: E402
 from ogsrl.world.ensemble import StepSample, WorldModel  # noqa: E402
@@ -164,28 +161,21 @@ def main() -> None:
     feats = list(world.state_features)
     admitted = (json.loads((bench_ope.HERE / "results" / f"{args.admitted}.json").read_text())["admitted"]
                 if args.admitted else [])
-    plain = [m.model if isinstance(m, model_based.BoostedCosts) else m for m in world.models][:args.fits]
+    plain = probe_common.plain_models(ps, args.fits)
     data = table.transitions(test, "test")
     horizon = int(world.horizons.max())
     start, t = stay_steps(test, horizon)
     abduct_rng = np.random.default_rng(world.env_seed)
     replayed = [Replayed(m, *abduct(m, data, start, t, len(world.starts), horizon, abduct_rng)) for m in plain]
-    variants: dict[str, dict[str, list[float]]] = {"none": {}, "replay": {}}
+    variants = {"none": probe_common.mb_values(ps, plain), "replay": {}}
     for name in truth:
         act = probe_common.act_fn(pols[name], feats)
-        for variant, models in (("none", plain), ("replay", replayed)):
-            per_fit = []
-            for model in models:
-                s_act, _ = ope_stage.policy_streams(cfg.seed, name)[2].spawn(2)
-                rng = np.random.default_rng(s_act)
-                per_fit.append(model_based.stay_values(model, world.starts, world.horizons, act, 1.0,
-                                                       cfg.model.rollouts, cfg.model.mode, world.env_seed, rng).mean(0)
-                               if variant == "none" else
-                               replay_values(model, world.starts, world.horizons, act, cfg.model.rollouts,
-                                             world.env_seed, rng))
-            variants[variant][name] = [float(x) for x in np.mean(per_fit, axis=0)]
-        print(name, {v: round(variants[v][name][1], 3) for v in variants},
-              round(truth[name][f"cost_return_{costs[0]}"], 3), file=sys.stderr, flush=True)
+        per_fit = []
+        for model in replayed:
+            s_act, _ = ope_stage.policy_streams(cfg.seed, name)[2].spawn(2)
+            per_fit.append(replay_values(model, world.starts, world.horizons, act, cfg.model.rollouts,
+                                         world.env_seed, np.random.default_rng(s_act)))
+        variants["replay"][name] = [float(x) for x in np.mean(per_fit, axis=0)]
     summary = probe_common.score(variants, truth, costs, admitted)
     page = {"summary": summary, "values": variants,
             "meta": {"date": dt.date.today().isoformat(), "seconds": round(time.perf_counter() - t0, 1),
