@@ -21,6 +21,14 @@ from ogsrl.ope import stage as ope_stage
 from ogsrl.world import stage as world_stage
 
 
+def add_scoring_args(ap: argparse.ArgumentParser, out: str, fits: int = 4) -> None:
+    """--admitted, --fits and --out of the probes that score variants against the truth (:func:`write_variants`)."""
+    ap.add_argument("--admitted", default="", help="a saved union page whose admitted policies form the subset")
+    ap.add_argument("--fits", type=int, default=fits, help="evaluation fits averaged: 1 = the full-data fit; n ≥ 3 = "
+                    "it and n − 1 stay-bootstrap refits, as mb bags them (the root's ope.model.refits + 1 at most)")
+    ap.add_argument("--out", default=out)
+
+
 def add_args(ap: argparse.ArgumentParser) -> None:
     """--root, --pages, --policy-roots and --work."""
     ap.add_argument("--root", type=Path, required=True, help="project whose test split the evaluation models fit")
@@ -151,3 +159,34 @@ def plain_models(ps: ProbeSet, fits: int) -> list[Any]:
     if fits < 1 or fits == 2 or fits > len(models):
         raise SystemExit(f"--fits must be 1 or 3 … {len(models)} (the root's ope.model.refits + 1), got {fits}")
     return models[:fits]
+
+
+def admitted_by(page: str) -> list[str]:
+    """The policies a saved union page admits ([] without a page)."""
+    return json.loads((bench_ope.HERE / "results" / f"{page}.json").read_text())["admitted"] if page else []
+
+
+def page_meta(script: str, t0: float) -> dict[str, Any]:
+    """A result page's date, seconds since ``t0`` (time.perf_counter) and the command that made it."""
+    import datetime as dt
+    import sys
+    import time
+
+    return {"date": dt.date.today().isoformat(), "seconds": round(time.perf_counter() - t0, 1),
+            "command": " ".join([f"benchmarks/{script}", *sys.argv[1:]])}
+
+
+def page_head(title: str, out: str, meta: dict[str, Any]) -> list[str]:
+    """A result page's markdown title and command line."""
+    return [f"# {title} (`{out}`, {meta['date']})", "", f"Command: `{meta['command']}` ({meta['seconds']:.0f} s).", ""]
+
+
+def write_variants(script: str, out: str, t0: float, title: str, about: str, variants: dict[str, dict[str, list[float]]],
+                   truth: dict[str, dict], costs: list[str], admitted: list[str], extra: dict[str, Any] | None = None,
+                   sections: list[str] | None = None) -> None:
+    """Score ``variants`` against ``truth`` (:func:`score`) and write the result page: ``about`` (what the variants
+    are) and any ``sections`` (markdown lines) above the score table; ``extra`` joins the JSON."""
+    summary = score(variants, truth, costs, admitted)
+    page = {"summary": summary, "values": variants, **(extra or {}), "meta": page_meta(script, t0)}
+    md = [*page_head(title, out, page["meta"]), about, "", *(sections or []), *score_table(summary)]
+    write_page(out, page, md)

@@ -28,8 +28,6 @@ Writes benchmarks/results/<out>.json and .md; the regenerated projects stay unde
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import shutil
 import subprocess
 import sys
@@ -39,7 +37,6 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_ope  # noqa: E402
 import probe_common  # noqa: E402
 
 LOGGING = ("default", "quarter", "wide")
@@ -94,16 +91,12 @@ def main() -> None:
 
         sys.exit(cli(["--root", str(args.project), "--no-track", args.stage]))
     probe_common.add_args(ap)
-    ap.add_argument("--admitted", default="", help="a saved union page whose admitted policies form the subset")
     ap.add_argument("--data", type=Path, required=True, help="where the regenerated projects go")
     ap.add_argument("--logging", default=",".join(LOGGING), help=f"logging policies, of {', '.join(LOGGING)}")
-    ap.add_argument("--fits", type=int, default=4, help="evaluation fits averaged (the root's ope.model.refits + 1 "
-                    "at most)")
-    ap.add_argument("--out", default="mb_logging")
+    probe_common.add_scoring_args(ap, "mb_logging")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    admitted = (json.loads((bench_ope.HERE / "results" / f"{args.admitted}.json").read_text())["admitted"]
-                if args.admitted else [])
+    admitted = probe_common.admitted_by(args.admitted)
     root = args.root.resolve()
     values: dict[str, dict[str, list[float]]] = {}
     logged: dict[str, dict[str, float]] = {}
@@ -125,25 +118,21 @@ def main() -> None:
                         "stays": int(ps.test["stay_key"].nunique())}
         values[name] = probe_common.mb_values(ps, probe_common.plain_models(ps, args.fits))
         print(f"{name} done: logged {logged[name]}", file=sys.stderr, flush=True)
-    summary = probe_common.score(values, ps.truth, costs, admitted)
-    page = {"summary": summary, "values": values, "logged": logged,
-            "meta": {"date": dt.date.today().isoformat(), "seconds": round(time.perf_counter() - t0, 1),
-                     "command": " ".join(["benchmarks/probe_logging_policy.py", *sys.argv[1:]])}}
     show = [n for n in ("clin_both0.25", "clin_both0.5", "heuristic1.0", "soc/seed42", "clin_fluid2") if n in ps.truth]
-    md = [f"# Model-based OPE fitted on data of other logging policies (`{args.out}`, {page['meta']['date']})", "",
-          f"Command: `{page['meta']['command']}` ({page['meta']['seconds']:.0f} s).", "",
-          f"`mb`'s values ({args.fits} fits) with the evaluation split logged by each policy; truth from {args.pages} "
-          f"(10,000 patients, seed 13); *admitted*: the policies {args.admitted or '–'} admits.", "",
-          "Each test split's own per-stay means (what its logging policy did):", "",
-          "| logging policy | stays | return | " + " | ".join(costs) + " |", "|---|---|---|" + "---|" * len(costs),
-          *(f"| {n} | {v['stays']} | {v['return']:.2f} | " + " | ".join(f"{v[c]:.3f}" for c in costs) + " |"
-            for n, v in logged.items()), "",
-          "SpO₂ cost per stay, read by `mb` under each logging policy's data, against the truth:", "",
-          "| policy | truth | " + " | ".join(values) + " |", "|---|---|" + "---|" * len(values),
-          *(f"| {p} | {ps.truth[p][f'cost_return_{costs[0]}']:.3f} | "
-            + " | ".join(f"{values[n][p][1]:.3f}" for n in values) + " |" for p in show), "",
-          *probe_common.score_table(summary)]
-    probe_common.write_page(args.out, page, md)
+    sections = [
+        "Each test split's own per-stay means (what its logging policy did):", "",
+        "| logging policy | stays | return | " + " | ".join(costs) + " |", "|---|---|---|" + "---|" * len(costs),
+        *(f"| {n} | {v['stays']} | {v['return']:.2f} | " + " | ".join(f"{v[c]:.3f}" for c in costs) + " |"
+          for n, v in logged.items()), "",
+        "SpO₂ cost per stay, read by `mb` under each logging policy's data, against the truth:", "",
+        "| policy | truth | " + " | ".join(values) + " |", "|---|---|" + "---|" * len(values),
+        *(f"| {p} | {ps.truth[p][f'cost_return_{costs[0]}']:.3f} | "
+          + " | ".join(f"{values[n][p][1]:.3f}" for n in values) + " |" for p in show), ""]
+    probe_common.write_variants(
+        "probe_logging_policy.py", args.out, t0, "Model-based OPE fitted on data of other logging policies",
+        f"`mb`'s values ({args.fits} fits) with the evaluation split logged by each policy; truth from {args.pages} "
+        f"(10,000 patients, seed 13); *admitted*: the policies {args.admitted or '–'} admits.",
+        values, ps.truth, costs, admitted, extra={"logged": logged}, sections=sections)
 
 
 if __name__ == "__main__":

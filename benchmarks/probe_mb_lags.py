@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
-import json
 import sys
 import time
 from pathlib import Path
@@ -33,7 +31,6 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_ope  # noqa: E402
 import probe_common  # noqa: E402
 
 import ogsrl.features as F  # noqa: E402
@@ -84,12 +81,9 @@ class Shifted:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     probe_common.add_args(ap)
-    ap.add_argument("--admitted", default="", help="a saved union page whose admitted policies form the subset")
     ap.add_argument("--lags", required=True, help="state features whose previous values join the state")
     ap.add_argument("--depths", default="1", help="lag depths to try (1: one step back)")
-    ap.add_argument("--fits", type=int, default=1, help="fits averaged: 1 = the full-data fit; n ≥ 3 = it and n − 1 "
-                    "stay-bootstrap refits, as mb bags them (the root's ope.model.refits + 1 at most)")
-    ap.add_argument("--out", default="mb_lags")
+    probe_common.add_scoring_args(ap, "mb_lags", fits=1)
     args = ap.parse_args()
     t0 = time.perf_counter()
     ps = probe_common.load(args)
@@ -101,8 +95,7 @@ def main() -> None:
     unknown = [f for f in lags if f not in table.state_features]
     if unknown:
         raise SystemExit(f"--lags {unknown} are not state features of {root}")
-    admitted = (json.loads((bench_ope.HERE / "results" / f"{args.admitted}.json").read_text())["admitted"]
-                if args.admitted else [])
+    admitted = probe_common.admitted_by(args.admitted)
     fit_seed = np.random.SeedSequence([cfg.seed, ope_stage.MODEL_STREAM]).spawn(2)[0]
 
     plain = probe_common.plain_models(ps, args.fits)
@@ -125,17 +118,12 @@ def main() -> None:
                                                             feats)
         print(f"depth {depth} done", file=sys.stderr, flush=True)
 
-    summary = probe_common.score(variants, truth, costs, admitted)
-    page = {"summary": summary, "values": variants, "lags": lags,
-            "meta": {"date": dt.date.today().isoformat(), "seconds": round(time.perf_counter() - t0, 1),
-                     "command": " ".join(["benchmarks/probe_mb_lags.py", *sys.argv[1:]])}}
-    md = [f"# Model-based OPE with history: lags copied by identity (`{args.out}`, {page['meta']['date']})", "",
-          f"Command: `{page['meta']['command']}` ({page['meta']['seconds']:.0f} s).", "",
-          f"Values averaged over {args.fits} evaluation fit(s) (the first on all stays, then stay-bootstrap refits: "
-          f"the `mb` estimator's fits, seeds and rollouts); lags of {', '.join(lags)}; truth from "
-          f"{args.pages} (10,000 patients, seed 13); *admitted*: the policies {args.admitted or '–'} admits.", "",
-          *probe_common.score_table(summary)]
-    probe_common.write_page(args.out, page, md)
+    probe_common.write_variants(
+        "probe_mb_lags.py", args.out, t0, "Model-based OPE with history: lags copied by identity",
+        f"Values averaged over {args.fits} evaluation fit(s) (the first on all stays, then stay-bootstrap refits: "
+        f"the `mb` estimator's fits, seeds and rollouts); lags of {', '.join(lags)}; truth from "
+        f"{args.pages} (10,000 patients, seed 13); *admitted*: the policies {args.admitted or '–'} admits.",
+        variants, truth, costs, admitted, extra={"lags": lags})
 
 
 if __name__ == "__main__":

@@ -24,8 +24,6 @@ Writes benchmarks/results/<out>.json and .md.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import sys
 import time
 from pathlib import Path
@@ -35,7 +33,6 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_ope  # noqa: E402
 import probe_common  # noqa: E402
 
 from ogsrl.ope import stage as ope_stage  # noqa: E402
@@ -147,10 +144,7 @@ def replay_values(model: Replayed, starts: np.ndarray, horizons: np.ndarray, act
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     probe_common.add_args(ap)
-    ap.add_argument("--admitted", default="", help="a saved union page whose admitted policies form the subset")
-    ap.add_argument("--fits", type=int, default=4, help="evaluation fits averaged (the root's ope.model.refits + 1 "
-                    "at most)")
-    ap.add_argument("--out", default="mb_replay")
+    probe_common.add_scoring_args(ap, "mb_replay")
     args = ap.parse_args()
     t0 = time.perf_counter()
     ps = probe_common.load(args)
@@ -159,8 +153,7 @@ def main() -> None:
         raise SystemExit(f"replay is written for ope.model.mode random_elite, the root has {cfg.model.mode}")
     costs = list(table.cost_columns)
     feats = list(world.state_features)
-    admitted = (json.loads((bench_ope.HERE / "results" / f"{args.admitted}.json").read_text())["admitted"]
-                if args.admitted else [])
+    admitted = probe_common.admitted_by(args.admitted)
     plain = probe_common.plain_models(ps, args.fits)
     data = table.transitions(test, "test")
     horizon = int(world.horizons.max())
@@ -176,17 +169,12 @@ def main() -> None:
             per_fit.append(replay_values(model, world.starts, world.horizons, act, cfg.model.rollouts,
                                          world.env_seed, np.random.default_rng(s_act)))
         variants["replay"][name] = [float(x) for x in np.mean(per_fit, axis=0)]
-    summary = probe_common.score(variants, truth, costs, admitted)
-    page = {"summary": summary, "values": variants,
-            "meta": {"date": dt.date.today().isoformat(), "seconds": round(time.perf_counter() - t0, 1),
-                     "command": " ".join(["benchmarks/probe_mb_replay.py", *sys.argv[1:]])}}
-    md = [f"# Model-based OPE replaying each stay's abducted noise (`{args.out}`, {page['meta']['date']})", "",
-          f"Command: `{page['meta']['command']}` ({page['meta']['seconds']:.0f} s).", "",
-          f"Values averaged over {len(plain)} evaluation fit(s) (`mb`'s fits, seeds and rollouts); *none*: `mb` as "
-          f"shipped; *replay*: each episode's Gaussian draws are its start stay's abducted residuals; truth from "
-          f"{args.pages} (10,000 patients, seed 13); *admitted*: the policies {args.admitted or '–'} admits.", "",
-          *probe_common.score_table(summary)]
-    probe_common.write_page(args.out, page, md)
+    probe_common.write_variants(
+        "probe_mb_replay.py", args.out, t0, "Model-based OPE replaying each stay's abducted noise",
+        f"Values averaged over {len(plain)} evaluation fit(s) (`mb`'s fits, seeds and rollouts); *none*: `mb` as "
+        f"shipped; *replay*: each episode's Gaussian draws are its start stay's abducted residuals; truth from "
+        f"{args.pages} (10,000 patients, seed 13); *admitted*: the policies {args.admitted or '–'} admits.",
+        variants, truth, costs, admitted)
 
 
 if __name__ == "__main__":
