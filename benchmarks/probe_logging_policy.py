@@ -12,7 +12,8 @@ fits, seeds, rollouts) is the root's. Logging policies (``--logging``):
 * ``quarter``: the demo's clinicians at a quarter of both doses (the data of ``clin_both0.25``: that policy's estimate
   is then almost on-policy);
 * ``wide``: the demo's clinicians with about 1.5× the dose spread at the same state (log-normal σ 0.55 → 0.8 fluids,
-  0.5 → 0.75 vasopressor; the attendings' dose styles 2× as spread), the same mean practice.
+  0.5 → 0.75 vasopressor; the attendings' dose styles 2× as spread), the same mean practice;
+* ``a+b``: the test splits of ``a`` and ``b`` pooled into one evaluation split (data from two logging policies).
 
 For every policy of the saved rank pages: the value as ``mb`` reads it (``--fits`` fits, the root's seeds), against
 the truth (10,000 patients, seed 13).
@@ -79,6 +80,25 @@ def regenerate(name: str, params: Path, project: Path) -> Path:
     return project / "data/trajectories/test.parquet"
 
 
+def pooled(splits: list[Path], out: Path) -> None:
+    """One evaluation split of several logging policies' test splits (the first's file metadata; the k-th split's
+    stay keys prefixed with ``k:`` so the same simulated patient under two policies stays two stays)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    tables = [pq.read_table(p) for p in splits]
+    meta = tables[0].schema.metadata
+    parts = []
+    for k, t in enumerate(tables):
+        if k:
+            i = t.schema.get_field_index("stay_key")
+            key = pc.binary_join_element_wise(pa.scalar(f"{k}:"), t["stay_key"].cast(pa.string()), "")
+            t = t.set_column(i, t.schema.field(i), key.cast(t.schema.field(i).type))
+        parts.append(t.replace_schema_metadata(meta))
+    pq.write_table(pa.concat_tables(parts), out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     if "--stage" in sys.argv:  # one pipeline stage under a logging policy (a subprocess of regenerate)
@@ -92,7 +112,8 @@ def main() -> None:
         sys.exit(cli(["--root", str(args.project), "--no-track", args.stage]))
     probe_common.add_args(ap)
     ap.add_argument("--data", type=Path, required=True, help="where the regenerated projects go")
-    ap.add_argument("--logging", default=",".join(LOGGING), help=f"logging policies, of {', '.join(LOGGING)}")
+    ap.add_argument("--logging", default=",".join(LOGGING),
+                    help=f"logging policies, of {', '.join(LOGGING)}, or several joined by + (pooled)")
     probe_common.add_scoring_args(ap, "mb_logging")
     args = ap.parse_args()
     t0 = time.perf_counter()
@@ -101,15 +122,18 @@ def main() -> None:
     values: dict[str, dict[str, list[float]]] = {}
     logged: dict[str, dict[str, float]] = {}
     costs: list[str] = []
+    made = {"default": root / "data/trajectories/test.parquet"}
     for name in args.logging.split(","):
+        for part in name.split("+"):
+            if part not in made:
+                made[part] = regenerate(part, root / "params.yaml", args.data / part)
         if name == "default":
             args_l = args
         else:
-            test = regenerate(name, root / "params.yaml", args.data / name)
             copy = args.data / f"{name}-root"
             shutil.rmtree(copy, ignore_errors=True)
             shutil.copytree(root, copy)
-            shutil.copy(test, copy / "data/trajectories/test.parquet")
+            pooled([made[p] for p in name.split("+")], copy / "data/trajectories/test.parquet")
             args_l = argparse.Namespace(**{**vars(args), "root": copy})
         ps = probe_common.load(args_l)
         costs = list(ps.table.cost_columns)
