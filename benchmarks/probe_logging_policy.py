@@ -13,6 +13,8 @@ fits, seeds, rollouts) is the root's. Logging policies (``--logging``):
   is then almost on-policy);
 * ``wide``: the demo's clinicians with about 1.5× the dose spread at the same state (log-normal σ 0.55 → 0.8 fluids,
   0.5 → 0.75 vasopressor; the attendings' dose styles 2× as spread), the same mean practice;
+* ``reseeded``: the demo's clinicians on other patients (``synth.seed`` + 1): pooled with ``default``, twice the
+  stays of one logging policy — the control for a pooled pair of policies;
 * ``a+b``: the test splits of ``a`` and ``b`` pooled into one evaluation split (data from two logging policies).
 
 For every policy of the saved rank pages: the value as ``mb`` reads it (``--fits`` fits, the root's seeds), against
@@ -36,11 +38,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import probe_common  # noqa: E402
 
-LOGGING = ("default", "quarter", "wide")
+LOGGING = ("default", "quarter", "wide", "reseeded")
 
 
 def use_logging_policy(name: str) -> None:
@@ -55,6 +58,8 @@ def use_logging_policy(name: str) -> None:
             return C.round_actions(a[:, 0] * 0.25, a[:, 1] * 0.25)
 
         C.sample = quarter
+    elif name == "reseeded":
+        return
     elif name == "wide":
         C.FLUID_SIGMA, C.NEE_SIGMA = 0.8, 0.75
 
@@ -74,6 +79,10 @@ def regenerate(name: str, params: Path, project: Path) -> Path:
     """``project`` with the demo generated, validated and extracted under logging policy ``name``; its test split."""
     project.mkdir(parents=True, exist_ok=True)
     shutil.copy(params, project / "params.yaml")
+    if name == "reseeded":
+        doc = yaml.safe_load(params.read_text())
+        doc["synth"]["seed"] += 1
+        (project / "params.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     for stage in ("generate", "validate-raw", "extract"):
         subprocess.run([sys.executable, __file__, "--stage", stage, "--logging", name, "--project", str(project)],
                        check=True)
