@@ -1,10 +1,15 @@
 """What the model-based OPE probes share: a project's evaluation split, its evaluation world models, the policies of
-saved rank pages and their truth (``probe_cost_reader.py``, ``probe_mb_states.py``, ``probe_mb_lags.py``)."""
+saved rank pages and their truth, and how the probes score variants against it and write their pages
+(``probe_cost_reader.py``, ``probe_mb_states.py``, ``probe_mb_lags.py``, ``probe_mb_replay.py``,
+``probe_logging_policy.py``)."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,11 +17,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 import bench_ope
 from ogsrl.agents import common
 from ogsrl.config import load_params
 from ogsrl.data.contract import read_metadata
+from ogsrl.ope import model_based
 from ogsrl.ope import stage as ope_stage
 from ogsrl.world import stage as world_stage
 
@@ -87,8 +94,6 @@ def score(variants: dict[str, dict[str, list[float]]], truth: dict[str, dict], c
     variant: median relative error, Spearman, the regret of the variant's pick (the highest return, the lowest cost:
     its true shortfall from the truly best as a share of the true range, as ``bench_ope.py``'s point regret) and the
     line ``estimate = a + b·truth`` of the variant's values (``[return, cost…]`` per policy) against the truth."""
-    from scipy import stats
-
     def true_of(name: str, target: str) -> float:
         return float(truth[name]["return" if target == "return" else f"cost_return_{target}"])
 
@@ -134,8 +139,6 @@ def mb_values(ps: ProbeSet, models: list[Any], starts: np.ndarray | None = None,
     """Each truth policy's ``[return, cost…]`` as ``mb`` reads it (undiscounted), averaged over ``models``, each
     rolled out with the policy's own action stream and the evaluation world's draws (as the evaluate stage).
     ``starts``/``feats``: start states in other state columns (default: the evaluation world's)."""
-    from ogsrl.ope import model_based
-
     feats = list(ps.world.state_features) if feats is None else feats
     starts = ps.world.starts if starts is None else starts
     out = {}
@@ -153,8 +156,6 @@ def mb_values(ps: ProbeSet, models: list[Any], starts: np.ndarray | None = None,
 
 def plain_models(ps: ProbeSet, fits: int) -> list[Any]:
     """The first ``fits`` evaluation world models, without a boosted cost reader."""
-    from ogsrl.ope import model_based
-
     models = [m.model if isinstance(m, model_based.BoostedCosts) else m for m in ps.world.models]
     if fits < 1 or fits == 2 or fits > len(models):
         raise SystemExit(f"--fits must be 1 or 3 … {len(models)} (the root's ope.model.refits + 1), got {fits}")
@@ -166,27 +167,15 @@ def admitted_by(page: str) -> list[str]:
     return json.loads((bench_ope.HERE / "results" / f"{page}.json").read_text())["admitted"] if page else []
 
 
-def page_meta(script: str, t0: float) -> dict[str, Any]:
-    """A result page's date, seconds since ``t0`` (time.perf_counter) and the command that made it."""
-    import datetime as dt
-    import sys
-    import time
-
-    return {"date": dt.date.today().isoformat(), "seconds": round(time.perf_counter() - t0, 1),
-            "command": " ".join([f"benchmarks/{script}", *sys.argv[1:]])}
-
-
-def page_head(title: str, out: str, meta: dict[str, Any]) -> list[str]:
-    """A result page's markdown title and command line."""
-    return [f"# {title} (`{out}`, {meta['date']})", "", f"Command: `{meta['command']}` ({meta['seconds']:.0f} s).", ""]
-
-
 def write_variants(script: str, out: str, t0: float, title: str, about: str, variants: dict[str, dict[str, list[float]]],
                    truth: dict[str, dict], costs: list[str], admitted: list[str], extra: dict[str, Any] | None = None,
                    sections: list[str] | None = None) -> None:
     """Score ``variants`` against ``truth`` (:func:`score`) and write the result page: ``about`` (what the variants
     are) and any ``sections`` (markdown lines) above the score table; ``extra`` joins the JSON."""
     summary = score(variants, truth, costs, admitted)
-    page = {"summary": summary, "values": variants, **(extra or {}), "meta": page_meta(script, t0)}
-    md = [*page_head(title, out, page["meta"]), about, "", *(sections or []), *score_table(summary)]
+    meta = {"date": dt.date.today().isoformat(), "seconds": round(time.perf_counter() - t0, 1),
+            "command": " ".join([f"benchmarks/{script}", *sys.argv[1:]])}
+    page = {"summary": summary, "values": variants, **(extra or {}), "meta": meta}
+    md = [f"# {title} (`{out}`, {meta['date']})", "", f"Command: `{meta['command']}` ({meta['seconds']:.0f} s).", "",
+          about, "", *(sections or []), *score_table(summary)]
     write_page(out, page, md)

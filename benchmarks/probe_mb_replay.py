@@ -41,7 +41,7 @@ from ogsrl.world.ensemble import StepSample, WorldModel  # noqa: E402
 from ogsrl.world.env import EnvConfig, WorldModelEnv, first_rows, rollout  # noqa: E402
 
 
-def stay_steps(frame: pd.DataFrame, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+def stay_steps(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(start index, step within the stay) of each row: start indices in :func:`first_rows` (stay-key) order."""
     first = first_rows(frame, "test")
     keys = frame["stay_key"].to_numpy()
@@ -157,7 +157,7 @@ def main() -> None:
     plain = probe_common.plain_models(ps, args.fits)
     data = table.transitions(test, "test")
     horizon = int(world.horizons.max())
-    start, t = stay_steps(test, horizon)
+    start, t = stay_steps(test)
     abduct_rng = np.random.default_rng(world.env_seed)
     replayed = [Replayed(m, *abduct(m, data, start, t, len(world.starts), horizon, abduct_rng)) for m in plain]
     variants = {"none": probe_common.mb_values(ps, plain), "replay": {}}
