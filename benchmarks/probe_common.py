@@ -77,7 +77,7 @@ def load(args: argparse.Namespace, cfg: Callable[[ope_stage.OPEConfig], ope_stag
         pols.update(bench_ope.build_policies(Path(r), params, None, None, Path("/nonexistent"),  # type: ignore
                                              trained_only=True))
     truth: dict[str, dict] = {}
-    for page in args.pages.split(","):
+    for page in filter(None, args.pages.split(",")):
         truth.update(json.loads((bench_ope.HERE / "results" / f"{page}.json").read_text())["truth"])
     return ProbeSet(root, params, ope_cfg, test, world, table, pols, truth)
 
