@@ -42,7 +42,11 @@ from ogsrl.agents import common  # noqa: E402
 def sampling_floor(per_stay: dict[str, pd.DataFrame], truth: dict[str, dict], targets: list[str], n: int,
                    draws: int, seed: int) -> dict[str, dict[str, float]]:
     """Per target: the median over policies of |mean over n drawn patients − truth| / |truth|, summarised over
-    ``draws`` draws (median, 10th and 90th percentile, and the share of draws at or below 0.10)."""
+    ``draws`` draws (median, 10th and 90th percentile, and the share of draws at or below 0.10).
+
+    The n patients are drawn without replacement from the N the truth averages, so a draw's deviation from the truth
+    has variance σ²(1/n − 1/N); an independent evaluation sample's has σ²(1/n + 1/N). Deviations are scaled by
+    sqrt((N + n) / (N − n)) to the latter."""
     patients = pd.Index(sorted(set().union(*(df.index for df in per_stay.values()))))
     if n > len(patients):
         raise SystemExit(f"sampling floor: {n} patients asked, the truths hold {len(patients)}")
@@ -51,11 +55,12 @@ def sampling_floor(per_stay: dict[str, pd.DataFrame], truth: dict[str, dict], ta
     cols = ["return" if t == "return" else f"cost_return_{t}" for t in targets]
     aligned = {p: per_stay[p].reindex(patients)[cols].to_numpy() for p in names}  # NaN where a policy lost the stay
     true = np.array([[bench_ope.true_target(truth[p], t) for t in targets] for p in names])
+    scale = np.sqrt((len(patients) + n) / (len(patients) - n))
     errs = np.empty((draws, len(targets)))
     for d in range(draws):
         pick = rng.choice(len(patients), n, replace=False)
         est = np.array([np.nanmean(aligned[p][pick], axis=0) for p in names])
-        errs[d] = np.median(np.abs(est - true) / np.abs(true), axis=0)
+        errs[d] = np.median(scale * np.abs(est - true) / np.abs(true), axis=0)
     return {t: {"median": float(np.median(errs[:, i])), "p10": float(np.quantile(errs[:, i], 0.1)),
                 "p90": float(np.quantile(errs[:, i], 0.9)), "share_at_most_0.10": float(np.mean(errs[:, i] <= 0.10))}
             for i, t in enumerate(targets)}
@@ -105,8 +110,9 @@ def main() -> None:
     sections = [
         f"Stays: test {n_test}, validation {int(val['stay_key'].nunique())}, validation + test {n_both}.", "",
         f"**Sampling floor** ({args.draws} draws of n patients from the {args.truth_episodes:,}-patient truth, the "
-        "same patients for every policy): the median over policies of the relative error of the drawn patients' "
-        "mean — the error of an estimator that knew the simulator, from the sample alone.", "",
+        "same patients for every policy, deviations scaled to an independent sample's): the median over "
+        "policies of the relative error of the drawn patients' mean — the error of an estimator that knew the "
+        "simulator, from the sample alone.", "",
         "| n | target | median over draws | 10th – 90th percentile | share of draws ≤ 0.10 |", "|---|---|---|---|---|",
         *(f"| {n} | {t} | {v['median']:.3f} | {v['p10']:.3f} – {v['p90']:.3f} | {v['share_at_most_0.10']:.2f} |"
           for n, per in floor.items() for t, v in per.items()), ""]
