@@ -4,15 +4,16 @@
 ``mb`` reads the SpO₂ cost as a line 0.26 + 0.78 × truth: policies far from the clinicians are read towards the
 clinicians' level. Is that the model class (a Markov model of the 4-hour observed state cannot carry the cost
 process) or the data (the dose effects are only identified near what the clinicians did)? Here the demo is
-regenerated under a different logging policy — the simulator, the patients (same ``synth.seed``) and the cohort
-unchanged — and the root's evaluation split is swapped for the new one's test split; everything else (policies,
+regenerated under a different logging policy (``synth.clinicians`` in its params) — the simulator, the patients (same
+``synth.seed``) and the cohort unchanged — and the root's evaluation split is swapped for the new one's test split; everything else (policies,
 fits, seeds, rollouts) is the root's. Logging policies (``--logging``):
 
 * ``default``: the root's own test split (the demo's clinicians);
 * ``quarter``: the demo's clinicians at a quarter of both doses (the data of ``clin_both0.25``: that policy's estimate
   is then almost on-policy);
-* ``wide``: the demo's clinicians with about 1.5× the dose spread at the same state (log-normal σ 0.55 → 0.8 fluids,
-  0.5 → 0.75 vasopressor; the attendings' dose styles 2× as spread), the same mean practice;
+* ``wide``: the demo's clinicians with 1.5× the dose spread at the same state (log-normal σ 0.55 → 0.825 fluids,
+  0.5 → 0.75 vasopressor; the attendings' dose styles 2× as spread), the same mean practice (pages before session 30
+  patched the simulator with a fluid σ of 0.8 instead);
 * ``reseeded``: the demo's clinicians on other patients (``synth.seed`` + 1): pooled with ``default``, twice the
   stays of one logging policy — the control for a pooled pair of policies;
 * ``a+b``: the test splits of ``a`` and ``b`` pooled into one evaluation split (data from two logging policies).
@@ -32,60 +33,36 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import probe_common  # noqa: E402
 
 LOGGING = ("default", "quarter", "wide", "reseeded")
-
-
-def use_logging_policy(name: str) -> None:
-    """Replace the simulator's clinicians in this process by the logging policy ``name``."""
-    import ogsrl.synth.clinician as C
-
-    if name == "quarter":
-        sample = C.sample
-
-        def quarter(states, attending, rng):  # type: ignore[no-untyped-def]
-            a = sample(states, attending, rng)
-            return C.round_actions(a[:, 0] * 0.25, a[:, 1] * 0.25)
-
-        C.sample = quarter
-    elif name == "reseeded":
-        return
-    elif name == "wide":
-        C.FLUID_SIGMA, C.NEE_SIGMA = 0.8, 0.75
-
-        def wide() -> C.Styles:
-            rng = np.random.default_rng(C.ATTENDING_SEED)
-            n = C.N_ATTENDINGS
-            return C.Styles(fluid_lib=rng.normal(0.0, 0.6, n), fluid_shift=rng.normal(0.0, 1.0, n),
-                            map_target=rng.normal(65.0, 3.0, n), nee_dose=rng.normal(0.0, 0.6, n),
-                            unsafe=rng.uniform(0.04, 0.16, n))
-
-        C.attendings = wide
-    else:
-        raise SystemExit(f"unknown logging policy {name!r}; known: {LOGGING[1:]}")
+CLINICIANS = {"quarter": {"fluid_scale": 0.25, "vasopressor_scale": 0.25},
+              "wide": {"dose_spread": 1.5, "style_spread": 2.0}}
+"""the ``synth.clinicians`` params of each logging policy"""
 
 
 def regenerate(name: str, params: Path, project: Path) -> Path:
     """``project`` with the demo generated, validated and extracted under logging policy ``name``; its test split."""
+    from ogsrl.cli import main as cli
+
+    if name not in LOGGING[1:]:
+        raise SystemExit(f"unknown logging policy {name!r}; known: {LOGGING[1:]}")
     project.mkdir(parents=True, exist_ok=True)
-    shutil.copy(params, project / "params.yaml")
+    doc = yaml.safe_load(params.read_text())
     if name == "reseeded":
-        doc = yaml.safe_load(params.read_text())
         doc["synth"]["seed"] += 1
-        (project / "params.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    doc["synth"]["clinicians"] = {**(doc["synth"].get("clinicians") or {}), **CLINICIANS.get(name, {})}
+    (project / "params.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     for stage in ("generate", "validate-raw", "extract"):
-        subprocess.run([sys.executable, __file__, "--stage", stage, "--logging", name, "--project", str(project)],
-                       check=True)
+        if cli(["--root", str(project), "--no-track", stage]):
+            raise SystemExit(f"{stage} failed under logging policy {name}")
     return project / "data/trajectories/test.parquet"
 
 
@@ -110,15 +87,6 @@ def pooled(splits: list[Path], out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    if "--stage" in sys.argv:  # one pipeline stage under a logging policy (a subprocess of regenerate)
-        ap.add_argument("--stage", required=True)
-        ap.add_argument("--logging", required=True)
-        ap.add_argument("--project", type=Path, required=True)
-        args = ap.parse_args()
-        use_logging_policy(args.logging)
-        from ogsrl.cli import main as cli
-
-        sys.exit(cli(["--root", str(args.project), "--no-track", args.stage]))
     probe_common.add_args(ap)
     ap.add_argument("--data", type=Path, required=True, help="where the regenerated projects go")
     ap.add_argument("--logging", default=",".join(LOGGING),

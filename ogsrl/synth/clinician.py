@@ -11,6 +11,7 @@ are w.r.t. (δ0 + Lebesgue) per dimension in physical units (mL, µg/kg/min).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +36,34 @@ STEP_H = 4.0
 
 
 @dataclass(frozen=True, slots=True)
+class Practice:
+    """How the simulated clinicians dose: the demo's logging policy (params ``synth.clinicians``). The defaults are
+    the demo's clinicians; other values generate data logged by other clinicians (to test how off-policy estimates
+    depend on who logged the data). The clinicians' truth (``ogsrl truth behaviour``) follows them, and so do the
+    admission orders before a stay's first decision time, which every policy's simulated stays share."""
+
+    fluid_scale: float = 1.0
+    """every fluid volume the clinicians draw, times this (before clipping to the action bounds)"""
+    vasopressor_scale: float = 1.0
+    """every vasopressor dose the clinicians draw, times this"""
+    dose_spread: float = 1.0
+    """the log-normal σ of a non-zero dose at a given state (``FLUID_SIGMA``, ``NEE_SIGMA``), times this"""
+    style_spread: float = 1.0
+    """the attendings' dose styles (fluid liberality, fluid threshold, vasopressor dose) spread this many times as
+    wide around the same mean practice"""
+
+    def __post_init__(self) -> None:
+        for name in ("fluid_scale", "vasopressor_scale", "dose_spread", "style_spread"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+
+
+DEMO = Practice()
+"""the demo's clinicians"""
+
+
+@dataclass(frozen=True, slots=True)
 class Styles:
     """Per-attending practice style; arrays shaped ``(N_ATTENDINGS,)``."""
 
@@ -50,15 +79,16 @@ class Styles:
     """share of decisions drawn from the unsafe modes"""
 
 
-def attendings() -> Styles:
-    """The fixed pool of simulated attendings (seeded by ``ATTENDING_SEED``)."""
+def attendings(practice: Practice = DEMO) -> Styles:
+    """The fixed pool of simulated attendings (seeded by ``ATTENDING_SEED``; ``practice.style_spread`` scales the
+    same draws)."""
     rng = np.random.default_rng(ATTENDING_SEED)
-    n = N_ATTENDINGS
+    n, k = N_ATTENDINGS, practice.style_spread
     return Styles(
-        fluid_lib=rng.normal(0.0, 0.3, n),
-        fluid_shift=rng.normal(0.0, 0.5, n),
+        fluid_lib=rng.normal(0.0, 0.3 * k, n),
+        fluid_shift=rng.normal(0.0, 0.5 * k, n),
         map_target=rng.normal(65.0, 3.0, n),
-        nee_dose=rng.normal(0.0, 0.3, n),
+        nee_dose=rng.normal(0.0, 0.3 * k, n),
         unsafe=rng.uniform(0.04, 0.16, n),
     )
 
@@ -75,14 +105,15 @@ def _cols(states: pd.DataFrame | FloatArray) -> dict[str, FloatArray]:
     return {c: arr[:, i] for i, c in enumerate(FEATURES)}
 
 
-def mixture_params(states: pd.DataFrame | FloatArray, attending: npt.ArrayLike) -> dict[str, FloatArray]:
+def mixture_params(states: pd.DataFrame | FloatArray, attending: npt.ArrayLike, practice: Practice = DEMO
+                   ) -> dict[str, FloatArray]:
     """Mixture weights and per-mode parameters, each ``(B, 3)`` (modes: regular, over-treat, under-treat).
 
     Returns keys ``w`` (mode weights), ``pf`` / ``pv`` (probability of a non-zero fluid / vasopressor action),
     ``mf`` / ``mv`` (log-normal log-medians of the non-zero amounts).
     """
     x = _cols(states)
-    st = attendings()
+    st = attendings(practice)
     a = np.asarray(attending, dtype=np.int64)
     if a.shape != x["map"].shape:
         raise ValueError(f"clinician: attending must have shape {x['map'].shape}, got {a.shape}")
@@ -120,6 +151,8 @@ def mixture_params(states: pd.DataFrame | FloatArray, attending: npt.ArrayLike) 
     mv[:, 2] = np.log(0.05) + np.zeros(b)
     u = st.unsafe[a]
     w = np.stack([1.0 - u, u / 2.0, u / 2.0], axis=1)
+    mf += math.log(practice.fluid_scale)
+    mv += math.log(practice.vasopressor_scale)
     return {"w": w, "pf": pf, "pv": pv, "mf": mf, "mv": mv}
 
 
@@ -132,22 +165,25 @@ def _dim_logpdf(a: FloatArray, p_nonzero: FloatArray, logmed: FloatArray, sigma:
     return np.where(pos, np.log(p_nonzero) + lognorm, np.log1p(-p_nonzero))
 
 
-def log_prob(states: pd.DataFrame | FloatArray, actions: FloatArray, attending: npt.ArrayLike) -> FloatArray:
-    """log π_b(a | s, attending) per row, ``(B,)``, w.r.t. (δ0 + Lebesgue) per action dimension.
+def log_prob(states: pd.DataFrame | FloatArray, actions: FloatArray, attending: npt.ArrayLike,
+             practice: Practice = DEMO) -> FloatArray:
+    """log π_b(a | s, attending) per row, ``(B,)``, w.r.t. (δ0 + Lebesgue) per action dimension (before rounding and
+    clipping).
 
     Args:
         states: observed states (DataFrame with the ``FEATURES`` columns, or ``(B, S)`` in that order).
         actions: ``(B, 2)`` — fluid mL per step, max NE-equivalent µg/kg/min.
         attending: ``(B,)`` attending ids (0 … N_ATTENDINGS−1).
+        practice: how these clinicians dose.
     """
     act = np.asarray(actions, dtype=np.float64)
     if act.ndim != 2 or act.shape[1] != 2:
         raise ValueError(f"clinician: actions must be (B, 2), got {act.shape}")
     if (act < 0).any():
         raise ValueError("clinician: actions must be >= 0")
-    p = mixture_params(states, attending)
-    lf = _dim_logpdf(act[:, 0], p["pf"], p["mf"], FLUID_SIGMA)
-    lv = _dim_logpdf(act[:, 1], p["pv"], p["mv"], NEE_SIGMA)
+    p = mixture_params(states, attending, practice)
+    lf = _dim_logpdf(act[:, 0], p["pf"], p["mf"], FLUID_SIGMA * practice.dose_spread)
+    lv = _dim_logpdf(act[:, 1], p["pv"], p["mv"], NEE_SIGMA * practice.dose_spread)
     return logsumexp(np.log(p["w"]) + lf + lv, axis=1)
 
 
@@ -162,17 +198,18 @@ def round_actions(fluid: FloatArray, nee: FloatArray) -> FloatArray:
     return np.stack([f, v], axis=1)
 
 
-def sample(states: pd.DataFrame | FloatArray, attending: npt.ArrayLike, rng: np.random.Generator) -> FloatArray:
+def sample(states: pd.DataFrame | FloatArray, attending: npt.ArrayLike, rng: np.random.Generator,
+           practice: Practice = DEMO) -> FloatArray:
     """Draw actions ``(B, 2)`` from the clinician mixture (then clipped/rounded by :func:`round_actions`)."""
-    p = mixture_params(states, attending)
+    p = mixture_params(states, attending, practice)
     b = p["w"].shape[0]
     cum = np.cumsum(p["w"], axis=1)
     mode = (rng.random(b)[:, None] > cum).sum(axis=1).clip(0, 2)
     rows = np.arange(b)
     give_f = rng.random(b) < p["pf"][rows, mode]
     give_v = rng.random(b) < p["pv"][rows, mode]
-    f = np.exp(p["mf"][rows, mode] + FLUID_SIGMA * rng.standard_normal(b))
-    v = np.exp(p["mv"][rows, mode] + NEE_SIGMA * rng.standard_normal(b))
+    f = np.exp(p["mf"][rows, mode] + FLUID_SIGMA * practice.dose_spread * rng.standard_normal(b))
+    v = np.exp(p["mv"][rows, mode] + NEE_SIGMA * practice.dose_spread * rng.standard_normal(b))
     return round_actions(np.where(give_f, f, 0.0), np.where(give_v, v, 0.0))
 
 
@@ -184,20 +221,23 @@ class BehaviourPolicy:
 
     feature_names: tuple[str, ...] = FEATURES
 
+    def __init__(self, practice: Practice = DEMO) -> None:
+        self.practice = practice
+
     def act(self, obs: FloatArray, rng: np.random.Generator | None = None) -> FloatArray:
         """Sample (rng given; attending drawn uniformly per row) or, with rng None, the regular-mode median action
         of attending 0 (each dimension 0 where its probability of a non-zero action is below ½)."""
         obs = np.asarray(obs, dtype=np.float64)
         if rng is None:
-            p = mixture_params(obs, np.zeros(len(obs), dtype=np.int64))
+            p = mixture_params(obs, np.zeros(len(obs), dtype=np.int64), self.practice)
             f = np.where(p["pf"][:, 0] > 0.5, np.exp(p["mf"][:, 0]), 0.0)
             v = np.where(p["pv"][:, 0] > 0.5, np.exp(p["mv"][:, 0]), 0.0)
             return round_actions(f, v)
         att = rng.integers(0, N_ATTENDINGS, len(obs))
-        return sample(obs, att, rng)
+        return sample(obs, att, rng, self.practice)
 
     def log_prob(self, obs: FloatArray, actions: FloatArray) -> FloatArray:
         """log of the attending-averaged density, ``(B,)``."""
         b = len(obs)
-        per = np.stack([log_prob(obs, actions, np.full(b, i)) for i in range(N_ATTENDINGS)], axis=1)
+        per = np.stack([log_prob(obs, actions, np.full(b, i), self.practice) for i in range(N_ATTENDINGS)], axis=1)
         return logsumexp(per, axis=1) - np.log(N_ATTENDINGS)

@@ -35,7 +35,7 @@ Observer = Callable[[dict[str, pd.DataFrame], pd.DataFrame, float], pd.DataFrame
 
 @dataclass(frozen=True, slots=True)
 class WorldConfig:
-    """The simulated world: decision grid (from the cohort section), case mix and mess rates."""
+    """The simulated world: decision grid (from the cohort section), case mix, mess rates and the clinicians."""
 
     window_start_h: int = -24
     """first decision time relative to onset (h), cohort.window_start_h"""
@@ -51,6 +51,8 @@ class WorldConfig:
     """share of patients with an earlier admission that had an ICU stay (readmission feature = 1)"""
     mess: Mess = field(default_factory=Mess)
     """charting mess rates"""
+    clinicians: C.Practice = C.DEMO
+    """how the simulated clinicians dose (the logging policy), synth.clinicians"""
 
     def __post_init__(self) -> None:
         if self.step_h < 1:
@@ -306,7 +308,7 @@ def simulate(n: int, rng: np.random.Generator, *, first_index: int, world: World
                     idx = who[kk]
                     s_k = states.iloc[kk].reset_index(drop=True)
                     if policy is None:
-                        act = C.sample(s_k, st["attending"][idx], rng)
+                        act = C.sample(s_k, st["attending"][idx], rng, world.clinicians)
                     else:
                         raw = np.asarray(policy.act(s_k[list(policy.feature_names)].to_numpy(np.float64), rng),
                                          dtype=np.float64)
@@ -328,7 +330,7 @@ def simulate(n: int, rng: np.random.Generator, *, first_index: int, world: World
         if len(adm):
             in_icu[adm] = True
             nxt = h0 + ((h - h0) // step + 1) * step
-            act = C.sample(normal.iloc[adm].reset_index(drop=True), st["attending"][adm], rng)
+            act = C.sample(normal.iloc[adm].reset_index(drop=True), st["attending"][adm], rng, world.clinicians)
             _input_rows(sim, adm, intime[adm], np.full(len(adm), nxt - h), act, rng)
         act_now = in_icu & ~gone
         on_abx = (h >= abx_h).astype(float)

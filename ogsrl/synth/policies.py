@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ogsrl.policy import FloatArray, Policy
-from ogsrl.synth.clinician import STEP_H, BehaviourPolicy
+from ogsrl.synth.clinician import DEMO, STEP_H, BehaviourPolicy, Practice
 
 BUILTINS: tuple[str, ...] = ("behaviour", "no-treatment", "random", "heuristic", "best-known")
 BEST_KNOWN_FILE = Path(__file__).with_name("best_known.json")
@@ -131,8 +131,8 @@ def best_known_policy(path: Path = BEST_KNOWN_FILE) -> RulePolicy:
     return RulePolicy(RuleParams(**{k: float(v) for k, v in params.items()}))
 
 
-def get_policy(spec: str) -> Policy | None:
-    """A policy by name or saved-policy path.
+def get_policy(spec: str, clinicians: Practice = DEMO) -> Policy | None:
+    """A policy by name or saved-policy path (``behaviour-marginal``: the ``clinicians`` marginalised over attendings).
 
     ``behaviour`` returns None: inside the simulator the clinicians act with their per-stay attending (exactly as in
     the generated data). A path is loaded with ``ogsrl.agents.load_policy`` (training's checkpoint format).
@@ -140,7 +140,7 @@ def get_policy(spec: str) -> Policy | None:
     if spec == "behaviour":
         return None
     if spec == "behaviour-marginal":
-        return BehaviourPolicy()
+        return BehaviourPolicy(clinicians)
     if spec == "no-treatment":
         return NoTreatment()
     if spec == "random":

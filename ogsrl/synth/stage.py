@@ -16,6 +16,7 @@ from ogsrl.cohort.extract import CohortConfig
 from ogsrl.config import build
 from ogsrl.costs import build_costs
 from ogsrl.io import atomic_path
+from ogsrl.synth import clinician as C
 from ogsrl.synth import engine as E
 from ogsrl.synth.policies import BUILTINS, get_policy
 from ogsrl.synth.truth import RewardConfig, TruthResult, evaluate_policy
@@ -40,6 +41,8 @@ class SynthConfig:
     truth_population: str = "cohort"
     """whom `ogsrl truth` scores: cohort (simulated tables put through the cohort extraction, the population the
     trajectories and off-policy estimates cover) or simulator (every simulated septic patient)"""
+    clinicians: C.Practice = C.DEMO
+    """how the simulated clinicians dose: the logging policy of the generated data and of the clinicians' truth"""
 
     def __post_init__(self) -> None:
         if self.truth_population not in ("cohort", "simulator"):
@@ -53,7 +56,9 @@ class SynthConfig:
 
 
 def world_from_params(params: Mapping[str, Any]) -> E.WorldConfig:
-    """Decision grid from the ``cohort`` section (window_start_h, step_h, n_steps); defaults where absent."""
+    """Decision grid from the ``cohort`` section (window_start_h, step_h, n_steps) and the clinicians from
+    ``synth.clinicians``; defaults where absent."""
+    clinicians = build(C.Practice, (params.get("synth") or {}).get("clinicians"), "synth.clinicians")
     c = params.get("cohort") or {}
     kw: dict[str, int] = {}
     for key in ("window_start_h", "step_h", "n_steps"):
@@ -62,7 +67,7 @@ def world_from_params(params: Mapping[str, Any]) -> E.WorldConfig:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or float(v) != int(v):
                 raise ValueError(f"params: cohort.{key} must be a whole number for the simulator, got {v!r}")
             kw[key] = int(v)
-    return E.WorldConfig(**kw)
+    return E.WorldConfig(**kw, clinicians=clinicians)
 
 
 def reward_from_params(params: Mapping[str, Any]) -> RewardConfig:
@@ -161,9 +166,9 @@ def truth_result(params: Mapping[str, Any], root: Path, policy_spec: str, episod
     if spec not in (*BUILTINS, "behaviour-marginal"):
         p = Path(spec)
         spec = str(p if p.is_absolute() else Path(root) / p)
-    policy = get_policy(spec)
     cfg = build(SynthConfig, params.get("synth"), "synth")
     world = world_from_params(params)
+    policy = get_policy(spec, world.clinicians)
     if cfg.truth_population == "cohort":
         cohort = build(CohortConfig, params.get("cohort"), "cohort")
         res = evaluate_policy(policy, episodes, seed, world=world, chunk=cfg.chunk_stays, cohort=cohort,

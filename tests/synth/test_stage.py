@@ -80,3 +80,16 @@ def test_overwrite_replaces_atomically_and_stage_run(tmp_path: Path) -> None:
         stage.run({"synth": {"stayz": 3}}, tmp_path)
     with pytest.raises(ValueError, match="whole number"):
         stage.world_from_params({"cohort": {"step_h": 2.5}})
+
+
+def test_the_clinicians_come_from_params() -> None:
+    from ogsrl.synth import clinician as C
+
+    assert stage.world_from_params({}).clinicians == C.DEMO
+    world = stage.world_from_params({"synth": {"clinicians": {"fluid_scale": 0.5, "style_spread": 2}}})
+    assert world.clinicians == C.Practice(fluid_scale=0.5, style_spread=2.0)
+    assert stage.build(stage.SynthConfig, {"clinicians": {"dose_spread": 1.5}}).clinicians.dose_spread == 1.5
+    with pytest.raises(ValueError, match=r"synth\.clinicians.*fluid_scale must be a finite number > 0"):
+        stage.world_from_params({"synth": {"clinicians": {"fluid_scale": -1.0}}})
+    with pytest.raises(ValueError, match=r"unknown key\(s\) synth\.clinicians\.scale"):
+        stage.world_from_params({"synth": {"clinicians": {"scale": 0.5}}})
