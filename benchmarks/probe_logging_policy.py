@@ -5,8 +5,8 @@
 clinicians' level. Is that the model class (a Markov model of the 4-hour observed state cannot carry the cost
 process) or the data (the dose effects are only identified near what the clinicians did)? Here the demo is
 regenerated under a different logging policy (``synth.clinicians`` in its params) — the simulator, the patients (same
-``synth.seed``) and the cohort unchanged — and the root's evaluation split is swapped for the new one's test split; everything else (policies,
-fits, seeds, rollouts) is the root's. Logging policies (``--logging``):
+``synth.seed``) and the cohort unchanged — and the root's evaluation split is swapped for the new one's test split;
+everything else (policies, fits, seeds, rollouts) is the root's. Logging policies (``--logging``):
 
 * ``default``: the root's own test split (the demo's clinicians);
 * ``quarter``: the demo's clinicians at a quarter of both doses (the data of ``clin_both0.25``: that policy's estimate
