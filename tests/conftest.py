@@ -5,6 +5,7 @@ Only environment defaults and project fixtures live here; area-specific fixtures
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -26,6 +27,12 @@ env.setdefaults(REPO_ROOT)
 
 TEST_SALT = "test-secret-salt-0123456789abcdef"
 """The secret salt every test runs with (env OGSRL_SALT): real-data (mimic-iv) stages refuse to run without one."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the end-to-end tests (marked ``slow``, minutes each) first: pytest-xdist hands out tests in collection
+    order, so a long test collected last would keep one worker busy after the other has run out of work."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order kept otherwise
 
 
 @pytest.fixture(autouse=True)
@@ -114,13 +121,11 @@ def tmp_project(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def tmp_dvc_project(tmp_path: Path) -> Path:
-    """A temporary git + DVC repository with this checkout's dvc.yaml, code and a tiny params.yaml."""
+def _new_dvc_project(root: Path) -> Path:
+    """Make ``root``: a git + DVC repository with this checkout's dvc.yaml, code and a tiny params.yaml."""
     import subprocess
 
-    root = tmp_path / "dvcproject"
-    root.mkdir()
+    root.mkdir(parents=True)
     shutil.copytree(REPO_ROOT / "ogsrl", root / "ogsrl", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copy2(REPO_ROOT / "dvc.yaml", root / "dvc.yaml")
     (root / "data").mkdir()
@@ -139,3 +144,48 @@ def tmp_dvc_project(tmp_path: Path) -> Path:
     run("git", "add", "-A")
     run("git", "commit", "-q", "-m", "tiny project")
     return root
+
+
+def dvc_env(root: Path) -> dict[str, str]:
+    """The environment the tests run ``dvc`` in: this venv's tools, ``root``'s code, no tracking, one thread."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": str(root), "OGSRL_NO_TRACK": "1", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture
+def tmp_dvc_project(tmp_path: Path) -> Path:
+    """A temporary git + DVC repository with this checkout's dvc.yaml, code and a tiny params.yaml."""
+    return _new_dvc_project(tmp_path / "dvcproject")
+
+
+@pytest.fixture(scope="session")
+def _reproduced_dvc_master(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One tiny DVC project after its first ``dvc repro`` and that run's stdout, made once per test session: the
+    pytest-xdist workers share it through a file lock in their common temporary directory."""
+    import fcntl
+    import subprocess
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    home = shared / "reproduced-dvc-project"
+    with open(shared / "reproduced-dvc-project.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (home / "outcome.json").exists():
+            root = _new_dvc_project(home / "dvcproject")
+            first = subprocess.run([str(Path(sys.executable).with_name("dvc")), "repro"], cwd=root,
+                                   env=dvc_env(root), capture_output=True, text=True, timeout=900)
+            (home / "outcome.json").write_text(json.dumps(
+                {"returncode": first.returncode, "stdout": first.stdout, "stderr": first.stderr[-3000:]}))
+    outcome = json.loads((home / "outcome.json").read_text())
+    assert outcome["returncode"] == 0, outcome["stdout"] + outcome["stderr"]
+    return home / "dvcproject", outcome["stdout"]
+
+
+@pytest.fixture
+def reproduced_dvc_project(tmp_path: Path, _reproduced_dvc_master: tuple[Path, str]) -> tuple[Path, str]:
+    """(a private copy of the tiny DVC project after its first ``dvc repro`` — workspace, dvc.lock, cache and git
+    history —, that ``dvc repro``'s stdout)."""
+    master, stdout = _reproduced_dvc_master
+    root = tmp_path / "dvcproject"
+    shutil.copytree(master, root, symlinks=True)
+    return root, stdout

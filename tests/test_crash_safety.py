@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from ogsrl.io import HOLD_BEFORE_RENAME_ENV
+from tests.conftest import dvc_env
 from tests.test_determinism import _tree, _untimed
 
 LONG_STAGES = ("extract", "fit_world_model", "calibrate_guardian", "train_policies", "fit_behaviour",
@@ -33,13 +34,8 @@ UNSTABLE = ("validation_raw/", "validation_trajectories/", "index.html")
 """outputs that legitimately differ between two runs: GE Data Docs (run ids, times) and the report (its timings)"""
 
 
-def _dvc_env(root: Path) -> dict[str, str]:
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            "PYTHONPATH": str(root), "OGSRL_NO_TRACK": "1", "OMP_NUM_THREADS": "1"}
-
-
 def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(Path(sys.executable).with_name("dvc")), *args], cwd=root, env=_dvc_env(root),
+    return subprocess.run([str(Path(sys.executable).with_name("dvc")), *args], cwd=root, env=dvc_env(root),
                           capture_output=True, text=True, timeout=600)
 
 
@@ -106,7 +102,7 @@ def _kill_while_writing(root: Path, stage: str, paths: list[str]) -> bool:
     watched = sorted({(root / rel).parent for rel in paths} | {root / rel for rel in paths})
     before = _temporaries(watched)
     proc = subprocess.Popen([str(Path(sys.executable).with_name("dvc")), "repro", "--force", "-s", stage], cwd=root,
-                            env={**_dvc_env(root), HOLD_BEFORE_RENAME_ENV: "1"}, stdout=subprocess.DEVNULL,
+                            env={**dvc_env(root), HOLD_BEFORE_RENAME_ENV: "1"}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     try:
@@ -123,12 +119,11 @@ def _kill_while_writing(root: Path, stage: str, paths: list[str]) -> bool:
 
 
 @pytest.mark.slow
-def test_kill_9_during_each_long_stage_then_repro_recovers(tmp_dvc_project: Path, tmp_path: Path) -> None:
+def test_kill_9_during_each_long_stage_then_repro_recovers(reproduced_dvc_project: tuple[Path, str],
+                                                          tmp_path: Path) -> None:
     import shutil
 
-    root = tmp_dvc_project
-    first = _dvc(root, "repro")
-    assert first.returncode == 0, first.stderr[-3000:]
+    root, _ = reproduced_dvc_project
     ref_copy = tmp_path / "reference"
     shutil.copytree(root / "data", ref_copy / "data")
     reference = _tree(root / "data")
