@@ -1,0 +1,140 @@
+"""Model-based OPE with world models fitted towards the evaluated policy's actions (issue 12).
+
+``mb`` reads the SpO₂ cost as a line ≈ 0.24 + 0.79 × truth: the dose effects it learns are those the clinicians'
+practice identifies, and policies far from that practice are read towards its level. Session 29/30 found that `mb`
+fitted on data *logged by* the policy it evaluates reads that policy nearly right. Importance-weighted model fitting
+(Hishinuma & Senda 2021; Sugiyama et al. 2007 for covariate shift) imitates such data from the clinicians' own: each
+logged step (s, a) gets the per-step ratio ρ = π_e(a|s) / π̂_b(a|s) (the evaluate stage's π̂_b and ``log_ratios``),
+and the models are fitted on a resample of the evaluation split's rows drawn ∝ ρ^λ — the action distribution at
+each logged state moved towards the evaluated policy's (λ = 1), or half-way in log-ratio (λ = ½, a bias–variance
+compromise). Each policy gets its own models; everything else is ``mb``'s (the stays held out, the stay-bootstrap
+refits, seeds, rollouts, start states). The held-out rows used for early stopping and elite choice are resampled
+the same way, so the models stop where they fit the weighted distribution best.
+
+Weights are truncated at ``--cap`` times their mean before normalising (a handful of rows otherwise take the whole
+resample). Per policy the page reports the weights' Kish effective sample size as a share of the rows.
+
+Usage:
+  .venv/bin/python benchmarks/probe_mb_weighted.py --root <make-run project> --pages <page with the truth> \
+      --work <bench_ope work dir> [--temper 1,0.5] [--cap 20] [--fits 4] [--out mb_weighted]
+Writes benchmarks/results/<out>.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import probe_common  # noqa: E402
+
+from ogsrl import config  # noqa: E402
+from ogsrl.ope import model_based  # noqa: E402
+from ogsrl.ope import stage as ope_stage  # noqa: E402
+from ogsrl.world import stage as world_stage  # noqa: E402
+from ogsrl.world.data import Transitions  # noqa: E402
+
+WEIGHT_STREAM = 0x575453  # "WTS": the weighted resamples, the same draws for every policy
+
+
+def resample_weights(log_ratio: np.ndarray, temper: float, cap: float) -> np.ndarray:
+    """Resampling probabilities ∝ min(ρ^λ, cap · mean ρ^λ), ρ = exp(log_ratio), normalised to sum 1."""
+    lw = temper * np.asarray(log_ratio, np.float64)
+    w = np.exp(lw - lw.max())
+    w = np.minimum(w, cap * w.mean())
+    return w / w.sum()
+
+
+def kish(p: np.ndarray) -> float:
+    """Kish effective sample size of weights ``p`` as a share of their count."""
+    return float(1.0 / (len(p) * np.sum(p ** 2))) if p.sum() > 0 else 0.0
+
+
+def weighted_models(data: Transitions, stays: np.ndarray, p: np.ndarray, new_model, cfg: model_based.Config,
+                    seed: np.random.SeedSequence, w_seed: np.random.SeedSequence, fits: int) -> list:
+    """``fits`` models as :func:`ogsrl.ope.model_based.fit_models` fits them (same held-out stays, stay-bootstrap
+    refits and initialisations from ``seed``), each fit's rows and its held-out rows then resampled ∝ ``p``."""
+    groups = model_based.stays_of(stays)
+    n_hold = model_based.held_out(len(groups), cfg)
+    s_split, s_resample, s_init = seed.spawn(3)
+    perm = np.random.default_rng(s_split).permutation(len(groups))
+    held, kept = [groups[i] for i in perm[:n_hold]], [groups[i] for i in perm[n_hold:]]
+    init_seeds = s_init.generate_state(1 + cfg.refits)
+    rng, w_rng = np.random.default_rng(s_resample), np.random.default_rng(w_seed)
+
+    def drawn(rows: np.ndarray) -> np.ndarray:
+        q = p[rows] / p[rows].sum()
+        return rows[w_rng.choice(len(rows), size=len(rows), p=q)]
+
+    stop = data.take(drawn(np.concatenate(held)))
+    models = []
+    for m in range(fits):
+        picks = np.arange(len(kept)) if m == 0 else rng.integers(0, len(kept), size=len(kept))
+        model = new_model(int(init_seeds[m]))
+        model.fit(data.take(drawn(np.concatenate([kept[i] for i in picks]))), stop)
+        models.append(model)
+    return models
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    probe_common.add_args(ap)
+    ap.add_argument("--temper", default="1,0.5", help="exponents λ of the ratio, one variant each")
+    ap.add_argument("--cap", type=float, default=20.0, help="weights truncated at cap × their mean")
+    ap.add_argument("--plain-page", default="", help="a saved page whose 'test' variant is plain mb on this root "
+                    "(else plain mb is recomputed)")
+    probe_common.add_scoring_args(ap, "mb_weighted")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    ps = probe_common.load(args)
+    tempers = [float(x) for x in args.temper.split(",")]
+    fits = len(probe_common.plain_models(ps, args.fits))
+    params, root = ps.params, ps.root
+    wcfg = config.build(world_stage.WorldConfig, params.get("world"), "world")
+    data = ps.table.transitions(ps.test, "test.parquet")
+    stays = ps.test["stay_key"].to_numpy()
+    beh = ope_stage.load_behaviour(root)
+    fit_seed, _ = np.random.SeedSequence([ps.cfg.seed, ope_stage.MODEL_STREAM]).spawn(2)
+    w_seed = np.random.SeedSequence([ps.cfg.seed, WEIGHT_STREAM])
+
+    def new_model(seed: int):
+        return ps.table.new_model(dataclasses.replace(wcfg.model, seed=seed))
+
+    if args.plain_page:
+        import json
+        variants = {"mb": json.loads((Path(__file__).resolve().parent / "results" / f"{args.plain_page}.json")
+                                     .read_text())["values"]["test"]}
+        variants["mb"] = {n: variants["mb"][n] for n in ps.truth}
+    else:
+        variants = {"mb": probe_common.mb_values(ps, probe_common.plain_models(ps, fits))}
+    ess: dict[str, dict[str, float]] = {}
+    for lam in tempers:
+        name = f"weighted λ={lam:g}"
+        variants[name] = {}
+        for pol in ps.truth:
+            p = resample_weights(ope_stage.log_ratios(ps.policies[pol], beh, ps.test, pol), lam, args.cap)
+            ess.setdefault(pol, {})[name] = kish(p)
+            models = weighted_models(data, stays, p, new_model, ps.cfg.model, fit_seed, w_seed, fits)
+            one = dataclasses.replace(ps, truth={pol: ps.truth[pol]})
+            variants[name][pol] = probe_common.mb_values(one, models)[pol]
+            print(f"{name} {pol}: ESS share {ess[pol][name]:.3f}, values {variants[name][pol]}", file=sys.stderr,
+                  flush=True)
+    names = list(variants)[1:]
+    sections = ["Per-step weights' Kish effective sample size, as a share of the test split's rows:", "",
+                "| policy | " + " | ".join(names) + " |", "|---|" + "---|" * len(names),
+                *(f"| {pol} | " + " | ".join(f"{ess[pol][n]:.3f}" for n in names) + " |" for pol in ps.truth), ""]
+    probe_common.write_variants(
+        "probe_mb_weighted.py", args.out, t0, "Model-based OPE fitted towards the evaluated policy's actions",
+        f"`mb` ({fits} fits) against the same fits on the test split's rows resampled ∝ min(ρ^λ, {args.cap:g} × mean), "
+        f"ρ the per-step ratio π_e / π̂_b, one set of models per policy; {len(ps.truth)} policies.",
+        variants, ps.truth, list(ps.table.cost_columns), probe_common.admitted_by(args.admitted),
+        extra={"ess_share": ess, "truth": ps.truth}, sections=sections)
+
+
+if __name__ == "__main__":
+    main()
