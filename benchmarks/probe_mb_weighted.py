@@ -12,11 +12,14 @@ refits, seeds, rollouts, start states). The held-out rows used for early stoppin
 the same way, so the models stop where they fit the weighted distribution best.
 
 Weights are truncated at ``--cap`` times their mean before normalising (a handful of rows otherwise take the whole
-resample). Per policy the page reports the weights' Kish effective sample size as a share of the rows.
+resample). Per policy the page reports the weights' Kish effective sample size as a share of the rows. ``--control``
+adds, per λ, the same fits on a resample drawn uniformly from a random subset of the rows as large as the weights'
+effective sample size: what fewer effective rows alone do, without moving the actions.
 
 Usage:
   .venv/bin/python benchmarks/probe_mb_weighted.py --root <make-run project> --pages <page with the truth> \
-      --work <bench_ope work dir> [--temper 1,0.5] [--cap 20] [--fits 4] [--out mb_weighted]
+      --work <bench_ope work dir> [--temper 1,0.5] [--cap 20] [--control] [--policies a,b,c] [--fits 4] \
+      [--out mb_weighted]
 Writes benchmarks/results/<out>.json and .md.
 """
 
@@ -55,6 +58,15 @@ def kish(p: np.ndarray) -> float:
     return float(1.0 / (len(p) * np.sum(p ** 2))) if p.sum() > 0 else 0.0
 
 
+def ess_matched(n: int, share: float, rng: np.random.Generator) -> np.ndarray:
+    """Resampling probabilities uniform over a random ``share`` of ``n`` rows (at least one): the control for
+    weights of that effective sample size."""
+    keep = rng.choice(n, size=max(1, int(round(share * n))), replace=False)
+    p = np.zeros(n)
+    p[keep] = 1.0 / len(keep)
+    return p
+
+
 def weighted_models(data: Transitions, stays: np.ndarray, p: np.ndarray, new_model, cfg: model_based.Config,
                     seed: np.random.SeedSequence, w_seed: np.random.SeedSequence, fits: int) -> list:
     """``fits`` models as :func:`ogsrl.ope.model_based.fit_models` fits them (same held-out stays, stay-bootstrap
@@ -68,6 +80,8 @@ def weighted_models(data: Transitions, stays: np.ndarray, p: np.ndarray, new_mod
     rng, w_rng = np.random.default_rng(s_resample), np.random.default_rng(w_seed)
 
     def drawn(rows: np.ndarray) -> np.ndarray:
+        if p[rows].sum() <= 0:
+            raise SystemExit("no weight on these rows: raise the ESS share")
         q = p[rows] / p[rows].sum()
         return rows[w_rng.choice(len(rows), size=len(rows), p=q)]
 
@@ -88,10 +102,14 @@ def main() -> None:
     ap.add_argument("--cap", type=float, default=20.0, help="weights truncated at cap × their mean")
     ap.add_argument("--plain-page", default="", help="a saved page whose 'test' variant is plain mb on this root "
                     "(else plain mb is recomputed)")
+    ap.add_argument("--control", action="store_true", help="also the ESS-matched uniform resample per λ")
+    ap.add_argument("--policies", default="", help="only these policies of the pages (default: all)")
     probe_common.add_scoring_args(ap, "mb_weighted")
     args = ap.parse_args()
     t0 = time.perf_counter()
     ps = probe_common.load(args)
+    if args.policies:
+        ps.truth = {n: ps.truth[n] for n in args.policies.split(",")}
     tempers = [float(x) for x in args.temper.split(",")]
     fits = len(probe_common.plain_models(ps, args.fits))
     params, root = ps.params, ps.root
@@ -114,16 +132,20 @@ def main() -> None:
         variants = {"mb": probe_common.mb_values(ps, probe_common.plain_models(ps, fits))}
     ess: dict[str, dict[str, float]] = {}
     for lam in tempers:
-        name = f"weighted λ={lam:g}"
-        variants[name] = {}
-        for pol in ps.truth:
-            p = resample_weights(ope_stage.log_ratios(ps.policies[pol], beh, ps.test, pol), lam, args.cap)
-            ess.setdefault(pol, {})[name] = kish(p)
-            models = weighted_models(data, stays, p, new_model, ps.cfg.model, fit_seed, w_seed, fits)
-            one = dataclasses.replace(ps, truth={pol: ps.truth[pol]})
-            variants[name][pol] = probe_common.mb_values(one, models)[pol]
-            print(f"{name} {pol}: ESS share {ess[pol][name]:.3f}, values {variants[name][pol]}", file=sys.stderr,
-                  flush=True)
+        for control in (False, True) if args.control else (False,):
+            name = f"ESS-matched uniform, λ={lam:g}" if control else f"weighted λ={lam:g}"
+            variants[name] = {}
+            c_rng = np.random.default_rng(np.random.SeedSequence([ps.cfg.seed, WEIGHT_STREAM, 1]))
+            for pol in ps.truth:
+                p = resample_weights(ope_stage.log_ratios(ps.policies[pol], beh, ps.test, pol), lam, args.cap)
+                if control:
+                    p = ess_matched(len(p), kish(p), c_rng)
+                ess.setdefault(pol, {})[name] = kish(p)
+                models = weighted_models(data, stays, p, new_model, ps.cfg.model, fit_seed, w_seed, fits)
+                one = dataclasses.replace(ps, truth={pol: ps.truth[pol]})
+                variants[name][pol] = probe_common.mb_values(one, models)[pol]
+                print(f"{name} {pol}: ESS share {ess[pol][name]:.3f}, values {variants[name][pol]}",
+                      file=sys.stderr, flush=True)
     names = list(variants)[1:]
     sections = ["Per-step weights' Kish effective sample size, as a share of the test split's rows:", "",
                 "| policy | " + " | ".join(names) + " |", "|---|" + "---|" * len(names),
