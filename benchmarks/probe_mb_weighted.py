@@ -14,11 +14,15 @@ the same way, so the models stop where they fit the weighted distribution best.
 Weights are truncated at ``--cap`` times their mean before normalising (a handful of rows otherwise take the whole
 resample). Per policy the page reports the weights' Kish effective sample size as a share of the rows. ``--control``
 adds, per λ, the same fits on a resample drawn uniformly from a random subset of the rows as large as the weights'
-effective sample size: what fewer effective rows alone do, without moving the actions.
+effective sample size: what fewer effective rows alone do, without moving the actions. ``--fine-tune`` keeps the
+data instead: each of ``mb``'s fitted models (every row) is trained further on its weighted resample, from its own
+weights and input/output scaling, at a tenth of the fitting rate, and each member keeps its state at the epoch of
+lowest loss on the weighted held-out rows — epoch 0, the plain model, included, so a member moves only when the
+weighted held-out rows say it fits them better.
 
 Usage:
   .venv/bin/python benchmarks/probe_mb_weighted.py --root <make-run project> --pages <page with the truth> \
-      --work <bench_ope work dir> [--temper 1,0.5] [--cap 20] [--control] [--policies a,b,c] [--fits 4] \
+      --work <bench_ope work dir> [--temper 1,0.5] [--cap 20] [--control | --fine-tune] [--policies a,b,c] [--fits 4] \
       [--out mb_weighted]
 Writes benchmarks/results/<out>.json and .md.
 """
@@ -26,12 +30,14 @@ Writes benchmarks/results/<out>.json and .md.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import probe_common  # noqa: E402
@@ -67,10 +73,67 @@ def ess_matched(n: int, share: float, rng: np.random.Generator) -> np.ndarray:
     return p
 
 
+def fine_tuned(model, fit: Transitions, stop: Transitions, seed: int, lr_share: float = 0.1, max_epochs: int = 30,
+               patience: int = 3):
+    """A copy of fitted ``model`` trained further on ``fit`` (its scaling, elites and architecture kept; the same
+    rows for every member), each member at its epoch of lowest loss on ``stop`` (epoch 0 — ``model`` — included)."""
+    m = copy.deepcopy(model)
+    net, cfg = m.net, m.cfg
+    gen = torch.Generator().manual_seed(seed)
+
+    def scaled(d: Transitions):
+        yg, yb = m._targets(d)
+        return m._inputs(d.obs, d.act), (yg - net.out_mean) / net.out_std, yb
+
+    xt, yt, bt = scaled(fit)
+    xv, yv, bv = scaled(stop)
+    xv = xv.expand(cfg.n_members, -1, -1)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr_share * cfg.lr, weight_decay=cfg.weight_decay)
+    members = cfg.n_members
+    keep = [k for k, v in net.state_dict().items()
+            if v.ndim >= 1 and v.shape[0] == members and not k.startswith(("in_", "out_", "elites"))]
+
+    def held_loss() -> np.ndarray:
+        net.eval()
+        with torch.inference_mode():
+            return m._loss(xv, yv, bv).numpy().astype(np.float64)
+
+    best = held_loss()
+    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    stale = 0
+    for _ in range(max_epochs):
+        net.train()
+        order = torch.randperm(len(xt), generator=gen)
+        for start in range(0, len(xt), cfg.batch_size):
+            b = order[start:start + cfg.batch_size]
+            loss = (m._loss(xt[b].expand(members, -1, -1), yt[b], bt[b]).sum()
+                    + cfg.logvar_bound_weight * (net.max_logvar - net.min_logvar).sum())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        now = held_loss()
+        better = now < best
+        if better.any():
+            state = net.state_dict()
+            for k in keep:
+                best_state[k][better] = state[k][better].detach()
+            best[better] = now[better]
+            stale = 0
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    net.load_state_dict(best_state)
+    net.eval()
+    return m
+
+
 def weighted_models(data: Transitions, stays: np.ndarray, p: np.ndarray, new_model, cfg: model_based.Config,
-                    seed: np.random.SeedSequence, w_seed: np.random.SeedSequence, fits: int) -> list:
+                    seed: np.random.SeedSequence, w_seed: np.random.SeedSequence, fits: int,
+                    start_from: list | None = None) -> list:
     """``fits`` models as :func:`ogsrl.ope.model_based.fit_models` fits them (same held-out stays, stay-bootstrap
-    refits and initialisations from ``seed``), each fit's rows and its held-out rows then resampled ∝ ``p``."""
+    refits and initialisations from ``seed``), each fit's rows and its held-out rows then resampled ∝ ``p``; with
+    ``start_from`` (the plain fits, in order) each is that fit :func:`fine_tuned` on its resample instead."""
     groups = model_based.stays_of(stays)
     n_hold = model_based.held_out(len(groups), cfg)
     s_split, s_resample, s_init = seed.spawn(3)
@@ -89,8 +152,12 @@ def weighted_models(data: Transitions, stays: np.ndarray, p: np.ndarray, new_mod
     models = []
     for m in range(fits):
         picks = np.arange(len(kept)) if m == 0 else rng.integers(0, len(kept), size=len(kept))
+        rows = data.take(drawn(np.concatenate([kept[i] for i in picks])))
+        if start_from is not None:
+            models.append(fine_tuned(start_from[m], rows, stop, int(init_seeds[m])))
+            continue
         model = new_model(int(init_seeds[m]))
-        model.fit(data.take(drawn(np.concatenate([kept[i] for i in picks]))), stop)
+        model.fit(rows, stop)
         models.append(model)
     return models
 
@@ -103,6 +170,7 @@ def main() -> None:
     ap.add_argument("--plain-page", default="", help="a saved page whose 'test' variant is plain mb on this root "
                     "(else plain mb is recomputed)")
     ap.add_argument("--control", action="store_true", help="also the ESS-matched uniform resample per λ")
+    ap.add_argument("--fine-tune", action="store_true", help="fine-tune mb's plain fits instead of refitting")
     ap.add_argument("--policies", default="", help="only these policies of the pages (default: all)")
     probe_common.add_scoring_args(ap, "mb_weighted")
     args = ap.parse_args()
@@ -133,7 +201,8 @@ def main() -> None:
     ess: dict[str, dict[str, float]] = {}
     for lam in tempers:
         for control in (False, True) if args.control else (False,):
-            name = f"ESS-matched uniform, λ={lam:g}" if control else f"weighted λ={lam:g}"
+            name = (f"ESS-matched uniform, λ={lam:g}" if control else
+                    f"fine-tuned λ={lam:g}" if args.fine_tune else f"weighted λ={lam:g}")
             variants[name] = {}
             c_rng = np.random.default_rng(np.random.SeedSequence([ps.cfg.seed, WEIGHT_STREAM, 1]))
             for pol in ps.truth:
@@ -141,7 +210,8 @@ def main() -> None:
                 if control:
                     p = ess_matched(len(p), kish(p), c_rng)
                 ess.setdefault(pol, {})[name] = kish(p)
-                models = weighted_models(data, stays, p, new_model, ps.cfg.model, fit_seed, w_seed, fits)
+                models = weighted_models(data, stays, p, new_model, ps.cfg.model, fit_seed, w_seed, fits,
+                                         probe_common.plain_models(ps, fits) if args.fine_tune else None)
                 one = dataclasses.replace(ps, truth={pol: ps.truth[pol]})
                 variants[name][pol] = probe_common.mb_values(one, models)[pol]
                 print(f"{name} {pol}: ESS share {ess[pol][name]:.3f}, values {variants[name][pol]}",
