@@ -167,10 +167,9 @@ def main() -> None:
     probe_common.add_args(ap)
     ap.add_argument("--temper", default="1,0.5", help="exponents λ of the ratio, one variant each")
     ap.add_argument("--cap", type=float, default=20.0, help="weights truncated at cap × their mean")
-    ap.add_argument("--plain-page", default="", help="a saved page whose 'test' variant is plain mb on this root "
-                    "(else plain mb is recomputed)")
-    ap.add_argument("--control", action="store_true", help="also the ESS-matched uniform resample per λ")
-    ap.add_argument("--fine-tune", action="store_true", help="fine-tune mb's plain fits instead of refitting")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--control", action="store_true", help="also the ESS-matched uniform resample per λ")
+    mode.add_argument("--fine-tune", action="store_true", help="fine-tune mb's plain fits instead of refitting")
     ap.add_argument("--policies", default="", help="only these policies of the pages (default: all)")
     probe_common.add_scoring_args(ap, "mb_weighted")
     args = ap.parse_args()
@@ -191,13 +190,7 @@ def main() -> None:
     def new_model(seed: int):
         return ps.table.new_model(dataclasses.replace(wcfg.model, seed=seed))
 
-    if args.plain_page:
-        import json
-        variants = {"mb": json.loads((Path(__file__).resolve().parent / "results" / f"{args.plain_page}.json")
-                                     .read_text())["values"]["test"]}
-        variants["mb"] = {n: variants["mb"][n] for n in ps.truth}
-    else:
-        variants = {"mb": probe_common.mb_values(ps, probe_common.plain_models(ps, fits))}
+    variants = {"mb": probe_common.mb_values(ps, probe_common.plain_models(ps, fits))}
     ess: dict[str, dict[str, float]] = {}
     for lam in tempers:
         for control in (False, True) if args.control else (False,):
@@ -222,7 +215,8 @@ def main() -> None:
                 *(f"| {pol} | " + " | ".join(f"{ess[pol][n]:.3f}" for n in names) + " |" for pol in ps.truth), ""]
     probe_common.write_variants(
         "probe_mb_weighted.py", args.out, t0, "Model-based OPE fitted towards the evaluated policy's actions",
-        f"`mb` ({fits} fits) against the same fits on the test split's rows resampled ∝ min(ρ^λ, {args.cap:g} × mean), "
+        f"`mb` ({fits} fits) against the same fits {'fine-tuned' if args.fine_tune else 'made'} on the test split's "
+        f"rows resampled ∝ min(ρ^λ, {args.cap:g} × mean), "
         f"ρ the per-step ratio π_e / π̂_b, one set of models per policy; {len(ps.truth)} policies.",
         variants, ps.truth, list(ps.table.cost_columns), probe_common.admitted_by(args.admitted),
         extra={"ess_share": ess, "truth": ps.truth}, sections=sections)
