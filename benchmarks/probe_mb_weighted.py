@@ -18,11 +18,13 @@ effective sample size: what fewer effective rows alone do, without moving the ac
 data instead: each of ``mb``'s fitted models (every row) is trained further on its weighted resample, from its own
 weights and input/output scaling, at a tenth of the fitting rate, and each member keeps its state at the epoch of
 lowest loss on the weighted held-out rows — epoch 0, the plain model, included, so a member moves only when the
-weighted held-out rows say it fits them better.
+weighted held-out rows say it fits them better. ``--fine-tune-actions`` fine-tunes only the weights that read the
+action inputs, so the fit keeps every row for all the state alone determines.
 
 Usage:
   .venv/bin/python benchmarks/probe_mb_weighted.py --root <make-run project> --pages <page with the truth> \
-      --work <bench_ope work dir> [--temper 1,0.5] [--cap 20] [--control | --fine-tune] [--policies a,b,c] [--fits 4] \
+      --work <bench_ope work dir> [--temper 1,0.5] [--cap 20] [--control | --fine-tune | --fine-tune-actions] \
+      [--policies a,b,c] [--threads 1] [--fits 4] \
       [--out mb_weighted]
 Writes benchmarks/results/<out>.json and .md.
 """
@@ -74,12 +76,22 @@ def ess_matched(n: int, share: float, rng: np.random.Generator) -> np.ndarray:
 
 
 def fine_tuned(model, fit: Transitions, stop: Transitions, seed: int, lr_share: float = 0.1, max_epochs: int = 30,
-               patience: int = 3):
+               patience: int = 3, actions_only: bool = False):
     """A copy of fitted ``model`` trained further on ``fit`` (its scaling, elites and architecture kept; the same
-    rows for every member), each member at its epoch of lowest loss on ``stop`` (epoch 0 — ``model`` — included)."""
+    rows for every member), each member at its epoch of lowest loss on ``stop`` (epoch 0 — ``model`` — included).
+    ``actions_only``: only the weights that read the action inputs move (the first layer's and the linear skip
+    path's action rows, no weight decay); everything the state alone determines stays as fitted on every row."""
     m = copy.deepcopy(model)
     net, cfg = m.net, m.cfg
     gen = torch.Generator().manual_seed(seed)
+    params, decay = list(net.parameters()), cfg.weight_decay
+    if actions_only:
+        n_in = net.in_mean.shape[0]
+        rows = torch.zeros(1, n_in, 1)
+        rows[:, n_in - m.layout.n_act_in:] = 1.0  # the model input is [state, action input]
+        params, decay = [net.layers[0].weight, net.skip.weight], 0.0
+        for p in params:
+            p.register_hook(lambda g: g * rows)
 
     def scaled(d: Transitions):
         yg, yb = m._targets(d)
@@ -88,7 +100,7 @@ def fine_tuned(model, fit: Transitions, stop: Transitions, seed: int, lr_share: 
     xt, yt, bt = scaled(fit)
     xv, yv, bv = scaled(stop)
     xv = xv.expand(cfg.n_members, -1, -1)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr_share * cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=lr_share * cfg.lr, weight_decay=decay)
     members = cfg.n_members
     keep = [k for k, v in net.state_dict().items()
             if v.ndim >= 1 and v.shape[0] == members and not k.startswith(("in_", "out_", "elites"))]
@@ -130,10 +142,11 @@ def fine_tuned(model, fit: Transitions, stop: Transitions, seed: int, lr_share: 
 
 def weighted_models(data: Transitions, stays: np.ndarray, p: np.ndarray, new_model, cfg: model_based.Config,
                     seed: np.random.SeedSequence, w_seed: np.random.SeedSequence, fits: int,
-                    start_from: list | None = None) -> list:
+                    start_from: list | None = None, actions_only: bool = False) -> list:
     """``fits`` models as :func:`ogsrl.ope.model_based.fit_models` fits them (same held-out stays, stay-bootstrap
     refits and initialisations from ``seed``), each fit's rows and its held-out rows then resampled ∝ ``p``; with
-    ``start_from`` (the plain fits, in order) each is that fit :func:`fine_tuned` on its resample instead."""
+    ``start_from`` (the plain fits, in order) each is that fit :func:`fine_tuned` on its resample instead
+    (``actions_only`` as there)."""
     groups = model_based.stays_of(stays)
     n_hold = model_based.held_out(len(groups), cfg)
     s_split, s_resample, s_init = seed.spawn(3)
@@ -154,7 +167,7 @@ def weighted_models(data: Transitions, stays: np.ndarray, p: np.ndarray, new_mod
         picks = np.arange(len(kept)) if m == 0 else rng.integers(0, len(kept), size=len(kept))
         rows = data.take(drawn(np.concatenate([kept[i] for i in picks])))
         if start_from is not None:
-            models.append(fine_tuned(start_from[m], rows, stop, int(init_seeds[m])))
+            models.append(fine_tuned(start_from[m], rows, stop, int(init_seeds[m]), actions_only=actions_only))
             continue
         model = new_model(int(init_seeds[m]))
         model.fit(rows, stop)
@@ -170,9 +183,15 @@ def main() -> None:
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--control", action="store_true", help="also the ESS-matched uniform resample per λ")
     mode.add_argument("--fine-tune", action="store_true", help="fine-tune mb's plain fits instead of refitting")
+    mode.add_argument("--fine-tune-actions", action="store_true",
+                      help="fine-tune only the weights reading the action inputs")
     ap.add_argument("--policies", default="", help="only these policies of the pages (default: all)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); the fits depend on it")
     probe_common.add_scoring_args(ap, "mb_weighted")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tuned = args.fine_tune or args.fine_tune_actions
     t0 = time.perf_counter()
     ps = probe_common.load(args)
     if args.policies:
@@ -195,6 +214,7 @@ def main() -> None:
     for lam in tempers:
         for control in (False, True) if args.control else (False,):
             name = (f"ESS-matched uniform, λ={lam:g}" if control else
+                    f"action weights fine-tuned λ={lam:g}" if args.fine_tune_actions else
                     f"fine-tuned λ={lam:g}" if args.fine_tune else f"weighted λ={lam:g}")
             variants[name] = {}
             c_rng = np.random.default_rng(np.random.SeedSequence([ps.cfg.seed, WEIGHT_STREAM, 1]))
@@ -204,7 +224,8 @@ def main() -> None:
                     p = ess_matched(len(p), kish(p), c_rng)
                 ess.setdefault(pol, {})[name] = kish(p)
                 models = weighted_models(data, stays, p, new_model, ps.cfg.model, fit_seed, w_seed, fits,
-                                         probe_common.plain_models(ps, fits) if args.fine_tune else None)
+                                         probe_common.plain_models(ps, fits) if tuned else None,
+                                         args.fine_tune_actions)
                 one = dataclasses.replace(ps, truth={pol: ps.truth[pol]})
                 variants[name][pol] = probe_common.mb_values(one, models)[pol]
                 print(f"{name} {pol}: ESS share {ess[pol][name]:.3f}, values {variants[name][pol]}",
@@ -215,7 +236,7 @@ def main() -> None:
                 *(f"| {pol} | " + " | ".join(f"{ess[pol][n]:.3f}" for n in names) + " |" for pol in ps.truth), ""]
     probe_common.write_variants(
         "probe_mb_weighted.py", args.out, t0, "Model-based OPE fitted towards the evaluated policy's actions",
-        f"`mb` ({fits} fits) against the same fits {'fine-tuned' if args.fine_tune else 'made'} on the test split's "
+        f"`mb` ({fits} fits) against the same fits {'fine-tuned' if tuned else 'made'} on the test split's "
         f"rows resampled ∝ min(ρ^λ, {args.cap:g} × mean), "
         f"ρ the per-step ratio π_e / π̂_b, one set of models per policy; {len(ps.truth)} policies.",
         variants, ps.truth, list(ps.table.cost_columns), probe_common.admitted_by(args.admitted),
