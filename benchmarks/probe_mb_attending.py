@@ -1,0 +1,194 @@
+"""Model-based OPE anchored on the attendings: each attending's own stays are an on-policy sample of their practice
+(issue 12).
+
+``mb`` reads the SpO₂ cost as a line in the truth (≈ 0.24 + 0.79 × truth on the spread set): right in rank, shrunk
+towards the clinicians' level. Undoing the line needs anchors away from that level whose values are known without a
+model; session 25 found none in the pooled logged data. The attendings are such anchors: in the demo each stay's
+attending (``admissions.admit_provider_id``) is drawn at random, and attendings differ in fluid liberality,
+vasopressor threshold and dose, so the mean logged outcome over one attending's stays is an unbiased on-policy value
+of that attending's practice. Per attending k this probe
+
+1. fits a behaviour clone π̂_k on k's training and validation stays (the evaluate stage's behaviour-model config and
+   features; a hospital can do the same),
+2. reads π̂_k with ``mb`` (the same fits, seeds and rollouts as every other policy): m_k per target,
+3. takes y_k, the mean per-stay logged return and costs over k's stays in all three splits,
+
+then regresses y on m across the attendings (ordinary least squares, one line per target) and reads every evaluated
+policy as c + d·mb (costs floored at 0): ``attending-anchored``. Two diagnostics: the same with the simulator's own
+attending policies as the anchors (``anchored on the true attendings``: an oracle for the policy side, not
+available in a hospital) and each clone's simulated truth against its attending's logged mean (how far cloning
+moves the anchor). The line is also reported from the test split's stays alone.
+
+Assumption the demo satisfies by construction and a hospital must check: attendings see comparable patients
+(quasi-random assignment); otherwise y_k mixes practice with case mix.
+
+Usage:
+  .venv/bin/python benchmarks/probe_mb_attending.py --root <make-run project> --pages <page with the truth> \
+      --work <bench_ope work dir> [--fits 4] [--truth-episodes 4000] [--threads 1] [--out mb_attending]
+Writes benchmarks/results/<out>.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_ope  # noqa: E402
+import probe_common  # noqa: E402
+
+from ogsrl.agents import bc, common  # noqa: E402
+from ogsrl.agents.actor import SavedPolicy  # noqa: E402
+from ogsrl.io import salted_hash  # noqa: E402
+from ogsrl.ope import behaviour  # noqa: E402
+from ogsrl.synth import clinician  # noqa: E402
+
+TARGETS = ("reward", "cost_spo2_low", "cost_urine_low")
+"""logged per-step columns summed per stay, in the order of ``mb``'s ``[return, cost…]``"""
+CLONE_SEED = 4100
+
+
+def stay_attendings(root: Path, salt: str) -> pd.Series:
+    """stay key → attending id (``admissions.admit_provider_id`` via ``icustays``), from the project's raw tables."""
+    adm = pd.read_csv(root / "data/raw/hosp/admissions.csv.gz", usecols=["hadm_id", "admit_provider_id"])
+    stays = pd.read_csv(root / "data/raw/icu/icustays.csv.gz", usecols=["hadm_id", "stay_id"])
+    m = stays.merge(adm, on="hadm_id", how="left")
+    if m["admit_provider_id"].isna().any():
+        raise SystemExit(f"admissions.admit_provider_id missing for {int(m['admit_provider_id'].isna().sum())} stays")
+    return pd.Series(m["admit_provider_id"].astype(str).to_numpy(),
+                     index=salted_hash(m["stay_id"].tolist(), salt), name="attending")
+
+
+def per_stay(df: pd.DataFrame, attending: pd.Series) -> pd.DataFrame:
+    """One row per stay: its attending, split and the summed logged targets."""
+    g = df.groupby("stay_key", sort=True).agg(split=("split", "first"), **{t: (t, "sum") for t in TARGETS})
+    g["attending"] = attending.reindex(g.index).to_numpy()
+    if g["attending"].isna().any():
+        raise SystemExit(f"{int(g['attending'].isna().sum())} trajectory stays have no attending in the raw tables")
+    return g
+
+
+def anchor_line(m: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(c, d) of the least-squares line y = c + d·m across the anchors."""
+    d, c = np.polyfit(np.asarray(m, np.float64), np.asarray(y, np.float64), 1)
+    return float(c), float(d)
+
+
+def anchored(values: dict[str, list[float]], lines: list[tuple[float, float]]) -> dict[str, list[float]]:
+    """Each policy's ``[return, cost…]`` read through the anchors' lines; costs floored at 0."""
+    out = {}
+    for name, v in values.items():
+        read = [c + d * x for x, (c, d) in zip(v, lines)]
+        out[name] = [read[0], *(max(0.0, x) for x in read[1:])]
+    return out
+
+
+class TrueAttending:
+    """The simulator's attending ``k`` acting on the observed state (the demo's logging policy for one attending)."""
+
+    feature_names = clinician.FEATURES
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def act(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        x = np.asarray(obs, np.float64)
+        return clinician.sample(x, np.full(len(x), self.k, dtype=np.int64), rng)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    probe_common.add_args(ap)
+    ap.add_argument("--truth-episodes", type=int, default=4000, help="simulated patients per clone's truth")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    probe_common.add_scoring_args(ap, "mb_attending")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    ps = probe_common.load(args)
+    fits = len(probe_common.plain_models(ps, args.fits))
+    models = probe_common.plain_models(ps, fits)
+    root, params = ps.root, ps.params
+    att = stay_attendings(root, str(params["cohort"]["salt"]))
+    splits = {s: common.read_split(root / f"data/trajectories/{s}.parquet")[0] for s in ("train", "val", "test")}
+    stays = pd.concat([per_stay(df, att) for df in splits.values()])
+    names = behaviour.behaviour_features(splits["train"].columns)
+    cfg = ps.cfg.behaviour
+    ids = sorted(stays["attending"].unique())
+
+    anchors: dict[str, object] = {}
+    for i, a in enumerate(ids):
+        d = args.work / "policies" / f"attending_{i}"
+        if (d / "config.json").is_file():
+            pol = SavedPolicy.load(d)
+        else:
+            keys = stays.index[stays["attending"] == a]
+            tr, va = (splits[s][splits[s]["stay_key"].isin(keys)] for s in ("train", "val"))
+            pol, _, _ = bc.fit_actor(cfg, names, bc.batch_of(tr, names), bc.batch_of(va, names), CLONE_SEED + i)
+            pol.save(d)
+        anchors[f"attending_{i}"] = pol
+    oracle = {f"true_attending_{i}": TrueAttending(int(re.sub(r"\D", "", a))) for i, a in enumerate(ids)}
+
+    def read(pols: dict[str, object]) -> dict[str, list[float]]:
+        one = dataclasses.replace(ps, policies={**ps.policies, **pols}, truth={n: {} for n in pols})
+        return probe_common.mb_values(one, models)
+
+    plain = probe_common.mb_values(ps, models)
+    m_clone, m_true = read(anchors), read(oracle)
+    print(f"anchors read ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+
+    def logged(subset: pd.DataFrame) -> np.ndarray:
+        return np.array([subset.loc[subset["attending"] == a, list(TARGETS)].mean().to_numpy() for a in ids])
+
+    y_all, y_test = logged(stays), logged(stays[stays["split"] == "test"])
+    n_all = [int((stays["attending"] == a).sum()) for a in ids]
+    mc = np.array([m_clone[f"attending_{i}"] for i in range(len(ids))])
+    mt = np.array([m_true[f"true_attending_{i}"] for i in range(len(ids))])
+    lines = {"clones, all splits": [anchor_line(mc[:, j], y_all[:, j]) for j in range(len(TARGETS))],
+             "clones, test split": [anchor_line(mc[:, j], y_test[:, j]) for j in range(len(TARGETS))],
+             "true attendings, all splits": [anchor_line(mt[:, j], y_all[:, j]) for j in range(len(TARGETS))]}
+    variants = {"mb": plain, "attending-anchored": anchored(plain, lines["clones, all splits"]),
+                "anchored, test-split means": anchored(plain, lines["clones, test split"]),
+                "anchored on the true attendings": anchored(plain, lines["true attendings, all splits"])}
+
+    clone_truth = {}
+    for i in range(len(ids)):
+        tr = bench_ope.truth_of(f"attending_{i}", anchors[f"attending_{i}"], params, args.truth_episodes, 13,
+                                args.work)
+        clone_truth[f"attending_{i}"] = [tr["return"], tr["cost_return_cost_spo2_low"],
+                                         tr["cost_return_cost_urine_low"]]
+    sections = ["Anchors: per attending, stays (all splits), the logged mean per stay y (all splits; test split), "
+                "`mb`'s reading of the clone m and of the true attending, and the clone's simulated truth "
+                f"({args.truth_episodes} patients, seed 13) — return / SpO₂ cost / urine cost:", "",
+                "| attending | stays | logged y (all) | logged y (test) | mb of clone | mb of true attending | "
+                "clone's truth |", "|---|---|---|---|---|---|---|"]
+    fmt = lambda v: " / ".join(f"{x:.3f}" if j else f"{x:.2f}" for j, x in enumerate(v))  # noqa: E731
+    for i in range(len(ids)):
+        sections.append(f"| {i} | {n_all[i]} | {fmt(y_all[i])} | {fmt(y_test[i])} | {fmt(mc[i])} | {fmt(mt[i])} | "
+                        f"{fmt(clone_truth[f'attending_{i}'])} |")
+    sections += ["", "Anchor lines y = c + d·m (return / SpO₂ cost / urine cost):", ""]
+    sections += [f"- {k}: " + "; ".join(f"{c:.3f} + {d:.3f}·m" for c, d in v) for k, v in lines.items()]
+    sections.append("")
+    probe_common.write_variants(
+        "probe_mb_attending.py", args.out, t0, "Model-based OPE anchored on the attendings",
+        f"`mb` ({fits} fits) and its readings through the line y = c + d·m fitted across the {len(ids)} attendings "
+        "(y: the attending's logged mean per stay; m: `mb`'s reading of the attending's behaviour clone); "
+        f"{len(ps.truth)} policies.", variants, ps.truth, list(ps.table.cost_columns),
+        probe_common.admitted_by(args.admitted),
+        extra={"anchors": {"ids": list(range(len(ids))), "stays": n_all, "logged_all": y_all.tolist(),
+                           "logged_test": y_test.tolist(), "mb_clone": mc.tolist(), "mb_true": mt.tolist(),
+                           "clone_truth": clone_truth, "lines": lines}, "truth": ps.truth},
+        sections=sections)
+
+
+if __name__ == "__main__":
+    main()
