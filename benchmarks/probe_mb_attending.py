@@ -91,6 +91,40 @@ def anchored(values: dict[str, list[float]], lines: list[tuple[float, float]]) -
     return out
 
 
+class AsAttending:
+    """One behaviour clone of every attending's stays, fitted with the attending as a one-hot input, acting as
+    attending ``k`` (the state features it reads, then the code)."""
+
+    def __init__(self, inner: SavedPolicy, k: int, n: int) -> None:
+        self.inner, self.k, self.n = inner, k, n
+        self.feature_names = inner.feature_names[:-n]
+
+    def act(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        x = np.asarray(obs, np.float64)
+        code = np.zeros((len(x), self.n))
+        code[:, self.k] = 1.0
+        return self.inner.act(np.hstack([x, code]), rng)
+
+
+def conditioned_clone(splits: dict[str, pd.DataFrame], stays: pd.DataFrame, ids: list[str], names: tuple[str, ...],
+                      cfg: bc.Config, work: Path) -> SavedPolicy:
+    """The clone behind :class:`AsAttending`, fitted on the training and validation splits (cached in ``work``)."""
+    d = work / "policies" / "attending_conditioned"
+    if (d / "config.json").is_file():
+        return SavedPolicy.load(d)
+    code = [f"attending_code_{i}" for i in range(len(ids))]
+
+    def coded(df: pd.DataFrame) -> pd.DataFrame:
+        who = stays["attending"].reindex(df["stay_key"]).to_numpy()
+        return df.assign(**{c: (who == a).astype(np.float64) for c, a in zip(code, ids)})
+
+    cols = (*names, *code)
+    pol, _, _ = bc.fit_actor(cfg, cols, bc.batch_of(coded(splits["train"]), cols),
+                             bc.batch_of(coded(splits["val"]), cols), CLONE_SEED)
+    pol.save(d)
+    return pol
+
+
 class TrueAttending:
     """The simulator's attending ``k`` acting on the observed state (the demo's logging policy for one attending)."""
 
@@ -136,6 +170,8 @@ def main() -> None:
             pol, _, _ = bc.fit_actor(cfg, names, bc.batch_of(tr, names), bc.batch_of(va, names), CLONE_SEED + i)
             pol.save(d)
         anchors[f"attending_{i}"] = pol
+    shared = conditioned_clone(splits, stays, ids, names, cfg, args.work)
+    coded = {f"coded_attending_{i}": AsAttending(shared, i, len(ids)) for i in range(len(ids))}
     oracle = {f"true_attending_{i}": TrueAttending(int(re.sub(r"\D", "", a))) for i, a in enumerate(ids)}
 
     def read(pols: dict[str, object]) -> dict[str, list[float]]:
@@ -143,7 +179,7 @@ def main() -> None:
         return probe_common.mb_values(one, models)
 
     plain = probe_common.mb_values(ps, models)
-    m_clone, m_true = read(anchors), read(oracle)
+    m_clone, m_coded, m_true = read(anchors), read(coded), read(oracle)
     print(f"anchors read ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
 
     def logged(subset: pd.DataFrame) -> np.ndarray:
@@ -153,11 +189,14 @@ def main() -> None:
     n_all = [int((stays["attending"] == a).sum()) for a in ids]
     mc = np.array([m_clone[f"attending_{i}"] for i in range(len(ids))])
     mt = np.array([m_true[f"true_attending_{i}"] for i in range(len(ids))])
+    mk = np.array([m_coded[f"coded_attending_{i}"] for i in range(len(ids))])
     lines = {"clones, all splits": [anchor_line(mc[:, j], y_all[:, j]) for j in range(len(TARGETS))],
              "clones, test split": [anchor_line(mc[:, j], y_test[:, j]) for j in range(len(TARGETS))],
+             "coded clone, all splits": [anchor_line(mk[:, j], y_all[:, j]) for j in range(len(TARGETS))],
              "true attendings, all splits": [anchor_line(mt[:, j], y_all[:, j]) for j in range(len(TARGETS))]}
     variants = {"mb": plain, "attending-anchored": anchored(plain, lines["clones, all splits"]),
                 "anchored, test-split means": anchored(plain, lines["clones, test split"]),
+                "anchored via the coded clone": anchored(plain, lines["coded clone, all splits"]),
                 "anchored on the true attendings": anchored(plain, lines["true attendings, all splits"])}
 
     clone_truth = {}
@@ -169,8 +208,8 @@ def main() -> None:
     sections = ["Anchors: per attending, stays (all splits), the logged mean per stay y (all splits; test split), "
                 "`mb`'s reading of the clone m and of the true attending, and the clone's simulated truth "
                 f"({args.truth_episodes} patients, seed 13) — return / SpO₂ cost / urine cost:", "",
-                "| attending | stays | logged y (all) | logged y (test) | mb of clone | mb of true attending | "
-                "clone's truth |", "|---|---|---|---|---|---|---|"]
+                "| attending | stays | logged y (all) | logged y (test) | mb of clone | mb of coded clone | "
+                "mb of true attending | clone's truth |", "|---|---|---|---|---|---|---|---|"]
     fmt = lambda v: " / ".join(f"{x:.3f}" if j else f"{x:.2f}" for j, x in enumerate(v))  # noqa: E731
     for i in range(len(ids)):
         sections.append(f"| {i} | {n_all[i]} | {fmt(y_all[i])} | {fmt(y_test[i])} | {fmt(mc[i])} | {fmt(mt[i])} | "
@@ -185,7 +224,8 @@ def main() -> None:
         f"{len(ps.truth)} policies.", variants, ps.truth, list(ps.table.cost_columns),
         probe_common.admitted_by(args.admitted),
         extra={"anchors": {"ids": list(range(len(ids))), "stays": n_all, "logged_all": y_all.tolist(),
-                           "logged_test": y_test.tolist(), "mb_clone": mc.tolist(), "mb_true": mt.tolist(),
+                           "logged_test": y_test.tolist(), "mb_clone": mc.tolist(), "mb_coded": mk.tolist(),
+                           "mb_true": mt.tolist(),
                            "clone_truth": clone_truth, "lines": lines}, "truth": ps.truth},
         sections=sections)
 
