@@ -212,8 +212,8 @@ def main() -> None:
                 "mb of true attending | clone's truth |", "|---|---|---|---|---|---|---|---|"]
     fmt = lambda v: " / ".join(f"{x:.3f}" if j else f"{x:.2f}" for j, x in enumerate(v))  # noqa: E731
     for i in range(len(ids)):
-        sections.append(f"| {i} | {n_all[i]} | {fmt(y_all[i])} | {fmt(y_test[i])} | {fmt(mc[i])} | {fmt(mt[i])} | "
-                        f"{fmt(clone_truth[f'attending_{i}'])} |")
+        sections.append(f"| {i} | {n_all[i]} | {fmt(y_all[i])} | {fmt(y_test[i])} | {fmt(mc[i])} | {fmt(mk[i])} | "
+                        f"{fmt(mt[i])} | {fmt(clone_truth[f'attending_{i}'])} |")
     sections += ["", "Anchor lines y = c + d·m (return / SpO₂ cost / urine cost):", ""]
     sections += [f"- {k}: " + "; ".join(f"{c:.3f} + {d:.3f}·m" for c, d in v) for k, v in lines.items()]
     sections.append("")

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from ogsrl import cli
+from tests.conftest import dvc_env
 
 ATTEMPTS: dict[str, int] = {}
 
@@ -148,13 +149,6 @@ def _dvc(root: Path, *args: str, env: dict[str, str] | None = None) -> subproces
     )
 
 
-def _stage_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["OGSRL_NO_TRACK"] = "1"
-    return env
-
-
 def _ran(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
 
@@ -167,7 +161,7 @@ def _lock(root: Path) -> dict[str, Any]:
 def test_dvc_repro_twice_is_a_noop_and_a_param_reruns_only_dependants(
         reproduced_dvc_project: tuple[Path, str]) -> None:
     root, first_stdout = reproduced_dvc_project
-    env = _stage_env()
+    env = dvc_env(root)
     stages = set(yaml.safe_load((root / "dvc.yaml").read_text())["stages"])
     assert _ran(first_stdout) == stages
     hashes = _lock(root)
@@ -218,7 +212,7 @@ def test_concurrent_repro_fails_cleanly_while_the_workspace_is_locked(tmp_dvc_pr
 
     root = tmp_dvc_project
     with Repo(str(root)) as repo, repo.lock:  # what a running `dvc repro` holds
-        blocked = _dvc(root, "repro", env=_stage_env())
+        blocked = _dvc(root, "repro", env=dvc_env(root))
     assert blocked.returncode != 0
     assert "Unable to acquire lock" in blocked.stderr + blocked.stdout
     assert not (root / "data" / "raw").exists()  # nothing ran

@@ -1,0 +1,95 @@
+"""The benchmark probes' pure helpers: the numbers their pages rest on (benchmarks/probe_*.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import probe_common  # noqa: E402
+import probe_mb_attending as attending  # noqa: E402
+import probe_mb_weighted as weighted  # noqa: E402
+
+from ogsrl.io import salted_hash  # noqa: E402
+
+
+def test_anchor_line_recovers_an_exact_line_and_anchored_reads_through_it() -> None:
+    m = np.array([0.4, 0.9, 1.5, 2.2])
+    c, d = attending.anchor_line(m, -0.3 + 1.25 * m)
+    assert (c, d) == pytest.approx((-0.3, 1.25))
+    lines = [(10.0, 0.5), (-0.3, 1.25), (1.0, 2.0)]
+    out = attending.anchored({"p": [-100.0, 0.2, 3.0], "q": [-90.0, 2.0, -1.0]}, lines)
+    # return read through its own line and never floored; costs floored at 0
+    assert out["p"] == pytest.approx([-40.0, 0.0, 7.0])
+    assert out["q"] == pytest.approx([-35.0, 2.2, 0.0])
+
+
+def _raw_tables(root: Path, providers: dict[int, str | None]) -> None:
+    """``icustays`` and ``admissions`` in the MIMIC-IV layout, one admission per stay."""
+    (root / "data/raw/hosp").mkdir(parents=True)
+    (root / "data/raw/icu").mkdir(parents=True)
+    ids = list(providers)
+    pd.DataFrame({"subject_id": ids, "hadm_id": [i + 1000 for i in ids], "stay_id": [i + 3000 for i in ids],
+                  "intime": "2150-01-01 00:00:00"}).to_csv(root / "data/raw/icu/icustays.csv.gz", index=False)
+    pd.DataFrame({"subject_id": ids, "hadm_id": [i + 1000 for i in ids],
+                  "admit_provider_id": list(providers.values())}).to_csv(root / "data/raw/hosp/admissions.csv.gz",
+                                                                          index=False)
+
+
+def test_stay_attendings_and_per_stay_join_the_raw_tables_by_salted_key(tmp_path: Path) -> None:
+    _raw_tables(tmp_path, {1: "P003SIM", 2: "P001SIM", 3: "P003SIM"})
+    att = attending.stay_attendings(tmp_path, "a-salt")
+    keys = salted_hash([3001, 3002, 3003], "a-salt")
+    assert att.reindex(keys).tolist() == ["P003SIM", "P001SIM", "P003SIM"]
+    steps = pd.DataFrame({"stay_key": [keys[0], keys[0], keys[1], keys[2]], "split": "test",
+                          "reward": [-1.0, -2.0, -5.0, 0.0], "cost_spo2_low": [1.0, 1.0, 0.0, 1.0],
+                          "cost_urine_low": [0.0, 1.0, 1.0, 0.0]})
+    per = attending.per_stay(steps, att).loc[keys]
+    assert per["reward"].tolist() == [-3.0, -5.0, 0.0]
+    assert per["cost_spo2_low"].tolist() == [2.0, 0.0, 1.0]
+    assert per["attending"].tolist() == ["P003SIM", "P001SIM", "P003SIM"]
+    with pytest.raises(SystemExit, match="1 trajectory stays have no attending"):
+        attending.per_stay(steps.assign(stay_key=[keys[0], keys[0], keys[1], "0000000000000000"]), att)
+
+
+def test_stay_attendings_refuses_an_admission_without_a_provider(tmp_path: Path) -> None:
+    _raw_tables(tmp_path, {1: "P003SIM", 2: None})
+    with pytest.raises(SystemExit, match="admit_provider_id missing for 1 stays"):
+        attending.stay_attendings(tmp_path, "a-salt")
+
+
+def test_resample_weights_are_tempered_capped_and_normalised() -> None:
+    p = weighted.resample_weights(np.log([1.0, 1.0, 1.0, 100.0]), temper=1.0, cap=2.0)
+    assert p.sum() == pytest.approx(1.0)
+    # mean weight (1 + 1 + 1 + 100) / 4 = 25.75 → the large one capped at 51.5
+    assert p == pytest.approx(np.array([1, 1, 1, 51.5]) / 54.5)
+    half = weighted.resample_weights(np.log([1.0, 4.0]), temper=0.5, cap=100.0)
+    assert half == pytest.approx([1 / 3, 2 / 3])
+
+
+def test_kish_share_is_one_for_uniform_weights_and_one_over_n_for_one_row() -> None:
+    assert weighted.kish(np.full(8, 1 / 8)) == pytest.approx(1.0)
+    assert weighted.kish(np.eye(8)[3]) == pytest.approx(1 / 8)
+    rng = np.random.default_rng(0)
+    p = weighted.ess_matched(100, 0.25, rng)
+    assert (p > 0).sum() == 25 and weighted.kish(p) == pytest.approx(0.25)
+
+
+def test_score_computes_error_rank_regret_and_line_against_the_truth() -> None:
+    truth = {n: {"return": r, "cost_return_c1": c, "cost_return_cost_total": c} for n, r, c in
+             (("a", -100.0, 1.0), ("b", -90.0, 2.0), ("c", -80.0, 4.0))}
+    # the estimate prefers b on the return (true best c) and a on the cost (truly lowest: right)
+    est = {"v": {"a": [-100.0, 1.1], "b": [-70.0, 2.0], "c": [-80.0, 4.0]}}
+    rows = {r["target"]: r for r in probe_common.score(est, truth, ["c1"], [])}
+    assert rows["return"]["median_rel_error"] == pytest.approx(0.0)
+    assert rows["return"]["regret"] == pytest.approx(10.0 / 20.0)
+    assert rows["return"]["spearman"] == pytest.approx(0.5)
+    assert rows["c1"]["median_rel_error"] == pytest.approx(0.0)
+    assert rows["c1"]["regret"] == 0.0 and rows["c1"]["spearman"] == pytest.approx(1.0)
+    assert rows["cost_total"]["median_rel_error"] == pytest.approx(0.0)
