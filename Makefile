@@ -30,7 +30,7 @@ export GX_ANALYTICS_ENABLED ?= false
 
 help:
 	@echo "make run       create .venv, install pinned deps, run the pipeline on the demo (dvc repro), print where results are"
-	@echo "make test      create .venv, install pinned deps, run every test (end-to-end ones included; ~15 min on 2 cores)"
+	@echo "make test      create .venv, install pinned deps, run every test (end-to-end ones included; ~16 min on 2 cores)"
 	@echo "make test-fast the same without the end-to-end tests marked slow (~1 min)"
 	@echo "make flow      run the pipeline as a Prefect flow (ephemeral API) through dvc repro"
 
