@@ -14,10 +14,11 @@ of that attending's practice. Per attending k this probe
 3. takes y_k, the mean per-stay logged return and costs over k's stays in all three splits,
 
 then regresses y on m across the attendings (ordinary least squares, one line per target) and reads every evaluated
-policy as c + d·mb (costs floored at 0): ``attending-anchored``. Two diagnostics: the same with the simulator's own
-attending policies as the anchors (``anchored on the true attendings``: an oracle for the policy side, not
-available in a hospital) and each clone's simulated truth against its attending's logged mean (how far cloning
-moves the anchor). The line is also reported from the test split's stays alone.
+policy as c + d·mb (costs floored at 0): ``attending-anchored``. ``anchored via the coded clone`` does the same with
+one clone fitted on every attending's rows with the attending as a one-hot input, acting as each. Two diagnostics:
+the same with the simulator's own attending policies as the anchors (``anchored on the true attendings``: an oracle
+for the policy side, not available in a hospital) and each clone's simulated truth against its attending's logged
+mean (how far cloning moves the anchor). The line is also reported from the test split's stays alone.
 
 Assumption the demo satisfies by construction and a hospital must check: attendings see comparable patients
 (quasi-random assignment); otherwise y_k mixes practice with case mix.
@@ -172,7 +173,9 @@ def main() -> None:
         anchors[f"attending_{i}"] = pol
     shared = conditioned_clone(splits, stays, ids, names, cfg, args.work)
     coded = {f"coded_attending_{i}": AsAttending(shared, i, len(ids)) for i in range(len(ids))}
-    oracle = {f"true_attending_{i}": TrueAttending(int(re.sub(r"\D", "", a))) for i, a in enumerate(ids)}
+    if not all(re.fullmatch(r"P\d{3}SIM", a) for a in ids):
+        raise SystemExit("the attendings are not the demo simulator's (P000SIM …): the probe needs its truth")
+    oracle = {f"true_attending_{i}": TrueAttending(int(a[1:4])) for i, a in enumerate(ids)}
 
     def read(pols: dict[str, object]) -> dict[str, list[float]]:
         one = dataclasses.replace(ps, policies={**ps.policies, **pols}, truth={n: {} for n in pols})
