@@ -148,17 +148,22 @@ SCALES = {"clin_vaso0.5": (1.0, 0.5), "clin_vaso2": (1.0, 2.0), "clin_fluid0.5":
           "clin_fluid2": (2.0, 1.0), "clin_both0.5": (0.5, 0.5), "clin_both0.25": (0.25, 0.25)}
 
 
+def cached_policy(work: Path, name: str, make: Any) -> SavedPolicy:
+    """The policy saved as ``name`` under ``work``/policies, or ``make()``'s, saved there first."""
+    d = work / "policies" / name
+    if (d / "config.json").is_file():
+        return SavedPolicy.load(d)
+    pol = make()
+    pol.save(d)
+    return pol
+
+
 def build_policies(root: Path, params: dict, train: pd.DataFrame, val: pd.DataFrame, work: Path,
                    spread: bool = False, trained_only: bool = False) -> dict[str, Any]:
     pols: dict[str, Any] = {}
 
     def cached(name: str, make: Any) -> SavedPolicy:  # rule clones are saved in the work directory
-        d = work / "policies" / name
-        if (d / "config.json").is_file():
-            return SavedPolicy.load(d)
-        pol = make()
-        pol.save(d)
-        return pol
+        return cached_policy(work, name, make)
 
     pdir = root / "data/models/policies"
     for run in sorted(p.name for p in pdir.iterdir() if p.is_dir()) if pdir.is_dir() else []:

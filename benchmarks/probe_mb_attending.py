@@ -68,9 +68,9 @@ def stay_attendings(root: Path, salt: str) -> pd.Series:
                      index=salted_hash(m["stay_id"].tolist(), salt), name="attending")
 
 
-def per_stay(df: pd.DataFrame, attending: pd.Series) -> pd.DataFrame:
-    """One row per stay: its attending, split and the summed logged targets."""
-    g = df.groupby("stay_key", sort=True).agg(split=("split", "first"), **{t: (t, "sum") for t in TARGETS})
+def per_stay(df: pd.DataFrame, attending: pd.Series, targets: tuple[str, ...] = TARGETS) -> pd.DataFrame:
+    """One row per stay: its attending, split and the summed logged ``targets``."""
+    g = df.groupby("stay_key", sort=True).agg(split=("split", "first"), **{t: (t, "sum") for t in targets})
     g["attending"] = attending.reindex(g.index).to_numpy()
     if g["attending"].isna().any():
         raise SystemExit(f"{int(g['attending'].isna().sum())} trajectory stays have no attending in the raw tables")
@@ -110,9 +110,6 @@ class AsAttending:
 def conditioned_clone(splits: dict[str, pd.DataFrame], stays: pd.DataFrame, ids: list[str], names: tuple[str, ...],
                       cfg: bc.Config, work: Path) -> SavedPolicy:
     """The clone behind :class:`AsAttending`, fitted on the training and validation splits (cached in ``work``)."""
-    d = work / "policies" / "attending_conditioned"
-    if (d / "config.json").is_file():
-        return SavedPolicy.load(d)
     code = [f"attending_code_{i}" for i in range(len(ids))]
 
     def coded(df: pd.DataFrame) -> pd.DataFrame:
@@ -120,10 +117,8 @@ def conditioned_clone(splits: dict[str, pd.DataFrame], stays: pd.DataFrame, ids:
         return df.assign(**{c: (who == a).astype(np.float64) for c, a in zip(code, ids)})
 
     cols = (*names, *code)
-    pol, _, _ = bc.fit_actor(cfg, cols, bc.batch_of(coded(splits["train"]), cols),
-                             bc.batch_of(coded(splits["val"]), cols), CLONE_SEED)
-    pol.save(d)
-    return pol
+    return bench_ope.cached_policy(work, "attending_conditioned", lambda: bc.fit_actor(
+        cfg, cols, bc.batch_of(coded(splits["train"]), cols), bc.batch_of(coded(splits["val"]), cols), CLONE_SEED)[0])
 
 
 class TrueAttending:
@@ -155,22 +150,21 @@ def main() -> None:
     root, params = ps.root, ps.params
     att = stay_attendings(root, str(params["cohort"]["salt"]))
     splits = {s: common.read_split(root / f"data/trajectories/{s}.parquet")[0] for s in ("train", "val", "test")}
+    targets = ("reward", *ps.table.cost_columns)
+    if targets != TARGETS:
+        raise SystemExit(f"the probe reads the demo's targets {TARGETS}, this table has {targets}")
     stays = pd.concat([per_stay(df, att) for df in splits.values()])
     names = behaviour.behaviour_features(splits["train"].columns)
     cfg = ps.cfg.behaviour
     ids = sorted(stays["attending"].unique())
 
-    anchors: dict[str, object] = {}
-    for i, a in enumerate(ids):
-        d = args.work / "policies" / f"attending_{i}"
-        if (d / "config.json").is_file():
-            pol = SavedPolicy.load(d)
-        else:
-            keys = stays.index[stays["attending"] == a]
-            tr, va = (splits[s][splits[s]["stay_key"].isin(keys)] for s in ("train", "val"))
-            pol, _, _ = bc.fit_actor(cfg, names, bc.batch_of(tr, names), bc.batch_of(va, names), CLONE_SEED + i)
-            pol.save(d)
-        anchors[f"attending_{i}"] = pol
+    def clone_of(i: int, a: str) -> SavedPolicy:
+        keys = stays.index[stays["attending"] == a]
+        tr, va = (splits[s][splits[s]["stay_key"].isin(keys)] for s in ("train", "val"))
+        return bc.fit_actor(cfg, names, bc.batch_of(tr, names), bc.batch_of(va, names), CLONE_SEED + i)[0]
+
+    anchors = {f"attending_{i}": bench_ope.cached_policy(args.work, f"attending_{i}", lambda i=i, a=a: clone_of(i, a))
+               for i, a in enumerate(ids)}
     shared = conditioned_clone(splits, stays, ids, names, cfg, args.work)
     coded = {f"coded_attending_{i}": AsAttending(shared, i, len(ids)) for i in range(len(ids))}
     if not all(re.fullmatch(r"P\d{3}SIM", a) for a in ids):
