@@ -37,6 +37,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -48,9 +49,12 @@ import probe_common  # noqa: E402
 
 from ogsrl.agents import bc, common  # noqa: E402
 from ogsrl.agents.actor import SavedPolicy  # noqa: E402
+from ogsrl.agents.inputs import grid  # noqa: E402
+from ogsrl.features import ACTIONS  # noqa: E402
 from ogsrl.io import salted_hash  # noqa: E402
-from ogsrl.ope import behaviour  # noqa: E402
+from ogsrl.ope import behaviour, model_based, stage as ope_stage  # noqa: E402
 from ogsrl.synth import clinician  # noqa: E402
+from ogsrl.world.env import logged_returns, start_states, steps_left  # noqa: E402
 
 TARGETS = ("reward", "cost_spo2_low", "cost_urine_low")
 """logged per-step columns summed per stay, in the order of ``mb``'s ``[return, cost…]``"""
@@ -121,6 +125,43 @@ def conditioned_clone(splits: dict[str, pd.DataFrame], stays: pd.DataFrame, ids:
         cfg, cols, bc.batch_of(coded(splits["train"]), cols), bc.batch_of(coded(splits["val"]), cols), CLONE_SEED)[0])
 
 
+def logged_doses(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(doses (N, T, A), lengths (N,)): each stay's logged actions by position since its first step, stays in
+    ``stay_key`` order (:func:`ogsrl.world.env.start_states`' order); positions past a stay's end are zero."""
+    keys, stay = np.unique(df["stay_key"].to_numpy(), return_inverse=True)
+    step = df["step"].to_numpy(np.int64)
+    first = np.full(len(keys), np.iinfo(np.int64).max)
+    np.minimum.at(first, stay, step)
+    pos = step - first[stay]
+    lengths = np.bincount(stay, minlength=len(keys))
+    if (np.bincount(stay, weights=pos, minlength=len(keys)) != lengths * (lengths - 1) / 2).any():
+        raise SystemExit("a stay's logged steps are not consecutive")
+    doses = np.zeros((len(keys), int(lengths.max()), len(ACTIONS)))
+    doses[stay, pos] = df[list(ACTIONS)].to_numpy(np.float64)
+    return doses, lengths
+
+
+def replayed(doses: np.ndarray, lengths: np.ndarray, rollouts: int,
+             after: Callable[[np.ndarray, np.random.Generator], np.ndarray]
+             ) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
+    """An action function for one batch of ``rollouts`` episodes per stay (episode b starts from stay b mod N): the
+    stay's logged dose at its step t while the logged stay lasted, then ``after`` (which is asked every step, so its
+    draws do not depend on where stays end). It counts steps: one per rollout batch."""
+    stay = np.tile(np.arange(len(lengths)), rollouts)
+    t = 0
+
+    def act(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        nonlocal t
+        out = np.array(after(obs, rng), dtype=np.float32)
+        live = t < lengths[stay]
+        if live.any():
+            out[live] = doses[stay[live], t]
+        t += 1
+        return out
+
+    return act
+
+
 class TrueAttending:
     """The simulator's attending ``k`` acting on the observed state (the demo's logging policy for one attending)."""
 
@@ -149,7 +190,8 @@ def main() -> None:
     models = probe_common.plain_models(ps, fits)
     root, params = ps.root, ps.params
     att = stay_attendings(root, str(params["cohort"]["salt"]))
-    splits = {s: common.read_split(root / f"data/trajectories/{s}.parquet")[0] for s in ("train", "val", "test")}
+    read_splits = {s: common.read_split(root / f"data/trajectories/{s}.parquet") for s in ("train", "val", "test")}
+    splits, test_meta = {s: df for s, (df, _) in read_splits.items()}, read_splits["test"][1]
     targets = ("reward", *ps.table.cost_columns)
     if targets != TARGETS:
         raise SystemExit(f"the probe reads the demo's targets {TARGETS}, this table has {targets}")
@@ -177,6 +219,33 @@ def main() -> None:
 
     plain = probe_common.mb_values(ps, models)
     m_clone, m_coded, m_true = read(anchors), read(coded), read(oracle)
+    feats = list(ps.world.state_features)
+    window = grid(test_meta, params.get("cohort") or {})
+    horizon = int(params["world"]["env"]["horizon"])
+
+    def replay(i: int, a: str) -> tuple[list[float], list[float], float]:
+        """`mb` of attending i's logged doses on their own stays (the clone after a stay ends), the logged mean
+        over the same stays and steps, and the share of the window's steps after the logged stays ended."""
+        keys = stays.index[stays["attending"] == a]
+        df = pd.concat([d[d["stay_key"].isin(keys)] for d in splits.values()])
+        starts = start_states(df, tuple(feats), "trajectories")
+        horizons = np.minimum(steps_left(df, *window, "trajectories"), horizon)
+        doses, lengths = logged_doses(df)
+        clone = probe_common.act_fn(anchors[f"attending_{i}"], feats)
+        per_fit = []
+        for model in models:
+            s_act, _ = ope_stage.policy_streams(ps.cfg.seed, f"replayed_attending_{i}")[2].spawn(2)
+            act = replayed(doses, lengths, ps.cfg.model.rollouts, clone)
+            per_fit.append(model_based.stay_values(model, starts, horizons, act, 1.0, ps.cfg.model.rollouts,
+                                                   ps.cfg.model.mode, ps.world.env_seed,
+                                                   np.random.default_rng(s_act)).mean(0))
+        y = logged_returns(df, TARGETS, horizons, 1.0, "trajectories").mean(0)
+        after = float(np.clip(horizons - lengths, 0, None).sum() / horizons.sum())
+        return [float(x) for x in np.mean(per_fit, axis=0)], [float(x) for x in y], after
+
+    replays = [replay(i, a) for i, a in enumerate(ids)]
+    mr, y_replay = np.array([r[0] for r in replays]), np.array([r[1] for r in replays])
+    clone_share = [r[2] for r in replays]
     print(f"anchors read ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
 
     def logged(subset: pd.DataFrame) -> np.ndarray:
@@ -190,11 +259,13 @@ def main() -> None:
     lines = {"clones, all splits": [anchor_line(mc[:, j], y_all[:, j]) for j in range(len(TARGETS))],
              "clones, test split": [anchor_line(mc[:, j], y_test[:, j]) for j in range(len(TARGETS))],
              "coded clone, all splits": [anchor_line(mk[:, j], y_all[:, j]) for j in range(len(TARGETS))],
-             "true attendings, all splits": [anchor_line(mt[:, j], y_all[:, j]) for j in range(len(TARGETS))]}
+             "true attendings, all splits": [anchor_line(mt[:, j], y_all[:, j]) for j in range(len(TARGETS))],
+             "replayed attendings, all splits": [anchor_line(mr[:, j], y_replay[:, j]) for j in range(len(TARGETS))]}
     variants = {"mb": plain, "attending-anchored": anchored(plain, lines["clones, all splits"]),
                 "anchored, test-split means": anchored(plain, lines["clones, test split"]),
                 "anchored via the coded clone": anchored(plain, lines["coded clone, all splits"]),
-                "anchored on the true attendings": anchored(plain, lines["true attendings, all splits"])}
+                "anchored on the true attendings": anchored(plain, lines["true attendings, all splits"]),
+                "anchored on the replayed attendings": anchored(plain, lines["replayed attendings, all splits"])}
 
     clone_truth = {}
     for i in range(len(ids)):
@@ -206,11 +277,12 @@ def main() -> None:
                 "`mb`'s reading of the clone m and of the true attending, and the clone's simulated truth "
                 f"({args.truth_episodes} patients, seed 13) — return / SpO₂ cost / urine cost:", "",
                 "| attending | stays | logged y (all) | logged y (test) | mb of clone | mb of coded clone | "
-                "mb of true attending | clone's truth |", "|---|---|---|---|---|---|---|---|"]
+                "mb of true attending | clone's truth | mb of replayed doses (clone's share of steps) |",
+                "|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v: " / ".join(f"{x:.3f}" if j else f"{x:.2f}" for j, x in enumerate(v))  # noqa: E731
     for i in range(len(ids)):
         sections.append(f"| {i} | {n_all[i]} | {fmt(y_all[i])} | {fmt(y_test[i])} | {fmt(mc[i])} | {fmt(mk[i])} | "
-                        f"{fmt(mt[i])} | {fmt(clone_truth[f'attending_{i}'])} |")
+                        f"{fmt(mt[i])} | {fmt(clone_truth[f'attending_{i}'])} | {fmt(mr[i])} ({clone_share[i]:.2f}) |")
     sections += ["", "Anchor lines y = c + d·m (return / SpO₂ cost / urine cost):", ""]
     sections += [f"- {k}: " + "; ".join(f"{c:.3f} + {d:.3f}·m" for c, d in v) for k, v in lines.items()]
     sections.append("")
@@ -222,7 +294,8 @@ def main() -> None:
         probe_common.admitted_by(args.admitted),
         extra={"anchors": {"ids": list(range(len(ids))), "stays": n_all, "logged_all": y_all.tolist(),
                            "logged_test": y_test.tolist(), "mb_clone": mc.tolist(), "mb_coded": mk.tolist(),
-                           "mb_true": mt.tolist(),
+                           "mb_true": mt.tolist(), "mb_replayed": mr.tolist(), "logged_replayed": y_replay.tolist(),
+                           "clone_share_bound": clone_share,
                            "clone_truth": clone_truth, "lines": lines}, "truth": ps.truth},
         sections=sections)
 
