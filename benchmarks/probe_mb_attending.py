@@ -87,11 +87,13 @@ def anchor_line(m: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(c), float(d)
 
 
-def anchored(values: dict[str, list[float]], lines: list[tuple[float, float]]) -> dict[str, list[float]]:
-    """Each policy's ``[return, cost…]`` read through the anchors' lines; costs floored at 0."""
+def anchored(values: dict[str, list[float]], lines: list[tuple[float, float]], only: tuple[int, ...] | None = None
+             ) -> dict[str, list[float]]:
+    """Each policy's ``[return, cost…]`` read through the anchors' lines (``only``: these positions, the others
+    as they are); costs floored at 0."""
     out = {}
     for name, v in values.items():
-        read = [c + d * x for x, (c, d) in zip(v, lines)]
+        read = [c + d * x if only is None or j in only else x for j, (x, (c, d)) in enumerate(zip(v, lines))]
         out[name] = [read[0], *(max(0.0, x) for x in read[1:])]
     return out
 
@@ -265,7 +267,9 @@ def main() -> None:
                 "anchored, test-split means": anchored(plain, lines["clones, test split"]),
                 "anchored via the coded clone": anchored(plain, lines["coded clone, all splits"]),
                 "anchored on the true attendings": anchored(plain, lines["true attendings, all splits"]),
-                "anchored on the replayed attendings": anchored(plain, lines["replayed attendings, all splits"])}
+                "anchored on the replayed attendings": anchored(plain, lines["replayed attendings, all splits"]),
+                "SpO₂ anchored on the replayed attendings": anchored(plain, lines["replayed attendings, all splits"],
+                                                                     only=(TARGETS.index("cost_spo2_low"),))}
 
     clone_truth = {}
     for i in range(len(ids)):

@@ -28,6 +28,8 @@ def test_anchor_line_recovers_an_exact_line_and_anchored_reads_through_it() -> N
     # return read through its own line and never floored; costs floored at 0
     assert out["p"] == pytest.approx([-40.0, 0.0, 7.0])
     assert out["q"] == pytest.approx([-35.0, 2.2, 0.0])
+    only_first_cost = attending.anchored({"p": [-100.0, 0.2, 3.0]}, lines, only=(1,))
+    assert only_first_cost["p"] == pytest.approx([-100.0, 0.0, 3.0])
 
 
 def test_logged_doses_index_each_stay_by_position_and_replayed_plays_them_then_hands_over() -> None:
