@@ -57,8 +57,8 @@ class SynthConfig:
 
 def world_from_params(params: Mapping[str, Any]) -> E.WorldConfig:
     """Decision grid from the ``cohort`` section (window_start_h, step_h, n_steps) and the clinicians from
-    ``synth.clinicians``; defaults where absent."""
-    clinicians = build(C.Practice, (params.get("synth") or {}).get("clinicians"), "synth.clinicians")
+    ``synth.clinicians`` (the whole ``synth`` section is checked); defaults where absent."""
+    clinicians = build(SynthConfig, params.get("synth"), "synth").clinicians
     c = params.get("cohort") or {}
     kw: dict[str, int] = {}
     for key in ("window_start_h", "step_h", "n_steps"):
