@@ -59,6 +59,7 @@ from ogsrl.world.env import logged_returns, start_states, steps_left  # noqa: E4
 TARGETS = ("reward", "cost_spo2_low", "cost_urine_low")
 """logged per-step columns summed per stay, in the order of ``mb``'s ``[return, cost…]``"""
 CLONE_SEED = 4100
+LINE_BOOT_SEED = 4200
 
 
 def stay_attendings(root: Path, salt: str) -> pd.Series:
@@ -164,6 +165,24 @@ def replayed(doses: np.ndarray, lengths: np.ndarray, rollouts: int,
     return act
 
 
+def line_band(m: list[np.ndarray], y: list[np.ndarray], readings: np.ndarray, rng: np.random.Generator,
+              n_boot: int = 2000, level: float = 0.95) -> np.ndarray:
+    """(len(readings), 2) percentile interval of ``readings`` read through the anchor line (floored at 0) when
+    each anchor's stays are resampled with replacement (m and y of a stay stay paired): the line's own sampling
+    uncertainty, not the readings'."""
+    mb, yb = [], []
+    for mk, yk in zip(m, y):
+        idx = rng.integers(0, len(mk), size=(n_boot, len(mk)))
+        mb.append(mk[idx].mean(1))
+        yb.append(yk[idx].mean(1))
+    ms, ys = np.stack(mb, 1), np.stack(yb, 1)  # (B, K)
+    mc, yc = ms - ms.mean(1, keepdims=True), ys - ys.mean(1, keepdims=True)
+    d = (mc * yc).sum(1) / (mc * mc).sum(1)
+    c = ys.mean(1) - d * ms.mean(1)
+    read = np.maximum(0.0, c[:, None] + d[:, None] * np.asarray(readings)[None, :])
+    return np.quantile(read, [(1 - level) / 2, (1 + level) / 2], axis=0).T
+
+
 class TrueAttending:
     """The simulator's attending ``k`` acting on the observed state (the demo's logging policy for one attending)."""
 
@@ -225,9 +244,10 @@ def main() -> None:
     window = grid(test_meta, params.get("cohort") or {})
     horizon = int(params["world"]["env"]["horizon"])
 
-    def replay(i: int, a: str) -> tuple[list[float], list[float], float]:
-        """`mb` of attending i's logged doses on their own stays (the clone after a stay ends), the logged mean
-        over the same stays and steps, and the share of the window's steps after the logged stays ended."""
+    def replay(i: int, a: str) -> tuple[np.ndarray, np.ndarray, float]:
+        """(N_i, 1 + C) `mb` per stay of attending i's logged doses on their own stays (the clone after a stay
+        ends), the same stays' logged values over the same steps, and the share of the window's steps after the
+        logged stays ended."""
         keys = stays.index[stays["attending"] == a]
         df = pd.concat([d[d["stay_key"].isin(keys)] for d in splits.values()])
         starts = start_states(df, tuple(feats), "trajectories")
@@ -239,15 +259,17 @@ def main() -> None:
             s_act, _ = ope_stage.policy_streams(ps.cfg.seed, f"replayed_attending_{i}")[2].spawn(2)
             act = replayed(doses, lengths, ps.cfg.model.rollouts, clone)
             per_fit.append(model_based.stay_values(model, starts, horizons, act, 1.0, ps.cfg.model.rollouts,
-                                                   ps.cfg.model.mode, ps.world.env_seed,
-                                                   np.random.default_rng(s_act)).mean(0))
-        y = logged_returns(df, TARGETS, horizons, 1.0, "trajectories").mean(0)
+                                                   ps.cfg.model.mode, ps.world.env_seed, np.random.default_rng(s_act)))
+        y = logged_returns(df, TARGETS, horizons, 1.0, "trajectories")
         after = float(np.clip(horizons - lengths, 0, None).sum() / horizons.sum())
-        return [float(x) for x in np.mean(per_fit, axis=0)], [float(x) for x in y], after
+        return np.mean(per_fit, axis=0), y, after
 
     replays = [replay(i, a) for i, a in enumerate(ids)]
-    mr, y_replay = np.array([r[0] for r in replays]), np.array([r[1] for r in replays])
+    mr, y_replay = np.array([r[0].mean(0) for r in replays]), np.array([r[1].mean(0) for r in replays])
     clone_share = [r[2] for r in replays]
+    spo2 = TARGETS.index("cost_spo2_low")
+    band = line_band([r[0][:, spo2] for r in replays], [r[1][:, spo2] for r in replays],
+                     np.array([plain[n][spo2] for n in ps.truth]), np.random.default_rng(LINE_BOOT_SEED))
     print(f"anchors read ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
 
     def logged(subset: pd.DataFrame) -> np.ndarray:
@@ -289,6 +311,16 @@ def main() -> None:
                         f"{fmt(mt[i])} | {fmt(clone_truth[f'attending_{i}'])} | {fmt(mr[i])} ({clone_share[i]:.2f}) |")
     sections += ["", "Anchor lines y = c + d·m (return / SpO₂ cost / urine cost):", ""]
     sections += [f"- {k}: " + "; ".join(f"{c:.3f} + {d:.3f}·m" for c, d in v) for k, v in lines.items()]
+    true_spo2 = np.array([ps.truth[n]["cost_return_cost_spo2_low"] for n in ps.truth])
+    read = np.array([variants["SpO₂ anchored on the replayed attendings"][n][spo2] for n in ps.truth])
+    covers = (band[:, 0] <= true_spo2) & (true_spo2 <= band[:, 1])
+    width = float(np.median((band[:, 1] - band[:, 0]) / true_spo2))
+    sections += ["", f"The replayed line's own sampling uncertainty (each attending's stays resampled, 2,000 draws; "
+                 f"`mb`'s readings held fixed): 95 % intervals of the SpO₂-anchored reading cover the truth for "
+                 f"{int(covers.sum())} of {len(covers)} policies; median width {width:.3f} of the truth.", "",
+                 "| policy | true SpO₂ cost | mb | SpO₂-anchored (95 % line interval) |", "|---|---|---|---|"]
+    sections += [f"| {n} | {t:.3f} | {plain[n][spo2]:.3f} | {r:.3f} [{lo:.3f}, {hi:.3f}]{'' if ok else ' ✘'} |"
+                 for n, t, r, (lo, hi), ok in zip(ps.truth, true_spo2, read, band, covers)]
     sections.append("")
     probe_common.write_variants(
         "probe_mb_attending.py", args.out, t0, "Model-based OPE anchored on the attendings",
@@ -300,7 +332,10 @@ def main() -> None:
                            "logged_test": y_test.tolist(), "mb_clone": mc.tolist(), "mb_coded": mk.tolist(),
                            "mb_true": mt.tolist(), "mb_replayed": mr.tolist(), "logged_replayed": y_replay.tolist(),
                            "clone_share_bound": clone_share,
-                           "clone_truth": clone_truth, "lines": lines}, "truth": ps.truth},
+                           "clone_truth": clone_truth, "lines": lines},
+               "spo2_line_interval": {"policies": list(ps.truth), "low": band[:, 0].tolist(),
+                                      "high": band[:, 1].tolist(), "covers": covers.tolist(),
+                                      "median_width_over_truth": width}, "truth": ps.truth},
         sections=sections)
 
 

@@ -58,6 +58,17 @@ def test_logged_doses_index_each_stay_by_position_and_replayed_plays_them_then_h
     assert asked == [4] * 4  # the hand-over policy is asked every step, so its draws do not depend on the stays
 
 
+def test_line_band_collapses_on_an_exact_line_and_widens_with_noise() -> None:
+    rng = np.random.default_rng(0)
+    m = [rng.normal(k, 0.5, 40) for k in range(4)]
+    exact = attending.line_band(m, [-0.5 + 2.0 * mk for mk in m], np.array([0.1, 1.0, 3.0]), rng, n_boot=200)
+    # every resample lies on y = -0.5 + 2m: the interval is the reading itself, floored at 0
+    assert exact == pytest.approx(np.array([[0.0, 0.0], [1.5, 1.5], [5.5, 5.5]]))
+    noisy = attending.line_band(m, [-0.5 + 2.0 * mk + rng.normal(0, 1.0, 40) for mk in m], np.array([3.0]), rng)
+    lo, hi = noisy[0]
+    assert lo < 5.5 < hi and 0.2 < hi - lo < 3.0
+
+
 def _raw_tables(root: Path, providers: dict[int, str | None]) -> None:
     """``icustays`` and ``admissions`` in the MIMIC-IV layout, one admission per stay."""
     (root / "data/raw/hosp").mkdir(parents=True)
