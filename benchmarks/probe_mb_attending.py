@@ -15,7 +15,12 @@ of that attending's practice. Per attending k this probe
 
 then regresses y on m across the attendings (ordinary least squares, one line per target) and reads every evaluated
 policy as c + d·mb (costs floored at 0): ``attending-anchored``. ``anchored via the coded clone`` does the same with
-one clone fitted on every attending's rows with the attending as a one-hot input, acting as each. Two diagnostics:
+one clone fitted on every attending's rows with the attending as a one-hot input, acting as each. ``anchored on the
+replayed attendings`` (session 33) takes m_k from the attending's own logged doses instead: the models simulate
+k's stays (all splits) from their logged first states, each episode given that stay's logged dose at every step
+the stay was logged (open loop) and the clone's after it ended, paired with the same stays' logged values; ``SpO₂
+anchored on the replayed attendings`` reads only the SpO₂ cost through that line (its interval from resampling each
+attending's stays: :func:`line_band`). Two diagnostics:
 the same with the simulator's own attending policies as the anchors (``anchored on the true attendings``: an oracle
 for the policy side, not available in a hospital) and each clone's simulated truth against its attending's logged
 mean (how far cloning moves the anchor). The line is also reported from the test split's stays alone.
@@ -325,7 +330,8 @@ def main() -> None:
     probe_common.write_variants(
         "probe_mb_attending.py", args.out, t0, "Model-based OPE anchored on the attendings",
         f"`mb` ({fits} fits) and its readings through the line y = c + d·m fitted across the {len(ids)} attendings "
-        "(y: the attending's logged mean per stay; m: `mb`'s reading of the attending's behaviour clone); "
+        "(y: the attending's logged mean per stay; m: `mb`'s reading of the attending's behaviour clone, or of "
+        "their replayed doses); "
         f"{len(ps.truth)} policies.", variants, ps.truth, list(ps.table.cost_columns),
         probe_common.admitted_by(args.admitted),
         extra={"anchors": {"ids": list(range(len(ids))), "stays": n_all, "logged_all": y_all.tolist(),
