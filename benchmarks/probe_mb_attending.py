@@ -172,20 +172,27 @@ def replayed(doses: np.ndarray, lengths: np.ndarray, rollouts: int,
 
 def line_band(m: list[np.ndarray], y: list[np.ndarray], readings: np.ndarray, rng: np.random.Generator,
               n_boot: int = 2000, level: float = 0.95) -> np.ndarray:
-    """(len(readings), 2) percentile interval of ``readings`` read through the anchor line (floored at 0) when
-    each anchor's stays are resampled with replacement (m and y of a stay stay paired): the line's own sampling
-    uncertainty, not the readings'."""
-    mb, yb = [], []
+    """(P, 2) percentile interval of the readings read through the anchor line (floored at 0) over resamples of
+    each anchor's stays (with replacement; a stay's m and y stay paired) and, where ``m`` and ``readings`` have a
+    leading fit axis F, over the fits (each fit's readings through the line of its own m).
+
+    Args:
+        m: per anchor, (N_k,) or (F, N_k) the model's value of each of its stays.
+        y: per anchor, (N_k,) the same stays' logged values.
+        readings: (P,) or (F, P) the model's readings of the policies.
+    """
+    ms, ys = [], []
     for mk, yk in zip(m, y):
-        idx = rng.integers(0, len(mk), size=(n_boot, len(mk)))
-        mb.append(mk[idx].mean(1))
-        yb.append(yk[idx].mean(1))
-    ms, ys = np.stack(mb, 1), np.stack(yb, 1)  # (B, K)
-    mc, yc = ms - ms.mean(1, keepdims=True), ys - ys.mean(1, keepdims=True)
-    d = (mc * yc).sum(1) / (mc * mc).sum(1)
-    c = ys.mean(1) - d * ms.mean(1)
-    read = np.maximum(0.0, c[:, None] + d[:, None] * np.asarray(readings)[None, :])
-    return np.quantile(read, [(1 - level) / 2, (1 + level) / 2], axis=0).T
+        mk = np.atleast_2d(mk)
+        idx = rng.integers(0, mk.shape[1], size=(n_boot, mk.shape[1]))
+        ms.append(mk[:, idx].mean(2))  # (F, B)
+        ys.append(np.asarray(yk)[idx].mean(1))  # (B,)
+    mb, yb = np.stack(ms, 2), np.stack(ys, 1)[None]  # (F, B, K), (1, B, K)
+    mc, yc = mb - mb.mean(2, keepdims=True), yb - yb.mean(2, keepdims=True)
+    d = (mc * yc).sum(2) / (mc * mc).sum(2)  # (F, B)
+    c = yb.mean(2) - d * mb.mean(2)
+    read = np.maximum(0.0, c[..., None] + d[..., None] * np.atleast_2d(readings)[:, None, :])  # (F, B, P)
+    return np.quantile(read.reshape(-1, read.shape[2]), [(1 - level) / 2, (1 + level) / 2], axis=0).T
 
 
 class TrueAttending:
@@ -243,7 +250,8 @@ def main() -> None:
         one = dataclasses.replace(ps, policies={**ps.policies, **pols}, truth={n: {} for n in pols})
         return probe_common.mb_values(one, models)
 
-    plain = probe_common.mb_values(ps, models)
+    plain_fits = [probe_common.mb_values(ps, [model]) for model in models]
+    plain = {n: [float(x) for x in np.mean([f[n] for f in plain_fits], axis=0)] for n in ps.truth}
     m_clone, m_coded, m_true = read(anchors), read(coded), read(oracle)
     feats = list(ps.world.state_features)
     window = grid(test_meta, params.get("cohort") or {})
@@ -267,14 +275,17 @@ def main() -> None:
                                                    ps.cfg.model.mode, ps.world.env_seed, np.random.default_rng(s_act)))
         y = logged_returns(df, TARGETS, horizons, 1.0, "trajectories")
         after = float(np.clip(horizons - lengths, 0, None).sum() / horizons.sum())
-        return np.mean(per_fit, axis=0), y, after
+        return np.stack(per_fit), y, after
 
     replays = [replay(i, a) for i, a in enumerate(ids)]
-    mr, y_replay = np.array([r[0].mean(0) for r in replays]), np.array([r[1].mean(0) for r in replays])
+    mr, y_replay = np.array([r[0].mean((0, 1)) for r in replays]), np.array([r[1].mean(0) for r in replays])
     clone_share = [r[2] for r in replays]
     spo2 = TARGETS.index("cost_spo2_low")
-    band = line_band([r[0][:, spo2] for r in replays], [r[1][:, spo2] for r in replays],
+    band = line_band([r[0].mean(0)[:, spo2] for r in replays], [r[1][:, spo2] for r in replays],
                      np.array([plain[n][spo2] for n in ps.truth]), np.random.default_rng(LINE_BOOT_SEED))
+    band_fits = line_band([r[0][:, :, spo2] for r in replays], [r[1][:, spo2] for r in replays],
+                          np.array([[f[n][spo2] for n in ps.truth] for f in plain_fits]),
+                          np.random.default_rng(LINE_BOOT_SEED))
     print(f"anchors read ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
 
     def logged(subset: pd.DataFrame) -> np.ndarray:
@@ -318,14 +329,19 @@ def main() -> None:
     sections += [f"- {k}: " + "; ".join(f"{c:.3f} + {d:.3f}·m" for c, d in v) for k, v in lines.items()]
     true_spo2 = np.array([ps.truth[n]["cost_return_cost_spo2_low"] for n in ps.truth])
     read = np.array([variants["SpO₂ anchored on the replayed attendings"][n][spo2] for n in ps.truth])
-    covers = (band[:, 0] <= true_spo2) & (true_spo2 <= band[:, 1])
-    width = float(np.median((band[:, 1] - band[:, 0]) / true_spo2))
-    sections += ["", f"The replayed line's own sampling uncertainty (each attending's stays resampled, 2,000 draws; "
-                 f"`mb`'s readings held fixed): 95 % intervals of the SpO₂-anchored reading cover the truth for "
-                 f"{int(covers.sum())} of {len(covers)} policies; median width {width:.3f} of the truth.", "",
-                 "| policy | true SpO₂ cost | mb | SpO₂-anchored (95 % line interval) |", "|---|---|---|---|"]
-    sections += [f"| {n} | {t:.3f} | {plain[n][spo2]:.3f} | {r:.3f} [{lo:.3f}, {hi:.3f}]{'' if ok else ' ✘'} |"
-                 for n, t, r, (lo, hi), ok in zip(ps.truth, true_spo2, read, band, covers)]
+    bands = {"line": band, "line and fits": band_fits}
+    covers = {k: (v[:, 0] <= true_spo2) & (true_spo2 <= v[:, 1]) for k, v in bands.items()}
+    width = {k: float(np.median((v[:, 1] - v[:, 0]) / true_spo2)) for k, v in bands.items()}
+    sections += ["", "95 % intervals of the SpO₂-anchored reading from resampling each attending's stays (2,000 "
+                 "draws): `line` holds `mb`'s readings fixed (the line's own sampling uncertainty); `line and fits` "
+                 f"reads each of the {fits} evaluation fits through the line of its own replayed m. Cover the truth: "
+                 + "; ".join(f"{k} {int(covers[k].sum())} of {len(true_spo2)} (median width {width[k]:.3f} of the "
+                             "truth)" for k in bands) + ".", "",
+                 "| policy | true SpO₂ cost | mb | SpO₂-anchored | line interval | line and fits interval |",
+                 "|---|---|---|---|---|---|"]
+    cell = lambda k, i: f"[{bands[k][i, 0]:.3f}, {bands[k][i, 1]:.3f}]{'' if covers[k][i] else ' ✘'}"  # noqa: E731
+    sections += [f"| {n} | {t:.3f} | {plain[n][spo2]:.3f} | {r:.3f} | {cell('line', i)} | {cell('line and fits', i)} |"
+                 for i, (n, t, r) in enumerate(zip(ps.truth, true_spo2, read))]
     sections.append("")
     probe_common.write_variants(
         "probe_mb_attending.py", args.out, t0, "Model-based OPE anchored on the attendings",
@@ -339,9 +355,9 @@ def main() -> None:
                            "mb_true": mt.tolist(), "mb_replayed": mr.tolist(), "logged_replayed": y_replay.tolist(),
                            "clone_share_bound": clone_share,
                            "clone_truth": clone_truth, "lines": lines},
-               "spo2_line_interval": {"policies": list(ps.truth), "low": band[:, 0].tolist(),
-                                      "high": band[:, 1].tolist(), "covers": covers.tolist(),
-                                      "median_width_over_truth": width}, "truth": ps.truth},
+               "spo2_anchored_intervals": {"policies": list(ps.truth), **{
+                   k: {"low": v[:, 0].tolist(), "high": v[:, 1].tolist(), "covers": covers[k].tolist(),
+                       "median_width_over_truth": width[k]} for k, v in bands.items()}}, "truth": ps.truth},
         sections=sections)
 
 

@@ -67,6 +67,10 @@ def test_line_band_collapses_on_an_exact_line_and_widens_with_noise() -> None:
     noisy = attending.line_band(m, [-0.5 + 2.0 * mk + rng.normal(0, 1.0, 40) for mk in m], np.array([3.0]), rng)
     lo, hi = noisy[0]
     assert lo < 5.5 < hi and 0.2 < hi - lo < 3.0
+    # two fits, each exact on its own line: the band spans the two fits' readings of 3.0 (5.5 and 7.0)
+    fits = [np.stack([mk, mk / 2.0]) for mk in m]  # fit 2 reads every stay at half: its line is -0.5 + 4m
+    two = attending.line_band(fits, [-0.5 + 2.0 * mk for mk in m], np.array([[3.0], [1.875]]), rng, n_boot=200)
+    assert two[0] == pytest.approx([5.5, 7.0])
 
 
 def _raw_tables(root: Path, providers: dict[int, str | None]) -> None:
