@@ -20,7 +20,8 @@ replayed attendings`` (session 33) takes m_k from the attending's own logged dos
 k's stays (all splits) from their logged first states, each episode given that stay's logged dose at every step
 the stay was logged (open loop) and the clone's after it ended, paired with the same stays' logged values; ``SpO₂
 anchored on the replayed attendings`` reads only the SpO₂ cost through that line (its interval from resampling each
-attending's stays: :func:`line_band`). Two diagnostics:
+attending's stays: :func:`line_band`); ``SpO₂ anchored, replayed, pooled clone after the stay`` the same with one
+clone of every attending's stays acting after a stay ends (no per-attending fit). Two diagnostics:
 the same with the simulator's own attending policies as the anchors (``anchored on the true attendings``: an oracle
 for the policy side, not available in a hospital) and each clone's simulated truth against its attending's logged
 mean (how far cloning moves the anchor). The line is also reported from the test split's stays alone.
@@ -257,7 +258,7 @@ def main() -> None:
     window = grid(test_meta, params.get("cohort") or {})
     horizon = int(params["world"]["env"]["horizon"])
 
-    def replay(i: int, a: str) -> tuple[np.ndarray, np.ndarray, float]:
+    def replay(i: int, a: str, after: SavedPolicy) -> tuple[np.ndarray, np.ndarray, float]:
         """(N_i, 1 + C) `mb` per stay of attending i's logged doses on their own stays (the clone after a stay
         ends), the same stays' logged values over the same steps, and the share of the window's steps after the
         logged stays ended."""
@@ -266,7 +267,7 @@ def main() -> None:
         starts = start_states(df, tuple(feats), "trajectories")
         horizons = np.minimum(steps_left(df, *window, "trajectories"), horizon)
         doses, lengths = logged_doses(df)
-        clone = probe_common.act_fn(anchors[f"attending_{i}"], feats)
+        clone = probe_common.act_fn(after, feats)
         per_fit = []
         for model in models:
             s_act, _ = ope_stage.policy_streams(ps.cfg.seed, f"replayed_attending_{i}")[2].spawn(2)
@@ -277,7 +278,10 @@ def main() -> None:
         after = float(np.clip(horizons - lengths, 0, None).sum() / horizons.sum())
         return np.stack(per_fit), y, after
 
-    replays = [replay(i, a) for i, a in enumerate(ids)]
+    replays = [replay(i, a, anchors[f"attending_{i}"]) for i, a in enumerate(ids)]
+    pooled = bench_ope.cached_policy(args.work, "attending_pooled", lambda: bc.fit_actor(
+        cfg, names, bc.batch_of(splits["train"], names), bc.batch_of(splits["val"], names), CLONE_SEED - 1)[0])
+    m_pooled = np.array([replay(i, a, pooled)[0].mean((0, 1)) for i, a in enumerate(ids)])
     mr, y_replay = np.array([r[0].mean((0, 1)) for r in replays]), np.array([r[1].mean(0) for r in replays])
     clone_share = [r[2] for r in replays]
     spo2 = TARGETS.index("cost_spo2_low")
@@ -300,14 +304,18 @@ def main() -> None:
              "clones, test split": [anchor_line(mc[:, j], y_test[:, j]) for j in range(len(TARGETS))],
              "coded clone, all splits": [anchor_line(mk[:, j], y_all[:, j]) for j in range(len(TARGETS))],
              "true attendings, all splits": [anchor_line(mt[:, j], y_all[:, j]) for j in range(len(TARGETS))],
-             "replayed attendings, all splits": [anchor_line(mr[:, j], y_replay[:, j]) for j in range(len(TARGETS))]}
+             "replayed attendings, all splits": [anchor_line(mr[:, j], y_replay[:, j]) for j in range(len(TARGETS))],
+             "replayed, pooled clone after the stay": [anchor_line(m_pooled[:, j], y_replay[:, j])
+                                                       for j in range(len(TARGETS))]}
     variants = {"mb": plain, "attending-anchored": anchored(plain, lines["clones, all splits"]),
                 "anchored, test-split means": anchored(plain, lines["clones, test split"]),
                 "anchored via the coded clone": anchored(plain, lines["coded clone, all splits"]),
                 "anchored on the true attendings": anchored(plain, lines["true attendings, all splits"]),
                 "anchored on the replayed attendings": anchored(plain, lines["replayed attendings, all splits"]),
                 "SpO₂ anchored on the replayed attendings": anchored(plain, lines["replayed attendings, all splits"],
-                                                                     only=(TARGETS.index("cost_spo2_low"),))}
+                                                                     only=(TARGETS.index("cost_spo2_low"),)),
+                "SpO₂ anchored, replayed, pooled clone after the stay": anchored(
+                    plain, lines["replayed, pooled clone after the stay"], only=(TARGETS.index("cost_spo2_low"),))}
 
     clone_truth = {}
     for i in range(len(ids)):
@@ -353,6 +361,7 @@ def main() -> None:
         extra={"anchors": {"ids": list(range(len(ids))), "stays": n_all, "logged_all": y_all.tolist(),
                            "logged_test": y_test.tolist(), "mb_clone": mc.tolist(), "mb_coded": mk.tolist(),
                            "mb_true": mt.tolist(), "mb_replayed": mr.tolist(), "logged_replayed": y_replay.tolist(),
+                           "mb_replayed_pooled_after": m_pooled.tolist(),
                            "clone_share_bound": clone_share,
                            "clone_truth": clone_truth, "lines": lines},
                "spo2_anchored_intervals": {"policies": list(ps.truth), **{
