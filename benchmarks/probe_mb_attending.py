@@ -143,7 +143,9 @@ def logged_doses(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     np.minimum.at(first, stay, step)
     pos = step - first[stay]
     lengths = np.bincount(stay, minlength=len(keys))
-    if (np.bincount(stay, weights=pos, minlength=len(keys)) != lengths * (lengths - 1) / 2).any():
+    last = np.zeros(len(keys), np.int64)
+    np.maximum.at(last, stay, pos)
+    if df.duplicated(["stay_key", "step"]).any() or (last + 1 != lengths).any():
         raise SystemExit("a stay's logged steps are not consecutive")
     doses = np.zeros((len(keys), int(lengths.max()), len(ACTIONS)))
     doses[stay, pos] = df[list(ACTIONS)].to_numpy(np.float64)
@@ -259,9 +261,9 @@ def main() -> None:
     horizon = int(params["world"]["env"]["horizon"])
 
     def replay(i: int, a: str, after: SavedPolicy) -> tuple[np.ndarray, np.ndarray, float]:
-        """(N_i, 1 + C) `mb` per stay of attending i's logged doses on their own stays (the clone after a stay
-        ends), the same stays' logged values over the same steps, and the share of the window's steps after the
-        logged stays ended."""
+        """(F, N_i, 1 + C) each fit's `mb` per stay of attending i's logged doses on their own stays (``after``
+        acting once a stay has ended), (N_i, 1 + C) the same stays' logged values over the same steps, and the share
+        of the window's steps after the logged stays ended."""
         keys = stays.index[stays["attending"] == a]
         df = pd.concat([d[d["stay_key"].isin(keys)] for d in splits.values()])
         starts = start_states(df, tuple(feats), "trajectories")
@@ -275,8 +277,8 @@ def main() -> None:
             per_fit.append(model_based.stay_values(model, starts, horizons, act, 1.0, ps.cfg.model.rollouts,
                                                    ps.cfg.model.mode, ps.world.env_seed, np.random.default_rng(s_act)))
         y = logged_returns(df, TARGETS, horizons, 1.0, "trajectories")
-        after = float(np.clip(horizons - lengths, 0, None).sum() / horizons.sum())
-        return np.stack(per_fit), y, after
+        share = float(np.clip(horizons - lengths, 0, None).sum() / horizons.sum())
+        return np.stack(per_fit), y, share
 
     replays = [replay(i, a, anchors[f"attending_{i}"]) for i, a in enumerate(ids)]
     pooled = bench_ope.cached_policy(args.work, "attending_pooled", lambda: bc.fit_actor(

@@ -39,8 +39,9 @@ def test_logged_doses_index_each_stay_by_position_and_replayed_plays_them_then_h
     assert lengths.tolist() == [3, 2]  # stay_key order: a, b
     assert doses[0].tolist() == [[50.0, 0.3], [40.0, 0.4], [30.0, 0.0]]
     assert doses[1].tolist() == [[10.0, 0.1], [11.0, 0.2], [0.0, 0.0]]
-    with pytest.raises(SystemExit, match="not consecutive"):
-        attending.logged_doses(df.assign(step=[0, 2, 5, 3, 4]))
+    for steps in ([0, 2, 5, 3, 4], [0, 1, 5, 3, 3]):  # a gap; a repeated step
+        with pytest.raises(SystemExit, match="not consecutive"):
+            attending.logged_doses(df.assign(step=steps))
 
     asked = []
 
