@@ -140,6 +140,8 @@ class Extraction:
     """flat JSON-serialisable metrics (data/reports/cohort.json)"""
     metadata: dict[str, str]
     """parquet key-value metadata"""
+    providers: pd.DataFrame | None = None
+    """stay → pseudonymous attending (:func:`provider_keys`; None: not recorded)"""
 
 
 def _hours(h: float) -> str:
@@ -178,9 +180,12 @@ def _candidates(con: duckdb.DuckDBPyConnection, cfg: CohortConfig) -> dict[str, 
 
     Returns the exclusion counts. A later admission's first ICU stay is a candidate too (``readmission`` = 1).
     """
-    views.run_query(con, """
+    adm_cols = {d[0] for d in con.execute("SELECT * FROM admissions LIMIT 0").description}
+    provider = "a.admit_provider_id" if "admit_provider_id" in adm_cols else "NULL"
+    views.run_query(con, f"""
         CREATE OR REPLACE TEMP TABLE _allstays AS
         SELECT i.stay_id, i.subject_id, i.hadm_id, i.intime, i.outtime,
+               CAST({provider} AS VARCHAR) AS admit_provider_id,
                p.subject_id IS NOT NULL AS has_patient, a.hadm_id IS NOT NULL AS has_admission,
                least(p.anchor_age + year(i.intime) - p.anchor_year, 91) AS age,
                row_number() OVER (PARTITION BY i.hadm_id ORDER BY i.intime, i.stay_id) AS seq,
@@ -327,7 +332,7 @@ def extract(con: duckdb.DuckDBPyConnection, cfg: CohortConfig, costs: CostsConfi
     nxt = states.loc[pd.MultiIndex.from_arrays([grid["stay_id"], grid["t"] + step])].reset_index(drop=True)
     acts = cf.compute_actions(con, grid[["stay_id", "step", "t"]], cfg.step_h)
     outcomes = con.execute("""
-        SELECT c.stay_id, c.subject_id, c.intime, c.outtime, c.deathtime, c.dischtime, c.dod,
+        SELECT c.stay_id, c.subject_id, c.intime, c.outtime, c.deathtime, c.dischtime, c.dod, c.admit_provider_id,
                (c.expire_flag = 1 OR c.deathtime IS NOT NULL) AS died_in_hosp,
                coalesce(CAST(c.deathtime AS DATE), CAST(c.dod AS DATE)) <= CAST(c.intime AS DATE) + 90 AS died_90d
         FROM _cand c WHERE c.stay_id IN (SELECT stay_id FROM _sepsis)""").fetchdf().set_index("stay_id")
@@ -347,6 +352,7 @@ def extract(con: duckdb.DuckDBPyConnection, cfg: CohortConfig, costs: CostsConfi
     with np.errstate(invalid="ignore"):
         df["death_in_step"] = ~pd.isna(death) & (death > t) & (death <= t + step.to_numpy())
     df["subject_id"] = o["subject_id"].to_numpy()
+    df["admit_provider_id"] = o["admit_provider_id"].to_numpy()
     # observed hours of the step [t, t + Δ): shorter when the stay ends (ICU discharge or death) inside it
     df["step_hours"] = nxt["urine_hours"].to_numpy(np.float64)
     last = df.groupby("stay_id")["step"].transform("max").to_numpy() == df["step"].to_numpy()
@@ -447,7 +453,21 @@ def extract(con: duckdb.DuckDBPyConnection, cfg: CohortConfig, costs: CostsConfi
         METADATA_KEY: canonical(costs.columns).to_json(),
     }
     tables = {s: table[table["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
-    return Extraction(tables=tables, metrics=metrics, metadata=metadata)
+    providers = provider_keys(df, cfg.salt)
+    metrics["stays_with_attending"] = int(len(providers))
+    metrics["attendings"] = int(providers["provider_key"].nunique())
+    return Extraction(tables=tables, metrics=metrics, metadata=metadata, providers=providers)
+
+
+def provider_keys(df: pd.DataFrame, salt: str) -> pd.DataFrame:
+    """One row per stay with a recorded admitting provider: ``stay_key`` and ``provider_key``, the salted hash of
+    ``admissions.admit_provider_id`` (prefixed, so it never equals a stay or subject key); stays without one are
+    left out."""
+    first = df.drop_duplicates("stay_key")[["stay_key", "admit_provider_id"]]
+    first = first[first["admit_provider_id"].notna()]
+    keys = salted_hash([f"provider:{p}" for p in first["admit_provider_id"].tolist()], salt)
+    return pd.DataFrame({"stay_key": first["stay_key"].astype(str).to_numpy(),
+                         "provider_key": np.asarray(keys, dtype=object)}).sort_values("stay_key", ignore_index=True)
 
 
 def _icu_death_in_window(stay: pd.DataFrame, step: pd.Timedelta) -> pd.Series:

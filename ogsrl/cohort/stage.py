@@ -72,17 +72,40 @@ def _table(df: pd.DataFrame, metadata: Mapping[str, str], columns: list[tuple[st
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+PROVIDERS = "providers.parquet"
+"""stay_key → provider_key (the pseudonymous attending; absent when the source records none)"""
+
+
 def _write(root: Path, tables: Mapping[str, pd.DataFrame], metadata: Mapping[str, str],
-           columns: list[tuple[str, str]]) -> None:
+           columns: list[tuple[str, str]], providers: pd.DataFrame | None = None) -> None:
     with atomic_path(root / OUT_DIR) as tmp:
         tmp.mkdir(parents=True)
         for split in SPLITS:
             pq.write_table(_table(tables[split], metadata, columns), tmp / f"{split}.parquet",
                            compression="zstd")
+        if providers is not None and len(providers):
+            pq.write_table(_table(providers, {}, [("stay_key", "string"), ("provider_key", "string")]),
+                           tmp / PROVIDERS, compression="zstd")
+
+
+def _providers_of(df: pd.DataFrame, table: str) -> pd.DataFrame | None:
+    """A bring-your-own table's optional ``provider_key`` column (the attending's pseudonym, one per stay)."""
+    if "provider_key" not in df.columns:
+        return None
+    per = df.groupby("stay_key")["provider_key"].nunique(dropna=False)
+    if (per > 1).any():
+        raise DataError(f"provider_key changes within a stay ({int((per > 1).sum())} stays)", table=table,
+                        column="provider_key", rows=per.index[per > 1][:5].tolist())
+    first = df.drop_duplicates("stay_key")
+    first = first[first["provider_key"].notna()]
+    return pd.DataFrame({"stay_key": first["stay_key"].astype(str).to_numpy(),
+                         "provider_key": first["provider_key"].astype(str).to_numpy()}).sort_values(
+        "stay_key", ignore_index=True)
 
 
 def _from_trajectories(path: Path, cfg: CohortConfig, schema_path: Path | None = None
-                       ) -> tuple[dict[str, pd.DataFrame], dict[str, Any], dict[str, str], Schema]:
+                       ) -> tuple[dict[str, pd.DataFrame], dict[str, Any], dict[str, str], Schema,
+                                  pd.DataFrame | None]:
     """A bring-your-own table → the pipeline's split tables (docs/data-contract.md §3–4).
 
     Without a declared schema (parquet metadata ``ogsrl.schema`` or ``schema_path``) the table must follow contract v1
@@ -143,7 +166,11 @@ def _from_trajectories(path: Path, cfg: CohortConfig, schema_path: Path | None =
     for s in SPLITS:
         metrics[f"stays_{s}"] = int((per["s"] == s).sum())
     tables = {s: out[out["split"] == s].reset_index(drop=True) for s in SPLITS}
-    return tables, metrics, meta, schema
+    providers = _providers_of(df, str(path))
+    if providers is not None:
+        metrics["stays_with_attending"] = int(len(providers))
+        metrics["attendings"] = int(providers["provider_key"].nunique())
+    return tables, metrics, meta, schema, providers
 
 
 def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
@@ -154,7 +181,7 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     source = resolve(params, root)
     check_raw_validation(root, source.kind)
     if source.kind == "trajectories":
-        tables, metrics, meta, schema = _from_trajectories(source.path, cfg, source.schema_path)
+        tables, metrics, meta, schema, providers = _from_trajectories(source.path, cfg, source.schema_path)
     else:
         salt = privacy.resolve_salt(params, root)
         privacy.check_fingerprint(params, root, salt)
@@ -168,10 +195,10 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
                 raise privacy.pseudonymise_rows(exc, salt) from None
             finally:
                 con.close()
-        tables, metrics, meta = result.tables, dict(result.metrics), result.metadata
+        tables, metrics, meta, providers = result.tables, dict(result.metrics), result.metadata, result.providers
         schema = canonical(costs.columns)
         metrics["source"] = source.kind
-    _write(root, tables, meta, table_columns(schema))
+    _write(root, tables, meta, table_columns(schema), providers)
     write_json(root / METRICS, metrics)
     log.info("extract: %d stays, %d rows", metrics["cohort_stays"], metrics["rows"])
     return metrics

@@ -50,6 +50,8 @@ SCHEMA: dict[str, dict[str, str]] = {
     "d_items": {"itemid": "int", "label": "str"},
     "d_labitems": {"itemid": "int", "label": "str"},
 }
+OPTIONAL: dict[str, dict[str, str]] = {"admissions": {"admit_provider_id": "str"}}
+"""Columns read when a table has them (the attending behind ``mb_anchored``; MIMIC-IV 2.2+ records it)."""
 TABLES: tuple[str, ...] = tuple(SCHEMA)
 """Every table the pipeline reads."""
 STATE_TABLES: tuple[str, ...] = (
@@ -169,8 +171,14 @@ def _offending(con: duckdb.DuckDBPyConnection, source: str, col: str, condition:
     return [r[0] for r in rows]
 
 
-def _create_view(con: duckdb.DuckDBPyConnection, table: str, source: str) -> None:
-    cols = ", ".join(f'CAST("{c}" AS {_SQL_TYPE[cat]}) AS "{c}"' for c, cat in SCHEMA[table].items())
+def _read_columns(table: str, described: Mapping[str, str]) -> dict[str, str]:
+    """The :data:`SCHEMA` columns of ``table`` and those of :data:`OPTIONAL` that the source has."""
+    return {**SCHEMA[table], **{c: t for c, t in OPTIONAL.get(table, {}).items() if c in described}}
+
+
+def _create_view(con: duckdb.DuckDBPyConnection, table: str, source: str, described: Mapping[str, str]) -> None:
+    read = _read_columns(table, described)
+    cols = ", ".join(f'CAST("{c}" AS {_SQL_TYPE[cat]}) AS "{c}"' for c, cat in read.items())
     con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM {source}")
 
 
@@ -202,8 +210,9 @@ def register_frames(con: duckdb.DuckDBPyConnection, tables: Mapping[str, pd.Data
             raise DataError(f"expected a pandas DataFrame, got {type(frame).__name__}", table=name)
         src = f"_src_{name}"
         con.register(src, frame)
-        _check_columns(con, name, src, _describe(con, src), "frame")
-        _create_view(con, name, src)
+        described = _describe(con, src)
+        _check_columns(con, name, src, described, "frame")
+        _create_view(con, name, src, described)
 
 
 def _find_file(root: Path, table: str) -> tuple[str, Path] | None:
@@ -256,10 +265,11 @@ def register_directory(con: duckdb.DuckDBPyConnection, root: Path,
             described = _describe(con, sniff)
             _check_columns(con, table, sniff, described, str(path), csv=kind == "csv")
             if kind == "csv":
-                types = ", ".join(f"'{c}': '{_SQL_TYPE[cat]}'" for c, cat in SCHEMA[table].items())
-                _create_view(con, table, f"read_csv({_q(path)}, header = true, types = {{{types}}})")
+                read = _read_columns(table, described)
+                types = ", ".join(f"'{c}': '{_SQL_TYPE[cat]}'" for c, cat in read.items())
+                _create_view(con, table, f"read_csv({_q(path)}, header = true, types = {{{types}}})", described)
             else:
-                _create_view(con, table, sniff)
+                _create_view(con, table, sniff, described)
         except DataError:
             raise
         except duckdb.Error as exc:

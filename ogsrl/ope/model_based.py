@@ -220,9 +220,15 @@ def estimate(models: tuple[WorldModel | BoostedCosts, ...], starts: FloatArray, 
     ``combine`` ((1 + C, K), optional): report K linear combinations of those returns instead (e.g. a column of
     ones on the costs for the total cost return), their intervals from the same per-stay values.
     """
-    per_model = [stay_values(m, starts, horizons, act, gamma, cfg.rollouts, cfg.mode, env_seed, act_rng)
-                 for m in models]
-    return bagged(per_model, boot_rng, n_boot, level, combine)
+    return bagged(per_model_values(models, starts, horizons, act, gamma, cfg, env_seed, act_rng), boot_rng, n_boot,
+                  level, combine)
+
+
+def per_model_values(models: tuple[WorldModel | BoostedCosts, ...], starts: FloatArray,
+                     horizons: npt.NDArray[np.integer], act: ActFn, gamma: float, cfg: Config, env_seed: int,
+                     act_rng: np.random.Generator) -> list[FloatArray]:
+    """Each model's (N, 1 + C) :func:`stay_values` of ``act``'s policy, the models in order (one ``act_rng``)."""
+    return [stay_values(m, starts, horizons, act, gamma, cfg.rollouts, cfg.mode, env_seed, act_rng) for m in models]
 
 
 def bagged(per_model: list[FloatArray], boot_rng: np.random.Generator, n_boot: int, level: float,

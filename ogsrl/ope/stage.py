@@ -46,7 +46,7 @@ from ogsrl.agents import bc, common, load_policy
 from ogsrl.agents.stage import TRAJECTORY_DIR, policies_config, policy_dir, seed_summary
 from ogsrl.errors import DataError
 from ogsrl.io import atomic_path, dir_sha256, file_sha256, remove_temporaries, write_json, write_parquet
-from ogsrl.ope import behaviour, bootstrap, dr, fqe, model_based, neighbour, wis
+from ogsrl.ope import anchored, behaviour, bootstrap, dr, fqe, model_based, neighbour, wis
 from ogsrl.ope.estimate import Estimate, cautious, consensus, hull, policy_seed
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,8 @@ class OPEConfig:
     """model-based OPE (``mb``): world models fitted on the test split (architecture: ``world.model``)"""
     neighbour: neighbour.Config = field(default_factory=neighbour.Config)
     """nearest-neighbour OPE (``knn``): episodes made of the test split's own transitions"""
+    anchored: anchored.Config = field(default_factory=anchored.Config)
+    """``mb_anchored``: ``mb``'s cost readings through a line fitted across the attendings (needs ``mb``)"""
     consensus: tuple[str, ...] = ("knn", "mb", "fqe")
     """estimators whose mean (inside the hull of their intervals) is reported as ``consensus`` for every policy and
     target they all estimate (:func:`estimate.consensus`); empty: none"""
@@ -467,6 +469,11 @@ MB = "mb"
 NEIGHBOUR_STREAM = 0x4B4E4E  # "KNN": the nearest-neighbour pools' resamples
 KNN = "knn"
 """estimator name of nearest-neighbour OPE"""
+MB_ANCHORED = "mb_anchored"
+"""estimator name of attending-anchored model-based OPE (:mod:`ogsrl.ope.anchored`)"""
+ANCHOR_STREAM = 0x414E43  # "ANC": the attendings' clones, replays and line resamples
+PROVIDERS = Path("providers.parquet")
+"""stay_key → provider_key beside the splits (``ogsrl.cohort.stage.PROVIDERS``)"""
 TOTAL_COST = "cost_total"
 """the cost column that sums the rules (``ogsrl.costs``)"""
 
@@ -496,6 +503,10 @@ class EvalWorld:
     pool_offsets: tuple[np.ndarray, ...] = ()
     """anchored ``knn``: per pool, (N, 1 + C) the clinicians' logged per-stay returns minus their value in the pool
     (:func:`ogsrl.ope.neighbour.clinician_offsets`; empty: not anchored)"""
+    anchors: anchored.Anchors | None = None
+    """``mb_anchored``'s attending lines (None: not made, ``anchor_report`` says why)"""
+    anchor_report: Mapping[str, Any] = field(default_factory=dict)
+    """run-level ``anchored/…`` metrics: the lines, the balance check, or why there is no ``mb_anchored``"""
 
 
 def eval_world(params: Mapping[str, Any], cfg: OPEConfig, root: Path, test: pd.DataFrame,
@@ -545,7 +556,88 @@ def eval_world(params: Mapping[str, Any], cfg: OPEConfig, root: Path, test: pd.D
     if pools and cfg.neighbour.anchor:
         logged = logged_returns(test, ("reward", *layout.cost_names), horizons, cfg.gamma, "test.parquet")
         offsets = neighbour.clinician_offsets(pools, starts, horizons, logged, cfg.gamma, cfg.neighbour, env)
-    return EvalWorld(models, pools, tuple(feats), starts, horizons, names, combine, env, offsets)
+    anchors, anchor_report = None, {}
+    if models and cfg.anchored.enabled:
+        anchors, anchor_report = attending_anchors(Path(root), cfg, models, layout,
+                                                   common.action_space_of(table.schema), (start, step_h, n_steps),
+                                                   wcfg.env.horizon, env)
+    return EvalWorld(models, pools, tuple(feats), starts, horizons, names, combine, env, offsets, anchors,
+                     anchor_report)
+
+
+def attending_anchors(root: Path, cfg: OPEConfig, models: tuple[Any, ...], layout: Any, space: Any,
+                      window: tuple[float, float, int], horizon: int, env_seed: int
+                      ) -> tuple[anchored.Anchors | None, dict[str, Any]]:
+    """``mb_anchored``'s lines from every split's stays of each attending (:mod:`ogsrl.ope.anchored`), or None and
+    ``anchored/unavailable`` saying why: no attendings recorded, too few with enough stays, or first states that
+    differ between attendings (insufficient evidence).
+
+    Per attending (sorted pseudonyms): a behaviour clone fitted on its train-split stays (early stopping on its
+    val-split stays, else its test-split ones; with stays in one split only, on all but every fifth of them) acts
+    after a stay's logged end; each evaluation fit replays the attending's logged doses on its stays from their
+    first states.
+    """
+    from ogsrl.world.env import logged_returns, start_states, steps_left
+
+    acfg = cfg.anchored
+    path = root / TRAJECTORY_DIR / PROVIDERS
+    if not path.is_file():
+        return None, {"anchored/unavailable": "the trajectories record no attendings (providers.parquet)"}
+    costs = tuple(layout.cost_names)
+    missing = [t for t in acfg.targets if t not in costs]
+    if missing:
+        raise ValueError(f"ope.anchored.targets lists {missing}, which the world models do not predict (costs: "
+                         f"{list(costs)}); list some of those or set ope.anchored.enabled: false")
+    who = pd.read_parquet(path).drop_duplicates("stay_key").set_index("stay_key")["provider_key"]
+    frames = pd.concat([common.read_split(root / TRAJECTORY_DIR / f"{s}.parquet")[0] for s in ("train", "val", "test")],
+                       ignore_index=True)
+    frames = frames.assign(provider_key=who.reindex(frames["stay_key"]).to_numpy())
+    frames = frames[frames["provider_key"].notna()].sort_values(["stay_key", "step"], kind="stable")
+    per_stay = frames.drop_duplicates("stay_key").set_index("stay_key")
+    ids, counts = np.unique(per_stay["provider_key"].to_numpy(str), return_counts=True)
+    ok, why = anchored.usable(counts, acfg)
+    report: dict[str, Any] = {"anchored/attendings_recorded": int(len(ids)),
+                              "anchored/stays_with_attending": int(len(per_stay))}
+    if why:
+        return None, {**report, "anchored/unavailable": f"insufficient evidence: {why}"}
+    ids = ids[ok]
+    frames = frames[frames["provider_key"].isin(ids)]
+    feats = tuple(layout.state_features)
+    firsts = start_states(frames, feats, "trajectories")
+    bal = anchored.balance(firsts, frames.drop_duplicates("stay_key")["provider_key"].to_numpy(str), feats,
+                           acfg.balance_alpha)
+    report.update({"anchored/balance_p": bal.p_min, "anchored/balance_feature": bal.feature})
+    if not bal.passed:
+        return None, {**report, "anchored/unavailable": (
+            f"insufficient evidence: the attendings' first states differ in {bal.feature} (Kruskal-Wallis, "
+            f"Bonferroni p = {bal.p_min:.2g} < {acfg.balance_alpha}); the anchors would mix practice with case mix")}
+    seeds = np.random.SeedSequence([cfg.seed, ANCHOR_STREAM]).spawn(len(ids) + 1)
+    rollouts, actions = cfg.model.rollouts, tuple(layout.action_names)
+    m_stays, y_stays = [], []
+    for i, pid in enumerate(ids):
+        df = frames[frames["provider_key"] == pid]
+        fit_rows, stop_rows = df[df["split"] == "train"], df[df["split"] == "val"]
+        if stop_rows.empty:
+            stop_rows = df[df["split"] == "test"]
+        if fit_rows.empty or stop_rows.empty:  # all in one split: every fifth stay stops the fit
+            held = df["stay_key"].isin(df["stay_key"].drop_duplicates().iloc[::5])
+            fit_rows, stop_rows = df[~held], df[held]
+        s_clone, s_act = seeds[i].spawn(2)
+        clone = bc.fit_actor(cfg.behaviour, feats, bc.batch_of(fit_rows, feats, actions),
+                             bc.batch_of(stop_rows, feats, actions), int(s_clone.generate_state(1)[0] % 2**31),
+                             space)[0]
+        starts = start_states(df, feats, "trajectories")
+        horizons = np.minimum(steps_left(df, *window, "trajectories"), horizon)
+        doses, lengths = anchored.logged_doses(df["stay_key"].to_numpy(), df["step"].to_numpy(),
+                                               df[list(actions)].to_numpy(np.float64))
+        after = lambda obs, rng, c=clone: np.asarray(c.act(np.asarray(obs, np.float64), rng), np.float32)  # noqa: E731
+        m_stays.append(np.stack([model_based.stay_values(
+            model, starts, horizons, anchored.replayed(doses, lengths, rollouts, after), cfg.gamma, rollouts,
+            cfg.model.mode, env_seed, np.random.default_rng(s_act)) for model in models]))
+        y_stays.append(logged_returns(df, ("reward", *costs), horizons, cfg.gamma, "trajectories"))
+    columns = [1 + costs.index(t) for t in acfg.targets]
+    anchors = anchored.fit_anchors(m_stays, y_stays, columns, np.random.default_rng(seeds[-1]), cfg.n_boot)
+    return anchors, {**report, **anchored.describe(anchors, acfg.targets)}
 
 
 def estimate_model_based(world: EvalWorld, policy: Any, cfg: OPEConfig, seeds: np.random.SeedSequence,
@@ -564,13 +656,20 @@ def estimate_model_based(world: EvalWorld, policy: Any, cfg: OPEConfig, seeds: n
     def act(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return np.asarray(policy.act(np.asarray(obs, np.float64)[:, cols], rng), np.float32)
 
+    a_read, = seeds.spawn(1)  # after mb's and knn's, so neither moves
     out: dict[tuple[str, str], Estimate] = {}
     if world.models:
-        value, lo, hi = model_based.estimate(world.models, world.starts, world.horizons, act, cfg.gamma, cfg.model,
-                                             world.env_seed, np.random.default_rng(s_act),
-                                             np.random.default_rng(s_boot), cfg.n_boot, cfg.ci_level, world.combine)
+        per_model = model_based.per_model_values(world.models, world.starts, world.horizons, act, cfg.gamma, cfg.model,
+                                                 world.env_seed, np.random.default_rng(s_act))
+        value, lo, hi = model_based.bagged(per_model, np.random.default_rng(s_boot), cfg.n_boot, cfg.ci_level,
+                                           world.combine)
         out.update({(MB, t): Estimate(float(value[k]), float(lo[k]), float(hi[k]), ess)
                     for k, t in enumerate(world.targets)})
+        if world.anchors is not None:
+            value, lo, hi = anchored.read(world.anchors, np.stack(per_model), np.random.default_rng(a_read),
+                                          cfg.ci_level)
+            out.update({(MB_ANCHORED, t): Estimate(float(value[j]), float(lo[j]), float(hi[j]), ess)
+                        for j, t in enumerate(cfg.anchored.targets)})
     if world.pools:
         value, lo, hi = neighbour.estimate(world.pools, world.starts, world.horizons, act, cfg.gamma, cfg.neighbour,
                                            world.env_seed, np.random.default_rng(k_act), np.random.default_rng(k_boot),
@@ -773,7 +872,9 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     metrics: dict[str, Any] = {"test/stays": int(test["stay_key"].nunique()), "test/sha256": ts.sha256,
                                "ope/gamma": cfg.gamma, "ope/fqe_action": cfg.fqe.action,
                                "ope/model_based": bool(ts.world and ts.world.models),
-                               "ope/neighbour": bool(ts.world and ts.world.pools)}
+                               "ope/neighbour": bool(ts.world and ts.world.pools),
+                               "ope/anchored": bool(ts.world and ts.world.anchors is not None),
+                               **(ts.world.anchor_report if ts.world else {})}
 
     truth = read_truth(root, config.section(params, "data").get("source") == "demo")
     metrics["truth/available"] = bool(truth)

@@ -226,3 +226,44 @@ def test_foreign_v2_table_with_its_own_schema(tmp_path: Path, params: dict, acti
     with pytest.raises(DataError, match=r"column 'perfusion_index': values outside \[0, 5\] %.*offending rows"):
         run(params, tmp_path / "p")
     assert hashes(tmp_path / "p") == before
+
+
+def test_attendings_travel_as_salted_pseudonyms(tmp_path: Path, params: dict, mimic_tables: dict,
+                                                write_mimic) -> None:
+    from ogsrl import privacy
+    from ogsrl.io import salted_hash
+
+    adm = mimic_tables["admissions"]
+    mimic_tables["admissions"] = adm.assign(admit_provider_id=["P482ZX" if i != 1 else None for i in range(len(adm))])
+    params["data"]["mimic_path"] = str(write_mimic(tmp_path / "mimic2", mimic_tables))
+    root = tmp_path / "p"
+    m = run(params, root)
+    who = pd.read_parquet(root / "data/trajectories/providers.parquet")
+    stays = pd.concat([pd.read_parquet(root / f"data/trajectories/{s}.parquet") for s in SPLITS])
+    expected = adm.assign(p=["P482ZX" if i != 1 else None for i in range(len(adm))]).set_index("hadm_id")["p"]
+    salt = privacy.resolve_salt(params, root)
+    hadm = mimic_tables["icustays"].set_index("stay_id")["hadm_id"]
+    by_key = {salted_hash([s], salt)[0]: expected[h] for s, h in hadm.items()}
+    want = sorted(k for k in stays["stay_key"].unique() if by_key[k] is not None)
+    assert who["stay_key"].tolist() == want and m["stays_with_attending"] == len(want)
+    assert set(who["provider_key"]) <= {salted_hash(["provider:P482ZX"], salt)[0]}
+    assert "P482ZX" not in (root / "data/trajectories/providers.parquet").read_bytes().decode("latin-1")
+
+
+def test_trajectories_source_may_name_each_stays_attending(tmp_path: Path, params: dict) -> None:
+    first = tmp_path / "first"
+    run(params, first)
+    df = pd.concat([pd.read_parquet(first / "data" / "trajectories" / f"{s}.parquet") for s in SPLITS])
+    keys = sorted(df["stay_key"].unique())
+    user = tmp_path / "mine.parquet"
+    df.assign(provider_key=df["stay_key"].map({keys[0]: "doc-a", keys[1]: "doc-b"})).to_parquet(user, index=False)
+    params["data"] = {**params["data"], "source": "trajectories", "trajectories_path": str(user)}
+    m = run(params, tmp_path / "p")
+    who = pd.read_parquet(tmp_path / "p" / "data/trajectories/providers.parquet")
+    assert who.to_dict("list") == {"stay_key": keys, "provider_key": ["doc-a", "doc-b"]} and m["attendings"] == 2
+    before = hashes(tmp_path / "p")
+    flip = df.assign(provider_key=["doc-a"] + ["doc-b"] * (len(df) - 1))
+    flip.to_parquet(user, index=False)
+    with pytest.raises(DataError, match="provider_key changes within a stay"):
+        run(params, tmp_path / "p")
+    assert hashes(tmp_path / "p") == before

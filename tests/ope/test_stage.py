@@ -289,3 +289,53 @@ def test_too_few_test_transitions_skip_knn_with_a_warning(trained: Path, caplog:
     no_mb = _params(model={"enabled": False}, consensus=[])
     world = stage.eval_world(no_mb, stage.ope_config(no_mb), trained, test, meta)
     assert world is not None and not world.models and len(world.pools) == 4 and len(world.pool_offsets) == 4
+
+
+def _with_attendings(trained: Path, dest: Path, by_feature: str | None = None) -> Path:
+    """A copy of ``trained`` whose stays (every split) have one of five attendings: in turn, or by quintile of a
+    first-state feature (case mix that differs by attending)."""
+    from ogsrl.agents import common
+
+    shutil.copytree(trained, dest)
+    first = pd.concat([common.read_split(dest / f"data/trajectories/{s}.parquet")[0] for s in ("train", "val", "test")]
+                      ).sort_values(["stay_key", "step"]).drop_duplicates("stay_key").reset_index(drop=True)
+    who = np.arange(len(first)) % 5 if by_feature is None else \
+        pd.qcut(first[by_feature].rank(method="first"), 5, labels=False).to_numpy()
+    pd.DataFrame({"stay_key": first["stay_key"], "provider_key": [f"att{w}" for w in who]}).to_parquet(
+        dest / "data/trajectories/providers.parquet")
+    return dest
+
+
+def test_mb_anchored_reads_the_spo2_cost_through_the_attendings_line(trained: Path, tmp_path: Path) -> None:
+    root = _with_attendings(trained, tmp_path / "att")
+    params = _params(anchored={"min_stays": 30})
+    metrics = stage.run(params, root)
+    assert metrics["ope/anchored"] is True and metrics["anchored/attendings"] == 5.0
+    assert metrics["anchored/stays_with_attending"] == 200 and metrics["anchored/balance_p"] >= 0.01
+    key = "soc/seed42/mb_anchored/cost_spo2_low"
+    lo, value, hi = (metrics[f"{key}/{f}"] for f in ("ci_low", "value", "ci_high"))
+    assert 0.0 <= lo <= value <= hi
+    c, d = metrics["anchored/cost_spo2_low/intercept"], metrics["anchored/cost_spo2_low/slope"]
+    assert "soc/seed42/mb_anchored/cost_urine_low/value" not in metrics  # only the listed targets
+    plain = stage.run(_params(), trained)  # no attendings recorded: no mb_anchored
+    assert plain["ope/anchored"] is False
+    assert plain["anchored/unavailable"] == "the trajectories record no attendings (providers.parquet)"
+    # anchoring draws from its own streams: every other estimate is the same with or without it
+    assert {k: v for k, v in metrics.items() if k.startswith("soc/") and "mb_anchored" not in k} == \
+        {k: v for k, v in plain.items() if k.startswith("soc/")}
+    # the value is the line read at mb's mean over the fits and stays (checked against the gate's re-evaluation)
+    again = stage.evaluate_current(params, root, load_policy(root / "data/models/policies/soc/seed42"), "soc/seed42")
+    assert again[("mb_anchored", "cost_spo2_low")].value == pytest.approx(value)
+    assert np.isfinite(c) and np.isfinite(d)
+
+
+def test_attendings_with_different_case_mix_give_insufficient_evidence(trained: Path, tmp_path: Path) -> None:
+    root = _with_attendings(trained, tmp_path / "skew", by_feature="spo2")
+    metrics = stage.run(_params(anchored={"min_stays": 30}), root)
+    assert metrics["ope/anchored"] is False and metrics["anchored/balance_p"] < 0.01
+    assert metrics["anchored/unavailable"].startswith("insufficient evidence: the attendings' first states differ in")
+    assert not any("mb_anchored" in k for k in metrics)
+    few = stage.run(_params(anchored={"min_stays": 41}), _with_attendings(trained, tmp_path / "few"))
+    assert few["anchored/unavailable"] == "insufficient evidence: 0 attendings have >= 41 stays; an anchor line needs 5"
+    with pytest.raises(Exception, match=r"ope.anchored.targets lists \['cost_map_low'\], which the world models do"):
+        stage.run(_params(anchored={"min_stays": 30, "targets": ["cost_map_low"]}), root)
