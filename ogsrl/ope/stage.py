@@ -579,6 +579,9 @@ def attending_anchors(root: Path, cfg: OPEConfig, models: tuple[Any, ...], layou
     """
     from ogsrl.world.env import logged_returns, start_states, steps_left
 
+    import time
+
+    t0 = time.perf_counter()
     acfg = cfg.anchored
     path = root / TRAJECTORY_DIR / PROVIDERS
     if not path.is_file():
@@ -637,6 +640,8 @@ def attending_anchors(root: Path, cfg: OPEConfig, models: tuple[Any, ...], layou
         y_stays.append(logged_returns(df, ("reward", *costs), horizons, cfg.gamma, "trajectories"))
     columns = [1 + costs.index(t) for t in acfg.targets]
     anchors = anchored.fit_anchors(m_stays, y_stays, columns, np.random.default_rng(seeds[-1]), cfg.n_boot)
+    log.info("evaluate: mb_anchored lines from %d attendings (%d stays) in %.0f s", len(ids), int(anchors.stays.sum()),
+             time.perf_counter() - t0)
     return anchors, {**report, **anchored.describe(anchors, acfg.targets)}
 
 
