@@ -19,11 +19,14 @@ resample of the evaluation stays; to it is added a normal draw with the anchors'
 their sampling noise (τ², a method-of-moments random-effects meta-regression estimate: how far a practice's true
 value may sit off the line).
 
-Assumption: the attendings see comparable patients. :func:`balance` tests it on the stays' first states
-(Kruskal–Wallis per feature across attendings, Bonferroni over features); where it fails, or too few attendings have
-enough stays, the estimate is not made ("insufficient evidence", flagged by the evaluate stage). In MIMIC-IV the
-admitting provider (``admissions.admit_provider_id``) is not the ICU attending and is not assigned at random: expect
-the check to refuse there unless a better assignment is supplied.
+Assumption: the attendings see comparable patients. :func:`balance` tests it on baseline features of the stays'
+first rows (by default those static within a stay: demographics; Kruskal–Wallis per feature across attendings,
+Bonferroni over features); where it fails, or too few attendings have enough stays, the estimate is not made
+("insufficient evidence", flagged by the evaluate stage). Physiology at the first decision step is no test of case
+mix: it already carries the attending's own treatment before it (in the demo, where attendings are drawn at random,
+cumulative fluid, heart rate, bilirubin and P/F ratio differ between them at p < 0.01). In MIMIC-IV the admitting
+provider (``admissions.admit_provider_id``) is not the ICU attending and is not assigned at random: expect the check
+to refuse there unless a better assignment is supplied.
 """
 
 from __future__ import annotations
@@ -54,7 +57,11 @@ class Config:
     min_stays: int = 30
     """an attending's fewest stays (all splits) to serve as an anchor; attendings with fewer are left out"""
     balance_alpha: float = 0.01
-    """the first-state balance check's level (Bonferroni over the state features)"""
+    """the balance check's level (Bonferroni over its features)"""
+    balance_features: tuple[str, ...] = ()
+    """state features whose first values must not differ between attendings (empty: the ones the world model copies
+    unchanged, the stay's baseline — demographics; later states already carry the attending's own early
+    treatment)"""
 
     def __post_init__(self) -> None:
         if not self.targets:

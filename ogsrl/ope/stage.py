@@ -606,13 +606,17 @@ def attending_anchors(root: Path, cfg: OPEConfig, models: tuple[Any, ...], layou
     ids = ids[ok]
     frames = frames[frames["provider_key"].isin(ids)]
     feats = tuple(layout.state_features)
-    firsts = start_states(frames, feats, "trajectories")
-    bal = anchored.balance(firsts, frames.drop_duplicates("stay_key")["provider_key"].to_numpy(str), feats,
+    baseline = acfg.balance_features or tuple(feats[i] for i in layout.copy_idx)
+    if not baseline:
+        return None, {**report, "anchored/unavailable": "insufficient evidence: no baseline features to compare the "
+                      "attendings' patients on; list some in ope.anchored.balance_features"}
+    bal = anchored.balance(start_states(frames, baseline, "trajectories"),
+                           frames.drop_duplicates("stay_key")["provider_key"].to_numpy(str), baseline,
                            acfg.balance_alpha)
     report.update({"anchored/balance_p": bal.p_min, "anchored/balance_feature": bal.feature})
     if not bal.passed:
         return None, {**report, "anchored/unavailable": (
-            f"insufficient evidence: the attendings' first states differ in {bal.feature} (Kruskal-Wallis, "
+            f"insufficient evidence: the attendings' patients differ in {bal.feature} (Kruskal-Wallis, "
             f"Bonferroni p = {bal.p_min:.2g} < {acfg.balance_alpha}); the anchors would mix practice with case mix")}
     seeds = np.random.SeedSequence([cfg.seed, ANCHOR_STREAM]).spawn(len(ids) + 1)
     rollouts, actions = cfg.model.rollouts, tuple(layout.action_names)
