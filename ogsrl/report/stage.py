@@ -39,7 +39,7 @@ class ReportConfig:
 
     estimators: tuple[str, ...] = ()
     """OPE estimators shown, in order (empty: every estimator found in the OPE metrics, sorted)"""
-    targets: tuple[str, ...] = ("return", "cost_total", "mortality_hosp")
+    targets: tuple[str, ...] = ("return", "cost_total", "cost_spo2_low", "mortality_hosp")
     """OPE targets with a comparison table, in order (those absent from the metrics are skipped)"""
     min_ess: float = 20.0
     """estimates with a smaller effective sample size are drawn hollow and may run off the OPE-vs-truth axis (set
@@ -298,6 +298,25 @@ def ope_table(est: pd.DataFrame, truth: Mapping[str, Mapping[str, float]], targe
     return f"<h3>{html.escape(target)}</h3>" + _table(header, rows) + note
 
 
+def anchored_note(ope: Mapping[str, Any]) -> str:
+    """What the OPE metrics say about ``mb_anchored``: its anchor lines, or why it was not made."""
+    if "ope/anchored" not in ope:
+        return ""
+    if not ope["ope/anchored"]:
+        why = ope.get("anchored/unavailable", "not computed")
+        return f"<p class='muted'><code>mb_anchored</code> (costs read through a line across the attendings): " \
+               f"not made: {html.escape(str(why))}.</p>"
+    lines = [f"{html.escape(k.split('/')[1])}: ȳ = {_fmt(ope[k])} + {_fmt(ope[k[:-len('intercept')] + 'slope'])}·m "
+             f"(scatter τ {_fmt(ope.get(k[:-len('intercept')] + 'tau'))})"
+             for k in sorted(ope) if k.startswith("anchored/") and k.endswith("/intercept")]
+    return (f"<p class='muted'><code>mb_anchored</code>: <code>mb</code>'s reading of {'; '.join(lines)}, fitted "
+            f"across {int(ope.get('anchored/attendings', 0))} attendings' own stays (their logged doses replayed in "
+            f"the evaluation models against their logged costs); baseline balance across attendings: smallest "
+            f"Bonferroni p {_fmt(ope.get('anchored/balance_p'))} ({html.escape(str(ope.get('anchored/balance_feature')))}"
+            "). Its interval adds the anchors' scatter around the line and is wide for low costs "
+            "(docs/policies-and-ope.md, session 34).</p>")
+
+
 NEAR_LIMIT = 0.10
 """a chosen policy's consensus cost within this share of its limit is flagged: on the benchmark GMB-CPO seed 58 read
 5.8 % under the urine limit while truly 3.8 % over it (docs/policies-and-ope.md, "Choosing under the cost limits")"""
@@ -454,7 +473,7 @@ policies: {html.escape(', '.join(runs) or 'none')} · estimators: {html.escape('
 {vs_clinicians_table(truth, runs, seeds_of)}
 <h3>Off-policy estimates (methods × estimators, 95 % CI)</h3>
 <p class="note">{html.escape(truth_note)} ESS: effective sample size of the importance weights (of the test stays).</p>
-{ope_html}{choice_under_limits(est, train_doc)}</section>
+{ope_html}{anchored_note(docs['ope'])}{choice_under_limits(est, train_doc)}</section>
 <section id="figures"><h2>Figures</h2><div class="grid">{fig_ope}
 {_figure(figs.get('learning_curves'), 'Training curves per run and seed.')}
 {_figure(figs.get('mortality_relation'), 'The return → mortality relation ME reads, with each policy at its estimated return.')}

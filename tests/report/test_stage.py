@@ -216,3 +216,17 @@ def test_choice_under_the_cost_limits(reports_root: Path) -> None:
     note = choice_note(reports_root)
     assert "insufficient evidence" in note and "<b>gmb_cpo" not in note
     assert "cost_urine_low: the limit lies above the clinicians' level" in note  # 6.0 > 5.75; spo2 0.5 < 1.0
+
+
+def test_the_report_says_how_mb_anchored_was_anchored_or_why_not() -> None:
+    from ogsrl.report.stage import anchored_note
+
+    assert anchored_note({}) == ""
+    why = "insufficient evidence: the attendings' patients differ in age (Kruskal-Wallis, Bonferroni p = 1e-09 < 0.01)"
+    text = anchored_note({"ope/anchored": False, "anchored/unavailable": why})
+    assert "not made: insufficient evidence: the attendings&#x27; patients differ in age" in text
+    made = anchored_note({"ope/anchored": True, "anchored/attendings": 10.0, "anchored/balance_p": 0.412,
+                          "anchored/balance_feature": "gender", "anchored/cost_spo2_low/intercept": -0.37,
+                          "anchored/cost_spo2_low/slope": 1.276, "anchored/cost_spo2_low/tau": 0.129})
+    assert "cost_spo2_low: ȳ = -0.370 + 1.276·m (scatter τ 0.129)" in made and "across 10 attendings" in made
+    assert "smallest Bonferroni p 0.412 (gender)" in made
