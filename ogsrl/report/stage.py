@@ -312,8 +312,8 @@ def anchored_note(ope: Mapping[str, Any]) -> str:
     return (f"<p class='muted'><code>mb_anchored</code>: <code>mb</code>'s reading of {'; '.join(lines)}, fitted "
             f"across {int(ope.get('anchored/attendings', 0))} attendings' own stays (their logged doses replayed in "
             f"the evaluation models against their logged costs); baseline balance across attendings: smallest "
-            f"Bonferroni p {_fmt(ope.get('anchored/balance_p'))} ({html.escape(str(ope.get('anchored/balance_feature')))}"
-            "). Its interval adds the anchors' scatter around the line and is wide for low costs "
+            f"Bonferroni p {_fmt(ope.get('anchored/balance_p'))} "
+            f"({html.escape(str(ope.get('anchored/balance_feature')))}). Its interval adds the anchors' scatter around the line and is wide for low costs "
             "(docs/policies-and-ope.md, session 34).</p>")
 
 
