@@ -20,7 +20,7 @@ replayed attendings`` (session 33) takes m_k from the attending's own logged dos
 k's stays (all splits) from their logged first states, each episode given that stay's logged dose at every step
 the stay was logged (open loop) and the clone's after it ended, paired with the same stays' logged values; ``SpO₂
 anchored on the replayed attendings`` reads only the SpO₂ cost through that line (its interval from resampling each
-attending's stays: :func:`line_band`); ``SpO₂ anchored, replayed, pooled clone after the stay`` the same with one
+attending's stays: :func:`line_band`; the replay is the evaluate stage's :func:`ogsrl.ope.anchored.replayed`); ``SpO₂ anchored, replayed, pooled clone after the stay`` the same with one
 clone of every attending's stays acting after a stay ends (no per-attending fit). Two diagnostics:
 the same with the simulator's own attending policies as the anchors (``anchored on the true attendings``: an oracle
 for the policy side, not available in a hospital) and each clone's simulated truth against its attending's logged
@@ -43,7 +43,6 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -58,7 +57,7 @@ from ogsrl.agents.actor import SavedPolicy  # noqa: E402
 from ogsrl.agents.inputs import grid  # noqa: E402
 from ogsrl.features import ACTIONS  # noqa: E402
 from ogsrl.io import salted_hash  # noqa: E402
-from ogsrl.ope import behaviour, model_based, stage as ope_stage  # noqa: E402
+from ogsrl.ope import anchored as anchored_ope, behaviour, model_based, stage as ope_stage  # noqa: E402
 from ogsrl.synth import clinician  # noqa: E402
 from ogsrl.world.env import logged_returns, start_states, steps_left  # noqa: E402
 
@@ -132,45 +131,6 @@ def conditioned_clone(splits: dict[str, pd.DataFrame], stays: pd.DataFrame, ids:
     cols = (*names, *code)
     return bench_ope.cached_policy(work, "attending_conditioned", lambda: bc.fit_actor(
         cfg, cols, bc.batch_of(coded(splits["train"]), cols), bc.batch_of(coded(splits["val"]), cols), CLONE_SEED)[0])
-
-
-def logged_doses(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(doses (N, T, A), lengths (N,)): each stay's logged actions by position since its first step, stays in
-    ``stay_key`` order (:func:`ogsrl.world.env.start_states`' order); positions past a stay's end are zero."""
-    keys, stay = np.unique(df["stay_key"].to_numpy(), return_inverse=True)
-    step = df["step"].to_numpy(np.int64)
-    first = np.full(len(keys), np.iinfo(np.int64).max)
-    np.minimum.at(first, stay, step)
-    pos = step - first[stay]
-    lengths = np.bincount(stay, minlength=len(keys))
-    last = np.zeros(len(keys), np.int64)
-    np.maximum.at(last, stay, pos)
-    if df.duplicated(["stay_key", "step"]).any() or (last + 1 != lengths).any():
-        raise SystemExit("a stay's logged steps are not consecutive")
-    doses = np.zeros((len(keys), int(lengths.max()), len(ACTIONS)))
-    doses[stay, pos] = df[list(ACTIONS)].to_numpy(np.float64)
-    return doses, lengths
-
-
-def replayed(doses: np.ndarray, lengths: np.ndarray, rollouts: int,
-             after: Callable[[np.ndarray, np.random.Generator], np.ndarray]
-             ) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
-    """An action function for one batch of ``rollouts`` episodes per stay (episode b starts from stay b mod N): the
-    stay's logged dose at its step t while the logged stay lasted, then ``after`` (which is asked every step, so its
-    draws do not depend on where stays end). It counts steps: one per rollout batch."""
-    stay = np.tile(np.arange(len(lengths)), rollouts)
-    t = 0
-
-    def act(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        nonlocal t
-        out = np.array(after(obs, rng), dtype=np.float32)
-        live = t < lengths[stay]
-        if live.any():
-            out[live] = doses[stay[live], t]
-        t += 1
-        return out
-
-    return act
 
 
 def line_band(m: list[np.ndarray], y: list[np.ndarray], readings: np.ndarray, rng: np.random.Generator,
@@ -268,12 +228,13 @@ def main() -> None:
         df = pd.concat([d[d["stay_key"].isin(keys)] for d in splits.values()])
         starts = start_states(df, tuple(feats), "trajectories")
         horizons = np.minimum(steps_left(df, *window, "trajectories"), horizon)
-        doses, lengths = logged_doses(df)
+        doses, lengths = anchored_ope.logged_doses(df["stay_key"].to_numpy(), df["step"].to_numpy(),
+                                                   df[list(ACTIONS)].to_numpy(np.float64))
         clone = probe_common.act_fn(after, feats)
         per_fit = []
         for model in models:
             s_act, _ = ope_stage.policy_streams(ps.cfg.seed, f"replayed_attending_{i}")[2].spawn(2)
-            act = replayed(doses, lengths, ps.cfg.model.rollouts, clone)
+            act = anchored_ope.replayed(doses, lengths, ps.cfg.model.rollouts, clone)
             per_fit.append(model_based.stay_values(model, starts, horizons, act, 1.0, ps.cfg.model.rollouts,
                                                    ps.cfg.model.mode, ps.world.env_seed, np.random.default_rng(s_act)))
         y = logged_returns(df, TARGETS, horizons, 1.0, "trajectories")

@@ -32,33 +32,6 @@ def test_anchor_line_recovers_an_exact_line_and_anchored_reads_through_it() -> N
     assert only_first_cost["p"] == pytest.approx([-100.0, 0.0, 3.0])
 
 
-def test_logged_doses_index_each_stay_by_position_and_replayed_plays_them_then_hands_over() -> None:
-    df = pd.DataFrame({"stay_key": ["b", "b", "a", "a", "a"], "step": [0, 1, 5, 3, 4],
-                       "fluid_ml": [10.0, 11.0, 30.0, 50.0, 40.0], "nee_max": [0.1, 0.2, 0.0, 0.3, 0.4]})
-    doses, lengths = attending.logged_doses(df)
-    assert lengths.tolist() == [3, 2]  # stay_key order: a, b
-    assert doses[0].tolist() == [[50.0, 0.3], [40.0, 0.4], [30.0, 0.0]]
-    assert doses[1].tolist() == [[10.0, 0.1], [11.0, 0.2], [0.0, 0.0]]
-    for steps in ([0, 2, 5, 3, 4], [0, 1, 5, 3, 3]):  # a gap; a repeated step
-        with pytest.raises(SystemExit, match="not consecutive"):
-            attending.logged_doses(df.assign(step=steps))
-
-    asked = []
-
-    def after(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        asked.append(len(obs))
-        return np.full((len(obs), 2), -1.0)
-
-    act = attending.replayed(doses, np.array([3, 1]), rollouts=2, after=after)
-    obs, rng = np.zeros((4, 5)), np.random.default_rng(0)
-    # episodes 0, 2 start from stay a (3 logged steps), 1, 3 from stay b (1 logged step)
-    assert act(obs, rng)[:, 0].tolist() == [50.0, 10.0, 50.0, 10.0]
-    assert act(obs, rng)[:, 0].tolist() == [40.0, -1.0, 40.0, -1.0]
-    assert act(obs, rng)[:, 0].tolist() == [30.0, -1.0, 30.0, -1.0]
-    assert act(obs, rng)[:, 0].tolist() == [-1.0] * 4
-    assert asked == [4] * 4  # the hand-over policy is asked every step, so its draws do not depend on the stays
-
-
 def test_line_band_collapses_on_an_exact_line_and_widens_with_noise() -> None:
     rng = np.random.default_rng(0)
     m = [rng.normal(k, 0.5, 40) for k in range(4)]

@@ -10,11 +10,11 @@ from ogsrl.ope import anchored
 
 def test_logged_doses_lay_each_stay_out_from_its_first_step() -> None:
     stay = np.array(["b", "b", "a", "a", "a"])
-    step = np.array([3, 4, 0, 1, 2])
-    acts = np.array([[1.0, 0.1], [2.0, 0.2], [10.0, 0.0], [11.0, 0.0], [12.0, 0.3]])
+    step = np.array([3, 4, 7, 5, 6])  # rows need not be in step order; a stay need not start at step 0
+    acts = np.array([[1.0, 0.1], [2.0, 0.2], [12.0, 0.3], [10.0, 0.0], [11.0, 0.0]])
     doses, lengths = anchored.logged_doses(stay, step, acts)
     assert lengths.tolist() == [3, 2]  # "a" then "b"
-    np.testing.assert_array_equal(doses[0], acts[2:5])
+    np.testing.assert_array_equal(doses[0], [[10.0, 0.0], [11.0, 0.0], [12.0, 0.3]])
     np.testing.assert_array_equal(doses[1], [[1.0, 0.1], [2.0, 0.2], [0.0, 0.0]])
 
 
