@@ -330,16 +330,25 @@ def test_mb_anchored_reads_the_spo2_cost_through_the_attendings_line(trained: Pa
 
 
 def test_attendings_with_different_case_mix_give_insufficient_evidence(trained: Path, tmp_path: Path) -> None:
-    root = _with_attendings(trained, tmp_path / "skew", by_feature="age")  # a baseline (copied) feature
-    metrics = stage.run(_params(anchored={"min_stays": 30}), root)
-    assert metrics["ope/anchored"] is False and metrics["anchored/balance_p"] < 0.01
-    assert metrics["anchored/unavailable"].startswith("insufficient evidence: the attendings' patients differ in age")
-    assert not any("mb_anchored" in k for k in metrics)
+    from ogsrl.agents import common
+
+    def world(root: Path, **anchored: object) -> stage.EvalWorld:
+        params = _params(anchored={"min_stays": 30, **anchored}, neighbour={"enabled": False}, consensus=[],
+                         model={"refits": 0})  # one evaluation fit is enough to anchor
+        test, meta = common.read_split(root / "data/trajectories/test.parquet")
+        out = stage.eval_world(params, stage.ope_config(params), root, test, meta)
+        assert out is not None
+        return out
+
+    skew = world(_with_attendings(trained, tmp_path / "skew", by_feature="age"))  # a baseline (copied) feature
+    assert skew.anchors is None and skew.anchor_report["anchored/balance_p"] < 0.01
+    assert skew.anchor_report["anchored/unavailable"].startswith(
+        "insufficient evidence: the attendings' patients differ in age")
     by_spo2 = _with_attendings(trained, tmp_path / "spo2", by_feature="spo2")  # not a baseline feature ...
-    assert stage.run(_params(anchored={"min_stays": 30}), by_spo2)["ope/anchored"] is True
-    listed = stage.run(_params(anchored={"min_stays": 30, "balance_features": ["age", "spo2"]}), by_spo2)
-    assert listed["anchored/balance_feature"] == "spo2" and listed["ope/anchored"] is False  # ... unless listed
-    few = stage.run(_params(anchored={"min_stays": 41}), _with_attendings(trained, tmp_path / "few"))
-    assert few["anchored/unavailable"] == "insufficient evidence: 0 attendings have >= 41 stays; an anchor line needs 5"
-    with pytest.raises(Exception, match=r"ope.anchored.targets lists \['cost_map_low'\], which the world models do"):
-        stage.run(_params(anchored={"min_stays": 30, "targets": ["cost_map_low"]}), root)
+    assert world(by_spo2).anchors is not None
+    listed = world(by_spo2, balance_features=["age", "spo2"])
+    assert listed.anchors is None and listed.anchor_report["anchored/balance_feature"] == "spo2"  # ... unless listed
+    assert world(by_spo2, min_stays=41).anchor_report["anchored/unavailable"] == \
+        "insufficient evidence: 0 attendings have >= 41 stays; an anchor line needs 5"
+    with pytest.raises(ValueError, match=r"ope.anchored.targets lists \['cost_map_low'\], which the world models do"):
+        world(by_spo2, targets=["cost_map_low"])
