@@ -229,4 +229,4 @@ def test_the_report_says_how_mb_anchored_was_anchored_or_why_not() -> None:
                           "anchored/balance_feature": "gender", "anchored/cost_spo2_low/intercept": -0.37,
                           "anchored/cost_spo2_low/slope": 1.276, "anchored/cost_spo2_low/tau": 0.129})
     assert "cost_spo2_low: ȳ = -0.370 + 1.276·m (scatter τ 0.129)" in made and "across 10 attendings" in made
-    assert "smallest Bonferroni p 0.412 (gender)" in made
+    assert "smallest Bonferroni p 0.412 (gender)" in made and "Experimental" in made
