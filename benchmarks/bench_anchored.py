@@ -64,11 +64,14 @@ def main() -> None:
                  f"{'' if cover[e]['covers'][i] else ' ✘'}" for e in ("mb", "mb_anchored")]
         rows.append(f"| {n} | {true[n]:.3f} | {cells[0]} | {cells[1]} |")
     rep = world.anchor_report
+    spo2 = {k.rsplit("/", 1)[1]: v for k, v in rep.items() if k.startswith(f"anchored/{SPO2}/")}
     sections = [f"Anchors: {int(rep['anchored/attendings'])} attendings, {int(world.anchors.stays.sum())} stays "
-                f"(fewest {int(rep['anchored/stays_min'])}); SpO₂ line {rep[f'anchored/{SPO2}/intercept']:.3f} + "
-                f"{rep[f'anchored/{SPO2}/slope']:.3f}·m, scatter τ = {rep[f'anchored/{SPO2}/tau']:.3f}; first-state "
-                f"balance: smallest Bonferroni p {rep['anchored/balance_p']:.3g} ({rep['anchored/balance_feature']}). "
-                f"Evaluation models, pools and anchors built in {t_world:.0f} s.", "",
+                f"(fewest {int(rep['anchored/stays_min'])}); SpO₂ line {spo2['intercept']:.3f} + "
+                f"{spo2['slope']:.3f}·m, residual s = {spo2['resid_sd']:.3f} (scatter beyond sampling noise "
+                f"τ = {spo2['tau']:.3f}); "
+                f"baseline balance: smallest Bonferroni p {rep['anchored/balance_p']:.3g} "
+                f"({rep['anchored/balance_feature']}). Evaluation models, pools and anchors built in "
+                f"{t_world:.0f} s.", "",
                 "95 % intervals of the SpO₂ cost covering the truth: " + "; ".join(
                     f"`{e}` {c['n_covered']} of {len(true)} (median width {c['median_width_over_truth']:.3f} of "
                     "the truth)" for e, c in cover.items()) + ".", "",

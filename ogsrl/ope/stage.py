@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -569,8 +570,8 @@ def attending_anchors(root: Path, cfg: OPEConfig, models: tuple[Any, ...], layou
                       window: tuple[float, float, int], horizon: int, env_seed: int
                       ) -> tuple[anchored.Anchors | None, dict[str, Any]]:
     """``mb_anchored``'s lines from every split's stays of each attending (:mod:`ogsrl.ope.anchored`), or None and
-    ``anchored/unavailable`` saying why: no attendings recorded, too few with enough stays, or first states that
-    differ between attendings (insufficient evidence).
+    ``anchored/unavailable`` saying why: no attendings recorded, too few with enough stays, or baseline features
+    that differ between the attendings' patients (insufficient evidence).
 
     Per attending (sorted pseudonyms): a behaviour clone fitted on its train-split stays (early stopping on its
     val-split stays, else its test-split ones; with stays in one split only, on all but every fifth of them) acts
@@ -578,8 +579,6 @@ def attending_anchors(root: Path, cfg: OPEConfig, models: tuple[Any, ...], layou
     first states.
     """
     from ogsrl.world.env import logged_returns, start_states, steps_left
-
-    import time
 
     t0 = time.perf_counter()
     acfg = cfg.anchored
@@ -618,7 +617,7 @@ def attending_anchors(root: Path, cfg: OPEConfig, models: tuple[Any, ...], layou
         return None, {**report, "anchored/unavailable": (
             f"insufficient evidence: the attendings' patients differ in {bal.feature} (Kruskal-Wallis, "
             f"Bonferroni p = {bal.p_min:.2g} < {acfg.balance_alpha}); the anchors would mix practice with case mix")}
-    seeds = np.random.SeedSequence([cfg.seed, ANCHOR_STREAM]).spawn(len(ids) + 1)
+    seeds = np.random.SeedSequence([cfg.seed, ANCHOR_STREAM]).spawn(len(ids))
     rollouts, actions = cfg.model.rollouts, tuple(layout.action_names)
     m_stays, y_stays = [], []
     for i, pid in enumerate(ids):
@@ -643,7 +642,7 @@ def attending_anchors(root: Path, cfg: OPEConfig, models: tuple[Any, ...], layou
             cfg.model.mode, env_seed, np.random.default_rng(s_act)) for model in models]))
         y_stays.append(logged_returns(df, ("reward", *costs), horizons, cfg.gamma, "trajectories"))
     columns = [1 + costs.index(t) for t in acfg.targets]
-    anchors = anchored.fit_anchors(m_stays, y_stays, columns, np.random.default_rng(seeds[-1]), cfg.n_boot)
+    anchors = anchored.fit_anchors(m_stays, y_stays, columns)
     log.info("evaluate: mb_anchored lines from %d attendings (%d stays) in %.0f s", len(ids), int(anchors.stays.sum()),
              time.perf_counter() - t0)
     return anchors, {**report, **anchored.describe(anchors, acfg.targets)}
@@ -665,7 +664,6 @@ def estimate_model_based(world: EvalWorld, policy: Any, cfg: OPEConfig, seeds: n
     def act(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return np.asarray(policy.act(np.asarray(obs, np.float64)[:, cols], rng), np.float32)
 
-    a_read, = seeds.spawn(1)  # after mb's and knn's, so neither moves
     out: dict[tuple[str, str], Estimate] = {}
     if world.models:
         per_model = model_based.per_model_values(world.models, world.starts, world.horizons, act, cfg.gamma, cfg.model,
@@ -675,8 +673,7 @@ def estimate_model_based(world: EvalWorld, policy: Any, cfg: OPEConfig, seeds: n
         out.update({(MB, t): Estimate(float(value[k]), float(lo[k]), float(hi[k]), ess)
                     for k, t in enumerate(world.targets)})
         if world.anchors is not None:
-            value, lo, hi = anchored.read(world.anchors, np.stack(per_model), np.random.default_rng(a_read),
-                                          cfg.ci_level)
+            value, lo, hi = anchored.read(world.anchors, np.stack(per_model), cfg.ci_level)
             out.update({(MB_ANCHORED, t): Estimate(float(value[j]), float(lo[j]), float(hi[j]), ess)
                         for j, t in enumerate(cfg.anchored.targets)})
     if world.pools:
@@ -833,8 +830,10 @@ def load_test_split(cfg: OPEConfig, root: Path, params: Mapping[str, Any] | None
 
 def evaluate_current(params: Mapping[str, Any], root: Path, policy: Any, key: str) -> dict[tuple[str, str], Estimate]:
     """Every estimate of one policy on the current test split under ``root``, exactly as the evaluate stage computes
-    it for a policy with key ``key`` (the promotion gate uses it for a champion the stage did not score)."""
+    it for a policy with key ``key`` (the promotion gate uses it for a champion the stage did not score) — except
+    ``mb_anchored``, which no decision reads and whose anchors take minutes to build."""
     cfg = ope_config(params)
+    cfg = dataclasses.replace(cfg, anchored=dataclasses.replace(cfg.anchored, enabled=False))
     ts = load_test_split(cfg, root, params)
     common.check_units(policy, ts.schema, f"test split (policy {key})")
     return evaluate_policy(policy, key, ts.behaviour_model, ts.train, ts.test, ts.columns, ts.critic, cfg,
