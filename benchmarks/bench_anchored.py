@@ -67,8 +67,7 @@ def main() -> None:
     spo2 = {k.rsplit("/", 1)[1]: v for k, v in rep.items() if k.startswith(f"anchored/{SPO2}/")}
     sections = [f"Anchors: {int(rep['anchored/attendings'])} attendings, {int(world.anchors.stays.sum())} stays "
                 f"(fewest {int(rep['anchored/stays_min'])}); SpO₂ line {spo2['intercept']:.3f} + "
-                f"{spo2['slope']:.3f}·m, residual s = {spo2['resid_sd']:.3f} (scatter beyond sampling noise "
-                f"τ = {spo2['tau']:.3f}); "
+                f"{spo2['slope']:.3f}·m, scatter τ = {spo2['tau']:.3f}; "
                 f"baseline balance: smallest Bonferroni p {rep['anchored/balance_p']:.3g} "
                 f"({rep['anchored/balance_feature']}). Evaluation models, pools and anchors built in "
                 f"{t_world:.0f} s.", "",

@@ -13,15 +13,11 @@ maps a model reading to a logged value, and a policy's anchored value is ``max(0
 ``mb`` reading averaged over the evaluation fits. Only the targets listed in :class:`Config` are read this way (the
 SpO₂ cost by default: anchoring the urine cost and the return made them worse on every dataset measured).
 
-Interval: the prediction interval of a regression across the K anchors (no draws; it cannot move between machines),
-
-    ŷ₀ ± t_{K−2, (1+level)/2} · √( s² · (1 + 1/K + (x₀ − m̄)² / Sxx) + d² · var(x₀) ),
-
-x₀ the policy's reading, s² = RSS / (K − 2) the anchors' residual variance (their scatter about the line and their
-sampling noise together: a practice's true value may sit off the line as far as an attending's does), m̄ and Sxx the
-anchors' mean and spread of m̄_k, var(x₀) the reading's sampling variance over the evaluation stays. Session 34's
-bootstrap of stays within attendings plus a normal draw with the estimated scatter τ covered 81 – 85 % on eight demo
-datasets: τ came out 0 on half of them, and resampling within attendings never moves their offsets from the line.
+Interval (percentile, ``n_boot`` draws for each of the F fits): each draw resamples every attending's stays with
+replacement (m and y of a stay paired) and fits fit f's line on its own m; the policy's reading is fit f's mean over a
+resample of the evaluation stays; to it is added a normal draw with the anchors' scatter around the line beyond
+their sampling noise (τ², a method-of-moments random-effects meta-regression estimate: how far a practice's true
+value may sit off the line).
 
 Assumption: the attendings see comparable patients. :func:`balance` tests it on baseline features of the stays'
 first rows (by default those static within a stay: demographics; Kruskal–Wallis per feature across attendings,
@@ -162,12 +158,10 @@ def balance(first_states: FloatArray, provider: npt.ArrayLike, names: Sequence[s
 
 @dataclass(frozen=True, slots=True)
 class Anchors:
-    """The anchor lines of the anchored targets (built once per evaluation)."""
+    """The anchor lines of the anchored targets, with their bootstrap draws (built once per evaluation)."""
 
     columns: tuple[int, ...]
     """positions of the anchored targets in the models' ``[return, cost…]``"""
-    fits: int
-    """evaluation fits the anchors were read with (a policy must be read with the same)"""
     m: FloatArray
     """(K, J) each attending's mean replayed model value (over fits and stays) per anchored target"""
     y: FloatArray
@@ -176,10 +170,10 @@ class Anchors:
     """(K,) each attending's stays"""
     line: FloatArray
     """(J, 2) intercept c and slope d of ȳ = c + d·m̄"""
-    resid_sd: FloatArray
-    """(J,) s, the anchors' residual standard deviation about the line (K − 2 degrees of freedom)"""
     tau: FloatArray
-    """(J,) the part of that scatter beyond the anchors' sampling noise (method of moments; a diagnostic)"""
+    """(J,) the anchors' scatter around the line beyond their sampling noise (standard deviation)"""
+    boot_line: FloatArray
+    """(J, F, B, 2) each fit's line on each resample of the attendings' stays"""
 
 
 def _ols(m: FloatArray, y: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -189,55 +183,61 @@ def _ols(m: FloatArray, y: FloatArray) -> tuple[FloatArray, FloatArray]:
     return y.mean(-1) - d * m.mean(-1), d
 
 
-def fit_anchors(m_stays: Sequence[FloatArray], y_stays: Sequence[FloatArray], columns: Sequence[int]) -> Anchors:
+def fit_anchors(m_stays: Sequence[FloatArray], y_stays: Sequence[FloatArray], columns: Sequence[int],
+                rng: np.random.Generator, n_boot: int) -> Anchors:
     """The anchor lines from each attending's per-stay values.
 
     Args:
         m_stays: per attending, (F, N_k, 1 + C) each fit's model value of each of its stays (replayed doses).
         y_stays: per attending, (N_k, 1 + C) the same stays' logged values over the same steps.
         columns: positions of the anchored targets in ``1 + C``.
+        rng: draws the stay resamples.
     """
     cols = list(columns)
     k = len(m_stays)
     if k < 3:
         raise ValueError(f"an anchor line needs >= 3 attendings, got {k}")
-    fits = {np.shape(mk)[0] for mk in m_stays}
-    if len(fits) != 1:
-        raise ValueError(f"the attendings were replayed with different numbers of fits: {sorted(fits)}")
     ms = [np.asarray(mk, np.float64)[:, :, cols] for mk in m_stays]  # (F, N_k, J)
     ys = [np.asarray(yk, np.float64)[:, cols] for yk in y_stays]  # (N_k, J)
     m = np.stack([mk.mean((0, 1)) for mk in ms])  # (K, J)
     y = np.stack([yk.mean(0) for yk in ys])
     c, d = _ols(m.T, y.T)  # (J,)
-    rss = ((y - (c + d * m)) ** 2).sum(0)
+    resid = y - (c + d * m)
     noise = np.stack([(yk - d * mk.mean(0)).var(0, ddof=1) / len(yk) for mk, yk in zip(ms, ys)])  # (K, J)
-    tau = np.sqrt(np.maximum(0.0, rss / (k - 2) - noise.mean(0)))
-    return Anchors(tuple(cols), fits.pop(), m, y, np.array([len(yk) for yk in ys], np.int64), np.stack([c, d], 1),
-                   np.sqrt(rss / (k - 2)), tau)
+    tau = np.sqrt(np.maximum(0.0, (resid ** 2).sum(0) / (k - 2) - noise.mean(0)))
+    mb, yb = [], []
+    for mk, yk in zip(ms, ys):
+        idx = rng.integers(0, len(yk), size=(n_boot, len(yk)))
+        mb.append(mk[:, idx].mean(2))  # (F, B, J)
+        yb.append(yk[idx].mean(1))  # (B, J)
+    m_b = np.stack(mb, -1).transpose(2, 0, 1, 3)  # (J, F, B, K)
+    y_b = np.stack(yb, -1).transpose(1, 0, 2)[:, None]  # (J, 1, B, K)
+    bc, bd = _ols(m_b, np.broadcast_to(y_b, m_b.shape))
+    return Anchors(tuple(cols), m, y, np.array([len(yk) for yk in ys], np.int64), np.stack([c, d], 1), tau,
+                   np.stack([bc, bd], -1))
 
 
-def read(anchors: Anchors, per_fit: FloatArray, level: float) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """(value, ci_low, ci_high), each (J,): a policy's anchored targets from its ``mb`` values, with the prediction
-    interval of the module docstring.
+def read(anchors: Anchors, per_fit: FloatArray, rng: np.random.Generator, level: float
+         ) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """(value, ci_low, ci_high), each (J,): a policy's anchored targets from its ``mb`` values.
 
     Args:
         per_fit: (F, N, 1 + C) each evaluation fit's value of each evaluation stay (the fits of the anchors).
+        rng: draws the evaluation stays' resamples and the scatter.
     """
     v = np.asarray(per_fit, np.float64)[:, :, list(anchors.columns)]  # (F, N, J)
     f, n, _ = v.shape
-    if f != anchors.fits:
-        raise ValueError(f"the policy was read with {f} fits, the anchors with {anchors.fits}")
-    k = len(anchors.m)
-    per_stay = v.mean(0)  # (N, J)
-    x0 = per_stay.mean(0)
-    var_x0 = per_stay.var(0, ddof=1) / n if n > 1 else np.zeros_like(x0)
+    _, f_anchor, n_boot, _ = anchors.boot_line.shape
+    if f != f_anchor:
+        raise ValueError(f"the policy was read with {f} fits, the anchors with {f_anchor}")
     c, d = anchors.line[:, 0], anchors.line[:, 1]
-    m_bar = anchors.m.mean(0)
-    sxx = ((anchors.m - m_bar) ** 2).sum(0)
-    se = np.sqrt(anchors.resid_sd ** 2 * (1 + 1 / k + (x0 - m_bar) ** 2 / sxx) + d ** 2 * var_x0)
-    centre = c + d * x0
-    half = stats.t.ppf((1 + level) / 2, k - 2) * se
-    return np.maximum(0.0, centre), np.maximum(0.0, centre - half), np.maximum(0.0, centre + half)
+    value = np.maximum(0.0, c + d * v.mean((0, 1)))
+    idx = rng.integers(0, n, size=(n_boot, n))
+    readings = v[:, idx].mean(2).transpose(2, 0, 1)  # (J, F, B)
+    scatter = rng.standard_normal((len(c), 1, n_boot)) * anchors.tau[:, None, None]
+    draws = anchors.boot_line[..., 0] + anchors.boot_line[..., 1] * readings + scatter
+    low, high = np.quantile(np.maximum(0.0, draws).reshape(len(c), -1), [(1 - level) / 2, (1 + level) / 2], axis=1)
+    return value, low, high
 
 
 def usable(stays_per_provider: npt.ArrayLike, cfg: Config) -> tuple[npt.NDArray[np.bool_], str | None]:
@@ -257,7 +257,6 @@ def describe(anchors: Anchors, names: Sequence[str]) -> dict[str, float]:
     for j, name in enumerate(names):
         out.update({f"anchored/{name}/intercept": float(anchors.line[j, 0]),
                     f"anchored/{name}/slope": float(anchors.line[j, 1]),
-                    f"anchored/{name}/resid_sd": float(anchors.resid_sd[j]),
                     f"anchored/{name}/tau": float(anchors.tau[j]),
                     f"anchored/{name}/anchor_min": float(anchors.y[:, j].min()),
                     f"anchored/{name}/anchor_max": float(anchors.y[:, j].max())})

