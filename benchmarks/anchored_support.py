@@ -3,7 +3,7 @@
 For each dataset (a project root, its ``bench_ope`` work directory and the ``bench_anchored.py`` page scored on it)
 every policy of the page gets the share of its own actions on the root's test states that the root's guardian
 rejects — the gate's own function (:func:`ogsrl.registry.stage.support_reject_share`) with its seed
-(``registry.gate.support_seed``) — and is admitted when that share is ≤ ``registry.gate.max_support_reject_share``.
+(``registry.support_seed``) — and is admitted when that share is ≤ ``registry.gate.max_support_reject_share``.
 The page's intervals are then counted over the admitted and the rejected policies, per dataset and pooled; datasets
 listed after ``--fresh`` are pooled apart (the pre-registered ones).
 
@@ -33,7 +33,7 @@ from ogsrl import guardian  # noqa: E402
 from ogsrl.agents import common  # noqa: E402
 from ogsrl.agents.inputs import GUARDIAN_DIR  # noqa: E402
 from ogsrl.config import load_params  # noqa: E402
-from ogsrl.registry.stage import support_reject_share  # noqa: E402
+from ogsrl.registry.stage import registry_config, support_reject_share  # noqa: E402
 
 SPO2 = "cost_spo2_low"
 ESTIMATOR = "mb_anchored"
@@ -45,7 +45,7 @@ def score_set(root: Path, work: Path, page: str) -> dict[str, Any]:
     saved = json.loads((bench_ope.HERE / "results" / f"{page}.json").read_text())
     params = load_params(root / "params.yaml")
     gate = (params.get("registry") or {}).get("gate") or {}
-    limit, seed = float(gate.get("max_support_reject_share", 0.10)), int(gate.get("support_seed", 42))
+    limit, seed = float(gate.get("max_support_reject_share", 0.10)), registry_config(params).support_seed
     train, _ = common.read_split(root / "data/trajectories/train.parquet")
     val, _ = common.read_split(root / "data/trajectories/val.parquet")
     pols = bench_ope.build_policies(root, params, train, val, work, spread=True)

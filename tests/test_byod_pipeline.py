@@ -80,6 +80,16 @@ def test_foreign_table_runs_to_a_served_registered_policy(tmp_dvc_project: Path,
     ope = json.loads((root / "data/reports/evaluate/metrics.json").read_text())
     assert {"gmb_cpo/seed42/wdr/return/value", "soc/seed42/wis/return/value"} <= set(ope)
     assert json.loads((root / "data/reports/clinical.json").read_text())["clinical/available"] is False
+    # every scored policy's support share, measured exactly as the gate measures its candidate's
+    from ogsrl.registry import model as registry_model
+    from ogsrl.registry import stage as registry_stage
+
+    guard = registry_model.load_guardian(root / "data/models/guardian")
+    for run in ("soc", "gmb_cpo"):
+        gate_share = registry_stage.support_reject_share(load_policy(root / f"data/models/policies/{run}/seed42"),
+                                                         guard, root / "data/trajectories/test.parquet", 42)
+        assert ope[f"{run}/seed42/support/reject_share"] == gate_share
+    assert 0.0 <= ope["support/clinicians_reject_share"] < 0.5 and ope["support/available"] is True
     thin = []  # runs whose WDR rests on too few effective stays for any interval to be trusted
     for run in ("soc", "gmb_cpo"):
         exact = tabular.policy_value(cfg, load_policy(root / f"data/models/policies/{run}/seed42"))["return"]

@@ -46,6 +46,7 @@ from ogsrl import config, features
 from ogsrl.agents import bc, common, load_policy
 from ogsrl.agents.stage import TRAJECTORY_DIR, policies_config, policy_dir, seed_summary
 from ogsrl.errors import DataError
+from ogsrl.guardian import support as guardian_support
 from ogsrl.io import atomic_path, dir_sha256, file_sha256, remove_temporaries, write_json, write_parquet
 from ogsrl.ope import anchored, behaviour, bootstrap, dr, fqe, model_based, neighbour, wis
 from ogsrl.ope.estimate import Estimate, cautious, consensus, hull, policy_seed
@@ -871,6 +872,44 @@ def summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class SupportCheck:
+    """The promotion gate's support check, applied to every policy the stage scores."""
+
+    guardian: Any
+    """the registry's guardian (``registry.guardian_dir``); None: not calibrated, no check"""
+    test: pd.DataFrame
+    """the test split"""
+    seed: int
+    """``registry.support_seed``: the seed of each policy's action draws, as the gate draws them"""
+    metrics: dict[str, Any]
+    """``support/…``: whether the check ran, its seed and the share of the clinicians' own logged pairs rejected"""
+
+    def of(self, policy: Any) -> dict[str, float]:
+        """``{"support/reject_share": share}`` of ``policy`` (:func:`ogsrl.guardian.support.reject_share`); {}
+        without a guardian."""
+        if self.guardian is None:
+            return {}
+        return {"support/reject_share": guardian_support.reject_share(policy, self.guardian, self.test, self.seed)}
+
+
+def support_check(params: Mapping[str, Any], root: Path, test: pd.DataFrame) -> SupportCheck:
+    """The gate's support check on ``test`` with the registry's guardian and seed (no check when the guardian has
+    no certificate yet, as the gate would not bundle it)."""
+    from ogsrl.registry.model import resolve_loader
+    from ogsrl.registry.stage import registry_config
+
+    rcfg = registry_config(params)
+    gdir = Path(root) / rcfg.guardian_dir
+    if not (gdir / "certificate.json").is_file():
+        log.warning("evaluate: no certified guardian at %s; the policies' support is not checked", rcfg.guardian_dir)
+        return SupportCheck(None, test, rcfg.support_seed, {"support/available": False})
+    guardian = resolve_loader(rcfg.guardian_loader)(gdir)
+    return SupportCheck(guardian, test, rcfg.support_seed, {
+        "support/available": True, "support/seed": rcfg.support_seed,
+        "support/clinicians_reject_share": guardian_support.logged_reject_share(guardian, test)})
+
+
 def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     """OPE of every run × seed of ``policies`` on the test split; writes metrics and plot tables under ``root``."""
     cfg = ope_config(params)
@@ -905,6 +944,8 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
                          "truth": np.nan if true_value is None else true_value})
         return out
 
+    support = support_check(params, root, test)
+    metrics.update(support.metrics)
     stay_keys = test["stay_key"].to_numpy()
     on_policy = wis.pad_by_stay(stay_keys, {**columns, "log_ratio": np.zeros(len(test))})
     res = estimate_is(on_policy, costs, cfg, np.random.default_rng(policy_seed(cfg.seed, BEHAVIOUR)), False)
@@ -918,7 +959,7 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
             ev = evaluate_policy(policy, key, behaviour_model, train, test, columns, cd, cfg, ts.world)
             concentration.extend({"policy": name, "seed": seed, "step": k + 1, "weight_share": s}
                                  for k, s in enumerate(ev.weight_share))
-            per_seed[seed] = {**report(name, seed, key, ev.estimates), **ev.diagnostics}
+            per_seed[seed] = {**report(name, seed, key, ev.estimates), **ev.diagnostics, **support.of(policy)}
         metrics.update(seed_summary(per_seed, name))
 
     report_dir = root / REPORT_DIR

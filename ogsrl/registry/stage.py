@@ -221,39 +221,16 @@ def gather_evidence(cfg: RegistryConfig, root: Path) -> gate_mod.Evidence:
                              return_estimator=cfg.estimator, cost_estimator=cfg.cost_estimator)
 
 
-def own_policy(policy: Any) -> Any:
-    """The policy's own actor: a guarded policy (``policy`` + ``fallback``) without its guardian fallback."""
-    inner = getattr(policy, "policy", None)
-    return inner if inner is not None and hasattr(policy, "fallback") else policy
-
-
 def support_reject_share(policy: Any, guardian: Any, test_path: Path, seed: int) -> float | None:
-    """Share of the policy's own (state, action) pairs on the test states that ``guardian`` rejects: one action per
-    test row, drawn with a generator seeded by ``seed`` (None when the test split is missing)."""
-    import numpy as np
+    """Share of the policy's own (state, action) pairs on the test states that ``guardian`` rejects
+    (:func:`ogsrl.guardian.support.reject_share`; None when the test split is missing)."""
     import pandas as pd
 
-    from ogsrl import features
-    from ogsrl.errors import DataError
+    from ogsrl.guardian.support import reject_share
 
     if not Path(test_path).is_file():
         return None
-    own = own_policy(policy)
-    test = pd.read_parquet(test_path)
-    acts = tuple(getattr(own, "action_columns", features.ACTIONS))
-    state_cols = [c for c in guardian.feature_names if c not in acts]
-    missing = [c for c in (*own.feature_names, *state_cols) if c not in test.columns]
-    if missing:
-        raise DataError(f"support check: the test split lacks column(s) {sorted(set(missing))} that the policy or "
-                        "guardian reads", table=Path(test_path).name)
-    if test.empty:
-        raise DataError("support check: the test split has no rows", table=Path(test_path).name)
-    act = np.asarray(own.act(test[list(own.feature_names)].to_numpy(np.float64), np.random.default_rng(seed)),
-                     dtype=np.float64)
-    cols = {**{c: test[c].to_numpy(np.float64) for c in state_cols},
-            **{a: act.reshape(len(test), -1)[:, j] for j, a in enumerate(acts)}}
-    inside = np.asarray(guardian.contains(np.column_stack([cols[c] for c in guardian.feature_names])), dtype=bool)
-    return float(1.0 - inside.mean())
+    return reject_share(policy, guardian, pd.read_parquet(test_path), seed, table=Path(test_path).name)
 
 
 def _table_schema(traj_dir: Path) -> Any:

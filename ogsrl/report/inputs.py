@@ -119,6 +119,21 @@ def ope_estimates(metrics: Mapping[str, Any]) -> pd.DataFrame:
     return frame.sort_values(["policy", "estimator", "target"], kind="stable").reset_index(drop=True)
 
 
+def support_shares(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Per policy label (``<run>/seed<seed>``, and ``clinicians`` for their own logged actions): the share of its
+    own (state, action) pairs on the test states that the registry's guardian rejects (the evaluate stage's support
+    check; {} when it did not run)."""
+    out: dict[str, float] = {}
+    for key, v in metrics.items():
+        parts = str(key).split("/")
+        if len(parts) == 4 and _SEED.match(parts[1]) and parts[2:] == ["support", "reject_share"] \
+                and _number(v) is not None:
+            out[f"{parts[0]}/{parts[1]}"] = float(v)
+    if _number(metrics.get("support/clinicians_reject_share")) is not None:
+        out[CLINICIANS] = float(metrics["support/clinicians_reject_share"])
+    return out
+
+
 def truth_values(metrics: Mapping[str, Any], truth_doc: Mapping[str, Any] | None = None
                  ) -> dict[str, dict[str, float]]:
     """Simulator truth per policy label: ``{label: {key: value}}`` from the ``truth/…`` keys of the OPE metrics,

@@ -44,6 +44,10 @@ class ReportConfig:
     min_ess: float = 20.0
     """estimates with a smaller effective sample size are drawn hollow and may run off the OPE-vs-truth axis (set
     from ``registry.gate.min_ess`` unless the ``report:`` section sets it: what the gate calls insufficient evidence)"""
+    max_support_reject_share: float = 0.10
+    """a policy whose own actions the guardian rejects more often than this on the test states is marked outside the
+    data's support and left out of the picks (set from ``registry.gate.max_support_reject_share`` unless the
+    ``report:`` section sets it: the share beyond which the gate refuses a candidate)"""
 
     def __post_init__(self) -> None:
         if not self.targets:
@@ -69,7 +73,10 @@ figure{margin:8px 0}figure svg{max-width:100%;height:auto}figcaption{font-size:1
 
 def report_config(params: Mapping[str, Any]) -> ReportConfig:
     gate = ((params.get("registry") or {}).get("gate") or {})
-    section = {"min_ess": gate.get("min_ess", GateConfig().min_ess), **(params.get("report") or {})}
+    section = {"min_ess": gate.get("min_ess", GateConfig().min_ess),
+               "max_support_reject_share": gate.get("max_support_reject_share",
+                                                    GateConfig().max_support_reject_share),
+               **(params.get("report") or {})}
     return config.build(ReportConfig, section, "report")
 
 
@@ -251,19 +258,39 @@ def vs_clinicians_table(truth: Mapping[str, Mapping[str, float]], runs: Sequence
             + _table(["policy", "patients", *[f"Δ {label} (95 % CI)" for _, label in metrics]], rows))
 
 
+UNCHECKED = "Compare only policies the gate's support check admits (not measured for these policies)."
+
+
+def outside_support(support: Mapping[str, float], limit: float) -> set[str]:
+    """The learned policies whose own actions the guardian rejects more often than ``limit``."""
+    return {p for p, share in support.items() if p != inputs.CLINICIANS and share > limit}
+
+
 def ope_table(est: pd.DataFrame, truth: Mapping[str, Mapping[str, float]], target: str,
-              estimators: Sequence[str]) -> str:
+              estimators: Sequence[str], support: Mapping[str, float] | None = None, limit: float = 0.10) -> str:
+    """One target's estimates: a row per policy (with its support share when the evaluate stage measured it), a
+    column per estimator, the truth on the demo; ▲ marks each estimator's pick among the policies inside the
+    data's support (share ≤ ``limit``)."""
     rows_t = est[est["target"] == target]
     if rows_t.empty:
         return ""
+    support = support or {}
+    outside = outside_support(support, limit)
     estimators = [e for e in estimators if (rows_t["estimator"] == e).any()]  # e.g. mb_anchored: its costs only
     policies = sorted(rows_t["policy"].unique(), key=lambda p: (p != inputs.CLINICIANS, p))
     has_truth = any(inputs.truth_of(truth.get(p, {}), target) is not None for p in policies)
-    header = ["policy", *estimators, *(["truth"] if has_truth else [])]
-    picks = selected(rows_t, estimators, target)
+    header = ["policy", *(["support: own actions rejected"] if support else []), *estimators,
+              *(["truth"] if has_truth else [])]
+    picks = selected(rows_t[~rows_t["policy"].isin(outside)], estimators, target)
     rows = []
     for p in policies:
         cells = [html.escape("clinicians (on-policy)" if p == inputs.CLINICIANS else p)]
+        if support:
+            share = support.get(p)
+            cells.append("—" if share is None else
+                         f"{share:.1%} <span class='muted'>(logged)</span>" if p == inputs.CLINICIANS else
+                         f"{share:.1%} <span class='bad' title='beyond the gate&#39;s support limit: estimates are "
+                         f"extrapolations'>✘ outside</span>" if p in outside else f"{share:.1%}")
         for e in estimators:
             r = rows_t[(rows_t["policy"] == p) & (rows_t["estimator"] == e)]
             if p == inputs.CLINICIANS and r.empty:
@@ -292,9 +319,12 @@ def ope_table(est: pd.DataFrame, truth: Mapping[str, Mapping[str, float]], targe
               if target == "return" else
               "On the demo's benchmark sets no estimator picked the lowest cost return reliably; "
               "<code>consensus</code> ranked the most steadily" if target.startswith("cost_") else "")
+    scope = (f"among the policies inside the data's support (the guardian rejects ≤ {limit:.0%} of their own "
+             "actions on the test states, the gate's limit)" if support else "")
     note = (f"<p class='muted'>▲: the policy each estimator ranks best ({'highest' if target == 'return' else 'lowest'}"
-            f" {html.escape(target)}). {advice + ' (docs/policies-and-ope.md). ' if advice else ''}Compare only "
-            "policies the gate's support check admits.</p>") if picks else ""
+            f" {html.escape(target)}){' ' + scope if scope else ''}. "
+            f"{advice + ' (docs/policies-and-ope.md). ' if advice else ''}"
+            f"{'' if support else UNCHECKED}</p>") if picks else ""
     return f"<h3>{html.escape(target)}</h3>" + _table(header, rows) + note
 
 
@@ -331,14 +361,20 @@ def limits_of(train: Mapping[str, Any] | None) -> dict[str, float]:
             if k.startswith("cost_limit/") and not k.endswith("/from_params") and v is not None}
 
 
-def choice_under_limits(est: pd.DataFrame, train: Mapping[str, Any] | None) -> str:
+def choice_under_limits(est: pd.DataFrame, train: Mapping[str, Any] | None, outside: Iterable[str] = ()) -> str:
     """The learned policy with the highest ``cautious`` return among those whose ``consensus`` point cost returns are
-    within every training cost limit (:func:`ogsrl.ope.selection.constrained_choice`), with what the benchmark says
-    of that rule and a warning for any limit above the clinicians' own cost level; "" without limits or estimates."""
+    within every training cost limit (:func:`ogsrl.ope.selection.constrained_choice`), ``outside`` (the policies
+    beyond the support limit) left out, with what the benchmark says of that rule and a warning for any limit above
+    the clinicians' own cost level; "" without limits or estimates."""
     limits = limits_of(train)
-    learned = est[est["policy"] != inputs.CLINICIANS]
-    if not limits or learned.empty:
+    outside = sorted(set(outside))
+    learned = est[(est["policy"] != inputs.CLINICIANS) & ~est["policy"].isin(outside)]
+    if not limits or not (est["policy"] != inputs.CLINICIANS).any():
         return ""
+    left_out = (f" Left out as outside the data's support: {html.escape(', '.join(outside))}." if outside else "")
+    if learned.empty:
+        return (f"<h3>Choice under the cost limits</h3><p class='note'>Every learned policy lies outside the data's "
+                f"support: <b>insufficient evidence</b> to choose under the limits.{left_out}</p>")
 
     def values(estimator: str, target: str) -> dict[str, float]:
         r = learned[(learned["estimator"] == estimator) & (learned["target"] == target)]
@@ -382,8 +418,8 @@ def choice_under_limits(est: pd.DataFrame, train: Mapping[str, Any] | None) -> s
                 "the clinicians' level, so safe learners tend to be missed rather than unsafe ones admitted, but "
                 "within a few % of a limit they err either way (docs/policies-and-ope.md, \"Choosing under the cost "
                 "limits\"). The gate decides promotion on intervals, not on this choice.")
-    return (f"<h3>Choice under the cost limits</h3><p class='note'>Limits per stay: {lim_text}. {verdict}{warning} "
-            f"{html.escape(evidence)}</p>")
+    return (f"<h3>Choice under the cost limits</h3><p class='note'>Limits per stay: {lim_text}. {verdict}{warning}"
+            f"{left_out} {html.escape(evidence)}</p>")
 
 
 def selected(rows: pd.DataFrame, estimators: Sequence[str], target: str) -> dict[str, str]:
@@ -456,7 +492,9 @@ def build(root: Path, cfg: ReportConfig) -> tuple[str, dict[str, str], dict[str,
     source = docs["cohort"].get("source", "?")
     truth_note = ("Truth: the demo simulator's values for the same policies (✔ / ✘: the 95 % CI covers it or not)."
                   if truth else "No simulator truth (real data): estimates only.")
-    ope_html = "".join(ope_table(est, truth, t, estimators) for t in targets)
+    support = inputs.support_shares(docs["ope"])
+    outside = outside_support(support, cfg.max_support_reject_share)
+    ope_html = "".join(ope_table(est, truth, t, estimators, support, cfg.max_support_reject_share) for t in targets)
     fig_ope = "".join(_figure(figs.get(f"ope_vs_truth_{t}") or figs.get(f"ope_estimates_{t}"),
                               f"OPE estimates of {t} with 95 % bootstrap CIs"
                               + (" against the simulator's true value (dashed: y = x)." if f"ope_vs_truth_{t}" in figs
@@ -476,7 +514,7 @@ policies: {html.escape(', '.join(runs) or 'none')} · estimators: {html.escape('
 {vs_clinicians_table(truth, runs, seeds_of)}
 <h3>Off-policy estimates (methods × estimators, 95 % CI)</h3>
 <p class="note">{html.escape(truth_note)} ESS: effective sample size of the importance weights (of the test stays).</p>
-{ope_html}{anchored_note(docs['ope'])}{choice_under_limits(est, train_doc)}</section>
+{ope_html}{anchored_note(docs['ope'])}{choice_under_limits(est, train_doc, outside)}</section>
 <section id="figures"><h2>Figures</h2><div class="grid">{fig_ope}
 {_figure(figs.get('learning_curves'), 'Training curves per run and seed.')}
 {_figure(figs.get('mortality_relation'), 'The return → mortality relation ME reads, with each policy at its estimated return.')}

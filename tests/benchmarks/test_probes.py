@@ -110,3 +110,21 @@ def test_score_computes_error_rank_regret_and_line_against_the_truth() -> None:
     assert rows["c1"]["median_rel_error"] == pytest.approx(0.0)
     assert rows["c1"]["regret"] == 0.0 and rows["c1"]["spearman"] == pytest.approx(1.0)
     assert rows["cost_total"]["median_rel_error"] == pytest.approx(0.0)
+
+
+def test_goals_over_the_admitted_policies_of_a_saved_set() -> None:
+    import anchored_goals
+
+    shares = anchored_goals.shares_of(["anchored_support_s35"])["anchored_s35_set13"]
+    assert sorted(p for p, s in shares.items() if s > 0.10) == ["soc_noise0.1", "soc_noise0.15", "soc_noise0.2",
+                                                               "soc_noise0.3"]
+    got = anchored_goals.score_page("anchored_s35_set13", shares, 0.10)
+    rows = {(r["subset"], r["target"], r["variant"]): r for r in got["rows"]}
+    assert len(got["admitted"]) == 14 and rows[("all", "return", "mb")]["policies"] == 18
+    spo2 = rows[("admitted", "cost_spo2_low", "mb_anchored")]
+    assert spo2["median_rel_error"] == pytest.approx(0.087, abs=5e-4) and spo2["meets"]
+    assert not rows[("admitted", "cost_urine_low", "mb")]["meets"]  # Spearman 0.736
+    assert rows[("all", "cost_total", "mb")]["regret"] == pytest.approx(0.109, abs=5e-4)  # soc_noise0.3 picked
+    assert rows[("admitted", "cost_total", "mb")]["regret"] == 0.0
+    edge = {"median_rel_error": 0.10, "spearman": 0.9, "regret": 0.03}
+    assert anchored_goals.meets(edge) and not anchored_goals.meets({**edge, "spearman": 0.8999})

@@ -83,6 +83,7 @@ def test_evaluate_writes_estimates_for_every_target(trained: Path) -> None:
         assert 1.0 <= metrics[f"{key}/ess"] <= 40.0
     assert metrics["behaviour/onpolicy/mortality_hosp/value"] == 0.0  # nobody dies in the fake data
     assert metrics["truth/available"] is False and metrics["test/stays"] == 40
+    assert metrics["support/available"] is False and not any("/support/" in k for k in metrics)  # no guardian yet
     assert metrics["ope/model_based"] is True and metrics["ope/neighbour"] is True
     for k in ("wis/return/value", "pdwis/cost_total/ci_high", "weights/top1_share"):  # one seed: mean = it, sd 0
         assert metrics[f"soc/mean/{k}"] == metrics[f"soc/seed42/{k}"] and metrics[f"soc/sd/{k}"] == 0.0
@@ -113,6 +114,29 @@ def test_evaluate_writes_estimates_for_every_target(trained: Path) -> None:
 
     again = stage.run(_params(), trained)  # same seeds → same numbers
     assert again == metrics
+
+
+def test_support_check_draws_each_policy_as_the_gate_does(trained: Path, tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))
+    import ogsrl_fakes as fakes
+
+    from ogsrl.registry.stage import support_reject_share
+
+    test_path = trained / "data/trajectories/test.parquet"
+    test = pd.read_parquet(test_path)
+    cut = float(test["fluid_ml"].quantile(0.7))  # the box rejects the logged fluid doses above it
+    root = tmp_path / "p"
+    fakes.save_guardian(root / "data/models/guardian", ("fluid_ml", "nee_max"), [0.0, 0.0], [cut, 1e9])
+    params = {**_params(), "registry": {"guardian_loader": "ogsrl_fakes:load_guardian", "support_seed": 7}}
+    check = stage.support_check(params, root, test)
+    assert check.metrics == {"support/available": True, "support/seed": 7,
+                             "support/clinicians_reject_share": pytest.approx((test["fluid_ml"] > cut).mean())}
+    soc = load_policy(trained / "data/models/policies/soc/seed42")
+    share = check.of(soc)["support/reject_share"]
+    assert share == support_reject_share(soc, fakes.load_guardian(root / "data/models/guardian"), test_path, 7)
+    assert 0.0 < share < 1.0
+    missing = stage.support_check(params, tmp_path / "none", test)  # no certified guardian: no check, said so
+    assert missing.metrics == {"support/available": False} and missing.of(soc) == {}
 
 
 def test_weight_clip_adds_capped_estimators(trained: Path) -> None:

@@ -183,7 +183,6 @@ def test_support_is_measured_on_the_policys_own_actions_not_its_fallback(tmp_pat
     pd.DataFrame({"gcs": [3.0, 8.0, 15.0, 16.0]}).to_parquet(test)  # gcs 16 lies outside the box whatever the dose
     assert stage.support_reject_share(inside, box, test, 0) == 0.25
     assert stage.support_reject_share(Guarded(), box, test, 0) == 1.0  # its served actions would all pass
-    assert stage.own_policy(Guarded()) is outside and stage.own_policy(inside) is inside
     assert stage.support_reject_share(inside, box, tmp_path / "none.parquet", 0) is None
     pd.DataFrame({"spo2": [90.0]}).to_parquet(test)
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['gcs'\]"):

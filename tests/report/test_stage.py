@@ -218,6 +218,53 @@ def test_choice_under_the_cost_limits(reports_root: Path) -> None:
     assert "cost_urine_low: the limit lies above the clinicians' level" in note  # 6.0 > 5.75; spo2 0.5 < 1.0
 
 
+def _with_support(root: Path, shares: dict[str, float], clinicians: float) -> None:
+    """Add the evaluate stage's support shares to the fake tree."""
+    path = root / "data/reports/evaluate/metrics.json"
+    m = json.loads(path.read_text(encoding="utf-8"))
+    m.update({f"{p}/support/reject_share": v for p, v in shares.items()})
+    m.update({"support/available": True, "support/seed": 42, "support/clinicians_reject_share": clinicians})
+    path.write_text(json.dumps(m), encoding="utf-8")
+
+
+def test_policies_outside_the_support_are_marked_and_never_picked(reports_root: Path) -> None:
+    path = reports_root / "data/reports/evaluate/metrics.json"
+    m = json.loads(path.read_text(encoding="utf-8"))
+    for policy, value in {"soc/seed42": -80.0, "gmb_cpo/seed42": -50.0, "gmb_cpo/seed43": -60.0}.items():
+        m[f"{policy}/wis/return/value"] = value
+    path.write_text(json.dumps(m), encoding="utf-8")
+
+    def wis_pick() -> tuple[list[str], dict[str, str]]:
+        ope = [t for t in parse(reports_root / "data/reports/index.html").tables if t["header"][:1] == ["policy"]][0]
+        col = ope["header"].index("wis")
+        support = ({r[0]: r[1] for r in ope["rows"]} if ope["header"][1] == "support: own actions rejected"
+                   else {})
+        return [r[0] for r in ope["rows"] if "▲" in r[col]], support
+
+    stage.run({}, reports_root)
+    assert wis_pick() == (["gmb_cpo/seed42"], {})  # not measured: no column, every policy eligible
+    _with_support(reports_root, {"soc/seed42": 0.031, "gmb_cpo/seed42": 0.25, "gmb_cpo/seed43": 0.05}, 0.04)
+    stage.run({}, reports_root)
+    picked, support = wis_pick()
+    assert picked == ["gmb_cpo/seed43"]  # the best reading inside the support
+    assert support == {"clinicians (on-policy)": "4.0% (logged)", "gmb_cpo/seed42": "25.0% ✘ outside",
+                       "gmb_cpo/seed43": "5.0%", "soc/seed42": "3.1%"}
+    stage.run({"registry": {"gate": {"max_support_reject_share": 0.3}}}, reports_root)  # the gate's limit moves it
+    assert wis_pick()[0] == ["gmb_cpo/seed42"] and "✘" not in "".join(wis_pick()[1].values())
+    # the choice under the limits leaves them out too: gmb_cpo/seed43, the only one within both, lies outside
+    _with_choice_inputs(reports_root, {"cost_spo2_low": 0.83, "cost_urine_low": 4.6},
+                        {"cost_spo2_low": 1.0, "cost_urine_low": 5.75})
+    _with_support(reports_root, {"soc/seed42": 0.031, "gmb_cpo/seed42": 0.05, "gmb_cpo/seed43": 0.2}, 0.04)
+    stage.run({}, reports_root)
+    note = choice_note(reports_root)
+    assert "<b>insufficient evidence</b> to choose under these limits (2 policies)" in note and "<b>gmb_cpo" not in note
+    assert "Left out as outside the data's support: gmb_cpo/seed43." in note
+    _with_support(reports_root, {"soc/seed42": 0.5, "gmb_cpo/seed42": 0.5, "gmb_cpo/seed43": 0.5}, 0.04)
+    stage.run({}, reports_root)
+    assert "Every learned policy lies outside the data's support: <b>insufficient evidence</b>" in \
+        choice_note(reports_root)
+
+
 def test_the_report_says_how_mb_anchored_was_anchored_or_why_not() -> None:
     from ogsrl.report.stage import anchored_note
 
