@@ -2,8 +2,8 @@
 
 For each dataset (a project root, its ``bench_ope`` work directory and the ``bench_anchored.py`` page scored on it)
 every policy of the page gets the share of its own actions on the root's test states that the root's guardian
-rejects — the gate's own function (:func:`ogsrl.registry.stage.support_reject_share`) with its seed
-(``registry.support_seed``) — and is admitted when that share is ≤ ``registry.gate.max_support_reject_share``.
+rejects — the gate's own function and seed (:func:`bench_ope.support_shares`) — and is admitted when that share is
+≤ ``registry.gate.max_support_reject_share``.
 The page's intervals are then counted over the admitted and the rejected policies, per dataset and pooled; datasets
 listed after ``--fresh`` are pooled apart (the pre-registered ones).
 
@@ -29,11 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_ope  # noqa: E402
 import probe_common  # noqa: E402
 
-from ogsrl import guardian  # noqa: E402
 from ogsrl.agents import common  # noqa: E402
-from ogsrl.agents.inputs import GUARDIAN_DIR  # noqa: E402
 from ogsrl.config import load_params  # noqa: E402
-from ogsrl.registry.stage import registry_config, support_reject_share  # noqa: E402
 
 SPO2 = "cost_spo2_low"
 ESTIMATOR = "mb_anchored"
@@ -44,19 +41,16 @@ def score_set(root: Path, work: Path, page: str) -> dict[str, Any]:
     the page's ``mb_anchored`` SpO₂ interval covers the truth (with the interval's width over the truth)."""
     saved = json.loads((bench_ope.HERE / "results" / f"{page}.json").read_text())
     params = load_params(root / "params.yaml")
-    gate = (params.get("registry") or {}).get("gate") or {}
-    limit, seed = float(gate.get("max_support_reject_share", 0.10)), registry_config(params).support_seed
     train, _ = common.read_split(root / "data/trajectories/train.parquet")
     val, _ = common.read_split(root / "data/trajectories/val.parquet")
     pols = bench_ope.build_policies(root, params, train, val, work, spread=True)
-    g = guardian.load(root / GUARDIAN_DIR)
+    limit, shares = bench_ope.support_shares(root, params, pols, saved["truth"])
     iv = saved["spo2_intervals"][ESTIMATOR]
     rows = {}
     for i, name in enumerate(saved["truth"]):
-        share = support_reject_share(pols[name], g, root / "data/trajectories/test.parquet", seed)
         truth = saved["truth"][name][f"cost_return_{SPO2}"]
-        rows[name] = {"support_reject_share": share, "admitted": bool(share <= limit), "covers": bool(iv["covers"][i]),
-                      "width_over_truth": (iv["high"][i] - iv["low"][i]) / truth}
+        rows[name] = {"support_reject_share": shares[name], "admitted": bool(shares[name] <= limit),
+                      "covers": bool(iv["covers"][i]), "width_over_truth": (iv["high"][i] - iv["low"][i]) / truth}
     return {"page": page, "root": str(root), "support_limit": limit, "policies": rows}
 
 

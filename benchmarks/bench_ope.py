@@ -366,20 +366,27 @@ def add_model_based(result: dict, root: Path, params: dict, pols: dict[str, Any]
         print(f"dataset {seed}: {time.perf_counter() - t1:.0f} s", file=sys.stderr, flush=True)
 
 
-def add_support(rank: dict, root: Path, params: dict, pols: dict[str, Any], truths: dict, targets: list[str],
-                per_stay: dict[str, pd.DataFrame] | None = None) -> None:
-    """Each ranked policy's share of own actions on the test states that the project's guardian rejects (the gate's
-    support check, seed ``registry.gate.support_seed``), and the ranking over the policies the gate would consider
-    (share ≤ ``registry.gate.max_support_reject_share``): OPE cannot know the value of doses the data never shows."""
+def support_shares(root: Path, params: dict, pols: dict[str, Any], names: Any) -> tuple[float, dict[str, float]]:
+    """(the gate's ``registry.gate.max_support_reject_share``, each named policy's share of own actions on ``root``'s
+    test states that its guardian rejects): the gate's support check, with its seed ``registry.support_seed``."""
     from ogsrl import guardian
     from ogsrl.agents.inputs import GUARDIAN_DIR
-    from ogsrl.registry.stage import support_reject_share
+    from ogsrl.registry.stage import registry_config, support_reject_share
 
-    gate = (params.get("registry") or {}).get("gate") or {}
-    limit, seed = float(gate.get("max_support_reject_share", 0.10)), int(gate.get("support_seed", 42))
+    cfg = registry_config(params)
     g = guardian.load(root / GUARDIAN_DIR)
+    return cfg.gate.max_support_reject_share, {
+        n: support_reject_share(pols[n], g, root / "data/trajectories/test.parquet", cfg.support_seed) for n in names}
+
+
+def add_support(rank: dict, root: Path, params: dict, pols: dict[str, Any], truths: dict, targets: list[str],
+                per_stay: dict[str, pd.DataFrame] | None = None) -> None:
+    """Each ranked policy's share of own actions on the test states that the project's guardian rejects
+    (:func:`support_shares`), and the ranking over the policies the gate would consider (share ≤ the gate's limit):
+    OPE cannot know the value of doses the data never shows."""
+    limit, shares = support_shares(root, params, pols, rank["policies"])
     for n, r in rank["policies"].items():
-        r["support_reject_share"] = support_reject_share(pols[n], g, root / "data/trajectories/test.parquet", seed)
+        r["support_reject_share"] = shares[n]
     kept = {n: r for n, r in rank["policies"].items() if r["support_reject_share"] <= limit}
     rank["support_limit"] = limit
     rank["supported_summary"] = summarise_rank(kept, truths, targets, per_stay)
