@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import numpy as np
 import pandas as pd
@@ -61,10 +61,11 @@ def value_axis(truth: np.ndarray, value: np.ndarray, ess: np.ndarray, min_ess: f
 
 
 def ope_vs_truth(est: pd.DataFrame, truth: Mapping[str, Mapping[str, float]], target: str,
-                 min_ess: float = 0.0) -> str | None:
+                 min_ess: float = 0.0, outside: Collection[str] = ()) -> str | None:
     """Estimate (with its CI) against the simulator's true value, one marker per estimator, one point per policy;
     None when no policy has a true value for ``target``. Estimates with ESS below ``min_ess`` (those the gate calls
-    insufficient evidence) are drawn hollow and may lie off the axis (:func:`value_axis`); the title counts them."""
+    insufficient evidence) are drawn hollow and may lie off the axis (:func:`value_axis`); the title counts them.
+    Policies in ``outside`` (beyond the support limit) are labelled so, in red."""
     from ogsrl.report.inputs import truth_of
 
     rows = est[est["target"] == target].copy()
@@ -93,8 +94,9 @@ def ope_vs_truth(est: pd.DataFrame, truth: Mapping[str, Mapping[str, float]], ta
         ends = [max(y_lo, float(rows["truth"].min())), min(y_hi, float(rows["truth"].max()))]
         ax.plot(ends, ends, color="grey", lw=1, ls="--", label="y = x")
         for p, g in rows.groupby("policy"):
-            ax.annotate(p.replace("/seed", " s"), (g["truth"].iloc[0], min(g["value"].max(), y_hi)), fontsize=7,
-                        xytext=(3, 4), textcoords="offset points", color="#444")
+            ax.annotate(p.replace("/seed", " s") + (OUTSIDE_LABEL if p in outside else ""),
+                        (g["truth"].iloc[0], min(g["value"].max(), y_hi)), fontsize=7, xytext=(3, 4),
+                        textcoords="offset points", color="#b3261e" if p in outside else "#444")
         ax.set_ylim(y_lo, y_hi)
         ax.set_xlabel(f"true {target} (simulator)")
         ax.set_ylabel(f"OPE estimate of {target} (95 % CI)")
@@ -105,15 +107,20 @@ def ope_vs_truth(est: pd.DataFrame, truth: Mapping[str, Mapping[str, float]], ta
     return svg(fig)
 
 
-def estimates_forest(est: pd.DataFrame, target: str) -> str | None:
-    """Estimates with CIs per policy and estimator (when no truth is known)."""
+OUTSIDE_LABEL = " (outside support)"
+"""appended to the label of a policy beyond the support limit"""
+
+
+def estimates_forest(est: pd.DataFrame, target: str, outside: Collection[str] = ()) -> str | None:
+    """Estimates with CIs per policy and estimator (when no truth is known); policies in ``outside`` labelled so."""
     rows = est[est["target"] == target].dropna(subset=["value"])
     if rows.empty:
         return None
     plt = _plt()
     with plt.rc_context(_RC):
         fig, (ax,) = _figure(width=6.4, height=0.35 * len(rows) + 1.2)
-        labels = [f"{p} · {e}" for p, e in zip(rows["policy"], rows["estimator"])]
+        labels = [f"{p}{OUTSIDE_LABEL if p in outside else ''} · {e}" for p, e in zip(rows["policy"],
+                                                                                       rows["estimator"])]
         y = np.arange(len(rows))
         ax.errorbar(rows["value"], y, xerr=[(rows["value"] - rows["ci_low"]).clip(lower=0).fillna(0),
                                             (rows["ci_high"] - rows["value"]).clip(lower=0).fillna(0)],

@@ -470,11 +470,13 @@ def build(root: Path, cfg: ReportConfig) -> tuple[str, dict[str, str], dict[str,
                                     inputs.read_csv(root, "world_learning_curve"))
     if svg:
         figs["world_calibration"] = svg
+    support = inputs.support_shares(docs["ope"])
+    outside = outside_support(support, cfg.max_support_reject_share)
     for t in targets:
-        s = figures.ope_vs_truth(est[est["estimator"].isin(estimators)], truth, t, cfg.min_ess)
+        s = figures.ope_vs_truth(est[est["estimator"].isin(estimators)], truth, t, cfg.min_ess, outside)
         kind = "ope_vs_truth"
         if s is None:
-            s, kind = figures.estimates_forest(est[est["estimator"].isin(estimators)], t), "ope_estimates"
+            s, kind = figures.estimates_forest(est[est["estimator"].isin(estimators)], t, outside), "ope_estimates"
         if s:
             figs[f"{kind}_{t}"] = s
     s = figures.learning_curves(inputs.read_csv(root, "train_curves"))
@@ -492,8 +494,6 @@ def build(root: Path, cfg: ReportConfig) -> tuple[str, dict[str, str], dict[str,
     source = docs["cohort"].get("source", "?")
     truth_note = ("Truth: the demo simulator's values for the same policies (✔ / ✘: the 95 % CI covers it or not)."
                   if truth else "No simulator truth (real data): estimates only.")
-    support = inputs.support_shares(docs["ope"])
-    outside = outside_support(support, cfg.max_support_reject_share)
     ope_html = "".join(ope_table(est, truth, t, estimators, support, cfg.max_support_reject_share) for t in targets)
     fig_ope = "".join(_figure(figs.get(f"ope_vs_truth_{t}") or figs.get(f"ope_estimates_{t}"),
                               f"OPE estimates of {t} with 95 % bootstrap CIs"

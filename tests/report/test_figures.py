@@ -29,3 +29,14 @@ def test_ope_vs_truth_marks_thin_estimates_and_counts_those_off_the_axis() -> No
     assert svg is not None and "hollow: ESS &lt; 20; 1 off the axis" in svg
     plain = figures.ope_vs_truth(est[est["value"] > -100], truth, "return", min_ess=20.0)
     assert plain is not None and "hollow" not in plain and "off the axis" not in plain
+
+
+def test_policies_outside_the_support_are_labelled_so() -> None:
+    est = pd.DataFrame({"policy": ["a/seed1", "b/seed1"], "estimator": "fqe", "target": "return",
+                        "value": [-94.0, -91.0], "ci_low": [-96.0, -93.0], "ci_high": [-92.0, -89.0], "ess": 50.0})
+    truth = {"a/seed1": {"return": -95.0}, "b/seed1": {"return": -90.0}}
+    marked = figures.ope_vs_truth(est, truth, "return", outside={"b/seed1"})
+    assert marked is not None and marked.count("(outside support)") == 1 and "b s1 (outside support)" in marked
+    assert "outside support" not in figures.ope_vs_truth(est, truth, "return")
+    forest = figures.estimates_forest(est, "return", outside={"a/seed1"})
+    assert forest is not None and "a/seed1 (outside support) · fqe" in forest and "b/seed1 (outside" not in forest
