@@ -276,4 +276,18 @@ def test_the_report_says_how_mb_anchored_was_anchored_or_why_not() -> None:
                           "anchored/balance_feature": "gender", "anchored/cost_spo2_low/intercept": -0.37,
                           "anchored/cost_spo2_low/slope": 1.276, "anchored/cost_spo2_low/tau": 0.129})
     assert "cost_spo2_low: ȳ = -0.370 + 1.276·m (scatter τ 0.129)" in made and "across 10 attendings" in made
-    assert "smallest Bonferroni p 0.412 (gender)" in made and "Experimental" in made
+    assert "smallest Bonferroni p 0.412 (gender)" in made and "No gate decision reads it" in made
+
+
+def test_the_spo2_table_names_mb_anchored_only_where_it_was_computed() -> None:
+    import pandas as pd
+
+    rows = [{"policy": p, "estimator": e, "target": "cost_spo2_low", "value": v, "ci_low": v - 0.1,
+             "ci_high": v + 0.1} for p, v in (("a/seed1", 0.5), ("b/seed1", 0.9)) for e in ("mb", "mb_anchored")]
+    est = pd.DataFrame(rows)
+    with_anchor = stage.ope_table(est, {}, "cost_spo2_low", ["mb", "mb_anchored"], {"a/seed1": 0.02}, 0.10)
+    assert "Read this cost by <code>mb_anchored</code> for the policies inside the data's support" in with_anchor
+    without = stage.ope_table(est[est["estimator"] == "mb"], {}, "cost_spo2_low", ["mb", "mb_anchored"])
+    assert "mb_anchored" not in without and "no estimator picked the lowest cost return reliably" in without
+    other = stage.ope_table(est.assign(target="cost_urine_low"), {}, "cost_urine_low", ["mb", "mb_anchored"])
+    assert "Read this cost" not in other
