@@ -48,6 +48,9 @@ class ReportConfig:
     """a policy whose own actions the guardian rejects more often than this on the test states is marked outside the
     data's support and left out of the picks (set from ``registry.gate.max_support_reject_share`` unless the
     ``report:`` section sets it: the share beyond which the gate refuses a candidate)"""
+    support_band: float = 0.0
+    """a share within this of the limit is flagged as near it (set from ``registry.gate.tolerance.support`` unless the
+    ``report:`` section sets it: inside that band the gate calls the support check insufficient evidence)"""
 
     def __post_init__(self) -> None:
         if not self.targets:
@@ -76,6 +79,7 @@ def report_config(params: Mapping[str, Any]) -> ReportConfig:
     section = {"min_ess": gate.get("min_ess", GateConfig().min_ess),
                "max_support_reject_share": gate.get("max_support_reject_share",
                                                     GateConfig().max_support_reject_share),
+               "support_band": (gate.get("tolerance") or {}).get("support", 0.0),
                **(params.get("report") or {})}
     return config.build(ReportConfig, section, "report")
 
@@ -274,11 +278,28 @@ def outside_support(support: Mapping[str, float], limit: float) -> set[str]:
     return {p for p, share in support.items() if p != inputs.CLINICIANS and share > limit}
 
 
+def support_cell(share: float | None, limit: float, band: float, logged: bool = False) -> str:
+    """A policy's support share for the OPE tables: "✘ outside" beyond ``limit``, "≈ limit" within ``band`` of it
+    (where the gate's support check decides nothing), "(logged)" for the clinicians' own actions."""
+    if share is None:
+        return "—"
+    if logged:
+        return f"{share:.1%} <span class='muted'>(logged)</span>"
+    near = abs(share - limit) < band
+    flag = (" <span class='bad' title='beyond the gate&#39;s support limit: estimates are extrapolations'>✘ outside"
+            "</span>" if share > limit else "")
+    if near:
+        flag += (" <span class='bad' title='within the gate&#39;s tolerance band of the limit: the gate would call "
+                 "its support check insufficient evidence'>≈ limit</span>")
+    return f"{share:.1%}{flag}"
+
+
 def ope_table(est: pd.DataFrame, truth: Mapping[str, Mapping[str, float]], target: str,
-              estimators: Sequence[str], support: Mapping[str, float] | None = None, limit: float = 0.10) -> str:
-    """One target's estimates: a row per policy (with its support share when the evaluate stage measured it), a
-    column per estimator, the truth on the demo; ▲ marks each estimator's pick among the policies inside the
-    data's support (share ≤ ``limit``)."""
+              estimators: Sequence[str], support: Mapping[str, float] | None = None, limit: float = 0.10,
+              band: float = 0.0) -> str:
+    """One target's estimates: a row per policy (with its support share when the evaluate stage measured it,
+    :func:`support_cell`), a column per estimator, the truth on the demo; ▲ marks each estimator's pick among the
+    policies inside the data's support (share ≤ ``limit``)."""
     rows_t = est[est["target"] == target]
     if rows_t.empty:
         return ""
@@ -294,11 +315,7 @@ def ope_table(est: pd.DataFrame, truth: Mapping[str, Mapping[str, float]], targe
     for p in policies:
         cells = [html.escape("clinicians (on-policy)" if p == inputs.CLINICIANS else p)]
         if support:
-            share = support.get(p)
-            cells.append("—" if share is None else
-                         f"{share:.1%} <span class='muted'>(logged)</span>" if p == inputs.CLINICIANS else
-                         f"{share:.1%} <span class='bad' title='beyond the gate&#39;s support limit: estimates are "
-                         f"extrapolations'>✘ outside</span>" if p in outside else f"{share:.1%}")
+            cells.append(support_cell(support.get(p), limit, band, p == inputs.CLINICIANS))
         for e in estimators:
             r = rows_t[(rows_t["policy"] == p) & (rows_t["estimator"] == e)]
             if p == inputs.CLINICIANS and r.empty:
@@ -503,7 +520,8 @@ def build(root: Path, cfg: ReportConfig) -> tuple[str, dict[str, str], dict[str,
     source = docs["cohort"].get("source", "?")
     truth_note = ("Truth: the demo simulator's values for the same policies (✔ / ✘: the 95 % CI covers it or not)."
                   if truth else "No simulator truth (real data): estimates only.")
-    ope_html = "".join(ope_table(est, truth, t, estimators, support, cfg.max_support_reject_share) for t in targets)
+    ope_html = "".join(ope_table(est, truth, t, estimators, support, cfg.max_support_reject_share, cfg.support_band)
+                       for t in targets)
     fig_ope = "".join(_figure(figs.get(f"ope_vs_truth_{t}") or figs.get(f"ope_estimates_{t}"),
                               f"OPE estimates of {t} with 95 % bootstrap CIs"
                               + (" against the simulator's true value (dashed: y = x)." if f"ope_vs_truth_{t}" in figs

@@ -249,6 +249,9 @@ def test_policies_outside_the_support_are_marked_and_never_picked(reports_root: 
     assert picked == ["gmb_cpo/seed43"]  # the best reading inside the support
     assert support == {"clinicians (on-policy)": "4.0% (logged)", "gmb_cpo/seed42": "25.0% ✘ outside",
                        "gmb_cpo/seed43": "5.0%", "soc/seed42": "3.1%"}
+    stage.run({"registry": {"gate": {"tolerance": {"support": 0.06}}}}, reports_root)  # the gate's band: near it
+    assert wis_pick()[1]["gmb_cpo/seed43"] == "5.0% ≈ limit" and wis_pick()[1]["gmb_cpo/seed42"] == "25.0% ✘ outside"
+    assert wis_pick()[0] == ["gmb_cpo/seed43"]  # near the limit is flagged, not left out
     stage.run({"registry": {"gate": {"max_support_reject_share": 0.3}}}, reports_root)  # the gate's limit moves it
     assert wis_pick()[0] == ["gmb_cpo/seed42"] and "✘" not in "".join(wis_pick()[1].values())
     # the choice under the limits leaves them out too: gmb_cpo/seed43, the only one within both, lies outside
@@ -291,3 +294,12 @@ def test_the_spo2_table_names_mb_anchored_only_where_it_was_computed() -> None:
     assert "mb_anchored" not in without and "no estimator picked the lowest cost return reliably" in without
     other = stage.ope_table(est.assign(target="cost_urine_low"), {}, "cost_urine_low", ["mb", "mb_anchored"])
     assert "Read this cost" not in other
+
+
+def test_support_cell_flags_the_limit_and_its_band() -> None:
+    assert stage.support_cell(None, 0.1, 0.02) == "—"
+    assert stage.support_cell(0.05, 0.1, 0.02) == "5.0%"
+    assert "≈ limit" in stage.support_cell(0.09, 0.1, 0.02) and "outside" not in stage.support_cell(0.09, 0.1, 0.02)
+    assert "✘ outside" in stage.support_cell(0.11, 0.1, 0.02) and "≈ limit" in stage.support_cell(0.11, 0.1, 0.02)
+    assert "≈" not in stage.support_cell(0.2, 0.1, 0.02) and "≈" not in stage.support_cell(0.09, 0.1, 0.0)
+    assert stage.support_cell(0.03, 0.1, 0.02, logged=True).endswith("(logged)</span>")
