@@ -266,7 +266,7 @@ ANCHORED, ANCHORED_SPO2 = "mb_anchored", "cost_spo2_low"
 ANCHORED_SPO2_ADVICE = (
     "Read this cost by <code>mb_anchored</code> for the policies inside the data's support: pre-registered on eight "
     "fresh demo datasets (session 36) it met all three ranking goals on each among the policies the support check "
-    "admits (median relative error 0.037 – 0.096, Spearman ≥ 0.996, regret 0) and its 95 % interval covered the "
+    "admits (median relative error 0.037 – 0.096, Spearman ≥ 0.995, regret 0) and its 95 % interval covered the "
     "truth for 105 of 115 of them (23 of 29 beyond the support, where every estimate extrapolates). No gate decision "
     "reads it")
 """the SpO₂ cost's advice, by the pre-registered rule of docs/policies-and-ope.md, session 36"""
