@@ -1,11 +1,13 @@
-"""The report's benchmark claims about ``mb_anchored`` recomputed from the committed benchmark pages.
+"""The report's benchmark claims recomputed from the committed benchmark pages.
 
-The report quotes measured figures (``ANCHORED_SPO2_ADVICE``, :func:`anchored_note`); these tests derive each figure
-from ``benchmarks/results/*.json`` so a re-run benchmark or an edited sentence cannot drift apart unnoticed.
+The report quotes measured figures (the return and SpO₂ advice, :func:`anchored_note`, the choice under the
+limits); these tests derive each from ``benchmarks/results/*.json``, so a re-run benchmark and an edited sentence
+cannot drift apart unnoticed.
 """
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -15,6 +17,7 @@ RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 SPO2 = "cost_spo2_low"
 EARLIER = [f"anchored_s35_set{n}" for n in range(1, 16)]
 FRESH = [f"anchored_s36_set{n}" for n in range(16, 24)]
+WORDS = {3: "three", 5: "five", 7: "seven", 8: "eight"}
 
 
 def page(name: str) -> dict:
@@ -34,7 +37,7 @@ def test_the_spo2_advice_quotes_the_pre_registered_sets() -> None:
     assert len(rows) == len(FRESH) == 8 and all(r["meets"] for r in rows)
     errors = [r["median_rel_error"] for r in rows]
     advice = stage.ANCHORED_SPO2_ADVICE
-    assert "on eight fresh demo datasets" in advice and "met all three ranking goals on each" in advice
+    assert f"on {WORDS[len(rows)]} fresh demo datasets" in advice and "met all three ranking goals on each" in advice
     assert f"median relative error {min(errors):.3f} – {max(errors):.3f}" in advice
     assert min(r["spearman"] for r in rows) >= 0.995 and "Spearman ≥ 0.995" in advice
     assert all(r["regret"] == 0 for r in rows) and "regret 0)" in advice
@@ -61,3 +64,40 @@ def test_the_anchored_note_quotes_all_scored_datasets() -> None:
     assert f"on the {scored} scored with this interval it covered the truth for {admitted[0]} of the {admitted[1]}" \
            in note
     assert f"{rejected[0]} of the {rejected[1]} it rejects" in note
+
+
+UNIONS = ["ope_rank_s21union_seed42_t20k", "ope_rank_s21union_seed7_t20k", "ope_rank_s21union_fresh",
+          "ope_rank_s22union55", "ope_rank_s23union56", "ope_rank_s23union57", "ope_rank_s24union58"]
+"""the union rows the `cautious` advice cites (docs/policies-and-ope.md, sessions 20 – 24)"""
+CHOICE_UNIONS = UNIONS[2:]
+"""the unions the choice-under-limits evidence cites (those scored with the learners' cost limits)"""
+
+
+def test_the_return_advice_cautious_is_the_only_pick_within_the_goal_on_every_union() -> None:
+    import pandas as pd
+
+    regret = {u: {r["estimator"]: r["regret"] for r in page(u)["supported_summary"] if r["target"] == "return"}
+              for u in UNIONS}
+    estimators = set().union(*(r.keys() for r in regret.values()))
+    within_all = sorted(e for e in estimators if all(regret[u].get(e, float("inf")) <= 0.03 for u in UNIONS))
+    assert within_all == ["cautious"]
+    est = pd.DataFrame([{"policy": p, "estimator": "cautious", "target": "return", "value": v, "ci_low": v - 1,
+                         "ci_high": v + 1} for p, v in (("a/seed1", -90.0), ("b/seed1", -95.0))])
+    table = html.unescape(stage.ope_table(est, {}, "return", ["cautious"]))
+    assert f"on the demo's {WORDS[len(UNIONS)]} benchmark unions" in table
+    assert "pick came within 3 % of the return range of the truly best policy on every one" in table
+
+
+def test_the_choice_under_limits_evidence_matches_its_unions() -> None:
+    import pandas as pd
+
+    chosen = [next(c for c in page(u)["constrained"]["choice"] if c["return_estimator"] == "cautious"
+                   and c["cost_estimator"] == "consensus" and c["cost_bound"] == "value") for u in CHOICE_UNIONS]
+    assert all(c["excess"] < 0 for c in chosen)  # each chosen policy truly within every limit
+    near_best = sum(c["regret"] <= 0.03 for c in chosen)
+    est = pd.DataFrame([{"policy": "a/seed1", "estimator": e, "target": t, "value": v}
+                        for e, t, v in (("cautious", "return", -90.0), ("consensus", "cost_spo2_low", 0.5))])
+    note = html.unescape(stage.choice_under_limits(est, {"cost_limit/cost_spo2_low": 0.8}))
+    assert f"On the demo's {WORDS[len(CHOICE_UNIONS)]} benchmark unions" in note
+    assert f"chose a policy truly within every limit on all {WORDS[len(CHOICE_UNIONS)]}" in note
+    assert f"of the best such policy on {WORDS[near_best]};" in note
