@@ -1,7 +1,7 @@
 """The issue's three ranking goals per dataset, over the policies the gate's support check admits (issue 12).
 
 Reads saved pages only: each ``bench_anchored.py`` page (the policies' ``mb`` and ``mb_anchored`` readings and their
-truth) and the ``anchored_support.py`` page that holds each policy's rejected share on that dataset. Per dataset,
+truth; an ``fqe_spread.py`` page adds ``fqe``, ``wdr``, ``hull_fqe_wdr`` and its shares) and the ``anchored_support.py`` page that holds each policy's rejected share on that dataset. Per dataset,
 target (the return, each cost, their total), variant and subset (all policies; those admitted): median relative
 error, Spearman and regret as :func:`probe_common.score` computes them, and whether all three goals hold (median
 relative error ≤ 0.10, Spearman ≥ 0.9, regret ≤ 0.03). ``--limit`` re-draws the admitted set from the saved shares
@@ -50,13 +50,15 @@ def shares_of(support_pages: list[str]) -> dict[str, dict[str, float]]:
     return out
 
 
-def score_page(page: str, shares: dict[str, float], limit: float) -> dict[str, Any]:
+def score_page(page: str, shares: dict[str, float], limit: float, variants: list[str] = VARIANTS
+               ) -> dict[str, Any]:
     doc = json.loads((bench_ope.HERE / "results" / f"{page}.json").read_text())
+    shares = {**shares, **doc.get("shares", {})}  # fqe_spread.py pages carry their dataset's shares
     missing = sorted(set(doc["truth"]) - set(shares))
     if missing:
         raise SystemExit(f"{page}: no support share for {missing}")
     admitted = [p for p in doc["truth"] if shares[p] <= limit]
-    rows = probe_common.score({v: doc["values"][v] for v in VARIANTS}, doc["truth"], COSTS, admitted)
+    rows = probe_common.score({v: doc["values"][v] for v in variants}, doc["truth"], COSTS, admitted)
     return {"page": page, "admitted": admitted, "rows": [{**r, "meets": meets(r)} for r in rows]}
 
 
@@ -66,11 +68,14 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+", default=[], help="bench_anchored.py pages of the exploratory datasets")
     ap.add_argument("--fresh", nargs="+", default=[], help="bench_anchored.py pages of the pre-registered datasets")
     ap.add_argument("--limit", type=float, default=0.10, help="largest rejected share admitted (the gate's default)")
+    ap.add_argument("--variants", nargs="+", default=VARIANTS,
+                    help="estimators read from the pages (fqe_spread.py pages also hold fqe, wdr, hull_fqe_wdr)")
     ap.add_argument("--out", default="anchored_goals")
     args = ap.parse_args()
     t0 = time.perf_counter()
     shares = shares_of(args.support)
-    groups = {g: [score_page(p, shares.get(p, {}), args.limit) for p in pages]
+    variants = args.variants
+    groups = {g: [score_page(p, shares.get(p, {}), args.limit, args.variants) for p in pages]
               for g, pages in (("exploratory", args.sets), ("fresh", args.fresh)) if pages}
     command = f"benchmarks/anchored_goals.py {' '.join(sys.argv[1:])}"
     md = [f"# The ranking goals over the policies the support check admits (`{args.out}`, {dt.date.today()})", "",
@@ -80,15 +85,15 @@ def main() -> None:
     pooled: dict[str, dict[str, list[int]]] = {}
     for subset in ("admitted", "all"):
         md += [f"## {subset} policies", "",
-               "| dataset | group | n | " + " | ".join(f"{t}: {v}" for t in TARGETS for v in VARIANTS) + " |",
-               "|---|---|---|" + "---|" * (len(TARGETS) * len(VARIANTS))]
+               "| dataset | group | n | " + " | ".join(f"{t}: {v}" for t in TARGETS for v in variants) + " |",
+               "|---|---|---|" + "---|" * (len(TARGETS) * len(variants))]
         for group, sets in groups.items():
             for s in sets:
                 rows = {(r["target"], r["variant"]): r for r in s["rows"] if r["subset"] == subset}
                 n = next(iter(rows.values()))["policies"]
                 cells = []
                 for t in TARGETS:
-                    for v in VARIANTS:
+                    for v in variants:
                         r = rows[(t, v)]
                         tally = pooled.setdefault(f"{group}/{subset}/{t}/{v}", [0, 0])
                         tally[0] += r["meets"]
@@ -98,7 +103,7 @@ def main() -> None:
                 md.append(f"| {s['page']} | {group} | {n} | " + " | ".join(cells) + " |")
             md.append(f"| **sets meeting all three** | {group} | | " + " | ".join(
                 f"{pooled[f'{group}/{subset}/{t}/{v}'][0]} of {pooled[f'{group}/{subset}/{t}/{v}'][1]}"
-                for t in TARGETS for v in VARIANTS) + " |")
+                for t in TARGETS for v in variants) + " |")
         md.append("")
     page = {"limit": args.limit, "groups": groups, "pooled": pooled,
             "meta": {"date": str(dt.date.today()), "seconds": round(time.perf_counter() - t0, 1), "command": command}}
