@@ -368,13 +368,13 @@ def add_model_based(result: dict, root: Path, params: dict, pols: dict[str, Any]
 
 def support_shares(root: Path, params: dict, pols: dict[str, Any], names: Any) -> tuple[float, dict[str, float]]:
     """(the gate's ``registry.gate.max_support_reject_share``, each named policy's share of own actions on ``root``'s
-    test states that its guardian rejects): the gate's support check, with its seed ``registry.support_seed``."""
-    from ogsrl import guardian
-    from ogsrl.agents.inputs import GUARDIAN_DIR
+    test states that its guardian rejects): the gate's support check, with its guardian (``registry.guardian_dir``
+    through ``registry.guardian_loader``) and its seed ``registry.support_seed``."""
+    from ogsrl.registry.model import resolve_loader
     from ogsrl.registry.stage import registry_config, support_reject_share
 
     cfg = registry_config(params)
-    g = guardian.load(root / GUARDIAN_DIR)
+    g = resolve_loader(cfg.guardian_loader)(root / cfg.guardian_dir)
     return cfg.gate.max_support_reject_share, {
         n: support_reject_share(pols[n], g, root / "data/trajectories/test.parquet", cfg.support_seed) for n in names}
 
