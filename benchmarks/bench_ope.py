@@ -370,7 +370,7 @@ def support_shares(root: Path, params: dict, pols: dict[str, Any], names: Any) -
     """(the gate's ``registry.gate.max_support_reject_share``, each named policy's share of own actions on ``root``'s
     test states that its guardian rejects): the gate's support check, with its guardian (``registry.guardian_dir``
     through ``registry.guardian_loader``) and its seed ``registry.support_seed``."""
-    from ogsrl.registry.model import resolve_loader
+    from ogsrl.registry.loaders import resolve_loader
     from ogsrl.registry.stage import registry_config, support_reject_share
 
     cfg = registry_config(params)

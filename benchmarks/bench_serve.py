@@ -53,17 +53,17 @@ def _post(port: int, body: bytes, timeout: float = 30.0) -> tuple[int, bytes]:
 def build_bundle(root: Path, run: str, seed: int, out: Path) -> list[str]:
     """The bundle `ogsrl register` would build from ``root``'s artefacts; returns the policy's state columns."""
     from ogsrl.config import load_params
-    from ogsrl.registry import model
+    from ogsrl.registry import bundle as bundle_mod
 
     params = load_params(root / "params.yaml")
     guardian = root / "data/models/guardian"
     world = root / "data/models/world"
-    model.build_bundle(out, policy_dir=root / f"data/models/policies/{run}/seed{seed}",
-                       guardian_dir=guardian if (guardian / "certificate.json").is_file() else None,
-                       cost_rules=list(dict(params.get("costs") or {}).get("rules") or []),
-                       cost_model_dir=world if world.is_dir() else None,
-                       notes={"run": run, "seed": seed, "bench": "bench_serve"})
-    return list(json.loads((out / model.BUNDLE_FILE).read_text())["state_features"])
+    bundle_mod.build_bundle(out, policy_dir=root / f"data/models/policies/{run}/seed{seed}",
+                            guardian_dir=guardian if (guardian / "certificate.json").is_file() else None,
+                            cost_rules=list(dict(params.get("costs") or {}).get("rules") or []),
+                            cost_model_dir=world if world.is_dir() else None,
+                            notes={"run": run, "seed": seed, "bench": "bench_serve"})
+    return list(json.loads((out / bundle_mod.BUNDLE_FILE).read_text())["state_features"])
 
 
 def drive(port: int, bodies: list[bytes], clients: int, seconds: float, max_requests: int) -> dict[str, Any]:

@@ -81,10 +81,10 @@ def test_foreign_table_runs_to_a_served_registered_policy(tmp_dvc_project: Path,
     assert {"gmb_cpo/seed42/wdr/return/value", "soc/seed42/wis/return/value"} <= set(ope)
     assert json.loads((root / "data/reports/clinical.json").read_text())["clinical/available"] is False
     # every scored policy's support share, measured exactly as the gate measures its candidate's
-    from ogsrl.registry import model as registry_model
+    from ogsrl.registry import loaders
     from ogsrl.registry import stage as registry_stage
 
-    guard = registry_model.load_guardian(root / "data/models/guardian")
+    guard = loaders.load_guardian(root / "data/models/guardian")
     for run in ("soc", "gmb_cpo"):
         gate_share = registry_stage.support_reject_share(load_policy(root / f"data/models/policies/{run}/seed42"),
                                                          guard, root / "data/trajectories/test.parquet", 42)

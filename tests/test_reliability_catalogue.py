@@ -263,7 +263,7 @@ CASES: tuple[Case, ...] = (
     Case("bundle-guardian-kind", "artefacts", "a bundled guardian of unknown kind (`guardian.json` kind `magic`)",
          ("serve", "--model-uri", BUNDLE, "--port", "0"), _both(
              _edit_json(f"{BUNDLE}/bundle.json",
-                        lambda d: {**d, "guardian_loader": "ogsrl.registry.model:load_guardian"}),
+                        lambda d: {**d, "guardian_loader": "ogsrl.registry.loaders:load_guardian"}),
              _edit_json(f"{BUNDLE}/guardian/guardian.json", lambda d: {**d, "kind": "magic"})),
          ("guardian.json", "unknown guardian kind 'magic'")),
     Case("bundle-loader-missing", "artefacts", "a bundle naming a loader module that does not exist",
@@ -334,14 +334,14 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sys.path.insert(0, str(REPO / "tests" / "serve"))
     import ogsrl_fakes as fakes
 
-    from ogsrl.registry import model
+    from ogsrl.registry import bundle as bundle_mod
 
     fake = root / "fake"
     fakes.save_policy(fake / "policy", weights=[[0.0, 0.0, 0.01], [0.1, 0.0, 0.0]], bias=[100.0, 0.0])
     fakes.save_guardian(fake / "guardian", (*fakes.STATE, "fluid_ml", "nee_max"), low=[3, 85, 0, 0, 0],
                         high=[15, 100, 20000, 10000, 5])
-    model.build_bundle(root / BUNDLE, policy_dir=fake / "policy", guardian_dir=fake / "guardian", cost_rules=[],
-                       policy_loader="ogsrl_fakes:load_policy", guardian_loader="ogsrl_fakes:load_guardian")
+    bundle_mod.build_bundle(root / BUNDLE, policy_dir=fake / "policy", guardian_dir=fake / "guardian", cost_rules=[],
+                            policy_loader="ogsrl_fakes:load_policy", guardian_loader="ogsrl_fakes:load_guardian")
     shutil.rmtree(fake)
     return root
 
@@ -396,15 +396,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]
     sys.path.insert(0, str(REPO / "tests" / "serve"))
     import ogsrl_fakes as fakes
 
-    from ogsrl.registry import model
+    from ogsrl.registry import bundle as bundle_mod
     from ogsrl.serve import server as srv
 
     tmp = tmp_path_factory.mktemp("serve")
     root = tmp / "proj"
     fakes.make_project(root)
-    model.build_bundle(tmp / "bundle", policy_dir=root / "data/models/policies/soc/seed42",
-                       guardian_dir=root / "data/models/guardian", cost_rules=[],
-                       policy_loader="ogsrl_fakes:load_policy", guardian_loader="ogsrl_fakes:load_guardian")
+    bundle_mod.build_bundle(tmp / "bundle", policy_dir=root / "data/models/policies/soc/seed42",
+                            guardian_dir=root / "data/models/guardian", cost_rules=[],
+                            policy_loader="ogsrl_fakes:load_policy", guardian_loader="ogsrl_fakes:load_guardian")
     rec, _ = srv.load_recommender(str(tmp / "bundle"), tmp)
     s = srv.make_server(rec, srv.ServeConfig(port=0, max_rows=5), {"uri": "test"})
     t = threading.Thread(target=s.serve_forever, daemon=True)

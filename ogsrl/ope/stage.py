@@ -896,7 +896,7 @@ class SupportCheck:
 def support_check(params: Mapping[str, Any], root: Path, test: pd.DataFrame) -> SupportCheck:
     """The gate's support check on ``test`` with the registry's guardian and seed (no check when the guardian has
     no certificate yet, as the gate would not bundle it)."""
-    from ogsrl.registry.model import resolve_loader
+    from ogsrl.registry.loaders import resolve_loader
     from ogsrl.registry.stage import registry_config
 
     rcfg = registry_config(params)

@@ -34,13 +34,13 @@ from ogsrl.io import dir_sha256, file_sha256, write_json
 from ogsrl.ope.estimate import Estimate
 from ogsrl.registry import gate as gate_mod
 from ogsrl.registry import lineage as lineage_mod
+from ogsrl.registry.bundle import (BUNDLE_FILE, DEFAULT_COST_MODEL_LOADER, DEFAULT_GUARDIAN_LOADER, DEFAULT_POLICY_LOADER,
+                                   build_bundle)
+from ogsrl.registry.loaders import resolve_loader
 from ogsrl.registry.tracking import resolve_tracking_uri, tracking_config
 
 log = logging.getLogger(__name__)
 
-DEFAULT_POLICY_LOADER = "ogsrl.agents:load_policy"
-DEFAULT_GUARDIAN_LOADER = "ogsrl.registry.model:load_guardian"
-DEFAULT_COST_MODEL_LOADER = "ogsrl.registry.model:load_cost_model"
 LOGGED = "behaviour/onpolicy"
 """metrics prefix of the clinicians' logged (on-policy) returns written by the evaluate stage"""
 POLICY_HASH_TAG = "ogsrl.policy_sha256"
@@ -270,7 +270,7 @@ def register(params: Mapping[str, Any], root: Path, *, run: str | None = None, r
     """
     import mlflow
 
-    from ogsrl.registry import model as model_mod
+    from ogsrl.registry import pyfunc
 
     root = Path(root).resolve()
     cfg = registry_config(params)
@@ -288,8 +288,8 @@ def register(params: Mapping[str, Any], root: Path, *, run: str | None = None, r
     has_costs = cost_dir.is_dir()
     evidence = gather_evidence(cfg, root)
     if has_guardian:
-        policy = model_mod.resolve_loader(cfg.policy_loader)(policy_dir)
-        guardian = model_mod.resolve_loader(cfg.guardian_loader)(guardian_dir)
+        policy = resolve_loader(cfg.policy_loader)(policy_dir)
+        guardian = resolve_loader(cfg.guardian_loader)(guardian_dir)
         share = support_reject_share(policy, guardian, root / cfg.trajectories_dir / "test.parquet", cfg.support_seed)
         evidence = dataclasses.replace(evidence, support_reject_share=share)
     policy_sha = dir_sha256(policy_dir)
@@ -307,7 +307,7 @@ def register(params: Mapping[str, Any], root: Path, *, run: str | None = None, r
     client, uri, exp_id = mlflow_client(params, root, tracking_uri)
     with tempfile.TemporaryDirectory(prefix="ogsrl-bundle-") as tmp:
         bundle = Path(tmp) / "bundle"
-        model_mod.build_bundle(
+        build_bundle(
             bundle, policy_dir=policy_dir, guardian_dir=guardian_dir if has_guardian else None,
             cost_rules=cost_rules, policy_loader=cfg.policy_loader, guardian_loader=cfg.guardian_loader,
             cost_model_dir=cost_dir if has_costs else None, cost_model_loader=cfg.cost_model_loader,
@@ -328,7 +328,7 @@ def register(params: Mapping[str, Any], root: Path, *, run: str | None = None, r
             mlflow.log_params({"registry.run": cfg.run, "registry.seed": cfg.seed, "registry.algorithm": algorithm,
                                "registry.model_name": cfg.model_name,
                                "data.source": str(dict(params.get("data") or {}).get("source"))})
-            info = model_mod.log_bundle(bundle)
+            info = pyfunc.log_bundle(bundle)
             run_id = run.info.run_id
     mv = mlflow.register_model(info.model_uri, cfg.model_name, tags={**version_tags, "ogsrl.run_id": run_id})
     if mv.run_id != run_id:  # MLflow 3 links the version to the logging run; make the link explicit otherwise
@@ -348,10 +348,9 @@ def register(params: Mapping[str, Any], root: Path, *, run: str | None = None, r
 
 def _row_check(bundle: Path, trajectories: Path, limit: int) -> dict[str, Any]:
     """Scan the bundle for patient rows (:mod:`ogsrl.registry.rowcheck`); raises before anything is logged."""
-    from ogsrl.registry import model as model_mod
     from ogsrl.registry import rowcheck
 
-    manifest = json.loads((bundle / model_mod.BUNDLE_FILE).read_text(encoding="utf-8"))
+    manifest = json.loads((bundle / BUNDLE_FILE).read_text(encoding="utf-8"))
     refs = rowcheck.reference_rows(trajectories, manifest, rowcheck.bundled_scalers(bundle))
     if not refs:
         log.warning("row check: no trajectory splits with the bundle's columns under %s; bundle not compared",

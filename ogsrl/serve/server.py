@@ -116,7 +116,7 @@ def recommend_json(recommender: Any, states: list[dict[str, Any]], units: Mappin
     """Run the recommender on parsed states and shape the JSON predictions."""
     import pandas as pd
 
-    from ogsrl.registry.model import COST_PREFIX
+    from ogsrl.registry.recommender import COST_PREFIX
 
     recommender.check_units(units)
     frame = pd.DataFrame.from_records(states).astype("float64")
@@ -229,7 +229,8 @@ def make_server(recommender: Any, cfg: ServeConfig, model_info: Mapping[str, Any
 
 def load_recommender(model_uri: str, root: Path) -> tuple[Any, dict[str, Any]]:
     """Load a registered model (``models:/…``) or a local bundle directory → (Recommender, model info)."""
-    from ogsrl.registry import model as model_mod
+    from ogsrl.registry.bundle import load_bundle
+    from ogsrl.registry.pyfunc import OgsrlPolicyModel
 
     if model_uri.startswith("models:/"):
         import mlflow
@@ -241,14 +242,14 @@ def load_recommender(model_uri: str, root: Path) -> tuple[Any, dict[str, Any]]:
 
             raise ValueError(unresolvable(mlflow.MlflowClient(), model_uri, exc.message)) from exc
         wrapper = loaded.unwrap_python_model()
-        if not isinstance(wrapper, model_mod.OgsrlPolicyModel) or wrapper.recommender is None:
+        if not isinstance(wrapper, OgsrlPolicyModel) or wrapper.recommender is None:
             raise ValueError(f"{model_uri} is not an ogsrl policy bundle")
         info = {"uri": model_uri, "model_id": getattr(loaded.metadata, "model_id", None),
                 "run_id": loaded.metadata.run_id}
         return wrapper.recommender, info
     path = Path(model_uri)
     path = path if path.is_absolute() else Path(root) / path
-    return model_mod.load_bundle(path), {"uri": str(path)}
+    return load_bundle(path), {"uri": str(path)}
 
 
 def serve_config(params: Mapping[str, Any]) -> ServeConfig:

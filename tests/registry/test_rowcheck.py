@@ -17,7 +17,7 @@ import ogsrl_fakes as fakes  # noqa: E402
 from ogsrl.guardian.christoffel import ChristoffelConfig, ChristoffelGuardian  # noqa: E402
 from ogsrl.guardian.conformal import CalibrationConfig  # noqa: E402
 from ogsrl.guardian.kde import KDEConfig, KDEGuardian  # noqa: E402
-from ogsrl.registry import model, rowcheck, stage  # noqa: E402
+from ogsrl.registry import bundle as bundle_mod, rowcheck, stage  # noqa: E402
 
 NAMES = (*fakes.STATE, "fluid_ml", "nee_max")
 RULES = [{"name": "spo2_low", "feature": "spo2", "op": "<", "threshold": 92.0, "units": "%"}]
@@ -46,8 +46,8 @@ def _bundle(tmp_path: Path, guardian: Path, name: str = "bundle") -> Path:
     if not root.exists():
         fakes.make_project(root, guardian=False)
     dest = tmp_path / name
-    model.build_bundle(dest, policy_dir=root / "data/models/policies/soc/seed42", guardian_dir=guardian,
-                       cost_rules=RULES, policy_loader="ogsrl_fakes:load_policy")
+    bundle_mod.build_bundle(dest, policy_dir=root / "data/models/policies/soc/seed42", guardian_dir=guardian,
+                            cost_rules=RULES, policy_loader="ogsrl_fakes:load_policy")
     return dest
 
 
@@ -89,7 +89,7 @@ def test_a_kde_or_an_under_determined_christoffel_guardian_is_refused(tmp_path: 
 
 def test_scan_finds_raw_and_scaled_rows_in_any_format(tmp_path: Path, guardian_dir: Path) -> None:
     bundle = _bundle(tmp_path, guardian_dir)
-    guardian = model.load_bundle(bundle).guardian
+    guardian = bundle_mod.load_bundle(bundle).guardian
     refs = rowcheck.reference_rows(tmp_path, json.loads((bundle / "bundle.json").read_text()),
                                    rowcheck.bundled_scalers(bundle))
     fit = refs[0].rows

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # fakes are loaded by 
 import ogsrl_fakes as fakes  # noqa: E402
 
 from ogsrl.config import ConfigError, build  # noqa: E402
-from ogsrl.registry import model, stage  # noqa: E402
+from ogsrl.registry import bundle as bundle_mod, stage  # noqa: E402
 from ogsrl.serve import server as srv  # noqa: E402
 
 OK = {"gcs": 15, "spo2": 97, "fluid_cum": 1000}
@@ -33,10 +33,10 @@ def _start(recommender: Any, **cfg: Any) -> tuple[Any, threading.Thread]:
 def server(tmp_path: Path) -> Iterator[tuple[str, int]]:
     root = tmp_path / "proj"
     fakes.make_project(root)
-    model.build_bundle(tmp_path / "bundle", policy_dir=root / "data/models/policies/soc/seed42",
-                       guardian_dir=root / "data/models/guardian", cost_rules=[],
-                       policy_loader="ogsrl_fakes:load_policy", guardian_loader="ogsrl_fakes:load_guardian",
-                       cost_model_dir=root / "data/models/world", cost_model_loader="ogsrl_fakes:load_cost_model")
+    bundle_mod.build_bundle(tmp_path / "bundle", policy_dir=root / "data/models/policies/soc/seed42",
+                            guardian_dir=root / "data/models/guardian", cost_rules=[],
+                            policy_loader="ogsrl_fakes:load_policy", guardian_loader="ogsrl_fakes:load_guardian",
+                            cost_model_dir=root / "data/models/world", cost_model_loader="ogsrl_fakes:load_cost_model")
     rec, _ = srv.load_recommender(str(tmp_path / "bundle"), tmp_path)
     s, t = _start(rec, max_request_bytes=2048, max_rows=5)
     try:

@@ -1,4 +1,4 @@
-"""The policy bundle, its Recommender checks, and the MLflow pyfunc round trip."""
+"""The policy bundle: its layout, the Recommender it loads into, and the checks on bad bundles."""
 
 from __future__ import annotations
 
@@ -14,31 +14,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))
 import ogsrl_fakes as fakes  # noqa: E402
 
 from ogsrl.errors import DataError  # noqa: E402
-from ogsrl.registry import model  # noqa: E402
-
-LOADERS = {"policy_loader": "ogsrl_fakes:load_policy", "guardian_loader": "ogsrl_fakes:load_guardian"}
-RULES = [{"name": "spo2_low", "feature": "spo2", "op": "<", "threshold": 92.0, "units": "%"}]
-
-
-@pytest.fixture()
-def bundle(tmp_path: Path) -> Path:
-    root = tmp_path / "proj"
-    fakes.make_project(root)
-    dest = tmp_path / "bundle"
-    model.build_bundle(dest, policy_dir=root / "data/models/policies/soc/seed42", guardian_dir=root / "data/models/guardian",
-                       cost_rules=RULES, notes={"method": "soc"}, **LOADERS)
-    return dest
-
-
-def _states(**cols: list[float]) -> pd.DataFrame:
-    base = {"gcs": [15.0, 10.0], "spo2": [97.0, 90.0], "fluid_cum": [1000.0, 3000.0]}
-    base.update(cols)
-    return pd.DataFrame(base)
-
+from ogsrl.registry import bundle as bundle_mod  # noqa: E402
+from ogsrl.registry import loaders, recommender  # noqa: E402
+from tests.registry.bundles import LOADERS, RULES, states as _states  # noqa: E402
 
 def test_bundle_layout_and_manifest(bundle: Path) -> None:
     manifest = json.loads((bundle / "bundle.json").read_text())
-    assert manifest["format"] == model.BUNDLE_FORMAT
+    assert manifest["format"] == bundle_mod.BUNDLE_FORMAT
     assert manifest["state_features"] == list(fakes.STATE)
     assert manifest["guardian_features"] == [*fakes.STATE, "fluid_ml", "nee_max"]
     assert manifest["certificate"]["alpha_c"] == 0.95
@@ -48,9 +30,9 @@ def test_bundle_layout_and_manifest(bundle: Path) -> None:
 
 
 def test_recommend_actions_guardian_and_deferral(bundle: Path) -> None:
-    rec = model.load_bundle(bundle)
+    rec = bundle_mod.load_bundle(bundle)
     out = rec.recommend(_states())
-    assert list(out.columns) == list(model.OUTPUT_COLUMNS)
+    assert list(out.columns) == list(recommender.OUTPUT_COLUMNS)
     # fake policy: fluid = 0.01·fluid_cum + 100, nee = 0.1·gcs
     np.testing.assert_allclose(out["fluid_ml"], [110.0, 130.0])
     np.testing.assert_allclose(out["nee_max"], [1.5, 1.0])
@@ -69,7 +51,7 @@ def test_recommend_actions_guardian_and_deferral(bundle: Path) -> None:
 
 
 def test_missing_values_binary_and_missing_columns(bundle: Path) -> None:
-    rec = model.load_bundle(bundle)
+    rec = bundle_mod.load_bundle(bundle)
     out = rec.recommend(_states(gcs=[np.nan, 15.0], mechvent=[0.0, 0.5]))
     assert out["reason"].tolist() == ["missing value for gcs", "implausible mechvent=0.5 (binary: 0 or 1)"]
     with pytest.raises(DataError, match=r"missing state feature column\(s\) \['gcs'\]"):
@@ -83,76 +65,32 @@ def test_without_guardian(tmp_path: Path) -> None:
     root = tmp_path / "proj"
     fakes.make_project(root, guardian=False)
     dest = tmp_path / "b"
-    manifest = model.build_bundle(dest, policy_dir=root / "data/models/policies/soc/seed42", guardian_dir=None,
-                                  cost_rules=RULES, **LOADERS)
+    manifest = bundle_mod.build_bundle(dest, policy_dir=root / "data/models/policies/soc/seed42", guardian_dir=None,
+                                       cost_rules=RULES, **LOADERS)
     assert manifest["guardian_loader"] is None and manifest["certificate"] is None
-    out = model.load_bundle(dest).recommend(_states())
+    out = bundle_mod.load_bundle(dest).recommend(_states())
     assert out["in_guardian"].isna().all() and not out["defer_to_clinician"].any()
 
 
 def test_bad_bundles(tmp_path: Path, bundle: Path) -> None:
     with pytest.raises(FileExistsError):
-        model.build_bundle(bundle, policy_dir=bundle / "policy", guardian_dir=None, cost_rules=[], **LOADERS)
+        bundle_mod.build_bundle(bundle, policy_dir=bundle / "policy", guardian_dir=None, cost_rules=[], **LOADERS)
     with pytest.raises(ValueError, match="must look like"):
-        model.resolve_loader("ogsrl_fakes.load_policy")
+        loaders.resolve_loader("ogsrl_fakes.load_policy")
     with pytest.raises(ValueError, match="cannot load"):
-        model.resolve_loader("ogsrl_fakes:nope")
+        loaders.resolve_loader("ogsrl_fakes:nope")
     manifest = json.loads((bundle / "bundle.json").read_text())
     manifest["format"] = 99
     (bundle / "bundle.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="bundle format 99"):
-        model.load_bundle(bundle)
+        bundle_mod.load_bundle(bundle)
     # a guardian reading a column the policy does not provide is refused
     root = tmp_path / "p2"
     fakes.make_project(root)
     fakes.save_guardian(root / "g", ("gcs", "lactate"), [3, 0], [15, 30])
     with pytest.raises(ValueError, match=r"\['lactate'\]"):
-        model.build_bundle(tmp_path / "b2", policy_dir=root / "data/models/policies/soc/seed42", guardian_dir=root / "g",
-                           cost_rules=[], **LOADERS)
-
-
-def test_signature_columns() -> None:
-    sig = model.signature(fakes.STATE)
-    inputs = {c.name: c.required for c in sig.inputs.inputs}
-    assert [n for n, req in inputs.items() if req] == list(fakes.STATE)
-    assert inputs["weight"] is False
-    assert [c.name for c in sig.outputs.inputs] == list(model.OUTPUT_COLUMNS)
-
-
-def test_load_guardian_dispatches_on_kind(tmp_path: Path) -> None:
-    from ogsrl.guardian.christoffel import ChristoffelConfig, ChristoffelGuardian
-    from ogsrl.guardian.conformal import CalibrationConfig
-
-    rng = np.random.default_rng(0)
-    g = ChristoffelGuardian(("a", "b"), ChristoffelConfig(degree=2), CalibrationConfig(rule="conformal", unit="row"))
-    g.fit(rng.normal(size=(400, 2))).calibrate(rng.normal(size=(200, 2)))
-    g.save(tmp_path / "g")
-    loaded = model.load_guardian(tmp_path / "g")
-    x = rng.normal(size=(50, 2)) * 3
-    assert isinstance(loaded, ChristoffelGuardian)
-    np.testing.assert_array_equal(loaded.contains(x), g.contains(x))
-    (tmp_path / "g/guardian.json").write_text(json.dumps({"kind": "box"}))
-    with pytest.raises(ValueError, match="unknown guardian kind 'box'"):
-        model.load_guardian(tmp_path / "g")
-
-
-def test_pyfunc_round_trip(tmp_path: Path, bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import mlflow
-
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp = mlflow.create_experiment("t", artifact_location=(tmp_path / "art").as_uri())
-    with mlflow.start_run(experiment_id=exp):
-        info = model.log_bundle(bundle)
-    loaded = mlflow.pyfunc.load_model(info.model_uri)
-    states = _states(spo2=[97.0, 140.0], weight=[70.0, 80.0])
-    got = loaded.predict(states)
-    want = model.load_bundle(bundle).recommend(states)
-    pd.testing.assert_frame_equal(got.reset_index(drop=True), want)
-    assert got.loc[1, "defer_to_clinician"] and "spo2=140" in got.loc[1, "reason"]
-    # nothing pickled: the model directory holds the generated code file, not a python_model.pkl
-    local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "dl")))
-    assert not list(local.rglob("*.pkl")) and list(local.rglob("ogsrl_pyfunc.py"))
+        bundle_mod.build_bundle(tmp_path / "b2", policy_dir=root / "data/models/policies/soc/seed42",
+                                guardian_dir=root / "g", cost_rules=[], **LOADERS)
 
 
 def test_bundle_with_the_real_policy_and_guardian(tmp_path: Path) -> None:
@@ -178,9 +116,9 @@ def test_bundle_with_the_real_policy_and_guardian(tmp_path: Path) -> None:
     guardian = ChristoffelGuardian(names, ChristoffelConfig(degree=2), CalibrationConfig(rule="conformal", unit="row"))
     guardian.fit(sample(600)).calibrate(sample(300))
     guardian.save(tmp_path / "guardian")
-    model.build_bundle(tmp_path / "bundle", policy_dir=tmp_path / "policy", guardian_dir=tmp_path / "guardian",
-                       cost_rules=RULES)
-    rec = model.load_bundle(tmp_path / "bundle")
+    bundle_mod.build_bundle(tmp_path / "bundle", policy_dir=tmp_path / "policy", guardian_dir=tmp_path / "guardian",
+                            cost_rules=RULES)
+    rec = bundle_mod.load_bundle(tmp_path / "bundle")
     states = _states(gcs=[15.0, 10.0, 12.0], spo2=[97.0, 94.0, 96.0], fluid_cum=[1000.0, 3000.0, 500.0])
     out = rec.recommend(states)
     acts = policy.act(states[list(fakes.STATE)].to_numpy())  # both generators fresh: the same draws
@@ -193,12 +131,12 @@ def test_bundle_with_the_real_policy_and_guardian(tmp_path: Path) -> None:
 def test_cost_model_predictions_in_bundle(tmp_path: Path) -> None:
     root = tmp_path / "proj"
     fakes.make_project(root)
-    manifest = model.build_bundle(
+    manifest = bundle_mod.build_bundle(
         tmp_path / "b", policy_dir=root / "data/models/policies/soc/seed42", guardian_dir=None, cost_rules=RULES,
         cost_model_dir=root / "data/models/world", cost_model_loader="ogsrl_fakes:load_cost_model", **LOADERS)
     assert manifest["cost_names"] == ["cost_spo2_low"] and manifest["cost_model_features"] == ["spo2"]
-    out = model.load_bundle(tmp_path / "b").recommend(_states(spo2=[90.0, 140.0]))
-    assert list(out.columns) == [*model.OUTPUT_COLUMNS, "p_cost_spo2_low"]
+    out = bundle_mod.load_bundle(tmp_path / "b").recommend(_states(spo2=[90.0, 140.0]))
+    assert list(out.columns) == [*recommender.OUTPUT_COLUMNS, "p_cost_spo2_low"]
     assert out.loc[0, "p_cost_spo2_low"] == pytest.approx(0.2) and np.isnan(out.loc[1, "p_cost_spo2_low"])
 
 
@@ -214,7 +152,7 @@ def test_world_model_as_cost_model(tmp_path: Path) -> None:
     world = WorldModel(cfg, Layout.make(fakes.STATE, ("cost_spo2_low", "cost_total"), cfg.copy_features,
                                         cfg.sum_features))
     world.save(tmp_path / "world")
-    cm = model.load_cost_model(tmp_path / "world")
+    cm = loaders.load_cost_model(tmp_path / "world")
     assert cm.feature_names == fakes.STATE and cm.cost_names == ("cost_spo2_low", "cost_total")
     obs = np.array([[15.0, 97.0, 1000.0], [10.0, 88.0, 3000.0]])
     act = np.array([[500.0, 0.1], [0.0, 0.0]])
@@ -225,7 +163,7 @@ def test_world_model_as_cost_model(tmp_path: Path) -> None:
 
 
 def test_float32_boundary_values_are_plausible(bundle: Path) -> None:
-    rec = model.load_bundle(bundle)
+    rec = bundle_mod.load_bundle(bundle)
     edge = np.float32(0.21)  # stored as 0.2099999934; fio2's plausible low is 0.21
     out = rec.recommend(_states(fio2=[float(edge), 0.2]))
     assert out["reason"].tolist()[0] == ""
