@@ -21,6 +21,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -35,6 +36,18 @@ COSTS = ["cost_spo2_low", "cost_urine_low"]
 def value_of(v: list[float], target: str) -> float:
     """``[return, SpO₂ cost, urine cost]`` → the target's value (``cost_total``: the costs' sum)."""
     return v[0] if target == "return" else (sum(v[1:3]) if target == "cost_total" else v[1 + COSTS.index(target)])
+
+
+def steady_and_scatter(est: np.ndarray, true: np.ndarray) -> dict[str, Any]:
+    """Errors of ``est (D datasets, P policies)`` against ``true (P,)``: per policy the mean error over the datasets
+    (steady) and its SD across them (scatter, ddof 1); the median of each over the policies; the Spearman of the
+    truth with the mean estimate, and the median of the per-dataset Spearman."""
+    err = est - true
+    mean_err, sd_err = err.mean(axis=0), err.std(axis=0, ddof=1)
+    return {"mean_error": mean_err, "sd_error": sd_err,
+            "median_abs_mean_error": float(np.median(np.abs(mean_err))), "median_sd_error": float(np.median(sd_err)),
+            "spearman_of_mean": float(stats.spearmanr(est.mean(axis=0), true)[0]),
+            "median_spearman": float(np.median([stats.spearmanr(e, true)[0] for e in est]))}
 
 
 def main() -> None:
@@ -53,14 +66,11 @@ def main() -> None:
             key = "return" if target == "return" else f"cost_return_{target}"
             true = np.array([docs[0]["truth"][n][key] for n in names])
             est = np.array([[value_of(d["values"][variant][n], target) for n in names] for d in docs])  # (D, P)
-            err = est - true
-            mean_err, sd_err = err.mean(axis=0), err.std(axis=0, ddof=1)
-            per_policy[f"{variant}/{target}"] = {n: [float(mean_err[i]), float(sd_err[i])] for i, n in enumerate(names)}
+            parts = steady_and_scatter(est, true)
+            per_policy[f"{variant}/{target}"] = {n: [float(parts["mean_error"][i]), float(parts["sd_error"][i])]
+                                                 for i, n in enumerate(names)}
             rows.append({"variant": variant, "target": target, "policies": len(names), "datasets": len(docs),
-                         "median_abs_mean_error": float(np.median(np.abs(mean_err))),
-                         "median_sd_error": float(np.median(sd_err)),
-                         "spearman_of_mean": float(stats.spearmanr(est.mean(axis=0), true)[0]),
-                         "median_spearman": float(np.median([stats.spearmanr(e, true)[0] for e in est]))})
+                         **{k: v for k, v in parts.items() if k not in ("mean_error", "sd_error")}})
     command = f"benchmarks/estimate_errors.py {' '.join(sys.argv[1:])}"
     md = [f"# Steady and scattered estimation error across datasets (`{args.out}`, {dt.date.today()})", "",
           f"Command: `{command}` ({time.perf_counter() - t0:.0f} s).", "",

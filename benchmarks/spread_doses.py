@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_ope  # noqa: E402
+import probe_common  # noqa: E402
 
 from ogsrl import features  # noqa: E402
 from ogsrl.agents import common  # noqa: E402
@@ -83,11 +83,7 @@ def main() -> None:
     doc = {"rows": rows, "meta": {"date": dt.date.today().isoformat(), "seconds": round(time.perf_counter() - t0, 1),
                                   "states": len(test), "draws": args.draws, "out": args.out,
                                   "command": "benchmarks/spread_doses.py " + " ".join(sys.argv[1:])}}
-    out = bench_ope.HERE / "results" / args.out
-    out.with_suffix(".json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
-    text = render(doc)
-    out.with_suffix(".md").write_text(text, encoding="utf-8")
-    print(text)
+    probe_common.write_page(args.out, doc, render(doc).splitlines())
 
 
 if __name__ == "__main__":

@@ -20,18 +20,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from ogsrl.cohort.extract import CohortConfig
-from ogsrl.config import build, load_params
-from ogsrl.costs import build_costs
-from ogsrl.synth import physiology
-from ogsrl.synth.stage import SynthConfig, world_from_params
-from ogsrl.synth.truth import evaluate_policy, paired_difference
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import probe_common  # noqa: E402
+
+from ogsrl.cohort.extract import CohortConfig  # noqa: E402
+from ogsrl.config import build, load_params  # noqa: E402
+from ogsrl.costs import build_costs  # noqa: E402
+from ogsrl.synth import physiology  # noqa: E402
+from ogsrl.synth.stage import SynthConfig, world_from_params  # noqa: E402
+from ogsrl.synth.truth import evaluate_policy, paired_difference  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 URINE, SPO2 = "cost_return_cost_urine_low", "cost_return_cost_spo2_low"
@@ -107,11 +109,7 @@ def main() -> None:
            "meta": {"date": dt.date.today().isoformat(), "seconds": round(time.perf_counter() - t0, 1),
                     "episodes": args.episodes, "seed": args.seed, "out": args.out, "k_dry_pressor": CONDITIONS,
                     "command": "benchmarks/vaso_urine_truth.py " + " ".join(sys.argv[1:])}}
-    out = HERE / "results" / args.out
-    out.with_suffix(".json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
-    text = render(doc)
-    out.with_suffix(".md").write_text(text, encoding="utf-8")
-    print(text)
+    probe_common.write_page(args.out, doc, render(doc).splitlines())
 
 
 if __name__ == "__main__":

@@ -128,3 +128,19 @@ def test_goals_over_the_admitted_policies_of_a_saved_set() -> None:
     assert rows[("admitted", "cost_total", "mb")]["regret"] == 0.0
     edge = {"median_rel_error": 0.10, "spearman": 0.9, "regret": 0.03}
     assert anchored_goals.meets(edge) and not anchored_goals.meets({**edge, "spearman": 0.8999})
+
+
+def test_steady_and_scatter_split_a_policys_error_across_datasets() -> None:
+    import estimate_errors
+
+    true = np.array([1.0, 2.0, 4.0])
+    # policy a: +0.5 on both datasets (steady); b: −1 / +1 (scatter); c: exact
+    est = np.array([[1.5, 1.0, 4.0], [1.5, 3.0, 4.0]])
+    got = estimate_errors.steady_and_scatter(est, true)
+    assert got["mean_error"] == pytest.approx([0.5, 0.0, 0.0])
+    assert got["sd_error"] == pytest.approx([0.0, np.sqrt(2.0), 0.0])
+    assert got["median_abs_mean_error"] == 0.0 and got["median_sd_error"] == 0.0
+    # the mean estimate (1.5, 2, 4) keeps the order; dataset 0 swaps a and b (Spearman 0.5), dataset 1 does not
+    assert got["spearman_of_mean"] == pytest.approx(1.0)
+    assert got["median_spearman"] == pytest.approx(0.75)
+    assert estimate_errors.value_of([-90.0, 0.5, 4.0], "cost_total") == 4.5
