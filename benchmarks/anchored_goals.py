@@ -83,10 +83,12 @@ def main() -> None:
           f"Admitted: the guardian rejects ≤ {args.limit:g} of the policy's own actions on the dataset's test states. "
           "Cell: median relative error / Spearman / regret, ✔ when all three goals hold (≤ 0.10, ≥ 0.9, ≤ 0.03).", ""]
     pooled: dict[str, dict[str, list[int]]] = {}
+    only_admitted = all(len(s["admitted"]) == next(r["policies"] for r in s["rows"] if r["subset"] == "all")
+                        for sets in groups.values() for s in sets)
     for subset in ("admitted", "all"):
-        md += [f"## {subset} policies", "",
-               "| dataset | group | n | " + " | ".join(f"{t}: {v}" for t in TARGETS for v in variants) + " |",
-               "|---|---|---|" + "---|" * (len(TARGETS) * len(variants))]
+        table = [f"## {subset} policies", "",
+                 "| dataset | group | n | " + " | ".join(f"{t}: {v}" for t in TARGETS for v in variants) + " |",
+                 "|---|---|---|" + "---|" * (len(TARGETS) * len(variants))]
         for group, sets in groups.items():
             for s in sets:
                 rows = {(r["target"], r["variant"]): r for r in s["rows"] if r["subset"] == subset}
@@ -100,11 +102,13 @@ def main() -> None:
                         tally[1] += 1
                         cells.append(f"{r['median_rel_error']:.3f} / {r['spearman']:.3f} / {r['regret']:.3f}"
                                      f"{' ✔' if r['meets'] else ''}")
-                md.append(f"| {s['page']} | {group} | {n} | " + " | ".join(cells) + " |")
-            md.append(f"| **sets meeting all three** | {group} | | " + " | ".join(
+                table.append(f"| {s['page']} | {group} | {n} | " + " | ".join(cells) + " |")
+            table.append(f"| **sets meeting all three** | {group} | | " + " | ".join(
                 f"{pooled[f'{group}/{subset}/{t}/{v}'][0]} of {pooled[f'{group}/{subset}/{t}/{v}'][1]}"
                 for t in TARGETS for v in variants) + " |")
-        md.append("")
+        if subset == "all" and only_admitted:
+            table = ["## all policies", "", "The admitted ones: every page scored holds only admitted policies."]
+        md += [*table, ""]
     page = {"limit": args.limit, "groups": groups, "pooled": pooled,
             "meta": {"date": str(dt.date.today()), "seconds": round(time.perf_counter() - t0, 1), "command": command}}
     probe_common.write_page(args.out, page, md)
