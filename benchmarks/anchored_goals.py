@@ -1,7 +1,8 @@
 """The issue's three ranking goals per dataset, over the policies the gate's support check admits (issue 12).
 
 Reads saved pages only: each ``bench_anchored.py`` page (the policies' ``mb`` and ``mb_anchored`` readings and their
-truth; an ``fqe_spread.py`` page adds ``fqe``, ``wdr``, ``hull_fqe_wdr`` and its shares) and the ``anchored_support.py`` page that holds each policy's rejected share on that dataset. Per dataset,
+truth; an ``fqe_spread.py`` page adds ``fqe``, ``wdr``, ``hull_fqe_wdr`` and its shares) and the
+``anchored_support.py`` page that holds each policy's rejected share on that dataset. Per dataset,
 target (the return, each cost, their total), variant and subset (all policies; those admitted): median relative
 error, Spearman and regret as :func:`probe_common.score` computes them, and whether all three goals hold (median
 relative error ≤ 0.10, Spearman ≥ 0.9, regret ≤ 0.03). ``--limit`` re-draws the admitted set from the saved shares

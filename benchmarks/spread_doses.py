@@ -51,7 +51,8 @@ def policy_doses(policy: Any, test: Any, draws: int) -> dict[str, float]:
 
 def render(doc: dict[str, Any]) -> str:
     fl, ne = features.ACTIONS
-    lines = [f"# The doses of the spread-set policies on the test states (`{doc['meta']['out']}`, {doc['meta']['date']})",
+    meta = doc["meta"]
+    lines = [f"# The doses of the spread-set policies on the test states (`{meta['out']}`, {meta['date']})",
              "", f"Command: `{doc['meta']['command']}` ({doc['meta']['seconds']:.0f} s).", "",
              f"{doc['meta']['states']} test states, {doc['meta']['draws']} draws per state. Fluid in mL per step, "
              "vasopressor in µg/kg/min norepinephrine-equivalent.", "",

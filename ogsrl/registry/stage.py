@@ -34,8 +34,8 @@ from ogsrl.io import dir_sha256, file_sha256, write_json
 from ogsrl.ope.estimate import Estimate
 from ogsrl.registry import gate as gate_mod
 from ogsrl.registry import lineage as lineage_mod
-from ogsrl.registry.bundle import (BUNDLE_FILE, DEFAULT_COST_MODEL_LOADER, DEFAULT_GUARDIAN_LOADER, DEFAULT_POLICY_LOADER,
-                                   build_bundle)
+from ogsrl.registry.bundle import (BUNDLE_FILE, DEFAULT_COST_MODEL_LOADER, DEFAULT_GUARDIAN_LOADER,
+                                   DEFAULT_POLICY_LOADER, build_bundle)
 from ogsrl.registry.loaders import resolve_loader
 from ogsrl.registry.tracking import resolve_tracking_uri, tracking_config
 
