@@ -35,6 +35,7 @@ import probe_common  # noqa: E402
 
 from ogsrl.agents import common  # noqa: E402
 from ogsrl.config import load_params  # noqa: E402
+from ogsrl.ope import fqe  # noqa: E402
 
 CRITIC_VARIANTS = ("fqe", "wdr", "hull_fqe_wdr")
 
@@ -88,7 +89,7 @@ def main() -> None:
                                          "consensus": []}}
     for item in args.fqe:
         key, _, value = item.partition("=")
-        if key not in params["ope"]["fqe"]:
+        if key not in fqe.Config.__dataclass_fields__:
             ap.error(f"--fqe {item}: ope.fqe has no field {key!r}")
         params_no_world["ope"]["fqe"] = {**params_no_world["ope"]["fqe"], key: yaml.safe_load(value)}
     evaluated = bench_ope.evaluate_all(root, params_no_world, pols, names)

@@ -62,6 +62,10 @@ class Config:
     """critics refitted on stay-bootstrap resamples of the fitting split, for the FQE interval (0: none)"""
     action: ActionKind = "continuous"
     """continuous (Q of the 2-D dose) | binned (tabular head over the 5 × 5 action_bin grid)"""
+    previous_action: bool = False
+    """add the stay's previous logged action (encoded as the actions; zeros at the first step) to the critic's
+    state: the dose a patient is on separates states the features alone mix (a MAP held by vasopressors or by
+    volume)"""
 
     def __post_init__(self) -> None:
         if not self.hidden or any(h <= 0 for h in self.hidden):
@@ -132,6 +136,20 @@ def encode_actions(actions: FloatArray, space: Any = None) -> FloatArray:
         ids = np.clip(np.rint(a[..., 0]), 0, space.n - 1).astype(np.int64)
         return np.eye(space.n)[ids]
     return np.concatenate([np.log1p(a / space.res_arr) / space.span_arr, (a > 0).astype(np.float64)], axis=-1)
+
+
+def previous_actions(stay_keys: npt.ArrayLike, actions: FloatArray, space: Any = None) -> FloatArray:
+    """(R, A) physical actions of rows sorted by (stay, step) → (R, 2A) the encoded action (:func:`encode_actions`)
+    of each row's previous row in its stay, zeros on a stay's first row.
+
+    In a transition (s_t, a_t, s_{t+1}) the next state's previous action is the logged a_t, so the Bellman target
+    V(s_{t+1}) stays the evaluated policy's value from the state the logged action led to."""
+    keys = np.asarray(stay_keys)
+    enc = encode_actions(actions, space)
+    out = np.zeros_like(enc)
+    same = keys[1:] == keys[:-1]
+    out[1:][same] = enc[:-1][same]
+    return out
 
 
 def bin_probs(draw_bins: npt.NDArray[np.integer]) -> FloatArray:

@@ -386,9 +386,11 @@ def critic_data(cfg: OPEConfig, train: pd.DataFrame, test: pd.DataFrame, costs: 
     def tr(df: pd.DataFrame) -> fqe.Transitions:
         acts = df[list(space.columns)].to_numpy("float64")
         a = _bins(acts, edges) if cfg.fqe.action == "binned" and edges is not None else acts
-        return fqe.transitions(df["stay_key"].to_numpy(), df[list(names)].to_numpy("float64"), a,
-                               df[list(targets)].to_numpy("float64"), None if space == common.CANONICAL_SPACE
-                               else space)
+        own_space = None if space == common.CANONICAL_SPACE else space
+        obs = df[list(names)].to_numpy("float64")
+        if cfg.fqe.previous_action:
+            obs = np.column_stack([obs, fqe.previous_actions(df["stay_key"].to_numpy(), acts, own_space)])
+        return fqe.transitions(df["stay_key"].to_numpy(), obs, a, df[list(targets)].to_numpy("float64"), own_space)
 
     return CriticData(names, (RETURN, *costs), tr(train), tr(test), edges)
 

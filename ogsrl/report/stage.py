@@ -278,6 +278,12 @@ def outside_support(support: Mapping[str, float], limit: float) -> set[str]:
     return {p for p, share in support.items() if p != inputs.CLINICIANS and share > limit}
 
 
+def unpickable(support: Mapping[str, float], limit: float, band: float) -> set[str]:
+    """The learned policies no pick may choose: beyond ``limit``, or within ``band`` below it, where the gate's
+    support check decides nothing ("insufficient evidence") and so could never promote them."""
+    return {p for p, share in support.items() if p != inputs.CLINICIANS and share > limit - band}
+
+
 def support_cell(share: float | None, limit: float, band: float, logged: bool = False) -> str:
     """A policy's support share for the OPE tables: "✘ outside" beyond ``limit``, "≈ limit" within ``band`` of it
     (where the gate's support check decides nothing), "(logged)" for the clinicians' own actions."""
@@ -299,7 +305,7 @@ def ope_table(est: pd.DataFrame, truth: Mapping[str, Mapping[str, float]], targe
               band: float = 0.0) -> str:
     """One target's estimates: a row per policy (with its support share when the evaluate stage measured it,
     :func:`support_cell`), a column per estimator, the truth on the demo; ▲ marks each estimator's pick among the
-    policies inside the data's support (share ≤ ``limit``)."""
+    policies the gate's support check admits (share ≤ ``limit`` − ``band``, :func:`unpickable`)."""
     rows_t = est[est["target"] == target]
     if rows_t.empty:
         return ""
@@ -310,7 +316,7 @@ def ope_table(est: pd.DataFrame, truth: Mapping[str, Mapping[str, float]], targe
     has_truth = any(inputs.truth_of(truth.get(p, {}), target) is not None for p in policies)
     header = ["policy", *(["support: own actions rejected"] if support else []), *estimators,
               *(["truth"] if has_truth else [])]
-    picks = selected(rows_t[~rows_t["policy"].isin(outside)], estimators, target)
+    picks = selected(rows_t[~rows_t["policy"].isin(unpickable(support, limit, band))], estimators, target)
     rows = []
     for p in policies:
         cells = [html.escape("clinicians (on-policy)" if p == inputs.CLINICIANS else p)]
@@ -390,14 +396,15 @@ def limits_of(train: Mapping[str, Any] | None) -> dict[str, float]:
 def choice_under_limits(est: pd.DataFrame, train: Mapping[str, Any] | None, outside: Iterable[str] = ()) -> str:
     """The learned policy with the highest ``cautious`` return among those whose ``consensus`` point cost returns are
     within every training cost limit (:func:`ogsrl.ope.selection.constrained_choice`), ``outside`` (the policies
-    beyond the support limit) left out, with what the benchmark says of that rule and a warning for any limit above
-    the clinicians' own cost level; "" without limits or estimates."""
+    beyond the support limit or within its band, :func:`unpickable`) left out, with what the benchmark says of
+    that rule and a warning for any limit above the clinicians' own cost level; "" without limits or estimates."""
     limits = limits_of(train)
     outside = sorted(set(outside))
     learned = est[(est["policy"] != inputs.CLINICIANS) & ~est["policy"].isin(outside)]
     if not limits or not (est["policy"] != inputs.CLINICIANS).any():
         return ""
-    left_out = (f" Left out as outside the data's support: {html.escape(', '.join(outside))}." if outside else "")
+    left_out = (f" Left out as outside the data's support or at its limit: {html.escape(', '.join(outside))}."
+                if outside else "")
     if learned.empty:
         return (f"<h3>Choice under the cost limits</h3><p class='note'>Every learned policy lies outside the data's "
                 f"support: <b>insufficient evidence</b> to choose under the limits.{left_out}</p>")
@@ -520,6 +527,7 @@ def build(root: Path, cfg: ReportConfig) -> tuple[str, dict[str, str], dict[str,
     source = docs["cohort"].get("source", "?")
     truth_note = ("Truth: the demo simulator's values for the same policies (✔ / ✘: the 95 % CI covers it or not)."
                   if truth else "No simulator truth (real data): estimates only.")
+    left_out = unpickable(support, cfg.max_support_reject_share, cfg.support_band)
     ope_html = "".join(ope_table(est, truth, t, estimators, support, cfg.max_support_reject_share, cfg.support_band)
                        for t in targets)
     fig_ope = "".join(_figure(figs.get(f"ope_vs_truth_{t}") or figs.get(f"ope_estimates_{t}"),
@@ -541,7 +549,7 @@ policies: {html.escape(', '.join(runs) or 'none')} · estimators: {html.escape('
 {vs_clinicians_table(truth, runs, seeds_of)}
 <h3>Off-policy estimates (methods × estimators, 95 % CI)</h3>
 <p class="note">{html.escape(truth_note)} ESS: effective sample size of the importance weights (of the test stays).</p>
-{ope_html}{anchored_note(docs['ope'])}{choice_under_limits(est, train_doc, outside)}</section>
+{ope_html}{anchored_note(docs['ope'])}{choice_under_limits(est, train_doc, left_out)}</section>
 <section id="figures"><h2>Figures</h2><div class="grid">{fig_ope}
 {_figure(figs.get('learning_curves'), 'Training curves per run and seed.')}
 {_figure(figs.get('mortality_relation'), 'The return → mortality relation ME reads, with each policy at its estimated return.')}

@@ -53,3 +53,32 @@ def test_bad_config_and_inputs_fail_with_one_line() -> None:
     tr = fqe.transitions(np.array([0, 0, 1]), np.zeros((3, 1)), np.zeros((3, 2)), np.ones((3, 1)))
     assert tr.next_row.tolist() == [1, -1, -1] and tr.step.tolist() == [0, 1, 0]
     np.testing.assert_allclose(fqe.returns_to_go(tr.targets, tr.next_row, 0.5), [[1.5], [1.0], [1.0]])
+
+
+def test_previous_actions_are_the_stays_last_encoded_dose() -> None:
+    stay = np.array([4, 4, 4, 9, 9])
+    acts = np.array([[500.0, 0.0], [0.0, 0.1], [0.0, 0.0], [1000.0, 0.2], [0.0, 0.0]])
+    prev = fqe.previous_actions(stay, acts)
+    enc = fqe.encode_actions(acts)
+    np.testing.assert_array_equal(prev[[0, 3]], 0.0)  # a stay's first row has no previous action
+    np.testing.assert_array_equal(prev[[1, 2, 4]], enc[[0, 1, 3]])
+    assert prev[1, 2] == 1.0 and prev[1, 3] == 0.0  # fluid given, no vasopressor, before row 1
+
+
+def test_previous_action_lets_the_critic_see_a_delayed_effect() -> None:
+    """r_t = 1[fluid at t − 1], and x is i.i.d. noise: π_e = "always fluid" is worth H − 1 = 2, but a critic of x
+    alone cannot tell a patient who had fluid from one who had none and reads the behaviour's ½ per step (1.0)."""
+    n, h = 600, 3
+    rng = np.random.default_rng(0)
+    g = rng.integers(0, 2, (n, h))
+    stay = np.repeat(np.arange(n), h)
+    x = rng.integers(0, 2, n * h).astype(float)[:, None]
+    acts = np.column_stack([g.reshape(-1) * tab.DOSE, np.zeros(n * h)])
+    r = np.column_stack([np.zeros(n), g[:, :-1]]).reshape(-1, 1).astype(float)
+    draws = np.tile([tab.DOSE, 0.0], (FAST["mc_actions"], n * h, 1))
+    for previous, exact in ((False, 1.0), (True, 2.0)):
+        obs = np.column_stack([x, fqe.previous_actions(stay, acts)]) if previous else x
+        tr = fqe.transitions(stay, obs, acts, r)
+        critic = fqe.fit(fqe.Config(**FAST, previous_action=previous), tr, draws, 1.0, seed=3)
+        v0 = fqe.initial_values(critic, tr.obs, tr.step, draws, np.nonzero(tr.step == 0)[0])
+        assert abs(v0.mean() - exact) < 0.08, (previous, v0.mean())

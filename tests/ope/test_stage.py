@@ -266,6 +266,24 @@ def test_bad_input_is_one_line_or_a_flagged_fallback(trained: Path, tmp_path: Pa
         stage.evaluate_policy(OtherFeatures(), "x/seed1", bmodel, train, test, cols, cd, cfg)
 
 
+def test_critic_state_gains_the_previous_logged_action(trained: Path) -> None:
+    from ogsrl.agents import common
+    from ogsrl.ope import fqe
+
+    train, _ = common.read_split(trained / "data/trajectories/train.parquet")
+    test, meta = common.read_split(trained / "data/trajectories/test.parquet")
+    costs = tuple(meta["cost_columns"])
+    plain = stage.critic_data(stage.ope_config(_params()), train, test, costs, None)
+    prev = stage.critic_data(stage.ope_config(_params(fqe={**TINY_FQE, "previous_action": True})), train, test,
+                             costs, None)
+    n = plain.train.obs.shape[1]
+    assert prev.train.obs.shape[1] == n + 4 and np.array_equal(prev.train.obs[:, :n], plain.train.obs)
+    later = np.nonzero(prev.train.step > 0)[0]
+    enc = fqe.encode_actions(train[["fluid_ml", "nee_max"]].to_numpy("float64"))
+    np.testing.assert_array_equal(prev.train.obs[later, n:], enc[later - 1])
+    np.testing.assert_array_equal(prev.train.obs[prev.train.step == 0, n:], 0.0)
+
+
 def test_bad_ope_params_are_config_errors(trained: Path) -> None:
     from ogsrl.config import ConfigError
 

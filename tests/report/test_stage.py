@@ -251,7 +251,7 @@ def test_policies_outside_the_support_are_marked_and_never_picked(reports_root: 
                        "gmb_cpo/seed43": "5.0%", "soc/seed42": "3.1%"}
     stage.run({"registry": {"gate": {"tolerance": {"support": 0.06}}}}, reports_root)  # the gate's band: near it
     assert wis_pick()[1]["gmb_cpo/seed43"] == "5.0% ≈ limit" and wis_pick()[1]["gmb_cpo/seed42"] == "25.0% ✘ outside"
-    assert wis_pick()[0] == ["gmb_cpo/seed43"]  # near the limit is flagged, not left out
+    assert wis_pick()[0] == []  # near the limit the gate decides nothing: left out (soc/seed42 alone: no pick)
     stage.run({"registry": {"gate": {"max_support_reject_share": 0.3}}}, reports_root)  # the gate's limit moves it
     assert wis_pick()[0] == ["gmb_cpo/seed42"] and "✘" not in "".join(wis_pick()[1].values())
     # the choice under the limits leaves them out too: gmb_cpo/seed43, the only one within both, lies outside
@@ -261,7 +261,10 @@ def test_policies_outside_the_support_are_marked_and_never_picked(reports_root: 
     stage.run({}, reports_root)
     note = choice_note(reports_root)
     assert "<b>insufficient evidence</b> to choose under these limits (2 policies)" in note and "<b>gmb_cpo" not in note
-    assert "Left out as outside the data's support: gmb_cpo/seed43." in note
+    assert "Left out as outside the data's support or at its limit: gmb_cpo/seed43." in note
+    stage.run({"registry": {"gate": {"tolerance": {"support": 0.06}}}}, reports_root)  # seed42's 5 %: at the limit
+    assert "Left out as outside the data's support or at its limit: gmb_cpo/seed42, gmb_cpo/seed43." in \
+        choice_note(reports_root)
     _with_support(reports_root, {"soc/seed42": 0.5, "gmb_cpo/seed42": 0.5, "gmb_cpo/seed43": 0.5}, 0.04)
     stage.run({}, reports_root)
     assert "Every learned policy lies outside the data's support: <b>insufficient evidence</b>" in \
