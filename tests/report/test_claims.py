@@ -101,3 +101,49 @@ def test_the_choice_under_limits_evidence_matches_its_unions() -> None:
     assert f"On the demo's {WORDS[len(CHOICE_UNIONS)]} benchmark unions" in note
     assert f"chose a policy truly within every limit on all {WORDS[len(CHOICE_UNIONS)]}" in note
     assert f"of the best such policy on {WORDS[near_best]};" in note
+
+
+BAND = [f"fqe_s39_set{n}" for n in range(26, 34)]
+"""the fresh sets of session 39's pre-registered test (docs/policies-and-ope.md)"""
+
+
+def band_rows(target: str) -> list[dict]:
+    goals = page("band_goals_s39")
+    assert goals["limit"] == 0.08 and [s["page"] for s in goals["groups"]["fresh"]] == BAND
+    return [r for s in goals["groups"]["fresh"] for r in s["rows"]
+            if r["subset"] == "admitted" and r["target"] == target and r["variant"] == stage.TOTAL_COST_ESTIMATOR]
+
+
+def band_coverage(estimator: str, target: str) -> tuple[int, int]:
+    """How many of the policies with share ≤ 0.08 on the session-39 sets the estimator's 95 % interval covers."""
+    covered = scored = 0
+    for name in BAND:
+        p = page(name)
+        for policy, share in p["shares"].items():
+            if share <= 0.08:
+                lo, hi = p["intervals"][estimator][policy][target]
+                covered += lo <= p["truth"][policy][f"cost_return_{target}"] <= hi
+                scored += 1
+    return covered, scored
+
+
+def test_the_total_cost_advice_quotes_the_pre_registered_sets() -> None:
+    import pandas as pd
+
+    rows = band_rows(stage.TOTAL_COST)
+    assert len(rows) == 8 and all(r["meets"] and r["policies"] >= 10 for r in rows)
+    advice = stage.TOTAL_COST_ADVICE
+    assert "pre-registered on eight fresh demo datasets (session 39) it met all three ranking goals on each" in advice
+    errors, rho = [r["median_rel_error"] for r in rows], [r["spearman"] for r in rows]
+    assert f"median relative error {min(errors):.3f} – {max(errors):.3f}, Spearman {min(rho):.3f} – " \
+           f"{max(rho):.3f}, regret 0)" in advice and all(r["regret"] == 0 for r in rows)
+    own, hull = band_coverage("fqe", stage.TOTAL_COST), band_coverage("hull_fqe_wdr", stage.TOTAL_COST)
+    assert f"covered the truth for {own[0]} of {own[1]} of them" in advice
+    assert f"the FQE/WDR hull's, whose upper bound the gate reads, for {hull[0]} of {hull[1]}" in advice
+    urine = sum(r["meets"] and r["policies"] >= 10 for r in band_rows("cost_urine_low"))
+    assert urine < 6 and f"The urine cost alone missed the same test ({urine} of 8 sets)" in advice
+    est = pd.DataFrame([{"policy": p, "estimator": "fqe", "target": t, "value": v, "ci_low": v - 1, "ci_high": v + 1}
+                        for p, v in (("a/seed1", 3.0), ("b/seed1", 4.0)) for t in ("cost_total", "cost_urine_low")])
+    assert "Read this cost by <code>fqe</code>" in stage.ope_table(est, {}, "cost_total", ["fqe"])
+    urine_table = stage.ope_table(est, {}, "cost_urine_low", ["fqe"])
+    assert "Read this cost" not in urine_table and "no estimator picked the lowest cost return reliably" in urine_table

@@ -87,7 +87,7 @@ def test_report_has_the_comparison_tables_every_figure_and_no_external_reference
     notes = {t: text.split(f"<h3>{t}</h3>", 1)[1].split("</table>", 1)[1].split("</p>", 1)[0]
              for t in ("return", "cost_total", "mortality_hosp")}
     assert "Choose by <code>cautious</code>" in notes["return"]
-    assert "lowest cost return" in notes["cost_total"] and "cautious" not in notes["cost_total"]
+    assert "Read this cost by <code>fqe</code>" in notes["cost_total"] and "cautious" not in notes["cost_total"]
     assert "cautious" not in notes["mortality_hosp"] and "cost" not in notes["mortality_hosp"]
     # the clinical metrics table: clinicians, soc (one seed: its value and CI), gmb_cpo (two seeds: mean ± sd)
     clin = next(t for t in page.tables if t["header"][:2] == ["method", "ME (95 % CI)"])
