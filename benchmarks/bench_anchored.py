@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import probe_common  # noqa: E402
 
 from ogsrl.ope import stage as ope_stage  # noqa: E402
+import exclusive  # noqa: E402
 
 SPO2 = "cost_spo2_low"
 
@@ -37,6 +38,7 @@ def main() -> None:
     ap.add_argument("--admitted", default="", help="a saved union page whose admitted policies form the subset")
     ap.add_argument("--out", default="anchored")
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     t0 = time.perf_counter()
     ps = probe_common.load(args)
     world, cfg = ps.world, ps.cfg

@@ -34,6 +34,7 @@ from ogsrl.policy import FloatArray
 from ogsrl.synth.policies import get_policy
 from ogsrl.synth.stage import world_from_params
 from ogsrl.synth.truth import evaluate_policy
+import exclusive
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -77,6 +78,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     names = list(REFERENCES) + [f"constant:{f:g},{d:g}" for d in DOSES for f in FLUIDS]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as ex:

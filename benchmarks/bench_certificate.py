@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ogsrl.guardian import conformal  # noqa: E402
+import exclusive  # noqa: E402
 
 ALPHA, DELTA = 0.95, 0.05
 SCENARIOS = (  # (ICC, AR(1) ρ)
@@ -182,6 +183,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--root", type=Path, default=None, help="project with a fitted guardian (optional)")
     args = parser.parse_args()
+    exclusive.hold(Path(__file__).stem)
     if args.reps < 200:
         parser.error("--reps must be at least 200")
     t0 = time.perf_counter()

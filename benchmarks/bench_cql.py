@@ -48,6 +48,7 @@ import torch
 from ogsrl import env
 from ogsrl.agents import common, cql, onpolicy as op
 from ogsrl.config import build, load_params
+import exclusive
 
 HERE = Path(__file__).resolve().parent
 COSTS = ("cost_spo2_low", "cost_urine_low")
@@ -169,6 +170,7 @@ def main() -> None:
                          "for --round-steps updates each, and report every round's ratio, the median and the lowest")
     ap.add_argument("--round-steps", type=int, default=300, help="updates per library in each extra round")
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     torch.set_num_threads(1)
     allocator = env.keep_freed_memory()
     root = args.root.resolve()

@@ -32,6 +32,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from ogsrl import env  # noqa: E402
 from ogsrl.agents import common, cql_discrete  # noqa: E402
+import exclusive  # noqa: E402
 
 D3_SCRIPT = r'''
 import json, sys, time, numpy as np, torch, d3rlpy
@@ -64,6 +65,7 @@ def main() -> None:
     ap.add_argument("--gamma", type=float, default=1.0)
     ap.add_argument("--out", default="cql_discrete", help="result page name under benchmarks/results/")
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     torch.set_num_threads(1)
     allocator = env.keep_freed_memory()
     frame, meta = common.read_split(args.root.resolve() / "data/trajectories/train.parquet")

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import exclusive
 
 HERE = Path(__file__).resolve().parent
 BINNED = ("hr", "map", "sbp", "rr", "spo2", "temp_c", "fio2", "pao2", "weight", "lactate", "bilirubin", "creatinine",
@@ -364,6 +365,7 @@ def main() -> None:
     ap.add_argument("--full-scale", type=float, default=1.0, help="filler targets = scale x MIMIC-IV rows")
     ap.add_argument("--formats", nargs="+", default=["parquet", "csv.gz"], choices=["csv.gz", "parquet"])
     a = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     if a.full:
         from ogsrl.synth.filler import MIMIC_IV_STAYS
 

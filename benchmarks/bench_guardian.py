@@ -27,6 +27,7 @@ from ogsrl.guardian.christoffel import ChristoffelGuardian  # noqa: E402
 from ogsrl.guardian.conformal import CalibrationConfig  # noqa: E402
 from ogsrl.guardian.kde import KDEConfig, KDEGuardian  # noqa: E402
 from ogsrl.guardian.stage import read_split  # noqa: E402
+import exclusive  # noqa: E402
 
 
 def load_data(
@@ -61,6 +62,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--root", type=Path, default=ROOT, help="project root holding data/trajectories")
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     torch.set_num_threads(1)
     rng = np.random.default_rng(args.seed)
     data, names, source = load_data(args.root, args.n, args.n_cal, args.n_test, rng)

@@ -33,6 +33,7 @@ from ogsrl.guardian import ood, stage
 from ogsrl.guardian.christoffel import ChristoffelConfig, ChristoffelGuardian
 from ogsrl.guardian.conformal import CalibrationConfig
 from ogsrl.guardian.scaling import Scaler, ScalingConfig
+import exclusive
 
 KEYS = ("christoffel/test_coverage_stay", "christoffel/test_coverage", "christoffel/false_accept_extreme_actions",
         "christoffel/false_accept_shifted_states", "christoffel/false_accept_extreme_policy",
@@ -106,6 +107,7 @@ def main() -> None:
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/guardian_bounds.md"))
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     params = load_params(args.params)
     lines = [f"# Guardian scaling: data quantiles vs declared bounds ({datetime.date.today()})", "",
              "`" + " ".join(["benchmarks/bench_guardian_bounds.py", *(f"--root {r}" for r in args.root)]) + "`", ""]

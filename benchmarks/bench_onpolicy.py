@@ -26,6 +26,7 @@ from ogsrl.world.data import Layout, transitions_from_frame
 from ogsrl.world.ensemble import EnsembleConfig, WorldModel
 from ogsrl.world.env import EnvConfig, WorldModelEnv, start_states
 from ogsrl.world.toy import COST_RULES, toy_trajectories
+import exclusive
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,6 +42,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--envs", type=int, default=2000)
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     torch.set_num_threads(args.threads)
     n_it = args.iterations + 1
     rows: list[tuple[str, float]] = []

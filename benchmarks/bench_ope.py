@@ -73,6 +73,7 @@ from ogsrl.ope import stage as ope_stage
 from ogsrl.ope.estimate import Estimate, cautious, consensus, hull
 from ogsrl.ope.selection import constrained_choice, feasibility, score_choice, within_limits
 from ogsrl.synth import policies as synth_policies
+import exclusive
 
 HERE = Path(__file__).resolve().parent
 JITTER = 0.3
@@ -762,6 +763,7 @@ def main() -> None:
                          "policies (built from --root, --work, --spread / --trained-only as its run), written as "
                          "--out (no OPE rerun)")
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     if args.retruth:
         write_report(retruth_page(args), args)
         return

@@ -34,6 +34,7 @@ import numpy as np
 
 from ogsrl.config import load_params
 from ogsrl.synth.stage import run_truth
+import exclusive
 
 HERE = Path(__file__).resolve().parent
 CLINICAL = ("mcr", "air", "acp")
@@ -201,6 +202,7 @@ def main() -> None:
     ap.add_argument("--title", help="page title (default: Learned policies against simulator truth)")
     ap.add_argument("--clinical", metavar="NAME", help="only add MCR/AIR/ACP from --root to saved results/<NAME>.json")
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     if args.merge:
         merge(args.merge, args.out, args.title)
         return

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import exclusive
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(HERE / "results" / "serve.md"))
     ap.add_argument("--source", default="", help="where the artefacts come from (printed in the results page)")
     args = ap.parse_args(argv)
+    exclusive.hold(Path(__file__).stem)
     root = Path(args.root).resolve()
 
     import pandas as pd

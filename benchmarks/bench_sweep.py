@@ -44,6 +44,7 @@ from flows.sweep import prefect_api, run_sweep  # noqa: E402
 from ogsrl.agents import units  # noqa: E402
 from ogsrl.agents.stage import policies_config  # noqa: E402
 from ogsrl.config import load_params  # noqa: E402
+import exclusive  # noqa: E402
 
 WORK = HERE / "_work" / "sweep"
 DASK = str(Path(sys.executable).with_name("dask"))
@@ -149,6 +150,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--render", action="store_true", help="only rewrite results/sweep.md from results/sweep.json")
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     if args.render:
         data = json.loads((HERE / "results" / "sweep.json").read_text(encoding="utf-8"))
         (HERE / "results" / "sweep.md").write_text(render(data), encoding="utf-8")

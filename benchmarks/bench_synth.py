@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+import exclusive
 
 CHILD = """
 import json, resource, sys, time
@@ -42,6 +43,7 @@ def run(stays: int) -> dict[str, float]:
 
 
 def main() -> None:
+    exclusive.hold(Path(__file__).stem)
     sizes = [int(a) for a in sys.argv[1:]] or [500, 5000, 50000]
     results = []
     for n in sizes:

@@ -30,6 +30,7 @@ from ogsrl.world.net import soft_clamp
 from ogsrl.world.env import EnvConfig, WorldModelEnv, rollout, start_states
 from ogsrl.world.stage import WorldConfig
 from ogsrl.world.toy import COST_RULES, toy_trajectories
+import exclusive
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,6 +76,7 @@ def main() -> None:
     ap.add_argument("--max-epochs", type=int, default=None, help="override world.model.max_epochs")
     ap.add_argument("--skip-fit", action="store_true", help="fit one epoch only (throughput numbers only)")
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     torch.set_num_threads(args.threads)
     cfg = build(WorldConfig, load_params(ROOT / "params.yaml")["world"], "world")
     mcfg = cfg.model if args.max_epochs is None else replace(cfg.model, max_epochs=args.max_epochs)

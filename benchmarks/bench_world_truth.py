@@ -45,6 +45,7 @@ from ogsrl.synth.truth import cohort_observer, extract_chunk
 from ogsrl.world.data import Transitions, transitions_from_frame
 from ogsrl.world.ensemble import WorldModel
 from ogsrl.world.env import EnvConfig, WorldModelEnv, rollout, start_states, steps_left
+import exclusive
 
 HERE = Path(__file__).resolve().parent
 EXIT_TOL = 0.05
@@ -144,6 +145,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--min-at-risk", type=int, default=100)
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     torch.set_num_threads(2)
     root = args.root.resolve()
     params = load_params(root / "params.yaml")

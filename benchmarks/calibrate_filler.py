@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ogsrl.synth import filler
 from ogsrl.synth import tables as T
+import exclusive
 
 
 def main() -> None:
@@ -27,6 +28,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--tables", nargs="+", default=list(filler.PADDED), choices=list(filler.PADDED))
     a = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     scale = a.stays / filler.MIMIC_IV_STAYS
     out = Path(tempfile.mkdtemp(prefix="ogsrl-calibrate-")) / "filled"
     try:

@@ -29,6 +29,7 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_ope  # noqa: E402
 import probe_common  # noqa: E402
+import exclusive  # noqa: E402
 
 COSTS = ["cost_spo2_low", "cost_urine_low"]
 
@@ -57,6 +58,7 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=["fqe", "mb"])
     ap.add_argument("--out", default="estimate_errors")
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     t0 = time.perf_counter()
     docs = [json.loads((bench_ope.HERE / "results" / f"{p}.json").read_text()) for p in args.pages]
     names = sorted(set.intersection(*(set(d["truth"]) for d in docs)))

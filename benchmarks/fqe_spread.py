@@ -36,6 +36,7 @@ import probe_common  # noqa: E402
 from ogsrl.agents import common  # noqa: E402
 from ogsrl.config import load_params  # noqa: E402
 from ogsrl.ope import fqe  # noqa: E402
+import exclusive  # noqa: E402
 
 CRITIC_VARIANTS = ("fqe", "wdr", "hull_fqe_wdr")
 
@@ -56,6 +57,7 @@ def main() -> None:
                     help="override ope.fqe fields (yaml values), e.g. refits=12 action=binned")
     ap.add_argument("--rewrite", action="store_true", help="re-render the saved page --out (no estimates computed)")
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     t0 = time.perf_counter()
     if args.rewrite:
         page = json.loads((bench_ope.HERE / "results" / f"{args.out}.json").read_text())

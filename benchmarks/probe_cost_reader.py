@@ -41,6 +41,7 @@ from ogsrl.synth.engine import cohort_observer, simulate  # noqa: E402
 from ogsrl.synth.stage import SynthConfig, world_from_params  # noqa: E402
 from ogsrl.synth.truth import extract_chunk  # noqa: E402
 from ogsrl.world.env import EnvConfig, WorldModelEnv, rollout  # noqa: E402
+import exclusive  # noqa: E402
 
 READINGS = ("true_states_head", "true_states_trees", "model_states_head", "model_states_trees")
 
@@ -66,6 +67,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--out", default="cost_reader")
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     t0 = time.perf_counter()
     ps = probe_common.load(args, lambda c: dataclasses.replace(c, model=dataclasses.replace(c.model,
                                                                                             cost_reader="boosted")))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy import stats
+import exclusive
 
 HERE = Path(__file__).resolve().parent
 UNIONS = ("s21union_fresh", "s22union55", "s23union56", "s23union57", "s24union58")
@@ -60,6 +61,7 @@ def main() -> None:
     ap.add_argument("--unions", default=",".join(UNIONS), help="union page names without the ope_rank_ prefix")
     ap.add_argument("--out", default="cost_shrinkage_s25", help="result page name under benchmarks/results/")
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     lines = [f"# Model-based OPE's cost readings against the truth: shrinkage and calibration "
              f"(`benchmarks/probe_cost_shrinkage.py`, {dt.date.today().isoformat()})\n",
              f"Command: `.venv/bin/python benchmarks/probe_cost_shrinkage.py --unions {args.unions} --out {args.out}`. "

@@ -24,6 +24,7 @@ import numpy as np
 
 from ogsrl.config import load_params
 from ogsrl.synth.stage import run_truth
+import exclusive
 
 HERE = Path(__file__).resolve().parent
 RUNS = ("cql", "ccql", "gcql", "gccql")
@@ -41,6 +42,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default="cql_costs")
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     jobs: list[tuple[str, str, str, str]] = []  # (root, checkpoint label, form, spec)
     limits: dict[str, float] = {}
     train: dict[str, dict] = {}

@@ -15,9 +15,11 @@ from ogsrl.config import build, load_params
 from ogsrl.costs import build_costs
 from ogsrl.synth.stage import SynthConfig, world_from_params
 from ogsrl.synth.truth import evaluate_policy
+import exclusive
 
 
 def main() -> None:
+    exclusive.hold(Path(__file__).stem)
     root, run, seed = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     episodes = int(sys.argv[4]) if len(sys.argv) > 4 else 5000
     truth_seed = int(sys.argv[5]) if len(sys.argv) > 5 else 11

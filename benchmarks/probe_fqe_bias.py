@@ -30,6 +30,7 @@ from ogsrl.agents import common  # noqa: E402
 from ogsrl.config import load_params  # noqa: E402
 from ogsrl.ope import fqe  # noqa: E402
 from ogsrl.ope import stage as ope_stage  # noqa: E402
+import exclusive  # noqa: E402
 
 SETTINGS = {"base": {}, "ep6": {"epochs": 6}, "h128": {"hidden": (128, 128)}, "binned": {"action": "binned"}}
 
@@ -42,6 +43,7 @@ def main() -> None:
     ap.add_argument("--truth-page", default="ope_rank_s11b", help="saved bench_ope page with the policies' truth")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_ope"))
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     root = args.root.resolve()
     params = load_params(root / "params.yaml")
     cfg = ope_stage.ope_config(params)

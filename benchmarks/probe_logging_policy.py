@@ -41,6 +41,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import probe_common  # noqa: E402
+import exclusive  # noqa: E402
 
 LOGGING = ("default", "quarter", "wide", "reseeded")
 CLINICIANS = {"quarter": {"fluid_scale": 0.25, "vasopressor_scale": 0.25},
@@ -93,6 +94,7 @@ def main() -> None:
                     help=f"logging policies, of {', '.join(LOGGING)}, or several joined by + (pooled)")
     probe_common.add_scoring_args(ap, "mb_logging")
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     t0 = time.perf_counter()
     admitted = probe_common.admitted_by(args.admitted)
     root = args.root.resolve()

@@ -60,6 +60,7 @@ from ogsrl.io import salted_hash  # noqa: E402
 from ogsrl.ope import anchored as anchored_ope, behaviour, model_based, stage as ope_stage  # noqa: E402
 from ogsrl.synth import clinician  # noqa: E402
 from ogsrl.world.env import logged_returns, start_states, steps_left  # noqa: E402
+import exclusive  # noqa: E402
 
 TARGETS = ("reward", "cost_spo2_low", "cost_urine_low")
 """logged per-step columns summed per stay, in the order of ``mb``'s ``[return, cost…]``"""
@@ -178,6 +179,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     probe_common.add_scoring_args(ap, "mb_attending")
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()

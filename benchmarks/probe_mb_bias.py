@@ -39,6 +39,7 @@ from ogsrl.agents import common  # noqa: E402
 from ogsrl.config import load_params  # noqa: E402
 from ogsrl.ope import stage as ope_stage  # noqa: E402
 from ogsrl.world.env import EnvConfig, WorldModelEnv, rollout  # noqa: E402
+import exclusive  # noqa: E402
 
 
 def probe(world: ope_stage.EvalWorld, policy: object, cfg: ope_stage.OPEConfig, name: str) -> dict[str, float]:
@@ -86,6 +87,7 @@ def main() -> None:
     ap.add_argument("--kappas", default="0,0.5,1,2,4,8")
     ap.add_argument("--out", default="mb_bias")
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     root = args.root.resolve()
     params = load_params(root / "params.yaml")
     truth = json.loads((bench_ope.HERE / "results" / f"{args.truth_page}.json").read_text())["truth"]

@@ -40,6 +40,7 @@ from ogsrl.ope import stage as ope_stage  # noqa: E402
 from ogsrl.world import stage as world_stage  # noqa: E402
 from ogsrl.world.ensemble import StepSample, WorldModel  # noqa: E402
 from ogsrl.world.env import start_states  # noqa: E402
+import exclusive  # noqa: E402
 
 
 def lag_name(feature: str, k: int) -> str:
@@ -85,6 +86,7 @@ def main() -> None:
     ap.add_argument("--depths", default="1", help="lag depths to try (1: one step back)")
     probe_common.add_scoring_args(ap, "mb_lags", fits=1)
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     t0 = time.perf_counter()
     ps = probe_common.load(args)
     root, params, cfg, test, world, table, pols, truth = (ps.root, ps.params, ps.cfg, ps.test, ps.world, ps.table,

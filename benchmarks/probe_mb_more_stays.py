@@ -37,6 +37,7 @@ import probe_common  # noqa: E402
 
 from ogsrl.ope import stage as ope_stage  # noqa: E402
 from ogsrl.agents import common  # noqa: E402
+import exclusive  # noqa: E402
 
 
 def sampling_floor(per_stay: dict[str, pd.DataFrame], truth: dict[str, dict], targets: list[str], n: int,
@@ -75,6 +76,7 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=2000)
     probe_common.add_scoring_args(ap, "mb_more_stays")
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     t0 = time.perf_counter()
     ps = probe_common.load(argparse.Namespace(root=args.root, pages="", policy_roots="", work=args.work))
     for name, pol in ps.policies.items():

@@ -39,6 +39,7 @@ from ogsrl.ope import stage as ope_stage  # noqa: E402
 from ogsrl.world.data import Transitions  # noqa: E402
 from ogsrl.world.ensemble import StepSample, WorldModel  # noqa: E402
 from ogsrl.world.env import EnvConfig, WorldModelEnv, first_rows, rollout  # noqa: E402
+import exclusive  # noqa: E402
 
 
 def stay_steps(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -146,6 +147,7 @@ def main() -> None:
     probe_common.add_args(ap)
     probe_common.add_scoring_args(ap, "mb_replay")
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     t0 = time.perf_counter()
     ps = probe_common.load(args)
     cfg, test, world, table, pols, truth = ps.cfg, ps.test, ps.world, ps.table, ps.policies, ps.truth

@@ -44,6 +44,7 @@ from ogsrl.ope import model_based  # noqa: E402
 from ogsrl.ope import stage as ope_stage  # noqa: E402
 from ogsrl.world.ensemble import WorldModel  # noqa: E402
 from ogsrl.world.env import EnvConfig, WorldModelEnv, rollout  # noqa: E402
+import exclusive  # noqa: E402
 
 STEPS = (0, 1, 2, 4, 8, 12, 16)
 
@@ -74,6 +75,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--out", default="mb_states")
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     t0 = time.perf_counter()
     ps = probe_common.load(args)
     params, cfg, test, world, table, truth = ps.params, ps.cfg, ps.test, ps.world, ps.table, ps.truth

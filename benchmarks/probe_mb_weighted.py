@@ -49,6 +49,7 @@ from ogsrl.ope import model_based  # noqa: E402
 from ogsrl.ope import stage as ope_stage  # noqa: E402
 from ogsrl.world import stage as world_stage  # noqa: E402
 from ogsrl.world.data import Transitions  # noqa: E402
+import exclusive  # noqa: E402
 
 WEIGHT_STREAM = 0x575453  # "WTS": the weighted resamples, the same draws for every policy
 
@@ -189,6 +190,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); the fits depend on it")
     probe_common.add_scoring_args(ap, "mb_weighted")
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     if args.threads:
         torch.set_num_threads(args.threads)
     tuned = args.fine_tune or args.fine_tune_actions

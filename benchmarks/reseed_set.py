@@ -21,6 +21,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import probe_logging_policy  # noqa: E402
+import exclusive  # noqa: E402
 
 
 def main() -> None:
@@ -29,6 +30,7 @@ def main() -> None:
     ap.add_argument("--dest", type=Path, required=True, help="the new project (must not exist)")
     ap.add_argument("--seed", type=int, required=True, help="synth.seed of the new dataset")
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     if args.dest.exists():
         raise SystemExit(f"{args.dest} exists: choose a new directory")
     doc = yaml.safe_load((args.base / "params.yaml").read_text())

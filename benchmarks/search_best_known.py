@@ -37,6 +37,7 @@ from scipy.stats import qmc
 from ogsrl.synth.engine import WorldConfig
 from ogsrl.synth.policies import BEST_KNOWN_FILE, RuleParams, RulePolicy
 from ogsrl.synth.truth import evaluate_policy
+import exclusive
 
 HERE = Path(__file__).resolve().parent
 SEARCH_SEEDS = (9001, 9002, 9003)
@@ -89,6 +90,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="seed of the sampler and the evolution steps")
     ap.add_argument("--out", type=Path, default=BEST_KNOWN_FILE)
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     names = list(RANGES)
     lo = np.array([RANGES[k][0] for k in names])
     hi = np.array([RANGES[k][1] for k in names])

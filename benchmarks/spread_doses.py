@@ -29,6 +29,7 @@ import probe_common  # noqa: E402
 from ogsrl import features  # noqa: E402
 from ogsrl.agents import common  # noqa: E402
 from ogsrl.config import load_params  # noqa: E402
+import exclusive  # noqa: E402
 
 
 def dose_summary(actions: np.ndarray) -> dict[str, float]:
@@ -72,6 +73,7 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--out", default="spread_doses")
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     t0 = time.perf_counter()
     root = args.root.resolve()
     params = load_params(root / "params.yaml")

@@ -25,6 +25,7 @@ import probe_common  # noqa: E402
 
 from ogsrl.agents import common  # noqa: E402
 from ogsrl.config import load_params  # noqa: E402
+import exclusive  # noqa: E402
 
 
 def main() -> None:
@@ -35,6 +36,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--out", default="spread_truth")
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     t0 = time.perf_counter()
     root = args.root.resolve()
     params = load_params(root / "params.yaml")

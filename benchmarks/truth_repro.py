@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import anchored_goals  # noqa: E402
 import bench_ope  # noqa: E402
 import probe_common  # noqa: E402
+import exclusive  # noqa: E402
 
 TARGETS = {"return": "return", "cost_spo2_low": "cost_return_cost_spo2_low",
            "cost_urine_low": "cost_return_cost_urine_low", "cost_total": "cost_return_cost_total"}
@@ -60,6 +61,7 @@ def main() -> None:
     ap.add_argument("--limit", type=float, default=0.10)
     ap.add_argument("--out", default="truth_repro")
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     t0 = time.perf_counter()
     shares = anchored_goals.shares_of([args.support])
     names = sorted({n for s in shares.values() for n in s})

@@ -34,6 +34,7 @@ from ogsrl.costs import build_costs  # noqa: E402
 from ogsrl.synth import physiology  # noqa: E402
 from ogsrl.synth.stage import SynthConfig, world_from_params  # noqa: E402
 from ogsrl.synth.truth import evaluate_policy, paired_difference  # noqa: E402
+import exclusive  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 URINE, SPO2 = "cost_return_cost_urine_low", "cost_return_cost_spo2_low"
@@ -101,6 +102,7 @@ def main() -> None:
     ap.add_argument("--params", type=Path, default=HERE.parent / "params.yaml")
     ap.add_argument("--out", default="vaso_urine_truth")
     args = ap.parse_args()
+    exclusive.hold(Path(__file__).stem)
     if 1.0 not in args.scales:
         raise SystemExit("--scales must include 1 (the clinicians as logged: the paired baseline)")
     t0 = time.perf_counter()

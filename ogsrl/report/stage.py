@@ -318,7 +318,6 @@ def ope_table(est: pd.DataFrame, truth: Mapping[str, Mapping[str, float]], targe
     if rows_t.empty:
         return ""
     support = support or {}
-    outside = outside_support(support, limit)
     estimators = [e for e in estimators if (rows_t["estimator"] == e).any()]  # e.g. mb_anchored: its costs only
     policies = sorted(rows_t["policy"].unique(), key=lambda p: (p != inputs.CLINICIANS, p))
     has_truth = any(inputs.truth_of(truth.get(p, {}), target) is not None for p in policies)
