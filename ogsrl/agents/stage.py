@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from ogsrl import config
 from ogsrl.agents.actor import ACT_MODES

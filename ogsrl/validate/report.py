@@ -83,7 +83,7 @@ STATIC_FILES = ("bootstrap-4.3.1.min.css", "BOOTSTRAP-LICENSE", "ogsrl-docs.css"
 _EXTERNAL = r"""(?:https?:)?//"""
 _LOADS = (
     re.compile(rf"""<link\b[^>]*\bhref=["']?{_EXTERNAL}[^>]*>""", re.I),
-    re.compile(rf"""<script\b[^>]*>.*?</script\s*>""", re.I | re.S),  # CDN scripts and the jQuery inline ones
+    re.compile(r"""<script\b[^>]*>.*?</script\s*>""", re.I | re.S),  # CDN scripts and the jQuery inline ones
     re.compile(rf"""<img\b[^>]*\bsrc=["']?{_EXTERNAL}[^>]*>""", re.I | re.S),
     re.compile(r"<footer\b.*?</footer\s*>", re.I | re.S),  # GX newsletter
     re.compile(r"""<link\b[^>]*\brel=["']?(?:shortcut )?icon[^>]*>""", re.I),  # favicon of GE's site layout
