@@ -75,8 +75,8 @@ def main() -> None:
     def cell(x: float | None) -> str:
         return "–" if x is None else f"{x:.2f}"
 
-    lines = [f"# The CQL family's cost per stay: raw learner, served policy, the critics' reading "
-             f"(`benchmarks/probe_cql_costs.py`)\n",
+    lines = ["# The CQL family's cost per stay: raw learner, served policy, the critics' reading "
+             "(`benchmarks/probe_cql_costs.py`)\n",
              f"Command: `benchmarks/probe_cql_costs.py {' '.join(f'--root {r}' for r in args.root)} --episodes "
              f"{args.episodes} --seed {args.seed} --out {args.out}`. {args.episodes} simulated patients per policy "
              f"(seed {args.seed}, cohort population). Limits: "

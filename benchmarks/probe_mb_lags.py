@@ -89,8 +89,7 @@ def main() -> None:
     exclusive.hold(Path(__file__).stem)
     t0 = time.perf_counter()
     ps = probe_common.load(args)
-    root, params, cfg, test, world, table, pols, truth = (ps.root, ps.params, ps.cfg, ps.test, ps.world, ps.table,
-                                                          ps.policies, ps.truth)
+    root, params, cfg, test, table, truth = ps.root, ps.params, ps.cfg, ps.test, ps.table, ps.truth
     wcfg = build(world_stage.WorldConfig, params.get("world"), "world")
     costs = list(table.cost_columns)
     lags = [f for f in args.lags.split(",") if f]

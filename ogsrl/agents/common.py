@@ -89,6 +89,10 @@ class ActionSpace:
         """log(1 + max/c) per column"""
         return np.log1p(self.max_arr / self.res_arr)
 
+    def subset(self, idx: Sequence[int]) -> ActionSpace:
+        """The space of the columns ``idx`` (in that order)."""
+        return ActionSpace(*(tuple(getattr(self, f)[i] for i in idx) for f in ("columns", "max", "resolution", "units")))
+
 
 CANONICAL_SPACE = ActionSpace(tuple(features.ACTIONS), tuple(ACTION_MAX.tolist()), tuple(ACTION_RESOLUTION.tolist()),
                               tuple(features.ACTION_UNITS[a] for a in features.ACTIONS))

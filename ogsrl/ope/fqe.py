@@ -62,10 +62,10 @@ class Config:
     """critics refitted on stay-bootstrap resamples of the fitting split, for the FQE interval (0: none)"""
     action: ActionKind = "continuous"
     """continuous (Q of the 2-D dose) | binned (tabular head over the 5 × 5 action_bin grid)"""
-    previous_action: bool = False
+    previous_action: bool | tuple[str, ...] = False
     """add the stay's previous logged action (encoded as the actions; zeros at the first step) to the critic's
     state: the dose a patient is on separates states the features alone mix (a MAP held by vasopressors or by
-    volume)"""
+    volume). true: every action column; a list of action columns: those only (e.g. [nee_max])"""
 
     def __post_init__(self) -> None:
         if not self.hidden or any(h <= 0 for h in self.hidden):
@@ -79,6 +79,10 @@ class Config:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.action not in ("continuous", "binned"):
             raise ValueError(f"action must be continuous or binned, got {self.action!r}")
+        if not isinstance(self.previous_action, bool) and (
+                not self.previous_action or len(set(self.previous_action)) != len(self.previous_action)):
+            raise ValueError(f"previous_action must be true, false or distinct action columns, got "
+                             f"{list(self.previous_action)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,14 +142,23 @@ def encode_actions(actions: FloatArray, space: Any = None) -> FloatArray:
     return np.concatenate([np.log1p(a / space.res_arr) / space.span_arr, (a > 0).astype(np.float64)], axis=-1)
 
 
-def previous_actions(stay_keys: npt.ArrayLike, actions: FloatArray, space: Any = None) -> FloatArray:
+def previous_actions(stay_keys: npt.ArrayLike, actions: FloatArray, space: Any = None,
+                     dims: Any = None) -> FloatArray:
     """(R, A) physical actions of rows sorted by (stay, step) → (R, 2A) the encoded action (:func:`encode_actions`)
-    of each row's previous row in its stay, zeros on a stay's first row.
+    of each row's previous row in its stay, zeros on a stay's first row; with ``dims`` (action column indices) only
+    those dimensions' two codes, (R, 2·len(dims)).
 
     In a transition (s_t, a_t, s_{t+1}) the next state's previous action is the logged a_t, so the Bellman target
     V(s_{t+1}) stays the evaluated policy's value from the state the logged action led to."""
     keys = np.asarray(stay_keys)
-    enc = encode_actions(actions, space)
+    a = np.asarray(actions, np.float64)
+    if dims is not None:
+        if isinstance(space, DiscreteSpace):
+            raise ValueError("previous_actions: dims select continuous action columns; a discrete action is one")
+        keep = list(dims)
+        a = a[:, keep]
+        space = (space if space is not None else CANONICAL_SPACE).subset(keep)
+    enc = encode_actions(a, space)
     out = np.zeros_like(enc)
     same = keys[1:] == keys[:-1]
     out[1:][same] = enc[:-1][same]

@@ -383,13 +383,22 @@ def critic_data(cfg: OPEConfig, train: pd.DataFrame, test: pd.DataFrame, costs: 
         raise ValueError("ope.fqe.action binned needs the canonical table's 5 x 5 action_bin; this table declares "
                          f"its own action {list(space.columns)}: use ope.fqe.action continuous")
 
+    prev = cfg.fqe.previous_action
+    dims = None
+    if not isinstance(prev, bool):
+        unknown = [c for c in prev if c not in space.columns]
+        if unknown:
+            raise ValueError(f"ope.fqe.previous_action: {unknown} are not action columns of this table "
+                             f"({list(space.columns)})")
+        dims = [space.columns.index(c) for c in prev]
+
     def tr(df: pd.DataFrame) -> fqe.Transitions:
         acts = df[list(space.columns)].to_numpy("float64")
         a = _bins(acts, edges) if cfg.fqe.action == "binned" and edges is not None else acts
         own_space = None if space == common.CANONICAL_SPACE else space
         obs = df[list(names)].to_numpy("float64")
-        if cfg.fqe.previous_action:
-            obs = np.column_stack([obs, fqe.previous_actions(df["stay_key"].to_numpy(), acts, own_space)])
+        if prev:
+            obs = np.column_stack([obs, fqe.previous_actions(df["stay_key"].to_numpy(), acts, own_space, dims)])
         return fqe.transitions(df["stay_key"].to_numpy(), obs, a, df[list(targets)].to_numpy("float64"), own_space)
 
     return CriticData(names, (RETURN, *costs), tr(train), tr(test), edges)

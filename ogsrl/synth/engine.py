@@ -25,7 +25,7 @@ from ogsrl.synth import clinician as C
 from ogsrl.synth import physiology as P
 from ogsrl.synth import tables as T
 from ogsrl.synth.charting import HOUR, EventLog, Mess, chart_hour
-from ogsrl.synth.stays import KIND_NAMES, KIND_NO_INFECTION, KIND_SECOND_STAY, KIND_SEPSIS, infection_rows, stay_tables
+from ogsrl.synth.stays import KIND_NO_INFECTION, KIND_SECOND_STAY, KIND_SEPSIS, infection_rows, stay_tables
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from ogsrl.io import atomic_path
 from ogsrl.synth import clinician as C
 from ogsrl.synth import engine as E
 from ogsrl.synth.policies import BUILTINS, get_policy
+from ogsrl.synth.stays import KIND_NAMES
 from ogsrl.synth.truth import RewardConfig, TruthResult, evaluate_policy
 from ogsrl.synth.writer import FORMATS, TableWriter
 from ogsrl.synth import tables as T
@@ -110,7 +111,7 @@ def generate(stays: int, seed: int, out: Path, fmt: str = "csv.gz", overwrite: b
     observer = observer or E.cohort_observer()
     t0 = time.perf_counter()
     died = died90 = septic = 0
-    kinds = np.zeros(len(E.KIND_NAMES), dtype=np.int64)
+    kinds = np.zeros(len(KIND_NAMES), dtype=np.int64)
     try:
         with atomic_path(out) as tmp:
             tmp.mkdir(parents=True)
@@ -127,7 +128,7 @@ def generate(stays: int, seed: int, out: Path, fmt: str = "csv.gz", overwrite: b
                     septic += len(s)
                     died += int(s["died_in_hosp"].sum())
                     died90 += int(s["died_90d"].sum())
-                    kinds += np.bincount(res.stays["kind"], minlength=len(E.KIND_NAMES))
+                    kinds += np.bincount(res.stays["kind"], minlength=len(KIND_NAMES))
                     log.info("synth: chunk %d (%d stays) written", c, n)
                 rows = dict(w.rows)
     except OSError as exc:
@@ -138,7 +139,7 @@ def generate(stays: int, seed: int, out: Path, fmt: str = "csv.gz", overwrite: b
         "synth/behaviour_mortality_hosp": died / max(septic, 1),
         "synth/behaviour_mortality_90d": died90 / max(septic, 1),
     }
-    for i, k in enumerate(E.KIND_NAMES):
+    for i, k in enumerate(KIND_NAMES):
         metrics[f"synth/stays_{k}"] = int(kinds[i])
     for name, n_rows in rows.items():
         metrics[f"synth/rows_{name}"] = n_rows

@@ -144,3 +144,18 @@ def test_steady_and_scatter_split_a_policys_error_across_datasets() -> None:
     assert got["spearman_of_mean"] == pytest.approx(1.0)
     assert got["median_spearman"] == pytest.approx(0.75)
     assert estimate_errors.value_of([-90.0, 0.5, 4.0], "cost_total") == 4.5
+
+
+def test_errors_relative_to_a_reference_drop_what_every_policy_shares() -> None:
+    import estimate_errors
+
+    true = np.array([1.0, 2.0, 4.0])
+    # every policy −1 on dataset 0 and +1 on dataset 1 (a level no ranking sees); policy c also +0.3 on both
+    est = np.array([[0.0, 1.0, 3.3], [2.0, 3.0, 5.3]])
+    plain = estimate_errors.steady_and_scatter(est, true)
+    assert plain["sd_error"] == pytest.approx([np.sqrt(2.0)] * 3)
+    rel = estimate_errors.steady_and_scatter(est, true, reference=0)
+    assert rel["mean_error"] == pytest.approx([0.0, 0.0, 0.3]) and rel["sd_error"] == pytest.approx([0.0, 0.0, 0.0])
+    # the medians leave the reference out: over b (0) and c (0.3)
+    assert rel["median_abs_mean_error"] == pytest.approx(0.15) and rel["median_sd_error"] == 0.0
+    assert rel["median_spearman"] == plain["median_spearman"] == pytest.approx(1.0)

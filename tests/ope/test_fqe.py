@@ -63,6 +63,11 @@ def test_previous_actions_are_the_stays_last_encoded_dose() -> None:
     np.testing.assert_array_equal(prev[[0, 3]], 0.0)  # a stay's first row has no previous action
     np.testing.assert_array_equal(prev[[1, 2, 4]], enc[[0, 1, 3]])
     assert prev[1, 2] == 1.0 and prev[1, 3] == 0.0  # fluid given, no vasopressor, before row 1
+    vaso = fqe.previous_actions(stay, acts, dims=[1])  # the vasopressor's two codes only
+    assert vaso.shape == (5, 2)
+    np.testing.assert_array_equal(vaso, prev[:, [1, 3]])
+    with pytest.raises(ValueError, match="distinct action columns"):
+        fqe.Config(previous_action=("nee_max", "nee_max"))
 
 
 def test_previous_action_lets_the_critic_see_a_delayed_effect() -> None:

@@ -282,6 +282,12 @@ def test_critic_state_gains_the_previous_logged_action(trained: Path) -> None:
     enc = fqe.encode_actions(train[["fluid_ml", "nee_max"]].to_numpy("float64"))
     np.testing.assert_array_equal(prev.train.obs[later, n:], enc[later - 1])
     np.testing.assert_array_equal(prev.train.obs[prev.train.step == 0, n:], 0.0)
+    vaso = stage.critic_data(stage.ope_config(_params(fqe={**TINY_FQE, "previous_action": ["nee_max"]})), train,
+                             test, costs, None)
+    np.testing.assert_array_equal(vaso.train.obs[:, n:], prev.train.obs[:, [n + 1, n + 3]])
+    with pytest.raises(ValueError, match=r"previous_action: \['dopamine'\] are not action columns"):
+        stage.critic_data(stage.ope_config(_params(fqe={**TINY_FQE, "previous_action": ["dopamine"]})), train, test,
+                          costs, None)
 
 
 def test_bad_ope_params_are_config_errors(trained: Path) -> None:
