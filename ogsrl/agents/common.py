@@ -91,7 +91,8 @@ class ActionSpace:
 
     def subset(self, idx: Sequence[int]) -> ActionSpace:
         """The space of the columns ``idx`` (in that order)."""
-        return ActionSpace(*(tuple(getattr(self, f)[i] for i in idx) for f in ("columns", "max", "resolution", "units")))
+        return ActionSpace(tuple(self.columns[i] for i in idx), tuple(self.max[i] for i in idx),
+                           tuple(self.resolution[i] for i in idx), tuple(self.units[i] for i in idx))
 
 
 CANONICAL_SPACE = ActionSpace(tuple(features.ACTIONS), tuple(ACTION_MAX.tolist()), tuple(ACTION_RESOLUTION.tolist()),

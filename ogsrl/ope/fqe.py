@@ -143,7 +143,7 @@ def encode_actions(actions: FloatArray, space: Any = None) -> FloatArray:
 
 
 def previous_actions(stay_keys: npt.ArrayLike, actions: FloatArray, space: Any = None,
-                     dims: Any = None) -> FloatArray:
+                     dims: list[int] | None = None) -> FloatArray:
     """(R, A) physical actions of rows sorted by (stay, step) → (R, 2A) the encoded action (:func:`encode_actions`)
     of each row's previous row in its stay, zeros on a stay's first row; with ``dims`` (action column indices) only
     those dimensions' two codes, (R, 2·len(dims)).
@@ -155,9 +155,8 @@ def previous_actions(stay_keys: npt.ArrayLike, actions: FloatArray, space: Any =
     if dims is not None:
         if isinstance(space, DiscreteSpace):
             raise ValueError("previous_actions: dims select continuous action columns; a discrete action is one")
-        keep = list(dims)
-        a = a[:, keep]
-        space = (space if space is not None else CANONICAL_SPACE).subset(keep)
+        a = a[:, dims]
+        space = (space if space is not None else CANONICAL_SPACE).subset(dims)
     enc = encode_actions(a, space)
     out = np.zeros_like(enc)
     same = keys[1:] == keys[:-1]
