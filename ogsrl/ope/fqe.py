@@ -66,6 +66,11 @@ class Config:
     """add the stay's previous logged action (encoded as the actions; zeros at the first step) to the critic's
     state: the dose a patient is on separates states the features alone mix (a MAP held by vasopressors or by
     volume). true: every action column; a list of action columns: those only (e.g. [nee_max])"""
+    history: int = 0
+    """stack the stay's ``history`` previous observations onto the critic's state (nearest first; before a stay's
+    first row, its first observation): a course the current features cannot show, e.g. a MAP rising on a pressor.
+    Every stacked row is logged data, so unlike a previous action it asks the critic about no new (dose, dose)
+    pair"""
 
     def __post_init__(self) -> None:
         if not self.hidden or any(h <= 0 for h in self.hidden):
@@ -83,6 +88,8 @@ class Config:
                 not self.previous_action or len(set(self.previous_action)) != len(self.previous_action)):
             raise ValueError(f"previous_action must be true, false or distinct action columns, got "
                              f"{list(self.previous_action)}")
+        if self.history < 0:
+            raise ValueError(f"history must be ≥ 0 previous observations, got {self.history}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +169,23 @@ def previous_actions(stay_keys: npt.ArrayLike, actions: FloatArray, space: Any =
     same = keys[1:] == keys[:-1]
     out[1:][same] = enc[:-1][same]
     return out
+
+
+def previous_observations(stay_keys: npt.ArrayLike, obs: FloatArray, k: int) -> FloatArray:
+    """(R, S) observations of rows sorted by (stay, step) → (R, k·S): the observations of each row's k previous rows
+    in its stay, nearest first; before a stay's first row its first observation stands in (no change yet).
+
+    Within a transition (s_t, a_t, s_{t+1}) the next state's history is s_t, s_{t−1}, …: logged rows, so the Bellman
+    target V(s_{t+1}, history) asks the critic about π_e's action only, as without history."""
+    keys = np.asarray(stay_keys)
+    x = np.asarray(obs, np.float64)
+    if x.ndim != 2 or keys.shape != (len(x),):
+        raise ValueError(f"previous_observations: obs (R, S) and stay_keys (R,) must share R, got {x.shape}, "
+                         f"{keys.shape}")
+    starts = np.r_[True, keys[1:] != keys[:-1]]
+    first = np.nonzero(starts)[0][np.cumsum(starts) - 1]  # each row's stay's first row
+    rows = np.arange(len(x))
+    return np.concatenate([x[np.maximum(rows - j, first)] for j in range(1, k + 1)], axis=1) if k else x[:, :0]
 
 
 def bin_probs(draw_bins: npt.NDArray[np.integer]) -> FloatArray:

@@ -397,9 +397,11 @@ def critic_data(cfg: OPEConfig, train: pd.DataFrame, test: pd.DataFrame, costs: 
         a = _bins(acts, edges) if cfg.fqe.action == "binned" and edges is not None else acts
         own_space = None if space == common.CANONICAL_SPACE else space
         obs = df[list(names)].to_numpy("float64")
+        keys = df["stay_key"].to_numpy()
+        parts = [obs, fqe.previous_observations(keys, obs, cfg.fqe.history)]
         if prev:
-            obs = np.column_stack([obs, fqe.previous_actions(df["stay_key"].to_numpy(), acts, own_space, dims)])
-        return fqe.transitions(df["stay_key"].to_numpy(), obs, a, df[list(targets)].to_numpy("float64"), own_space)
+            parts.append(fqe.previous_actions(keys, acts, own_space, dims))
+        return fqe.transitions(keys, np.column_stack(parts), a, df[list(targets)].to_numpy("float64"), own_space)
 
     return CriticData(names, (RETURN, *costs), tr(train), tr(test), edges)
 

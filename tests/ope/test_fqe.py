@@ -70,6 +70,43 @@ def test_previous_actions_are_the_stays_last_encoded_dose() -> None:
         fqe.Config(previous_action=("nee_max", "nee_max"))
 
 
+def test_previous_observations_are_the_stays_last_rows_nearest_first() -> None:
+    stay = np.array([4, 4, 4, 9, 9])
+    obs = np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0], [7.0, 70.0], [8.0, 80.0]])
+    hist = fqe.previous_observations(stay, obs, 2)
+    assert hist.shape == (5, 4)
+    np.testing.assert_array_equal(hist[:, :2], obs[[0, 0, 1, 3, 3]])  # one step back; a first row repeats itself
+    np.testing.assert_array_equal(hist[:, 2:], obs[[0, 0, 0, 3, 3]])  # two steps back, never into another stay
+    assert fqe.previous_observations(stay, obs, 0).shape == (5, 0)
+    with pytest.raises(ValueError, match="history must be ≥ 0"):
+        fqe.Config(history=-1)
+    with pytest.raises(ValueError, match="must share R"):
+        fqe.previous_observations(stay[:4], obs, 1)
+
+
+def test_history_lets_the_critic_see_a_trait_the_clinicians_see() -> None:
+    """A hidden trait z (half the stays) decides whether fluid pays: r_t = z · g_t for t ≥ 1. The clinicians see z
+    from step 1 on (fluid with probability 0.8 if z, else 0.2); x_t alone is a fair coin either way, but z = 1 makes
+    x alternate and z = 0 keeps it. π_e = "always fluid" is worth 2 · ½ = 1; a critic of x alone reads the treated
+    rows' share of z (0.8) for every patient (1.6), one that sees x_{t−1} too reads z."""
+    n, h = 800, 3
+    rng = np.random.default_rng(0)
+    z = rng.integers(0, 2, n)
+    x0 = rng.integers(0, 2, n)
+    x = np.where(z[:, None] == 1, (x0[:, None] + np.arange(h)) % 2, x0[:, None]).astype(float)
+    g = np.column_stack([rng.integers(0, 2, n), rng.random((n, h - 1)) < np.where(z == 1, 0.8, 0.2)[:, None]])
+    stay = np.repeat(np.arange(n), h)
+    acts = np.column_stack([g.reshape(-1) * tab.DOSE, np.zeros(n * h)])
+    r = (z[:, None] * g * (np.arange(h) >= 1)).reshape(-1, 1).astype(float)
+    draws = np.tile([tab.DOSE, 0.0], (FAST["mc_actions"], n * h, 1))
+    obs = x.reshape(-1, 1)
+    for k, exact in ((0, 1.6), (1, 1.0)):
+        tr = fqe.transitions(stay, np.column_stack([obs, fqe.previous_observations(stay, obs, k)]), acts, r)
+        critic = fqe.fit(fqe.Config(**FAST, history=k), tr, draws, 1.0, seed=3)
+        v0 = fqe.initial_values(critic, tr.obs, tr.step, draws, np.nonzero(tr.step == 0)[0])
+        assert abs(v0.mean() - exact) < 0.1, (k, v0.mean())
+
+
 def test_previous_action_lets_the_critic_see_a_delayed_effect() -> None:
     """r_t = 1[fluid at t − 1], and x is i.i.d. noise: π_e = "always fluid" is worth H − 1 = 2, but a critic of x
     alone cannot tell a patient who had fluid from one who had none and reads the behaviour's ½ per step (1.0)."""

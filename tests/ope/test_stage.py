@@ -266,7 +266,7 @@ def test_bad_input_is_one_line_or_a_flagged_fallback(trained: Path, tmp_path: Pa
         stage.evaluate_policy(OtherFeatures(), "x/seed1", bmodel, train, test, cols, cd, cfg)
 
 
-def test_critic_state_gains_the_previous_logged_action(trained: Path) -> None:
+def test_critic_state_gains_the_previous_logged_action_and_states(trained: Path) -> None:
     from ogsrl.agents import common
     from ogsrl.ope import fqe
 
@@ -288,6 +288,12 @@ def test_critic_state_gains_the_previous_logged_action(trained: Path) -> None:
     with pytest.raises(ValueError, match=r"previous_action: \['dopamine'\] are not action columns"):
         stage.critic_data(stage.ope_config(_params(fqe={**TINY_FQE, "previous_action": ["dopamine"]})), train, test,
                           costs, None)
+    both = stage.critic_data(stage.ope_config(_params(fqe={**TINY_FQE, "history": 2, "previous_action": True})),
+                             train, test, costs, None)
+    assert both.test.obs.shape[1] == 3 * n + 4  # the state, two previous states, then the previous action
+    np.testing.assert_array_equal(both.train.obs[:, 3 * n:], prev.train.obs[:, n:])
+    np.testing.assert_array_equal(both.train.obs[later, n: 2 * n], plain.train.obs[later - 1])
+    np.testing.assert_array_equal(both.train.obs[prev.train.step == 0, n: 2 * n], plain.train.obs[prev.train.step == 0])
 
 
 def test_bad_ope_params_are_config_errors(trained: Path) -> None:
