@@ -39,7 +39,7 @@ class ReportConfig:
 
     estimators: tuple[str, ...] = ()
     """OPE estimators shown, in order (empty: every estimator found in the OPE metrics, sorted)"""
-    targets: tuple[str, ...] = ("return", "cost_total", "cost_spo2_low", "mortality_hosp")
+    targets: tuple[str, ...] = ("return", "cost_total", "cost_spo2_low", "cost_urine_low", "mortality_hosp")
     """OPE targets with a comparison table, in order (those absent from the metrics are skipped)"""
     min_ess: float = 20.0
     """estimates with a smaller effective sample size are drawn hollow and may run off the OPE-vs-truth axis (set
