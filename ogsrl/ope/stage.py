@@ -933,6 +933,8 @@ def run(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
     behaviour_model = ts.behaviour_model
     metrics: dict[str, Any] = {"test/stays": int(test["stay_key"].nunique()), "test/sha256": ts.sha256,
                                "ope/gamma": cfg.gamma, "ope/fqe_action": cfg.fqe.action,
+                               "ope/fqe_history": cfg.fqe.history,
+                               "ope/fqe_previous_action": bool(cfg.fqe.previous_action),
                                "ope/model_based": bool(ts.world and ts.world.models),
                                "ope/neighbour": bool(ts.world and ts.world.pools),
                                "ope/anchored": bool(ts.world and ts.world.anchors is not None),

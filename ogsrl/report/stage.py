@@ -286,6 +286,16 @@ CRITIC_COST_ADVICE = {
       "limit, read the hull's upper bound, as the gate does",
 }
 """the total and urine costs' advice, by the pre-registered rule of docs/policies-and-ope.md, session 42"""
+CRITIC_AS_MEASURED = {"ope/fqe_action": "continuous", "ope/fqe_history": 3, "ope/fqe_previous_action": False}
+"""the critic :data:`CRITIC_COST_ADVICE` was measured with (the OPE metrics' ``ope/fqe_*``); another critic gets no
+such advice"""
+
+
+def critic_differs(ope: Mapping[str, Any]) -> str:
+    """"" when the OPE metrics' FQE critic is the one :data:`CRITIC_COST_ADVICE` was measured with, else what
+    differs (a setting the metrics do not record counts as different)."""
+    return ", ".join(f"{k.removeprefix('ope/')} {ope.get(k, 'not recorded')!s} (measured: {v!s})"
+                     for k, v in CRITIC_AS_MEASURED.items() if ope.get(k) != v)
 UNCHECKED = "Compare only policies the gate's support check admits (not measured for these policies)."
 
 
@@ -318,10 +328,11 @@ def support_cell(share: float | None, limit: float, band: float, logged: bool = 
 
 def ope_table(est: pd.DataFrame, truth: Mapping[str, Mapping[str, float]], target: str,
               estimators: Sequence[str], support: Mapping[str, float] | None = None, limit: float = 0.10,
-              band: float = 0.0) -> str:
+              band: float = 0.0, critic: Mapping[str, Any] | None = None) -> str:
     """One target's estimates: a row per policy (with its support share when the evaluate stage measured it,
     :func:`support_cell`), a column per estimator, the truth on the demo; ▲ marks each estimator's pick among the
-    policies the gate's support check admits (share ≤ ``limit`` − ``band``, :func:`unpickable`)."""
+    policies the gate's support check admits (share ≤ ``limit`` − ``band``, :func:`unpickable`). ``critic``: the
+    OPE metrics' FQE settings (``ope/fqe_*``); the FQE cost advice shows only for the critic it was measured with."""
     rows_t = est[est["target"] == target]
     if rows_t.empty:
         return ""
@@ -358,15 +369,21 @@ def ope_table(est: pd.DataFrame, truth: Mapping[str, Mapping[str, float]], targe
         if has_truth:
             cells.append(_fmt(inputs.truth_of(truth.get(p, {}), target)))
         rows.append(cells)
+    differs = critic_differs(critic or {}) if target in CRITIC_COST_ADVICE and CRITIC_COST_ESTIMATOR in estimators \
+        else ""
     advice = ("Choose by <code>cautious</code> (the consensus lowered by its parts' disagreement): on the demo's "
               "seven benchmark unions (three scored after the rule was written down) it was the only estimator whose "
               "pick came within 3 % of the return range of the truly best policy on every one; <code>consensus</code> "
               "is the value to read"
               if target == "return" else
               ANCHORED_SPO2_ADVICE if target == ANCHORED_SPO2 and ANCHORED in estimators else
-              CRITIC_COST_ADVICE[target] if target in CRITIC_COST_ADVICE and CRITIC_COST_ESTIMATOR in estimators else
+              CRITIC_COST_ADVICE[target] if target in CRITIC_COST_ADVICE and CRITIC_COST_ESTIMATOR in estimators
+              and not differs else
               "On the demo's benchmark sets no estimator picked the lowest cost return reliably; "
               "<code>consensus</code> ranked the most steadily" if target.startswith("cost_") else "")
+    if differs:
+        advice += (f". The pre-registered <code>fqe</code> advice for this cost does not apply: this run's critic "
+                   f"differs from the one measured ({html.escape(differs)})")
     scope = (f"among the policies inside the data's support (the guardian rejects ≤ {limit - band:.0%} of their own "
              f"actions on the test states: the gate's limit, {limit:.0%}, less its margin, within which the gate "
              "decides nothing)" if support else "")
@@ -545,8 +562,8 @@ def build(root: Path, cfg: ReportConfig) -> tuple[str, dict[str, str], dict[str,
     truth_note = ("Truth: the demo simulator's values for the same policies (✔ / ✘: the 95 % CI covers it or not)."
                   if truth else "No simulator truth (real data): estimates only.")
     left_out = unpickable(support, cfg.max_support_reject_share, cfg.support_band)
-    ope_html = "".join(ope_table(est, truth, t, estimators, support, cfg.max_support_reject_share, cfg.support_band)
-                       for t in targets)
+    ope_html = "".join(ope_table(est, truth, t, estimators, support, cfg.max_support_reject_share, cfg.support_band,
+                                 docs["ope"]) for t in targets)
     fig_ope = "".join(_figure(figs.get(f"ope_vs_truth_{t}") or figs.get(f"ope_estimates_{t}"),
                               f"OPE estimates of {t} with 95 % bootstrap CIs"
                               + (" against the simulator's true value (dashed: y = x)." if f"ope_vs_truth_{t}" in figs

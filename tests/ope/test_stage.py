@@ -85,6 +85,9 @@ def test_evaluate_writes_estimates_for_every_target(trained: Path) -> None:
     assert metrics["truth/available"] is False and metrics["test/stays"] == 40
     assert metrics["support/available"] is False and not any("/support/" in k for k in metrics)  # no guardian yet
     assert metrics["ope/model_based"] is True and metrics["ope/neighbour"] is True
+    # the critic's settings, which the report's pre-registered FQE advice is checked against
+    assert (metrics["ope/fqe_action"], metrics["ope/fqe_history"], metrics["ope/fqe_previous_action"]) == \
+        ("continuous", 0, False)
     for k in ("wis/return/value", "pdwis/cost_total/ci_high", "weights/top1_share"):  # one seed: mean = it, sd 0
         assert metrics[f"soc/mean/{k}"] == metrics[f"soc/seed42/{k}"] and metrics[f"soc/sd/{k}"] == 0.0
 

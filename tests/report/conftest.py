@@ -13,7 +13,8 @@ RUNS = {"soc": (42,), "gmb_cpo": (42, 43)}
 
 
 def _ope_metrics() -> dict:
-    m: dict = {"ope/gamma": 1.0, "test/stays": 40, "behaviour_model/features": 23.0, "truth/available": True}
+    m: dict = {"ope/gamma": 1.0, "test/stays": 40, "behaviour_model/features": 23.0, "truth/available": True,
+               "ope/fqe_action": "continuous", "ope/fqe_history": 3, "ope/fqe_previous_action": False}
     for target, base, true in (("return", -80.0, -88.0), ("cost_total", 6.0, 6.5), ("mortality_hosp", 0.2, 0.22)):
         m.update({f"behaviour/onpolicy/{target}/{k}": v for k, v in
                   (("value", base), ("ci_low", base - 1), ("ci_high", base + 1), ("ess", 40.0))})

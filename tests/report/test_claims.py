@@ -152,8 +152,26 @@ def test_the_critic_cost_advice_quotes_the_pre_registered_sets(target: str) -> N
     assert f"the FQE/WDR hull's, whose upper bound the gate reads, for {hull[0]} of {hull[1]}" in advice
     est = pd.DataFrame([{"policy": p, "estimator": "fqe", "target": target, "value": v, "ci_low": v - 1,
                          "ci_high": v + 1} for p, v in (("a/seed1", 3.0), ("b/seed1", 4.0))])
-    assert "Read this cost by <code>fqe</code>" in stage.ope_table(est, {}, target, ["fqe"])
-    assert "Read this cost" not in stage.ope_table(est.assign(estimator="wis"), {}, target, ["wis"])
+    measured = stage.CRITIC_AS_MEASURED
+    assert "Read this cost by <code>fqe</code>" in stage.ope_table(est, {}, target, ["fqe"], critic=measured)
+    assert "Read this cost" not in stage.ope_table(est.assign(estimator="wis"), {}, target, ["wis"], critic=measured)
+    assert all(p["meta"]["fqe"] == [f"history={measured['ope/fqe_history']}"] for p in map(page, BAND))
+
+
+@pytest.mark.parametrize("critic, differs", [
+    ({**stage.CRITIC_AS_MEASURED, "ope/fqe_history": 0}, "fqe_history 0 (measured: 3)"),
+    ({**stage.CRITIC_AS_MEASURED, "ope/fqe_action": "binned"}, "fqe_action binned (measured: continuous)"),
+    ({**stage.CRITIC_AS_MEASURED, "ope/fqe_previous_action": True}, "fqe_previous_action True (measured: False)"),
+    ({"ope/gamma": 1.0}, "fqe_history not recorded (measured: 3)"),  # metrics written before the stage recorded it
+])
+def test_the_critic_cost_advice_shows_only_for_the_critic_it_was_measured_with(critic: dict, differs: str) -> None:
+    import pandas as pd
+
+    est = pd.DataFrame([{"policy": p, "estimator": "fqe", "target": stage.URINE_COST, "value": v, "ci_low": v - 1,
+                         "ci_high": v + 1} for p, v in (("a/seed1", 3.0), ("b/seed1", 4.0))])
+    table = html.unescape(stage.ope_table(est, {}, stage.URINE_COST, ["fqe"], critic=critic))
+    assert "Read this cost by <code>fqe</code>" not in table and "below the truth" not in table
+    assert "The pre-registered <code>fqe</code> advice for this cost does not apply" in table and differs in table
 
 
 def test_the_urine_advice_warns_of_the_learned_policys_low_reading() -> None:
