@@ -7,7 +7,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = ("synth", "blanket", "best_known", "policies_s19", "served19_K1probe", "served19_G1probe", "served19_KG42probe", "cqlcheck19_K40", "cqlcheck19_K42", "cqlcheck19_K44", "cqlcheck19_G40", "cqlcheck19_G42", "cqlcheck19_G44", "policies_s16", "served17_H12probe", "served17_H5probe", "served17_H34probe", "served17_G1probe", "served17_D6probe", "served17_D7probe", "cql_fix_s16", "cql_served_s16", "cql_served_lr_s16", "cql_served_lr2_s16", "served16_D1", "served16_D2", "served16_D3", "served16_D4", "served16_D5", "cql_fix_s15", "cql_costs_s15", "cql_templr_s15", "policies_s13", "cql_costs_s13", "policies_s12", "policies_s9", "policies_s8", "policies", "policies_s8_it120_k0", "policies_default", "sweep", "extract", "extract_full", "world", "world_truth", "guardian", "certificate",
-         "ope_coverage_s43x40", "ope_coverage_s43", "ope_coverage_s43_h0",
+         "coverage_calibration_s43", "ope_coverage_s43x40", "coverage_calibration_s43_first20", "ope_coverage_s43",
+         "coverage_calibration_s43_h0", "ope_coverage_s43_h0",
          "band_goals_s42", "fqe_s42_set36_h3", "fqe_s42_set37_h3", "fqe_s42_set38_h3", "fqe_s42_set39_h3",
          "fqe_s42_set40_h3", "fqe_s42_set41_h3", "fqe_s42_set42_h3", "fqe_s42_set43_h3", "fqe_s42_base_h1",
          "fqe_s42_base_h3", "fqe_s42_set34_h1", "fqe_s42_set34_h3", "fqe_s42_set35_h1", "fqe_s42_set35_h3",
