@@ -179,3 +179,24 @@ def test_the_urine_advice_warns_of_the_learned_policys_low_reading() -> None:
     gaps = [page(n)["values"]["fqe"][GMB][2] - page(n)["truth"][GMB]["cost_return_cost_urine_low"] for n in BAND]
     assert all(g < 0 for g in gaps)
     assert f"{-max(gaps):.2f} – {-min(gaps):.2f} below the truth" in stage.CRITIC_COST_ADVICE[stage.URINE_COST]
+
+
+def test_the_thin_wdr_warning_quotes_the_coverage_calibration_page() -> None:
+    import pandas as pd
+
+    rows = {(r["estimator"], r["target"], r["regime"]): r for r in page("coverage_calibration_s43")["rows"]}
+    below, gate = rows[("wdr", "return", "below")], rows[("wdr", "return", "gate")]
+    cov = page("ope_coverage_s43x40")["coverage"]
+    assert cov["datasets"] == 40 and cov["min_ess"] == 20.0
+    text = stage.THIN_WDR_RETURN.format(min_ess=cov["min_ess"])
+    assert f"on {cov['datasets']} fresh demo datasets" in text and "ESS below 20 " in text
+    assert f"{below['covered']} of {below['intervals']} policies" in text and f"SD {below['z_sd']:.2f}," in text
+    assert f"{gate['covered']} of {gate['intervals']} at ESS ≥ 20 (SD {gate['z_sd']:.2f})" in text
+    assert below["z_sd"] > 1.2 > gate["z_sd"]  # too narrow below the threshold, calibrated above it
+
+    def table(ess: float) -> str:
+        est = pd.DataFrame([{"policy": p, "estimator": "wdr", "target": "return", "value": v, "ci_low": v - 1,
+                             "ci_high": v + 1, "ess": ess} for p, v in (("a/seed1", -90.0), ("b/seed1", -92.0))])
+        return html.unescape(stage.ope_table(est, {}, "return", ["wdr"], min_ess=20.0))
+
+    assert "WDR's are too narrow there" in table(1.1) and "WDR's are too narrow there" not in table(25.0)
