@@ -55,11 +55,12 @@ def calibration(hits: list[bool], z: list[float]) -> dict[str, float]:
 
 
 def rows_of(cov: dict[str, Any], truths: dict[str, dict], min_ess: float, estimators: list[str]) -> list[dict]:
-    """One row per estimator × target × regime over every dataset's policies (two-sided and gate-side counts)."""
+    """One row per estimator × target × regime over every dataset's policies (two-sided and gate-side counts, the
+    range of the estimates' ESS)."""
     rows = []
     for e in estimators:
         for target in TARGETS:
-            got: dict[str, dict[str, list]] = {r: {"two": [], "side": [], "z": []} for r in REGIMES}
+            got: dict[str, dict[str, list]] = {r: {"two": [], "side": [], "z": [], "ess": []} for r in REGIMES}
             for ds in cov.values():
                 for name, r in ds.items():
                     est = bench_ope.estimate_of(r, e, target)
@@ -71,11 +72,13 @@ def rows_of(cov: dict[str, Any], truths: dict[str, dict], min_ess: float, estima
                         g["two"].append(est["ci_low"] <= t <= est["ci_high"])
                         g["side"].append(t >= est["ci_low"] if target == "return" else t <= est["ci_high"])
                         g["z"].append(standardised_error(est, t))
+                        g["ess"].append(est.get("ess", np.nan))
             for regime, g in got.items():
                 if g["two"]:
                     side = calibration(g["side"], [])
                     rows.append({"estimator": e, "target": target, "regime": regime, **calibration(g["two"], g["z"]),
-                                 "gate_side": side["coverage"], "gate_side_ci_low": side["ci_low"]})
+                                 "gate_side": side["coverage"], "gate_side_ci_low": side["ci_low"],
+                                 "ess_min": float(np.nanmin(g["ess"])), "ess_max": float(np.nanmax(g["ess"]))})
     return rows
 
 
@@ -107,9 +110,10 @@ def main() -> None:
           "Coverage: two-sided, with its Clopper–Pearson 95 % interval; gate side: the bound the gate reads. z: "
           "(truth − estimate) in standard errors of the interval's side (SD 1 when calibrated); implied: the "
           "two-sided coverage a normal z with that mean and SD gives.", "",
-          "| estimator | target | regime | covered | coverage [95 % CI] | gate side | z mean | z SD | implied |",
-          "|---|---|---|---|---|---|---|---|---|"]
-    md += [f"| {r['estimator']} | {r['target']} | {r['regime']} | {r['covered']} / {r['intervals']} | "
+          "| estimator | target | regime | ESS | covered | coverage [95 % CI] | gate side | z mean | z SD | implied |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    md += [f"| {r['estimator']} | {r['target']} | {r['regime']} | {r['ess_min']:.1f} – {r['ess_max']:.1f} | "
+           f"{r['covered']} / {r['intervals']} | "
            f"{r['coverage']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['gate_side']:.3f} | "
            f"{r['z_mean']:+.2f} | {r['z_sd']:.2f} | {r['implied']:.3f} |" for r in rows]
     out.with_suffix(".md").write_text("\n".join(md) + "\n")

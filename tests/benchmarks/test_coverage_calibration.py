@@ -48,5 +48,6 @@ def test_rows_split_by_the_gates_ess_and_read_the_gates_side() -> None:
     assert (gate["covered"], gate["intervals"], gate["gate_side"]) == (1, 2, 1.0)
     assert (below["covered"], below["intervals"], below["gate_side"]) == (0, 1, 0.0)  # truth −90 below −85
     assert (both["covered"], both["intervals"]) == (1, 3)
+    assert (gate["ess_min"], gate["ess_max"], below["ess_min"], both["ess_max"]) == (40.0, 50.0, 1.0, 50.0)
     # a cost's gate side is its upper bound: truth 1.0 ≤ 1.0 holds; 2.0 and 3.0 above it do not
     assert rows[("cost_spo2_low", "all")]["gate_side"] == 1.0 and rows[("cost_urine_low", "all")]["gate_side"] == 0.0

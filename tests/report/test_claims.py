@@ -190,7 +190,8 @@ def test_the_thin_wdr_warning_quotes_the_coverage_calibration_page() -> None:
     assert cov["datasets"] == 40 and cov["min_ess"] == 20.0
     text = stage.THIN_WDR_RETURN.format(min_ess=cov["min_ess"])
     assert f"on {cov['datasets']} fresh demo datasets" in text and "ESS below 20 " in text
-    assert f"{below['covered']} of {below['intervals']} policies" in text and f"SD {below['z_sd']:.2f}," in text
+    assert f"{below['covered']} of {below['intervals']} policies at ESS {below['ess_min']:.1f} – " \
+           f"{below['ess_max']:.1f} " in text and f"SD {below['z_sd']:.2f}," in text
     assert f"{gate['covered']} of {gate['intervals']} at ESS ≥ 20 (SD {gate['z_sd']:.2f})" in text
     assert below["z_sd"] > 1.2 > gate["z_sd"]  # too narrow below the threshold, calibrated above it
 
